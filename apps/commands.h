@@ -1,0 +1,18 @@
+// apps/commands.h — the `ferry` subcommands. Each lives in its own cmd_<name>.cc and takes
+// argv after the subcommand name; it returns the process exit status.
+#pragma once
+
+namespace ferry::apps {
+
+struct Command {
+  const char* name;
+  const char* summary;
+  int (*run)(int argc, char** argv);
+};
+
+int run_inspect(int argc, char** argv);
+int run_send(int argc, char** argv);
+int run_recv(int argc, char** argv);
+int run_migrate(int argc, char** argv);
+
+}  // namespace ferry::apps

@@ -1,0 +1,17 @@
+// common/clock.h — monotonic time in the units the code uses.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+
+namespace ferry {
+
+inline uint64_t now_ns() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count());
+}
+
+inline double now_seconds() { return static_cast<double>(now_ns()) * 1e-9; }
+
+}  // namespace ferry

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs every Debian package ferry needs (build, tests, QEMU, guest rig), builds the guest
+# image (cached) and builds ferry into build/. Idempotent: run it again at any time.
+#
+#   scripts/setup.sh            install + guest image + build
+#   FERRY_SKIP_APT=1 ...        skip the apt step (packages already there)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(
+  # build
+  g++ meson ninja-build pkg-config
+  libgtest-dev libgmock-dev libbenchmark-dev
+  libisal-dev liblz4-dev libzstd-dev
+  # fuzzing (clang + libFuzzer runtime)
+  clang libclang-rt-14-dev
+  # guest rig and integration tests
+  qemu-system-x86 qemu-utils busybox-static cpio gzip xz-utils iproute2 python3 util-linux
+)
+
+need_install=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_install+=("$p")
+done
+if [[ ${#need_install[@]} -gt 0 && "${FERRY_SKIP_APT:-0}" != 1 ]]; then
+  echo "setup: installing ${need_install[*]}"
+  if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_install[@]}"
+fi
+
+# Guest image (kernel + busybox initramfs + workload), cached under .cache/guest.
+if [[ -x scripts/guest/build.sh ]]; then
+  scripts/guest/build.sh
+fi
+
+if [[ ! -f build/build.ninja ]]; then
+  meson setup build ${FERRY_MESON_ARGS:-}
+fi
+ninja -C build
+echo "setup: ferry built in build/ (binary: build/apps/ferry)"

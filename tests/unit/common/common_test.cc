@@ -1,0 +1,76 @@
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "common/crc32c.h"
+#include "common/spsc_ring.h"
+#include "common/status.h"
+
+namespace ferry {
+namespace {
+
+TEST(Crc32c, StandardCheckValue) {
+  const char* s = "123456789";
+  EXPECT_EQ(crc32c(s, 9), 0xE3069283u);
+  EXPECT_EQ(crc32c_extend_scalar(0, s, 9), 0xE3069283u);
+}
+
+TEST(Crc32c, ChainedEqualsWholeAndMatchesScalar) {
+  std::mt19937 rng(7);
+  std::vector<uint8_t> buf(10007);
+  for (auto& b : buf) b = static_cast<uint8_t>(rng());
+  for (size_t split : {0ul, 1ul, 63ul, 4096ul, 10007ul}) {
+    uint32_t a = crc32c_extend(0, buf.data(), split);
+    a = crc32c_extend(a, buf.data() + split, buf.size() - split);
+    EXPECT_EQ(a, crc32c(buf.data(), buf.size()));
+    EXPECT_EQ(a, crc32c_extend_scalar(0, buf.data(), buf.size()));
+  }
+}
+
+TEST(SpscRing, FullAndEmpty) {
+  SpscRing<int> ring(3);
+  EXPECT_EQ(ring.capacity(), 4u);
+  for (int i = 0; i < 4; ++i) EXPECT_TRUE(ring.try_push(i));
+  EXPECT_FALSE(ring.try_push(9));
+  int v = -1;
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_TRUE(ring.try_pop(v));
+    EXPECT_EQ(v, i);
+  }
+  EXPECT_FALSE(ring.try_pop(v));
+}
+
+TEST(SpscRing, TwoThreadsKeepOrder) {
+  SpscRing<uint64_t> ring(64);
+  constexpr uint64_t kCount = 200000;
+  std::thread producer([&] {
+    for (uint64_t i = 0; i < kCount;) {
+      if (ring.try_push(i)) ++i;
+    }
+  });
+  uint64_t expect = 0;
+  uint64_t v;
+  while (expect < kCount) {
+    if (ring.try_pop(v)) {
+      ASSERT_EQ(v, expect);
+      ++expect;
+    }
+  }
+  producer.join();
+}
+
+TEST(Status, ResultCarriesValueOrError) {
+  Result<int> ok = 5;
+  ASSERT_TRUE(ok.has_value());
+  EXPECT_EQ(*ok, 5);
+  Result<int> bad = error(ErrorCode::kProtocol, "bad frame at offset 3");
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_EQ(bad.status().code(), ErrorCode::kProtocol);
+  EXPECT_EQ(bad.status().message(), "bad frame at offset 3");
+}
+
+}  // namespace
+}  // namespace ferry
