@@ -16,6 +16,7 @@ PACKAGES=(
   clang libclang-rt-14-dev
   # guest rig and integration tests
   qemu-system-x86 qemu-utils busybox-static cpio gzip xz-utils iproute2 python3 util-linux
+  gcc libc6-dev binutils dpkg
 )
 
 need_install=()

@@ -1,0 +1,774 @@
+"""ferry integration rig: real QEMU guests, QMP, RAM comparison, shaped netns links.
+
+Python 3 standard library only. Every wait has a deadline; every QEMU is killed on exit
+(context managers, an atexit hook, SIGTERM handling and PR_SET_PDEATHSIG on the child).
+
+Quick use:
+
+    import rig
+    rig.require_qemu_and_guest()                      # exit 77 (skip) with a reason if missing
+    with rig.Workdir('precopy') as wd, \\
+         rig.Guest('src', workload={'ws': '64M', 'pattern': 'mix', 'rate': 5000}, workdir=wd) as src, \\
+         rig.Guest('dst', incoming='unix:' + wd.path('in.sock'), workdir=wd) as dst:
+        src.wait_ready()
+        src.migrate('unix:' + wd.path('in.sock'))
+        info = src.wait_migration(timeout=120)       # dict from query-migrate, status 'completed'
+        dst.wait_incoming_done()
+        diff = rig.compare_ram(src, dst)             # RamDiff; diff.ok, diff.differing, diff.first
+        dst.cont(); dst.wait_heartbeats(3)
+
+Conventions: a test is a script run by meson (tests/integration/meson.build, suite
+'integration'); exit 0 pass, 1 fail, 77 skip (rig.skip(reason)). Environment:
+FERRY_TIMEOUT_SCALE (multiplies every deadline), FERRY_KEEP=1|fail (keep the workdir),
+FERRY_BIN / FERRY_BUILD_DIR (which ferry binary), FERRY_TEST_TMP (workdir parent, /tmp).
+
+API summary:
+  Guest(name, ram_kib, workload, incoming, netns, extra_args, workdir) / Guest.destination(src,
+      name, incoming): qmp(cmd, **args), events(), status(), cont(), stop(),
+      set_capabilities({...}), set_parameters({...}), migrate(uri), migrate_incoming(uri),
+      start_postcopy(), query_migrate(), wait_migration(timeout, until), wait_status(states),
+      wait_incoming_done(), wait_ready(), wait_heartbeats(n, timeout), heartbeats(),
+      pmemsave(path), serial_text(), stderr_text(), kill(), quit(), close()
+  compare_ram(src, dst) -> RamDiff(pages, differing, first, ok); compare_files(a, b)
+  check_ram_and_resume(src, dst): compare (must be identical), cont dst, heartbeats advance
+  Link(rate): netns pair ns_a/ns_b, veth_a/veth_b, addr_a/addr_b, tx_bytes(side),
+      rx_bytes(side), run(side, argv), spawn(side, argv), down()
+  spawn(argv, netns), reap(p), wait_until(cond, timeout, what), run_ferry(args), find_ferry()
+  relay.Relay(listen, target, capture_dir, prefix) (see relay.py); stream_count (oracle)
+"""
+
+import atexit
+import ctypes
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
+GUEST_DIR = os.environ.get('FERRY_GUEST_DIR', os.path.join(ROOT, '.cache', 'guest'))
+KERNEL = os.path.join(GUEST_DIR, 'vmlinuz')
+INITRD = os.path.join(GUEST_DIR, 'initramfs.cpio.gz')
+QEMU = os.environ.get('FERRY_QEMU', shutil.which('qemu-system-x86_64') or 'qemu-system-x86_64')
+NETNS_SH = os.path.join(ROOT, 'scripts', 'netns.sh')
+PAGE = 4096
+DEFAULT_RAM_KIB = 262152  # 256 MiB + 8 KiB: never a multiple of 64 pages (QEMU 7.2 TCG bug)
+SKIP = 77
+
+# Multiplier for every default deadline (FERRY_TIMEOUT_SCALE=2 on a slow machine).
+TIMEOUT_SCALE = float(os.environ.get('FERRY_TIMEOUT_SCALE', '1'))
+
+
+def scaled(seconds):
+    return seconds * TIMEOUT_SCALE
+
+
+class RigError(Exception):
+    """Any failure of the rig or of a guest (timeout, QMP error, QEMU exit)."""
+
+
+class MigrationFailed(RigError):
+    def __init__(self, info):
+        super().__init__('migration ended with status %r: %s' %
+                         (info.get('status'), info.get('error-desc', '')))
+        self.info = info
+
+
+def log(*args):
+    print('[rig %7.2f]' % (time.monotonic() - _T0), *args, file=sys.stderr, flush=True)
+
+
+_T0 = time.monotonic()
+
+
+def skip(reason):
+    """Exits with the meson 'skipped' code and a stated reason."""
+    print('SKIP: ' + reason, flush=True)
+    sys.exit(SKIP)
+
+
+def require_qemu_and_guest():
+    if not shutil.which(QEMU) and not os.access(QEMU, os.X_OK):
+        skip('qemu-system-x86_64 not found (apt-get install qemu-system-x86)')
+    if not (os.path.exists(KERNEL) and os.path.exists(INITRD)):
+        skip('guest image missing: run scripts/guest/build.sh (expects %s and %s)' %
+             (KERNEL, INITRD))
+
+
+def require_root_netns():
+    if os.geteuid() != 0 or not shutil.which('ip') or not shutil.which('tc'):
+        skip('network namespaces need root, ip and tc (iproute2)')
+
+
+def find_ferry():
+    """Path of the ferry binary: $FERRY_BIN, else <builddir>/apps/ferry (meson sets
+    MESON_BUILD_ROOT only for run targets, so tests pass it via env), else build/apps/ferry."""
+    for cand in (os.environ.get('FERRY_BIN'),
+                 os.path.join(os.environ.get('FERRY_BUILD_DIR', ''), 'apps', 'ferry')
+                 if os.environ.get('FERRY_BUILD_DIR') else None,
+                 os.path.join(ROOT, 'build', 'apps', 'ferry')):
+        if cand and os.access(cand, os.X_OK):
+            return cand
+    return None
+
+
+def wait_until(cond, timeout, what, interval=0.05):
+    """Polls cond() until it returns a truthy value (returned) or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            raise RigError('timed out after %.0f s waiting for %s' % (timeout, what))
+        time.sleep(interval)
+
+
+# --------------------------------------------------------------------------------------------
+# Process hygiene: every child is registered and killed at exit, even on SIGTERM (meson timeout).
+
+_children = set()
+_children_lock = threading.Lock()
+_cleanups = []  # callables run at exit (netns teardown)
+
+
+def _kill_all():
+    with _children_lock:
+        procs = list(_children)
+    for p in procs:
+        try:
+            p.kill()
+        except Exception:
+            pass
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except Exception:
+            pass
+    for fn in list(reversed(_cleanups)):
+        try:
+            fn()
+        except Exception:
+            pass
+    _cleanups.clear()
+
+
+atexit.register(_kill_all)
+
+
+def _on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+if threading.current_thread() is threading.main_thread():
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGHUP, _on_sigterm)
+
+_libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_PDEATHSIG = 1
+
+
+def _child_setup():
+    # The child dies with the rig, even if the rig is SIGKILLed.
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def spawn(argv, netns=None, **kw):
+    """Starts a registered child process (killed at exit). netns: run inside that namespace."""
+    if netns:
+        argv = ['ip', 'netns', 'exec', netns] + list(argv)
+    p = subprocess.Popen(argv, preexec_fn=_child_setup, **kw)
+    with _children_lock:
+        _children.add(p)
+    return p
+
+
+def reap(p, timeout=10):
+    if p is None:
+        return
+    if p.poll() is None:
+        p.kill()
+    try:
+        p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pass
+    with _children_lock:
+        _children.discard(p)
+
+
+# --------------------------------------------------------------------------------------------
+
+class Workdir:
+    """A scratch directory for one test (sockets, logs, captures, RAM dumps). Kept on failure
+    when FERRY_KEEP=1, else removed. Short path: unix socket paths are limited to 107 bytes."""
+
+    def __init__(self, name):
+        base = os.environ.get('FERRY_TEST_TMP', '/tmp')
+        self.dir = tempfile.mkdtemp(prefix='ferry-%s-' % name, dir=base)
+
+    def path(self, *parts):
+        return os.path.join(self.dir, *parts)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, et, ev, tb):
+        if os.environ.get('FERRY_KEEP') == '1' or (et is not None and
+                                                   os.environ.get('FERRY_KEEP') == 'fail'):
+            log('kept workdir', self.dir)
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        return False
+
+
+# --------------------------------------------------------------------------------------------
+
+class Qmp:
+    """A small synchronous QMP client: greeting, qmp_capabilities, commands with ids, events
+    queued in self.events (list of dicts)."""
+
+    def __init__(self, path, timeout):
+        self.path = path
+        self.events = []
+        self._buf = b''
+        self._id = 0
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self.greeting = self._read_msg(time.monotonic() + timeout)
+        if 'QMP' not in self.greeting:
+            raise RigError('bad QMP greeting: %r' % self.greeting)
+        self.cmd('qmp_capabilities')
+
+    def close(self):
+        try:
+            self.sock.close()
+        except Exception:
+            pass
+
+    def _read_msg(self, deadline):
+        while b'\n' not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RigError('QMP timeout on %s' % self.path)
+            r, _, _ = select.select([self.sock], [], [], left)
+            if not r:
+                continue
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise RigError('QMP connection closed (%s)' % self.path)
+            self._buf += chunk
+        line, self._buf = self._buf.split(b'\n', 1)
+        return json.loads(line)
+
+    def cmd(self, name, timeout=60, **args):
+        """Runs one command; returns its 'return' value; raises RigError on a QMP error."""
+        self._id += 1
+        msg = {'execute': name, 'id': self._id}
+        if args:
+            msg['arguments'] = args
+        self.sock.sendall(json.dumps(msg).encode() + b'\n')
+        deadline = time.monotonic() + scaled(timeout)
+        while True:
+            r = self._read_msg(deadline)
+            if 'event' in r:
+                self.events.append(r)
+                continue
+            if r.get('id') != self._id:
+                continue
+            if 'error' in r:
+                raise RigError('QMP %s failed: %s' % (name, r['error'].get('desc', r['error'])))
+            return r.get('return')
+
+    def poll_events(self):
+        """Reads any events already sent (non-blocking) into self.events."""
+        while True:
+            r, _, _ = select.select([self.sock], [], [], 0)
+            if not r:
+                break
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                break
+            self._buf += chunk
+        while b'\n' in self._buf:
+            line, self._buf = self._buf.split(b'\n', 1)
+            self.events.append(json.loads(line))
+        return self.events
+
+
+# --------------------------------------------------------------------------------------------
+
+_HB_RE = re.compile(rb'FERRY-HB (\d+) (\d+)')
+
+
+class Guest:
+    """One QEMU (qemu-system-x86_64 -M pc, TCG) running the ferry test guest.
+
+    name      label (log and socket names)
+    ram_kib   guest RAM in KiB (same on both sides of a migration; never a multiple of 256)
+    workload  dict mapped to the kernel command line as ferry.<k>=<v>: ws ('64M'), rate
+              (pages/s, 0 = unlimited), pattern (word|random|text|sparse|structured|mix|idle),
+              mode (uniform|seq|hot), seed, hb_ms
+    incoming  None (boots the guest), 'defer', or a URI ('unix:PATH', 'tcp:HOST:PORT',
+              'exec:CMD'); a destination always starts with -S so its RAM can be compared
+              before cont()
+    netns     run QEMU inside this network namespace
+    extra_args more QEMU arguments
+    workdir   a Workdir (default: a private one removed at close)
+    start     False to construct without launching (call launch())
+
+    Files: self.serial_log (console), self.qmp_path, self.stderr_log.
+    """
+
+    def __init__(self, name, ram_kib=DEFAULT_RAM_KIB, workload=None, incoming=None,
+                 netns=None, extra_args=(), workdir=None, start=True, append_extra=''):
+        self.name = name
+        self.ram_kib = ram_kib
+        self.workload = dict(workload or {})
+        self.incoming = incoming
+        self.netns = netns
+        self.extra_args = list(extra_args)
+        self.append_extra = append_extra
+        self._own_wd = workdir is None
+        self.wd = workdir or Workdir(name)
+        self.qmp_path = self.wd.path('%s.qmp' % name)
+        self.serial_log = self.wd.path('%s.serial' % name)
+        self.stderr_log = self.wd.path('%s.stderr' % name)
+        self.proc = None
+        self._qmp = None
+        if start:
+            try:
+                self.launch()
+            except BaseException:
+                log('%s failed to start; stderr: %r' % (name, self.stderr_text()[-800:]))
+                self.close()
+                raise
+
+    @classmethod
+    def destination(cls, src, name='dst', incoming='defer', **kw):
+        """A destination matching src (same RAM size, kernel command line, netns unless given,
+        workdir), started with -S -incoming <incoming>."""
+        kw.setdefault('ram_kib', src.ram_kib)
+        kw.setdefault('workload', src.workload)
+        kw.setdefault('workdir', src.wd)
+        kw.setdefault('append_extra', src.append_extra)
+        kw.setdefault('extra_args', src.extra_args)
+        return cls(name, incoming=incoming, **kw)
+
+    @property
+    def ram_bytes(self):
+        return self.ram_kib * 1024
+
+    def cmdline(self):
+        append = ['console=ttyS0', 'quiet', 'panic=-1']
+        for k, v in self.workload.items():
+            append.append('ferry.%s=%s' % (k, v))
+        if self.append_extra:
+            append.append(self.append_extra)
+        argv = [QEMU, '-M', 'pc', '-accel', 'tcg', '-m', '%dK' % self.ram_kib, '-nodefaults',
+                '-display', 'none', '-vga', 'none', '-no-user-config',
+                '-kernel', KERNEL, '-initrd', INITRD, '-append', ' '.join(append),
+                '-chardev', 'file,id=ser0,path=%s' % self.serial_log, '-serial', 'chardev:ser0',
+                '-qmp', 'unix:%s,server=on,wait=off' % self.qmp_path, '-name', self.name]
+        if self.incoming is not None:
+            argv += ['-S', '-incoming', self.incoming]
+        return argv + self.extra_args
+
+    def launch(self, timeout=30):
+        for p in (self.qmp_path, self.serial_log):
+            if os.path.exists(p):
+                os.unlink(p)
+        argv = self.cmdline()
+        log('%s: %s' % (self.name, ' '.join(argv)))
+        self._stderr = open(self.stderr_log, 'ab')
+        self.proc = spawn(argv, netns=self.netns, stdin=subprocess.DEVNULL,
+                          stdout=self._stderr, stderr=self._stderr)
+        wait_until(lambda: os.path.exists(self.qmp_path) or self._check_alive(),
+                   scaled(timeout), '%s QMP socket' % self.name)
+
+        def try_connect():
+            self._check_alive()
+            try:
+                self._qmp = Qmp(self.qmp_path, scaled(timeout))
+                return True
+            except (ConnectionRefusedError, FileNotFoundError):
+                return False
+        wait_until(try_connect, scaled(timeout), '%s QMP connect' % self.name)
+        return self
+
+    def _check_alive(self):
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RigError('%s: QEMU exited with %s; stderr: %s' %
+                           (self.name, self.proc.returncode, self.stderr_text()[-2000:]))
+        return False
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stderr_text(self):
+        try:
+            with open(self.stderr_log, 'rb') as f:
+                return f.read().decode(errors='replace')
+        except OSError:
+            return ''
+
+    def serial_text(self):
+        try:
+            with open(self.serial_log, 'rb') as f:
+                return f.read().decode(errors='replace')
+        except OSError:
+            return ''
+
+    # ---- QMP ----
+    def qmp(self, cmd, timeout=60, **args):
+        """Runs a QMP command (dashes in names, e.g. qmp('query-migrate')); returns 'return'."""
+        if self._qmp is None:
+            raise RigError('%s: QMP not connected' % self.name)
+        self._check_alive()
+        return self._qmp.cmd(cmd, timeout=timeout, **args)
+
+    def events(self):
+        """All QMP events received so far (list of dicts)."""
+        return self._qmp.poll_events() if self._qmp else []
+
+    def status(self):
+        return self.qmp('query-status')['status']
+
+    def cont(self):
+        self.qmp('cont')
+
+    def stop(self):
+        self.qmp('stop')
+
+    def set_capabilities(self, caps):
+        """caps: {'xbzrle': True, 'postcopy-ram': True, 'multifd': True, ...}"""
+        self.qmp('migrate-set-capabilities',
+                 capabilities=[{'capability': k, 'state': bool(v)} for k, v in caps.items()])
+
+    def set_parameters(self, params):
+        """params: {'multifd-channels': 2, 'max-bandwidth': ..., 'xbzrle-cache-size': ...}"""
+        self.qmp('migrate-set-parameters', **params)
+
+    def migrate(self, uri):
+        self.qmp('migrate', uri=uri)
+
+    def migrate_incoming(self, uri):
+        """For incoming='defer'."""
+        self.qmp('migrate-incoming', uri=uri)
+
+    def start_postcopy(self):
+        self.qmp('migrate-start-postcopy')
+
+    def query_migrate(self):
+        return self.qmp('query-migrate')
+
+    def wait_migration(self, timeout=120, until=('completed',), raise_on_fail=True):
+        """Polls query-migrate until status is in `until` (or failed/cancelled). Returns the
+        final dict (status, total-time, downtime, ram{...}, xbzrle-cache{...}). Raises
+        MigrationFailed on failed/cancelled and RigError on the deadline."""
+        last = {}
+
+        def done():
+            nonlocal last
+            last = self.query_migrate()
+            st = last.get('status')
+            if st in until:
+                return True
+            if st in ('failed', 'cancelled'):
+                if raise_on_fail:
+                    raise MigrationFailed(last)
+                return True
+            return False
+        try:
+            wait_until(done, scaled(timeout), '%s migration (last status %s)' %
+                       (self.name, last.get('status')), interval=0.1)
+        except RigError as e:
+            if not isinstance(e, MigrationFailed):
+                raise RigError('%s; last query-migrate: %s' % (e, json.dumps(last)))
+            raise
+        return last
+
+    def wait_status(self, statuses, timeout=60):
+        """Waits until query-status is one of `statuses` (e.g. 'postmigrate', 'paused')."""
+        if isinstance(statuses, str):
+            statuses = (statuses,)
+        return wait_until(lambda: self.status() in statuses and self.status(), scaled(timeout),
+                          '%s run state in %s' % (self.name, statuses), interval=0.1)
+
+    def wait_incoming_done(self, timeout=120):
+        """Destination: waits until the incoming migration finished: its query-migrate status
+        is 'completed' (this matters in post-copy, where the guest may be runnable long before
+        the last page arrived) and the run state is 'paused' (started with -S) or 'running'
+        (after cont()). Returns the run state."""
+        def done():
+            st = self.status()
+            if st in ('internal-error', 'shutdown', 'guest-panicked'):
+                raise RigError('%s: incoming migration ended in state %s; stderr: %s' %
+                               (self.name, st, self.stderr_text()[-2000:]))
+            mig = self.query_migrate().get('status')
+            if mig == 'failed':
+                raise RigError('%s: incoming migration failed; stderr: %s' %
+                               (self.name, self.stderr_text()[-2000:]))
+            if st in ('paused', 'running', 'postmigrate') and mig in (None, 'completed'):
+                return st
+            return False
+        return wait_until(done, scaled(timeout), '%s incoming migration (stderr: %s)' %
+                          (self.name, self.stderr_text()[-500:]), interval=0.1)
+
+    # ---- console ----
+    def heartbeats(self):
+        """[(seq, pages_written_total), ...] parsed from the serial log."""
+        try:
+            with open(self.serial_log, 'rb') as f:
+                data = f.read()
+        except OSError:
+            return []
+        return [(int(a), int(b)) for a, b in _HB_RE.findall(data)]
+
+    def wait_ready(self, timeout=90):
+        """Waits for the workload's FERRY-READY line and its first heartbeat."""
+        def ready():
+            self._check_alive()
+            txt = self.serial_text()
+            if 'FERRY-ERROR' in txt:
+                raise RigError('%s workload error: %s' % (self.name, txt[-500:]))
+            return 'FERRY-READY' in txt and 'FERRY-HB' in txt
+        wait_until(ready, scaled(timeout), '%s guest boot (FERRY-READY); serial tail: %r' %
+                   (self.name, self.serial_text()[-300:]), interval=0.2)
+
+    def wait_heartbeats(self, n=3, timeout=60):
+        """Waits until n more heartbeats than now appear on the console, with their pages
+        counter not going backwards. Returns the last (seq, pages)."""
+        start = len(self.heartbeats())
+
+        def enough():
+            self._check_alive()
+            hb = self.heartbeats()
+            return len(hb) >= start + n and hb
+        hb = wait_until(enough, scaled(timeout), '%d heartbeats from %s' % (n, self.name),
+                        interval=0.2)
+        new = hb[max(start - 1, 0):]
+        for a, b in zip(new, new[1:]):
+            if b[1] < a[1]:
+                raise RigError('%s: heartbeat pages counter went backwards: %s -> %s' %
+                               (self.name, a, b))
+        return hb[-1]
+
+    # ---- memory ----
+    def pmemsave(self, path, size=None):
+        """Dumps guest-physical memory [0, size) (default: all RAM below 4 GiB) to path."""
+        size = size or self.ram_bytes
+        if os.path.exists(path):
+            os.unlink(path)
+        self.qmp('pmemsave', val=0, size=size, filename=path, timeout=120)
+        wait_until(lambda: os.path.exists(path) and os.path.getsize(path) == size, scaled(30),
+                   'pmemsave file %s' % path)
+
+    # ---- lifetime ----
+    def kill(self):
+        if self._qmp:
+            self._qmp.close()
+            self._qmp = None
+        reap(self.proc)
+        if getattr(self, '_stderr', None):
+            self._stderr.close()
+            self._stderr = None
+
+    def quit(self, timeout=10):
+        try:
+            if self._qmp and self.alive():
+                self._qmp.cmd('quit', timeout=timeout)
+                self.proc.wait(timeout=scaled(timeout))
+        except Exception:
+            pass
+        self.kill()
+
+    def close(self):
+        self.kill()
+        if self._own_wd:
+            self.wd.__exit__(None, None, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, et, ev, tb):
+        if et is not None:
+            log('%s failed; serial tail: %r; stderr tail: %r' %
+                (self.name, self.serial_text()[-400:], self.stderr_text()[-800:]))
+        self.close()
+        return False
+
+
+# --------------------------------------------------------------------------------------------
+
+class RamDiff:
+    def __init__(self, pages, differing, first):
+        self.pages = pages
+        self.differing = differing
+        self.first = first  # up to 16 differing page indexes
+
+    @property
+    def ok(self):
+        return self.differing == 0
+
+    def __repr__(self):
+        return 'RamDiff(pages=%d, differing=%d, first=%s)' % (self.pages, self.differing,
+                                                              self.first)
+
+
+def compare_files(a, b, limit=16):
+    """Compares two RAM dumps page by page."""
+    sa, sb = os.path.getsize(a), os.path.getsize(b)
+    if sa != sb:
+        raise RigError('RAM dumps differ in size: %s=%d %s=%d' % (a, sa, b, sb))
+    differing = 0
+    first = []
+    chunk = 1 << 20
+    with open(a, 'rb') as fa, open(b, 'rb') as fb:
+        off = 0
+        while True:
+            ca = fa.read(chunk)
+            cb = fb.read(chunk)
+            if not ca:
+                break
+            if ca != cb:
+                for i in range(0, len(ca), PAGE):
+                    if ca[i:i + PAGE] != cb[i:i + PAGE]:
+                        differing += 1
+                        if len(first) < limit:
+                            first.append((off + i) // PAGE)
+            off += len(ca)
+    return RamDiff(sa // PAGE, differing, first)
+
+
+def compare_ram(src, dst, keep=False):
+    """Dumps both guests' RAM (both must be paused: the source in postmigrate, the destination
+    started with -S and not yet cont'ed) and compares page by page. Returns a RamDiff."""
+    for g, ok in ((src, ('postmigrate', 'paused', 'finish-migrate')), (dst, ('paused',
+                                                                             'inmigrate'))):
+        st = g.status()
+        if st not in ok:
+            raise RigError('compare_ram: %s is %r, expected one of %s' % (g.name, st, ok))
+    if src.ram_kib != dst.ram_kib:
+        raise RigError('compare_ram: RAM sizes differ')
+    pa = src.wd.path('%s.ram' % src.name)
+    pb = dst.wd.path('%s.ram' % dst.name)
+    try:
+        src.pmemsave(pa)
+        dst.pmemsave(pb)
+        diff = compare_files(pa, pb)
+    finally:
+        if not keep:
+            for p in (pa, pb):
+                if os.path.exists(p):
+                    os.unlink(p)
+    log('compare_ram %s vs %s: %r' % (src.name, dst.name, diff))
+    return diff
+
+
+def check_ram_and_resume(src, dst, heartbeats=3, timeout=60):
+    """compare_ram, raise if any page differs, then cont the destination and check its
+    heartbeats advance. Returns the RamDiff."""
+    diff = compare_ram(src, dst)
+    if not diff.ok:
+        raise RigError('guest RAM differs after migration: %r' % diff)
+    before = dst.heartbeats()
+    dst.cont()
+    last = dst.wait_heartbeats(heartbeats, timeout=timeout)
+    if before and last[0] <= before[-1][0]:
+        raise RigError('%s: heartbeat sequence did not advance after cont' % dst.name)
+    return diff
+
+
+# --------------------------------------------------------------------------------------------
+
+_link_counter = 0
+
+
+class Link:
+    """Two network namespaces joined by a veth pair, tbf-shaped at `rate` on both directions
+    (scripts/netns.sh). Side 'a' = source (10.77.0.1), side 'b' = destination (10.77.0.2).
+
+        with rig.Link('100mbit') as link:
+            Guest(..., netns=link.ns_a) ...
+            link.tx_bytes('a')
+    """
+
+    addr_a = '10.77.0.1'
+    addr_b = '10.77.0.2'
+
+    def __init__(self, rate='none', name=None):
+        global _link_counter
+        require_root_netns()
+        _link_counter += 1
+        self.name = name or 'f%05d%02d' % (os.getpid() % 100000, _link_counter % 100)
+        self.rate = rate
+        self.ns_a, self.ns_b = self.name + '-a', self.name + '-b'
+        self.veth_a, self.veth_b = self.name + '-va', self.name + '-vb'
+        self._up = False
+        subprocess.run([NETNS_SH, 'down', self.name], check=False, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        r = subprocess.run([NETNS_SH, 'up', self.name, rate], capture_output=True, text=True,
+                           timeout=30)
+        if r.returncode != 0:
+            raise RigError('netns.sh up failed: %s' % r.stderr.strip())
+        self._up = True
+        _cleanups.append(self.down)
+
+    def _stat(self, side, what):
+        ns, dev = (self.ns_a, self.veth_a) if side == 'a' else (self.ns_b, self.veth_b)
+        r = subprocess.run(['ip', 'netns', 'exec', ns, 'cat',
+                            '/sys/class/net/%s/statistics/%s' % (dev, what)],
+                           capture_output=True, text=True, timeout=10)
+        if r.returncode != 0:
+            raise RigError('cannot read %s of %s: %s' % (what, dev, r.stderr.strip()))
+        return int(r.stdout)
+
+    def tx_bytes(self, side='a'):
+        return self._stat(side, 'tx_bytes')
+
+    def rx_bytes(self, side='a'):
+        return self._stat(side, 'rx_bytes')
+
+    def run(self, side, argv, **kw):
+        """subprocess.run inside one namespace."""
+        ns = self.ns_a if side == 'a' else self.ns_b
+        return subprocess.run(['ip', 'netns', 'exec', ns] + list(argv), **kw)
+
+    def spawn(self, side, argv, **kw):
+        """A registered child (killed at exit) inside one namespace."""
+        return spawn(argv, netns=self.ns_a if side == 'a' else self.ns_b, **kw)
+
+    def down(self):
+        if self._up:
+            subprocess.run([NETNS_SH, 'down', self.name], check=False, timeout=30)
+            self._up = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, et, ev, tb):
+        self.down()
+        return False
+
+
+# --------------------------------------------------------------------------------------------
+
+def run_ferry(args, timeout=120, input_bytes=None, check=False):
+    """Runs build/apps/ferry (see find_ferry) and returns the CompletedProcess (bytes)."""
+    ferry = find_ferry()
+    if ferry is None:
+        raise RigError('ferry binary not found (build it; or set FERRY_BIN / FERRY_BUILD_DIR)')
+    p = subprocess.run([ferry] + list(args), capture_output=True, timeout=scaled(timeout),
+                       input=input_bytes, preexec_fn=_child_setup)
+    if check and p.returncode != 0:
+        raise RigError('ferry %s failed (%d): %s' % (' '.join(args), p.returncode,
+                                                     p.stderr.decode(errors='replace')[-2000:]))
+    return p
