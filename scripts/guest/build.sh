@@ -15,7 +15,14 @@ busybox=/bin/busybox
 [[ -x $busybox ]] || { echo "build.sh: $busybox missing (apt-get install busybox-static)" >&2; exit 1; }
 
 # The kernel package the metapackage points to (e.g. linux-image-6.1.0-56-amd64).
-kpkg="$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')"
+resolve_kpkg() {
+  apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}'
+}
+kpkg="$(resolve_kpkg)"
+if [[ -z $kpkg ]]; then  # a fresh machine may have no package lists yet
+  apt-get update -qq >/dev/null 2>&1 || true
+  kpkg="$(resolve_kpkg)"
+fi
 [[ -n $kpkg ]] || { echo "build.sh: cannot resolve the kernel package from linux-image-amd64" >&2; exit 1; }
 kver="$(apt-cache policy "$kpkg" | awk '/Candidate:/ {print $2}')"
 
@@ -38,7 +45,8 @@ debs=("$cache/${kpkg}"_*.deb)
 deb="${debs[0]:-}"
 if [[ -z $deb || $deb != *"${kver//:/%3a}"* ]]; then
   rm -f "$cache"/linux-image-*.deb
-  (cd "$tmp" && apt-get download "$kpkg" >/dev/null 2>&1) ||
+  (cd "$tmp" && { apt-get download "$kpkg" >/dev/null 2>&1 ||
+                   { apt-get update -qq >/dev/null 2>&1 && apt-get download "$kpkg" >/dev/null 2>&1; }; }) ||
     { echo "build.sh: apt-get download $kpkg failed" >&2; exit 1; }
   mv "$tmp"/*.deb "$cache/"
   debs=("$cache/${kpkg}"_*.deb)
