@@ -1,14 +1,21 @@
 #include "apps/build_info.h"
 
-#include "common/cpu_features.h"
+#include "encoders/kernels.h"
+#include "encoders/page_codec.h"
 
 namespace ferry::apps {
 
 void print_build_info(FILE* out) {
-  const auto& cpu = cpu_features();
   std::fprintf(out, "ferry %s\n", FERRY_VERSION);
-  std::fprintf(out, "cpu: avx2=%s avx512bw=%s\n", cpu.avx2 ? "yes" : "no",
-               cpu.avx512bw ? "yes" : "no");
+  std::fprintf(out, "page kernels (chosen: %s):\n", encoders::kernels().name);
+  for (const auto& v : encoders::kernel_variants()) {
+    std::fprintf(out, "  %-8s %s\n", v.kernels != nullptr ? v.kernels->name : "?",
+                 v.available ? "yes" : v.why_not);
+  }
+  std::fprintf(out, "heavy codecs:\n");
+  for (const auto& c : encoders::heavy_codecs()) {
+    std::fprintf(out, "  %-8s %s\n", c.name, c.available ? "yes" : c.why_not);
+  }
 }
 
 }  // namespace ferry::apps
