@@ -1,6 +1,6 @@
 // apps/commands.h — the `ferry` subcommands. Each lives in its own cmd_<name>.cc and takes
-// argv after the subcommand name; it returns the process exit status. send, recv and
-// migrate (issues 3 and 6) join this list when they land.
+// argv after the subcommand name; it returns the process exit status. migrate (issue 6)
+// joins this list when it lands.
 #pragma once
 
 namespace ferry::apps {
@@ -12,5 +12,7 @@ struct Command {
 };
 
 int run_inspect(int argc, char** argv);
+int run_send(int argc, char** argv);
+int run_recv(int argc, char** argv);
 
 }  // namespace ferry::apps

@@ -1,0 +1,255 @@
+// dataplane/net.cc — see net.h.
+#include "dataplane/net.h"
+
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+
+namespace ferry::dataplane {
+namespace {
+
+Status io_error(const std::string& what) {
+  return error(ErrorCode::kIo, what + ": " + std::strerror(errno));
+}
+
+Result<sockaddr_un> unix_addr(const std::string& path) {
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof(a.sun_path)) {
+    return error(ErrorCode::kInvalidArgument, "unix socket path empty or too long: " + path);
+  }
+  std::memcpy(a.sun_path, path.c_str(), path.size() + 1);
+  return a;
+}
+
+int remaining_ms(std::chrono::steady_clock::time_point deadline, int timeout_ms) {
+  if (timeout_ms < 0) return -1;
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                  deadline - std::chrono::steady_clock::now())
+                  .count();
+  return left < 0 ? 0 : static_cast<int>(left);
+}
+
+Status wait_fd(int fd, short events, std::chrono::steady_clock::time_point deadline,
+               int timeout_ms) {
+  for (;;) {
+    pollfd p{fd, events, 0};
+    int r = ::poll(&p, 1, remaining_ms(deadline, timeout_ms));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return io_error("poll");
+    if (r == 0) return error(ErrorCode::kTimeout, "timed out");
+    return Status::ok();
+  }
+}
+
+}  // namespace
+
+Result<Endpoint> parse_endpoint(const std::string& s) {
+  Endpoint ep;
+  ep.text = s;
+  if (s.rfind("unix:", 0) == 0) {
+    ep.kind = Endpoint::Kind::kUnix;
+    ep.path = s.substr(5);
+    if (ep.path.empty()) return error(ErrorCode::kInvalidArgument, "empty unix path in " + s);
+    return ep;
+  }
+  if (s.rfind("tcp:", 0) == 0) {
+    ep.kind = Endpoint::Kind::kTcp;
+    std::string rest = s.substr(4);
+    auto colon = rest.rfind(':');
+    if (colon == std::string::npos || colon + 1 >= rest.size()) {
+      return error(ErrorCode::kInvalidArgument, "expected tcp:HOST:PORT, got " + s);
+    }
+    ep.host = rest.substr(0, colon);
+    ep.port = rest.substr(colon + 1);
+    if (ep.host.size() >= 2 && ep.host.front() == '[' && ep.host.back() == ']') {
+      ep.host = ep.host.substr(1, ep.host.size() - 2);
+    }
+    return ep;
+  }
+  return error(ErrorCode::kInvalidArgument, "expected unix:PATH or tcp:HOST:PORT, got " + s);
+}
+
+Result<int> listen_on(const Endpoint& ep) {
+  if (ep.kind == Endpoint::Kind::kUnix) {
+    auto a = unix_addr(ep.path);
+    if (!a) return a.status();
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return io_error("socket");
+    ::unlink(ep.path.c_str());
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&*a), sizeof(*a)) != 0 || ::listen(fd, 4) != 0) {
+      Status st = io_error("cannot listen on " + ep.text);
+      ::close(fd);
+      return st;
+    }
+    return fd;
+  }
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* res = nullptr;
+  int gai =
+      ::getaddrinfo(ep.host.empty() ? nullptr : ep.host.c_str(), ep.port.c_str(), &hints, &res);
+  if (gai != 0) {
+    return error(ErrorCode::kInvalidArgument,
+                 "cannot resolve " + ep.text + ": " + ::gai_strerror(gai));
+  }
+  Status last = error(ErrorCode::kIo, "no address for " + ep.text);
+  for (addrinfo* ai = res; ai; ai = ai->ai_next) {
+    int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0) continue;
+    int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (::bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && ::listen(fd, 4) == 0) {
+      ::freeaddrinfo(res);
+      return fd;
+    }
+    last = io_error("cannot listen on " + ep.text);
+    ::close(fd);
+  }
+  ::freeaddrinfo(res);
+  return last;
+}
+
+Result<int> accept_one(int listen_fd, int timeout_ms) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  FERRY_RETURN_IF_ERROR(wait_fd(listen_fd, POLLIN, deadline, timeout_ms));
+  for (;;) {
+    int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd >= 0) return fd;
+    if (errno != EINTR) return io_error("accept");
+  }
+}
+
+Result<int> connect_to(const Endpoint& ep) {
+  if (ep.kind == Endpoint::Kind::kUnix) {
+    auto a = unix_addr(ep.path);
+    if (!a) return a.status();
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return error(ErrorCode::kIo, std::strerror(errno));
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&*a), sizeof(*a)) != 0) {
+      Status st = error(ErrorCode::kIo, std::strerror(errno));
+      ::close(fd);
+      return st;
+    }
+    return fd;
+  }
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  int gai = ::getaddrinfo(ep.host.c_str(), ep.port.c_str(), &hints, &res);
+  if (gai != 0) return error(ErrorCode::kInvalidArgument, ::gai_strerror(gai));
+  Status last = error(ErrorCode::kIo, "no address");
+  for (addrinfo* ai = res; ai; ai = ai->ai_next) {
+    int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0) {
+      last = error(ErrorCode::kIo, std::strerror(errno));
+      continue;
+    }
+    if (::connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+      int one = 1;
+      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+      ::freeaddrinfo(res);
+      return fd;
+    }
+    last = error(ErrorCode::kIo, std::strerror(errno));
+    ::close(fd);
+  }
+  ::freeaddrinfo(res);
+  return last;
+}
+
+Status set_nonblocking(int fd) {
+  int fl = ::fcntl(fd, F_GETFL);
+  if (fl < 0 || ::fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return io_error("fcntl");
+  return Status::ok();
+}
+
+Status write_all(int fd, const void* data, size_t n, int timeout_ms) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  const auto* p = static_cast<const uint8_t*>(data);
+  while (n > 0) {
+    ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w > 0) {
+      p += w;
+      n -= static_cast<size_t>(w);
+      continue;
+    }
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      FERRY_RETURN_IF_ERROR(wait_fd(fd, POLLOUT, deadline, timeout_ms));
+      continue;
+    }
+    return io_error("write");
+  }
+  return Status::ok();
+}
+
+Status read_exact(int fd, void* data, size_t n, int timeout_ms) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  auto* p = static_cast<uint8_t*>(data);
+  size_t got = 0;
+  while (got < n) {
+    FERRY_RETURN_IF_ERROR(wait_fd(fd, POLLIN, deadline, timeout_ms));
+    ssize_t r = ::recv(fd, p + got, n - got, MSG_DONTWAIT);
+    if (r > 0) {
+      got += static_cast<size_t>(r);
+      continue;
+    }
+    if (r == 0) {
+      return error(ErrorCode::kClosed, "peer closed after " + std::to_string(got) + " of " +
+                                           std::to_string(n) + " bytes (byte offset " +
+                                           std::to_string(got) + ")");
+    }
+    if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
+    return io_error("read");
+  }
+  return Status::ok();
+}
+
+void ByteQueue::append(const void* p, size_t n) {
+  compact();
+  const auto* b = static_cast<const uint8_t*>(p);
+  buf_.insert(buf_.end(), b, b + n);
+}
+
+void ByteQueue::compact() {
+  if (pos_ == 0) return;
+  if (pos_ == buf_.size()) {
+    buf_.clear();
+    pos_ = 0;
+  } else if (pos_ >= buf_.size() / 2) {
+    buf_.erase(buf_.begin(), buf_.begin() + static_cast<std::ptrdiff_t>(pos_));
+    pos_ = 0;
+  }
+}
+
+Result<size_t> ByteQueue::flush_to(int fd) {
+  size_t total = 0;
+  while (!empty()) {
+    ssize_t w = ::send(fd, buf_.data() + pos_, size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w > 0) {
+      pos_ += static_cast<size_t>(w);
+      total += static_cast<size_t>(w);
+      continue;
+    }
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+    return io_error("write");
+  }
+  compact();
+  return total;
+}
+
+}  // namespace ferry::dataplane

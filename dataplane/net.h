@@ -1,0 +1,54 @@
+// dataplane/net.h — small socket helpers for ferry send/recv: endpoints "unix:PATH" and
+// "tcp:HOST:PORT", listen/accept/connect, and a byte queue for non-blocking writes.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace ferry::dataplane {
+
+struct Endpoint {
+  enum class Kind { kUnix, kTcp } kind = Kind::kUnix;
+  std::string path;  // unix
+  std::string host;  // tcp
+  std::string port;  // tcp
+  std::string text;  // as given
+};
+
+Result<Endpoint> parse_endpoint(const std::string& s);
+// A listening socket (unix: the path is unlinked first).
+Result<int> listen_on(const Endpoint& ep);
+// accept() with a deadline in milliseconds (-1 = forever).
+Result<int> accept_one(int listen_fd, int timeout_ms);
+// A connected blocking socket; the error message is strerror(errno) only.
+Result<int> connect_to(const Endpoint& ep);
+Status set_nonblocking(int fd);
+// Blocking helpers with a deadline (poll-based), for the handshake.
+Status write_all(int fd, const void* data, size_t n, int timeout_ms);
+// Reads exactly n bytes; on EOF returns kClosed naming how many bytes arrived.
+Status read_exact(int fd, void* data, size_t n, int timeout_ms);
+
+// Pending bytes for a non-blocking fd.
+class ByteQueue {
+ public:
+  size_t size() const { return buf_.size() - pos_; }
+  bool empty() const { return size() == 0; }
+  std::vector<uint8_t>& tail() {
+    compact();
+    return buf_;
+  }
+  void append(const void* p, size_t n);
+  // Writes as much as the fd takes. Returns bytes written, or an error (kIo) on failure.
+  Result<size_t> flush_to(int fd);
+
+ private:
+  void compact();
+  std::vector<uint8_t> buf_;
+  size_t pos_ = 0;
+};
+
+}  // namespace ferry::dataplane

@@ -1,0 +1,122 @@
+// dataplane/protocol.cc — see protocol.h for the grammar.
+#include "dataplane/protocol.h"
+
+#include <cstring>
+
+#include "common/crc32c.h"
+
+namespace ferry::dataplane {
+namespace {
+
+void put_be(uint8_t* p, uint64_t v, int n) {
+  for (int i = n - 1; i >= 0; --i) {
+    p[i] = static_cast<uint8_t>(v);
+    v >>= 8;
+  }
+}
+
+uint32_t payload_crc(const void* p, uint32_t len) {
+  static const uint8_t kEmpty = 0;
+  return crc32c(len ? p : &kEmpty, len);
+}
+
+uint64_t get_be(const uint8_t* p, int n) {
+  uint64_t v = 0;
+  for (int i = 0; i < n; ++i) v = (v << 8) | p[i];
+  return v;
+}
+
+}  // namespace
+
+void encode_handshake(const Handshake& h, uint8_t out[kHandshakeSize]) {
+  std::memcpy(out, kMagic, 4);
+  put_be(out + 4, h.version, 2);
+  put_be(out + 6, h.channel, 2);
+  put_be(out + 8, h.session_id, 8);
+}
+
+Result<Handshake> decode_handshake(const uint8_t in[kHandshakeSize]) {
+  if (std::memcmp(in, kMagic, 4) != 0) {
+    return error(ErrorCode::kProtocol, "handshake: bad magic at byte offset 0 (expected FERY)");
+  }
+  Handshake h;
+  h.version = static_cast<uint16_t>(get_be(in + 4, 2));
+  if (h.version != kVersion) {
+    return error(ErrorCode::kProtocol, "handshake: unsupported version " +
+                                           std::to_string(h.version) + " at byte offset 4");
+  }
+  h.channel = static_cast<uint16_t>(get_be(in + 6, 2));
+  h.session_id = get_be(in + 8, 8);
+  return h;
+}
+
+void encode_frame_header(FrameType type, uint64_t seq, const void* payload, uint32_t len,
+                         uint8_t out[kFrameHeaderSize]) {
+  put_be(out, static_cast<uint32_t>(type), 4);
+  put_be(out + 4, len, 4);
+  put_be(out + 8, seq, 8);
+  put_be(out + 16, payload_crc(payload, len), 4);
+}
+
+void append_frame(std::vector<uint8_t>& out, FrameType type, uint64_t seq, const void* payload,
+                  uint32_t len) {
+  size_t at = out.size();
+  out.resize(at + kFrameHeaderSize + len);
+  encode_frame_header(type, seq, payload, len, out.data() + at);
+  if (len) std::memcpy(out.data() + at + kFrameHeaderSize, payload, len);
+}
+
+void FrameDecoder::push(const void* data, size_t n) {
+  if (failed() || n == 0) return;
+  // Compact once the consumed prefix dominates, so the buffer stays bounded.
+  if (pos_ > 0 && pos_ >= buf_.size() / 2) {
+    buf_.erase(buf_.begin(), buf_.begin() + static_cast<std::ptrdiff_t>(pos_));
+    pos_ = 0;
+  }
+  const auto* p = static_cast<const uint8_t*>(data);
+  buf_.insert(buf_.end(), p, p + n);
+}
+
+Result<bool> FrameDecoder::next(Frame& frame) {
+  if (failed()) return error_;
+  if (buffered() < kFrameHeaderSize) return false;
+  const uint8_t* h = buf_.data() + pos_;
+  const uint64_t at = consumed_;
+  uint32_t type = static_cast<uint32_t>(get_be(h, 4));
+  uint32_t len = static_cast<uint32_t>(get_be(h + 4, 4));
+  uint64_t seq = get_be(h + 8, 8);
+  uint32_t crc = static_cast<uint32_t>(get_be(h + 16, 4));
+  if (type < 1 || type > 3) {
+    error_ = error(ErrorCode::kProtocol, "frame: bad type " + std::to_string(type) +
+                                             " at byte offset " + std::to_string(at));
+    return error_;
+  }
+  if (len > kMaxPayload || (type == 3 && len != 0)) {
+    error_ = error(ErrorCode::kProtocol, "frame: bad length " + std::to_string(len) +
+                                             " at byte offset " + std::to_string(at + 4));
+    return error_;
+  }
+  if (seq != expected_seq_) {
+    error_ = error(ErrorCode::kProtocol, "frame: sequence " + std::to_string(seq) + ", expected " +
+                                             std::to_string(expected_seq_) + " at byte offset " +
+                                             std::to_string(at + 8));
+    return error_;
+  }
+  if (buffered() < kFrameHeaderSize + len) return false;
+  const uint8_t* payload = h + kFrameHeaderSize;
+  uint32_t actual = payload_crc(payload, len);
+  if (actual != crc) {
+    error_ = error(ErrorCode::kProtocol, "frame: crc32c mismatch at byte offset " +
+                                             std::to_string(at + 16) + " (frame seq " +
+                                             std::to_string(seq) + ")");
+    return error_;
+  }
+  frame.header = FrameHeader{static_cast<FrameType>(type), len, seq, crc};
+  frame.payload = payload;
+  pos_ += kFrameHeaderSize + len;
+  consumed_ += kFrameHeaderSize + len;
+  ++expected_seq_;
+  return true;
+}
+
+}  // namespace ferry::dataplane

@@ -1,0 +1,102 @@
+// dataplane/protocol.h — the ferry link protocol between `ferry send` and `ferry recv`.
+//
+// Grammar (all integers big-endian):
+//   link      := handshake accept frame* END-frame
+//   handshake := magic[4]="FERY" version:u16(=1) channel:u16 session_id:u64      (16 bytes)
+//   accept    := u8 (1 = accepted, 0 = rejected; the receiver closes after 0)
+//   frame     := type:u32 len:u32 seq:u64 crc:u32 payload[len]                     (20 + len)
+//     type    := 1 OPAQUE (sender -> receiver: bytes of QEMU's stream, forwarded as is)
+//              | 2 RETURN (receiver -> sender: bytes of QEMU's return path)
+//              | 3 END    (no more frames in this direction; len = 0)
+//     len     <= kMaxPayload (1 MiB)
+//     seq     = 0, 1, 2, ... per direction, no gaps
+//     crc     = CRC32C(payload)
+// No QEMU stream parsing happens here: payloads are opaque bytes.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace ferry::dataplane {
+
+inline constexpr char kMagic[4] = {'F', 'E', 'R', 'Y'};
+inline constexpr uint16_t kVersion = 1;
+inline constexpr size_t kHandshakeSize = 16;
+inline constexpr size_t kFrameHeaderSize = 20;
+inline constexpr uint32_t kMaxPayload = 1u << 20;
+inline constexpr uint8_t kAccept = 1;
+inline constexpr uint8_t kReject = 0;
+
+enum class FrameType : uint32_t { kOpaque = 1, kReturn = 2, kEnd = 3 };
+
+struct Handshake {
+  uint16_t version = kVersion;
+  uint16_t channel = 0;
+  uint64_t session_id = 0;
+};
+
+struct FrameHeader {
+  FrameType type = FrameType::kOpaque;
+  uint32_t len = 0;
+  uint64_t seq = 0;
+  uint32_t crc = 0;
+};
+
+// Wire layouts, for the size checks only (encoding is done byte by byte, big-endian).
+struct WireHandshake {
+  char magic[4];
+  uint8_t version[2];
+  uint8_t channel[2];
+  uint8_t session_id[8];
+};
+struct WireFrameHeader {
+  uint8_t type[4];
+  uint8_t len[4];
+  uint8_t seq[8];
+  uint8_t crc[4];
+};
+static_assert(sizeof(WireHandshake) == kHandshakeSize);
+static_assert(sizeof(WireFrameHeader) == kFrameHeaderSize);
+
+void encode_handshake(const Handshake& h, uint8_t out[kHandshakeSize]);
+// Validates magic and version; errors name the byte offset of the bad field.
+Result<Handshake> decode_handshake(const uint8_t in[kHandshakeSize]);
+
+// Writes header (crc computed over payload) to out[kFrameHeaderSize].
+void encode_frame_header(FrameType type, uint64_t seq, const void* payload, uint32_t len,
+                         uint8_t out[kFrameHeaderSize]);
+// Appends a whole frame (header + payload) to out.
+void append_frame(std::vector<uint8_t>& out, FrameType type, uint64_t seq, const void* payload,
+                  uint32_t len);
+
+// Incremental decoder: push() any split of the byte stream, then next() frames until it
+// returns false. The first bad frame puts the decoder in a sticky error state.
+class FrameDecoder {
+ public:
+  struct Frame {
+    FrameHeader header;
+    const uint8_t* payload = nullptr;  // valid until the next push()/next()
+  };
+
+  // Appends bytes. Never fails; errors surface in next().
+  void push(const void* data, size_t n);
+  // Result: true + frame filled, false = need more bytes, or an error Status.
+  Result<bool> next(Frame& frame);
+  // Stream offset of the first byte not yet consumed.
+  uint64_t offset() const { return consumed_; }
+  size_t buffered() const { return buf_.size() - pos_; }
+  bool failed() const { return !error_.is_ok(); }
+
+ private:
+  std::vector<uint8_t> buf_;
+  size_t pos_ = 0;
+  uint64_t consumed_ = 0;
+  uint64_t expected_seq_ = 0;
+  Status error_;
+};
+
+}  // namespace ferry::dataplane
