@@ -158,17 +158,6 @@ std::string json_string(std::string_view s) {
   return r + "\"";
 }
 
-ChannelRole autodetect(const uint8_t* p, size_t n) {
-  if (n >= 1 && p[0] == 0x08) return ChannelRole::kMain;
-  if (n >= 4) {
-    uint32_t w = (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | p[3];
-    if (w == qemu::kQemuVmFileMagic) return ChannelRole::kMain;
-    if (w == qemu::kMultifdMagic) return ChannelRole::kMultifd;
-    uint16_t type = static_cast<uint16_t>(w >> 16), len = static_cast<uint16_t>(w);
-    if (type >= 1 && type <= 7 && len <= 512) return ChannelRole::kReturnPath;
-  }
-  return ChannelRole::kPreempt;
-}
 
 }  // namespace
 
@@ -262,7 +251,7 @@ int run_inspect(int argc, char** argv) {
   constexpr size_t kChunk = 1 << 20;
   std::vector<uint8_t> buf(kChunk);
   size_t got = std::fread(buf.data(), 1, kChunk, in);
-  if (autodetect_role) role = autodetect(buf.data(), got);
+  if (autodetect_role) role = qemu::guess_channel_role({buf.data(), got});
   qemu::ParserOptions opt;
   opt.role = role;
   StreamParser parser(opt);

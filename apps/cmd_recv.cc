@@ -1,217 +1,186 @@
-// apps/cmd_recv.cc — `ferry recv`: accepts one `ferry send` link over TCP, validates its
-// handshake, connects to the destination QEMU's incoming unix socket and writes the OPAQUE
-// payloads to it; QEMU's return-path bytes go back as RETURN frames (main channel only).
+// apps/cmd_recv.cc — `ferry recv`: the destination side. Accepts links from one `ferry send`
+// session, validates each handshake before anything reaches QEMU, connects to the destination
+// QEMU's incoming socket once per channel in the sender's channel order (QEMU takes the first
+// connection as the main stream), and pumps each channel on its own thread.
 #include <poll.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
-#include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <map>
 #include <string>
 
+#include "apps/channel_set.h"
+#include "apps/cli.h"
 #include "apps/commands.h"
 #include "dataplane/net.h"
 #include "dataplane/protocol.h"
+#include "dataplane/transport.h"
 
 namespace ferry::apps {
 namespace {
 
-using dataplane::ByteQueue;
-using dataplane::FrameDecoder;
-using dataplane::FrameType;
-
-constexpr size_t kMaxPending = 4u << 20;  // stop reading a side beyond this backlog
-constexpr size_t kReadChunk = 256u << 10;
-constexpr int kHandshakeTimeoutMs = 30000;
+constexpr int kHandshakeTimeoutMs = 10000;
 
 void recv_usage(FILE* out) {
-  std::fprintf(out,
-               "usage: ferry recv --listen tcp:HOST:PORT --qemu unix:PATH [--stats-json FILE]\n"
-               "\n"
-               "Accepts one ferry send link on HOST:PORT, validates its handshake, connects to\n"
-               "the destination QEMU (-incoming unix:PATH) and writes the migration stream to\n"
-               "it; QEMU's return path flows back. Exits 0 once QEMU closed the stream.\n"
-               "  --stats-json FILE  write bytes_to_qemu, bytes_on_link, duration_s\n");
+  std::fprintf(
+      out,
+      "usage: ferry recv --listen TRANSPORT:ADDRESS --qemu unix:PATH [--stats-json FILE]\n"
+      "                  [--quiet]\n"
+      "\n"
+      "The destination side of a migration through ferry. Start the destination QEMU with\n"
+      "-incoming unix:PATH, then ferry recv, then ferry send and the migration on the source.\n"
+      "Each link ferry send opens is checked (magic, version, features, session) before\n"
+      "anything reaches QEMU; a bad one is refused with a one-line reason and ferry recv keeps\n"
+      "waiting for its sender. Channels are connected to QEMU in the order the source QEMU\n"
+      "opened them. Exits 0 once the destination QEMU took the whole stream and closed;\n"
+      "otherwise 1 with a one-line reason.\n"
+      "\n"
+      "  --listen tcp:HOST:PORT  where ferry send connects; transports in this build: %s\n"
+      "  --qemu unix:PATH        the destination QEMU's -incoming socket\n"
+      "  --stats-json FILE       write the final counters: bytes to/from QEMU, bytes on the\n"
+      "                          link, pages by class, return-path messages, channels, duration\n"
+      "  --quiet                 no progress line (it is shown only on a terminal anyway)\n",
+      transport_names().c_str());
 }
 
-int fail(const std::string& msg) {
-  std::fprintf(stderr, "ferry recv: %s\n", msg.c_str());
-  return 1;
+void reject(dataplane::Transport& t) {
+  const uint8_t no = dataplane::kReject;
+  (void)t.send_all({&no, 1}, 1000);
+}
+
+// Reads and checks one handshake. The magic is checked as soon as its 4 bytes arrive, so a
+// stray client is refused without waiting for a whole handshake.
+Result<dataplane::Handshake> read_handshake(dataplane::Transport& t) {
+  uint8_t h[dataplane::kHandshakeSize];
+  if (auto st = t.recv_exact({h, 4}, kHandshakeTimeoutMs); !st) {
+    return Status(st.code(), "handshake: " + st.message() + " (byte offset 0)");
+  }
+  if (std::memcmp(h, dataplane::kMagic, 4) != 0) {
+    return Status(ErrorCode::kProtocol, "handshake: bad magic at byte offset 0 (not ferry send)");
+  }
+  if (auto st = t.recv_exact({h + 4, sizeof h - 4}, kHandshakeTimeoutMs); !st) {
+    return Status(st.code(), "handshake: " + st.message() + " (from byte offset 4)");
+  }
+  return dataplane::decode_handshake(h);
 }
 
 }  // namespace
 
 int run_recv(int argc, char** argv) {
   std::string listen_s, qemu_s, stats_path;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto value = [&](std::string& dst) {
-      if (i + 1 >= argc) return false;
-      dst = argv[++i];
-      return true;
-    };
-    if (a == "--help" || a == "-h") {
+  bool quiet = false;
+  ArgReader args("ferry recv", argc, argv);
+  while (args.next()) {
+    if (args.is("--help") || args.is("-h")) {
       recv_usage(stdout);
       return 0;
-    }
-    std::string* dst = a == "--listen"       ? &listen_s
-                       : a == "--qemu"       ? &qemu_s
-                       : a == "--stats-json" ? &stats_path
-                                             : nullptr;
-    if (!dst || !value(*dst)) {
-      recv_usage(stderr);
-      return 2;
+    } else if (args.is("--listen")) {
+      listen_s = args.value();
+    } else if (args.is("--qemu")) {
+      qemu_s = args.value();
+    } else if (args.is("--stats-json")) {
+      stats_path = args.value();
+    } else if (args.is("--quiet")) {
+      quiet = true;
+    } else {
+      args.unknown();
     }
   }
+  if (!args.ok()) return 2;
   if (listen_s.empty() || qemu_s.empty()) {
+    std::fprintf(stderr, "ferry recv: give --listen and --qemu\n\n");
     recv_usage(stderr);
     return 2;
   }
-  auto listen_ep = dataplane::parse_endpoint(listen_s);
-  if (!listen_ep) return fail(listen_ep.status().message());
-  if (listen_ep->kind != dataplane::Endpoint::Kind::kTcp)
-    return fail("--listen must be tcp:HOST:PORT");
   auto qemu_ep = dataplane::parse_endpoint(qemu_s);
-  if (!qemu_ep) return fail(qemu_ep.status().message());
-  if (qemu_ep->kind != dataplane::Endpoint::Kind::kUnix) return fail("--qemu must be unix:PATH");
+  if (!qemu_ep || qemu_ep->kind != dataplane::Endpoint::Kind::kUnix) {
+    std::fprintf(stderr, "ferry recv: --qemu must be unix:PATH, got '%s'\n", qemu_s.c_str());
+    return 2;
+  }
+  auto listener = dataplane::listen_transport(listen_s);
+  if (!listener) {
+    std::fprintf(stderr, "ferry recv: %s\n", listener.status().message().c_str());
+    return 1;
+  }
+  const bool progress = !quiet && ::isatty(2);
 
-  auto lfd = dataplane::listen_on(*listen_ep);
-  if (!lfd) return fail(lfd.status().message());
-  auto lk = dataplane::accept_one(*lfd, -1);
-  ::close(*lfd);
-  if (!lk) return fail(lk.status().message());
-  const int link = *lk;
-  const auto t0 = std::chrono::steady_clock::now();
+  ChannelSet set(dataplane::PumpRole::kReceiver);
+  bool have_session = false;
+  uint64_t session = 0;
+  uint16_t next_channel = 0;  // the next channel to connect to QEMU
+  std::map<uint16_t, std::unique_ptr<dataplane::Transport>> waiting;  // arrived early
+  std::string error;
 
-  // Handshake: nothing reaches QEMU unless it is valid.
-  uint8_t hbuf[dataplane::kHandshakeSize];
-  if (auto st = dataplane::read_exact(link, hbuf, sizeof(hbuf), kHandshakeTimeoutMs); !st) {
-    return fail("handshake: " + st.message());
-  }
-  auto hs = dataplane::decode_handshake(hbuf);
-  if (!hs) {
-    uint8_t no = dataplane::kReject;
-    (void)dataplane::write_all(link, &no, 1, 1000);
-    return fail("rejected the link: " + hs.status().message());
-  }
-  if (hs->channel != 0) {
-    uint8_t no = dataplane::kReject;
-    (void)dataplane::write_all(link, &no, 1, 1000);
-    return fail("rejected the link: channel " + std::to_string(hs->channel) +
-                " at byte offset 6 (only the main channel 0 is supported)");
-  }
-  auto q = dataplane::connect_to(*qemu_ep);
-  if (!q) {
-    uint8_t no = dataplane::kReject;
-    (void)dataplane::write_all(link, &no, 1, 1000);
-    return fail("cannot connect to " + qemu_s + ": " + q.status().message());
-  }
-  const int qfd = *q;
-  uint8_t yes = dataplane::kAccept;
-  if (auto st = dataplane::write_all(link, &yes, 1, kHandshakeTimeoutMs); !st) {
-    return fail("handshake: " + st.message());
-  }
-  if (!dataplane::set_nonblocking(qfd) || !dataplane::set_nonblocking(link)) {
-    return fail("cannot make sockets non-blocking");
-  }
+  while (error.empty() && !set.main_done() && !set.failed()) {
+    pollfd fds[2] = {{(*listener)->poll_fd(), POLLIN, 0}, {set.wake_fd(), POLLIN, 0}};
+    int r = ::poll(fds, 2, progress ? 1000 : -1);
+    if (r < 0 && errno != EINTR) error = std::string("poll: ") + std::strerror(errno);
+    if (fds[1].revents & POLLIN) set.reap();
+    if (progress && set.size()) std::fprintf(stderr, "\r%s", set.progress_line().c_str());
+    if (!(fds[0].revents & POLLIN)) continue;
 
-  ByteQueue to_link, to_qemu;
-  FrameDecoder dec;
-  uint64_t seq = 0;
-  uint64_t bytes_to_qemu = 0, bytes_on_link = 0;
-  bool link_end = false, qemu_shut = false, qemu_eof = false;
-  std::vector<uint8_t> chunk(kReadChunk);
-
-  while (!qemu_eof) {
-    pollfd fds[2] = {{qfd, POLLIN, 0}, {link, 0, 0}};
-    if (to_link.size() >= kMaxPending) fds[0].events &= static_cast<short>(~POLLIN);
-    if (!to_qemu.empty()) fds[0].events |= POLLOUT;
-    if (!link_end && to_qemu.size() < kMaxPending) fds[1].events |= POLLIN;
-    if (!to_link.empty()) fds[1].events |= POLLOUT;
-    if (::poll(fds, 2, -1) < 0) {
-      if (errno == EINTR) continue;
-      return fail(std::string("poll: ") + std::strerror(errno));
+    auto t = (*listener)->accept(0);
+    if (!t) continue;
+    auto hs = read_handshake(**t);
+    std::string why;
+    if (!hs) {
+      why = hs.status().message();
+    } else if (have_session && hs->session_id != session) {
+      why = "handshake: session id at byte offset 12 belongs to another migration (one at a "
+            "time)";
+    } else if (hs->channel < next_channel || waiting.count(hs->channel)) {
+      why = "handshake: channel " + std::to_string(hs->channel) +
+            " at byte offset 6 is already connected";
     }
-    // Link -> QEMU.
-    if ((fds[1].events & POLLIN) && (fds[1].revents & (POLLIN | POLLHUP | POLLERR))) {
-      ssize_t r = ::recv(link, chunk.data(), chunk.size(), MSG_DONTWAIT);
-      if (r > 0) {
-        dec.push(chunk.data(), static_cast<size_t>(r));
-        FrameDecoder::Frame f;
-        for (;;) {
-          auto got = dec.next(f);
-          if (!got) return fail("link: " + got.status().message());
-          if (!*got) break;
-          if (f.header.type == FrameType::kOpaque) {
-            if (link_end) return fail("link: frame after END");
-            to_qemu.append(f.payload, f.header.len);
-          } else if (f.header.type == FrameType::kEnd) {
-            link_end = true;
-          } else {
-            return fail("link: unexpected RETURN frame from the sender at byte offset " +
-                        std::to_string(dec.offset() - dataplane::kFrameHeaderSize - f.header.len));
-          }
-        }
-      } else if (r == 0) {
-        return fail("sender closed the link without END at byte offset " +
-                    std::to_string(dec.offset() + dec.buffered()));
-      } else if (errno != EAGAIN && errno != EINTR && errno != EWOULDBLOCK) {
-        return fail(std::string("link: read: ") + std::strerror(errno));
+    if (!why.empty()) {
+      // Refuse this link only; the real sender may still come.
+      reject(**t);
+      std::fprintf(stderr, "ferry recv: refused a link on %s: %s\n",
+                   (*listener)->where().c_str(), why.c_str());
+      continue;
+    }
+    have_session = true;
+    session = hs->session_id;
+    waiting[hs->channel] = std::move(*t);
+    // Connect QEMU in channel order: channel k only after 0..k-1.
+    for (auto it = waiting.find(next_channel); it != waiting.end();
+         it = waiting.find(next_channel)) {
+      auto q = dataplane::connect_to(*qemu_ep);
+      if (!q) {
+        reject(*it->second);
+        error = "cannot connect to the destination QEMU at " + qemu_s + ": " +
+                q.status().message() + " (is it running with -incoming " + qemu_s + "?)";
+        break;
       }
-    }
-    if (!to_qemu.empty()) {
-      auto w = to_qemu.flush_to(qfd);
-      if (!w) return fail("QEMU: " + w.status().message());
-      bytes_to_qemu += *w;
-    }
-    if (link_end && to_qemu.empty() && !qemu_shut) {
-      // Every byte is written: QEMU may see EOF after the stream's end.
-      ::shutdown(qfd, SHUT_WR);
-      qemu_shut = true;
-    }
-    // QEMU -> link (return path).
-    if ((fds[0].events & POLLIN) && (fds[0].revents & (POLLIN | POLLHUP | POLLERR))) {
-      ssize_t r = ::recv(qfd, chunk.data(), chunk.size(), MSG_DONTWAIT);
-      if (r > 0) {
-        dataplane::append_frame(to_link.tail(), FrameType::kReturn, seq++, chunk.data(),
-                                static_cast<uint32_t>(r));
-      } else if (r == 0 || (errno != EAGAIN && errno != EINTR && errno != EWOULDBLOCK)) {
-        if (!link_end || !to_qemu.empty()) {
-          return fail("QEMU closed the migration socket after " + std::to_string(bytes_to_qemu) +
-                      " bytes, before the stream ended");
-        }
-        qemu_eof = true;
-        dataplane::append_frame(to_link.tail(), FrameType::kEnd, seq++, nullptr, 0);
+      const uint8_t yes = dataplane::kAccept;
+      if (auto st = it->second->send_all({&yes, 1}, kHandshakeTimeoutMs); !st) {
+        ::close(*q);
+        error = "channel " + std::to_string(next_channel) + ": handshake: " + st.message();
+        break;
       }
-    }
-    if (!to_link.empty()) {
-      auto w = to_link.flush_to(link);
-      if (!w) return fail("link: " + w.status().message());
-      bytes_on_link += *w;
+      set.start(next_channel++, {*q, *q}, /*own_fds=*/true, std::move(it->second));
+      waiting.erase(it);
     }
   }
-  // Flush the return path and END, then close.
-  while (!to_link.empty()) {
-    pollfd p{link, POLLOUT, 0};
-    if (::poll(&p, 1, 10000) <= 0) return fail("link: timed out flushing the return path");
-    auto w = to_link.flush_to(link);
-    if (!w) return fail("link: " + w.status().message());
-    bytes_on_link += *w;
-  }
-  ::close(qfd);
-  ::close(link);
-  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::fprintf(stderr, "ferry recv: done: %llu bytes to QEMU, %.3f s\n",
-               static_cast<unsigned long long>(bytes_to_qemu), secs);
+  listener->reset();
+  if (progress) std::fprintf(stderr, "\n");
+  if (!error.empty() || set.failed()) set.abort_all();
+  set.join_all();
+  if (error.empty() && set.failed()) error = set.first_error();
   if (!stats_path.empty()) {
-    FILE* f = std::fopen(stats_path.c_str(), "w");
-    if (!f) return fail("cannot write " + stats_path + ": " + std::strerror(errno));
-    std::fprintf(f, "{\"bytes_to_qemu\": %llu, \"bytes_on_link\": %llu, \"duration_s\": %.6f}\n",
-                 static_cast<unsigned long long>(bytes_to_qemu),
-                 static_cast<unsigned long long>(bytes_on_link), secs);
-    std::fclose(f);
+    auto st = write_text_file(stats_path, set.stats_json(error.empty() ? "completed" : "failed",
+                                                         error));
+    if (!st) {
+      std::fprintf(stderr, "ferry recv: %s\n", st.message().c_str());
+      if (error.empty()) return 1;
+    }
   }
+  if (!error.empty()) {
+    std::fprintf(stderr, "ferry recv: %s\n", error.c_str());
+    return 1;
+  }
+  if (!quiet) std::fprintf(stderr, "ferry recv: done: %s\n", set.progress_line().c_str());
   return 0;
 }
 

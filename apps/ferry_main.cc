@@ -1,5 +1,6 @@
 // ferry — user-space transport accelerator for QEMU live migration. Entry point: dispatches
 // to the subcommands in commands.h and prints what this build contains.
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <iterator>
@@ -37,6 +38,9 @@ void usage(FILE* out) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Peers and QEMU may close sockets and pipes at any time; that is an error to report from
+  // the failing write, not a reason to die silently.
+  std::signal(SIGPIPE, SIG_IGN);
   if (argc < 2) {
     usage(stderr);
     return 2;

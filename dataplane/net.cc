@@ -51,6 +51,31 @@ Status wait_fd(int fd, short events, std::chrono::steady_clock::time_point deadl
   }
 }
 
+// connect() that gives up after timeout_ms; returns 0 or -1 with errno set. The socket is
+// left blocking, as it came.
+int connect_with_deadline(int fd, const sockaddr* addr, socklen_t len, int timeout_ms) {
+  if (timeout_ms < 0) return ::connect(fd, addr, len);
+  int fl = ::fcntl(fd, F_GETFL);
+  ::fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+  int rc = ::connect(fd, addr, len);
+  if (rc != 0 && errno == EINPROGRESS) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    if (!wait_fd(fd, POLLOUT, deadline, timeout_ms)) {
+      errno = ETIMEDOUT;
+      return -1;
+    }
+    int err = 0;
+    socklen_t el = sizeof(err);
+    ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el);
+    errno = err;
+    rc = err == 0 ? 0 : -1;
+  }
+  int saved = errno;
+  ::fcntl(fd, F_SETFL, fl);
+  errno = saved;
+  return rc;
+}
+
 }  // namespace
 
 Result<Endpoint> parse_endpoint(const std::string& s) {
@@ -131,7 +156,7 @@ Result<int> accept_one(int listen_fd, int timeout_ms) {
   }
 }
 
-Result<int> connect_to(const Endpoint& ep) {
+Result<int> connect_to(const Endpoint& ep, int timeout_ms) {
   if (ep.kind == Endpoint::Kind::kUnix) {
     auto a = unix_addr(ep.path);
     if (!a) return a.status();
@@ -157,7 +182,7 @@ Result<int> connect_to(const Endpoint& ep) {
       last = error(ErrorCode::kIo, std::strerror(errno));
       continue;
     }
-    if (::connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+    if (connect_with_deadline(fd, ai->ai_addr, ai->ai_addrlen, timeout_ms) == 0) {
       int one = 1;
       ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
       ::freeaddrinfo(res);
@@ -224,6 +249,11 @@ void ByteQueue::append(const void* p, size_t n) {
   buf_.insert(buf_.end(), b, b + n);
 }
 
+void ByteQueue::consume(size_t n) {
+  pos_ += n < size() ? n : size();
+  compact();
+}
+
 void ByteQueue::compact() {
   if (pos_ == 0) return;
   if (pos_ == buf_.size()) {
@@ -239,6 +269,8 @@ Result<size_t> ByteQueue::flush_to(int fd) {
   size_t total = 0;
   while (!empty()) {
     ssize_t w = ::send(fd, buf_.data() + pos_, size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    // Pipes (exec: migration, --stdio) are not sockets; SIGPIPE is ignored process-wide.
+    if (w < 0 && errno == ENOTSOCK) w = ::write(fd, buf_.data() + pos_, size());
     if (w > 0) {
       pos_ += static_cast<size_t>(w);
       total += static_cast<size_t>(w);

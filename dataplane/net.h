@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -24,8 +25,9 @@ Result<Endpoint> parse_endpoint(const std::string& s);
 Result<int> listen_on(const Endpoint& ep);
 // accept() with a deadline in milliseconds (-1 = forever).
 Result<int> accept_one(int listen_fd, int timeout_ms);
-// A connected blocking socket; the error message is strerror(errno) only.
-Result<int> connect_to(const Endpoint& ep);
+// A connected blocking socket; the error message is strerror(errno) only. A TCP connect gives
+// up after timeout_ms (-1 = the kernel's own timeout).
+Result<int> connect_to(const Endpoint& ep, int timeout_ms = -1);
 Status set_nonblocking(int fd);
 // Blocking helpers with a deadline (poll-based), for the handshake.
 Status write_all(int fd, const void* data, size_t n, int timeout_ms);
@@ -37,11 +39,16 @@ class ByteQueue {
  public:
   size_t size() const { return buf_.size() - pos_; }
   bool empty() const { return size() == 0; }
+  // The buffer to append to (e.g. with append_frame); queued bytes start at pending().
   std::vector<uint8_t>& tail() {
     compact();
     return buf_;
   }
   void append(const void* p, size_t n);
+  // The queued bytes, oldest first; valid until the next non-const call.
+  std::span<const uint8_t> pending() const { return {buf_.data() + pos_, size()}; }
+  // Drops the first n queued bytes (they were sent).
+  void consume(size_t n);
   // Writes as much as the fd takes. Returns bytes written, or an error (kIo) on failure.
   Result<size_t> flush_to(int fd);
 

@@ -1,6 +1,7 @@
 // dataplane/protocol.cc — see protocol.h for the grammar.
 #include "dataplane/protocol.h"
 
+#include <cstdio>
 #include <cstring>
 
 #include "common/crc32c.h"
@@ -26,13 +27,20 @@ uint64_t get_be(const uint8_t* p, int n) {
   return v;
 }
 
+std::string hex32(uint32_t v) {
+  char b[9];
+  std::snprintf(b, sizeof b, "%08x", v);
+  return b;
+}
+
 }  // namespace
 
 void encode_handshake(const Handshake& h, uint8_t out[kHandshakeSize]) {
   std::memcpy(out, kMagic, 4);
   put_be(out + 4, h.version, 2);
   put_be(out + 6, h.channel, 2);
-  put_be(out + 8, h.session_id, 8);
+  put_be(out + 8, h.features, 4);
+  put_be(out + 12, h.session_id, 8);
 }
 
 Result<Handshake> decode_handshake(const uint8_t in[kHandshakeSize]) {
@@ -46,7 +54,13 @@ Result<Handshake> decode_handshake(const uint8_t in[kHandshakeSize]) {
                                            std::to_string(h.version) + " at byte offset 4");
   }
   h.channel = static_cast<uint16_t>(get_be(in + 6, 2));
-  h.session_id = get_be(in + 8, 8);
+  h.features = static_cast<uint32_t>(get_be(in + 8, 4));
+  if (h.features & ~kKnownFeatures) {
+    return error(ErrorCode::kProtocol, "handshake: unknown feature bits 0x" +
+                                           hex32(h.features & ~kKnownFeatures) +
+                                           " at byte offset 8 (upgrade ferry recv)");
+  }
+  h.session_id = get_be(in + 12, 8);
   return h;
 }
 

@@ -2,7 +2,14 @@
 //
 // Grammar (all integers big-endian):
 //   link      := handshake accept frame* END-frame
-//   handshake := magic[4]="FERY" version:u16(=1) channel:u16 session_id:u64      (16 bytes)
+//   handshake := magic[4]="FERY" version:u16(=1) channel:u16 features:u32 session_id:u64
+//                                                                                (20 bytes)
+//     channel   = the order in which the source QEMU opened its migration connections:
+//                 0 = the main stream, 1.. = multifd (or other) channels. The receiver
+//                 connects to the destination QEMU in the same order.
+//     features  = bits the sender will use; a receiver rejects any bit it does not know.
+//                 None are defined in v1 (must be 0).
+//     session_id = random, the same on every channel of one migration.
 //   accept    := u8 (1 = accepted, 0 = rejected; the receiver closes after 0)
 //   frame     := type:u32 len:u32 seq:u64 crc:u32 payload[len]                     (20 + len)
 //     type    := 1 OPAQUE (sender -> receiver: bytes of QEMU's stream, forwarded as is)
@@ -25,7 +32,8 @@ namespace ferry::dataplane {
 
 inline constexpr char kMagic[4] = {'F', 'E', 'R', 'Y'};
 inline constexpr uint16_t kVersion = 1;
-inline constexpr size_t kHandshakeSize = 16;
+inline constexpr size_t kHandshakeSize = 20;
+inline constexpr uint32_t kKnownFeatures = 0;
 inline constexpr size_t kFrameHeaderSize = 20;
 inline constexpr uint32_t kMaxPayload = 1u << 20;
 inline constexpr uint8_t kAccept = 1;
@@ -36,6 +44,7 @@ enum class FrameType : uint32_t { kOpaque = 1, kReturn = 2, kEnd = 3 };
 struct Handshake {
   uint16_t version = kVersion;
   uint16_t channel = 0;
+  uint32_t features = 0;
   uint64_t session_id = 0;
 };
 
@@ -51,6 +60,7 @@ struct WireHandshake {
   char magic[4];
   uint8_t version[2];
   uint8_t channel[2];
+  uint8_t features[4];
   uint8_t session_id[8];
 };
 struct WireFrameHeader {
@@ -63,7 +73,7 @@ static_assert(sizeof(WireHandshake) == kHandshakeSize);
 static_assert(sizeof(WireFrameHeader) == kFrameHeaderSize);
 
 void encode_handshake(const Handshake& h, uint8_t out[kHandshakeSize]);
-// Validates magic and version; errors name the byte offset of the bad field.
+// Validates magic, version and features; errors name the byte offset of the bad field.
 Result<Handshake> decode_handshake(const uint8_t in[kHandshakeSize]);
 
 // Writes header (crc computed over payload) to out[kFrameHeaderSize].

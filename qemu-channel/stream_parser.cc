@@ -79,6 +79,19 @@ enum class StreamParser::State : uint8_t {
     }                         \
   } while (0)
 
+ChannelRole guess_channel_role(std::span<const uint8_t> first) {
+  const uint8_t* p = first.data();
+  if (!first.empty() && p[0] == 0x08) return ChannelRole::kMain;
+  if (first.size() >= 4) {
+    uint32_t w = (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | p[3];
+    if (w == kQemuVmFileMagic) return ChannelRole::kMain;
+    if (w == kMultifdMagic) return ChannelRole::kMultifd;
+    uint16_t type = static_cast<uint16_t>(w >> 16), len = static_cast<uint16_t>(w);
+    if (type >= 1 && type <= 7 && len <= 512) return ChannelRole::kReturnPath;
+  }
+  return ChannelRole::kPreempt;
+}
+
 const char* channel_role_name(ChannelRole role) {
   switch (role) {
     case ChannelRole::kMain:

@@ -61,6 +61,11 @@ enum class ChannelRole : uint8_t {
 
 const char* channel_role_name(ChannelRole role);
 
+// Which channel a connection is, from its first bytes (at least 4 when available): "QEVM" or
+// 0x08 (a recovery connection) = main, 0x11223344 = multifd, a plausible return-path message
+// header = return path, anything else = preempt (raw RAM records have no magic).
+ChannelRole guess_channel_role(std::span<const uint8_t> first_bytes);
+
 enum class ItemKind : uint8_t {
   kHeader,         // be32 "QEVM", be32 3
   kConfiguration,  // 0x07 machine name + known subsections (see Item::config)

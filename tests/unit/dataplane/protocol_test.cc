@@ -19,7 +19,7 @@ std::vector<uint8_t> make_payload(std::mt19937& rng, size_t n) {
 
 TEST(Handshake, RoundTrip) {
   uint8_t buf[kHandshakeSize];
-  encode_handshake({kVersion, 3, 0x0102030405060708ull}, buf);
+  encode_handshake({kVersion, 3, 0, 0x0102030405060708ull}, buf);
   EXPECT_EQ(std::string(reinterpret_cast<char*>(buf), 4), "FERY");
   auto h = decode_handshake(buf);
   ASSERT_TRUE(h.has_value());
@@ -39,6 +39,11 @@ TEST(Handshake, RejectsBadMagicAndVersion) {
   h = decode_handshake(buf);
   ASSERT_FALSE(h.has_value());
   EXPECT_NE(h.status().message().find("offset 4"), std::string::npos);
+  // A feature bit this receiver does not know is refused, naming the field.
+  encode_handshake({kVersion, 0, 0x4, 1}, buf);
+  h = decode_handshake(buf);
+  ASSERT_FALSE(h.has_value());
+  EXPECT_NE(h.status().message().find("offset 8"), std::string::npos);
 }
 
 TEST(FrameDecoder, RoundTripRandomSplits) {

@@ -1,0 +1,192 @@
+// apps/channel_set.cc — see channel_set.h.
+#include "apps/channel_set.h"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cstdio>
+
+namespace ferry::apps {
+
+struct ChannelSet::Channel {
+  uint16_t index = 0;
+  dataplane::QemuEnd qemu;
+  bool own_fds = false;
+  std::unique_ptr<dataplane::Transport> link;
+  // The QEMU migration stream (counted by class) and the return path, whichever way each
+  // flows on this side.
+  StreamStats stream{false};
+  StreamStats return_path{true};
+  std::unique_ptr<dataplane::ChannelPump> pump;
+  std::thread thread;
+  std::atomic<bool> finished{false};
+  bool reaped = false;
+  Status result;
+
+  void close_fds() {
+    if (!own_fds) return;
+    if (qemu.read_fd >= 0) ::close(qemu.read_fd);
+    if (qemu.write_fd >= 0 && qemu.write_fd != qemu.read_fd) ::close(qemu.write_fd);
+    qemu = {};
+  }
+};
+
+namespace {
+
+void signal_fd(int fd) {
+  uint64_t one = 1;
+  ssize_t r = ::write(fd, &one, sizeof one);
+  (void)r;  // the counter cannot overflow with a handful of channels
+}
+
+}  // namespace
+
+ChannelSet::ChannelSet(dataplane::PumpRole role)
+    : role_(role),
+      abort_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
+      wake_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
+
+ChannelSet::~ChannelSet() {
+  abort_all();
+  ::close(abort_fd_);
+  ::close(wake_fd_);
+}
+
+void ChannelSet::start(uint16_t index, dataplane::QemuEnd qemu, bool own_fds,
+                       std::unique_ptr<dataplane::Transport> link) {
+  auto ch = std::make_unique<Channel>();
+  ch->index = index;
+  ch->qemu = qemu;
+  ch->own_fds = own_fds;
+  ch->link = std::move(link);
+  const bool sender = role_ == dataplane::PumpRole::kSender;
+  dataplane::PumpOptions opt;
+  opt.tap_from_qemu = sender ? static_cast<dataplane::StreamTap*>(&ch->stream) : &ch->return_path;
+  opt.tap_to_qemu = sender ? static_cast<dataplane::StreamTap*>(&ch->return_path) : &ch->stream;
+  opt.abort_fd = abort_fd_;
+  ch->pump = std::make_unique<dataplane::ChannelPump>(role_, qemu, *ch->link, opt);
+  Channel* c = ch.get();
+  int wake = wake_fd_;
+  ch->thread = std::thread([c, wake] {
+    c->result = c->pump->run();
+    // Close QEMU's end right away: on failure QEMU must see it now, not at process exit.
+    c->close_fds();
+    c->link.reset();
+    c->finished.store(true, std::memory_order_release);
+    signal_fd(wake);
+  });
+  channels_.push_back(std::move(ch));
+}
+
+void ChannelSet::reap() {
+  uint64_t v;
+  ssize_t r = ::read(wake_fd_, &v, sizeof v);
+  (void)r;
+  for (auto& c : channels_) {
+    if (c->reaped || !c->finished.load(std::memory_order_acquire)) continue;
+    if (c->thread.joinable()) c->thread.join();
+    c->reaped = true;
+    if (!c->result.is_ok() && first_error_.empty()) {
+      first_error_ = (c->index == 0 ? std::string("main channel: ")
+                                    : "channel " + std::to_string(c->index) + ": ") +
+                     c->result.message();
+    }
+    if (c->index == 0) main_done_ = true;
+  }
+}
+
+void ChannelSet::abort_all() {
+  signal_fd(abort_fd_);
+  join_all();
+}
+
+void ChannelSet::join_all() {
+  for (auto& c : channels_) {
+    if (c->thread.joinable()) c->thread.join();
+  }
+  reap();
+}
+
+double ChannelSet::seconds() const {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+}
+
+std::string ChannelSet::progress_line() const {
+  uint64_t from_qemu = 0, to_qemu = 0, link = 0, pages = 0;
+  for (const auto& c : channels_) {
+    const auto& k = c->pump->counters();
+    from_qemu += k.bytes_from_qemu.load(std::memory_order_relaxed);
+    to_qemu += k.bytes_to_qemu.load(std::memory_order_relaxed);
+    link += k.link_tx_bytes.load(std::memory_order_relaxed) +
+            k.link_rx_bytes.load(std::memory_order_relaxed);
+    pages += c->stream.normal.load(std::memory_order_relaxed) +
+             c->stream.zero.load(std::memory_order_relaxed);
+  }
+  const double s = seconds();
+  const uint64_t stream = role_ == dataplane::PumpRole::kSender ? from_qemu : to_qemu;
+  char buf[200];
+  std::snprintf(buf, sizeof buf,
+                "%6.1f s  %zu channel%s  stream %.1f MB  link %.1f MB (%.1f MB/s)  %llu pages",
+                s, channels_.size(), channels_.size() == 1 ? "" : "s", stream / 1e6, link / 1e6,
+                s > 0 ? link / 1e6 / s : 0.0, static_cast<unsigned long long>(pages));
+  return buf;
+}
+
+std::string ChannelSet::stats_json(const std::string& outcome, const std::string& error) const {
+  auto esc = [](const std::string& s) {
+    std::string o;
+    for (char ch : s) {
+      if (ch == '"' || ch == '\\') {
+        o += '\\';
+        o += ch;
+      } else if (static_cast<unsigned char>(ch) < 0x20) {
+        o += ' ';
+      } else {
+        o += ch;
+      }
+    }
+    return o;
+  };
+  uint64_t t[6] = {}, pages[4] = {}, rp = 0, packets = 0;
+  std::string per;
+  for (const auto& c : channels_) {
+    const auto& k = c->pump->counters();
+    uint64_t v[6] = {k.bytes_from_qemu.load(), k.bytes_to_qemu.load(), k.link_tx_bytes.load(),
+                     k.link_rx_bytes.load(), k.frames_tx.load(), k.frames_rx.load()};
+    uint64_t p[4] = {c->stream.zero.load(), c->stream.normal.load(), c->stream.xbzrle.load(),
+                     c->stream.compressed.load()};
+    for (int i = 0; i < 6; ++i) t[i] += v[i];
+    for (int i = 0; i < 4; ++i) pages[i] += p[i];
+    rp += c->return_path.rp_messages.load();
+    packets += c->stream.multifd_packets.load();
+    char buf[512];
+    std::snprintf(buf, sizeof buf,
+                  "%s{\"index\": %u, \"role\": \"%s\", \"bytes_from_qemu\": %llu, "
+                  "\"bytes_to_qemu\": %llu, \"link_tx_bytes\": %llu, \"link_rx_bytes\": %llu, "
+                  "\"pages\": {\"zero\": %llu, \"normal\": %llu, \"xbzrle\": %llu, "
+                  "\"compressed\": %llu}, \"note\": \"",
+                  per.empty() ? "" : ", ", c->index, c->stream.role(),
+                  (unsigned long long)v[0], (unsigned long long)v[1], (unsigned long long)v[2],
+                  (unsigned long long)v[3], (unsigned long long)p[0], (unsigned long long)p[1],
+                  (unsigned long long)p[2], (unsigned long long)p[3]);
+    per += buf + esc(c->stream.note()) + "\"}";
+  }
+  char buf[1024];
+  std::snprintf(
+      buf, sizeof buf,
+      "{\"side\": \"%s\", \"outcome\": \"%s\", \"duration_s\": %.6f, \"channels\": %zu, "
+      "\"bytes_from_qemu\": %llu, \"bytes_to_qemu\": %llu, \"link_tx_bytes\": %llu, "
+      "\"link_rx_bytes\": %llu, \"bytes_on_link\": %llu, \"frames_tx\": %llu, "
+      "\"frames_rx\": %llu, \"pages\": {\"zero\": %llu, \"normal\": %llu, \"xbzrle\": %llu, "
+      "\"compressed\": %llu}, \"multifd_packets\": %llu, \"return_path_messages\": %llu, ",
+      role_ == dataplane::PumpRole::kSender ? "send" : "recv", outcome.c_str(), seconds(),
+      channels_.size(), (unsigned long long)t[0], (unsigned long long)t[1],
+      (unsigned long long)t[2], (unsigned long long)t[3], (unsigned long long)(t[2] + t[3]),
+      (unsigned long long)t[4], (unsigned long long)t[5], (unsigned long long)pages[0],
+      (unsigned long long)pages[1], (unsigned long long)pages[2], (unsigned long long)pages[3],
+      (unsigned long long)packets, (unsigned long long)rp);
+  std::string err = error.empty() ? "null" : "\"" + esc(error) + "\"";
+  return std::string(buf) + "\"error\": " + err + ", \"per_channel\": [" + per + "]}\n";
+}
+
+}  // namespace ferry::apps

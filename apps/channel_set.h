@@ -1,0 +1,63 @@
+// apps/channel_set.h — the channels of one migration on one side (ferry send or ferry recv):
+// one ChannelPump thread per QEMU connection (main, then multifd ones in the order QEMU opened
+// them), a shared abort signal so one failed channel stops the others, progress, and the
+// final --stats-json.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "apps/stream_stats.h"
+#include "dataplane/channel_pump.h"
+#include "dataplane/transport.h"
+
+namespace ferry::apps {
+
+class ChannelSet {
+ public:
+  explicit ChannelSet(dataplane::PumpRole role);
+  ~ChannelSet();  // aborts what still runs and joins every thread
+  ChannelSet(const ChannelSet&) = delete;
+  ChannelSet& operator=(const ChannelSet&) = delete;
+
+  // Starts channel `index` on its own thread. The set owns link and, when own_fds, the QEMU
+  // fds (closed when the channel ends, so QEMU sees the end at once).
+  void start(uint16_t index, dataplane::QemuEnd qemu, bool own_fds,
+             std::unique_ptr<dataplane::Transport> link);
+
+  // Readable (poll) whenever a channel ended; call reap() then.
+  int wake_fd() const { return wake_fd_; }
+  void reap();
+  bool main_done() const { return main_done_; }
+  bool failed() const { return !first_error_.empty(); }
+  const std::string& first_error() const { return first_error_; }
+  size_t size() const { return channels_.size(); }
+
+  // Stops every channel (their pumps return at once) and waits for them.
+  void abort_all();
+  void join_all();
+
+  // One line for a terminal: bytes, rate, channels.
+  std::string progress_line() const;
+  // The final counters as one JSON object (see --help of send/recv).
+  std::string stats_json(const std::string& outcome, const std::string& error) const;
+  double seconds() const;
+
+ private:
+  struct Channel;
+  dataplane::PumpRole role_;
+  std::vector<std::unique_ptr<Channel>> channels_;
+  int abort_fd_ = -1;
+  int wake_fd_ = -1;
+  bool main_done_ = false;
+  std::string first_error_;
+  std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
+};
+
+}  // namespace ferry::apps

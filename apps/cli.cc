@@ -1,0 +1,60 @@
+// apps/cli.cc — see cli.h.
+#include "apps/cli.h"
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+#include "dataplane/transport.h"
+
+namespace ferry::apps {
+
+void ArgReader::fail(const std::string& msg) {
+  if (!ok_) return;
+  std::fprintf(stderr, "%s: %s (see %s --help)\n", command_, msg.c_str(), command_);
+  ok_ = false;
+}
+
+std::string ArgReader::value() {
+  if (i_ + 1 >= argc_) {
+    fail(current() + " needs a value");
+    return "";
+  }
+  return argv_[++i_];
+}
+
+double ArgReader::seconds() {
+  std::string flag = current();
+  std::string v = value();
+  if (!ok_) return 0;
+  char* end = nullptr;
+  double d = std::strtod(v.c_str(), &end);
+  if (v.empty() || *end != '\0' || !(d > 0) || d > 1e6) {
+    fail(flag + " wants a positive number of seconds, got '" + v + "'");
+    return 0;
+  }
+  return d;
+}
+
+void ArgReader::unknown() { fail("unknown argument '" + current() + "'"); }
+
+Status write_text_file(const std::string& path, const std::string& text) {
+  FILE* f = std::fopen(path.c_str(), "w");
+  if (!f) return Status(ErrorCode::kIo, "cannot write " + path + ": " + std::strerror(errno));
+  bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
+  ok = (std::fclose(f) == 0) && ok;
+  if (!ok) return Status(ErrorCode::kIo, "cannot write " + path + ": " + std::strerror(errno));
+  return Status::ok();
+}
+
+std::string transport_names() {
+  std::string s;
+  for (const auto& t : dataplane::transports()) {
+    if (!t.available || t.in_process) continue;
+    if (!s.empty()) s += ", ";
+    s += t.name;
+  }
+  return s;
+}
+
+}  // namespace ferry::apps

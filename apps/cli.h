@@ -1,0 +1,47 @@
+// apps/cli.h — small helpers shared by the subcommands: argument reading with one clear
+// message per mistake, writing a result file, and the list of transports for --help.
+#pragma once
+
+#include <cstdio>
+#include <string>
+
+#include "common/status.h"
+
+namespace ferry::apps {
+
+// Walks argv after the subcommand. Usage:
+//   ArgReader args("ferry send", argc, argv);
+//   while (args.next()) { if (args.is("--x")) x = args.value(); else args.unknown(); }
+//   if (!args.ok()) return 2;
+class ArgReader {
+ public:
+  ArgReader(const char* command, int argc, char** argv)
+      : command_(command), argc_(argc), argv_(argv) {}
+
+  bool next() { return ok_ && ++i_ < argc_; }
+  bool is(const char* flag) const { return current() == flag; }
+  const std::string current() const { return argv_[i_]; }
+  // The value after the current flag; reports a missing one.
+  std::string value();
+  // The value as a positive number of seconds (may be fractional).
+  double seconds();
+  void unknown();
+  bool ok() const { return ok_; }
+
+ private:
+  void fail(const std::string& msg);
+
+  const char* command_;
+  int argc_;
+  char** argv_;
+  int i_ = 0;
+  bool ok_ = true;
+};
+
+// Writes text to path (replacing it); the error names the file.
+Status write_text_file(const std::string& path, const std::string& text);
+
+// "tcp, loopback" (available transports), for --help.
+std::string transport_names();
+
+}  // namespace ferry::apps

@@ -1,0 +1,100 @@
+// apps/stream_stats.cc — see stream_stats.h.
+#include "apps/stream_stats.h"
+
+namespace ferry::apps {
+
+using qemu::ItemKind;
+using qemu::StreamParser;
+
+StreamStats::StreamStats(bool return_path) : return_path_(return_path) {}
+
+void StreamStats::on_bytes(std::span<const uint8_t> bytes) noexcept {
+  if (stopped_) return;
+  if (!role_known_) {
+    head_.insert(head_.end(), bytes.begin(), bytes.end());
+    if (head_.size() < 4) return;
+    role_ = return_path_ ? qemu::ChannelRole::kReturnPath : qemu::guess_channel_role(head_);
+    role_known_ = true;
+    qemu::ParserOptions opt;
+    opt.role = role_;
+    parser_ = std::make_unique<StreamParser>(opt);
+    std::vector<uint8_t> first;
+    first.swap(head_);
+    feed(first);
+    return;
+  }
+  feed(bytes);
+}
+
+void StreamStats::feed(std::span<const uint8_t> bytes) {
+  if (!bytes.empty()) parser_->push(bytes);
+  qemu::Item it;
+  for (;;) {
+    auto r = parser_->next(it);
+    if (r == StreamParser::Next::kNeedMore || r == StreamParser::Next::kEnd) return;
+    if (r == StreamParser::Next::kError) {
+      note_ = "stopped counting at byte offset " + std::to_string(parser_->error()->offset) +
+              ": " + parser_->error()->message;
+      stopped_ = true;
+      return;
+    }
+    switch (it.kind) {
+      case ItemKind::kRamRecord:
+        switch (it.ram.type) {
+          case qemu::RamRecordType::kZero:
+            zero.fetch_add(1, std::memory_order_relaxed);
+            break;
+          case qemu::RamRecordType::kPage:
+            normal.fetch_add(1, std::memory_order_relaxed);
+            break;
+          case qemu::RamRecordType::kXbzrle:
+            xbzrle.fetch_add(1, std::memory_order_relaxed);
+            break;
+          case qemu::RamRecordType::kCompressed:
+            compressed.fetch_add(1, std::memory_order_relaxed);
+            break;
+        }
+        break;
+      case ItemKind::kMultifdPacket:
+        multifd_packets.fetch_add(1, std::memory_order_relaxed);
+        normal.fetch_add(it.multifd.normal_pages, std::memory_order_relaxed);
+        zero.fetch_add(it.multifd.zero_pages, std::memory_order_relaxed);
+        break;
+      case ItemKind::kRpMessage:
+        rp_messages.fetch_add(1, std::memory_order_relaxed);
+        break;
+      case ItemKind::kCommand:
+        commands.fetch_add(1, std::memory_order_relaxed);
+        break;
+      case ItemKind::kPassthrough:
+        if (note_.empty()) {
+          note_ = "counting stopped at byte offset " +
+                  std::to_string(parser_->passthrough_from()) + ": " +
+                  parser_->passthrough_reason();
+        }
+        break;
+      default:
+        break;
+    }
+  }
+}
+
+void StreamStats::on_end() noexcept {
+  if (stopped_) return;
+  if (!role_known_ && !head_.empty()) {
+    // Fewer than 4 bytes in all: count what there is.
+    role_ = return_path_ ? qemu::ChannelRole::kReturnPath : qemu::guess_channel_role(head_);
+    role_known_ = true;
+    qemu::ParserOptions opt;
+    opt.role = role_;
+    parser_ = std::make_unique<StreamParser>(opt);
+    std::vector<uint8_t> first;
+    first.swap(head_);
+    feed(first);
+  }
+  if (!parser_) return;
+  parser_->finish();
+  feed({});
+}
+
+}  // namespace ferry::apps

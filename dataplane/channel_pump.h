@@ -1,0 +1,83 @@
+// dataplane/channel_pump.h — the dataplane engine for one channel: moves one QEMU migration
+// connection across one Transport, in both directions, on one thread.
+//
+//   sender   (ferry send):  QEMU stream  -> OPAQUE frames -> transport
+//                           transport    -> RETURN frames -> QEMU (return path)
+//   receiver (ferry recv):  transport    -> OPAQUE frames -> QEMU
+//                           QEMU         -> RETURN frames -> transport
+//
+// Queues are bounded (PumpOptions::max_pending): when the link is slow the pump stops reading
+// QEMU, so QEMU's socket fills and QEMU measures the true link rate (DESIGN.md §3). The
+// return path is read every loop step, before bulk data, and never queues behind it: in each
+// direction of the transport only one kind of frame is bulk.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "common/status.h"
+#include "dataplane/transport.h"
+
+namespace ferry::dataplane {
+
+// Sees every byte of one direction of the QEMU stream as it passes (apps plug the stream
+// parser in here to count pages and return-path messages). Called on the pump's thread; must
+// not block.
+class StreamTap {
+ public:
+  virtual ~StreamTap() = default;
+  virtual void on_bytes(std::span<const uint8_t> bytes) noexcept = 0;
+  // The direction ended cleanly (EOF after the last byte).
+  virtual void on_end() noexcept {}
+};
+
+enum class PumpRole : uint8_t { kSender, kReceiver };
+
+// The QEMU side of a channel: one socket (read_fd == write_fd) or a pair of pipes (stdio).
+// The pump does not own them.
+struct QemuEnd {
+  int read_fd = -1;
+  int write_fd = -1;
+};
+
+struct PumpOptions {
+  size_t max_pending = 1u << 20;  // bytes queued toward either side before reading stops
+  size_t read_chunk = 256u << 10;  // largest read, and so largest frame payload
+  StreamTap* tap_from_qemu = nullptr;  // bytes QEMU wrote (sender: the stream; receiver: RP)
+  StreamTap* tap_to_qemu = nullptr;    // bytes written to QEMU
+  int abort_fd = -1;  // an eventfd; readable = give up now (another channel failed)
+};
+
+// Counters another thread may read while the pump runs (progress, policy inputs).
+struct PumpCounters {
+  std::atomic<uint64_t> bytes_from_qemu{0};
+  std::atomic<uint64_t> bytes_to_qemu{0};
+  std::atomic<uint64_t> link_tx_bytes{0};  // frame bytes handed to the transport
+  std::atomic<uint64_t> link_rx_bytes{0};
+  std::atomic<uint64_t> frames_tx{0};
+  std::atomic<uint64_t> frames_rx{0};
+};
+
+class ChannelPump {
+ public:
+  // The transport must have completed its handshake. Neither fd nor transport is owned.
+  ChannelPump(PumpRole role, QemuEnd qemu, Transport& link, PumpOptions options);
+
+  // Runs until the channel ended: both directions closed cleanly (ok), or a failure on either
+  // side (the Status names the side, the byte offset where it applies, and why). Call once.
+  Status run();
+
+  const PumpCounters& counters() const { return counters_; }
+
+ private:
+  struct Impl;
+  PumpRole role_;
+  QemuEnd qemu_;
+  Transport& link_;
+  PumpOptions options_;
+  PumpCounters counters_;
+};
+
+}  // namespace ferry::dataplane

@@ -1,0 +1,71 @@
+// dataplane/tcp/tcp_transport.cc — control path of the `tcp` transport: listen, accept,
+// connect with a deadline, socket options.
+#include "dataplane/tcp/tcp_transport.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "dataplane/net.h"
+#include "dataplane/tcp/tcp_transport_internal.h"
+
+namespace ferry::dataplane::tcp {
+namespace {
+
+// The pump already writes whole batches of frames; Nagle would only add latency to the
+// small return-path frames that post-copy waits on.
+Status prepare(int fd) {
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  return set_nonblocking(fd);
+}
+
+class TcpListener final : public Listener {
+ public:
+  TcpListener(int fd, std::string where) : fd_(fd), where_(std::move(where)) {}
+  ~TcpListener() override { ::close(fd_); }
+
+  Result<std::unique_ptr<Transport>> accept(int timeout_ms) override {
+    auto fd = accept_one(fd_, timeout_ms);
+    if (!fd) return fd.status();
+    if (auto st = prepare(*fd); !st) {
+      ::close(*fd);
+      return st;
+    }
+    return std::unique_ptr<Transport>(new TcpTransport(*fd));
+  }
+  int poll_fd() const noexcept override { return fd_; }
+  std::string where() const override { return "tcp:" + where_; }
+
+ private:
+  int fd_;
+  std::string where_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Listener>> listen(const std::string& address) {
+  auto ep = parse_endpoint("tcp:" + address);
+  if (!ep) return ep.status();
+  auto fd = listen_on(*ep);
+  if (!fd) return fd.status();
+  return std::unique_ptr<Listener>(new TcpListener(*fd, address));
+}
+
+Result<std::unique_ptr<Transport>> connect(const std::string& address, int timeout_ms) {
+  auto ep = parse_endpoint("tcp:" + address);
+  if (!ep) return ep.status();
+  auto fd = connect_to(*ep, timeout_ms);
+  if (!fd) return fd.status();
+  if (auto st = prepare(*fd); !st) {
+    ::close(*fd);
+    return st;
+  }
+  return std::unique_ptr<Transport>(new TcpTransport(*fd));
+}
+
+}  // namespace ferry::dataplane::tcp
