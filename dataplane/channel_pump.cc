@@ -52,11 +52,39 @@ Status ChannelPump::run() {
   bool qemu_wr_shut = false;   // receiver: we ended QEMU's input after the peer's END
   bool got_end = false;        // the peer sent END
   bool sent_end = false;       // END is queued
-  std::vector<uint8_t> chunk(options_.read_chunk);
+  const size_t chunk = options_.read_chunk;
 
-  auto queue_frame = [&](FrameType type, const uint8_t* p, size_t n) {
-    append_frame(to_link.tail(), type, tx_seq++, p, static_cast<uint32_t>(n));
+  // A frame whose payload is already in place after its header slot (zero-copy from QEMU).
+  auto seal_frame = [&](FrameType type, uint8_t* slot, size_t n) {
+    encode_frame_header(type, tx_seq++, slot + kFrameHeaderSize, static_cast<uint32_t>(n), slot);
+    to_link.commit(kFrameHeaderSize + n);
     counters_.frames_tx.fetch_add(1, std::memory_order_relaxed);
+  };
+  // Writes payload bytes toward QEMU: straight from the frame when nothing is queued ahead
+  // (the common case), queueing only what QEMU does not take now.
+  auto deliver = [&](const uint8_t* p, size_t n) -> Status {
+    if (options_.tap_to_qemu) options_.tap_to_qemu->on_bytes({p, n});
+    if (to_qemu.empty()) {
+      ssize_t w = ::send(qemu_.write_fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (w < 0 && errno == ENOTSOCK) w = ::write(qemu_.write_fd, p, n);
+      if (w > 0) {
+        counters_.bytes_to_qemu.fetch_add(static_cast<size_t>(w), std::memory_order_relaxed);
+        p += w;
+        n -= static_cast<size_t>(w);
+      } else if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        if (sender) {
+          // The source QEMU closed: return-path bytes it will never read are moot.
+          qemu_wr_dead = true;
+          return Status::ok();
+        }
+        return fail(ErrorCode::kClosed, "the destination QEMU closed the migration socket after " +
+                                            std::to_string(counters_.bytes_to_qemu.load()) +
+                                            " bytes, with " + std::to_string(n) +
+                                            " bytes of the stream undelivered (see its log)");
+      }
+    }
+    to_qemu.append(p, n);
+    return Status::ok();
   };
 
   for (;;) {
@@ -119,14 +147,14 @@ Status ChannelPump::run() {
     // 2. Link -> QEMU first: return-path messages (post-copy page requests) must not wait
     // behind bulk reads from QEMU.
     if (want_link_rd) {
-      size_t n = link_.rx_burst(chunk);
+      size_t n = link_.rx_burst(dec.input_area(chunk));
+      dec.commit(n);
       if (link_.failed()) {
         return fail(ErrorCode::kClosed, "link to " + std::string(peer_name) + " failed: " +
                                             link_.error().message());
       }
       if (n) {
         counters_.link_rx_bytes.fetch_add(n, std::memory_order_relaxed);
-        dec.push(chunk.data(), n);
         FrameDecoder::Frame f;
         for (;;) {
           auto got = dec.next(f);
@@ -142,10 +170,7 @@ Status ChannelPump::run() {
             got_end = true;
             if (options_.tap_to_qemu) options_.tap_to_qemu->on_end();
           } else if (f.header.type == rx_type) {
-            if (!qemu_wr_dead) {
-              to_qemu.append(f.payload, f.header.len);
-              if (options_.tap_to_qemu) options_.tap_to_qemu->on_bytes({f.payload, f.header.len});
-            }
+            if (!qemu_wr_dead) FERRY_RETURN_IF_ERROR(deliver(f.payload, f.header.len));
           } else {
             return fail(ErrorCode::kProtocol,
                         "link: unexpected frame type " +
@@ -175,12 +200,13 @@ Status ChannelPump::run() {
     // 3. QEMU -> link.
     if (qemu_rd_idx >= 0 && want_qemu_rd &&
         (fds[qemu_rd_idx].revents & (POLLIN | POLLHUP | POLLERR))) {
-      ssize_t r = ::read(qemu_.read_fd, chunk.data(), chunk.size());
+      uint8_t* slot = to_link.reserve(kFrameHeaderSize + chunk);
+      ssize_t r = ::read(qemu_.read_fd, slot + kFrameHeaderSize, chunk);
       if (r > 0) {
         const size_t n = static_cast<size_t>(r);
         counters_.bytes_from_qemu.fetch_add(n, std::memory_order_relaxed);
-        if (options_.tap_from_qemu) options_.tap_from_qemu->on_bytes({chunk.data(), n});
-        queue_frame(tx_type, chunk.data(), n);
+        if (options_.tap_from_qemu) options_.tap_from_qemu->on_bytes({slot + kFrameHeaderSize, n});
+        seal_frame(tx_type, slot, n);
       } else if (r == 0 || (errno != EAGAIN && errno != EINTR && errno != EWOULDBLOCK)) {
         if (r < 0 && errno != ECONNRESET) {
           return fail(ErrorCode::kIo, "reading QEMU: " + errno_text());
@@ -189,7 +215,7 @@ Status ChannelPump::run() {
         // failure only if stream bytes are left for it (step 4 reports that).
         qemu_eof = true;
         if (options_.tap_from_qemu) options_.tap_from_qemu->on_end();
-        queue_frame(FrameType::kEnd, nullptr, 0);
+        seal_frame(FrameType::kEnd, to_link.reserve(kFrameHeaderSize), 0);
         sent_end = true;
       }
     }

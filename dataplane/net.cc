@@ -243,45 +243,4 @@ Status read_exact(int fd, void* data, size_t n, int timeout_ms) {
   return Status::ok();
 }
 
-void ByteQueue::append(const void* p, size_t n) {
-  compact();
-  const auto* b = static_cast<const uint8_t*>(p);
-  buf_.insert(buf_.end(), b, b + n);
-}
-
-void ByteQueue::consume(size_t n) {
-  pos_ += n < size() ? n : size();
-  compact();
-}
-
-void ByteQueue::compact() {
-  if (pos_ == 0) return;
-  if (pos_ == buf_.size()) {
-    buf_.clear();
-    pos_ = 0;
-  } else if (pos_ >= buf_.size() / 2) {
-    buf_.erase(buf_.begin(), buf_.begin() + static_cast<std::ptrdiff_t>(pos_));
-    pos_ = 0;
-  }
-}
-
-Result<size_t> ByteQueue::flush_to(int fd) {
-  size_t total = 0;
-  while (!empty()) {
-    ssize_t w = ::send(fd, buf_.data() + pos_, size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-    // Pipes (exec: migration, --stdio) are not sockets; SIGPIPE is ignored process-wide.
-    if (w < 0 && errno == ENOTSOCK) w = ::write(fd, buf_.data() + pos_, size());
-    if (w > 0) {
-      pos_ += static_cast<size_t>(w);
-      total += static_cast<size_t>(w);
-      continue;
-    }
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-    return io_error("write");
-  }
-  compact();
-  return total;
-}
-
 }  // namespace ferry::dataplane

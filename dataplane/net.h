@@ -4,11 +4,13 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "common/status.h"
+#include "dataplane/byte_queue.h"
 
 namespace ferry::dataplane {
 
@@ -33,29 +35,5 @@ Status set_nonblocking(int fd);
 Status write_all(int fd, const void* data, size_t n, int timeout_ms);
 // Reads exactly n bytes; on EOF returns kClosed naming how many bytes arrived.
 Status read_exact(int fd, void* data, size_t n, int timeout_ms);
-
-// Pending bytes for a non-blocking fd.
-class ByteQueue {
- public:
-  size_t size() const { return buf_.size() - pos_; }
-  bool empty() const { return size() == 0; }
-  // The buffer to append to (e.g. with append_frame); queued bytes start at pending().
-  std::vector<uint8_t>& tail() {
-    compact();
-    return buf_;
-  }
-  void append(const void* p, size_t n);
-  // The queued bytes, oldest first; valid until the next non-const call.
-  std::span<const uint8_t> pending() const { return {buf_.data() + pos_, size()}; }
-  // Drops the first n queued bytes (they were sent).
-  void consume(size_t n);
-  // Writes as much as the fd takes. Returns bytes written, or an error (kIo) on failure.
-  Result<size_t> flush_to(int fd);
-
- private:
-  void compact();
-  std::vector<uint8_t> buf_;
-  size_t pos_ = 0;
-};
 
 }  // namespace ferry::dataplane

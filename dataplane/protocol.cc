@@ -82,19 +82,13 @@ void append_frame(std::vector<uint8_t>& out, FrameType type, uint64_t seq, const
 
 void FrameDecoder::push(const void* data, size_t n) {
   if (failed() || n == 0) return;
-  // Compact once the consumed prefix dominates, so the buffer stays bounded.
-  if (pos_ > 0 && pos_ >= buf_.size() / 2) {
-    buf_.erase(buf_.begin(), buf_.begin() + static_cast<std::ptrdiff_t>(pos_));
-    pos_ = 0;
-  }
-  const auto* p = static_cast<const uint8_t*>(data);
-  buf_.insert(buf_.end(), p, p + n);
+  buf_.append(data, n);
 }
 
 Result<bool> FrameDecoder::next(Frame& frame) {
   if (failed()) return error_;
   if (buffered() < kFrameHeaderSize) return false;
-  const uint8_t* h = buf_.data() + pos_;
+  const uint8_t* h = buf_.pending().data();
   const uint64_t at = consumed_;
   uint32_t type = static_cast<uint32_t>(get_be(h, 4));
   uint32_t len = static_cast<uint32_t>(get_be(h + 4, 4));
@@ -127,7 +121,7 @@ Result<bool> FrameDecoder::next(Frame& frame) {
   }
   frame.header = FrameHeader{static_cast<FrameType>(type), len, seq, crc};
   frame.payload = payload;
-  pos_ += kFrameHeaderSize + len;
+  buf_.consume(kFrameHeaderSize + len);
   consumed_ += kFrameHeaderSize + len;
   ++expected_seq_;
   return true;

@@ -23,10 +23,12 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "common/status.h"
+#include "dataplane/byte_queue.h"
 
 namespace ferry::dataplane {
 
@@ -89,21 +91,27 @@ class FrameDecoder {
  public:
   struct Frame {
     FrameHeader header;
-    const uint8_t* payload = nullptr;  // valid until the next push()/next()
+    const uint8_t* payload = nullptr;  // valid until the next push()/input_area()
   };
 
   // Appends bytes. Never fails; errors surface in next().
   void push(const void* data, size_t n);
+  // Zero-copy input: a writable area of at least min_bytes after the buffered bytes; write
+  // into a prefix of it (e.g. rx_burst), then commit() the count.
+  std::span<uint8_t> input_area(size_t min_bytes) {
+    uint8_t* p = buf_.reserve(min_bytes);
+    return {p, buf_.room()};
+  }
+  void commit(size_t n) { buf_.commit(n); }
   // Result: true + frame filled, false = need more bytes, or an error Status.
   Result<bool> next(Frame& frame);
   // Stream offset of the first byte not yet consumed.
   uint64_t offset() const { return consumed_; }
-  size_t buffered() const { return buf_.size() - pos_; }
+  size_t buffered() const { return buf_.size(); }
   bool failed() const { return !error_.is_ok(); }
 
  private:
-  std::vector<uint8_t> buf_;
-  size_t pos_ = 0;
+  ByteQueue buf_;
   uint64_t consumed_ = 0;
   uint64_t expected_seq_ = 0;
   Status error_;
