@@ -13,6 +13,7 @@ struct ChannelSet::Channel {
   dataplane::QemuEnd qemu;
   bool own_fds = false;
   std::unique_ptr<dataplane::Transport> link;
+  std::unique_ptr<dataplane::StreamCodec> codec;
   // The QEMU migration stream (counted by class) and the return path, whichever way each
   // flows on this side.
   StreamStats stream{false};
@@ -53,17 +54,20 @@ ChannelSet::~ChannelSet() {
 }
 
 void ChannelSet::start(uint16_t index, dataplane::QemuEnd qemu, bool own_fds,
-                       std::unique_ptr<dataplane::Transport> link) {
+                       std::unique_ptr<dataplane::Transport> link,
+                       std::unique_ptr<dataplane::StreamCodec> codec) {
   auto ch = std::make_unique<Channel>();
   ch->index = index;
   ch->qemu = qemu;
   ch->own_fds = own_fds;
   ch->link = std::move(link);
+  ch->codec = std::move(codec);
   const bool sender = role_ == dataplane::PumpRole::kSender;
   dataplane::PumpOptions opt;
   opt.tap_from_qemu = sender ? static_cast<dataplane::StreamTap*>(&ch->stream) : &ch->return_path;
   opt.tap_to_qemu = sender ? static_cast<dataplane::StreamTap*>(&ch->return_path) : &ch->stream;
   opt.abort_fd = abort_fd_;
+  opt.codec = ch->codec.get();
   ch->pump = std::make_unique<dataplane::ChannelPump>(role_, qemu, *ch->link, opt);
   Channel* c = ch.get();
   int wake = wake_fd_;
@@ -185,8 +189,41 @@ std::string ChannelSet::stats_json(const std::string& outcome, const std::string
       (unsigned long long)t[4], (unsigned long long)t[5], (unsigned long long)pages[0],
       (unsigned long long)pages[1], (unsigned long long)pages[2], (unsigned long long)pages[3],
       (unsigned long long)packets, (unsigned long long)rp);
+  // Page encoding (ferry send --codec): records by form over every channel.
+  uint64_t form_pages[encoders::kFormCount] = {}, form_bytes[encoders::kFormCount] = {};
+  uint64_t page_bytes_in = 0;
+  bool encoding = false;
+  int effort = -1;
+  for (const auto& c : channels_) {
+    const auto* enc = dynamic_cast<const PageStreamEncoder*>(c->codec.get());
+    if (!enc) continue;
+    encoding = true;
+    const auto& k = enc->counters();
+    for (size_t f = 0; f < encoders::kFormCount; ++f) {
+      form_pages[f] += k.pages[f].load();
+      form_bytes[f] += k.bytes[f].load();
+    }
+    page_bytes_in += k.page_bytes_in.load();
+    if (c->index == 0) effort = k.effort.load();
+  }
+  std::string enc_json;
+  if (encoding) {
+    uint64_t out = 0;
+    enc_json = "\"encoding\": {\"page_bytes_in\": " + std::to_string(page_bytes_in);
+    for (size_t f = 0; f < encoders::kFormCount; ++f) {
+      const char* name = encoders::form_name(static_cast<encoders::Form>(f));
+      enc_json += std::string(", \"") + name + "\": {\"pages\": " +
+                  std::to_string(form_pages[f]) + ", \"bytes\": " +
+                  std::to_string(form_bytes[f]) + "}";
+      out += form_bytes[f];
+    }
+    char ratio[64];
+    std::snprintf(ratio, sizeof ratio, "%.4f", page_bytes_in ? double(out) / page_bytes_in : 0.0);
+    enc_json += ", \"record_bytes\": " + std::to_string(out) + ", \"ratio\": " + ratio +
+                ", \"final_effort\": " + std::to_string(effort) + "}, ";
+  }
   std::string err = error.empty() ? "null" : "\"" + esc(error) + "\"";
-  return std::string(buf) + "\"error\": " + err + ", \"per_channel\": [" + per + "]}\n";
+  return std::string(buf) + enc_json + "\"error\": " + err + ", \"per_channel\": [" + per + "]}\n";
 }
 
 }  // namespace ferry::apps

@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "apps/page_stream.h"
 #include "apps/stream_stats.h"
 #include "dataplane/channel_pump.h"
 #include "dataplane/transport.h"
@@ -28,8 +29,10 @@ class ChannelSet {
 
   // Starts channel `index` on its own thread. The set owns link and, when own_fds, the QEMU
   // fds (closed when the channel ends, so QEMU sees the end at once).
+  // codec: page encoding for this channel (page_stream.h), or null for opaque forwarding.
   void start(uint16_t index, dataplane::QemuEnd qemu, bool own_fds,
-             std::unique_ptr<dataplane::Transport> link);
+             std::unique_ptr<dataplane::Transport> link,
+             std::unique_ptr<dataplane::StreamCodec> codec = nullptr);
 
   // Readable (poll) whenever a channel ended; call reap() then.
   int wake_fd() const { return wake_fd_; }

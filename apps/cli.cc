@@ -36,6 +36,21 @@ double ArgReader::seconds() {
   return d;
 }
 
+long long ArgReader::count(long long min, long long max) {
+  std::string flag = current();
+  std::string v = value();
+  if (!ok_) return min;
+  char* end = nullptr;
+  errno = 0;
+  long long n = std::strtoll(v.c_str(), &end, 10);
+  if (v.empty() || *end != '\0' || errno != 0 || n < min || n > max) {
+    fail(flag + " wants a whole number from " + std::to_string(min) + " to " +
+         std::to_string(max) + ", got '" + v + "'");
+    return min;
+  }
+  return n;
+}
+
 void ArgReader::unknown() { fail("unknown argument '" + current() + "'"); }
 
 Status write_text_file(const std::string& path, const std::string& text) {

@@ -25,6 +25,8 @@ class ArgReader {
   std::string value();
   // The value as a positive number of seconds (may be fractional).
   double seconds();
+  // The value as a whole number in [min, max].
+  long long count(long long min, long long max);
   void unknown();
   bool ok() const { return ok_; }
 

@@ -26,7 +26,7 @@ void recv_usage(FILE* out) {
   std::fprintf(
       out,
       "usage: ferry recv --listen TRANSPORT:ADDRESS --qemu unix:PATH [--stats-json FILE]\n"
-      "                  [--quiet]\n"
+      "                  [--max-cache-mib N] [--quiet]\n"
       "\n"
       "The destination side of a migration through ferry. Start the destination QEMU with\n"
       "-incoming unix:PATH, then ferry recv, then ferry send and the migration on the source.\n"
@@ -38,6 +38,8 @@ void recv_usage(FILE* out) {
       "\n"
       "  --listen tcp:HOST:PORT  where ferry send connects; transports in this build: %s\n"
       "  --qemu unix:PATH        the destination QEMU's -incoming socket\n"
+      "  --max-cache-mib N       refuse a sender whose --cache-mib is larger (default 4096):\n"
+      "                          ferry recv keeps a page cache of the sender's size\n"
       "  --stats-json FILE       write the final counters: bytes to/from QEMU, bytes on the\n"
       "                          link, pages by class, return-path messages, channels, duration\n"
       "  --quiet                 no progress line (it is shown only on a terminal anyway)\n",
@@ -70,6 +72,7 @@ Result<dataplane::Handshake> read_handshake(dataplane::Transport& t) {
 int run_recv(int argc, char** argv) {
   std::string listen_s, qemu_s, stats_path;
   bool quiet = false;
+  size_t max_cache_mib = 4096;
   ArgReader args("ferry recv", argc, argv);
   while (args.next()) {
     if (args.is("--help") || args.is("-h")) {
@@ -83,6 +86,8 @@ int run_recv(int argc, char** argv) {
       stats_path = args.value();
     } else if (args.is("--quiet")) {
       quiet = true;
+    } else if (args.is("--max-cache-mib")) {
+      max_cache_mib = static_cast<size_t>(args.count(0, 1 << 20));
     } else {
       args.unknown();
     }
@@ -109,7 +114,11 @@ int run_recv(int argc, char** argv) {
   bool have_session = false;
   uint64_t session = 0;
   uint16_t next_channel = 0;  // the next channel to connect to QEMU
-  std::map<uint16_t, std::unique_ptr<dataplane::Transport>> waiting;  // arrived early
+  struct Waiting {
+    std::unique_ptr<dataplane::Transport> link;
+    uint32_t features = 0;
+  };
+  std::map<uint16_t, Waiting> waiting;  // arrived before their turn
   std::string error;
 
   while (error.empty() && !set.main_done() && !set.failed()) {
@@ -142,24 +151,29 @@ int run_recv(int argc, char** argv) {
     }
     have_session = true;
     session = hs->session_id;
-    waiting[hs->channel] = std::move(*t);
+    waiting[hs->channel] = {std::move(*t), hs->features};
     // Connect QEMU in channel order: channel k only after 0..k-1.
     for (auto it = waiting.find(next_channel); it != waiting.end();
          it = waiting.find(next_channel)) {
       auto q = dataplane::connect_to(*qemu_ep);
       if (!q) {
-        reject(*it->second);
+        reject(*it->second.link);
         error = "cannot connect to the destination QEMU at " + qemu_s + ": " +
                 q.status().message() + " (is it running with -incoming " + qemu_s + "?)";
         break;
       }
       const uint8_t yes = dataplane::kAccept;
-      if (auto st = it->second->send_all({&yes, 1}, kHandshakeTimeoutMs); !st) {
+      if (auto st = it->second.link->send_all({&yes, 1}, kHandshakeTimeoutMs); !st) {
         ::close(*q);
         error = "channel " + std::to_string(next_channel) + ": handshake: " + st.message();
         break;
       }
-      set.start(next_channel++, {*q, *q}, /*own_fds=*/true, std::move(it->second));
+      std::unique_ptr<dataplane::StreamCodec> codec;
+      if (it->second.features & dataplane::kFeaturePages) {
+        codec = std::make_unique<PageStreamDecoder>(max_cache_mib << 20);
+      }
+      set.start(next_channel++, {*q, *q}, /*own_fds=*/true, std::move(it->second.link),
+                std::move(codec));
       waiting.erase(it);
     }
   }

@@ -26,6 +26,7 @@ void send_usage(FILE* out) {
   std::fprintf(
       out,
       "usage: ferry send (--listen unix:PATH | --stdio) --peer TRANSPORT:ADDRESS\n"
+      "                  [--codec none|fast|max|auto] [--cache-mib N]\n"
       "                  [--connect-timeout S] [--stats-json FILE] [--quiet]\n"
       "\n"
       "The source side of a migration through ferry. Start it, then tell the source QEMU\n"
@@ -42,6 +43,15 @@ void send_usage(FILE* out) {
       "                         detaches from QEMU, which kills its exec: child as soon as\n"
       "                         the stream ends: read the result from --stats-json\n"
       "  --peer tcp:HOST:PORT   ferry recv's address; transports in this build: %s\n"
+      "  --codec LEVEL          how RAM pages of the main stream are encoded (default auto):\n"
+      "                           none  forward QEMU's bytes unchanged\n"
+      "                           fast  zero, same-as-sent, delta against the last sent copy,\n"
+      "                                 run-length (cheap: keeps up with fast links)\n"
+      "                           max   fast + the heaviest codec this build has (zstd -9)\n"
+      "                           auto  fast while the link keeps up, heavier (LZ4, zstd -1)\n"
+      "                                 while bytes pile up toward the link\n"
+      "  --cache-mib N          last-sent page copies kept for same/delta, on both ends\n"
+      "                         (default 256; ferry recv allocates the same)\n"
       "  --connect-timeout S    give up reaching ferry recv after S seconds (default 10)\n"
       "  --stats-json FILE      write the final counters: bytes from/to QEMU, bytes on the\n"
       "                         link, pages by class, return-path messages, channels, duration\n"
@@ -53,7 +63,17 @@ struct SendArgs {
   std::string listen, peer, stats_path;
   bool stdio = false, quiet = false;
   int connect_timeout_ms = 10000;
+  encoders::CodecLevel codec = encoders::CodecLevel::kAuto;
+  size_t cache_mib = 256;
 };
+
+std::unique_ptr<dataplane::StreamCodec> make_codec(const SendArgs& a) {
+  if (a.codec == encoders::CodecLevel::kNone) return nullptr;
+  PageCodecOptions opt;
+  opt.level = a.codec;
+  opt.cache_bytes = a.cache_mib << 20;
+  return std::make_unique<PageStreamEncoder>(opt);
+}
 
 // Opens channel `index` to ferry recv: connect, handshake, wait for the accept byte.
 Result<std::unique_ptr<dataplane::Transport>> open_link(const SendArgs& a, uint16_t index,
@@ -66,6 +86,7 @@ Result<std::unique_ptr<dataplane::Transport>> open_link(const SendArgs& a, uint1
   dataplane::Handshake hs;
   hs.channel = index;
   hs.session_id = session;
+  if (a.codec != encoders::CodecLevel::kNone) hs.features |= dataplane::kFeaturePages;
   uint8_t hbuf[dataplane::kHandshakeSize];
   dataplane::encode_handshake(hs, hbuf);
   if (auto st = (*link)->send_all(hbuf, kHandshakeTimeoutMs); !st) {
@@ -119,6 +140,23 @@ int run_send(int argc, char** argv) {
       a.stats_path = args.value();
     } else if (args.is("--connect-timeout")) {
       a.connect_timeout_ms = static_cast<int>(args.seconds() * 1000);
+    } else if (args.is("--codec")) {
+      std::string v = args.value();
+      if (v == "none") {
+        a.codec = encoders::CodecLevel::kNone;
+      } else if (v == "fast") {
+        a.codec = encoders::CodecLevel::kFast;
+      } else if (v == "max") {
+        a.codec = encoders::CodecLevel::kMax;
+      } else if (v == "auto") {
+        a.codec = encoders::CodecLevel::kAuto;
+      } else if (args.ok()) {
+        std::fprintf(stderr, "ferry send: --codec wants none, fast, max or auto, got '%s'\n",
+                     v.c_str());
+        return 2;
+      }
+    } else if (args.is("--cache-mib")) {
+      a.cache_mib = static_cast<size_t>(args.count(0, 1 << 20));
     } else if (args.is("--stdio")) {
       a.stdio = true;
     } else if (args.is("--quiet")) {
@@ -156,7 +194,7 @@ int run_send(int argc, char** argv) {
     if (pid > 0) _exit(0);
     auto link = open_link(a, 0, session);
     if (!link) return finish(set, a, link.status().message());
-    set.start(0, {0, 1}, /*own_fds=*/false, std::move(*link));
+    set.start(0, {0, 1}, /*own_fds=*/false, std::move(*link), make_codec(a));
   } else {
     auto ep = dataplane::parse_endpoint(a.listen);
     if (!ep || ep->kind != dataplane::Endpoint::Kind::kUnix) {
@@ -186,7 +224,7 @@ int run_send(int argc, char** argv) {
           error = link.status().message();
           break;
         }
-        set.start(next_index++, {*q, *q}, /*own_fds=*/true, std::move(*link));
+        set.start(next_index++, {*q, *q}, /*own_fds=*/true, std::move(*link), make_codec(a));
       }
       if (progress && set.size()) std::fprintf(stderr, "\r%s", set.progress_line().c_str());
     }

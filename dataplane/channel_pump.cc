@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -53,12 +54,16 @@ Status ChannelPump::run() {
   bool got_end = false;        // the peer sent END
   bool sent_end = false;       // END is queued
   const size_t chunk = options_.read_chunk;
+  uint64_t frames_tx = 0;
+  // The sender's read buffer when a codec turns the bytes into frames.
+  std::unique_ptr<uint8_t[]> codec_in;
+  if (sender && options_.codec) codec_in = std::make_unique_for_overwrite<uint8_t[]>(chunk);
 
   // A frame whose payload is already in place after its header slot (zero-copy from QEMU).
   auto seal_frame = [&](FrameType type, uint8_t* slot, size_t n) {
     encode_frame_header(type, tx_seq++, slot + kFrameHeaderSize, static_cast<uint32_t>(n), slot);
     to_link.commit(kFrameHeaderSize + n);
-    counters_.frames_tx.fetch_add(1, std::memory_order_relaxed);
+    counters_.frames_tx.store(++frames_tx, std::memory_order_relaxed);
   };
   // Writes payload bytes toward QEMU: straight from the frame when nothing is queued ahead
   // (the common case), queueing only what QEMU does not take now.
@@ -169,6 +174,21 @@ Status ChannelPump::run() {
           if (f.header.type == FrameType::kEnd) {
             got_end = true;
             if (options_.tap_to_qemu) options_.tap_to_qemu->on_end();
+          } else if (!sender && options_.codec &&
+                     (f.header.type == FrameType::kOpaque || f.header.type == FrameType::kCodec ||
+                      f.header.type == FrameType::kPages)) {
+            // Decoded bytes queue behind anything QEMU has not taken yet.
+            const size_t before = to_qemu.size();
+            if (auto st = options_.codec->decode(f.header.type, {f.payload, f.header.len},
+                                                 to_qemu);
+                !st) {
+              return fail(st.code(), "link: frame seq " + std::to_string(f.header.seq) +
+                                         " at byte offset " + std::to_string(frame_at) + ": " +
+                                         st.message());
+            }
+            if (options_.tap_to_qemu && to_qemu.size() > before) {
+              options_.tap_to_qemu->on_bytes(to_qemu.pending().subspan(before));
+            }
           } else if (f.header.type == rx_type) {
             if (!qemu_wr_dead) FERRY_RETURN_IF_ERROR(deliver(f.payload, f.header.len));
           } else {
@@ -200,13 +220,22 @@ Status ChannelPump::run() {
     // 3. QEMU -> link.
     if (qemu_rd_idx >= 0 && want_qemu_rd &&
         (fds[qemu_rd_idx].revents & (POLLIN | POLLHUP | POLLERR))) {
-      uint8_t* slot = to_link.reserve(kFrameHeaderSize + chunk);
-      ssize_t r = ::read(qemu_.read_fd, slot + kFrameHeaderSize, chunk);
+      // Without a codec QEMU's bytes land straight in an OPAQUE frame's payload slot.
+      const bool encode = sender && options_.codec;
+      uint8_t* slot = encode ? codec_in.get() : to_link.reserve(kFrameHeaderSize + chunk);
+      uint8_t* data = encode ? slot : slot + kFrameHeaderSize;
+      ssize_t r = ::read(qemu_.read_fd, data, chunk);
       if (r > 0) {
         const size_t n = static_cast<size_t>(r);
         counters_.bytes_from_qemu.fetch_add(n, std::memory_order_relaxed);
-        if (options_.tap_from_qemu) options_.tap_from_qemu->on_bytes({slot + kFrameHeaderSize, n});
-        seal_frame(tx_type, slot, n);
+        if (options_.tap_from_qemu) options_.tap_from_qemu->on_bytes({data, n});
+        if (encode) {
+          FrameWriter w(to_link, tx_seq, frames_tx);
+          if (auto st = options_.codec->encode({data, n}, w); !st) return st;
+          counters_.frames_tx.store(frames_tx, std::memory_order_relaxed);
+        } else {
+          seal_frame(tx_type, slot, n);
+        }
       } else if (r == 0 || (errno != EAGAIN && errno != EINTR && errno != EWOULDBLOCK)) {
         if (r < 0 && errno != ECONNRESET) {
           return fail(ErrorCode::kIo, "reading QEMU: " + errno_text());
@@ -215,6 +244,11 @@ Status ChannelPump::run() {
         // failure only if stream bytes are left for it (step 4 reports that).
         qemu_eof = true;
         if (options_.tap_from_qemu) options_.tap_from_qemu->on_end();
+        if (sender && options_.codec) {
+          FrameWriter w(to_link, tx_seq, frames_tx);
+          if (auto st = options_.codec->finish(w); !st) return st;
+          counters_.frames_tx.store(frames_tx, std::memory_order_relaxed);
+        }
         seal_frame(FrameType::kEnd, to_link.reserve(kFrameHeaderSize), 0);
         sent_end = true;
       }

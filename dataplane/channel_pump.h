@@ -4,6 +4,7 @@
 //   sender   (ferry send):  QEMU stream  -> OPAQUE frames -> transport
 //                           transport    -> RETURN frames -> QEMU (return path)
 //   receiver (ferry recv):  transport    -> OPAQUE frames -> QEMU
+//   (with a StreamCodec, stream_codec.h, the stream also travels as CODEC/PAGES frames)
 //                           QEMU         -> RETURN frames -> transport
 //
 // Queues are bounded (PumpOptions::max_pending): when the link is slow the pump stops reading
@@ -18,6 +19,7 @@
 #include <span>
 
 #include "common/status.h"
+#include "dataplane/stream_codec.h"
 #include "dataplane/transport.h"
 
 namespace ferry::dataplane {
@@ -48,6 +50,8 @@ struct PumpOptions {
   StreamTap* tap_from_qemu = nullptr;  // bytes QEMU wrote (sender: the stream; receiver: RP)
   StreamTap* tap_to_qemu = nullptr;    // bytes written to QEMU
   int abort_fd = -1;  // an eventfd; readable = give up now (another channel failed)
+  // Turns QEMU bytes into frames and back (page encoding); null = OPAQUE frames only.
+  StreamCodec* codec = nullptr;
 };
 
 // Counters another thread may read while the pump runs (progress, policy inputs).

@@ -94,7 +94,7 @@ Result<bool> FrameDecoder::next(Frame& frame) {
   uint32_t len = static_cast<uint32_t>(get_be(h + 4, 4));
   uint64_t seq = get_be(h + 8, 8);
   uint32_t crc = static_cast<uint32_t>(get_be(h + 16, 4));
-  if (type < 1 || type > 3) {
+  if (type < 1 || type > kMaxFrameType) {
     error_ = error(ErrorCode::kProtocol, "frame: bad type " + std::to_string(type) +
                                              " at byte offset " + std::to_string(at));
     return error_;

@@ -8,13 +8,18 @@
 //                 0 = the main stream, 1.. = multifd (or other) channels. The receiver
 //                 connects to the destination QEMU in the same order.
 //     features  = bits the sender will use; a receiver rejects any bit it does not know.
-//                 None are defined in v1 (must be 0).
+//                 bit 0 PAGES: CODEC and PAGES frames may follow (ferry send --codec).
 //     session_id = random, the same on every channel of one migration.
 //   accept    := u8 (1 = accepted, 0 = rejected; the receiver closes after 0)
 //   frame     := type:u32 len:u32 seq:u64 crc:u32 payload[len]                     (20 + len)
 //     type    := 1 OPAQUE (sender -> receiver: bytes of QEMU's stream, forwarded as is)
 //              | 2 RETURN (receiver -> sender: bytes of QEMU's return path)
 //              | 3 END    (no more frames in this direction; len = 0)
+//              | 4 CODEC  (sender -> receiver, feature PAGES: the page codec's settings,
+//                          before the first PAGES frame; payload grammar in
+//                          apps/page_stream.h)
+//              | 5 PAGES  (sender -> receiver, feature PAGES: encoded RAM pages that the
+//                          receiver rebuilds into QEMU RAM records; apps/page_stream.h)
 //     len     <= kMaxPayload (1 MiB)
 //     seq     = 0, 1, 2, ... per direction, no gaps
 //     crc     = CRC32C(payload)
@@ -35,13 +40,15 @@ namespace ferry::dataplane {
 inline constexpr char kMagic[4] = {'F', 'E', 'R', 'Y'};
 inline constexpr uint16_t kVersion = 1;
 inline constexpr size_t kHandshakeSize = 20;
-inline constexpr uint32_t kKnownFeatures = 0;
+inline constexpr uint32_t kFeaturePages = 1u << 0;
+inline constexpr uint32_t kKnownFeatures = kFeaturePages;
 inline constexpr size_t kFrameHeaderSize = 20;
 inline constexpr uint32_t kMaxPayload = 1u << 20;
 inline constexpr uint8_t kAccept = 1;
 inline constexpr uint8_t kReject = 0;
 
-enum class FrameType : uint32_t { kOpaque = 1, kReturn = 2, kEnd = 3 };
+enum class FrameType : uint32_t { kOpaque = 1, kReturn = 2, kEnd = 3, kCodec = 4, kPages = 5 };
+inline constexpr uint32_t kMaxFrameType = 5;
 
 struct Handshake {
   uint16_t version = kVersion;

@@ -1,0 +1,135 @@
+// apps/page_stream.h — ferry's page encoding on the wire: the StreamCodec pair that turns the
+// main migration stream into OPAQUE frames (everything that is not a RAM page) and PAGES
+// frames (RAM pages encoded by encoders/), and back into a valid QEMU stream on the receiver.
+// Wires qemu-channel (parser, rebuilder) to encoders/ and dataplane/ frames.
+//
+// Frame payloads (big-endian unless noted; frame types in dataplane/protocol.h):
+//   CODEC := version:u8(=1) page_size:u32 cache_bytes:u64                      (13 bytes)
+//            once, before the first PAGES frame; the receiver builds its Decoder from it
+//   PAGES := block_len:u8 block[block_len] count:u16 page_index:u32[count] record[count]
+//     block      the RAMBlock idstr of every page in the frame
+//     page_index offset in the block / page_size
+//     record     encoders/ page record (docs/ENCODING.md; its length field is little-endian)
+//
+// Ordering: frames keep stream order, so every RAM record reaches the destination in the
+// order the source wrote it, naming the same block. The receiver's rebuilder may then emit
+// RAM_SAVE_FLAG_CONTINUE only when the record it wrote just before was its own page record
+// of the same block: any OPAQUE frame in between (which may hold XBZRLE records, section
+// headers or records inside a PACKAGED blob, kept byte-exact) makes it name the block again.
+//
+// Which records become pages: PAGE records and ZERO records with fill 0 on the main channel,
+// outside PACKAGED blobs (a blob's length is fixed by its header, so its bytes stay exact).
+// Everything else — including multifd channels, whose packets are framed by their own
+// headers — travels as OPAQUE bytes.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "dataplane/stream_codec.h"
+#include "encoders/page_codec.h"
+#include "qemu-channel/stream_parser.h"
+#include "qemu-channel/stream_rebuilder.h"
+
+namespace ferry::apps {
+
+struct PageCodecOptions {
+  encoders::CodecLevel level = encoders::CodecLevel::kFast;
+  size_t cache_bytes = 256u << 20;
+  // auto: the link backlog (bytes queued toward the link) above which encoding gets heavier
+  // and below which it gets lighter.
+  size_t backlog_high = 768u << 10;
+  size_t backlog_low = 128u << 10;
+};
+
+// What went out, by form; readable from another thread.
+struct PageCodecCounters {
+  std::atomic<uint64_t> pages[encoders::kFormCount] = {};
+  std::atomic<uint64_t> bytes[encoders::kFormCount] = {};  // record bytes, with headers
+  std::atomic<uint64_t> page_bytes_in{0};                  // pages * page size
+  std::atomic<int> effort{0};
+  std::atomic<uint64_t> effort_changes{0};
+};
+
+class PageStreamEncoder final : public dataplane::StreamCodec {
+ public:
+  explicit PageStreamEncoder(const PageCodecOptions& options);
+  ~PageStreamEncoder() override;
+
+  Status encode(std::span<const uint8_t> bytes, dataplane::FrameWriter& out) override;
+  Status finish(dataplane::FrameWriter& out) override;
+  Status decode(dataplane::FrameType, std::span<const uint8_t>, dataplane::ByteQueue&) override {
+    return Status(ErrorCode::kInternal, "a sender's codec does not decode");
+  }
+
+  const PageCodecCounters& counters() const { return counters_; }
+
+ private:
+  static constexpr size_t kBatch = 64;  // pages per PAGES frame at most
+  Status start(std::span<const uint8_t> first, dataplane::FrameWriter& out);
+  Status drain(std::span<const uint8_t> pushed, dataplane::FrameWriter& out);
+  void add_opaque(std::span<const uint8_t> raw, dataplane::FrameWriter& out);
+  void flush_opaque(dataplane::FrameWriter& out);
+  Status flush_pages(dataplane::FrameWriter& out);
+  void adapt_effort(size_t backlog);
+  uint32_t block_id(std::string_view name);
+
+  PageCodecOptions opt_;
+  bool started_ = false;
+  bool main_ = false;  // only the main channel's records are encoded
+  std::vector<uint8_t> head_;  // first bytes, until the channel's role is known
+  std::unique_ptr<qemu::StreamParser> parser_;
+  std::unique_ptr<encoders::Encoder> encoder_;
+  bool codec_sent_ = false;
+  int effort_ = 1;
+  // Opaque bytes gathered for the next OPAQUE frame.
+  std::vector<uint8_t> opaque_;
+  // The pending batch: pages of one block, in stream order.
+  std::string batch_block_;
+  std::vector<encoders::PageRef> batch_pages_;
+  std::vector<uint32_t> batch_index_;
+  std::vector<uint8_t> staging_;  // copies of batch pages that were not in the pushed bytes
+  std::unordered_map<std::string, uint32_t> block_ids_;
+  PageCodecCounters counters_;
+};
+
+class PageStreamDecoder final : public dataplane::StreamCodec {
+ public:
+  // max_cache_bytes: the largest page cache a sender may ask for (it is allocated here).
+  explicit PageStreamDecoder(size_t max_cache_bytes) : max_cache_bytes_(max_cache_bytes) {}
+  ~PageStreamDecoder() override;
+
+  Status encode(std::span<const uint8_t>, dataplane::FrameWriter&) override {
+    return Status(ErrorCode::kInternal, "a receiver's codec does not encode");
+  }
+  Status finish(dataplane::FrameWriter&) override { return Status::ok(); }
+  Status decode(dataplane::FrameType type, std::span<const uint8_t> payload,
+                dataplane::ByteQueue& out) override;
+
+  uint64_t pages_rebuilt() const { return pages_.load(std::memory_order_relaxed); }
+
+ private:
+  uint32_t block_id(std::string_view name);
+
+  size_t max_cache_bytes_;
+  std::unique_ptr<encoders::Decoder> decoder_;
+  size_t page_size_ = 0;
+  std::unique_ptr<qemu::StreamRebuilder> rebuilder_;
+  std::vector<uint8_t> pages_buf_;
+  std::vector<uint64_t> keys_;
+  std::vector<encoders::Form> forms_;
+  std::unordered_map<std::string, uint32_t> block_ids_;
+  std::atomic<uint64_t> pages_{0};
+};
+
+// The page key both ends derive: block ids are numbered in order of first appearance in
+// PAGES frames, so sender and receiver agree without sending a table.
+inline uint64_t page_key(uint32_t block_id, uint32_t page_index) {
+  return (uint64_t{block_id} << 40) | page_index;
+}
+
+}  // namespace ferry::apps

@@ -1,0 +1,60 @@
+// dataplane/stream_codec.h — the hook through which a channel's bytes become frames other
+// than OPAQUE and back. The dataplane does not parse QEMU bytes (DESIGN.md §2): apps/ plugs
+// in a StreamCodec built from qemu-channel (parser, rebuilder) and encoders; without one the
+// pump forwards QEMU's bytes as OPAQUE frames, copy-free.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "common/status.h"
+#include "dataplane/byte_queue.h"
+#include "dataplane/protocol.h"
+
+namespace ferry::dataplane {
+
+// Appends whole frames to the pump's queue toward the link, numbering them. Owned by the pump;
+// valid during one StreamCodec call.
+class FrameWriter {
+ public:
+  FrameWriter(ByteQueue& queue, uint64_t& seq, uint64_t& frames)
+      : queue_(queue), seq_(seq), frames_(frames) {}
+
+  // Room for a payload of at most max_payload (<= kMaxPayload) bytes; fill a prefix of it and
+  // call end_frame() before any other call.
+  uint8_t* begin_frame(size_t max_payload) {
+    slot_ = queue_.reserve(kFrameHeaderSize + max_payload);
+    return slot_ + kFrameHeaderSize;
+  }
+  void end_frame(FrameType type, size_t payload_len) {
+    encode_frame_header(type, seq_++, slot_ + kFrameHeaderSize,
+                        static_cast<uint32_t>(payload_len), slot_);
+    queue_.commit(kFrameHeaderSize + payload_len);
+    ++frames_;
+  }
+  // Bytes already waiting for the link (for a codec that adapts its effort to the link).
+  size_t backlog() const { return queue_.size(); }
+
+ private:
+  ByteQueue& queue_;
+  uint64_t& seq_;
+  uint64_t& frames_;
+  uint8_t* slot_ = nullptr;
+};
+
+// One per channel and side, used by the pump's thread only.
+class StreamCodec {
+ public:
+  virtual ~StreamCodec() = default;
+  // Sender: the next bytes QEMU wrote, in order; write frames for them (any bytes the codec
+  // cannot yet frame stay inside it until the next call).
+  virtual Status encode(std::span<const uint8_t> bytes, FrameWriter& out) = 0;
+  // Sender: QEMU closed the stream; write whatever is still held.
+  virtual Status finish(FrameWriter& out) = 0;
+  // Receiver: one frame (OPAQUE, CODEC or PAGES) in link order; append the QEMU bytes it
+  // stands for to out.
+  virtual Status decode(FrameType type, std::span<const uint8_t> payload, ByteQueue& out) = 0;
+};
+
+}  // namespace ferry::dataplane
