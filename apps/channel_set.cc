@@ -2,6 +2,7 @@
 #include "apps/channel_set.h"
 
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -191,7 +192,7 @@ std::string ChannelSet::stats_json(const std::string& outcome, const std::string
       (unsigned long long)packets, (unsigned long long)rp);
   // Page encoding (ferry send --codec): records by form over every channel.
   uint64_t form_pages[encoders::kFormCount] = {}, form_bytes[encoders::kFormCount] = {};
-  uint64_t page_bytes_in = 0;
+  uint64_t page_bytes_in = 0, wire_bytes = 0;
   bool encoding = false;
   int effort = -1;
   for (const auto& c : channels_) {
@@ -204,6 +205,7 @@ std::string ChannelSet::stats_json(const std::string& outcome, const std::string
       form_bytes[f] += k.bytes[f].load();
     }
     page_bytes_in += k.page_bytes_in.load();
+    wire_bytes += k.wire_bytes.load();
     if (c->index == 0) effort = k.effort.load();
   }
   std::string enc_json;
@@ -218,12 +220,21 @@ std::string ChannelSet::stats_json(const std::string& outcome, const std::string
       out += form_bytes[f];
     }
     char ratio[64];
-    std::snprintf(ratio, sizeof ratio, "%.4f", page_bytes_in ? double(out) / page_bytes_in : 0.0);
-    enc_json += ", \"record_bytes\": " + std::to_string(out) + ", \"ratio\": " + ratio +
+    std::snprintf(ratio, sizeof ratio, "%.4f",
+                  page_bytes_in ? double(wire_bytes) / page_bytes_in : 0.0);
+    enc_json += ", \"record_bytes\": " + std::to_string(out) +
+                ", \"wire_bytes\": " + std::to_string(wire_bytes) + ", \"ratio\": " + ratio +
                 ", \"final_effort\": " + std::to_string(effort) + "}, ";
   }
+  // CPU seconds of this whole process (all channel threads, encoding included).
+  rusage ru{};
+  ::getrusage(RUSAGE_SELF, &ru);
+  char cpu[96];
+  std::snprintf(cpu, sizeof cpu, "\"cpu_user_s\": %.3f, \"cpu_sys_s\": %.3f, ",
+                ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6,
+                ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6);
   std::string err = error.empty() ? "null" : "\"" + esc(error) + "\"";
-  return std::string(buf) + enc_json + "\"error\": " + err + ", \"per_channel\": [" + per + "]}\n";
+  return std::string(buf) + enc_json + cpu + "\"error\": " + err + ", \"per_channel\": [" + per + "]}\n";
 }
 
 }  // namespace ferry::apps

@@ -2,6 +2,7 @@
 #include "apps/page_stream.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 
 namespace ferry::apps {
@@ -14,6 +15,10 @@ using qemu::StreamParser;
 namespace {
 
 constexpr uint8_t kCodecVersion = 1;
+constexpr uint8_t kPagesStream = 1;  // PAGES flags bit 0
+
+// zstd level of the frame stream at each effort (0 = records go out as they are).
+int stream_level(int effort) { return effort >= 5 ? 9 : effort == 4 ? 3 : effort == 3 ? 1 : 0; }
 constexpr size_t kCodecPayload = 13;
 // OPAQUE frames are cut at this size (the link sees steady frames, the receiver small ones).
 constexpr size_t kOpaqueFrame = 256u << 10;
@@ -68,8 +73,13 @@ Status PageStreamEncoder::encode(std::span<const uint8_t> bytes, FrameWriter& ou
     return Status::ok();
   }
   adapt_effort(out.backlog());
+  const auto t0 = std::chrono::steady_clock::now();
   parser_->push(bytes);
-  return drain(bytes, out);
+  Status st = drain(bytes, out);
+  busy_ns_ += std::chrono::duration_cast<std::chrono::nanoseconds>(
+                  std::chrono::steady_clock::now() - t0)
+                  .count();
+  return st;
 }
 
 Status PageStreamEncoder::finish(FrameWriter& out) {
@@ -178,7 +188,7 @@ Status PageStreamEncoder::flush_pages(FrameWriter& out) {
     auto e = encoders::Encoder::create(cfg);
     if (!e) return e.status();
     encoder_ = std::move(*e);
-    encoder_->set_params(encoders::params_for_effort(effort_));
+    FERRY_RETURN_IF_ERROR(apply_effort());
   }
   if (!codec_sent_) {
     uint8_t* p = out.begin_frame(kCodecPayload);
@@ -193,19 +203,37 @@ Status PageStreamEncoder::flush_pages(FrameWriter& out) {
     batch_pages_[i].key = page_key(id, batch_index_[i]);
   }
   const size_t n = batch_pages_.size();
-  const size_t head = 1 + batch_block_.size() + 2 + 4 * n;
-  uint8_t* p = out.begin_frame(head + encoder_->max_encoded_size(n));
-  p[0] = static_cast<uint8_t>(batch_block_.size());
-  std::memcpy(p + 1, batch_block_.data(), batch_block_.size());
-  uint8_t* q = p + 1 + batch_block_.size();
-  put_be(q, n, 2);
-  for (size_t i = 0; i < n; ++i) put_be(q + 2 + 4 * i, batch_index_[i], 4);
+  const size_t head = 2 + batch_block_.size() + 2;
+  // content = page_index[n] record[n]; with the stream it goes through zstd as one block.
+  const size_t max_content = 4 * n + encoder_->max_encoded_size(n);
+  const bool stream = use_stream_;
+  uint8_t* p = out.begin_frame(
+      head + (stream ? 4 + encoders::StreamCompressor::max_compressed_size(max_content)
+                     : max_content));
+  p[0] = stream ? kPagesStream : 0;
+  p[1] = static_cast<uint8_t>(batch_block_.size());
+  std::memcpy(p + 2, batch_block_.data(), batch_block_.size());
+  put_be(p + 2 + batch_block_.size(), n, 2);
+  if (stream && records_.size() < max_content) records_.resize(max_content);
+  uint8_t* content = stream ? records_.data() : p + head;
+  for (size_t i = 0; i < n; ++i) put_be(content + 4 * i, batch_index_[i], 4);
   encoders::Form forms[kBatch];
   uint32_t ends[kBatch];
-  auto r = encoder_->encode_batch(batch_pages_, {p + head, encoder_->max_encoded_size(n)}, ends,
+  auto r = encoder_->encode_batch(batch_pages_, {content + 4 * n, max_content - 4 * n}, ends,
                                   {forms, n});
   if (r.pages != n) return Status(ErrorCode::kInternal, "page encoder stopped short");
-  out.end_frame(FrameType::kPages, head + r.bytes);
+  const size_t content_len = 4 * n + r.bytes;
+  size_t body = content_len;
+  if (stream) {
+    put_be(p + head, content_len, 4);
+    auto z = zstream_->compress(
+        {content, content_len},
+        {p + head + 4, encoders::StreamCompressor::max_compressed_size(max_content)});
+    if (!z) return z.status();
+    body = 4 + *z;
+  }
+  out.end_frame(FrameType::kPages, head + body);
+  counters_.wire_bytes.fetch_add(body, std::memory_order_relaxed);
   uint32_t prev = 0;
   for (size_t i = 0; i < n; ++i) {
     const auto f = static_cast<size_t>(forms[i]);
@@ -221,16 +249,61 @@ Status PageStreamEncoder::flush_pages(FrameWriter& out) {
 
 // --codec auto: heavier encoding while the link is the bottleneck (bytes pile up toward it),
 // lighter while the link waits for us. Never below fast (zero, same, delta, RLE cost little).
+// The auto ladder skips 2 (per-page LZ4): once the link is the bottleneck the zstd stream
+// (3) saves far more for little more CPU. It climbs while bytes still pile up toward the link
+// (the encoder outruns it, so heavier encoding costs no time) and steps down once they do not
+// while encoding keeps this thread over 80 % busy (the encoder is now the slower side).
 void PageStreamEncoder::adapt_effort(size_t backlog) {
   if (opt_.level != encoders::CodecLevel::kAuto || !encoder_) return;
+  // How busy encoding kept this thread over the last window: a short queue while the encoder
+  // idles only means QEMU had little to send (zero pages, a sync), not that we are too slow.
+  const auto now = std::chrono::steady_clock::now();
+  if (window_start_ == std::chrono::steady_clock::time_point{}) window_start_ = now;
+  const int64_t window_ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(now - window_start_).count();
+  if (window_ns >= 100'000'000) {
+    busy_fraction_ = static_cast<double>(busy_ns_) / static_cast<double>(window_ns);
+    busy_ns_ = 0;
+    window_start_ = now;
+  }
   int next = effort_;
-  if (backlog > opt_.backlog_high && effort_ < 3) ++next;
-  if (backlog < opt_.backlog_low && effort_ > 1) --next;
+  if (backlog > opt_.backlog_high && effort_ < encoders::kMaxEffort) {
+    next = effort_ == 1 ? 3 : effort_ + 1;
+  }
+  if (backlog < opt_.backlog_low && busy_fraction_ > 0.8 && effort_ > 1) {
+    next = effort_ == 3 ? 1 : effort_ - 1;
+  }
   if (next == effort_) return;
   effort_ = next;
-  encoder_->set_params(encoders::params_for_effort(effort_));
+  (void)apply_effort();  // only fails when the build lacks zstd; then per-page forms remain
   counters_.effort.store(effort_, std::memory_order_relaxed);
   counters_.effort_changes.fetch_add(1, std::memory_order_relaxed);
+}
+
+// Per-page forms for the effort, plus the frame stream at 3..5 (per-page heavy codecs then
+// stay off: the stream sees across pages and does better).
+Status PageStreamEncoder::apply_effort() {
+  const int level = stream_level(effort_);
+  if (level == 0 || !encoders::stream_compression_available()) {
+    encoder_->set_params(encoders::params_for_effort(std::min(effort_, 2)));
+    // The stream stays: both ends feed it only STREAM frames, so it resumes in step.
+    use_stream_ = false;
+    return Status::ok();
+  }
+  // Per page only what zstd cannot see (zero, same as the cached copy, small deltas);
+  // RLE output would hide the text and records zstd matches across pages.
+  encoders::EncodeParams p = encoders::params_for_effort(1);
+  p.rle = false;
+  encoder_->set_params(p);
+  if (!zstream_) {
+    auto z = encoders::StreamCompressor::create(level);
+    if (!z) return z.status();
+    zstream_ = std::move(*z);
+  } else {
+    zstream_->set_level(level);
+  }
+  use_stream_ = true;
+  return Status::ok();
 }
 
 // ---------------------------------------------------------------------------- receiver
@@ -280,31 +353,65 @@ Status PageStreamDecoder::decode(FrameType type, std::span<const uint8_t> payloa
   if (!decoder_) return Status(ErrorCode::kProtocol, "PAGES frame before the CODEC frame");
   const uint8_t* p = payload.data();
   const size_t len = payload.size();
-  if (len < 1 || p[0] == 0 || len < 1u + p[0] + 2) {
-    return Status(ErrorCode::kProtocol, "PAGES frame: truncated header (byte offset 0)");
+  if (len < 2 || (p[0] & ~kPagesStream) != 0 || p[1] == 0 || len < 2u + p[1] + 2) {
+    return Status(ErrorCode::kProtocol, "PAGES frame: bad flags or truncated header (byte "
+                                        "offset 0)");
   }
-  std::string_view block(reinterpret_cast<const char*>(p + 1), p[0]);
-  const size_t at_count = 1 + p[0];
+  const bool stream = p[0] & kPagesStream;
+  std::string_view block(reinterpret_cast<const char*>(p + 2), p[1]);
+  const size_t at_count = 2 + p[1];
   const size_t n = get_be(p + at_count, 2);
-  const size_t at_index = at_count + 2;
-  if (n == 0 || len < at_index + 4 * n) {
+  const size_t at_content = at_count + 2;
+  if (n == 0 || n > 4096) {
     return Status(ErrorCode::kProtocol, "PAGES frame: bad page count " + std::to_string(n) +
                                             " at byte offset " + std::to_string(at_count));
+  }
+  // content = page_index[n] record[n], in the frame or as the next block of the zstd stream.
+  std::span<const uint8_t> content = payload.subspan(at_content);
+  size_t content_at = at_content;  // for error offsets (into the decompressed block if stream)
+  if (stream) {
+    if (content.size() < 4) {
+      return Status(ErrorCode::kProtocol, "PAGES frame: truncated stream header at byte offset " +
+                                              std::to_string(at_content));
+    }
+    const size_t raw_len = get_be(content.data(), 4);
+    if (raw_len > 4 * n + n * (1 + page_size_)) {
+      return Status(ErrorCode::kProtocol, "PAGES frame: content length " +
+                                              std::to_string(raw_len) + " at byte offset " +
+                                              std::to_string(at_content) + " exceeds " +
+                                              std::to_string(n) + " pages");
+    }
+    if (!zstream_) {
+      auto z = encoders::StreamDecompressor::create();
+      if (!z) return z.status();
+      zstream_ = std::move(*z);
+    }
+    records_.resize(raw_len);
+    if (auto st = zstream_->decompress(content.subspan(4), records_); !st) {
+      return Status(st.code(), "PAGES frame (from byte offset " + std::to_string(at_content + 4) +
+                                   "): " + st.message());
+    }
+    content = records_;
+    content_at = 0;
+  }
+  if (content.size() < 4 * n) {
+    return Status(ErrorCode::kProtocol, "PAGES frame: " + std::to_string(n) +
+                                            " page indexes do not fit at byte offset " +
+                                            std::to_string(content_at));
   }
   const uint32_t id = block_id(block);
   keys_.resize(n);
   forms_.resize(n);
   pages_buf_.resize(n * page_size_);
   for (size_t i = 0; i < n; ++i) {
-    keys_[i] = page_key(id, static_cast<uint32_t>(get_be(p + at_index + 4 * i, 4)));
+    keys_[i] = page_key(id, static_cast<uint32_t>(get_be(content.data() + 4 * i, 4)));
   }
-  const size_t at_records = at_index + 4 * n;
-  auto r = decoder_->decode_batch(keys_, payload.subspan(at_records), pages_buf_.data(), forms_);
+  auto r = decoder_->decode_batch(keys_, content.subspan(4 * n), pages_buf_.data(), forms_);
   if (!r.ok()) {
-    return Status(ErrorCode::kProtocol, "PAGES frame: " +
-                                            std::string(encoders::decode_error_name(r.error)) +
-                                            " at byte offset " +
-                                            std::to_string(at_records + r.offset));
+    return Status(ErrorCode::kProtocol,
+                  "PAGES frame: " + std::string(encoders::decode_error_name(r.error)) +
+                      " at byte offset " + std::to_string(content_at + 4 * n + r.offset) +
+                      (stream ? " of its decompressed content" : ""));
   }
   for (size_t i = 0; i < n; ++i) {
     qemu::RamRecordOut rec;

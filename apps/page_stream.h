@@ -6,10 +6,20 @@
 // Frame payloads (big-endian unless noted; frame types in dataplane/protocol.h):
 //   CODEC := version:u8(=1) page_size:u32 cache_bytes:u64                      (13 bytes)
 //            once, before the first PAGES frame; the receiver builds its Decoder from it
-//   PAGES := block_len:u8 block[block_len] count:u16 page_index:u32[count] record[count]
+//   PAGES := flags:u8 block_len:u8 block[block_len] count:u16 body
+//     flags      bit 0 STREAM: body = content_len:u32 zstd-block, the content compressed as
+//                the next block of the channel's zstd stream (encoders/stream_compressor.h);
+//                otherwise body = content
+//     content    page_index:u32[count] record[count]
 //     block      the RAMBlock idstr of every page in the frame
+//     count      1 .. 4096 (ferry send uses at most 64)
 //     page_index offset in the block / page_size
 //     record     encoders/ page record (docs/ENCODING.md; its length field is little-endian)
+//
+// Effort (--codec): 0 none; 1 fast = zero, same, delta, RLE per page; 2 + LZ4 per page;
+// 3..5 = fast per page, then the frame's records through one zstd stream at level 1, 3, 9
+// (matches across pages, like QEMU's multifd zstd, on top of ferry's zero/same/delta).
+// auto moves along 1, 3, 4, 5 by link backlog; max is 5.
 //
 // Ordering: frames keep stream order, so every RAM record reaches the destination in the
 // order the source wrote it, naming the same block. The receiver's rebuilder may then emit
@@ -24,6 +34,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -32,6 +43,7 @@
 
 #include "dataplane/stream_codec.h"
 #include "encoders/page_codec.h"
+#include "encoders/stream_compressor.h"
 #include "qemu-channel/stream_parser.h"
 #include "qemu-channel/stream_rebuilder.h"
 
@@ -40,10 +52,11 @@ namespace ferry::apps {
 struct PageCodecOptions {
   encoders::CodecLevel level = encoders::CodecLevel::kFast;
   size_t cache_bytes = 256u << 20;
-  // auto: the link backlog (bytes queued toward the link) above which encoding gets heavier
-  // and below which it gets lighter.
-  size_t backlog_high = 768u << 10;
-  size_t backlog_low = 128u << 10;
+  // auto: bytes still queued toward the link when QEMU's next bytes arrive. Above
+  // backlog_high the kernel's socket buffer is full, so the link is the bottleneck: encode
+  // heavier. Below backlog_low (and with encoding keeping the thread busy): lighter.
+  size_t backlog_high = 64u << 10;
+  size_t backlog_low = 16u << 10;
 };
 
 // What went out, by form; readable from another thread.
@@ -53,6 +66,7 @@ struct PageCodecCounters {
   std::atomic<uint64_t> page_bytes_in{0};                  // pages * page size
   std::atomic<int> effort{0};
   std::atomic<uint64_t> effort_changes{0};
+  std::atomic<uint64_t> wire_bytes{0};  // PAGES bodies as sent (after the zstd stream)
 };
 
 class PageStreamEncoder final : public dataplane::StreamCodec {
@@ -76,6 +90,7 @@ class PageStreamEncoder final : public dataplane::StreamCodec {
   void flush_opaque(dataplane::FrameWriter& out);
   Status flush_pages(dataplane::FrameWriter& out);
   void adapt_effort(size_t backlog);
+  Status apply_effort();
   uint32_t block_id(std::string_view name);
 
   PageCodecOptions opt_;
@@ -84,6 +99,13 @@ class PageStreamEncoder final : public dataplane::StreamCodec {
   std::vector<uint8_t> head_;  // first bytes, until the channel's role is known
   std::unique_ptr<qemu::StreamParser> parser_;
   std::unique_ptr<encoders::Encoder> encoder_;
+  std::unique_ptr<encoders::StreamCompressor> zstream_;  // efforts 3..5
+  std::vector<uint8_t> records_;                         // a batch's records before zstd
+  bool use_stream_ = false;
+  // --codec auto: time spent encoding over the current ~100 ms window.
+  int64_t busy_ns_ = 0;
+  double busy_fraction_ = 0;
+  std::chrono::steady_clock::time_point window_start_{};
   bool codec_sent_ = false;
   int effort_ = 1;
   // Opaque bytes gathered for the next OPAQUE frame.
@@ -117,6 +139,8 @@ class PageStreamDecoder final : public dataplane::StreamCodec {
 
   size_t max_cache_bytes_;
   std::unique_ptr<encoders::Decoder> decoder_;
+  std::unique_ptr<encoders::StreamDecompressor> zstream_;
+  std::vector<uint8_t> records_;
   size_t page_size_ = 0;
   std::unique_ptr<qemu::StreamRebuilder> rebuilder_;
   std::vector<uint8_t> pages_buf_;

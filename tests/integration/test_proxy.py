@@ -94,8 +94,9 @@ class Ferries:
     ferry send runs in namespace a and ferry recv in namespace b, so every link byte crosses
     the shaped veth; QEMU's unix sockets are filesystem paths and work across namespaces."""
 
-    def __init__(self, wd, tag='f', link=None, port=None, codec='none'):
+    def __init__(self, wd, tag='f', link=None, port=None, codec='none', send_args=()):
         self.wd, self.tag, self.link, self.codec = wd, tag, link, codec
+        self.send_args = list(send_args)
         self.port = port or free_port()
         self.host = link.addr_b if link else '127.0.0.1'
         self.peer = 'tcp:%s:%d' % (self.host, self.port)
@@ -122,7 +123,7 @@ class Ferries:
 
     def start_send(self):
         argv = [ferry_bin(), 'send', '--listen', 'unix:' + self.send_sock, '--peer', self.peer,
-                '--codec', self.codec, '--stats-json', self.send_json]
+                '--codec', self.codec, '--stats-json', self.send_json] + self.send_args
         self.send_p = self._spawn('a', argv, self.send_err)
         p = self.send_p
         rig.wait_until(lambda: proc_listening_unix(p.pid, self.send_sock) or
