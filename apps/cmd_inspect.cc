@@ -54,6 +54,11 @@ constexpr const char* kUsage =
     "                      return-path message = return-path, otherwise preempt)\n"
     "  --split-random SEED feed the parser in random pieces of 1 B..64 KiB (deterministic for\n"
     "                      a SEED); the output must equal an unsplit run\n"
+    "  --simulate-codec    instead of the summary: run the stream through ferry send's page\n"
+    "                      encoder at each codec level and report the bytes each would put\n"
+    "                      on the link (frames included) and the encoder's speed on this\n"
+    "                      machine; with --json one object {\"input_bytes\", \"codecs\":[...]}\n"
+    "  --cache-mib N       page cache for --simulate-codec (default 256, as ferry send)\n"
     "  -h, --help          this text\n"
     "\n"
     "Page counts and QEMU's query-migrate counters: ram.normal = normal (PAGE records on the\n"
@@ -163,6 +168,8 @@ std::string json_string(std::string_view s) {
 
 int run_inspect(int argc, char** argv) {
   bool json = false;
+  bool simulate = false;
+  unsigned long long cache_mib = 256;
   const char* rebuild_path = nullptr;
   const char* path = nullptr;
   const char* channel = "auto";
@@ -182,6 +189,17 @@ int run_inspect(int argc, char** argv) {
       return 0;
     } else if (a == "--json") {
       json = true;
+    } else if (a == "--simulate-codec") {
+      simulate = true;
+    } else if (a == "--cache-mib") {
+      const char* v = value("--cache-mib");
+      if (!v) return 2;
+      char* end = nullptr;
+      cache_mib = std::strtoull(v, &end, 10);
+      if (*v == '\0' || *end != '\0' || cache_mib > (1u << 20)) {
+        std::fprintf(stderr, "ferry inspect: --cache-mib needs a number of MiB, got '%s'\n", v);
+        return 2;
+      }
     } else if (a == "--rebuild") {
       if (!(rebuild_path = value("--rebuild"))) return 2;
     } else if (a == "--channel") {
@@ -211,6 +229,7 @@ int run_inspect(int argc, char** argv) {
     std::fprintf(stderr, "ferry inspect: no input; give a FILE or - (see ferry inspect --help)\n");
     return 2;
   }
+  if (simulate) return simulate_codecs(path, json, cache_mib << 20);
   bool autodetect_role = false;
   ChannelRole role = ChannelRole::kMain;
   std::string ch = channel;

@@ -40,7 +40,8 @@ uint64_t get_be(const uint8_t* p, int n) {
 // ---------------------------------------------------------------------------- sender
 
 PageStreamEncoder::PageStreamEncoder(const PageCodecOptions& options) : opt_(options) {
-  effort_ = encoders::effort_for_level(opt_.level);
+  effort_ = opt_.fixed_effort >= 0 ? std::min(opt_.fixed_effort, encoders::kMaxEffort)
+                                   : encoders::effort_for_level(opt_.level);
   counters_.effort.store(effort_);
   batch_pages_.reserve(kBatch);
   batch_index_.reserve(kBatch);
@@ -254,7 +255,7 @@ Status PageStreamEncoder::flush_pages(FrameWriter& out) {
 // (the encoder outruns it, so heavier encoding costs no time) and steps down once they do not
 // while encoding keeps this thread over 80 % busy (the encoder is now the slower side).
 void PageStreamEncoder::adapt_effort(size_t backlog) {
-  if (opt_.level != encoders::CodecLevel::kAuto || !encoder_) return;
+  if (opt_.level != encoders::CodecLevel::kAuto || opt_.fixed_effort >= 0 || !encoder_) return;
   // How busy encoding kept this thread over the last window: a short queue while the encoder
   // idles only means QEMU had little to send (zero pages, a sync), not that we are too slow.
   const auto now = std::chrono::steady_clock::now();

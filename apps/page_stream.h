@@ -51,6 +51,8 @@ namespace ferry::apps {
 
 struct PageCodecOptions {
   encoders::CodecLevel level = encoders::CodecLevel::kFast;
+  // >= 0: this effort, fixed, whatever the level (ferry inspect --simulate-codec).
+  int fixed_effort = -1;
   size_t cache_bytes = 256u << 20;
   // auto: bytes still queued toward the link when QEMU's next bytes arrive. Above
   // backlog_high the kernel's socket buffer is full, so the link is the bottleneck: encode

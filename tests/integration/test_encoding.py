@@ -3,6 +3,7 @@
 run, on a 100 Mbit/s tbf link between two network namespaces (issue 5).
 
     test_encoding.py link100 [--json FILE] [--only WORKLOAD] [--methods a,b]
+    test_encoding.py simulate [--json FILE]     (ferry inspect --simulate-codec)
 
 Workloads (guest pages with realistic content: the workload's `mix` pattern writes random,
 text-like, sparse and structured pages):
@@ -208,13 +209,41 @@ def link100(out, only, methods=None):
     check(not failures, '; '.join(failures))
 
 
+def simulate(out, only=None, methods=None):
+    """ferry inspect --simulate-codec on a stream captured from a live migration: every level
+    encodes it without error, and heavier levels never put more bytes on the link."""
+    wl = {'ws': '64M', 'pattern': 'mix', 'rate': 2000}
+    with rig.Workdir('simulate') as wd, rig.Guest('src', workload=wl, workdir=wd) as src:
+        src.wait_ready()
+        src.wait_heartbeats(3)
+        cap = wd.path('stream.bin')
+        src.migrate('exec:cat > %s' % cap)
+        src.wait_migration(timeout=120)
+        p = rig.run_ferry(['inspect', '--simulate-codec', '--json', cap], timeout=300,
+                          check=True)
+        doc = json.loads(p.stdout)
+        if out:
+            with open(out, 'w') as f:
+                json.dump(doc, f, indent=1)
+        by = {c['codec']: c for c in doc['codecs']}
+        for c in doc['codecs']:
+            print('%-9s link bytes %11d  ratio %.4f  %7.1f MB/s' %
+                  (c['codec'], c['link_bytes'], c['ratio'], c['encode_mb_per_s']))
+            check(c['error'] is None, '%s failed: %s' % (c['codec'], c['error']))
+        check(doc['input_bytes'] == os.path.getsize(cap), 'input size')
+        check(1.0 < by['none']['ratio'] < 1.001, 'none should only add frame headers')
+        check(by['fast']['link_bytes'] < by['none']['link_bytes'], 'fast saved nothing')
+        check(by['max']['link_bytes'] <= by['effort-3']['link_bytes'] <= by['fast']['link_bytes'],
+              'heavier levels put more bytes on the link')
+
+
 def main(argv):
     rig.require_qemu_and_guest()
     which = argv[1] if len(argv) > 1 else 'link100'
     out = argv[argv.index('--json') + 1] if '--json' in argv else None
     only = argv[argv.index('--only') + 1] if '--only' in argv else None
     methods = argv[argv.index('--methods') + 1].split(',') if '--methods' in argv else None
-    {'link100': link100}[which](out, only, methods)
+    {'link100': link100, 'simulate': simulate}[which](out, only, methods)
     print('PASS encoding %s' % which)
     return 0
 
