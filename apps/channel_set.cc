@@ -72,6 +72,7 @@ void ChannelSet::start(uint16_t index, dataplane::QemuEnd qemu, bool own_fds,
   ch->pump = std::make_unique<dataplane::ChannelPump>(role_, qemu, *ch->link, opt);
   Channel* c = ch.get();
   int wake = wake_fd_;
+  std::lock_guard lk(mu_);
   ch->thread = std::thread([c, wake] {
     c->result = c->pump->run();
     // Close QEMU's end right away: on failure QEMU must see it now, not at process exit.
@@ -84,6 +85,40 @@ void ChannelSet::start(uint16_t index, dataplane::QemuEnd qemu, bool own_fds,
 }
 
 void ChannelSet::reap() {
+  std::lock_guard lk(mu_);
+  reap_locked();
+}
+
+bool ChannelSet::main_done() const {
+  std::lock_guard lk(mu_);
+  return main_done_;
+}
+
+bool ChannelSet::failed() const {
+  std::lock_guard lk(mu_);
+  return !first_error_.empty();
+}
+
+std::string ChannelSet::first_error() const {
+  std::lock_guard lk(mu_);
+  return first_error_;
+}
+
+size_t ChannelSet::size() const {
+  std::lock_guard lk(mu_);
+  return channels_.size();
+}
+
+bool ChannelSet::all_done() const {
+  std::lock_guard lk(mu_);
+  if (channels_.empty()) return false;
+  for (const auto& c : channels_) {
+    if (!c->reaped) return false;
+  }
+  return true;
+}
+
+void ChannelSet::reap_locked() {
   uint64_t v;
   ssize_t r = ::read(wake_fd_, &v, sizeof v);
   (void)r;
@@ -106,10 +141,44 @@ void ChannelSet::abort_all() {
 }
 
 void ChannelSet::join_all() {
+  std::lock_guard lk(mu_);
+  join_all_locked();
+}
+
+void ChannelSet::join_all_locked() {
   for (auto& c : channels_) {
     if (c->thread.joinable()) c->thread.join();
   }
-  reap();
+  reap_locked();
+}
+
+void ChannelSet::set_effort(int effort) {
+  std::lock_guard lk(mu_);
+  for (auto& c : channels_) {
+    if (auto* enc = dynamic_cast<PageStreamEncoder*>(c->codec.get())) enc->set_effort(effort);
+  }
+}
+
+SetCounters ChannelSet::counters() const {
+  std::lock_guard lk(mu_);
+  SetCounters t;
+  t.seconds = seconds();
+  t.channels = channels_.size();
+  for (const auto& c : channels_) {
+    const auto& k = c->pump->counters();
+    t.bytes_from_qemu += k.bytes_from_qemu.load(std::memory_order_relaxed);
+    t.bytes_to_qemu += k.bytes_to_qemu.load(std::memory_order_relaxed);
+    t.link_tx_bytes += k.link_tx_bytes.load(std::memory_order_relaxed);
+    t.link_rx_bytes += k.link_rx_bytes.load(std::memory_order_relaxed);
+    t.pages_normal += c->stream.normal.load(std::memory_order_relaxed);
+    t.pages_zero += c->stream.zero.load(std::memory_order_relaxed);
+    if (const auto* enc = dynamic_cast<const PageStreamEncoder*>(c->codec.get())) {
+      t.page_bytes_in += enc->counters().page_bytes_in.load(std::memory_order_relaxed);
+      t.page_wire_bytes += enc->counters().wire_bytes.load(std::memory_order_relaxed);
+      if (c->index == 0) t.effort = enc->counters().effort.load(std::memory_order_relaxed);
+    }
+  }
+  return t;
 }
 
 double ChannelSet::seconds() const {
@@ -117,6 +186,7 @@ double ChannelSet::seconds() const {
 }
 
 std::string ChannelSet::progress_line() const {
+  std::lock_guard lk(mu_);
   uint64_t from_qemu = 0, to_qemu = 0, link = 0, pages = 0;
   for (const auto& c : channels_) {
     const auto& k = c->pump->counters();
@@ -138,6 +208,7 @@ std::string ChannelSet::progress_line() const {
 }
 
 std::string ChannelSet::stats_json(const std::string& outcome, const std::string& error) const {
+  std::lock_guard lk(mu_);
   auto esc = [](const std::string& s) {
     std::string o;
     for (char ch : s) {

@@ -20,6 +20,20 @@
 
 namespace ferry::apps {
 
+// Totals over every channel, for progress and the policy engine.
+struct SetCounters {
+  double seconds = 0;
+  size_t channels = 0;
+  uint64_t bytes_from_qemu = 0, bytes_to_qemu = 0;
+  uint64_t link_tx_bytes = 0, link_rx_bytes = 0;
+  uint64_t pages_normal = 0, pages_zero = 0;
+  uint64_t page_bytes_in = 0, page_wire_bytes = 0;  // page encoding, when on
+  int effort = -1;                                  // main channel's encoding effort, -1 = off
+  uint64_t link_backlog_bytes = 0;                  // not known here: 0
+};
+
+// Thread safety: start(), reap(), abort_all(), join_all() and the read-outs may be called from
+// different threads (a mutex guards the channel list); each channel's pump runs on its own.
 class ChannelSet {
  public:
   explicit ChannelSet(dataplane::PumpRole role);
@@ -37,10 +51,12 @@ class ChannelSet {
   // Readable (poll) whenever a channel ended; call reap() then.
   int wake_fd() const { return wake_fd_; }
   void reap();
-  bool main_done() const { return main_done_; }
-  bool failed() const { return !first_error_.empty(); }
-  const std::string& first_error() const { return first_error_; }
-  size_t size() const { return channels_.size(); }
+  bool main_done() const;
+  bool failed() const;
+  std::string first_error() const;
+  size_t size() const;
+  // Every channel has ended (and been reaped) and at least one ran.
+  bool all_done() const;
 
   // Stops every channel (their pumps return at once) and waits for them.
   void abort_all();
@@ -48,13 +64,21 @@ class ChannelSet {
 
   // One line for a terminal: bytes, rate, channels.
   std::string progress_line() const;
+  SetCounters counters() const;
+  // Page encoding effort for every encoding channel: 0..5 fixed (the policy engine decides),
+  // -1 = the codec's own choice (--codec).
+  void set_effort(int effort);
   // The final counters as one JSON object (see --help of send/recv).
   std::string stats_json(const std::string& outcome, const std::string& error) const;
   double seconds() const;
 
  private:
   struct Channel;
+  void reap_locked();
+  void join_all_locked();
+
   dataplane::PumpRole role_;
+  mutable std::mutex mu_;
   std::vector<std::unique_ptr<Channel>> channels_;
   int abort_fd_ = -1;
   int wake_fd_ = -1;

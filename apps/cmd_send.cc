@@ -2,25 +2,22 @@
 // connections on a unix socket (or takes the stream on stdin/stdout with --stdio, for
 // `migrate exec:`), opens one link to `ferry recv` per connection, in the order QEMU opened
 // them (main first, then multifd channels), and pumps each on its own thread.
-#include <poll.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
-#include <random>
 #include <string>
 
 #include "apps/channel_set.h"
 #include "apps/cli.h"
 #include "apps/commands.h"
+#include "apps/send_session.h"
 #include "dataplane/net.h"
 #include "dataplane/protocol.h"
 #include "dataplane/transport.h"
 
 namespace ferry::apps {
 namespace {
-
-constexpr int kHandshakeTimeoutMs = 30000;
 
 void send_usage(FILE* out) {
   std::fprintf(
@@ -61,68 +58,10 @@ void send_usage(FILE* out) {
 }
 
 struct SendArgs {
-  std::string listen, peer, stats_path;
+  std::string listen, stats_path;
   bool stdio = false, quiet = false;
-  int connect_timeout_ms = 10000;
-  encoders::CodecLevel codec = encoders::CodecLevel::kAuto;
-  size_t cache_mib = 256;
+  SendOptions session;
 };
-
-std::unique_ptr<dataplane::StreamCodec> make_codec(const SendArgs& a) {
-  if (a.codec == encoders::CodecLevel::kNone) return nullptr;
-  PageCodecOptions opt;
-  opt.level = a.codec;
-  opt.cache_bytes = a.cache_mib << 20;
-  return std::make_unique<PageStreamEncoder>(opt);
-}
-
-// Opens channel `index` to ferry recv: connect, handshake, wait for the accept byte.
-Result<std::unique_ptr<dataplane::Transport>> open_link(const SendArgs& a, uint16_t index,
-                                                        uint64_t session) {
-  auto link = dataplane::connect_transport(a.peer, a.connect_timeout_ms);
-  if (!link) {
-    return Status(link.status().code(),
-                  "cannot reach ferry recv at " + a.peer + ": " + link.status().message());
-  }
-  dataplane::Handshake hs;
-  hs.channel = index;
-  hs.session_id = session;
-  if (a.codec != encoders::CodecLevel::kNone) hs.features |= dataplane::kFeaturePages;
-  uint8_t hbuf[dataplane::kHandshakeSize];
-  dataplane::encode_handshake(hs, hbuf);
-  if (auto st = (*link)->send_all(hbuf, kHandshakeTimeoutMs); !st) {
-    return Status(st.code(), "handshake with " + a.peer + ": " + st.message());
-  }
-  uint8_t answer = 0;
-  if (auto st = (*link)->recv_exact({&answer, 1}, kHandshakeTimeoutMs); !st) {
-    return Status(st.code(), "ferry recv at " + a.peer + " did not accept channel " +
-                                 std::to_string(index) + ": " + st.message() +
-                                 " (see its log)");
-  }
-  if (answer != dataplane::kAccept) {
-    return Status(ErrorCode::kProtocol, "ferry recv at " + a.peer + " rejected channel " +
-                                            std::to_string(index) + " (see its log)");
-  }
-  return link;
-}
-
-int finish(ChannelSet& set, const SendArgs& a, std::string error) {
-  set.join_all();
-  if (error.empty() && set.failed()) error = set.first_error();
-  const std::string outcome = error.empty() ? "completed" : "failed";
-  if (!a.stats_path.empty()) {
-    if (auto st = write_text_file(a.stats_path, set.stats_json(outcome, error)); !st) {
-      std::fprintf(stderr, "ferry send: %s\n", st.message().c_str());
-      if (error.empty()) return 1;
-    }
-  }
-  if (!error.empty()) {
-    std::fprintf(stderr, "ferry send: %s\n", error.c_str());
-    return 1;
-  }
-  if (!a.quiet) std::fprintf(stderr, "ferry send: done: %s\n", set.progress_line().c_str());
-  return 0;
-}
 
 }  // namespace
 
@@ -136,28 +75,28 @@ int run_send(int argc, char** argv) {
     } else if (args.is("--listen")) {
       a.listen = args.value();
     } else if (args.is("--peer")) {
-      a.peer = args.value();
+      a.session.peer = args.value();
     } else if (args.is("--stats-json")) {
       a.stats_path = args.value();
     } else if (args.is("--connect-timeout")) {
-      a.connect_timeout_ms = static_cast<int>(args.seconds() * 1000);
+      a.session.connect_timeout_ms = static_cast<int>(args.seconds() * 1000);
     } else if (args.is("--codec")) {
       std::string v = args.value();
       if (v == "none") {
-        a.codec = encoders::CodecLevel::kNone;
+        a.session.codec = encoders::CodecLevel::kNone;
       } else if (v == "fast") {
-        a.codec = encoders::CodecLevel::kFast;
+        a.session.codec = encoders::CodecLevel::kFast;
       } else if (v == "max") {
-        a.codec = encoders::CodecLevel::kMax;
+        a.session.codec = encoders::CodecLevel::kMax;
       } else if (v == "auto") {
-        a.codec = encoders::CodecLevel::kAuto;
+        a.session.codec = encoders::CodecLevel::kAuto;
       } else if (args.ok()) {
         std::fprintf(stderr, "ferry send: --codec wants none, fast, max or auto, got '%s'\n",
                      v.c_str());
         return 2;
       }
     } else if (args.is("--cache-mib")) {
-      a.cache_mib = static_cast<size_t>(args.count(0, 1 << 20));
+      a.session.cache_mib = static_cast<size_t>(args.count(0, 1 << 20));
     } else if (args.is("--stdio")) {
       a.stdio = true;
     } else if (args.is("--quiet")) {
@@ -167,20 +106,17 @@ int run_send(int argc, char** argv) {
     }
   }
   if (!args.ok()) return 2;
-  if ((a.listen.empty() == !a.stdio) || a.peer.empty()) {
+  if ((a.listen.empty() == !a.stdio) || a.session.peer.empty()) {
     std::fprintf(stderr, "ferry send: give --peer and one of --listen or --stdio\n\n");
     send_usage(stderr);
     return 2;
   }
 
-  if (auto st = dataplane::check_transport_spec(a.peer); !st) {
+  if (auto st = dataplane::check_transport_spec(a.session.peer); !st) {
     std::fprintf(stderr, "ferry send: --peer: %s\n", st.message().c_str());
     return 2;
   }
-  const uint64_t session =
-      std::random_device{}() | (static_cast<uint64_t>(std::random_device{}()) << 32);
-  ChannelSet set(dataplane::PumpRole::kSender);
-  const bool progress = !a.quiet && ::isatty(2);
+  a.session.progress = !a.quiet && ::isatty(2) && !a.stdio;
 
   if (a.stdio) {
     // QEMU ends an exec: migration by SIGTERM then SIGKILL to its child 10 ms after the
@@ -193,9 +129,10 @@ int run_send(int argc, char** argv) {
       return 1;
     }
     if (pid > 0) _exit(0);
-    auto link = open_link(a, 0, session);
-    if (!link) return finish(set, a, link.status().message());
-    set.start(0, {0, 1}, /*own_fds=*/false, std::move(*link), make_codec(a));
+  }
+  SendSession session(a.session);
+  if (a.stdio) {
+    (void)session.start_stdio();  // a failure is reported by wait()
   } else {
     auto ep = dataplane::parse_endpoint(a.listen);
     if (!ep || ep->kind != dataplane::Endpoint::Kind::kUnix) {
@@ -203,39 +140,28 @@ int run_send(int argc, char** argv) {
                    a.listen.c_str());
       return 2;
     }
-    auto lfd = dataplane::listen_on(*ep);
-    if (!lfd) {
-      std::fprintf(stderr, "ferry send: %s\n", lfd.status().message().c_str());
+    if (auto st = session.listen(ep->path); !st) {
+      std::fprintf(stderr, "ferry send: %s\n", st.message().c_str());
       return 1;
     }
-    // Accept QEMU's connections until the main channel ended; each gets the next index.
-    std::string error;
-    uint16_t next_index = 0;
-    while (error.empty() && !set.main_done() && !set.failed()) {
-      pollfd fds[2] = {{*lfd, POLLIN, 0}, {set.wake_fd(), POLLIN, 0}};
-      int r = ::poll(fds, 2, progress ? 1000 : -1);
-      if (r < 0 && errno != EINTR) error = std::string("poll: ") + std::strerror(errno);
-      if (fds[1].revents & POLLIN) set.reap();
-      if (fds[0].revents & POLLIN) {
-        auto q = dataplane::accept_one(*lfd, 0);
-        if (!q) continue;
-        auto link = open_link(a, next_index, session);
-        if (!link) {
-          ::close(*q);  // QEMU sees its migration fail at once
-          error = link.status().message();
-          break;
-        }
-        set.start(next_index++, {*q, *q}, /*own_fds=*/true, std::move(*link), make_codec(a));
-      }
-      if (progress && set.size()) std::fprintf(stderr, "\r%s", set.progress_line().c_str());
-    }
-    ::close(*lfd);
-    ::unlink(ep->path.c_str());
-    if (progress) std::fprintf(stderr, "\n");
-    if (!error.empty() || set.failed()) set.abort_all();
-    return finish(set, a, error);
+    session.start();
   }
-  return finish(set, a, "");
+  const std::string error = session.wait();
+  ChannelSet& set = session.channels();
+  if (!a.stats_path.empty()) {
+    auto st = write_text_file(a.stats_path, set.stats_json(error.empty() ? "completed" : "failed",
+                                                           error));
+    if (!st) {
+      std::fprintf(stderr, "ferry send: %s\n", st.message().c_str());
+      if (error.empty()) return 1;
+    }
+  }
+  if (!error.empty()) {
+    std::fprintf(stderr, "ferry send: %s\n", error.c_str());
+    return 1;
+  }
+  if (!a.quiet) std::fprintf(stderr, "ferry send: done: %s\n", set.progress_line().c_str());
+  return 0;
 }
 
 }  // namespace ferry::apps

@@ -255,7 +255,19 @@ Status PageStreamEncoder::flush_pages(FrameWriter& out) {
 // (the encoder outruns it, so heavier encoding costs no time) and steps down once they do not
 // while encoding keeps this thread over 80 % busy (the encoder is now the slower side).
 void PageStreamEncoder::adapt_effort(size_t backlog) {
-  if (opt_.level != encoders::CodecLevel::kAuto || opt_.fixed_effort >= 0 || !encoder_) return;
+  if (!encoder_) return;
+  if (const int want = requested_effort_.load(std::memory_order_relaxed); want >= 0) {
+    // The policy engine decides: no local adaptation.
+    const int e = std::clamp(want, 0, encoders::kMaxEffort);
+    if (e != effort_) {
+      effort_ = e;
+      (void)apply_effort();
+      counters_.effort.store(effort_, std::memory_order_relaxed);
+      counters_.effort_changes.fetch_add(1, std::memory_order_relaxed);
+    }
+    return;
+  }
+  if (opt_.level != encoders::CodecLevel::kAuto || opt_.fixed_effort >= 0) return;
   // How busy encoding kept this thread over the last window: a short queue while the encoder
   // idles only means QEMU had little to send (zero pages, a sync), not that we are too slow.
   const auto now = std::chrono::steady_clock::now();

@@ -83,6 +83,9 @@ class PageStreamEncoder final : public dataplane::StreamCodec {
   }
 
   const PageCodecCounters& counters() const { return counters_; }
+  // Any thread: fix the effort (0..5) from the next batch on, or -1 to return to the level's
+  // own choice. The policy engine of `ferry migrate` uses it.
+  void set_effort(int effort) { requested_effort_.store(effort, std::memory_order_relaxed); }
 
  private:
   static constexpr size_t kBatch = 64;  // pages per PAGES frame at most
@@ -104,6 +107,7 @@ class PageStreamEncoder final : public dataplane::StreamCodec {
   std::unique_ptr<encoders::StreamCompressor> zstream_;  // efforts 3..5
   std::vector<uint8_t> records_;                         // a batch's records before zstd
   bool use_stream_ = false;
+  std::atomic<int> requested_effort_{-1};
   // --codec auto: time spent encoding over the current ~100 ms window.
   int64_t busy_ns_ = 0;
   double busy_fraction_ = 0;

@@ -1,0 +1,68 @@
+// apps/send_session.h — the source side of one migration through ferry, as a reusable piece:
+// `ferry send` runs it alone, `ferry migrate` runs it beside its policy loop.
+//
+// Socket mode: listen() creates the unix socket QEMU migrates into; start() accepts QEMU's
+// connections on a thread (the main stream, then each multifd channel), opening one link to
+// ferry recv per connection, in order, until the main channel ended. stdio mode: the stream on
+// fds 0/1 (one channel). wait() returns when every channel ended.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "apps/channel_set.h"
+#include "encoders/page_codec.h"
+
+namespace ferry::apps {
+
+struct SendOptions {
+  std::string peer;  // TRANSPORT:ADDRESS of ferry recv
+  int connect_timeout_ms = 10000;
+  encoders::CodecLevel codec = encoders::CodecLevel::kAuto;
+  size_t cache_mib = 256;
+  bool progress = false;  // a progress line on stderr every second (socket mode)
+};
+
+class SendSession {
+ public:
+  explicit SendSession(SendOptions options);
+  ~SendSession();  // stops everything still running
+  SendSession(const SendSession&) = delete;
+  SendSession& operator=(const SendSession&) = delete;
+
+  // Socket mode. listen() makes the socket (QEMU may connect from then on); start() begins
+  // accepting on a thread.
+  Status listen(const std::string& unix_path);
+  void start();
+  // stdio mode: opens the link and starts the one channel on fds 0 (stream) and 1 (RP).
+  Status start_stdio();
+
+  // Blocks until every channel ended (or the session failed and was stopped). Returns "" on
+  // success, else the first error as one sentence.
+  std::string wait();
+  // Non-blocking: the session has ended (wait() would return at once).
+  bool done() const { return done_.load(); }
+  // Stops the session now (a policy decision): QEMU sees its migration fail.
+  void abort();
+
+  ChannelSet& channels() { return set_; }
+
+ private:
+  Result<std::unique_ptr<dataplane::Transport>> open_link(uint16_t index);
+  std::unique_ptr<dataplane::StreamCodec> make_codec() const;
+  void accept_loop();
+
+  SendOptions opt_;
+  uint64_t session_id_;
+  ChannelSet set_{dataplane::PumpRole::kSender};
+  int listen_fd_ = -1;
+  std::string unix_path_;
+  std::thread acceptor_;
+  int stop_fd_ = -1;  // eventfd: ends the accept loop early
+  std::string error_;  // written by the accept thread before it ends
+  std::atomic<bool> done_{false};
+};
+
+}  // namespace ferry::apps
