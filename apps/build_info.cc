@@ -1,5 +1,6 @@
 #include "apps/build_info.h"
 
+#include "dataplane/transport.h"
 #include "encoders/kernels.h"
 #include "encoders/page_codec.h"
 
@@ -15,6 +16,10 @@ void print_build_info(FILE* out) {
   std::fprintf(out, "heavy codecs:\n");
   for (const auto& c : encoders::heavy_codecs()) {
     std::fprintf(out, "  %-8s %s\n", c.name, c.available ? "yes" : c.why_not);
+  }
+  std::fprintf(out, "transports:\n");
+  for (const auto& t : dataplane::transports()) {
+    std::fprintf(out, "  %-8s %s  (%s)\n", t.name, t.available ? "yes" : t.why_not, t.summary);
   }
 }
 

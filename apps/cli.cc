@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "apps/channel_set.h"
 #include "dataplane/transport.h"
 
 namespace ferry::apps {
@@ -51,6 +52,16 @@ long long ArgReader::count(long long min, long long max) {
   return n;
 }
 
+encoders::CodecLevel ArgReader::codec() {
+  const std::string flag = current();
+  const std::string v = value();
+  if (v == "none") return encoders::CodecLevel::kNone;
+  if (v == "fast") return encoders::CodecLevel::kFast;
+  if (v == "max") return encoders::CodecLevel::kMax;
+  if (v != "auto") fail(flag + " wants none, fast, max or auto, got '" + v + "'");
+  return encoders::CodecLevel::kAuto;
+}
+
 void ArgReader::unknown() { fail("unknown argument '" + current() + "'"); }
 
 Status write_text_file(const std::string& path, const std::string& text) {
@@ -60,6 +71,24 @@ Status write_text_file(const std::string& path, const std::string& text) {
   ok = (std::fclose(f) == 0) && ok;
   if (!ok) return Status(ErrorCode::kIo, "cannot write " + path + ": " + std::strerror(errno));
   return Status::ok();
+}
+
+int finish_session(const char* command, ChannelSet& set, const std::string& stats_path,
+                   const std::string& error, bool quiet) {
+  if (!stats_path.empty()) {
+    auto st = write_text_file(stats_path,
+                              set.stats_json(error.empty() ? "completed" : "failed", error));
+    if (!st) {
+      std::fprintf(stderr, "%s: %s\n", command, st.message().c_str());
+      if (error.empty()) return 1;
+    }
+  }
+  if (!error.empty()) {
+    std::fprintf(stderr, "%s: %s\n", command, error.c_str());
+    return 1;
+  }
+  if (!quiet) std::fprintf(stderr, "%s: done: %s\n", command, set.progress_line().c_str());
+  return 0;
 }
 
 std::string transport_names() {

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "common/status.h"
+#include "encoders/page_codec.h"
 
 namespace ferry::apps {
 
@@ -27,6 +28,8 @@ class ArgReader {
   double seconds();
   // The value as a whole number in [min, max].
   long long count(long long min, long long max);
+  // The value as a --codec level (none|fast|max|auto).
+  encoders::CodecLevel codec();
   void unknown();
   bool ok() const { return ok_; }
 
@@ -45,5 +48,11 @@ Status write_text_file(const std::string& path, const std::string& text);
 
 // "tcp, loopback" (available transports), for --help.
 std::string transport_names();
+
+class ChannelSet;
+// The end of ferry send / ferry recv: writes --stats-json (if a path is given), prints the
+// one-line result, returns the exit status (0 when error is empty).
+int finish_session(const char* command, ChannelSet& set, const std::string& stats_path,
+                   const std::string& error, bool quiet);
 
 }  // namespace ferry::apps

@@ -182,20 +182,7 @@ int run_recv(int argc, char** argv) {
   if (!error.empty() || set.failed()) set.abort_all();
   set.join_all();
   if (error.empty() && set.failed()) error = set.first_error();
-  if (!stats_path.empty()) {
-    auto st = write_text_file(stats_path, set.stats_json(error.empty() ? "completed" : "failed",
-                                                         error));
-    if (!st) {
-      std::fprintf(stderr, "ferry recv: %s\n", st.message().c_str());
-      if (error.empty()) return 1;
-    }
-  }
-  if (!error.empty()) {
-    std::fprintf(stderr, "ferry recv: %s\n", error.c_str());
-    return 1;
-  }
-  if (!quiet) std::fprintf(stderr, "ferry recv: done: %s\n", set.progress_line().c_str());
-  return 0;
+  return finish_session("ferry recv", set, stats_path, error, quiet);
 }
 
 }  // namespace ferry::apps

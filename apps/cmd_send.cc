@@ -81,20 +81,7 @@ int run_send(int argc, char** argv) {
     } else if (args.is("--connect-timeout")) {
       a.session.connect_timeout_ms = static_cast<int>(args.seconds() * 1000);
     } else if (args.is("--codec")) {
-      std::string v = args.value();
-      if (v == "none") {
-        a.session.codec = encoders::CodecLevel::kNone;
-      } else if (v == "fast") {
-        a.session.codec = encoders::CodecLevel::kFast;
-      } else if (v == "max") {
-        a.session.codec = encoders::CodecLevel::kMax;
-      } else if (v == "auto") {
-        a.session.codec = encoders::CodecLevel::kAuto;
-      } else if (args.ok()) {
-        std::fprintf(stderr, "ferry send: --codec wants none, fast, max or auto, got '%s'\n",
-                     v.c_str());
-        return 2;
-      }
+      a.session.codec = args.codec();
     } else if (args.is("--cache-mib")) {
       a.session.cache_mib = static_cast<size_t>(args.count(0, 1 << 20));
     } else if (args.is("--stdio")) {
@@ -146,22 +133,8 @@ int run_send(int argc, char** argv) {
     }
     session.start();
   }
-  const std::string error = session.wait();
-  ChannelSet& set = session.channels();
-  if (!a.stats_path.empty()) {
-    auto st = write_text_file(a.stats_path, set.stats_json(error.empty() ? "completed" : "failed",
-                                                           error));
-    if (!st) {
-      std::fprintf(stderr, "ferry send: %s\n", st.message().c_str());
-      if (error.empty()) return 1;
-    }
-  }
-  if (!error.empty()) {
-    std::fprintf(stderr, "ferry send: %s\n", error.c_str());
-    return 1;
-  }
-  if (!a.quiet) std::fprintf(stderr, "ferry send: done: %s\n", set.progress_line().c_str());
-  return 0;
+  return finish_session("ferry send", session.channels(), a.stats_path, session.wait(),
+                        a.quiet);
 }
 
 }  // namespace ferry::apps

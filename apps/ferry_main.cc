@@ -16,9 +16,9 @@ using ferry::apps::Command;
 constexpr Command kCommands[] = {
     {"inspect", "parse a captured QEMU migration stream: summary, JSON, rebuild",
      ferry::apps::run_inspect},
-    {"send", "forward a source QEMU's migration to ferry recv over TCP (main channel)",
+    {"send", "source side: carry a QEMU migration to ferry recv, pages encoded",
      ferry::apps::run_send},
-    {"recv", "accept ferry send and feed the destination QEMU (main channel)",
+    {"recv", "destination side: accept ferry send and feed the destination QEMU",
      ferry::apps::run_recv},
 };
 
@@ -28,8 +28,7 @@ void usage(FILE* out) {
                "ferry carries QEMU live migrations over a faster, leaner path: unmodified QEMU\n"
                "migrates into ferry send, which drops and encodes pages and ships them to\n"
                "ferry recv, which rebuilds a valid stream for the destination QEMU.\n"
-               "This build has the stream codec and send/recv forwarding (opaque, main channel);\n"
-               "migrate and page encoding are not in it yet.\n"
+               "Every channel (main, multifd), pre-copy and post-copy, with the return path.\n"
                "\ncommands:\n");
   for (const auto& c : kCommands) std::fprintf(out, "  %-9s %s\n", c.name, c.summary);
   std::fprintf(out, "\n  --version  print the version and what this build contains\n");

@@ -12,18 +12,22 @@ void StreamStats::on_bytes(std::span<const uint8_t> bytes) noexcept {
   if (stopped_) return;
   if (!role_known_) {
     head_.insert(head_.end(), bytes.begin(), bytes.end());
-    if (head_.size() < 4) return;
-    role_ = return_path_ ? qemu::ChannelRole::kReturnPath : qemu::guess_channel_role(head_);
-    role_known_ = true;
-    qemu::ParserOptions opt;
-    opt.role = role_;
-    parser_ = std::make_unique<StreamParser>(opt);
-    std::vector<uint8_t> first;
-    first.swap(head_);
-    feed(first);
+    if (head_.size() >= 4) begin();
     return;
   }
   feed(bytes);
+}
+
+// The role is known from the first bytes: start the parser on them.
+void StreamStats::begin() {
+  role_ = return_path_ ? qemu::ChannelRole::kReturnPath : qemu::guess_channel_role(head_);
+  role_known_ = true;
+  qemu::ParserOptions opt;
+  opt.role = role_;
+  parser_ = std::make_unique<StreamParser>(opt);
+  std::vector<uint8_t> first;
+  first.swap(head_);
+  feed(first);
 }
 
 void StreamStats::feed(std::span<const uint8_t> bytes) {
@@ -81,17 +85,7 @@ void StreamStats::feed(std::span<const uint8_t> bytes) {
 
 void StreamStats::on_end() noexcept {
   if (stopped_) return;
-  if (!role_known_ && !head_.empty()) {
-    // Fewer than 4 bytes in all: count what there is.
-    role_ = return_path_ ? qemu::ChannelRole::kReturnPath : qemu::guess_channel_role(head_);
-    role_known_ = true;
-    qemu::ParserOptions opt;
-    opt.role = role_;
-    parser_ = std::make_unique<StreamParser>(opt);
-    std::vector<uint8_t> first;
-    first.swap(head_);
-    feed(first);
-  }
+  if (!role_known_ && !head_.empty()) begin();  // fewer than 4 bytes in all
   if (!parser_) return;
   parser_->finish();
   feed({});

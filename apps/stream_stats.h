@@ -32,6 +32,7 @@ class StreamStats final : public dataplane::StreamTap {
   const std::string& note() const { return note_; }
 
  private:
+  void begin();
   void feed(std::span<const uint8_t> bytes);
 
   bool return_path_;

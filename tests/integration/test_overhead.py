@@ -92,24 +92,33 @@ def one_migration(src, wd, method, index, link=None):
     return row
 
 
-def codec_fast(out, unthrottled=False):
-    """--codec fast against --codec none on unshaped loopback (issue 5: fast must not be
-    slower): 3 runs each, alternating, medians compared."""
+def alternate(name, methods, unthrottled):
+    """RUNS migrations per method, alternating, of one live 512 MiB + 8 KiB guest (never a
+    multiple of 64 pages) on loopback; returns (rows, median total time per method)."""
     wl = {'ws': '128M', 'pattern': 'mix', 'rate': 5000}
     rows = []
-    with rig.Workdir('overfast') as wd, \
+    with rig.Workdir(name) as wd, \
             rig.Guest('src', ram_kib=524296, workload=wl, workdir=wd) as src:
         if unthrottled:
+            # QEMU's default max-bandwidth (128 MiB/s) would cap every method alike; lift it
+            # so ferry's own cost shows.
             src.set_parameters({'max-bandwidth': 64 << 30})
         src.wait_ready()
         src.wait_heartbeats(3)
         for i in range(RUNS):
-            for method in ('ferry-none', 'ferry-fast'):
+            for method in methods:
                 rows.append(one_migration(src, wd, method, i))
                 src.cont()
                 src.wait_heartbeats(2)
     med = {m: statistics.median(r['total_time_ms'] for r in rows if r['method'] == m)
-           for m in ('ferry-none', 'ferry-fast')}
+           for m in methods}
+    return rows, med
+
+
+def codec_fast(out, unthrottled=False):
+    """--codec fast against --codec none on unshaped loopback (issue 5: fast must not be
+    slower): 3 runs each, alternating, medians compared."""
+    rows, med = alternate('overfast', ('ferry-none', 'ferry-fast'), unthrottled)
     ratio = med['ferry-fast'] / med['ferry-none']
     print('%s: median total time --codec none %d ms, --codec fast %d ms, ratio %.3f' %
           ('unthrottled' if unthrottled else 'QEMU default max-bandwidth', med['ferry-none'],
@@ -123,24 +132,7 @@ def codec_fast(out, unthrottled=False):
 
 
 def loopback(out, unthrottled):
-    # 512 MiB + 8 KiB (never a multiple of 64 pages); a live workload so pre-copy iterates.
-    wl = {'ws': '128M', 'pattern': 'mix', 'rate': 5000}
-    rows = []
-    with rig.Workdir('overhead') as wd, \
-            rig.Guest('src', ram_kib=524296, workload=wl, workdir=wd) as src:
-        if unthrottled:
-            # QEMU's default max-bandwidth (128 MiB/s) would cap both methods alike; lift it so
-            # ferry's own cost shows.
-            src.set_parameters({'max-bandwidth': 64 << 30})
-        src.wait_ready()
-        src.wait_heartbeats(3)
-        for i in range(RUNS):
-            for method in ('native', 'ferry'):
-                rows.append(one_migration(src, wd, method, i))
-                src.cont()
-                src.wait_heartbeats(2)
-    med = {m: statistics.median(r['total_time_ms'] for r in rows if r['method'] == m)
-           for m in ('native', 'ferry')}
+    rows, med = alternate('overhead', ('native', 'ferry'), unthrottled)
     wall = {m: statistics.median(r['wall_to_dest_s'] for r in rows if r['method'] == m)
             for m in ('native', 'ferry')}
     ratio = med['ferry'] / med['native']

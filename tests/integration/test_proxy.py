@@ -328,6 +328,19 @@ def postcopy(codec='none'):
             fr.close()
 
 
+def migrate_and_verify(src, dst, fr, label):
+    """A pre-copy through fr (ferry recv already listening) that must complete: counts checked,
+    RAM compared, the destination keeps running."""
+    src.migrate(fr.start_send())
+    info = src.wait_migration(timeout=180)
+    dst.wait_incoming_done()
+    src.wait_status('postmigrate')
+    report(label, info)
+    check_ferry_counts(fr, info, 1)
+    diff = rig.check_ram_and_resume(src, dst)
+    print('RAM identical over %d pages; destination heartbeats advance' % diff.pages)
+
+
 def recv_unreachable():
     wl = {'ws': '32M', 'pattern': 'mix', 'rate': 2000}
     with rig.Workdir('proxyu') as wd, rig.Guest('src', workload=wl, workdir=wd) as src:
@@ -388,14 +401,7 @@ def recv_killed():
             fr = Ferries(wd, tag='a2')
             try:
                 fr.start_recv(wd.path('in2.sock'))
-                src.migrate(fr.start_send())
-                info = src.wait_migration(timeout=180)
-                dst2.wait_incoming_done()
-                src.wait_status('postmigrate')
-                report('second attempt', info)
-                check_ferry_counts(fr, info, 1)
-                diff = rig.check_ram_and_resume(src, dst2)
-                print('RAM identical over %d pages; destination heartbeats advance' % diff.pages)
+                migrate_and_verify(src, dst2, fr, 'second attempt')
             finally:
                 fr.close()
 
@@ -429,14 +435,7 @@ def garbage_handshake():
                   'destination QEMU moved: %s / %s' % (dst.status(), dst.query_migrate()))
             print('destination still inmigrate; now the real sender')
             src.wait_ready()
-            src.migrate(fr.start_send())
-            info = src.wait_migration(timeout=120)
-            dst.wait_incoming_done()
-            src.wait_status('postmigrate')
-            report('after junk', info)
-            check_ferry_counts(fr, info, 1)
-            diff = rig.check_ram_and_resume(src, dst)
-            print('RAM identical over %d pages; destination heartbeats advance' % diff.pages)
+            migrate_and_verify(src, dst, fr, 'after junk')
         finally:
             fr.close()
 
