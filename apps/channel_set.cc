@@ -170,6 +170,7 @@ SetCounters ChannelSet::counters() const {
     t.bytes_to_qemu += k.bytes_to_qemu.load(std::memory_order_relaxed);
     t.link_tx_bytes += k.link_tx_bytes.load(std::memory_order_relaxed);
     t.link_rx_bytes += k.link_rx_bytes.load(std::memory_order_relaxed);
+    t.link_backlog_bytes += k.link_backlog_bytes.load(std::memory_order_relaxed);
     t.pages_normal += c->stream.normal.load(std::memory_order_relaxed);
     t.pages_zero += c->stream.zero.load(std::memory_order_relaxed);
     if (const auto* enc = dynamic_cast<const PageStreamEncoder*>(c->codec.get())) {

@@ -29,7 +29,7 @@ struct SetCounters {
   uint64_t pages_normal = 0, pages_zero = 0;
   uint64_t page_bytes_in = 0, page_wire_bytes = 0;  // page encoding, when on
   int effort = -1;                                  // main channel's encoding effort, -1 = off
-  uint64_t link_backlog_bytes = 0;                  // not known here: 0
+  uint64_t link_backlog_bytes = 0;                  // queued for the link, all channels
 };
 
 // Thread safety: start(), reap(), abort_all(), join_all() and the read-outs may be called from

@@ -14,6 +14,7 @@ struct Command {
 int run_inspect(int argc, char** argv);
 int run_send(int argc, char** argv);
 int run_recv(int argc, char** argv);
+int run_migrate(int argc, char** argv);
 
 // ferry inspect --simulate-codec (inspect_simulate.cc): exit status as run_inspect.
 int simulate_codecs(const char* path, bool json, size_t cache_bytes);

@@ -20,6 +20,8 @@ constexpr Command kCommands[] = {
      ferry::apps::run_send},
     {"recv", "destination side: accept ferry send and feed the destination QEMU",
      ferry::apps::run_recv},
+    {"migrate", "one command: prepare both QEMUs, migrate through ferry, adapt, report",
+     ferry::apps::run_migrate},
 };
 
 void usage(FILE* out) {

@@ -288,6 +288,7 @@ Status ChannelPump::run() {
       to_link.consume(n);
       counters_.link_tx_bytes.fetch_add(n, std::memory_order_relaxed);
     }
+    counters_.link_backlog_bytes.store(to_link.size(), std::memory_order_relaxed);
   }
 }
 

@@ -62,6 +62,7 @@ struct PumpCounters {
   std::atomic<uint64_t> link_rx_bytes{0};
   std::atomic<uint64_t> frames_tx{0};
   std::atomic<uint64_t> frames_rx{0};
+  std::atomic<uint64_t> link_backlog_bytes{0};  // queued for the link after the last flush
 };
 
 class ChannelPump {

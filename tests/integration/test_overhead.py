@@ -13,7 +13,7 @@ loopback_unthrottled  the same with QEMU's max-bandwidth lifted from its 128 MiB
           so the copy through ferry is what limits. A measurement for docs/BENCHMARKS.md: it
           prints the ratio and checks RAM, but has no time limit.
 codec_fast  --codec fast against --codec none, 3 runs each on loopback: fast must not be
-          slower (median ratio <= 1.03); codec_fast_unthrottled measures it without QEMU's
+          slower (median ratio <= 1.05); codec_fast_unthrottled measures it without QEMU's
           bandwidth cap.
 link      a paused guest (so both runs carry the same memory) migrated natively over TCP and
           through ferry across a 100 Mbit/s tbf veth between two namespaces. Passes when the
@@ -127,8 +127,8 @@ def codec_fast(out, unthrottled=False):
         json.dump({'rows': rows, 'median_ms': med, 'ratio': ratio}, open(out, 'w'), indent=1)
     if unthrottled:
         return  # a measurement (see loopback_unthrottled)
-    # "Not slower": within the run-to-run noise of this shared machine (3 %).
-    check(ratio <= 1.03, '--codec fast took %.3fx --codec none' % ratio)
+    # "Not slower": within the run-to-run noise of this shared machine (5 %).
+    check(ratio <= 1.05, '--codec fast took %.3fx --codec none' % ratio)
 
 
 def loopback(out, unthrottled):

@@ -1,0 +1,378 @@
+// apps/cmd_migrate.cc — `ferry migrate`: the one command an operator runs on the source host.
+// Prepares both QEMUs over QMP, runs the source side of ferry (SendSession) in-process, starts
+// the migration, and runs the policy loop (policy/, pure) every 100 ms: it samples QEMU,
+// ferry's counters and host CPU, applies the engine's decisions, shows progress, and ends
+// with a report of what happened and why. `ferry recv` must already run on the destination.
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "apps/cli.h"
+#include "apps/commands.h"
+#include "apps/cpu_idle.h"
+#include "apps/send_session.h"
+#include "common/json.h"
+#include "policy/engine.h"
+#include "qemu-channel/qmp_client.h"
+
+namespace ferry::apps {
+namespace {
+
+using json::Value;
+using policy::Action;
+using policy::action_name;
+using policy::Decision;
+using policy::Engine;
+using policy::Limits;
+using policy::QemuSample;
+using policy::Sample;
+
+void migrate_usage(FILE* out) {
+  std::fprintf(
+      out,
+      "usage: ferry migrate --src-qmp unix:PATH --dst-qmp unix:PATH --peer tcp:HOST:PORT\n"
+      "                     [--max-downtime MS] [--deadline S] [--allow-postcopy]\n"
+      "                     [--allow-throttle] [--codec auto|fast|max|none] [--cache-mib N]\n"
+      "                     [--sock PATH] [--json]\n"
+      "\n"
+      "Migrates the VM of the source QEMU (its QMP socket: --src-qmp) to the destination QEMU\n"
+      "(--dst-qmp; started with -incoming unix:PATH, where `ferry recv --qemu unix:PATH\n"
+      "--listen tcp:HOST:PORT` feeds it) through ferry, and watches it: every 100 ms the\n"
+      "policy engine (docs/POLICY.md) compares what the link can carry after encoding with\n"
+      "what the guest dirties, tunes the encoding effort and QEMU's bandwidth and downtime\n"
+      "limits, switches to post-copy as soon as pre-copy is predicted not to converge (only\n"
+      "with --allow-postcopy), or stops early with the reason when nothing allowed can finish.\n"
+      "Ends with a report: outcome, total time, downtime, bytes, and every decision with the\n"
+      "numbers behind it. Exit 0 when the migration completed, 1 otherwise (failed, or\n"
+      "stopped by the policy: the VM then keeps running on the source).\n"
+      "\n"
+      "  --max-downtime MS   the pause the guest may see at switchover (default 300)\n"
+      "  --deadline S        give up (migrate_cancel, VM keeps running on the source) after S\n"
+      "                      seconds (default 600)\n"
+      "  --allow-postcopy    may switch to post-copy (sets postcopy-ram on both QEMUs)\n"
+      "  --allow-throttle    may let QEMU slow the guest's vCPUs (auto-converge)\n"
+      "  --codec, --cache-mib as ferry send (default auto, 256)\n"
+      "  --sock PATH         the unix socket the source QEMU migrates into (default\n"
+      "                      /tmp/ferry-migrate-<pid>.sock)\n"
+      "  --json              one JSON object per line on stdout: progress samples, decisions,\n"
+      "                      the final report (the terminal line goes away)\n");
+}
+
+struct MigrateArgs {
+  std::string src_qmp, dst_qmp, sock;
+  Limits limits;
+  SendOptions send;
+  bool json = false;
+};
+
+Status set_caps(qemu::QmpClient& q, const std::vector<std::pair<std::string, bool>>& caps) {
+  Value list = Value::array();
+  for (const auto& [name, on] : caps) {
+    list.push_back(Value::object({{"capability", Value(name)}, {"state", Value(on)}}));
+  }
+  auto r = q.execute("migrate-set-capabilities", Value::object({{"capabilities", list}}));
+  return r ? Status::ok() : r.status();
+}
+
+Status set_param(qemu::QmpClient& q, const char* name, int64_t value) {
+  auto r = q.execute("migrate-set-parameters", Value::object({{name, Value(value)}}));
+  return r ? Status::ok() : r.status();
+}
+
+std::string fmt_bytes(double b) {
+  char buf[32];
+  if (b >= 1e9) {
+    std::snprintf(buf, sizeof buf, "%.2f GB", b / 1e9);
+  } else {
+    std::snprintf(buf, sizeof buf, "%.1f MB", b / 1e6);
+  }
+  return buf;
+}
+
+// Reads one query-migrate into the policy's view of QEMU.
+QemuSample qemu_sample(const Value& m) {
+  QemuSample s;
+  s.status = m["status"].as_string();
+  const Value& ram = m["ram"];
+  s.transferred_bytes = static_cast<uint64_t>(ram["transferred"].as_int());
+  s.remaining_bytes = static_cast<uint64_t>(ram["remaining"].as_int());
+  s.total_bytes = static_cast<uint64_t>(ram["total"].as_int());
+  s.dirty_pages_per_s = ram["dirty-pages-rate"].as_double();
+  s.page_size_bytes = static_cast<uint64_t>(ram["page-size"].as_int(4096));
+  s.dirty_sync_count = static_cast<uint64_t>(ram["dirty-sync-count"].as_int());
+  s.expected_downtime_ms = m["expected-downtime"].as_double();
+  s.total_time_ms = static_cast<uint64_t>(m["total-time"].as_int());
+  s.downtime_ms = static_cast<uint64_t>(m["downtime"].as_int());
+  s.postcopy_requests = static_cast<uint64_t>(ram["postcopy-requests"].as_int());
+  return s;
+}
+
+}  // namespace
+
+int run_migrate(int argc, char** argv) {
+  MigrateArgs a;
+  a.send.codec = encoders::CodecLevel::kAuto;
+  ArgReader args("ferry migrate", argc, argv);
+  while (args.next()) {
+    if (args.is("--help") || args.is("-h")) {
+      migrate_usage(stdout);
+      return 0;
+    } else if (args.is("--src-qmp")) {
+      a.src_qmp = args.value();
+    } else if (args.is("--dst-qmp")) {
+      a.dst_qmp = args.value();
+    } else if (args.is("--peer")) {
+      a.send.peer = args.value();
+    } else if (args.is("--max-downtime")) {
+      a.limits.max_downtime_ms = static_cast<double>(args.count(1, 3600000));
+    } else if (args.is("--deadline")) {
+      a.limits.deadline_s = args.seconds();
+    } else if (args.is("--allow-postcopy")) {
+      a.limits.allow_postcopy = true;
+    } else if (args.is("--allow-throttle")) {
+      a.limits.allow_throttle = true;
+    } else if (args.is("--codec")) {
+      a.send.codec = args.codec();
+    } else if (args.is("--cache-mib")) {
+      a.send.cache_mib = static_cast<size_t>(args.count(0, 1 << 20));
+    } else if (args.is("--sock")) {
+      a.sock = args.value();
+    } else if (args.is("--json")) {
+      a.json = true;
+    } else {
+      args.unknown();
+    }
+  }
+  if (!args.ok()) return 2;
+  if (a.src_qmp.empty() || a.dst_qmp.empty() || a.send.peer.empty()) {
+    std::fprintf(stderr, "ferry migrate: give --src-qmp, --dst-qmp and --peer\n\n");
+    migrate_usage(stderr);
+    return 2;
+  }
+  if (auto st = dataplane::check_transport_spec(a.send.peer); !st) {
+    std::fprintf(stderr, "ferry migrate: --peer: %s\n", st.message().c_str());
+    return 2;
+  }
+  if (a.sock.empty()) a.sock = "/tmp/ferry-migrate-" + std::to_string(::getpid()) + ".sock";
+  const bool tty = !a.json && ::isatty(2);
+  auto fail = [&](const std::string& msg) {
+    if (a.json) {
+      std::printf("%s\n", Value::object({{"event", Value("error")}, {"message", Value(msg)}})
+                              .dump()
+                              .c_str());
+    }
+    std::fprintf(stderr, "ferry migrate: %s\n", msg.c_str());
+    return 1;
+  };
+
+  // 1. Both QEMUs, prepared.
+  auto src = qemu::QmpClient::connect(a.src_qmp);
+  if (!src) return fail("source QMP " + a.src_qmp + ": " + src.status().message());
+  auto dst = qemu::QmpClient::connect(a.dst_qmp);
+  if (!dst) return fail("destination QMP " + a.dst_qmp + ": " + dst.status().message());
+  {
+    auto st = (*dst)->execute("query-status");
+    if (!st || (*st)["status"].as_string() != "inmigrate") {
+      return fail("the destination QEMU is not waiting for a migration (start it with "
+                  "-incoming unix:PATH and run ferry recv --qemu unix:PATH)");
+    }
+  }
+  std::vector<std::pair<std::string, bool>> caps = {{"postcopy-ram", a.limits.allow_postcopy}};
+  if (auto st = set_caps(**dst, caps); !st) return fail("destination: " + st.message());
+  caps.push_back({"auto-converge", a.limits.allow_throttle});
+  if (auto st = set_caps(**src, caps); !st) return fail("source: " + st.message());
+  // QEMU sizes its last pass from the bandwidth it measures; ferry's back-pressure makes that
+  // the real link rate, so QEMU's own cap (128 MiB/s by default) only gets in the way.
+  if (auto st = set_param(**src, "max-bandwidth", int64_t{1} << 40); !st) {
+    return fail("source: " + st.message());
+  }
+  if (auto st = set_param(**src, "downtime-limit",
+                          static_cast<int64_t>(a.limits.max_downtime_ms));
+      !st) {
+    return fail("source: " + st.message());
+  }
+
+  // 2. The ferry path, then the migration.
+  a.send.progress = false;
+  SendSession session(a.send);
+  if (auto st = session.listen(a.sock); !st) return fail(st.message());
+  session.start();
+  const auto t0 = std::chrono::steady_clock::now();
+  if (auto r = (*src)->execute("migrate", Value::object({{"uri", Value("unix:" + a.sock)}}));
+      !r) {
+    session.abort();
+    return fail("source: " + r.status().message());
+  }
+
+  // 3. The policy loop.
+  Engine engine(a.limits);
+  CpuIdleMeter cpu;
+  std::vector<Decision> decisions;
+  QemuSample q;
+  std::string outcome, reason;
+  for (;;) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    auto m = (*src)->execute("query-migrate");
+    if (!m) {
+      reason = "source QMP: " + m.status().message();
+      outcome = "failed";
+      break;
+    }
+    // A cancelled or failed migration reports no counters: keep the last ones that came.
+    const QemuSample now = qemu_sample(*m);
+    if (now.total_time_ms || now.transferred_bytes || q.status.empty()) {
+      q = now;
+    } else {
+      q.status = now.status;
+    }
+    const double now_s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    Sample s;
+    s.time_s = now_s;
+    s.qemu = q;
+    const SetCounters c = session.channels().counters();
+    s.ferry.bytes_from_qemu = c.bytes_from_qemu;
+    s.ferry.link_tx_bytes = c.link_tx_bytes;
+    s.ferry.page_bytes_in = c.page_bytes_in;
+    s.ferry.page_wire_bytes = c.page_wire_bytes;
+    s.ferry.effort = c.effort;
+    s.ferry.link_backlog_bytes = c.link_backlog_bytes;
+    s.cpu_idle = cpu.sample();
+
+    if (q.status == "completed") {
+      outcome = "completed";
+      break;
+    }
+    if (q.status == "failed" || q.status == "cancelled") {
+      const bool we_stopped = !decisions.empty() && decisions.back().action == Action::kStop;
+      outcome = we_stopped ? "stopped" : q.status;
+      reason = we_stopped ? decisions.back().reason : (*m)["error-desc"].as_string();
+      if (reason.empty()) reason = "QEMU reports the migration " + q.status;
+      break;
+    }
+    for (Decision& d : engine.step(s)) {
+      d.time_s = now_s;
+      if (d.action == Action::kSetEffort) {
+        session.channels().set_effort(static_cast<int>(d.value));
+      } else if (d.action == Action::kSetMaxBandwidth) {
+        (void)set_param(**src, "max-bandwidth", static_cast<int64_t>(d.value));
+      } else if (d.action == Action::kSetDowntimeLimit) {
+        (void)set_param(**src, "downtime-limit", static_cast<int64_t>(d.value));
+      } else if (d.action == Action::kStartPostcopy) {
+        auto r = (*src)->execute("migrate-start-postcopy");
+        if (!r) d.reason += " (QEMU refused: " + r.status().message() + ")";
+      } else if (d.action == Action::kStop) {
+        (void)(*src)->execute("migrate_cancel");
+      }
+      if (a.json) {
+        std::printf("%s\n", Value::object({{"event", Value("decision")},
+                                           {"t_s", Value(now_s)},
+                                           {"action", Value(action_name(d.action))},
+                                           {"value", Value(d.value)},
+                                           {"reason", Value(d.reason)}})
+                                .dump()
+                                .c_str());
+      } else {
+        std::fprintf(stderr, "%s[%6.1f s] %s: %s\n", tty ? "\r\033[K" : "", now_s,
+                     action_name(d.action), d.reason.c_str());
+      }
+      decisions.push_back(d);
+    }
+    const policy::View& v = engine.view();
+    if (a.json) {
+      std::printf("%s\n", Value::object({{"event", Value("progress")},
+                                         {"t_s", Value(now_s)},
+                                         {"status", Value(q.status)},
+                                         {"pass", Value(static_cast<int64_t>(q.dirty_sync_count))},
+                                         {"remaining_bytes",
+                                          Value(static_cast<int64_t>(q.remaining_bytes))},
+                                         {"link_bytes_per_s", Value(v.link_bytes_per_s)},
+                                         {"effective_bytes_per_s", Value(v.effective_bytes_per_s)},
+                                         {"dirty_bytes_per_s", Value(v.dirty_bytes_per_s)},
+                                         {"eta_s", Value(v.eta_s)},
+                                         {"effort", Value(static_cast<int64_t>(c.effort))}})
+                              .dump()
+                              .c_str());
+      std::fflush(stdout);
+    } else if (tty) {
+      std::fprintf(stderr,
+                   "\r\033[K%6.1f s  %-15s pass %-3llu remaining %-9s link %6.1f MB/s  "
+                   "dirty %6.1f MB/s  effort %d  ETA %s",
+                   now_s, q.status.c_str(), static_cast<unsigned long long>(q.dirty_sync_count),
+                   fmt_bytes(static_cast<double>(q.remaining_bytes)).c_str(),
+                   v.link_bytes_per_s / 1e6, v.dirty_bytes_per_s / 1e6, c.effort,
+                   std::isfinite(v.eta_s) ? (std::to_string(static_cast<int>(v.eta_s)) + " s").c_str()
+                                          : "never");
+    }
+  }
+  if (tty) std::fprintf(stderr, "\n");
+
+  // 4. The end: the ferry path drains (post-copy's last pages, the return path), then report.
+  if (outcome != "completed") session.abort();
+  std::string path_error = session.wait();
+  if (outcome == "completed" && !path_error.empty()) {
+    outcome = "failed";
+    reason = "ferry: " + path_error;
+  }
+  if (outcome != "completed" && reason.empty()) reason = path_error;
+  const SetCounters c = session.channels().counters();
+  const double total_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const bool downtime_ok = outcome != "completed" || q.downtime_ms <= a.limits.max_downtime_ms;
+
+  if (a.json) {
+    Value ds = Value::array();
+    for (const auto& d : decisions) {
+      ds.push_back(Value::object({{"t_s", Value(d.time_s)},
+                                  {"action", Value(action_name(d.action))},
+                                  {"value", Value(d.value)},
+                                  {"reason", Value(d.reason)}}));
+    }
+    std::printf("%s\n",
+                Value::object({{"event", Value("report")},
+                               {"outcome", Value(outcome)},
+                               {"reason", Value(reason)},
+                               {"total_time_ms", Value(static_cast<int64_t>(q.total_time_ms))},
+                               {"wall_s", Value(total_s)},
+                               {"downtime_ms", Value(static_cast<int64_t>(q.downtime_ms))},
+                               {"downtime_within_budget", Value(downtime_ok)},
+                               {"qemu_transferred_bytes",
+                                Value(static_cast<int64_t>(q.transferred_bytes))},
+                               {"link_bytes", Value(static_cast<int64_t>(c.link_tx_bytes +
+                                                                         c.link_rx_bytes))},
+                               {"postcopy_requests",
+                                Value(static_cast<int64_t>(q.postcopy_requests))},
+                               {"passes", Value(static_cast<int64_t>(q.dirty_sync_count))},
+                               {"decisions", ds}})
+                    .dump()
+                    .c_str());
+  } else {
+    std::fprintf(stderr,
+                 "ferry migrate: %s%s%s\n"
+                 "  total time   %llu ms (QEMU), %.1f s wall\n"
+                 "  downtime     %llu ms (budget %.0f ms%s)\n"
+                 "  passes       %llu\n"
+                 "  bytes        %s from QEMU, %s on the link\n",
+                 outcome.c_str(), reason.empty() ? "" : ": ", reason.c_str(),
+                 static_cast<unsigned long long>(q.total_time_ms), total_s,
+                 static_cast<unsigned long long>(q.downtime_ms), a.limits.max_downtime_ms,
+                 downtime_ok ? "" : ", EXCEEDED",
+                 static_cast<unsigned long long>(q.dirty_sync_count),
+                 fmt_bytes(static_cast<double>(c.bytes_from_qemu)).c_str(),
+                 fmt_bytes(static_cast<double>(c.link_tx_bytes + c.link_rx_bytes)).c_str());
+    if (decisions.empty()) std::fprintf(stderr, "  decisions    none (pre-copy converged)\n");
+    for (const auto& d : decisions) {
+      std::fprintf(stderr, "  [%6.1f s] %s: %s\n", d.time_s, action_name(d.action),
+                   d.reason.c_str());
+    }
+  }
+  return outcome == "completed" ? 0 : 1;
+}
+
+}  // namespace ferry::apps

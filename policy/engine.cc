@@ -1,0 +1,212 @@
+// policy/engine.cc — see engine.h.
+#include "policy/engine.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+
+namespace ferry::policy {
+namespace {
+
+// Weight of the newest rate sample: ~1 s memory at 100 ms steps, so one noisy sample does
+// not flip a decision.
+constexpr double kEwma = 0.3;
+// D >= this x B counts as "dirtying as fast as we send".
+constexpr double kTooFast = 0.9;
+// A pass must leave at least 5 % fewer bytes than the one before to count as progress.
+constexpr double kShrink = 0.95;
+// Effort changes at most every 2 s: each needs time to show in the rates.
+constexpr double kEffortHoldS = 2.0;
+// ferry's link backlog: above 64 KiB the kernel's socket buffer is full (the link limits);
+// below 16 KiB the link is waiting for ferry.
+constexpr double kBacklogLong = 64 << 10;
+constexpr double kBacklogShort = 16 << 10;
+
+std::string mb(double bytes) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.1f MB", bytes / 1e6);
+  return b;
+}
+std::string mbps(double bytes_per_s) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.1f MB/s", bytes_per_s / 1e6);
+  return b;
+}
+std::string pct(double f) {
+  char b[16];
+  std::snprintf(b, sizeof b, "%.0f %%", f * 100);
+  return b;
+}
+
+}  // namespace
+
+const char* action_name(Action a) {
+  switch (a) {
+    case Action::kSetEffort:
+      return "set-effort";
+    case Action::kSetMaxBandwidth:
+      return "set-max-bandwidth";
+    case Action::kSetDowntimeLimit:
+      return "set-downtime-limit";
+    case Action::kStartPostcopy:
+      return "start-postcopy";
+    case Action::kStop:
+      return "stop";
+  }
+  return "?";
+}
+
+Engine::Engine(const Limits& limits) : limits_(limits) {}
+
+void Engine::add(std::vector<Decision>& out, const Sample& s, Action a, double value,
+                 std::string reason) {
+  out.push_back({a, value, std::move(reason), s.time_s});
+}
+
+void Engine::update_rates(const Sample& s) {
+  view_.dirty_bytes_per_s = s.qemu.dirty_pages_per_s * static_cast<double>(s.qemu.page_size_bytes);
+  if (!have_prev_) return;
+  const double dt = s.time_s - prev_.time_s;
+  if (dt <= 0) return;
+  // QEMU stream bytes carried: ferry's intake when it is in the path, else QEMU's own count.
+  const uint64_t stream = s.ferry.bytes_from_qemu ? s.ferry.bytes_from_qemu
+                                                  : s.qemu.transferred_bytes;
+  const uint64_t prev_stream = prev_.ferry.bytes_from_qemu ? prev_.ferry.bytes_from_qemu
+                                                           : prev_.qemu.transferred_bytes;
+  const double b = static_cast<double>(stream - std::min(stream, prev_stream)) / dt;
+  const double l = static_cast<double>(s.ferry.link_tx_bytes -
+                                       std::min(s.ferry.link_tx_bytes, prev_.ferry.link_tx_bytes)) /
+                   dt;
+  auto ewma = [](double& v, double x) { v = v == 0 ? x : (1 - kEwma) * v + kEwma * x; };
+  backlog_ = (1 - kEwma) * backlog_ + kEwma * static_cast<double>(s.ferry.link_backlog_bytes);
+  ewma(view_.effective_bytes_per_s, b);
+  ewma(view_.link_bytes_per_s, l > 0 ? l : b);
+  const double margin = view_.effective_bytes_per_s - view_.dirty_bytes_per_s;
+  view_.eta_s = margin > 0 ? static_cast<double>(s.qemu.remaining_bytes) / margin
+                           : std::numeric_limits<double>::infinity();
+}
+
+std::vector<Decision> Engine::step(const Sample& s) {
+  std::vector<Decision> out;
+  if (stopped_) return out;
+  update_rates(s);
+  if (!started_) {
+    started_ = true;
+    add(out, s, Action::kSetDowntimeLimit, limits_.max_downtime_ms,
+        "downtime-limit set to the operator's budget of " +
+            std::to_string(static_cast<int>(limits_.max_downtime_ms)) + " ms");
+  }
+  const bool precopy = s.qemu.status == "active" || s.qemu.status == "setup";
+  if (precopy && s.time_s > limits_.deadline_s) {
+    stopped_ = true;
+    add(out, s, Action::kStop, 0,
+        "deadline of " + std::to_string(static_cast<int>(limits_.deadline_s)) +
+            " s passed in pre-copy with " + mb(static_cast<double>(s.qemu.remaining_bytes)) +
+            " left");
+    return out;
+  }
+  if (precopy) {
+    if (s.qemu.dirty_sync_count > pass_) {
+      pass_ = s.qemu.dirty_sync_count;
+      on_pass_start(s, out);
+      if (stopped_) return out;
+    } else {
+    }
+    // Post-copy at a local minimum of what is left. Within a pass QEMU's remaining falls as
+    // it sends the pass's dirty set and jumps back up at the next sync; so switch once it
+    // stopped falling, or is down to a tenth of the pass's start, or at the latest at the
+    // start of the second pass after the prediction.
+    if (predicted_ && limits_.allow_postcopy && !postcopy_started_ && have_prev_) {
+      const uint64_t start = pass_start_remaining_.empty() ? 0 : pass_start_remaining_.back();
+      const bool same_pass = s.qemu.dirty_sync_count == prev_.qemu.dirty_sync_count;
+      const bool stopped_falling = same_pass && s.qemu.remaining_bytes < start &&
+                                   s.qemu.remaining_bytes >= prev_.qemu.remaining_bytes;
+      const bool low = same_pass && s.qemu.remaining_bytes <= start / 10;
+      if (stopped_falling || low || pass_ >= predicted_at_pass_ + 2) {
+        postcopy_started_ = true;
+        add(out, s, Action::kStartPostcopy, 0,
+            "pre-copy will not converge (dirty " + mbps(view_.dirty_bytes_per_s) + " vs " +
+                mbps(view_.effective_bytes_per_s) + " carried, pass " + std::to_string(pass_) +
+                "): post-copy from " + mb(static_cast<double>(s.qemu.remaining_bytes)) +
+                " left, a local minimum");
+      }
+    }
+    tune_effort(s, out);
+  }
+  prev_ = s;
+  have_prev_ = true;
+  return out;
+}
+
+void Engine::on_pass_start(const Sample& s, std::vector<Decision>& out) {
+  const uint64_t remaining = s.qemu.remaining_bytes;
+  pass_start_remaining_.push_back(remaining);
+  view_.nonconvergence_predicted = predicted_;
+  const size_t n = pass_start_remaining_.size();
+  // QEMU measures D at each sync: judge from the second pass boundary on (pass 2 starts).
+  if (predicted_ || pass_ < 2 || view_.effective_bytes_per_s <= 0) return;
+  const bool too_fast = view_.dirty_bytes_per_s >= kTooFast * view_.effective_bytes_per_s;
+  const bool no_shrink = n >= 3 &&
+                         pass_start_remaining_[n - 1] >= kShrink * pass_start_remaining_[n - 2] &&
+                         pass_start_remaining_[n - 2] >= kShrink * pass_start_remaining_[n - 3];
+  const double left_s = limits_.deadline_s - s.time_s;
+  const bool too_late = std::isfinite(view_.eta_s) ? view_.eta_s > left_s : true;
+  if (!(too_fast || no_shrink || (too_late && view_.dirty_bytes_per_s > 0))) return;
+  predicted_ = true;
+  predicted_at_pass_ = pass_;
+  view_.nonconvergence_predicted = true;
+  const std::string why =
+      too_fast ? "the guest dirties " + mbps(view_.dirty_bytes_per_s) + " while the path carries " +
+                     mbps(view_.effective_bytes_per_s)
+      : no_shrink ? "the bytes left at the start of the last passes did not shrink (" +
+                        mb(static_cast<double>(pass_start_remaining_[n - 3])) + ", " +
+                        mb(static_cast<double>(pass_start_remaining_[n - 2])) + ", " +
+                        mb(static_cast<double>(pass_start_remaining_[n - 1])) + ")"
+                  : "converging at " + mbps(view_.effective_bytes_per_s - view_.dirty_bytes_per_s) +
+                        " would take past the deadline";
+  if (limits_.allow_postcopy) return;  // step() switches at the next local minimum
+  // Nothing can finish: QEMU's throttle (if allowed) gets until the deadline; otherwise stop.
+  if (limits_.allow_throttle && std::isfinite(left_s) && left_s > 0) return;
+  stopped_ = true;
+  add(out, s, Action::kStop, 0,
+      "pre-copy cannot finish within the " + std::to_string(static_cast<int>(limits_.max_downtime_ms)) +
+          " ms downtime budget: " + why + "; post-copy is not allowed" +
+          (limits_.allow_throttle ? "" : " and neither is throttling"));
+}
+
+// Encoding effort: heavier encoding only helps while the link is the bottleneck and costs
+// CPU that the guest and QEMU need. Starved CPU (< 10 % idle) while the link waits for ferry
+// means the encoder holds the migration back: one step lighter. CPU to spare (> 30 % idle)
+// while bytes wait for the link: one step heavier (once the engine has taken over).
+void Engine::tune_effort(const Sample& s, std::vector<Decision>& out) {
+  if (s.ferry.effort < 0 || !have_prev_ || s.time_s < 1.0) return;  // no encoding; no rates yet
+  const int current = effort_ >= 0 ? effort_ : s.ferry.effort;
+  if (s.time_s - last_effort_change_s_ < kEffortHoldS) return;
+  const bool link_waits = backlog_ < kBacklogShort;
+  const bool link_limits = backlog_ > kBacklogLong;
+  const double ratio = s.ferry.page_bytes_in
+                           ? static_cast<double>(s.ferry.page_wire_bytes) / s.ferry.page_bytes_in
+                           : 1.0;
+  int next = current;
+  std::string reason;
+  if (s.cpu_idle < 0.10 && link_waits && current > limits_.min_effort) {
+    next = current - 1;
+    reason = "host CPU " + pct(s.cpu_idle) + " idle and the " + mbps(view_.link_bytes_per_s) +
+             " link waiting for the encoder (ratio " + std::to_string(ratio).substr(0, 5) +
+             "): encoding effort " + std::to_string(current) + " -> " + std::to_string(next);
+  } else if (effort_ >= 0 && s.cpu_idle > 0.30 && link_limits && current < limits_.max_effort) {
+    // Only once the engine has taken over (after a starvation step); until then the codec's
+    // own `auto` already climbs while the link is the bottleneck.
+    next = current + 1;
+    reason = "host CPU " + pct(s.cpu_idle) + " idle and " + mb(backlog_) +
+             " waiting for the " + mbps(view_.link_bytes_per_s) + " link: encoding effort " +
+             std::to_string(current) + " -> " + std::to_string(next);
+  }
+  if (next == current) return;
+  effort_ = next;
+  last_effort_change_s_ = s.time_s;
+  add(out, s, Action::kSetEffort, next, reason);
+}
+
+}  // namespace ferry::policy

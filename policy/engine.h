@@ -1,0 +1,133 @@
+// policy/engine.h — the AdaMig policy engine, made concrete (DESIGN.md §4, docs/POLICY.md).
+//
+// Pure and deterministic: a Sample in (QEMU's query-migrate, ferry's counters, host CPU idle,
+// about every 100 ms), Decisions out. No I/O, no clocks, no threads: `ferry migrate` feeds it
+// and applies what it decides; the simulator (simulator.h) does the same in unit tests.
+//
+// Model. B = the QEMU-stream bytes per second the path carries (after ferry's encoding: the
+// link's rate divided by the encoding ratio); D = the bytes per second the guest dirties
+// (dirty-pages-rate x page size). Pre-copy converges when D stays well below B, so that each
+// pass is shorter than the last, until what is left fits the downtime budget at rate B.
+//
+// Ladder of actions, cheapest first:
+//   1. downtime-limit := the operator's budget (once, at the start);
+//   2. encoding effort: lowered when the host CPU is starved (< 10 % idle) while the link waits
+//      for ferry (its backlog is short), raised back when the link limits again (backlog
+//      long) and CPU is free (> 30 % idle);
+//   3. switch to post-copy (if allowed) as soon as non-convergence is predicted, at a local
+//      minimum of the remaining bytes (the end of a pass), not after a timeout;
+//   4. stop (migrate_cancel: the VM keeps running on the source) with the reason when nothing
+//      allowed can finish within the deadline.
+// Non-convergence is predicted at a pass boundary (from the second on, once QEMU has measured
+// D) when D >= 0.9 B, or when the bytes left at the start of the last two passes did not
+// shrink by at least 5 %, or when converging at B - D would overrun the deadline.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace ferry::policy {
+
+struct Limits {
+  double max_downtime_ms = 300;
+  double deadline_s = 600;
+  bool allow_postcopy = false;
+  bool allow_throttle = false;  // QEMU's auto-converge is on: give it until the deadline
+  int min_effort = 1;           // encoding effort range the engine may use (encoders/)
+  int max_effort = 5;
+};
+
+// One query-migrate, as the engine needs it.
+struct QemuSample {
+  std::string status;  // "setup", "active", "postcopy-active", "completed", ...
+  uint64_t transferred_bytes = 0;
+  uint64_t remaining_bytes = 0;
+  uint64_t total_bytes = 0;
+  double dirty_pages_per_s = 0;
+  uint64_t page_size_bytes = 4096;
+  uint64_t dirty_sync_count = 0;  // the pass number
+  double expected_downtime_ms = 0;
+  uint64_t total_time_ms = 0;
+  uint64_t downtime_ms = 0;
+  uint64_t postcopy_requests = 0;
+};
+
+// ferry's own counters (cumulative).
+struct FerrySample {
+  uint64_t bytes_from_qemu = 0;   // QEMU stream bytes taken in
+  uint64_t link_tx_bytes = 0;     // bytes put on the link
+  uint64_t page_bytes_in = 0;     // RAM page bytes encoded
+  uint64_t page_wire_bytes = 0;   // what they became on the wire
+  int effort = -1;                // current encoding effort, -1 = no encoding
+  uint64_t link_backlog_bytes = 0;  // queued in ferry for the link right now: high = the
+                                    // link is the bottleneck, ~0 = the link waits for us
+};
+
+struct Sample {
+  double time_s = 0;     // since the migration started
+  QemuSample qemu;
+  FerrySample ferry;
+  double cpu_idle = 1;   // host CPU idle fraction since the previous sample
+};
+
+enum class Action : uint8_t {
+  kSetEffort,         // value: encoding effort 0..5
+  kSetMaxBandwidth,   // value: bytes/s (QEMU max-bandwidth)
+  kSetDowntimeLimit,  // value: ms (QEMU downtime-limit)
+  kStartPostcopy,     // migrate-start-postcopy
+  kStop,              // migrate_cancel
+};
+const char* action_name(Action a);
+
+struct Decision {
+  Action action;
+  double value = 0;
+  std::string reason;  // one sentence with the numbers behind it
+  double time_s = 0;   // when it was taken (the sample's time)
+};
+
+// What the engine currently believes, for progress displays.
+struct View {
+  double link_bytes_per_s = 0;       // on the wire
+  double effective_bytes_per_s = 0;  // B: QEMU stream bytes per second carried
+  double dirty_bytes_per_s = 0;      // D
+  double eta_s = 0;                  // to convergence at B - D (inf when D >= B)
+  bool nonconvergence_predicted = false;
+};
+
+class Engine {
+ public:
+  explicit Engine(const Limits& limits);
+
+  // One step; returns the actions to take now (often none). Samples must come in time order.
+  std::vector<Decision> step(const Sample& s);
+  const View& view() const { return view_; }
+  const Limits& limits() const { return limits_; }
+
+ private:
+  void update_rates(const Sample& s);
+  void on_pass_start(const Sample& s, std::vector<Decision>& out);
+  void tune_effort(const Sample& s, std::vector<Decision>& out);
+  void add(std::vector<Decision>& out, const Sample& s, Action a, double value,
+           std::string reason);
+
+  Limits limits_;
+  View view_;
+  bool started_ = false;
+  bool have_prev_ = false;
+  double backlog_ = 0;  // EWMA of ferry's link backlog
+  Sample prev_;
+  // Bytes left at the start of each pass.
+  uint64_t pass_ = 0;
+  std::vector<uint64_t> pass_start_remaining_;
+  bool predicted_ = false;
+  uint64_t predicted_at_pass_ = 0;
+  bool postcopy_started_ = false;
+  bool stopped_ = false;
+  // Effort control: the engine takes over from the codec's own choice once it first acts.
+  int effort_ = -1;
+  double last_effort_change_s_ = -1e9;
+};
+
+}  // namespace ferry::policy

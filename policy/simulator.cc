@@ -1,0 +1,130 @@
+// policy/simulator.cc — see simulator.h.
+#include "policy/simulator.h"
+
+#include <algorithm>
+
+namespace ferry::policy {
+
+SimResult simulate(const SimConfig& c, const Limits& limits) {
+  Engine engine(limits);
+  SimResult r;
+  int effort = c.start_effort;
+  double dirty_rate = c.dirty_bytes_per_s;
+  double downtime_limit_ms = 300;  // QEMU's default until the engine sets it
+  double remaining = c.ram_bytes;  // of the current pass
+  double next_set = 0;             // dirtied since the pass began
+  uint64_t pass = 1;
+  bool postcopy = false;
+  double stream = 0, wire = 0, transferred = 0;
+  double dirty_rate_seen = 0;      // QEMU reports the rate measured at the last sync
+  auto rate = [&](double& cpu_idle) {
+    const int e = std::clamp(effort, 0, 5);
+    const double ratio = effort < 0 ? 1.0 : c.ratio[e];
+    const double cpu = effort < 0 ? 1e30 : c.encode_bytes_per_s[e] * c.cores_for_encoding;
+    const double b = std::min(c.link_bytes_per_s / ratio, cpu);
+    const double enc_cores = effort < 0 ? 0 : b / c.encode_bytes_per_s[e];
+    cpu_idle = std::clamp(1 - (c.other_cpu_cores + enc_cores) / c.host_cores, 0.0, 1.0);
+    return std::pair{b, ratio};
+  };
+  for (double t = 0; t < c.time_limit_s; t += c.step_s) {
+    double cpu_idle = 1;
+    auto [b, ratio] = rate(cpu_idle);
+    r.min_cpu_idle = std::min(r.min_cpu_idle, cpu_idle);
+
+    Sample s;
+    s.time_s = t;
+    s.cpu_idle = cpu_idle;
+    s.qemu.status = postcopy ? "postcopy-active" : "active";
+    s.qemu.transferred_bytes = static_cast<uint64_t>(transferred);
+    s.qemu.remaining_bytes = static_cast<uint64_t>(remaining);
+    s.qemu.total_bytes = static_cast<uint64_t>(c.ram_bytes);
+    s.qemu.dirty_pages_per_s = dirty_rate_seen / 4096;
+    s.qemu.dirty_sync_count = pass;
+    s.ferry.bytes_from_qemu = static_cast<uint64_t>(stream);
+    s.ferry.link_tx_bytes = static_cast<uint64_t>(wire);
+    s.ferry.page_bytes_in = static_cast<uint64_t>(stream);
+    s.ferry.page_wire_bytes = static_cast<uint64_t>(wire);
+    s.ferry.effort = effort;
+    // Link-bound when the encoder could feed more than the link takes.
+    const bool link_bound = effort < 0 || c.link_bytes_per_s / ratio <
+                                              c.encode_bytes_per_s[std::clamp(effort, 0, 5)] *
+                                                  c.cores_for_encoding;
+    s.ferry.link_backlog_bytes = link_bound ? (1u << 20) : 0;
+    for (const Decision& d : engine.step(s)) {
+      r.decisions.push_back(d);
+      switch (d.action) {
+        case Action::kSetEffort:
+          effort = static_cast<int>(d.value);
+          break;
+        case Action::kSetDowntimeLimit:
+          downtime_limit_ms = d.value;
+          break;
+        case Action::kSetMaxBandwidth:
+          break;  // the model has no QEMU-side cap
+        case Action::kStartPostcopy:
+          if (!postcopy) {
+            postcopy = true;
+            r.postcopy = true;
+            r.postcopy_at_pass = pass;
+            // Final sync, then only the device state stops the guest.
+            remaining += next_set;
+            next_set = 0;
+            r.downtime_ms = (c.device_state_bytes / b) * 1000;
+          }
+          break;
+        case Action::kStop:
+          r.outcome = "stopped";
+          r.total_time_s = t;
+          r.link_bytes = wire;
+          r.passes = pass;
+          r.final_effort = effort;
+          return r;
+      }
+    }
+    if (engine.view().nonconvergence_predicted && r.predicted_at_pass == 0) {
+      r.predicted_at_pass = pass;
+    }
+
+    // Send for one step.
+    const double sent = std::min(remaining, b * c.step_s);
+    remaining -= sent;
+    stream += sent;
+    transferred += sent;
+    wire += sent * ratio;
+    if (postcopy) {
+      if (remaining <= 0) {
+        r.outcome = "completed";
+        r.total_time_s = t + c.step_s;
+        break;
+      }
+      continue;
+    }
+    next_set = std::min(c.ws_bytes, next_set + dirty_rate * c.step_s);
+    if (remaining > 0) continue;
+    // Sync: QEMU measures the dirty rate and checks whether the new set fits downtime-limit.
+    dirty_rate_seen = dirty_rate;
+    const double downtime_ms = (next_set + c.device_state_bytes) / b * 1000;
+    if (downtime_ms <= downtime_limit_ms) {
+      stream += next_set;
+      wire += next_set * ratio;
+      r.downtime_ms = downtime_ms;
+      r.outcome = "completed";
+      r.total_time_s = t + c.step_s + downtime_ms / 1000;
+      break;
+    }
+    remaining = next_set;
+    next_set = 0;
+    ++pass;
+    if (limits.allow_throttle && pass >= 3) dirty_rate *= 0.8;
+  }
+  if (r.outcome.empty()) {
+    r.outcome = "timeout";
+    r.total_time_s = c.time_limit_s;
+  }
+  r.link_bytes = wire;
+  r.passes = pass;
+  r.final_effort = effort;
+  return r;
+}
+
+}  // namespace ferry::policy

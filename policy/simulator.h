@@ -1,0 +1,55 @@
+// policy/simulator.h — a fluid model of one QEMU migration through ferry, stepped every 100 ms,
+// that feeds the Engine the samples `ferry migrate` would and applies its decisions. Unit tests
+// use it to check each decision deterministically (tests/unit/policy/).
+//
+// Model: pre-copy sends the dirty set of each pass at B = min(link / ratio[effort],
+// encoder speed[effort] x cores for encoding) QEMU-stream bytes per second, while the guest
+// dirties D bytes per second into the next pass's set (capped at the working set). At each
+// sync QEMU switches over when the set fits its downtime-limit at B (downtime = set / B).
+// Post-copy: a short stop for device state, then everything left drains at B while the guest
+// runs on the destination. auto-converge (when allowed) cuts D by 20 % per pass from the third
+// pass on. Host CPU idle = what the other load and the encoder leave.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "policy/engine.h"
+
+namespace ferry::policy {
+
+struct SimConfig {
+  double ram_bytes = 1024.0 * (1 << 20);
+  double ws_bytes = 256.0 * (1 << 20);
+  double dirty_bytes_per_s = 20e6;
+  double link_bytes_per_s = 12.5e6;  // on the wire (100 Mbit/s)
+  // Wire bytes per stream byte, and single-core encoder speed (stream bytes/s), per effort.
+  double ratio[6] = {1.0, 0.60, 0.50, 0.35, 0.30, 0.27};
+  double encode_bytes_per_s[6] = {8e9, 1.5e9, 800e6, 350e6, 180e6, 50e6};
+  double cores_for_encoding = 1.0;
+  int host_cores = 2;
+  double other_cpu_cores = 1.0;  // QEMU, the guest, the rest
+  int start_effort = 1;          // -1: no encoding (ratio 1, no CPU)
+  double device_state_bytes = 2e6;
+  double step_s = 0.1;
+  double time_limit_s = 3600;
+};
+
+struct SimResult {
+  std::string outcome;  // "completed", "stopped", "timeout"
+  bool postcopy = false;
+  double total_time_s = 0;
+  double downtime_ms = 0;
+  double link_bytes = 0;
+  uint64_t passes = 0;
+  int final_effort = 0;
+  double min_cpu_idle = 1;
+  std::vector<Decision> decisions;
+  uint64_t predicted_at_pass = 0;  // first pass at which the engine saw non-convergence (0: never)
+  uint64_t postcopy_at_pass = 0;
+};
+
+SimResult simulate(const SimConfig& config, const Limits& limits);
+
+}  // namespace ferry::policy

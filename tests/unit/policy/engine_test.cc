@@ -1,0 +1,164 @@
+// Unit tests of policy/engine.h on the fluid simulator (policy/simulator.h): converging
+// migrations are left alone, non-converging ones switch to post-copy within two passes of the
+// prediction, a starved CPU gets lighter encoding, an impossible budget stops early with the
+// reason, and the same inputs always give the same decisions.
+#include "policy/engine.h"
+
+#include <gtest/gtest.h>
+
+#include <cctype>
+#include <string>
+
+#include "policy/simulator.h"
+
+namespace ferry::policy {
+namespace {
+
+int count(const SimResult& r, Action a) {
+  int n = 0;
+  for (const auto& d : r.decisions) n += d.action == a;
+  return n;
+}
+
+bool has_digit(const std::string& s) {
+  for (char ch : s) {
+    if (std::isdigit(static_cast<unsigned char>(ch))) return true;
+  }
+  return false;
+}
+
+void expect_reasons_have_numbers(const SimResult& r) {
+  for (const auto& d : r.decisions) {
+    EXPECT_TRUE(has_digit(d.reason)) << action_name(d.action) << ": " << d.reason;
+  }
+}
+
+TEST(Engine, ConvergingMigrationIsLeftAlone) {
+  SimConfig c;
+  c.dirty_bytes_per_s = 2e6;  // far below the ~20 MB/s carried
+  Limits l;
+  l.allow_postcopy = true;
+  SimResult r = simulate(c, l);
+  EXPECT_EQ(r.outcome, "completed");
+  EXPECT_FALSE(r.postcopy);
+  EXPECT_EQ(count(r, Action::kStop), 0);
+  EXPECT_EQ(count(r, Action::kStartPostcopy), 0);
+  EXPECT_EQ(count(r, Action::kSetEffort), 0);
+  EXPECT_EQ(r.predicted_at_pass, 0u);
+  EXPECT_LE(r.downtime_ms, l.max_downtime_ms);
+  ASSERT_FALSE(r.decisions.empty());
+  EXPECT_EQ(r.decisions[0].action, Action::kSetDowntimeLimit);
+  expect_reasons_have_numbers(r);
+}
+
+TEST(Engine, NonConvergingSwitchesToPostcopyWithinTwoPasses) {
+  for (double dirty : {25e6, 40e6, 80e6}) {
+    SimConfig c;
+    c.dirty_bytes_per_s = dirty;
+    Limits l;
+    l.allow_postcopy = true;
+    SimResult r = simulate(c, l);
+    SCOPED_TRACE("dirty " + std::to_string(dirty));
+    ASSERT_GT(r.predicted_at_pass, 0u) << "non-convergence was not predicted";
+    EXPECT_TRUE(r.postcopy);
+    EXPECT_LE(r.postcopy_at_pass, r.predicted_at_pass + 2);
+    EXPECT_EQ(r.outcome, "completed");
+    EXPECT_LE(r.downtime_ms, l.max_downtime_ms);
+    EXPECT_EQ(count(r, Action::kStartPostcopy), 1);
+    // Not after a timeout: well before the deadline.
+    EXPECT_LT(r.total_time_s, l.deadline_s / 2);
+    expect_reasons_have_numbers(r);
+  }
+}
+
+TEST(Engine, WithoutPostcopyAnImpossibleBudgetStopsEarlyWithTheReason) {
+  SimConfig c;
+  c.dirty_bytes_per_s = 60e6;
+  Limits l;
+  l.allow_postcopy = false;
+  l.deadline_s = 600;
+  SimResult r = simulate(c, l);
+  EXPECT_EQ(r.outcome, "stopped");
+  ASSERT_EQ(count(r, Action::kStop), 1);
+  const std::string& why = r.decisions.back().reason;
+  EXPECT_NE(why.find("post-copy is not allowed"), std::string::npos) << why;
+  EXPECT_NE(why.find("MB/s"), std::string::npos) << why;
+  EXPECT_LT(r.total_time_s, 120) << "should stop at the prediction, not at the deadline";
+}
+
+TEST(Engine, ThrottleAllowedGetsItsChanceBeforeStopping) {
+  SimConfig c;
+  c.dirty_bytes_per_s = 30e6;
+  Limits l;
+  l.allow_throttle = true;
+  SimResult r = simulate(c, l);
+  // QEMU's auto-converge cuts the dirty rate pass by pass: pre-copy finishes, no stop.
+  EXPECT_EQ(r.outcome, "completed");
+  EXPECT_EQ(count(r, Action::kStop), 0);
+}
+
+TEST(Engine, DeadlineStopsPrecopy) {
+  SimConfig c;
+  c.dirty_bytes_per_s = 30e6;
+  Limits l;
+  l.allow_throttle = true;
+  l.deadline_s = 20;  // auto-converge would need longer
+  SimResult r = simulate(c, l);
+  EXPECT_EQ(r.outcome, "stopped");
+  EXPECT_NE(r.decisions.back().reason.find("deadline"), std::string::npos);
+}
+
+TEST(Engine, StarvedCpuLowersEncodingEffort) {
+  SimConfig c;
+  c.dirty_bytes_per_s = 5e6;
+  c.start_effort = 5;              // zstd -9: 50 MB/s per core
+  c.cores_for_encoding = 0.3;      // most of the host is busy
+  c.other_cpu_cores = 1.9;         // < 10 % idle left
+  c.link_bytes_per_s = 125e6;      // 1 Gbit/s: the link is not what limits
+  Limits l;
+  l.allow_postcopy = true;
+  SimResult r = simulate(c, l);
+  ASSERT_GE(count(r, Action::kSetEffort), 1);
+  EXPECT_LT(r.final_effort, 5);
+  for (const auto& d : r.decisions) {
+    if (d.action == Action::kSetEffort) {
+      EXPECT_NE(d.reason.find("idle"), std::string::npos) << d.reason;
+    }
+  }
+  expect_reasons_have_numbers(r);
+}
+
+TEST(Engine, CpuToSpareLeavesEffortToTheCodec) {
+  SimConfig c;
+  c.dirty_bytes_per_s = 5e6;
+  c.other_cpu_cores = 0.5;
+  Limits l;
+  SimResult r = simulate(c, l);
+  EXPECT_EQ(count(r, Action::kSetEffort), 0) << "no starvation: the codec's auto decides";
+}
+
+TEST(Engine, SameInputsSameDecisions) {
+  SimConfig c;
+  c.dirty_bytes_per_s = 40e6;
+  Limits l;
+  l.allow_postcopy = true;
+  SimResult a = simulate(c, l), b = simulate(c, l);
+  ASSERT_EQ(a.decisions.size(), b.decisions.size());
+  for (size_t i = 0; i < a.decisions.size(); ++i) {
+    EXPECT_EQ(a.decisions[i].action, b.decisions[i].action);
+    EXPECT_EQ(a.decisions[i].time_s, b.decisions[i].time_s);
+    EXPECT_EQ(a.decisions[i].reason, b.decisions[i].reason);
+  }
+}
+
+TEST(Engine, PostcopyIsNeverStartedWhenNotAllowed) {
+  SimConfig c;
+  c.dirty_bytes_per_s = 80e6;
+  Limits l;
+  l.allow_postcopy = false;
+  SimResult r = simulate(c, l);
+  EXPECT_EQ(count(r, Action::kStartPostcopy), 0);
+}
+
+}  // namespace
+}  // namespace ferry::policy
