@@ -192,11 +192,6 @@ int run_migrate(int argc, char** argv) {
   if (auto st = set_param(**src, "max-bandwidth", int64_t{1} << 40); !st) {
     return fail("source: " + st.message());
   }
-  if (auto st = set_param(**src, "downtime-limit",
-                          static_cast<int64_t>(a.limits.max_downtime_ms));
-      !st) {
-    return fail("source: " + st.message());
-  }
 
   // 2. The ferry path, then the migration.
   a.send.progress = false;

@@ -6,7 +6,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -54,6 +56,10 @@ Status ChannelPump::run() {
   bool got_end = false;        // the peer sent END
   bool sent_end = false;       // END is queued
   const size_t chunk = options_.read_chunk;
+  // Link rate measurement for the buffer hint (step 6).
+  auto rate_t0 = std::chrono::steady_clock::now();
+  uint64_t rate_tx0 = 0;
+  size_t buffer_hint = 0;
   uint64_t frames_tx = 0;
   // The sender's read buffer when a codec turns the bytes into frames.
   std::unique_ptr<uint8_t[]> codec_in;
@@ -289,6 +295,26 @@ Status ChannelPump::run() {
       counters_.link_tx_bytes.fetch_add(n, std::memory_order_relaxed);
     }
     counters_.link_backlog_bytes.store(to_link.size(), std::memory_order_relaxed);
+
+    // 6. Size the kernel's buffering to ~25 ms of the measured link rate, every 250 ms.
+    if (options_.link_buffer_s > 0 && sender) {
+      const auto now = std::chrono::steady_clock::now();
+      const double dt = std::chrono::duration<double>(now - rate_t0).count();
+      if (dt >= 0.25) {
+        const uint64_t tx = counters_.link_tx_bytes.load(std::memory_order_relaxed);
+        const double rate = static_cast<double>(tx - rate_tx0) / dt;
+        const size_t want = std::clamp(static_cast<size_t>(rate * options_.link_buffer_s),
+                                       options_.link_buffer_min, options_.link_buffer_max);
+        // Only while the link is busy (a full queue): an idle phase says nothing of its rate.
+        if (!to_link.empty() && (want > buffer_hint + buffer_hint / 4 ||
+                                 want < buffer_hint - buffer_hint / 4)) {
+          link_.set_buffer_hint(want);
+          buffer_hint = want;
+        }
+        rate_t0 = now;
+        rate_tx0 = tx;
+      }
+    }
   }
 }
 

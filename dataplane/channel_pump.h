@@ -45,7 +45,12 @@ struct QemuEnd {
 };
 
 struct PumpOptions {
-  size_t max_pending = 1u << 20;  // bytes queued toward either side before reading stops
+  size_t max_pending = 256u << 10;  // bytes queued toward either side before reading stops
+  // Kernel buffering below ferry (Transport::set_buffer_hint): the link's rate times this,
+  // within [min, max] bytes. 0 = leave the transport's default.
+  double link_buffer_s = 0.025;
+  size_t link_buffer_min = 128u << 10;
+  size_t link_buffer_max = 16u << 20;
   size_t read_chunk = 256u << 10;  // largest read, and so largest frame payload
   StreamTap* tap_from_qemu = nullptr;  // bytes QEMU wrote (sender: the stream; receiver: RP)
   StreamTap* tap_to_qemu = nullptr;    // bytes written to QEMU

@@ -51,6 +51,11 @@ class Transport {
   virtual int poll_fd() const noexcept = 0;
   virtual short poll_events(bool want_rx, bool want_tx) const noexcept = 0;
   virtual void rearm() noexcept {}
+  // How many bytes the transport should hold in flight below ferry (kernel socket buffers):
+  // enough for the link's bandwidth-delay product, no more, so that what QEMU writes last
+  // is not stuck behind seconds of queued data (its downtime estimate would be wrong).
+  // The pump calls it as it measures the link rate. A hint: backends may ignore it.
+  virtual void set_buffer_hint(size_t /*bytes*/) noexcept {}
 
   // Blocking helpers for the handshake, before the data path starts.
   Status send_all(std::span<const uint8_t> bytes, int timeout_ms);

@@ -10,7 +10,8 @@
 // pass is shorter than the last, until what is left fits the downtime budget at rate B.
 //
 // Ladder of actions, cheapest first:
-//   1. downtime-limit := the operator's budget (once, at the start);
+//   1. downtime-limit := 60 % of the operator's budget (once, at the start: QEMU's estimate of
+//      the last pass is noisy when encoding makes the stream rate swing);
 //   2. encoding effort: lowered when the host CPU is starved (< 10 % idle) while the link waits
 //      for ferry (its backlog is short), raised back when the link limits again (backlog
 //      long) and CPU is free (> 30 % idle);

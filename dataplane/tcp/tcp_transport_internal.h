@@ -26,6 +26,7 @@ class TcpTransport final : public Transport {
   bool failed() const noexcept override { return !error_.is_ok(); }
   const Status& error() const noexcept override { return error_; }
   int poll_fd() const noexcept override { return fd_; }
+  void set_buffer_hint(size_t bytes) noexcept override;
   short poll_events(bool want_rx, bool want_tx) const noexcept override {
     return static_cast<short>((want_rx ? POLLIN : 0) | (want_tx ? POLLOUT : 0));
   }
