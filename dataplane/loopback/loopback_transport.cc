@@ -43,6 +43,9 @@ class ByteRing {
   bool empty() const {
     return head_.load(std::memory_order_acquire) == tail_.load(std::memory_order_acquire);
   }
+  bool full() const {
+    return head_.load(std::memory_order_acquire) - tail_.load(std::memory_order_acquire) == cap_;
+  }
 
  private:
   void copy_in(uint64_t at, const uint8_t* p, size_t n) {
@@ -131,9 +134,19 @@ class LoopbackTransport final : public Transport {
   bool failed() const noexcept override { return !error_.is_ok(); }
   const Status& error() const noexcept override { return error_; }
   int poll_fd() const noexcept override { return pair_->efd[end_]; }
-  // The eventfd signals both "bytes arrived" and "space freed".
+  // The eventfd signals both "bytes arrived" and "space freed". It is edge-like (a wake may
+  // have been consumed while the owner was not interested), so when what the owner wants is
+  // already possible, signal it again: the owner's poll then returns at once, as it would on
+  // a level-triggered socket.
   short poll_events(bool want_rx, bool want_tx) const noexcept override {
-    return (want_rx || want_tx) ? POLLIN : 0;
+    if (!want_rx && !want_tx) return 0;
+    const Direction& in = pair_->dir[1 - end_];
+    const Direction& out = pair_->dir[end_];
+    if ((want_rx && (!in.ring.empty() || in.closed.load() || pair_->ends_alive.load() < 2)) ||
+        (want_tx && !out.ring.full())) {
+      pair_->wake(end_);
+    }
+    return POLLIN;
   }
   void rearm() noexcept override {
     uint64_t v;
