@@ -34,17 +34,7 @@ def migrate_native(wd, lk, workload, ram_kib):
         src.wait_heartbeats(3)
         say('migrating natively (QEMU pre-copy over TCP) ...')
         tx0 = lk.tx_bytes('a') + lk.tx_bytes('b')
-        src.migrate(uri)
-        try:
-            info = src.wait_migration(timeout=DEADLINE_S)
-            outcome = 'completed'
-        except rig.MigrationFailed as e:
-            info, outcome = e.info, 'failed'
-        except rig.RigError:
-            info, outcome = src.query_migrate(), 'did not converge in %d s' % DEADLINE_S
-            src.qmp('migrate_cancel')
-            src.wait_migration(timeout=60, until=('cancelled', 'failed', 'completed'),
-                               raise_on_fail=False)
+        outcome, info = src.migrate_until(uri, DEADLINE_S)
         row = {'method': 'native QEMU', 'outcome': outcome,
                'total_ms': info.get('total-time'), 'downtime_ms': info.get('downtime')}
         if outcome == 'completed':

@@ -25,7 +25,8 @@ FERRY_BIN / FERRY_BUILD_DIR (which ferry binary), FERRY_TEST_TMP (workdir parent
 API summary:
   Guest(name, ram_kib, workload, incoming, netns, extra_args, workdir) / Guest.destination(src,
       name, incoming): qmp(cmd, **args), events(), status(), cont(), stop(),
-      set_capabilities({...}), set_parameters({...}), migrate(uri), migrate_incoming(uri),
+      set_capabilities({...}), set_parameters({...}), configure_migration(caps, params),
+      migrate(uri), migrate_until(uri, deadline_s) -> (outcome, info), migrate_incoming(uri),
       start_postcopy(), query_migrate(), wait_migration(timeout, until), wait_status(states),
       wait_incoming_done(), wait_ready(), wait_heartbeats(n, timeout), heartbeats(),
       pmemsave(path), serial_text(), stderr_text(), kill(), quit(), close()
@@ -494,6 +495,29 @@ class Guest:
                 raise RigError('%s; last query-migrate: %s' % (e, json.dumps(last)))
             raise
         return last
+
+    def migrate_until(self, uri, deadline_s):
+        """Starts a migration to uri and waits up to deadline_s for it. Returns (outcome,
+        info): 'completed', 'failed', or 'did not converge' (then it is cancelled and the
+        guest keeps running here); info is the last query-migrate."""
+        self.migrate(uri)
+        try:
+            return 'completed', self.wait_migration(timeout=deadline_s)
+        except MigrationFailed as e:
+            return 'failed', e.info
+        except RigError:
+            info = self.query_migrate()
+            self.qmp('migrate_cancel')
+            self.wait_migration(timeout=60, until=('cancelled', 'failed', 'completed'),
+                                raise_on_fail=False)
+            return 'did not converge', info
+
+    def configure_migration(self, caps=None, params=None):
+        """migrate-set-capabilities / -parameters when given (both are dicts)."""
+        if caps:
+            self.set_capabilities(caps)
+        if params:
+            self.set_parameters(params)
 
     def wait_status(self, statuses, timeout=60):
         """Waits until query-status is one of `statuses` (e.g. 'postmigrate', 'paused')."""

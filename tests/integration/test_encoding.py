@@ -82,10 +82,7 @@ def run(wd, lk, workload_name, method, index):
         fr = None
         try:
             for g in (src, dst):
-                if caps:
-                    g.set_capabilities(caps)
-                if params:
-                    g.set_parameters(params)
+                g.configure_migration(caps, params)
             src.wait_ready()
             src.wait_heartbeats(3)
             uri = incoming
@@ -97,18 +94,7 @@ def run(wd, lk, workload_name, method, index):
             cpu0 = migration_cpu_s(src.proc.pid)
             tx0 = lk.tx_bytes('a') + lk.tx_bytes('b')
             t0 = time.monotonic()
-            src.migrate(uri)
-            try:
-                info = src.wait_migration(timeout=DEADLINE_S)
-                outcome = 'completed'
-            except rig.MigrationFailed as e:
-                info, outcome = e.info, 'failed'
-            except rig.RigError:
-                info = src.query_migrate()
-                outcome = 'did not converge'
-                src.qmp('migrate_cancel')
-                src.wait_migration(timeout=60, until=('cancelled', 'failed', 'completed'),
-                                   raise_on_fail=False)
+            outcome, info = src.migrate_until(uri, DEADLINE_S)
             wall = time.monotonic() - t0
             row.update(outcome=outcome, wall_s=round(wall, 2),
                        total_time_ms=info.get('total-time'), downtime_ms=info.get('downtime'),

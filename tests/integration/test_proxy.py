@@ -188,8 +188,10 @@ def check_ferry_counts(fr, info, channels, pages_exact=True, stdio=False):
               (s['bytes_from_qemu'], r['bytes_to_qemu']))
     else:
         # The rebuilt stream carries the same records; it may name a block where the source
-        # used CONTINUE (page_stream.h), never the other way round.
-        check(s['bytes_from_qemu'] <= r['bytes_to_qemu'] <= s['bytes_from_qemu'] * 1.01,
+        # used CONTINUE (page_stream.h), and a PAGE record whose bytes were all zero (QEMU
+        # sends one now and then: the guest zeroed it after QEMU's zero check) comes out as
+        # a ZERO record, 4 KiB shorter.
+        check(abs(r['bytes_to_qemu'] - s['bytes_from_qemu']) <= s['bytes_from_qemu'] // 100,
               'rebuilt stream %d bytes for %d from QEMU' %
               (r['bytes_to_qemu'], s['bytes_from_qemu']))
         enc = s.get('encoding')
@@ -206,10 +208,17 @@ def check_ferry_counts(fr, info, channels, pages_exact=True, stdio=False):
           'link byte counts differ between the ends')
     if fr.codec == 'none':
         check(s['link_tx_bytes'] > s['bytes_from_qemu'], 'link bytes not above payload (frames?)')
-    check(s['pages'] == r['pages'], 'page counts differ: %s vs %s' % (s['pages'], r['pages']))
+    def same_pages(x, y):
+        if fr.codec == 'none':
+            return x == y
+        # Encoding may turn an all-zero PAGE into a ZERO record, never the other way.
+        return (x['zero'] + x['normal'] == y['zero'] + y['normal'] and y['zero'] >= x['zero']
+                and x['xbzrle'] == y['xbzrle'] and x['compressed'] == y['compressed'])
+    check(same_pages(s['pages'], r['pages']),
+          'page counts differ: %s vs %s' % (s['pages'], r['pages']))
     for a, b in zip(s['per_channel'], r['per_channel']):
         check((a['bytes_from_qemu'] == b['bytes_to_qemu'] or fr.codec != 'none') and
-              a['role'] == b['role'] and a['pages'] == b['pages'],
+              a['role'] == b['role'] and same_pages(a['pages'], b['pages']),
               'channel %d differs between the ends: %s / %s' % (a['index'], a, b))
     ram = info['ram']
     check(s['pages']['zero'] == ram['duplicate'],
@@ -244,10 +253,7 @@ def precopy(workload, caps=None, params=None, link_rate=None, stdio=False, chann
             fr = Ferries(wd, link=link, codec=codec)
             try:
                 for g in (src, dst):
-                    if caps:
-                        g.set_capabilities(caps)
-                    if params:
-                        g.set_parameters(params)
+                    g.configure_migration(caps, params)
                 src.wait_ready()
                 if workload.get('pattern') != 'idle':
                     src.wait_heartbeats(3)
