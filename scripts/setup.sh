@@ -17,6 +17,8 @@ PACKAGES=(
   # guest rig and integration tests
   qemu-system-x86 qemu-utils busybox-static cpio gzip xz-utils iproute2 python3 util-linux
   gcc libc6-dev binutils dpkg
+  # benchmark matrix (scripts/bench.sh): the apps guest and the plots
+  debootstrap python3-matplotlib
 )
 
 need_install=()

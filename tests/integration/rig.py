@@ -324,13 +324,17 @@ class Guest:
     extra_args more QEMU arguments
     workdir   a Workdir (default: a private one removed at close)
     start     False to construct without launching (call launch())
+    initrd    another initramfs for the same kernel (default: the small guest's; the
+              benchmark's apps guest is .cache/guest-apps/initramfs.cpio.gz)
 
     Files: self.serial_log (console), self.qmp_path, self.stderr_log.
     """
 
     def __init__(self, name, ram_kib=DEFAULT_RAM_KIB, workload=None, incoming=None,
-                 netns=None, extra_args=(), workdir=None, start=True, append_extra=''):
+                 netns=None, extra_args=(), workdir=None, start=True, append_extra='',
+                 initrd=None):
         self.name = name
+        self.initrd = initrd or INITRD
         self.ram_kib = ram_kib
         self.workload = dict(workload or {})
         self.incoming = incoming
@@ -361,6 +365,7 @@ class Guest:
         kw.setdefault('workdir', src.wd)
         kw.setdefault('append_extra', src.append_extra)
         kw.setdefault('extra_args', src.extra_args)
+        kw.setdefault('initrd', src.initrd)
         return cls(name, incoming=incoming, **kw)
 
     @property
@@ -375,9 +380,9 @@ class Guest:
             append.append(self.append_extra)
         argv = [QEMU, '-M', 'pc', '-accel', 'tcg', '-m', '%dK' % self.ram_kib, '-nodefaults',
                 '-display', 'none', '-vga', 'none', '-no-user-config',
-                '-kernel', KERNEL, '-initrd', INITRD, '-append', ' '.join(append),
+                '-kernel', KERNEL, '-initrd', self.initrd, '-append', ' '.join(append),
                 '-chardev', 'file,id=ser0,path=%s' % self.serial_log, '-serial', 'chardev:ser0',
-                '-qmp', 'unix:%s,server=on,wait=off' % self.qmp_path, '-name', self.name]
+                '-qmp', 'unix:%s,server=on,wait=off' % self.qmp_path, '-name', self.name + ',debug-threads=on']
         if self.incoming is not None:
             argv += ['-S', '-incoming', self.incoming]
         return argv + self.extra_args

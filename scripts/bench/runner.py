@@ -1,0 +1,272 @@
+"""One benchmark run: fresh source and destination guests in two network namespaces joined by
+a tbf-shaped veth, one migration method, every metric measured on real components.
+
+    run(spec, workdir_parent) -> row (dict)
+
+spec: {'link': '100mbit'|'none', 'workload': name (workloads.py), 'method': name (METHODS),
+       'rep': n, 'netns': 8-char name, 'deadline_s', 'postcopy_after_s', 'max_downtime_ms',
+       'cache_mib', 'window_s'}
+
+Timeline of a run: boot both guests (the destination waits with -S -incoming), let the
+workload run `window_s` (throughput "before"), migrate (throughput "during", from the source's
+and then the destination's heartbeats on one host time line), compare the RAM of both guests
+page by page (the destination is still paused), resume the destination and measure `window_s`
+of throughput "after". A run that does not complete within `deadline_s` is cancelled: outcome
+"did not converge" and the guest keeps running on the source.
+
+Used by bench.py, which runs each spec in a child process with a hard timeout.
+"""
+
+import json
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, '..', '..'))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(ROOT, 'tests', 'integration'))
+import probes  # noqa: E402
+import rig  # noqa: E402
+from test_proxy import Ferries, read_text  # noqa: E402
+from workloads import WORKLOADS  # noqa: E402
+
+
+class Method:
+    """caps/params go to both QEMUs before the migration; kind picks the driver."""
+
+    def __init__(self, name, kind, about, caps=None, params=None, codec=None):
+        self.name, self.kind, self.about = name, kind, about
+        self.caps, self.params, self.codec = caps or {}, params or {}, codec
+
+
+def _methods():
+    ms = [
+        Method('native', 'qemu', 'QEMU pre-copy with its defaults (downtime-limit 300 ms)'),
+        Method('xbzrle', 'qemu', 'QEMU pre-copy with xbzrle (cache = the matrix cache_mib)',
+               caps={'xbzrle': True}),
+        Method('multifd-zstd', 'qemu', 'QEMU multifd, 2 channels, zstd level 1',
+               caps={'multifd': True},
+               params={'multifd-channels': 2, 'multifd-compression': 'zstd'}),
+        Method('auto-converge', 'qemu', 'QEMU pre-copy with auto-converge (vCPU throttling)',
+               caps={'auto-converge': True}),
+        Method('postcopy-timeout', 'postcopy',
+               'QEMU pre-copy, switched to post-copy after postcopy_after_s (as libvirt and '
+               'KubeVirt do)', caps={'postcopy-ram': True}),
+        Method('ferry-migrate', 'migrate',
+               'ferry migrate --allow-postcopy --max-downtime <budget> (policy engine)'),
+    ]
+    for codec in ('none', 'fast', 'max', 'auto'):
+        ms.append(Method('ferry-' + codec, 'ferry',
+                         'ferry send/recv --codec %s, pre-copy only, QEMU defaults' % codec,
+                         codec=codec))
+    return {m.name: m for m in ms}
+
+
+METHODS = _methods()
+
+
+def _qmp2(wd, name):
+    # ferry migrate needs a QMP monitor of its own on each QEMU (one client per socket).
+    return ['-qmp', 'unix:%s,server=on,wait=off' % wd.path(name + '-m.qmp')]
+
+
+def _wait_window(hb, t_from, seconds, guest):
+    """Waits until `seconds` of heartbeats after t_from were seen (a measurement window, not
+    a synchronisation: the condition is the heartbeats themselves)."""
+    def covered():
+        guest._check_alive()
+        pts = hb.snapshot()
+        return pts and pts[-1][0] >= t_from + seconds
+    rig.wait_until(covered, seconds + rig.scaled(30), '%s heartbeats for %.0f s' %
+                   (guest.name, seconds), interval=0.1)
+    return time.monotonic()
+
+
+def run(spec, parent):
+    m = METHODS[spec['method']]
+    wl = WORKLOADS[spec['workload']]
+    deadline = spec['deadline_s']
+    window = spec['window_s']
+    budget = spec['max_downtime_ms']
+    row = {'link': spec['link'], 'workload': wl.name, 'method': m.name, 'rep': spec['rep'],
+           'outcome': 'error', 'error': ''}
+    os.environ.setdefault('FERRY_TEST_TMP', parent)
+    with rig.Workdir('bench') as wd, rig.Link(spec['link'], name=spec['netns']) as lk:
+        ferry_side = m.kind in ('ferry', 'migrate')
+        incoming = 'unix:' + wd.path('in.sock') if ferry_side else \
+            'tcp:%s:4444' % lk.addr_b
+        extra = _qmp2(wd, 'src') if m.kind == 'migrate' else []
+        boot_timeout = 180 if wl.guest == 'apps' else 90
+        with rig.Guest('src', ram_kib=wl.ram_kib, workload=wl.params, workdir=wd,
+                       netns=lk.ns_a, extra_args=extra, initrd=wl.initrd) as src, \
+                rig.Guest.destination(src, 'dst', incoming, netns=lk.ns_b,
+                                      extra_args=_qmp2(wd, 'dst') if extra else []) as dst:
+            hb_src = probes.HeartbeatMonitor(src.serial_log)
+            hb_dst = probes.HeartbeatMonitor(dst.serial_log)
+            fr, mig = None, None
+            try:
+                src.wait_ready(timeout=boot_timeout)
+                caps = dict(m.caps)
+                params = dict(m.params)
+                if m.name == 'xbzrle':
+                    params['xbzrle-cache-size'] = spec['cache_mib'] << 20
+                for g in (src, dst):
+                    g.configure_migration(caps, params)
+                t_before = _wait_window(hb_src, time.monotonic(), window, src)
+                cpu = {'src_qemu': probes.CpuTracker(src.proc.pid),
+                       'dst_qemu': probes.CpuTracker(dst.proc.pid)}
+                tx0 = lk.tx_bytes('a') + lk.tx_bytes('b')
+                t0 = time.monotonic()
+                if m.kind in ('qemu', 'postcopy'):
+                    info = _run_qemu(m, src, spec, row, t0)
+                elif m.kind == 'ferry':
+                    fr = Ferries(wd, tag='f', link=lk, codec=m.codec,
+                                 send_args=['--cache-mib', str(spec['cache_mib'])])
+                    fr.start_recv(wd.path('in.sock'))
+                    uri = fr.start_send()
+                    cpu['ferry_send'] = probes.CpuTracker(fr.send_p.pid)
+                    cpu['ferry_recv'] = probes.CpuTracker(fr.recv_p.pid)
+                    outcome, info = src.migrate_until(uri, deadline)
+                    row['outcome'] = outcome
+                else:
+                    fr = Ferries(wd, tag='f', link=lk)
+                    fr.start_recv(wd.path('in.sock'))
+                    cpu['ferry_recv'] = probes.CpuTracker(fr.recv_p.pid)
+                    mig, info = _run_ferry_migrate(wd, lk, fr, spec, row, cpu)
+                t_end = time.monotonic()
+                row['wall_s'] = round(t_end - t0, 2)
+                row['total_s'] = round(info.get('total-time', 0) / 1000, 2) \
+                    if info.get('total-time') else row['wall_s']
+                row['downtime_ms'] = info.get('downtime')
+                row['passes'] = info.get('ram', {}).get('dirty-sync-count')
+                completed = row['outcome'] == 'completed'
+                if completed:
+                    dst.wait_incoming_done()
+                    src.wait_status('postmigrate')
+                    if fr is not None:
+                        if fr.send_p is not None:
+                            fr.wait_exit('send', 60)
+                        fr.wait_exit('recv', 60)
+                row['link_mb'] = round((lk.tx_bytes('a') + lk.tx_bytes('b') - tx0) / 1e6, 2)
+                for k, tr in cpu.items():
+                    row[k + '_cpu_s'] = tr.stop()
+                row['src_qemu_vcpu_s'] = round(cpu['src_qemu'].last.vcpu -
+                                               cpu['src_qemu'].first.vcpu, 2)
+                row['src_qemu_mig_cpu_s'] = round(row['src_qemu_cpu_s'] -
+                                                  row['src_qemu_vcpu_s'], 2)
+                if fr is not None and completed and os.path.exists(fr.send_json):
+                    s = json.loads(read_text(fr.send_json))
+                    row['ferry_ratio'] = s.get('encoding', {}).get('ratio')
+                if completed:
+                    diff = rig.compare_ram(src, dst)
+                    row['ram_verified'] = diff.ok
+                    if not diff.ok:
+                        row['error'] = 'RAM differs: %r' % diff
+                    dst.cont()
+                    t_cont = time.monotonic()
+                    _wait_window(hb_dst, t_cont, window, dst)
+                    pts = probes.merge_points(hb_dst.snapshot())
+                    row['tput_after'] = _rate(probes.rate_between(pts, t_cont + 0.5,
+                                                                  t_cont + 0.5 + window))
+                else:
+                    row['ram_verified'] = None
+                pts = probes.merge_points(hb_src.snapshot(), hb_dst.snapshot())
+                row['tput_before'] = _rate(probes.rate_between(pts, t_before - window,
+                                                               t_before))
+                row['tput_during'] = _rate(probes.rate_between(pts, t0, t_end))
+                row['tput_unit'] = wl.unit + '/s'
+                row['within_budget'] = completed and row['downtime_ms'] is not None and \
+                    row['downtime_ms'] <= budget
+                row['success'] = bool(completed and row['ram_verified'] and
+                                      row['within_budget'])
+            except Exception as e:  # recorded in the row; bench.py reports it
+                row['outcome'] = row.get('outcome') if row.get('outcome') not in (None, 'error') \
+                    else 'error'
+                row['error'] = ('%s: %s' % (type(e).__name__, e))[:500]
+                row['success'] = False
+            finally:
+                hb_src.stop()
+                hb_dst.stop()
+                rig.reap(mig)
+                if fr is not None:
+                    fr.close()
+    return row
+
+
+def _rate(v):
+    return None if v is None else round(v, 1)
+
+
+def _run_qemu(m, src, spec, row, t0):
+    """QEMU alone: native, its own options, or post-copy after a fixed timeout."""
+    uri = 'tcp:%s:4444' % rig.Link.addr_b
+    if m.kind == 'qemu':
+        outcome, info = src.migrate_until(uri, spec['deadline_s'])
+        row['outcome'] = outcome
+        return info
+    src.migrate(uri)
+    after = spec['postcopy_after_s']
+    try:
+        info = src.wait_migration(timeout=after)
+        row['outcome'] = 'completed'
+        return info
+    except rig.MigrationFailed as e:
+        row['outcome'] = 'failed'
+        return e.info
+    except rig.RigError:
+        pass
+    src.start_postcopy()
+    row['postcopy_at_s'] = round(time.monotonic() - t0, 1)
+    outcome, info = 'completed', None
+    try:
+        info = src.wait_migration(timeout=spec['deadline_s'])
+    except rig.MigrationFailed as e:
+        outcome, info = 'failed', e.info
+    except rig.RigError:
+        outcome, info = 'did not finish post-copy', src.query_migrate()
+    row['outcome'] = outcome
+    return info
+
+
+def _run_ferry_migrate(wd, lk, fr, spec, row, cpu):
+    out, err = wd.path('migrate.json'), wd.path('migrate.err')
+    argv = [rig.find_ferry(), 'migrate', '--src-qmp', 'unix:' + wd.path('src-m.qmp'),
+            '--dst-qmp', 'unix:' + wd.path('dst-m.qmp'), '--peer', fr.peer,
+            '--max-downtime', str(spec['max_downtime_ms']), '--deadline',
+            str(spec['deadline_s']), '--allow-postcopy', '--cache-mib', str(spec['cache_mib']),
+            '--sock', wd.path('mig.sock'), '--json']
+    mig = lk.spawn('a', argv, stdout=open(out, 'wb'), stderr=open(err, 'wb'))
+    cpu['ferry_send'] = probes.CpuTracker(mig.pid)
+    rig.wait_until(lambda: mig.poll() is not None, rig.scaled(spec['deadline_s'] + 120),
+                   'ferry migrate')
+    events = [json.loads(x) for x in read_text(out).splitlines() if x.strip()]
+    reps = [e for e in events if e.get('event') == 'report']
+    if not reps:
+        raise rig.RigError('ferry migrate gave no report (exit %s): %s' %
+                           (mig.returncode, read_text(err)[-500:]))
+    rep = reps[0]
+    row['outcome'] = rep['outcome']
+    if rep.get('reason'):
+        row['reason'] = rep['reason']
+    row['decisions'] = rep['decisions']
+    for d in rep['decisions']:
+        if d['action'] == 'start-postcopy':
+            row['postcopy_at_s'] = round(d['t_s'], 1)
+    info = {'total-time': rep['total_time_ms'], 'downtime': rep['downtime_ms'],
+            'ram': {'dirty-sync-count': rep.get('passes')}}
+    return mig, info
+
+
+def main(argv):
+    """runner.py SPEC_JSON OUT_JSON: one run (bench.py's child)."""
+    spec = json.loads(argv[1])
+    row = run(spec, os.environ.get('FERRY_TEST_TMP', '/tmp'))
+    with open(argv[2] + '.tmp', 'w') as f:
+        json.dump(row, f, indent=1)
+    os.replace(argv[2] + '.tmp', argv[2])
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv))
