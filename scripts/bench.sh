@@ -3,7 +3,7 @@
 # guests over tbf-shaped links between network namespaces. Needs root.
 #
 #   scripts/bench.sh                       the quick matrix (about 15 minutes)
-#   scripts/bench.sh --matrix full         3 links x 5 workloads x 6 methods (under 3 hours)
+#   scripts/bench.sh --matrix full         3 links x 5 workloads x 5 methods (~80 minutes)
 #   scripts/bench.sh --matrix codecs       ferry's codec levels on one link
 #   scripts/bench.sh --help                every option (resume, --only, --list, --report)
 #
