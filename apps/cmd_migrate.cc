@@ -207,6 +207,14 @@ int run_migrate(int argc, char** argv) {
     return fail("source: " + r.status().message());
   }
 
+  // A first estimate of the dirty rate, for the policy's prediction during pass 1 (QEMU only
+  // measures it at the end of a pass, a minute away on a slow link): calc-dirty-rate hashes a
+  // sample of guest pages twice, 1 s apart. It only reads guest memory; the migration's dirty
+  // log is untouched. An older QEMU without it just leaves the engine QEMU's own numbers.
+  bool sampling = static_cast<bool>((*src)->execute(
+      "calc-dirty-rate", Value::object({{"calc-time", Value(int64_t{1})}})));
+  double sampled_dirty_bytes_per_s = 0;
+
   // 3. The policy loop.
   Engine engine(a.limits);
   CpuIdleMeter cpu;
@@ -230,9 +238,19 @@ int run_migrate(int argc, char** argv) {
     }
     const double now_s =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (sampling && now_s >= 1.0) {
+      auto d = (*src)->execute("query-dirty-rate");
+      if (!d) {
+        sampling = false;
+      } else if ((*d)["status"].as_string() == "measured") {
+        sampled_dirty_bytes_per_s = (*d)["dirty-rate"].as_double() * 1048576.0;  // MiB/s
+        sampling = false;
+      }
+    }
     Sample s;
     s.time_s = now_s;
     s.qemu = q;
+    s.qemu.sampled_dirty_bytes_per_s = sampled_dirty_bytes_per_s;
     const SetCounters c = session.channels().counters();
     s.ferry.bytes_from_qemu = c.bytes_from_qemu;
     s.ferry.link_tx_bytes = c.link_tx_bytes;
@@ -346,6 +364,7 @@ int run_migrate(int argc, char** argv) {
                                {"postcopy_requests",
                                 Value(static_cast<int64_t>(q.postcopy_requests))},
                                {"passes", Value(static_cast<int64_t>(q.dirty_sync_count))},
+                               {"sampled_dirty_bytes_per_s", Value(sampled_dirty_bytes_per_s)},
                                {"decisions", ds}})
                     .dump()
                     .c_str());

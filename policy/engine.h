@@ -10,7 +10,7 @@
 // pass is shorter than the last, until what is left fits the downtime budget at rate B.
 //
 // Ladder of actions, cheapest first:
-//   1. downtime-limit := 60 % of the operator's budget (once, at the start: QEMU's estimate of
+//   1. downtime-limit := 50 % of the operator's budget (once, at the start: QEMU's estimate of
 //      the last pass is noisy when encoding makes the stream rate swing);
 //   2. encoding effort: lowered when the host CPU is starved (< 10 % idle) while the link waits
 //      for ferry (its backlog is short), raised back when the link limits again (backlog
@@ -21,7 +21,13 @@
 //      allowed can finish within the deadline.
 // Non-convergence is predicted at a pass boundary (from the second on, once QEMU has measured
 // D) when D >= 0.9 B, or when the bytes left at the start of the last two passes did not
-// shrink by at least 5 %, or when converging at B - D would overrun the deadline.
+// shrink by at least 5 %, or when converging at B - D would overrun the deadline. In the first
+// pass, which on a slow link can take a minute, QEMU has no D yet; a sampled estimate
+// (QEMU's calc-dirty-rate, taken by `ferry migrate` as the migration starts) stands in for
+// it once B has settled, and D_sampled >= 0.9 B predicts non-convergence too — then the switch
+// to post-copy comes at the start of pass 2 (when what is left is just pass 1's dirty set)
+// instead of after two more passes. A sampled estimate only ever leads to post-copy, never to
+// a stop: stopping waits for QEMU's own measurement.
 #pragma once
 
 #include <cstdint>
@@ -52,6 +58,8 @@ struct QemuSample {
   uint64_t total_time_ms = 0;
   uint64_t downtime_ms = 0;
   uint64_t postcopy_requests = 0;
+  // Sampled dirty rate in bytes/s (QEMU calc-dirty-rate, page sampling), 0 = not measured.
+  double sampled_dirty_bytes_per_s = 0;
 };
 
 // ferry's own counters (cumulative).
@@ -109,6 +117,8 @@ class Engine {
  private:
   void update_rates(const Sample& s);
   void on_pass_start(const Sample& s, std::vector<Decision>& out);
+  void predict_from_sample(const Sample& s);
+  void predict(const Sample& s, std::vector<Decision>& out, const std::string& why);
   void tune_effort(const Sample& s, std::vector<Decision>& out);
   void add(std::vector<Decision>& out, const Sample& s, Action a, double value,
            std::string reason);
@@ -124,6 +134,7 @@ class Engine {
   std::vector<uint64_t> pass_start_remaining_;
   bool predicted_ = false;
   uint64_t predicted_at_pass_ = 0;
+  std::string predicted_why_;  // the numbers behind the prediction, for the switch's reason
   bool postcopy_started_ = false;
   bool stopped_ = false;
   // Effort control: the engine takes over from the codec's own choice once it first acts.

@@ -39,6 +39,9 @@ SimResult simulate(const SimConfig& c, const Limits& limits) {
     s.qemu.remaining_bytes = static_cast<uint64_t>(remaining);
     s.qemu.total_bytes = static_cast<uint64_t>(c.ram_bytes);
     s.qemu.dirty_pages_per_s = dirty_rate_seen / 4096;
+    if (c.sampled_dirty_from_s >= 0 && t >= c.sampled_dirty_from_s) {
+      s.qemu.sampled_dirty_bytes_per_s = c.dirty_bytes_per_s * c.sampled_dirty_factor;
+    }
     s.qemu.dirty_sync_count = pass;
     s.ferry.bytes_from_qemu = static_cast<uint64_t>(stream);
     s.ferry.link_tx_bytes = static_cast<uint64_t>(wire);

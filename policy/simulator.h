@@ -32,6 +32,10 @@ struct SimConfig {
   double other_cpu_cores = 1.0;  // QEMU, the guest, the rest
   int start_effort = 1;          // -1: no encoding (ratio 1, no CPU)
   double device_state_bytes = 2e6;
+  // From this time on the engine also gets a sampled dirty rate (as `ferry migrate` takes
+  // with QEMU's calc-dirty-rate): the true rate x sampled_dirty_factor. < 0: never.
+  double sampled_dirty_from_s = -1;
+  double sampled_dirty_factor = 1.0;
   double step_s = 0.1;
   double time_limit_s = 3600;
 };

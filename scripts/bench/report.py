@@ -133,8 +133,8 @@ def _ratios(rows, links, wls, methods, qemu_methods):
         return []
     md = ['## ferry against QEMU, cell by cell', '',
           'Ratios of ferry to native pre-copy and to the best QEMU option of the same cell '
-          '(the completed one with the least time; bytes of that same run). "-" where one '
-          'side did not complete.', '',
+          '(the fastest successful one: completed, RAM identical, downtime within the '
+          'budget; bytes of that same run). "-" where either side did not succeed.', '',
           '| link | workload | ferry method | time / native | bytes / native | '
           'best QEMU option | time / best | bytes / best |', '|---|---|---|---:|---:|---|---:|---:|']
     for link in links:
@@ -157,7 +157,7 @@ def _ratios(rows, links, wls, methods, qemu_methods):
                     return '%.2f' % (a[k] / b[k])
                 md.append('| %s | %s | %s | %s | %s | %s | %s | %s |' % (
                     link, wl, fm, ratio(fc, nat, 'total_s'), ratio(fc, nat, 'link_mb'),
-                    best or 'none completed', ratio(fc, best_c, 'total_s'),
+                    best or 'none succeeded', ratio(fc, best_c, 'total_s'),
                     ratio(fc, best_c, 'link_mb')))
     return md + ['']
 
