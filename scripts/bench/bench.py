@@ -16,6 +16,7 @@ guests and namespaces cleaned up, and recorded as "run timeout". Results go to D
 results/bench-<matrix>): runs/<id>.json (every metric and ferry's decisions), runs.csv,
 summary.md and plots/*.png. Resumable: runs already in DIR are not run again (--fresh starts
 over, --retry-errors runs the failed-to-measure ones again). One progress line per run.
+FERRY_BENCH_KEEP=1 keeps the workdir (/tmp/ferry-bench-*) of a run that failed.
 """
 import argparse
 import csv
@@ -109,6 +110,7 @@ def run_child(mx, rid, link, wl, method, rep, index, out):
     if os.environ.get('FERRY_BENCH_KEEP'):
         env['FERRY_KEEP'] = 'fail'
     started = time.strftime('%Y-%m-%dT%H:%M:%S')
+    timed_out = False
     with open(log_path, 'wb') as log:
         p = subprocess.Popen([sys.executable, os.path.join(HERE, 'runner.py'), json.dumps(spec),
                               row_path], stdout=log, stderr=subprocess.STDOUT,
@@ -116,9 +118,10 @@ def run_child(mx, rid, link, wl, method, rep, index, out):
         try:
             p.wait(timeout=mx['run_timeout_s'])
         except subprocess.TimeoutExpired:
+            timed_out = True
             kill_group(p)
         finally:
-            if p.poll() is None:
+            if p.poll() is None:  # interrupted (^C): take the run's guests down with it
                 kill_group(p)
     subprocess.run([os.path.join(ROOT, 'scripts', 'netns.sh'), 'down', netns],
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -132,7 +135,6 @@ def run_child(mx, rid, link, wl, method, rep, index, out):
                 tail = f.read()[-400:].decode(errors='replace')
         except OSError:
             pass
-        timed_out = p.returncode is not None and p.returncode < 0
         row = {'link': link, 'workload': wl, 'method': method, 'rep': rep,
                'outcome': 'run timeout' if timed_out else 'error', 'success': False,
                'error': ('killed after %d s' % mx['run_timeout_s']) if timed_out else

@@ -11,7 +11,7 @@ import time
 CLK_TCK = os.sysconf('SC_CLK_TCK')
 
 # The synthetic workload prints `FERRY-HB <seq> <pages_written_total>`; the app guest prints
-# `FERRY-HB <seq> <ops_total>` (scripts/guest/apps/). Both counters live in guest memory, so
+# `FERRY-HB <seq> <ops_total>` (scripts/guest/apps-init). Both counters live in guest memory, so
 # the destination continues the source's count after a migration.
 _HB_RE = re.compile(rb'FERRY-HB (\d+) (\d+)\r?\n')
 
@@ -148,14 +148,6 @@ class CpuSample:
         self.vcpu = vcpu / CLK_TCK
 
 
-def cpu_delta(a, b):
-    """(total seconds, vCPU seconds) between two CpuSamples of the same process. A process that
-    exited before b counts up to its last sample (b then falls back to a)."""
-    if a is None or b is None or not b.alive:
-        return None, None
-    return round(b.total - a.total, 2), round(b.vcpu - a.vcpu, 2)
-
-
 class CpuTracker:
     """Samples a process regularly so that its CPU time is known even if it exits before the
     end of the run (ferry processes exit when the migration ends)."""
@@ -182,11 +174,3 @@ class CpuTracker:
         if s.alive:
             self.last = s
         return round(self.last.total - self.first.total, 2)
-
-
-def load_average():
-    try:
-        with open('/proc/loadavg') as f:
-            return float(f.read().split()[0])
-    except OSError:
-        return None

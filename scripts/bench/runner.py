@@ -75,7 +75,8 @@ def _wait_window(hb, t_from, seconds, guest):
     """Waits until `seconds` of heartbeats after t_from were seen (a measurement window, not
     a synchronisation: the condition is the heartbeats themselves)."""
     def covered():
-        guest._check_alive()
+        if not guest.alive():
+            raise rig.RigError('%s: QEMU exited: %s' % (guest.name, guest.stderr_text()[-500:]))
         pts = hb.snapshot()
         return pts and pts[-1][0] >= t_from + seconds
     rig.wait_until(covered, seconds + rig.scaled(30), '%s heartbeats for %.0f s' %
@@ -180,9 +181,7 @@ def run(spec, parent):
                     row['downtime_ms'] <= budget
                 row['success'] = bool(completed and row['ram_verified'] and
                                       row['within_budget'])
-            except Exception as e:  # recorded in the row; bench.py reports it
-                row['outcome'] = row.get('outcome') if row.get('outcome') not in (None, 'error') \
-                    else 'error'
+            except Exception as e:  # recorded in the row (the outcome stays if one was reached)
                 row['error'] = ('%s: %s' % (type(e).__name__, e))[:500]
                 row['success'] = False
             finally:
