@@ -194,7 +194,7 @@ def _plots(out, rows, links, wls, methods, succ):
     colors = plt.get_cmap('tab10')
     for key, label, fname in (('total_s', 'total migration time (s)', 'time.png'),
                               ('link_mb', 'bytes on the link (MB)', 'bytes.png')):
-        fig, axes = plt.subplots(1, len(links), figsize=(5.5 * len(links), 4.6), squeeze=False)
+        fig, axes = plt.subplots(1, len(links), figsize=(5.5 * len(links), 5.2), squeeze=False)
         width = 0.8 / max(len(methods), 1)
         for ax, link in zip(axes[0], links):
             for i, m in enumerate(methods):
@@ -224,9 +224,12 @@ def _plots(out, rows, links, wls, methods, succ):
             ax.set_ylabel(label)
             ax.set_title('link %s' % link)
             ax.grid(axis='y', alpha=0.3)
-        axes[0][0].legend(fontsize=8, title='method (hatched: did not complete)',
-                          title_fontsize=8)
-        fig.tight_layout()
+        # Below the panels, so no bar hides behind it.
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc='lower center', ncol=len(methods), fontsize=8,
+                   title='method (hatched: did not complete: time to the deadline, bytes '
+                   'sent until cancelled)', title_fontsize=8)
+        fig.tight_layout(rect=(0, 0.12, 1, 1))
         fig.savefig(os.path.join(out, 'plots', fname), dpi=90)
         plt.close(fig)
         names.append(fname)

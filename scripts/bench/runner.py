@@ -167,7 +167,9 @@ def run(spec, parent):
                     dst.cont()
                     t_cont = time.monotonic()
                     _wait_window(hb_dst, t_cont, window, dst)
-                    pts = probes.merge_points(hb_dst.snapshot())
+                    # With the source's heartbeats too: the counter carries over, and a slow
+                    # heartbeat (pgbench: 1 s) may not have come yet at the window's start.
+                    pts = probes.merge_points(hb_src.snapshot(), hb_dst.snapshot())
                     row['tput_after'] = _rate(probes.rate_between(pts, t_cont + 0.5,
                                                                   t_cont + 0.5 + window))
                 else:
