@@ -166,7 +166,9 @@ def run(spec, parent):
                         row['error'] = 'RAM differs: %r' % diff
                     dst.cont()
                     t_cont = time.monotonic()
-                    _wait_window(hb_dst, t_cont, window, dst)
+                    # The window starts 0.5 s after cont (the guest's first heartbeat); wait
+                    # until it is covered, so the rate is not diluted by time not yet seen.
+                    _wait_window(hb_dst, t_cont + 0.5, window, dst)
                     # With the source's heartbeats too: the counter carries over, and a slow
                     # heartbeat (pgbench: 1 s) may not have come yet at the window's start.
                     pts = probes.merge_points(hb_src.snapshot(), hb_dst.snapshot())
