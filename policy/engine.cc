@@ -25,6 +25,14 @@ constexpr double kShrink = 0.95;
 constexpr double kEffortHoldS = 2.0;
 // downtime-limit given to QEMU, as a fraction of the operator's budget.
 constexpr double kDowntimeMargin = 0.5;
+// B's spread is judged over this many samples (~3 s) once at least kSpreadMin are in;
+// downtime-limit follows it within [kSpreadFloor, 1] x the margin, changing only by >= 20 %
+// and at most once a second (QEMU re-reads it every 100 ms).
+constexpr size_t kSpreadWindow = 30;
+constexpr size_t kSpreadMin = 10;
+constexpr double kSpreadFloor = 0.2;
+constexpr double kDowntimeStep = 1.2;
+constexpr double kDowntimeHoldS = 1.0;
 // ferry's link backlog: above 64 KiB the kernel's socket buffer is full (the link limits);
 // below 16 KiB the link is waiting for ferry.
 constexpr double kBacklogLong = 64 << 10;
@@ -87,6 +95,10 @@ void Engine::update_rates(const Sample& s) {
                                        std::min(s.ferry.link_tx_bytes, prev_.ferry.link_tx_bytes)) /
                    dt;
   auto ewma = [](double& v, double x) { v = v == 0 ? x : (1 - kEwma) * v + kEwma * x; };
+  if (b > 0) {
+    recent_b_.push_back(b);
+    if (recent_b_.size() > kSpreadWindow) recent_b_.erase(recent_b_.begin());
+  }
   backlog_ = (1 - kEwma) * backlog_ + kEwma * static_cast<double>(s.ferry.link_backlog_bytes);
   ewma(view_.effective_bytes_per_s, b);
   ewma(view_.link_bytes_per_s, l > 0 ? l : b);
@@ -105,6 +117,8 @@ std::vector<Decision> Engine::step(const Sample& s) {
     // encoding the stream rate swings with page content (zero and text pages fly, random ones
     // crawl), so the last pass can take longer than QEMU predicted. Aim below the budget.
     const double limit = limits_.max_downtime_ms * kDowntimeMargin;
+    downtime_limit_ms_ = limit;
+    last_downtime_change_s_ = s.time_s;
     add(out, s, Action::kSetDowntimeLimit, limit,
         "downtime-limit set to " + std::to_string(static_cast<int>(limit)) + " ms, " +
             std::to_string(static_cast<int>(kDowntimeMargin * 100)) + " % of the " +
@@ -147,6 +161,7 @@ std::vector<Decision> Engine::step(const Sample& s) {
       }
     }
     tune_effort(s, out);
+    if (!postcopy_started_) tune_downtime(s, out);
   }
   prev_ = s;
   have_prev_ = true;
@@ -242,6 +257,37 @@ void Engine::tune_effort(const Sample& s, std::vector<Decision>& out) {
   effort_ = next;
   last_effort_change_s_ = s.time_s;
   add(out, s, Action::kSetEffort, next, reason);
+}
+
+// QEMU switches over once what is left fits downtime-limit at its bandwidth of the last
+// 100 ms. ferry's stream rate swings with page content (zero and text pages fly through the
+// encoder, random or fresh ones crawl), so that bandwidth may be the high end while the last
+// dirty set drains at the low end: the pause then runs high/low times longer than QEMU meant
+// (1 Gbit/s redis, encoder-bound: B 100-320 MB/s, 509 ms for a 300 ms budget). Scale the limit
+// by the spread, low / high (10th / 90th percentile of B over ~3 s).
+void Engine::tune_downtime(const Sample& s, std::vector<Decision>& out) {
+  if (recent_b_.size() < kSpreadMin || s.time_s - last_downtime_change_s_ < kDowntimeHoldS) return;
+  std::vector<double> sorted = recent_b_;
+  std::sort(sorted.begin(), sorted.end());
+  const double low = sorted[sorted.size() / 10];
+  const double high = sorted[sorted.size() - 1 - sorted.size() / 10];
+  if (high <= 0) return;
+  const double spread = std::clamp(low / high, kSpreadFloor, 1.0);
+  const double target = limits_.max_downtime_ms * kDowntimeMargin * spread;
+  if (target < downtime_limit_ms_ * kDowntimeStep && target * kDowntimeStep > downtime_limit_ms_) {
+    return;  // within 20 %: not worth a change
+  }
+  char why[400];
+  std::snprintf(why, sizeof why,
+                "downtime-limit %.0f -> %.0f ms: the path's stream rate swings %s to %s over the "
+                "last %zu samples, so the last pass may drain %.1fx slower than QEMU's latest "
+                "estimate (%.0f %% of the %.0f ms budget x %.2f)",
+                downtime_limit_ms_, target, mbps(low).c_str(), mbps(high).c_str(),
+                recent_b_.size(), high / low, kDowntimeMargin * 100, limits_.max_downtime_ms,
+                spread);
+  downtime_limit_ms_ = target;
+  last_downtime_change_s_ = s.time_s;
+  add(out, s, Action::kSetDowntimeLimit, target, why);
 }
 
 }  // namespace ferry::policy

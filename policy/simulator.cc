@@ -2,6 +2,7 @@
 #include "policy/simulator.h"
 
 #include <algorithm>
+#include <tuple>
 
 namespace ferry::policy {
 
@@ -17,18 +18,21 @@ SimResult simulate(const SimConfig& c, const Limits& limits) {
   bool postcopy = false;
   double stream = 0, wire = 0, transferred = 0;
   double dirty_rate_seen = 0;      // QEMU reports the rate measured at the last sync
-  auto rate = [&](double& cpu_idle) {
+  // Returns B now, the wire ratio and the mean B (without the content swing).
+  auto rate = [&](double t, double& cpu_idle) {
     const int e = std::clamp(effort, 0, 5);
     const double ratio = effort < 0 ? 1.0 : c.ratio[e];
     const double cpu = effort < 0 ? 1e30 : c.encode_bytes_per_s[e] * c.cores_for_encoding;
-    const double b = std::min(c.link_bytes_per_s / ratio, cpu);
-    const double enc_cores = effort < 0 ? 0 : b / c.encode_bytes_per_s[e];
+    const double mean = std::min(c.link_bytes_per_s / ratio, cpu);
+    const bool high = c.swing > 0 && static_cast<int64_t>(t / c.swing_period_s) % 2 == 0;
+    const double b = c.swing > 0 ? mean * (high ? 1 + c.swing : 1 - c.swing) : mean;
+    const double enc_cores = effort < 0 ? 0 : mean / c.encode_bytes_per_s[e];
     cpu_idle = std::clamp(1 - (c.other_cpu_cores + enc_cores) / c.host_cores, 0.0, 1.0);
-    return std::pair{b, ratio};
+    return std::tuple{b, ratio, mean};
   };
   for (double t = 0; t < c.time_limit_s; t += c.step_s) {
     double cpu_idle = 1;
-    auto [b, ratio] = rate(cpu_idle);
+    auto [b, ratio, mean_b] = rate(t, cpu_idle);
     r.min_cpu_idle = std::min(r.min_cpu_idle, cpu_idle);
 
     Sample s;
@@ -106,8 +110,10 @@ SimResult simulate(const SimConfig& c, const Limits& limits) {
     if (remaining > 0) continue;
     // Sync: QEMU measures the dirty rate and checks whether the new set fits downtime-limit.
     dirty_rate_seen = dirty_rate;
-    const double downtime_ms = (next_set + c.device_state_bytes) / b * 1000;
-    if (downtime_ms <= downtime_limit_ms) {
+    const double bytes_at_stop = next_set + c.device_state_bytes;
+    if (bytes_at_stop / b * 1000 <= downtime_limit_ms) {
+      const double drain = mean_b * (1 - c.swing);
+      const double downtime_ms = bytes_at_stop / drain * 1000;
       stream += next_set;
       wire += next_set * ratio;
       r.downtime_ms = downtime_ms;

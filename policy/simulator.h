@@ -6,7 +6,8 @@
 // encoder speed[effort] x cores for encoding) QEMU-stream bytes per second, while the guest
 // dirties D bytes per second into the next pass's set (capped at the working set). At each
 // sync QEMU switches over when the set fits its downtime-limit at B (downtime = set / B).
-// Post-copy: a short stop for device state, then everything left drains at B while the guest
+// With a content swing the rate alternates around B; QEMU judges with the rate of the step at
+// the sync, the last set drains at the low end. Post-copy: a short stop for device state, then everything left drains at B while the guest
 // runs on the destination. auto-converge (when allowed) cuts D by 20 % per pass from the third
 // pass on. Host CPU idle = what the other load and the encoder leave.
 #pragma once
@@ -36,6 +37,11 @@ struct SimConfig {
   // with QEMU's calc-dirty-rate): the true rate x sampled_dirty_factor. < 0: never.
   double sampled_dirty_from_s = -1;
   double sampled_dirty_factor = 1.0;
+  // Content swing: the stream rate alternates every swing_period_s between B x (1 + swing) and
+  // B x (1 - swing) (zero and text pages fly, random ones crawl). QEMU sizes the last pass
+  // from the rate of its latest step; the last set drains at the low end (worst case).
+  double swing = 0;
+  double swing_period_s = 0.2;
   double step_s = 0.1;
   double time_limit_s = 3600;
 };
