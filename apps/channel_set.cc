@@ -267,6 +267,8 @@ std::string ChannelSet::stats_json(const std::string& outcome, const std::string
   uint64_t page_bytes_in = 0, wire_bytes = 0;
   bool encoding = false;
   int effort = -1;
+  unsigned shards = 0;
+  std::string shard_pages;
   for (const auto& c : channels_) {
     const auto* enc = dynamic_cast<const PageStreamEncoder*>(c->codec.get());
     if (!enc) continue;
@@ -278,7 +280,13 @@ std::string ChannelSet::stats_json(const std::string& outcome, const std::string
     }
     page_bytes_in += k.page_bytes_in.load();
     wire_bytes += k.wire_bytes.load();
-    if (c->index == 0) effort = k.effort.load();
+    if (c->index == 0) {
+      effort = k.effort.load();
+      shards = k.shards.load();
+      for (unsigned i = 0; i < shards && i < kMaxShards; ++i) {
+        shard_pages += (i ? ", " : "") + std::to_string(k.shard_pages[i].load());
+      }
+    }
   }
   std::string enc_json;
   if (encoding) {
@@ -296,7 +304,9 @@ std::string ChannelSet::stats_json(const std::string& outcome, const std::string
                   page_bytes_in ? double(wire_bytes) / page_bytes_in : 0.0);
     enc_json += ", \"record_bytes\": " + std::to_string(out) +
                 ", \"wire_bytes\": " + std::to_string(wire_bytes) + ", \"ratio\": " + ratio +
-                ", \"final_effort\": " + std::to_string(effort) + "}, ";
+                ", \"final_effort\": " + std::to_string(effort) +
+                ", \"encode_threads\": " + std::to_string(shards) + ", \"pages_per_shard\": [" +
+                shard_pages + "]}, ";
   }
   // CPU seconds of this whole process (all channel threads, encoding included).
   rusage ru{};

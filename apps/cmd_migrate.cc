@@ -16,6 +16,7 @@
 #include "apps/cli.h"
 #include "apps/commands.h"
 #include "apps/cpu_idle.h"
+#include "apps/page_stream.h"
 #include "apps/send_session.h"
 #include "common/json.h"
 #include "policy/engine.h"
@@ -39,6 +40,7 @@ void migrate_usage(FILE* out) {
       "usage: ferry migrate --src-qmp unix:PATH --dst-qmp unix:PATH --peer tcp:HOST:PORT\n"
       "                     [--max-downtime MS] [--deadline S] [--allow-postcopy]\n"
       "                     [--allow-throttle] [--codec auto|fast|max|none] [--cache-mib N]\n"
+      "                     [--encode-threads N]\n"
       "                     [--sock PATH] [--json]\n"
       "\n"
       "Migrates the VM of the source QEMU (its QMP socket: --src-qmp) to the destination QEMU\n"
@@ -59,7 +61,7 @@ void migrate_usage(FILE* out) {
       "                      seconds (default 600)\n"
       "  --allow-postcopy    may switch to post-copy (sets postcopy-ram on both QEMUs)\n"
       "  --allow-throttle    may let QEMU slow the guest's vCPUs (auto-converge)\n"
-      "  --codec, --cache-mib as ferry send (default auto, 256)\n"
+      "  --codec, --cache-mib, --encode-threads  as ferry send (default auto, 256, 1)\n"
       "  --sock PATH         the unix socket the source QEMU migrates into (default\n"
       "                      /tmp/ferry-migrate-<pid>.sock)\n"
       "  --json              one JSON object per line on stdout: progress samples, decisions,\n"
@@ -143,6 +145,8 @@ int run_migrate(int argc, char** argv) {
       a.send.codec = args.codec();
     } else if (args.is("--cache-mib")) {
       a.send.cache_mib = static_cast<size_t>(args.count(0, 1 << 20));
+    } else if (args.is("--encode-threads")) {
+      a.send.encode_threads = static_cast<unsigned>(args.count(1, apps::kMaxShards));
     } else if (args.is("--sock")) {
       a.sock = args.value();
     } else if (args.is("--json")) {

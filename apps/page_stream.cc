@@ -14,12 +14,13 @@ using qemu::StreamParser;
 
 namespace {
 
-constexpr uint8_t kCodecVersion = 1;
-constexpr uint8_t kPagesStream = 1;  // PAGES flags bit 0
+constexpr uint8_t kCodecVersion = 2;
+constexpr uint8_t kPagesStream = 1;  // PAGES flags bit 0; bits 1..7: the shard
+constexpr int kPagesShardShift = 1;
 
 // zstd level of the frame stream at each effort (0 = records go out as they are).
 int stream_level(int effort) { return effort >= 5 ? 9 : effort == 4 ? 3 : effort == 3 ? 1 : 0; }
-constexpr size_t kCodecPayload = 13;
+constexpr size_t kCodecPayload = 14;
 // OPAQUE frames are cut at this size (the link sees steady frames, the receiver small ones).
 constexpr size_t kOpaqueFrame = 256u << 10;
 
@@ -43,8 +44,7 @@ PageStreamEncoder::PageStreamEncoder(const PageCodecOptions& options) : opt_(opt
   effort_ = opt_.fixed_effort >= 0 ? std::min(opt_.fixed_effort, encoders::kMaxEffort)
                                    : encoders::effort_for_level(opt_.level);
   counters_.effort.store(effort_);
-  batch_pages_.reserve(kBatch);
-  batch_index_.reserve(kBatch);
+  opt_.encode_threads = std::clamp(opt_.encode_threads, 1u, kMaxShards);
 }
 
 PageStreamEncoder::~PageStreamEncoder() = default;
@@ -124,17 +124,19 @@ Status PageStreamEncoder::drain(std::span<const uint8_t> pushed, FrameWriter& ou
       continue;
     }
     flush_opaque(out);
-    if (!batch_pages_.empty() &&
-        (batch_pages_.size() == kBatch || it.ram.block != batch_block_)) {
-      FERRY_RETURN_IF_ERROR(flush_pages(out));
-    }
-    if (batch_pages_.empty()) batch_block_.assign(it.ram.block);
     const uint32_t tp = parser_->target_page_size();
     const uint64_t index = it.ram.offset / tp;
     if (index > UINT32_MAX) {
       return Status(ErrorCode::kProtocol, "RAM offset beyond 16 TiB at byte offset " +
                                               std::to_string(it.stream_offset));
     }
+    if (shards_.empty()) shards_.resize(opt_.encode_threads);
+    Shard& sh = shards_[shard_of_page(it.ram.block, index)];
+    Batch& b = sh.open;
+    if (!b.pages.empty() && (b.pages.size() == kBatch || it.ram.block != b.block)) {
+      close_batch(sh);
+    }
+    if (b.pages.empty()) b.block.assign(it.ram.block);
     // A ZERO record has no page bytes: the encoder reads a shared zero page.
     static const std::vector<uint8_t> kZeroPage(encoders::kMaxPageSize, 0);
     const uint8_t* data =
@@ -143,13 +145,13 @@ Status PageStreamEncoder::drain(std::span<const uint8_t> pushed, FrameWriter& ou
     // item may reuse: keep a copy until the batch is encoded.
     if (data != kZeroPage.data() &&
         (data < pushed.data() || data + tp > pushed.data() + pushed.size())) {
-      if (staging_.size() < kBatch * tp) staging_.resize(kBatch * tp);
-      uint8_t* copy = staging_.data() + batch_pages_.size() * tp;
-      std::memcpy(copy, data, tp);
-      data = copy;
+      if (nstaged_ == staged_.size()) staged_.emplace_back();
+      std::vector<uint8_t>& copy = staged_[nstaged_++];
+      copy.assign(data, data + tp);
+      data = copy.data();
     }
-    batch_pages_.push_back({0, data});
-    batch_index_.push_back(static_cast<uint32_t>(index));
+    b.pages.push_back({0, data});
+    b.index.push_back(static_cast<uint32_t>(index));
   }
   FERRY_RETURN_IF_ERROR(flush_pages(out));
   flush_opaque(out);
@@ -179,72 +181,154 @@ uint32_t PageStreamEncoder::block_id(std::string_view name) {
   return it->second;
 }
 
+// Shard of a page: i % N, except for blocks with host pages larger than the target page
+// (announced in the ram START block list when post-copy is on): shard 0, in order.
+unsigned PageStreamEncoder::shard_of_page(std::string_view block, uint64_t index) {
+  const unsigned n = static_cast<unsigned>(shards_.size());
+  if (n == 1) return 0;
+  auto it = whole_host_pages_.find(std::string(block));
+  if (it == whole_host_pages_.end()) {
+    bool whole = false;
+    for (const auto& info : parser_->ram_blocks()) {
+      if (info.name == block) whole = info.page_size > parser_->target_page_size();
+    }
+    it = whole_host_pages_.emplace(std::string(block), whole).first;
+  }
+  return it->second ? 0 : encoders::shard_of(index, n);
+}
+
+void PageStreamEncoder::close_batch(Shard& sh) {
+  if (sh.open.pages.empty()) return;
+  if (nclosed_ == closed_.size()) closed_.emplace_back();
+  Batch& b = closed_[nclosed_++];
+  b.shard = static_cast<unsigned>(&sh - shards_.data());
+  b.block.swap(sh.open.block);
+  b.pages.swap(sh.open.pages);
+  b.index.swap(sh.open.index);
+  sh.open.pages.clear();
+  sh.open.index.clear();
+}
+
+size_t PageStreamEncoder::max_frame(const Batch& b) const {
+  const size_t n = b.pages.size();
+  const size_t max_content = 4 * n + n * (1 + parser_->target_page_size());
+  return 2 + b.block.size() + 2 +
+         (use_stream_ ? 4 + encoders::StreamCompressor::max_compressed_size(max_content)
+                      : max_content);
+}
+
+// One batch into a PAGES frame payload at dst (max_frame(b) bytes); returns its length.
+// Touches only the shard's own state: shards encode on separate threads.
+Result<size_t> PageStreamEncoder::encode_batch(Shard& sh, Batch& b, uint8_t* dst) {
+  const uint32_t id = block_ids_.at(b.block);
+  for (size_t i = 0; i < b.pages.size(); ++i) b.pages[i].key = page_key(id, b.index[i]);
+  const size_t n = b.pages.size();
+  const size_t head = 2 + b.block.size() + 2;
+  // content = page_index[n] record[n]; with the stream it goes through zstd as one block.
+  const size_t max_content = 4 * n + sh.encoder->max_encoded_size(n);
+  const bool stream = use_stream_;
+  uint8_t* p = dst;
+  p[0] = static_cast<uint8_t>((stream ? kPagesStream : 0) | (b.shard << kPagesShardShift));
+  p[1] = static_cast<uint8_t>(b.block.size());
+  std::memcpy(p + 2, b.block.data(), b.block.size());
+  put_be(p + 2 + b.block.size(), n, 2);
+  if (stream && sh.records.size() < max_content) sh.records.resize(max_content);
+  uint8_t* content = stream ? sh.records.data() : p + head;
+  for (size_t i = 0; i < n; ++i) put_be(content + 4 * i, b.index[i], 4);
+  auto r = sh.encoder->encode_batch(b.pages, {content + 4 * n, max_content - 4 * n}, b.ends,
+                                    {b.forms, n});
+  if (r.pages != n) return Status(ErrorCode::kInternal, "page encoder stopped short");
+  const size_t content_len = 4 * n + r.bytes;
+  size_t body = content_len;
+  if (stream) {
+    put_be(p + head, content_len, 4);
+    auto z = sh.zstream->compress(
+        {content, content_len},
+        {p + head + 4, encoders::StreamCompressor::max_compressed_size(max_content)});
+    if (!z) return z.status();
+    body = 4 + *z;
+  }
+  b.wire_len = body;
+  return head + body;
+}
+
+// Encodes every pending batch (all shards' open ones too) and frames them in order. One
+// shard: straight into the link's frame. Several: each shard's batches on its own thread into
+// the batch's buffer, then copied into frames here.
 Status PageStreamEncoder::flush_pages(FrameWriter& out) {
-  if (batch_pages_.empty()) return Status::ok();
+  for (Shard& sh : shards_) close_batch(sh);
+  if (nclosed_ == 0) return Status::ok();
   const uint32_t tp = parser_->target_page_size();
-  if (!encoder_) {
+  if (!shards_[0].encoder) {
     encoders::CodecConfig cfg;
     cfg.page_size = tp;
-    cfg.cache_bytes = opt_.cache_bytes;
-    auto e = encoders::Encoder::create(cfg);
-    if (!e) return e.status();
-    encoder_ = std::move(*e);
+    cfg.cache_bytes = opt_.cache_bytes / shards_.size();
+    for (Shard& sh : shards_) {
+      auto e = encoders::Encoder::create(cfg);
+      if (!e) return e.status();
+      sh.encoder = std::move(*e);
+    }
     FERRY_RETURN_IF_ERROR(apply_effort());
+    if (shards_.size() > 1) {
+      threads_ = std::make_unique<ForkJoin>(static_cast<unsigned>(shards_.size()));
+    }
+    counters_.shards.store(static_cast<unsigned>(shards_.size()), std::memory_order_relaxed);
   }
   if (!codec_sent_) {
     uint8_t* p = out.begin_frame(kCodecPayload);
     p[0] = kCodecVersion;
     put_be(p + 1, tp, 4);
     put_be(p + 5, opt_.cache_bytes, 8);
+    p[13] = static_cast<uint8_t>(shards_.size());
     out.end_frame(FrameType::kCodec, kCodecPayload);
     codec_sent_ = true;
   }
-  const uint32_t id = block_id(batch_block_);
-  for (size_t i = 0; i < batch_pages_.size(); ++i) {
-    batch_pages_[i].key = page_key(id, batch_index_[i]);
+  // Block ids in order of first appearance, assigned here so both ends agree.
+  for (size_t j = 0; j < nclosed_; ++j) block_id(closed_[j].block);
+  if (!threads_) {
+    for (size_t j = 0; j < nclosed_; ++j) {
+      Batch& b = closed_[j];
+      uint8_t* p = out.begin_frame(max_frame(b));
+      auto len = encode_batch(shards_[0], b, p);
+      if (!len) return len.status();
+      out.end_frame(FrameType::kPages, *len);
+    }
+  } else {
+    threads_->run([this](unsigned part) {
+      for (size_t j = 0; j < nclosed_; ++j) {
+        Batch& b = closed_[j];
+        if (b.shard != part) continue;
+        if (b.frame.size() < max_frame(b)) b.frame.resize(max_frame(b));
+        auto len = encode_batch(shards_[part], b, b.frame.data());
+        b.status = len ? Status::ok() : len.status();
+        b.frame_len = len ? *len : 0;
+      }
+    });
+    for (size_t j = 0; j < nclosed_; ++j) {
+      Batch& b = closed_[j];
+      if (!b.status) return b.status;
+      std::memcpy(out.begin_frame(b.frame_len), b.frame.data(), b.frame_len);
+      out.end_frame(FrameType::kPages, b.frame_len);
+    }
   }
-  const size_t n = batch_pages_.size();
-  const size_t head = 2 + batch_block_.size() + 2;
-  // content = page_index[n] record[n]; with the stream it goes through zstd as one block.
-  const size_t max_content = 4 * n + encoder_->max_encoded_size(n);
-  const bool stream = use_stream_;
-  uint8_t* p = out.begin_frame(
-      head + (stream ? 4 + encoders::StreamCompressor::max_compressed_size(max_content)
-                     : max_content));
-  p[0] = stream ? kPagesStream : 0;
-  p[1] = static_cast<uint8_t>(batch_block_.size());
-  std::memcpy(p + 2, batch_block_.data(), batch_block_.size());
-  put_be(p + 2 + batch_block_.size(), n, 2);
-  if (stream && records_.size() < max_content) records_.resize(max_content);
-  uint8_t* content = stream ? records_.data() : p + head;
-  for (size_t i = 0; i < n; ++i) put_be(content + 4 * i, batch_index_[i], 4);
-  encoders::Form forms[kBatch];
-  uint32_t ends[kBatch];
-  auto r = encoder_->encode_batch(batch_pages_, {content + 4 * n, max_content - 4 * n}, ends,
-                                  {forms, n});
-  if (r.pages != n) return Status(ErrorCode::kInternal, "page encoder stopped short");
-  const size_t content_len = 4 * n + r.bytes;
-  size_t body = content_len;
-  if (stream) {
-    put_be(p + head, content_len, 4);
-    auto z = zstream_->compress(
-        {content, content_len},
-        {p + head + 4, encoders::StreamCompressor::max_compressed_size(max_content)});
-    if (!z) return z.status();
-    body = 4 + *z;
+  for (size_t j = 0; j < nclosed_; ++j) {
+    Batch& b = closed_[j];
+    const size_t n = b.pages.size();
+    counters_.wire_bytes.fetch_add(b.wire_len, std::memory_order_relaxed);
+    uint32_t prev = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const auto f = static_cast<size_t>(b.forms[i]);
+      counters_.pages[f].fetch_add(1, std::memory_order_relaxed);
+      counters_.bytes[f].fetch_add(b.ends[i] - prev, std::memory_order_relaxed);
+      prev = b.ends[i];
+    }
+    counters_.page_bytes_in.fetch_add(n * tp, std::memory_order_relaxed);
+    counters_.shard_pages[b.shard].fetch_add(n, std::memory_order_relaxed);
+    b.pages.clear();
+    b.index.clear();
   }
-  out.end_frame(FrameType::kPages, head + body);
-  counters_.wire_bytes.fetch_add(body, std::memory_order_relaxed);
-  uint32_t prev = 0;
-  for (size_t i = 0; i < n; ++i) {
-    const auto f = static_cast<size_t>(forms[i]);
-    counters_.pages[f].fetch_add(1, std::memory_order_relaxed);
-    counters_.bytes[f].fetch_add(ends[i] - prev, std::memory_order_relaxed);
-    prev = ends[i];
-  }
-  counters_.page_bytes_in.fetch_add(n * tp, std::memory_order_relaxed);
-  batch_pages_.clear();
-  batch_index_.clear();
+  nclosed_ = 0;
+  nstaged_ = 0;
   return Status::ok();
 }
 
@@ -255,7 +339,7 @@ Status PageStreamEncoder::flush_pages(FrameWriter& out) {
 // (the encoder outruns it, so heavier encoding costs no time) and steps down once they do not
 // while encoding keeps this thread over 80 % busy (the encoder is now the slower side).
 void PageStreamEncoder::adapt_effort(size_t backlog) {
-  if (!encoder_) return;
+  if (shards_.empty() || !shards_[0].encoder) return;
   if (const int want = requested_effort_.load(std::memory_order_relaxed); want >= 0) {
     // The policy engine decides: no local adaptation.
     const int e = std::clamp(want, 0, encoders::kMaxEffort);
@@ -298,8 +382,8 @@ void PageStreamEncoder::adapt_effort(size_t backlog) {
 Status PageStreamEncoder::apply_effort() {
   const int level = stream_level(effort_);
   if (level == 0 || !encoders::stream_compression_available()) {
-    encoder_->set_params(encoders::params_for_effort(std::min(effort_, 2)));
-    // The stream stays: both ends feed it only STREAM frames, so it resumes in step.
+    for (Shard& sh : shards_) sh.encoder->set_params(encoders::params_for_effort(std::min(effort_, 2)));
+    // The streams stay: both ends feed them only STREAM frames, so they resume in step.
     use_stream_ = false;
     return Status::ok();
   }
@@ -307,13 +391,15 @@ Status PageStreamEncoder::apply_effort() {
   // RLE output would hide the text and records zstd matches across pages.
   encoders::EncodeParams p = encoders::params_for_effort(1);
   p.rle = false;
-  encoder_->set_params(p);
-  if (!zstream_) {
-    auto z = encoders::StreamCompressor::create(level);
-    if (!z) return z.status();
-    zstream_ = std::move(*z);
-  } else {
-    zstream_->set_level(level);
+  for (Shard& sh : shards_) {
+    sh.encoder->set_params(p);
+    if (!sh.zstream) {
+      auto z = encoders::StreamCompressor::create(level);
+      if (!z) return z.status();
+      sh.zstream = std::move(*z);
+    } else {
+      sh.zstream->set_level(level);
+    }
   }
   use_stream_ = true;
   return Status::ok();
@@ -338,7 +424,7 @@ Status PageStreamDecoder::decode(FrameType type, std::span<const uint8_t> payloa
     return Status::ok();
   }
   if (type == FrameType::kCodec) {
-    if (decoder_) return Status(ErrorCode::kProtocol, "a second CODEC frame");
+    if (!decoders_.empty()) return Status(ErrorCode::kProtocol, "a second CODEC frame");
     if (payload.size() != kCodecPayload || payload[0] != kCodecVersion) {
       return Status(ErrorCode::kProtocol, "CODEC frame: unsupported version or length " +
                                               std::to_string(payload.size()));
@@ -352,9 +438,19 @@ Status PageStreamDecoder::decode(FrameType type, std::span<const uint8_t> payloa
                         " MiB) is larger than --max-cache-mib (" +
                         std::to_string(max_cache_bytes_ >> 20) + " MiB)");
     }
-    auto d = encoders::Decoder::create(cfg);
-    if (!d) return Status(d.status().code(), "CODEC frame: " + d.status().message());
-    decoder_ = std::move(*d);
+    const unsigned shards = payload[13];
+    if (shards == 0 || shards > kMaxShards) {
+      return Status(ErrorCode::kProtocol, "CODEC frame: " + std::to_string(shards) +
+                                              " encode shards (1.." +
+                                              std::to_string(kMaxShards) + ")");
+    }
+    cfg.cache_bytes /= shards;  // as the sender splits it
+    for (unsigned i = 0; i < shards; ++i) {
+      auto d = encoders::Decoder::create(cfg);
+      if (!d) return Status(d.status().code(), "CODEC frame: " + d.status().message());
+      decoders_.push_back(std::move(*d));
+    }
+    zstreams_.resize(shards);
     page_size_ = cfg.page_size;
     rebuilder_ = std::make_unique<qemu::StreamRebuilder>(static_cast<uint32_t>(page_size_));
     return Status::ok();
@@ -363,14 +459,19 @@ Status PageStreamDecoder::decode(FrameType type, std::span<const uint8_t> payloa
     return Status(ErrorCode::kProtocol, "unexpected frame type " +
                                             std::to_string(static_cast<uint32_t>(type)));
   }
-  if (!decoder_) return Status(ErrorCode::kProtocol, "PAGES frame before the CODEC frame");
+  if (decoders_.empty()) return Status(ErrorCode::kProtocol, "PAGES frame before the CODEC frame");
   const uint8_t* p = payload.data();
   const size_t len = payload.size();
-  if (len < 2 || (p[0] & ~kPagesStream) != 0 || p[1] == 0 || len < 2u + p[1] + 2) {
-    return Status(ErrorCode::kProtocol, "PAGES frame: bad flags or truncated header (byte "
-                                        "offset 0)");
+  if (len < 2 || p[1] == 0 || len < 2u + p[1] + 2) {
+    return Status(ErrorCode::kProtocol, "PAGES frame: truncated header (byte offset 0)");
   }
   const bool stream = p[0] & kPagesStream;
+  const unsigned shard = p[0] >> kPagesShardShift;
+  if (shard >= decoders_.size()) {
+    return Status(ErrorCode::kProtocol, "PAGES frame: shard " + std::to_string(shard) +
+                                            " of " + std::to_string(decoders_.size()) +
+                                            " (byte offset 0)");
+  }
   std::string_view block(reinterpret_cast<const char*>(p + 2), p[1]);
   const size_t at_count = 2 + p[1];
   const size_t n = get_be(p + at_count, 2);
@@ -394,13 +495,14 @@ Status PageStreamDecoder::decode(FrameType type, std::span<const uint8_t> payloa
                                               std::to_string(at_content) + " exceeds " +
                                               std::to_string(n) + " pages");
     }
-    if (!zstream_) {
+    auto& zstream = zstreams_[shard];
+    if (!zstream) {
       auto z = encoders::StreamDecompressor::create();
       if (!z) return z.status();
-      zstream_ = std::move(*z);
+      zstream = std::move(*z);
     }
     records_.resize(raw_len);
-    if (auto st = zstream_->decompress(content.subspan(4), records_); !st) {
+    if (auto st = zstream->decompress(content.subspan(4), records_); !st) {
       return Status(st.code(), "PAGES frame (from byte offset " + std::to_string(at_content + 4) +
                                    "): " + st.message());
     }
@@ -419,7 +521,7 @@ Status PageStreamDecoder::decode(FrameType type, std::span<const uint8_t> payloa
   for (size_t i = 0; i < n; ++i) {
     keys_[i] = page_key(id, static_cast<uint32_t>(get_be(content.data() + 4 * i, 4)));
   }
-  auto r = decoder_->decode_batch(keys_, content.subspan(4 * n), pages_buf_.data(), forms_);
+  auto r = decoders_[shard]->decode_batch(keys_, content.subspan(4 * n), pages_buf_.data(), forms_);
   if (!r.ok()) {
     return Status(ErrorCode::kProtocol,
                   "PAGES frame: " + std::string(encoders::decode_error_name(r.error)) +

@@ -4,12 +4,14 @@
 // Wires qemu-channel (parser, rebuilder) to encoders/ and dataplane/ frames.
 //
 // Frame payloads (big-endian unless noted; frame types in dataplane/protocol.h):
-//   CODEC := version:u8(=1) page_size:u32 cache_bytes:u64                      (13 bytes)
-//            once, before the first PAGES frame; the receiver builds its Decoder from it
+//   CODEC := version:u8(=2) page_size:u32 cache_bytes:u64 shards:u8            (14 bytes)
+//            once, before the first PAGES frame; the receiver builds one Decoder per shard
+//            from it, each with cache_bytes / shards
 //   PAGES := flags:u8 block_len:u8 block[block_len] count:u16 body
 //     flags      bit 0 STREAM: body = content_len:u32 zstd-block, the content compressed as
-//                the next block of the channel's zstd stream (encoders/stream_compressor.h);
-//                otherwise body = content
+//                the next block of the shard's zstd stream (encoders/stream_compressor.h);
+//                otherwise body = content. Bits 1..7: the shard (< shards) whose Decoder,
+//                page cache and zstd stream the frame belongs to
 //     content    page_index:u32[count] record[count]
 //     block      the RAMBlock idstr of every page in the frame
 //     count      1 .. 4096 (ferry send uses at most 64)
@@ -21,7 +23,16 @@
 // (matches across pages, like QEMU's multifd zstd, on top of ferry's zero/same/delta).
 // auto moves along 1, 3, 4, 5 by link backlog; max is 5.
 //
-// Ordering: frames keep stream order, so every RAM record reaches the destination in the
+// Encode shards (--encode-threads N): page i of a block belongs to shard i % N (all pages of a
+// block whose host pages are larger than the target page go to shard 0, so a host page stays
+// whole and in order, as post-copy needs). Each shard has its own Encoder, page cache and zstd
+// stream; the pages of one read from QEMU are encoded by N threads at once, one per shard,
+// and their frames go out in the order their batches closed. A page always meets the same
+// shard, so its copies keep their order; pages of different shards may swap places within a
+// stretch between two non-page items, which QEMU does not care about (a page appears once per
+// section, and every item between sections is a barrier here).
+//
+// Ordering: frames keep stream order (up to the shards' swaps above), so every RAM record reaches the destination in the
 // order the source wrote it, naming the same block. The receiver's rebuilder may then emit
 // RAM_SAVE_FLAG_CONTINUE only when the record it wrote just before was its own page record
 // of the same block: any OPAQUE frame in between (which may hold XBZRLE records, section
@@ -35,12 +46,14 @@
 
 #include <atomic>
 #include <chrono>
+#include <deque>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
+#include "common/fork_join.h"
 #include "dataplane/stream_codec.h"
 #include "encoders/page_codec.h"
 #include "encoders/stream_compressor.h"
@@ -53,7 +66,8 @@ struct PageCodecOptions {
   encoders::CodecLevel level = encoders::CodecLevel::kFast;
   // >= 0: this effort, fixed, whatever the level (ferry inspect --simulate-codec).
   int fixed_effort = -1;
-  size_t cache_bytes = 256u << 20;
+  size_t cache_bytes = 256u << 20;  // all shards together
+  unsigned encode_threads = 1;       // shards, each encoded on its own thread; 1 .. kMaxShards
   // auto: bytes still queued toward the link when QEMU's next bytes arrive. Above
   // backlog_high the kernel's socket buffer is full, so the link is the bottleneck: encode
   // heavier. Below backlog_low (and with encoding keeping the thread busy): lighter.
@@ -69,7 +83,11 @@ struct PageCodecCounters {
   std::atomic<int> effort{0};
   std::atomic<uint64_t> effort_changes{0};
   std::atomic<uint64_t> wire_bytes{0};  // PAGES bodies as sent (after the zstd stream)
+  std::atomic<unsigned> shards{0};      // encode shards in use (0 until the first page)
+  std::atomic<uint64_t> shard_pages[64] = {};  // pages encoded per shard (kMaxShards)
 };
+
+inline constexpr unsigned kMaxShards = 64;  // the shard fits PAGES flags bits 1..7
 
 class PageStreamEncoder final : public dataplane::StreamCodec {
  public:
@@ -89,11 +107,35 @@ class PageStreamEncoder final : public dataplane::StreamCodec {
 
  private:
   static constexpr size_t kBatch = 64;  // pages per PAGES frame at most
+  // Pages of one block and one shard, in stream order: one PAGES frame.
+  struct Batch {
+    unsigned shard = 0;
+    std::string block;
+    std::vector<encoders::PageRef> pages;
+    std::vector<uint32_t> index;
+    // After encoding: the frame payload (when shards > 1), its record ends and forms.
+    std::vector<uint8_t> frame;
+    size_t frame_len = 0;
+    size_t wire_len = 0;  // PAGES body as sent
+    uint32_t ends[kBatch];
+    encoders::Form forms[kBatch];
+    Status status;
+  };
+  struct Shard {
+    std::unique_ptr<encoders::Encoder> encoder;
+    std::unique_ptr<encoders::StreamCompressor> zstream;  // efforts 3..5
+    std::vector<uint8_t> records;                         // a batch's records before zstd
+    Batch open;                                           // the batch being filled
+  };
   Status start(std::span<const uint8_t> first, dataplane::FrameWriter& out);
   Status drain(std::span<const uint8_t> pushed, dataplane::FrameWriter& out);
   void add_opaque(std::span<const uint8_t> raw, dataplane::FrameWriter& out);
   void flush_opaque(dataplane::FrameWriter& out);
+  unsigned shard_of_page(std::string_view block, uint64_t index);
+  void close_batch(Shard& sh);
   Status flush_pages(dataplane::FrameWriter& out);
+  size_t max_frame(const Batch& b) const;
+  Result<size_t> encode_batch(Shard& sh, Batch& b, uint8_t* dst);
   void adapt_effort(size_t backlog);
   Status apply_effort();
   uint32_t block_id(std::string_view name);
@@ -103,9 +145,10 @@ class PageStreamEncoder final : public dataplane::StreamCodec {
   bool main_ = false;  // only the main channel's records are encoded
   std::vector<uint8_t> head_;  // first bytes, until the channel's role is known
   std::unique_ptr<qemu::StreamParser> parser_;
-  std::unique_ptr<encoders::Encoder> encoder_;
-  std::unique_ptr<encoders::StreamCompressor> zstream_;  // efforts 3..5
-  std::vector<uint8_t> records_;                         // a batch's records before zstd
+  std::vector<Shard> shards_;
+  std::unique_ptr<ForkJoin> threads_;  // shards > 1
+  std::vector<Batch> closed_;          // batches closed since the last flush, in order
+  size_t nclosed_ = 0;                 // (closed_ keeps its buffers between flushes)
   bool use_stream_ = false;
   std::atomic<int> requested_effort_{-1};
   // --codec auto: time spent encoding over the current ~100 ms window.
@@ -116,12 +159,12 @@ class PageStreamEncoder final : public dataplane::StreamCodec {
   int effort_ = 1;
   // Opaque bytes gathered for the next OPAQUE frame.
   std::vector<uint8_t> opaque_;
-  // The pending batch: pages of one block, in stream order.
-  std::string batch_block_;
-  std::vector<encoders::PageRef> batch_pages_;
-  std::vector<uint32_t> batch_index_;
-  std::vector<uint8_t> staging_;  // copies of batch pages that were not in the pushed bytes
+  // Copies of pages that were not in the pushed bytes (stable addresses until the flush).
+  std::deque<std::vector<uint8_t>> staged_;
+  size_t nstaged_ = 0;
   std::unordered_map<std::string, uint32_t> block_ids_;
+  // Blocks whose pages all go to shard 0 (host pages larger than the target page).
+  std::unordered_map<std::string, bool> whole_host_pages_;
   PageCodecCounters counters_;
 };
 
@@ -144,8 +187,9 @@ class PageStreamDecoder final : public dataplane::StreamCodec {
   uint32_t block_id(std::string_view name);
 
   size_t max_cache_bytes_;
-  std::unique_ptr<encoders::Decoder> decoder_;
-  std::unique_ptr<encoders::StreamDecompressor> zstream_;
+  // One per shard (CODEC frame).
+  std::vector<std::unique_ptr<encoders::Decoder>> decoders_;
+  std::vector<std::unique_ptr<encoders::StreamDecompressor>> zstreams_;
   std::vector<uint8_t> records_;
   size_t page_size_ = 0;
   std::unique_ptr<qemu::StreamRebuilder> rebuilder_;

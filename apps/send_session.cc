@@ -41,6 +41,7 @@ std::unique_ptr<dataplane::StreamCodec> SendSession::make_codec() const {
   PageCodecOptions opt;
   opt.level = opt_.codec;
   opt.cache_bytes = opt_.cache_mib << 20;
+  opt.encode_threads = opt_.encode_threads;
   return std::make_unique<PageStreamEncoder>(opt);
 }
 

@@ -22,6 +22,7 @@ struct SendOptions {
   int connect_timeout_ms = 10000;
   encoders::CodecLevel codec = encoders::CodecLevel::kAuto;
   size_t cache_mib = 256;
+  unsigned encode_threads = 1;  // encode shards of the main stream, one thread each
   bool progress = false;  // a progress line on stderr every second (socket mode)
 };
 

@@ -243,14 +243,15 @@ def report(label, info):
 
 
 def precopy(workload, caps=None, params=None, link_rate=None, stdio=False, channels=1,
-            min_syncs=1, timeout=180, codec='none'):
+            min_syncs=1, timeout=180, codec='none', encode_threads=1):
     def body(wd, link):
         ns_a = link.ns_a if link else None
         ns_b = link.ns_b if link else None
         with rig.Guest('src', workload=workload, workdir=wd, netns=ns_a) as src, \
                 rig.Guest.destination(src, 'dst', 'unix:' + wd.path('in.sock'),
                                       netns=ns_b) as dst:
-            fr = Ferries(wd, link=link, codec=codec)
+            fr = Ferries(wd, link=link, codec=codec,
+                         send_args=['--encode-threads', str(encode_threads)])
             try:
                 for g in (src, dst):
                     g.configure_migration(caps, params)
@@ -271,6 +272,7 @@ def precopy(workload, caps=None, params=None, link_rate=None, stdio=False, chann
                                           stdio=stdio)
                 if caps and caps.get('xbzrle'):
                     check(s['pages']['xbzrle'] > 0, 'no XBZRLE records went through ferry')
+                check_shards(s, codec, encode_threads)
                 if link:
                     # Every frame byte crossed the veth (plus TCP/IP headers).
                     veth = link.tx_bytes('a') - tx0[0]
@@ -290,7 +292,16 @@ def precopy(workload, caps=None, params=None, link_rate=None, stdio=False, chann
             body(wd, None)
 
 
-def postcopy(codec='none'):
+def check_shards(s, codec, encode_threads):
+    """With --encode-threads N every shard encoded pages."""
+    if codec == 'none':
+        return
+    per_shard = s['encoding']['pages_per_shard']
+    check(len(per_shard) == encode_threads and all(n > 0 for n in per_shard),
+          'pages per encode shard %s for --encode-threads %d' % (per_shard, encode_threads))
+
+
+def postcopy(codec='none', encode_threads=1):
     """Pre-copy through ferry, then migrate-start-postcopy; the destination runs while pages
     are still missing, so its faults go back as page requests through ferry recv and ferry
     send to the source QEMU."""
@@ -298,7 +309,7 @@ def postcopy(codec='none'):
     with rig.Workdir('proxypc') as wd, \
             rig.Guest('src', workload=wl, workdir=wd) as src, \
             rig.Guest.destination(src, 'dst', 'unix:' + wd.path('in.sock')) as dst:
-        fr = Ferries(wd, codec=codec)
+        fr = Ferries(wd, codec=codec, send_args=['--encode-threads', str(encode_threads)])
         try:
             for g in (src, dst):
                 g.set_capabilities({'postcopy-ram': True})
@@ -321,6 +332,7 @@ def postcopy(codec='none'):
             requests = info['ram'].get('postcopy-requests', 0)
             check(requests > 0, 'the running destination requested no pages: %r' % info['ram'])
             s, r = check_ferry_counts(fr, info, 1)
+            check_shards(s, codec, encode_threads)
             print('return path: %d messages, %d bytes; QEMU postcopy-requests %d' %
                   (s['return_path_messages'], s['bytes_to_qemu'], requests))
             check(s['return_path_messages'] == r['return_path_messages'],
@@ -479,6 +491,11 @@ SCENARIOS = {
                                      caps={'multifd': True}, params={'multifd-channels': 2},
                                      channels=3, codec='fast'),
     'codec_postcopy': lambda: postcopy(codec='auto'),
+    # --encode-threads: pages spread over 2 (3) shards, each with its own thread, cache and
+    # zstd stream; the destination still gets every page, RAM identical.
+    'codec_threads': lambda: precopy({'ws': '64M', 'pattern': 'mix', 'rate': 5000},
+                                     min_syncs=2, codec='max', encode_threads=2),
+    'codec_threads_postcopy': lambda: postcopy(codec='auto', encode_threads=3),
     'recv_unreachable': recv_unreachable,
     'recv_killed': recv_killed,
     'garbage_handshake': garbage_handshake,

@@ -1,8 +1,8 @@
 // Fuzzing of ferry recv's page-frame decoding (apps/page_stream.h PageStreamDecoder: PAGES
 // headers, the zstd frame stream, record decoding, the rebuilder) with hostile frames.
 // Input: a sequence of  type:u8 len:u16le payload[len]  (type % 3: 0 OPAQUE, 1 PAGES,
-// 2 CODEC). A valid CODEC frame (4 KiB pages, 256 KiB cache) comes first, so PAGES frames
-// reach the decoders; a decode error ends the input, as it ends a session. Must never crash,
+// 2 CODEC). A valid CODEC frame (4 KiB pages, 256 KiB cache, 2 encode shards) comes first,
+// so PAGES frames reach the decoders of both shards; a decode error ends the input, as it ends a session. Must never crash,
 // hang or allocate beyond the limits.
 #include <cstdint>
 #include <cstring>
@@ -16,7 +16,7 @@ using ferry::dataplane::FrameType;
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   PageStreamDecoder dec(1u << 20);
   ByteQueue out;
-  static const uint8_t kCodec[] = {1, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x04, 0, 0};
+  static const uint8_t kCodec[] = {2, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x04, 0, 0, 2};
   if (!dec.decode(FrameType::kCodec, kCodec, out).is_ok()) __builtin_trap();
   static const FrameType kTypes[] = {FrameType::kOpaque, FrameType::kPages, FrameType::kCodec};
   size_t at = 0;

@@ -6,7 +6,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <random>
+#include <tuple>
 #include <string>
 #include <vector>
 
@@ -127,10 +129,12 @@ Parsed parse_all(const std::vector<uint8_t>& s) {
 // the link (drives --codec auto's effort).
 std::vector<uint8_t> round_trip(const std::vector<uint8_t>& in, encoders::CodecLevel level,
                                 uint32_t split_seed, size_t prefill, PageCodecCounters** counters,
-                                std::unique_ptr<PageStreamEncoder>& enc) {
+                                std::unique_ptr<PageStreamEncoder>& enc, unsigned threads = 1,
+                                std::vector<unsigned>* shards_seen = nullptr) {
   PageCodecOptions opt;
   opt.level = level;
   opt.cache_bytes = 4u << 20;
+  opt.encode_threads = threads;
   enc = std::make_unique<PageStreamEncoder>(opt);
   ByteQueue wire;
   std::vector<uint8_t> junk(prefill, 0xee);
@@ -162,6 +166,9 @@ std::vector<uint8_t> round_trip(const std::vector<uint8_t>& in, encoders::CodecL
     auto got = fd.next(f);
     EXPECT_TRUE(got.has_value());
     if (!got.has_value() || !*got) break;
+    if (shards_seen && f.header.type == FrameType::kPages) {
+      shards_seen->push_back(f.payload[0] >> 1);
+    }
     auto st = dec.decode(f.header.type, {f.payload, f.header.len}, out);
     EXPECT_TRUE(st.is_ok()) << st.message();
     if (!st.is_ok()) break;
@@ -171,42 +178,74 @@ std::vector<uint8_t> round_trip(const std::vector<uint8_t>& in, encoders::CodecL
   return {o.begin(), o.end()};
 }
 
-void expect_same_items(const std::vector<uint8_t>& a, const std::vector<uint8_t>& b) {
+// Encoded pages: PAGE and fill-0 ZERO records outside PACKAGED blobs.
+bool encoded_page(const qemu::Item& it) {
+  return it.kind == ItemKind::kRamRecord && !it.in_package &&
+         (it.ram.type == qemu::RamRecordType::kPage ||
+          (it.ram.type == qemu::RamRecordType::kZero && it.ram.fill == 0));
+}
+
+// Item order of a parsed stream; with any_page_order, each run of encoded pages between two
+// other items sorted by (block, offset) (encode shards may swap pages within such a run).
+std::vector<size_t> item_order(const Parsed& p, bool any_page_order) {
+  std::vector<size_t> order(p.items.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  if (!any_page_order) return order;
+  for (size_t i = 0; i < order.size();) {
+    size_t j = i;
+    while (j < order.size() && encoded_page(p.items[j])) ++j;
+    std::sort(order.begin() + static_cast<long>(i), order.begin() + static_cast<long>(j),
+              [&](size_t x, size_t y) {
+                return std::tie(p.block[x], p.items[x].ram.offset) <
+                       std::tie(p.block[y], p.items[y].ram.offset);
+              });
+    i = j == i ? i + 1 : j;
+  }
+  return order;
+}
+
+void expect_same_items(const std::vector<uint8_t>& a, const std::vector<uint8_t>& b,
+                       bool any_page_order = false) {
   Parsed pa = parse_all(a), pb = parse_all(b);
   ASSERT_FALSE(pa.error);
   ASSERT_FALSE(pb.error) << "the rebuilt stream does not parse";
   ASSERT_EQ(pa.items.size(), pb.items.size());
-  for (size_t i = 0; i < pa.items.size(); ++i) {
+  const std::vector<size_t> oa = item_order(pa, any_page_order);
+  const std::vector<size_t> ob = item_order(pb, any_page_order);
+  for (size_t k = 0; k < pa.items.size(); ++k) {
+    const size_t i = oa[k], j = ob[k];
     const auto& x = pa.items[i];
-    const auto& y = pb.items[i];
+    const auto& y = pb.items[j];
     ASSERT_EQ(x.kind, y.kind) << "item " << i;
     if (x.kind == ItemKind::kRamRecord) {
       EXPECT_EQ(x.ram.type, y.ram.type) << "item " << i;
-      EXPECT_EQ(pa.block[i], pb.block[i]) << "item " << i;
+      EXPECT_EQ(pa.block[i], pb.block[j]) << "item " << i;
       EXPECT_EQ(x.ram.offset, y.ram.offset) << "item " << i;
-      EXPECT_EQ(pa.payload[i], pb.payload[i]) << "item " << i;
+      EXPECT_EQ(pa.payload[i], pb.payload[j]) << "item " << i;
       EXPECT_EQ(x.in_package, y.in_package);
       if (x.in_package || x.ram.type == qemu::RamRecordType::kXbzrle) {
-        EXPECT_EQ(pa.raw[i], pb.raw[i]) << "opaque RAM record " << i << " changed";
+        EXPECT_EQ(pa.raw[i], pb.raw[j]) << "opaque RAM record " << i << " changed";
       }
     } else {
-      EXPECT_EQ(pa.raw[i], pb.raw[i]) << "item " << i << " (" << qemu::item_kind_name(x.kind)
+      EXPECT_EQ(pa.raw[i], pb.raw[j]) << "item " << i << " (" << qemu::item_kind_name(x.kind)
                                       << ") changed";
     }
   }
 }
 
-TEST(PageStream, RoundTripEveryLevelAndSplit) {
+TEST(PageStream, RoundTripEveryLevelSplitAndShardCount) {
   for (auto level : {encoders::CodecLevel::kFast, encoders::CodecLevel::kMax,
                      encoders::CodecLevel::kAuto}) {
     for (uint32_t split = 1; split <= 3; ++split) {
+     for (unsigned threads : {1u, 2u, 3u}) {
       auto in = sample_stream(split);
       PageCodecCounters* c = nullptr;
       std::unique_ptr<PageStreamEncoder> enc;
-      auto out = round_trip(in, level, split, 0, &c, enc);
+      std::vector<unsigned> shards;
+      auto out = round_trip(in, level, split, 0, &c, enc, threads, &shards);
       SCOPED_TRACE("level " + std::to_string(static_cast<int>(level)) + " split " +
-                   std::to_string(split));
-      expect_same_items(in, out);
+                   std::to_string(split) + " threads " + std::to_string(threads));
+      expect_same_items(in, out, threads > 1);
       uint64_t pages = 0;
       for (auto& p : c->pages) pages += p.load();
       EXPECT_GT(pages, 1000u);
@@ -214,8 +253,52 @@ TEST(PageStream, RoundTripEveryLevelAndSplit) {
                     c->pages[static_cast<int>(encoders::Form::kDelta)].load(),
                 0u)
           << "later passes should meet the cache";
+      // Every shard carried frames, and only those.
+      std::vector<bool> seen(threads, false);
+      for (unsigned sh : shards) {
+        ASSERT_LT(sh, threads);
+        seen[sh] = true;
+      }
+      for (unsigned i = 0; i < threads; ++i) EXPECT_TRUE(seen[i]) << "shard " << i;
+     }
     }
   }
+}
+
+// Offsets of the RAM page records of `block`, in stream order.
+std::vector<uint64_t> page_order(const std::vector<uint8_t>& s, const std::string& block) {
+  Parsed p = parse_all(s);
+  std::vector<uint64_t> offs;
+  for (size_t i = 0; i < p.items.size(); ++i) {
+    if (p.items[i].kind == ItemKind::kRamRecord && p.block[i] == block) {
+      offs.push_back(p.items[i].ram.offset);
+    }
+  }
+  return offs;
+}
+
+// With post-copy a block backed by 2 MiB host pages announces its page size; its host pages
+// must reach the destination whole and in order, so all its pages stay on shard 0. A block of
+// 4 KiB pages is spread over the shards (its pages may then swap places).
+TEST(PageStream, HostPagesLargerThanTheTargetPageStayInOrder) {
+  std::mt19937 rng(3);
+  StreamWriter w;
+  w.header().config("pc-i440fx-7.2").advise(0x201000, 4096);
+  w.start(2, "ram")
+      .mem_size({{"pc.ram", 0x800000, 0x200000}, {"vga.vram", 0x40000, 0x1000}})
+      .eos()
+      .footer(2);
+  w.part(2);
+  for (uint64_t i = 0; i < 1024; ++i) w.word(i * 4096, 0x08, i ? "" : "pc.ram").raw(page_bytes(rng, 0, i));
+  for (uint64_t i = 0; i < 64; ++i) w.word(i * 4096, 0x08, i ? "" : "vga.vram").raw(page_bytes(rng, 1, i));
+  w.eos().footer(2).end(2).eos().footer(2).eof();
+  PageCodecCounters* c = nullptr;
+  std::unique_ptr<PageStreamEncoder> enc;
+  auto out = round_trip(w.bytes, encoders::CodecLevel::kFast, 1, 0, &c, enc, 2);
+  expect_same_items(w.bytes, out, true);
+  EXPECT_EQ(page_order(out, "pc.ram"), page_order(w.bytes, "pc.ram"));
+  EXPECT_NE(page_order(out, "vga.vram"), page_order(w.bytes, "vga.vram"))
+      << "4 KiB pages should be spread over both shards";
 }
 
 TEST(PageStream, AutoClimbsWhileTheLinkIsBehind) {
@@ -236,15 +319,22 @@ TEST(PageStreamDecoder, RejectsHostileFrames) {
   std::vector<uint8_t> pages = {0, 6, 'p', 'c', '.', 'r', 'a', 'm', 0, 1, 0, 0, 0, 0, 0};
   EXPECT_FALSE(dec.decode(FrameType::kPages, pages, out).is_ok());
   // A cache larger than allowed.
-  std::vector<uint8_t> codec = {1, 0, 0, 0x10, 0, 0, 0, 0, 0, 0x40, 0, 0, 0};
+  std::vector<uint8_t> codec = {2, 0, 0, 0x10, 0, 0, 0, 0, 0, 0x40, 0, 0, 0, 1};
   auto st = dec.decode(FrameType::kCodec, codec, out);
   EXPECT_FALSE(st.is_ok());
   EXPECT_NE(st.message().find("--max-cache-mib"), std::string::npos);
-  codec = {1, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0};  // 4 KiB pages, 1 MiB cache
+  // Version 1 (no shard count), no shards, too many shards.
+  for (std::vector<uint8_t> c : {std::vector<uint8_t>{1, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0},
+                                 std::vector<uint8_t>{2, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0},
+                                 std::vector<uint8_t>{2, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 65}}) {
+    EXPECT_FALSE(dec.decode(FrameType::kCodec, c, out).is_ok());
+  }
+  codec = {2, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 2};  // 4 KiB pages, 1 MiB, 2 shards
   ASSERT_TRUE(dec.decode(FrameType::kCodec, codec, out).is_ok());
-  // Bad flags, zero-length block, count beyond the payload, truncated records, bad stream.
+  // A shard beyond the CODEC frame's, zero-length block, count beyond the payload, truncated
+  // records, bad stream.
   std::vector<std::vector<uint8_t>> bad = {
-      {0x80, 1, 'x', 0, 1, 0, 0, 0, 0, 0},
+      {0x04, 1, 'x', 0, 1, 0, 0, 0, 0, 0},
       {0, 0, 0, 1, 0, 0, 0, 0, 0},
       {0, 1, 'x', 0xff, 0xff, 0, 0, 0, 0},
       {0, 1, 'x', 0, 1, 0, 0, 0, 0, 2, 1, 2, 3},

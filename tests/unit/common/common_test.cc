@@ -1,16 +1,45 @@
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cstring>
 #include <random>
 #include <thread>
 #include <vector>
 
 #include "common/crc32c.h"
+#include "common/fork_join.h"
 #include "common/spsc_ring.h"
 #include "common/status.h"
 
 namespace ferry {
 namespace {
+
+// Every part runs once per call, on distinct threads at once, and run() returns only after
+// all of them finished (their writes are visible).
+TEST(ForkJoin, RunsEveryPartOnceConcurrentlyAndJoins) {
+  for (unsigned parts : {1u, 2u, 4u}) {
+    ForkJoin fj(parts);
+    std::vector<int> hits(parts, 0);
+    std::vector<std::thread::id> ids(parts);
+    for (int round = 0; round < 200; ++round) {
+      fj.run([&](unsigned p) {
+        ++hits[p];
+        ids[p] = std::this_thread::get_id();
+      });
+    }
+    for (unsigned p = 0; p < parts; ++p) EXPECT_EQ(hits[p], 200) << "part " << p;
+    EXPECT_EQ(ids[0], std::this_thread::get_id()) << "part 0 runs on the caller";
+    for (unsigned p = 1; p < parts; ++p) EXPECT_NE(ids[p], ids[0]);
+  }
+  // Parts really overlap: each waits until all have started.
+  ForkJoin fj(3);
+  std::atomic<int> started{0};
+  fj.run([&](unsigned) {
+    started.fetch_add(1);
+    while (started.load() < 3) std::this_thread::yield();
+  });
+  EXPECT_EQ(started.load(), 3);
+}
 
 TEST(Crc32c, StandardCheckValue) {
   const char* s = "123456789";
