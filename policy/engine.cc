@@ -26,11 +26,14 @@ constexpr double kEffortHoldS = 2.0;
 // downtime-limit given to QEMU, as a fraction of the operator's budget.
 constexpr double kDowntimeMargin = 0.5;
 // B's spread is judged over this many samples (~3 s) once at least kSpreadMin are in;
-// downtime-limit follows it within [kSpreadFloor, 1] x the margin, changing only by >= 20 %
-// and at most once a second (QEMU re-reads it every 100 ms).
+// max-bandwidth and downtime-limit follow it (the limit within [kSpreadFloor, 1] x the
+// margin), each changing only by >= 20 % and at most once a second (QEMU re-reads both every
+// 100 ms).
 constexpr size_t kSpreadWindow = 30;
 constexpr size_t kSpreadMin = 10;
 constexpr double kSpreadFloor = 0.2;
+// QEMU's max-bandwidth: this much above B's 90th percentile.
+constexpr double kCapHeadroom = 1.25;
 constexpr double kDowntimeStep = 1.2;
 constexpr double kDowntimeHoldS = 1.0;
 // ferry's link backlog: above 64 KiB the kernel's socket buffer is full (the link limits);
@@ -161,7 +164,7 @@ std::vector<Decision> Engine::step(const Sample& s) {
       }
     }
     tune_effort(s, out);
-    if (!postcopy_started_) tune_downtime(s, out);
+    if (!postcopy_started_) tune_switchover(s, out);
   }
   prev_ = s;
   have_prev_ = true;
@@ -260,30 +263,49 @@ void Engine::tune_effort(const Sample& s, std::vector<Decision>& out) {
 }
 
 // QEMU switches over once what is left fits downtime-limit at its bandwidth of the last
-// 100 ms. ferry's stream rate swings with page content (zero and text pages fly through the
-// encoder, random or fresh ones crawl), so that bandwidth may be the high end while the last
-// dirty set drains at the low end: the pause then runs high/low times longer than QEMU meant
-// (1 Gbit/s redis, encoder-bound: B 100-320 MB/s, 509 ms for a 300 ms budget). Scale the limit
-// by the spread, low / high (10th / 90th percentile of B over ~3 s).
-void Engine::tune_downtime(const Sample& s, std::vector<Decision>& out) {
+// 100 ms. ferry's stream rate swings with page content (zero, same and text pages fly through
+// the encoder, random or fresh ones crawl), so that bandwidth may be a burst while the last
+// dirty set drains at the low end: the pause then runs burst/low times longer than QEMU meant
+// (1 Gbit/s redis, encoder-bound, B 100-320 MB/s: 509 ms for a 300 ms budget; 100 Mbit/s
+// random pages after a burst of unchanged ones: 18 MB planned for 122 ms, 1716 ms). Two knobs:
+// max-bandwidth caps what QEMU can measure at 1.25x B's 90th percentile over ~3 s (bursts
+// above it are only paced, the link is not the limit then), and downtime-limit is scaled by
+// low / cap (low = B's 10th percentile): a set QEMU sizes at the cap still drains within the
+// budget at the low end.
+void Engine::tune_switchover(const Sample& s, std::vector<Decision>& out) {
   if (recent_b_.size() < kSpreadMin || s.time_s - last_downtime_change_s_ < kDowntimeHoldS) return;
   std::vector<double> sorted = recent_b_;
   std::sort(sorted.begin(), sorted.end());
   const double low = sorted[sorted.size() / 10];
   const double high = sorted[sorted.size() - 1 - sorted.size() / 10];
   if (high <= 0) return;
-  const double spread = std::clamp(low / high, kSpreadFloor, 1.0);
+  const double cap = kCapHeadroom * high;
+  bool changed = false;
+  if (cap_ <= 0 || cap > cap_ * kDowntimeStep || cap * kDowntimeStep < cap_) {
+    char why[400];
+    std::snprintf(why, sizeof why,
+                  "max-bandwidth %s: %.2fx the path's 90th percentile (%s over the last %zu "
+                  "samples), so QEMU's bandwidth estimate, from which it sizes the last pass, "
+                  "cannot follow a burst of pages that encode to almost nothing",
+                  mbps(cap).c_str(), kCapHeadroom, mbps(high).c_str(), recent_b_.size());
+    cap_ = cap;
+    changed = true;
+    add(out, s, Action::kSetMaxBandwidth, cap, why);
+  }
+  const double spread = std::clamp(low / cap_, kSpreadFloor, 1.0);
   const double target = limits_.max_downtime_ms * kDowntimeMargin * spread;
+  if (changed) last_downtime_change_s_ = s.time_s;
   if (target < downtime_limit_ms_ * kDowntimeStep && target * kDowntimeStep > downtime_limit_ms_) {
     return;  // within 20 %: not worth a change
   }
   char why[400];
   std::snprintf(why, sizeof why,
-                "downtime-limit %.0f -> %.0f ms: the path's stream rate swings %s to %s over the "
-                "last %zu samples, so the last pass may drain %.1fx slower than QEMU's latest "
-                "estimate (%.0f %% of the %.0f ms budget x %.2f)",
-                downtime_limit_ms_, target, mbps(low).c_str(), mbps(high).c_str(),
-                recent_b_.size(), high / low, kDowntimeMargin * 100, limits_.max_downtime_ms,
+                "downtime-limit %.0f -> %.0f ms: the path carries %s at its low end (10th "
+                "percentile of the last %zu samples) while QEMU may measure up to %s, so the "
+                "last pass may drain %.1fx slower than QEMU plans (%.0f %% of the %.0f ms budget "
+                "x %.2f)",
+                downtime_limit_ms_, target, mbps(low).c_str(), recent_b_.size(),
+                mbps(cap_).c_str(), cap_ / low, kDowntimeMargin * 100, limits_.max_downtime_ms,
                 spread);
   downtime_limit_ms_ = target;
   last_downtime_change_s_ = s.time_s;

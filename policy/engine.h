@@ -11,10 +11,11 @@
 //
 // Ladder of actions, cheapest first:
 //   1. downtime-limit := 50 % of the operator's budget at the start (QEMU's estimate of the
-//      last pass is noisy when encoding makes the stream rate swing), then scaled by how far
-//      B swings: QEMU sizes the last pass from its latest 100 ms of bandwidth, which may be
-//      the high end, while the last dirty set may drain at the low end — so the limit is
-//      50 % x (B's 10th / 90th percentile over the last 3 s);
+//      last pass is noisy when encoding makes the stream rate swing). Then QEMU's sizing of
+//      the last pass is bounded: it uses its bandwidth of the latest 100 ms, which may be a
+//      burst, while the last dirty set may drain at the low end — so max-bandwidth := 1.25x
+//      B's 90th percentile over the last 3 s, and downtime-limit := 50 % x (B's 10th
+//      percentile / max-bandwidth);
 //   2. encoding effort: lowered when the host CPU is starved (< 10 % idle) while the link waits
 //      for ferry (its backlog is short), raised back when the link limits again (backlog
 //      long) and CPU is free (> 30 % idle);
@@ -123,7 +124,7 @@ class Engine {
   void predict_from_sample(const Sample& s);
   void predict(const Sample& s, std::vector<Decision>& out, const std::string& why);
   void tune_effort(const Sample& s, std::vector<Decision>& out);
-  void tune_downtime(const Sample& s, std::vector<Decision>& out);
+  void tune_switchover(const Sample& s, std::vector<Decision>& out);
   void add(std::vector<Decision>& out, const Sample& s, Action a, double value,
            std::string reason);
 
@@ -144,6 +145,7 @@ class Engine {
   // B of each recent sample (not smoothed), newest last, for its spread.
   std::vector<double> recent_b_;
   double downtime_limit_ms_ = 0;  // what QEMU was last told
+  double cap_ = 0;                // QEMU's max-bandwidth as last set (0: uncapped)
   double last_downtime_change_s_ = -1e9;
   // Effort control: the engine takes over from the codec's own choice once it first acts.
   int effort_ = -1;

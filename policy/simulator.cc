@@ -12,6 +12,7 @@ SimResult simulate(const SimConfig& c, const Limits& limits) {
   int effort = c.start_effort;
   double dirty_rate = c.dirty_bytes_per_s;
   double downtime_limit_ms = 300;  // QEMU's default until the engine sets it
+  double max_bandwidth = 1e30;     // QEMU's max-bandwidth (ferry migrate lifts the default)
   double remaining = c.ram_bytes;  // of the current pass
   double next_set = 0;             // dirtied since the pass began
   uint64_t pass = 1;
@@ -25,7 +26,11 @@ SimResult simulate(const SimConfig& c, const Limits& limits) {
     const double cpu = effort < 0 ? 1e30 : c.encode_bytes_per_s[e] * c.cores_for_encoding;
     const double mean = std::min(c.link_bytes_per_s / ratio, cpu);
     const bool high = c.swing > 0 && static_cast<int64_t>(t / c.swing_period_s) % 2 == 0;
-    const double b = c.swing > 0 ? mean * (high ? 1 + c.swing : 1 - c.swing) : mean;
+    double b = c.swing > 0 ? mean * (high ? 1 + c.swing : 1 - c.swing) : mean;
+    const int64_t step = static_cast<int64_t>(t / c.step_s + 0.5);
+    const int64_t every = static_cast<int64_t>(c.burst_every_s / c.step_s + 0.5);
+    if (every > 0 && step % every == every - 1) b *= c.burst_factor;
+    b = std::min(b, max_bandwidth);
     const double enc_cores = effort < 0 ? 0 : mean / c.encode_bytes_per_s[e];
     cpu_idle = std::clamp(1 - (c.other_cpu_cores + enc_cores) / c.host_cores, 0.0, 1.0);
     return std::tuple{b, ratio, mean};
@@ -67,7 +72,8 @@ SimResult simulate(const SimConfig& c, const Limits& limits) {
           downtime_limit_ms = d.value;
           break;
         case Action::kSetMaxBandwidth:
-          break;  // the model has no QEMU-side cap
+          max_bandwidth = d.value;
+          break;
         case Action::kStartPostcopy:
           if (!postcopy) {
             postcopy = true;
@@ -107,11 +113,12 @@ SimResult simulate(const SimConfig& c, const Limits& limits) {
       continue;
     }
     next_set = std::min(c.ws_bytes, next_set + dirty_rate * c.step_s);
-    if (remaining > 0) continue;
-    // Sync: QEMU measures the dirty rate and checks whether the new set fits downtime-limit.
-    dirty_rate_seen = dirty_rate;
-    const double bytes_at_stop = next_set + c.device_state_bytes;
+    // QEMU's check, every step: what is left (this pass's rest and what was dirtied since its
+    // start) fits downtime-limit at the rate it just measured -> sync and stop the guest.
+    const double bytes_at_stop = remaining + next_set + c.device_state_bytes;
     if (bytes_at_stop / b * 1000 <= downtime_limit_ms) {
+      next_set += remaining;
+      remaining = 0;
       const double drain = mean_b * (1 - c.swing);
       const double downtime_ms = bytes_at_stop / drain * 1000;
       stream += next_set;
@@ -121,6 +128,9 @@ SimResult simulate(const SimConfig& c, const Limits& limits) {
       r.total_time_s = t + c.step_s + downtime_ms / 1000;
       break;
     }
+    if (remaining > 0) continue;
+    // Sync: QEMU measures the dirty rate; the next pass sends what was dirtied.
+    dirty_rate_seen = dirty_rate;
     remaining = next_set;
     next_set = 0;
     ++pass;

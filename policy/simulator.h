@@ -7,7 +7,8 @@
 // dirties D bytes per second into the next pass's set (capped at the working set). At each
 // sync QEMU switches over when the set fits its downtime-limit at B (downtime = set / B).
 // With a content swing the rate alternates around B; QEMU judges with the rate of the step at
-// the sync, the last set drains at the low end. Post-copy: a short stop for device state, then everything left drains at B while the guest
+// the sync (or of a burst step), the last set drains at the low end. QEMU's max-bandwidth
+// (set by the engine) caps the rate it sends and measures. Post-copy: a short stop for device state, then everything left drains at B while the guest
 // runs on the destination. auto-converge (when allowed) cuts D by 20 % per pass from the third
 // pass on. Host CPU idle = what the other load and the encoder leave.
 #pragma once
@@ -42,6 +43,11 @@ struct SimConfig {
   // from the rate of its latest step; the last set drains at the low end (worst case).
   double swing = 0;
   double swing_period_s = 0.2;
+  // Bursts: one step every burst_every_s carries burst_factor x B (a run of pages that encode
+  // to nothing). QEMU checks at every step whether what is left fits its downtime-limit at
+  // the rate of that step, as it does (it syncs early when the estimate fits).
+  double burst_every_s = 0;
+  double burst_factor = 1;
   double step_s = 0.1;
   double time_limit_s = 3600;
 };
