@@ -59,6 +59,11 @@ constexpr const char* kUsage =
     "                      on the link (frames included) and the encoder's speed on this\n"
     "                      machine; with --json one object {\"input_bytes\", \"codecs\":[...]}\n"
     "  --cache-mib N       page cache for --simulate-codec (default 256, as ferry send)\n"
+    "  --superseded        instead of the summary: count the PAGE/ZERO records a later copy\n"
+    "                      of the same page makes redundant (no XBZRLE record of it and no\n"
+    "                      barrier in between, stream doc 8.5), by how many stream bytes\n"
+    "                      apart the copies are (256 KiB .. 64 MiB, anywhere): what dropping\n"
+    "                      superseded pages could save when holding that much data back\n"
     "  -h, --help          this text\n"
     "\n"
     "Page counts and QEMU's query-migrate counters: ram.normal = normal (PAGE records on the\n"
@@ -168,7 +173,7 @@ std::string json_string(std::string_view s) {
 
 int run_inspect(int argc, char** argv) {
   bool json = false;
-  bool simulate = false;
+  bool simulate = false, superseded = false;
   unsigned long long cache_mib = 256;
   const char* rebuild_path = nullptr;
   const char* path = nullptr;
@@ -191,6 +196,8 @@ int run_inspect(int argc, char** argv) {
       json = true;
     } else if (a == "--simulate-codec") {
       simulate = true;
+    } else if (a == "--superseded") {
+      superseded = true;
     } else if (a == "--cache-mib") {
       const char* v = value("--cache-mib");
       if (!v) return 2;
@@ -230,6 +237,7 @@ int run_inspect(int argc, char** argv) {
     return 2;
   }
   if (simulate) return simulate_codecs(path, json, cache_mib << 20);
+  if (superseded) return superseded_pages(path, json);
   bool autodetect_role = false;
   ChannelRole role = ChannelRole::kMain;
   std::string ch = channel;

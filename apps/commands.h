@@ -18,5 +18,7 @@ int run_migrate(int argc, char** argv);
 
 // ferry inspect --simulate-codec (inspect_simulate.cc): exit status as run_inspect.
 int simulate_codecs(const char* path, bool json, size_t cache_bytes);
+// ferry inspect --superseded (inspect_superseded.cc): exit status as run_inspect.
+int superseded_pages(const char* path, bool json);
 
 }  // namespace ferry::apps

@@ -32,8 +32,8 @@
 // stretch between two non-page items, which QEMU does not care about (a page appears once per
 // section, and every item between sections is a barrier here).
 //
-// Ordering: frames keep stream order (up to the shards' swaps above), so every RAM record reaches the destination in the
-// order the source wrote it, naming the same block. The receiver's rebuilder may then emit
+// Ordering: frames keep stream order (up to the shards' swaps above), so every RAM record
+// reaches the destination in the order the source wrote it, naming the same block. The receiver's rebuilder may then emit
 // RAM_SAVE_FLAG_CONTINUE only when the record it wrote just before was its own page record
 // of the same block: any OPAQUE frame in between (which may hold XBZRLE records, section
 // headers or records inside a PACKAGED blob, kept byte-exact) makes it name the block again.
@@ -46,8 +46,8 @@
 
 #include <atomic>
 #include <chrono>
-#include <deque>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <unordered_map>

@@ -13,7 +13,7 @@
 //   1. downtime-limit := 50 % of the operator's budget at the start (QEMU's estimate of the
 //      last pass is noisy when encoding makes the stream rate swing). Then QEMU's sizing of
 //      the last pass is bounded: it uses its bandwidth of the latest 100 ms, which may be a
-//      burst, while the last dirty set may drain at the low end — so max-bandwidth := 1.25x
+//      burst, while the last dirty set may drain at the low end — so max-bandwidth := 1.5x
 //      B's 90th percentile over the last 3 s, and downtime-limit := 50 % x (B's 10th
 //      percentile / max-bandwidth);
 //   2. encoding effort: lowered when the host CPU is starved (< 10 % idle) while the link waits

@@ -115,8 +115,9 @@ SimResult simulate(const SimConfig& c, const Limits& limits) {
     next_set = std::min(c.ws_bytes, next_set + dirty_rate * c.step_s);
     // QEMU's check, every step: what is left (this pass's rest and what was dirtied since its
     // start) fits downtime-limit at the rate it just measured -> sync and stop the guest.
+    // (QEMU compares only the RAM left with its threshold; the device state comes on top.)
     const double bytes_at_stop = remaining + next_set + c.device_state_bytes;
-    if (bytes_at_stop / b * 1000 <= downtime_limit_ms) {
+    if ((remaining + next_set) / b * 1000 <= downtime_limit_ms) {
       next_set += remaining;
       remaining = 0;
       const double drain = mean_b * (1 - c.swing);
