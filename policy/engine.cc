@@ -34,8 +34,8 @@ constexpr size_t kSpreadMin = 10;
 constexpr double kSpreadFloor = 0.2;
 // QEMU's max-bandwidth: this much above B's 90th percentile.
 constexpr double kCapHeadroom = 1.5;
-constexpr double kDowntimeStep = 1.3;
-constexpr double kDowntimeHoldS = 1.0;
+constexpr double kSwitchoverStep = 1.3;
+constexpr double kSwitchoverHoldS = 1.0;
 // ferry's link backlog: above 64 KiB the kernel's socket buffer is full (the link limits);
 // below 16 KiB the link is waiting for ferry.
 constexpr double kBacklogLong = 64 << 10;
@@ -123,7 +123,7 @@ std::vector<Decision> Engine::step(const Sample& s) {
     // crawl), so the last pass can take longer than QEMU predicted. Aim below the budget.
     const double limit = limits_.max_downtime_ms * kDowntimeMargin;
     downtime_limit_ms_ = limit;
-    last_downtime_change_s_ = s.time_s;
+    last_switchover_change_s_ = s.time_s;
     add(out, s, Action::kSetDowntimeLimit, limit,
         "downtime-limit set to " + std::to_string(static_cast<int>(limit)) + " ms, " +
             std::to_string(static_cast<int>(kDowntimeMargin * 100)) + " % of the " +
@@ -275,7 +275,7 @@ void Engine::tune_effort(const Sample& s, std::vector<Decision>& out) {
 // low / cap (low = B's 10th percentile): a set QEMU sizes at the cap still drains within the
 // budget at the low end.
 void Engine::tune_switchover(const Sample& s, std::vector<Decision>& out) {
-  if (recent_b_.size() < kSpreadMin || s.time_s - last_downtime_change_s_ < kDowntimeHoldS) return;
+  if (recent_b_.size() < kSpreadMin || s.time_s - last_switchover_change_s_ < kSwitchoverHoldS) return;
   std::vector<double> sorted = recent_b_;
   std::sort(sorted.begin(), sorted.end());
   const double low = sorted[sorted.size() / 10];
@@ -283,7 +283,7 @@ void Engine::tune_switchover(const Sample& s, std::vector<Decision>& out) {
   if (high <= 0) return;
   const double cap = kCapHeadroom * high;
   bool changed = false;
-  if (cap_ <= 0 || cap > cap_ * kDowntimeStep || cap * kDowntimeStep < cap_) {
+  if (cap_ <= 0 || cap > cap_ * kSwitchoverStep || cap * kSwitchoverStep < cap_) {
     char why[400];
     std::snprintf(why, sizeof why,
                   "max-bandwidth %s: %.2fx the path's 90th percentile (%s over the last %zu "
@@ -296,8 +296,8 @@ void Engine::tune_switchover(const Sample& s, std::vector<Decision>& out) {
   }
   const double spread = std::clamp(low / cap_, kSpreadFloor, 1.0);
   const double target = limits_.max_downtime_ms * kDowntimeMargin * spread;
-  if (changed) last_downtime_change_s_ = s.time_s;
-  if (target < downtime_limit_ms_ * kDowntimeStep && target * kDowntimeStep > downtime_limit_ms_) {
+  if (changed) last_switchover_change_s_ = s.time_s;
+  if (target < downtime_limit_ms_ * kSwitchoverStep && target * kSwitchoverStep > downtime_limit_ms_) {
     return;  // within 30 %: not worth a change (B is sampled coarsely)
   }
   char why[400];
@@ -310,7 +310,7 @@ void Engine::tune_switchover(const Sample& s, std::vector<Decision>& out) {
                 mbps(cap_).c_str(), cap_ / low, kDowntimeMargin * 100, limits_.max_downtime_ms,
                 spread);
   downtime_limit_ms_ = target;
-  last_downtime_change_s_ = s.time_s;
+  last_switchover_change_s_ = s.time_s;
   add(out, s, Action::kSetDowntimeLimit, target, why);
 }
 

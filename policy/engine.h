@@ -146,7 +146,7 @@ class Engine {
   std::vector<double> recent_b_;
   double downtime_limit_ms_ = 0;  // what QEMU was last told
   double cap_ = 0;                // QEMU's max-bandwidth as last set (0: uncapped)
-  double last_downtime_change_s_ = -1e9;
+  double last_switchover_change_s_ = -1e9;
   // Effort control: the engine takes over from the codec's own choice once it first acts.
   int effort_ = -1;
   double last_effort_change_s_ = -1e9;
