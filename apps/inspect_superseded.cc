@@ -25,8 +25,7 @@ using qemu::StreamParser;
 
 // Windows reported: a copy is droppable within W when its successor starts at most W bytes
 // later in the stream.
-constexpr uint64_t kWindows[] = {256u << 10, 1u << 20, 4u << 20, 16u << 20, 64u << 20,
-                                 UINT64_MAX};
+constexpr uint64_t kWindows[] = {256u << 10, 1u << 20, 4u << 20, 16u << 20, 64u << 20, UINT64_MAX};
 
 struct Seen {
   uint64_t offset;
@@ -64,8 +63,8 @@ int superseded_pages(const char* path, bool json) {
         break;
       }
       if (r == StreamParser::Next::kError) {
-        error = parser.error()->message + " at byte offset " +
-                std::to_string(parser.error()->offset);
+        error =
+            parser.error()->message + " at byte offset " + std::to_string(parser.error()->offset);
         done = true;
         break;
       }
@@ -76,7 +75,8 @@ int superseded_pages(const char* path, bool json) {
         ++pages;
         page_bytes += it.raw.size();
         auto& block = last[std::string(it.ram.block)];
-        auto [slot, fresh] = block.try_emplace(it.ram.offset, Seen{it.stream_offset, it.raw.size()});
+        auto [slot, fresh] =
+            block.try_emplace(it.ram.offset, Seen{it.stream_offset, it.raw.size()});
         if (!fresh) {
           const uint64_t distance = it.stream_offset - slot->second.offset;
           for (size_t w = 0; w < std::size(kWindows); ++w) {
@@ -107,7 +107,8 @@ int superseded_pages(const char* path, bool json) {
   }
   if (json) {
     std::printf("{\"page_records\": %llu, \"page_record_bytes\": %llu, \"windows\": [",
-                static_cast<unsigned long long>(pages), static_cast<unsigned long long>(page_bytes));
+                static_cast<unsigned long long>(pages),
+                static_cast<unsigned long long>(page_bytes));
     for (size_t w = 0; w < std::size(kWindows); ++w) {
       std::printf("%s{\"window_bytes\": %s, \"superseded\": %llu, \"bytes\": %llu}", w ? ", " : "",
                   kWindows[w] == UINT64_MAX ? "null" : std::to_string(kWindows[w]).c_str(),
@@ -117,7 +118,8 @@ int superseded_pages(const char* path, bool json) {
     std::printf("], \"error\": %s}\n", error.empty() ? "null" : ("\"" + error + "\"").c_str());
   } else {
     std::printf("%s: %llu page records (%llu bytes)\n", path,
-                static_cast<unsigned long long>(pages), static_cast<unsigned long long>(page_bytes));
+                static_cast<unsigned long long>(pages),
+                static_cast<unsigned long long>(page_bytes));
     std::printf("%-12s %12s %14s %8s\n", "within", "superseded", "their bytes", "share");
     for (size_t w = 0; w < std::size(kWindows); ++w) {
       const std::string name = kWindows[w] == UINT64_MAX ? "anywhere"

@@ -382,7 +382,8 @@ void PageStreamEncoder::adapt_effort(size_t backlog) {
 Status PageStreamEncoder::apply_effort() {
   const int level = stream_level(effort_);
   if (level == 0 || !encoders::stream_compression_available()) {
-    for (Shard& sh : shards_) sh.encoder->set_params(encoders::params_for_effort(std::min(effort_, 2)));
+    const encoders::EncodeParams p = encoders::params_for_effort(std::min(effort_, 2));
+    for (Shard& sh : shards_) sh.encoder->set_params(p);
     // The streams stay: both ends feed them only STREAM frames, so they resume in step.
     use_stream_ = false;
     return Status::ok();

@@ -33,10 +33,11 @@
 // section, and every item between sections is a barrier here).
 //
 // Ordering: frames keep stream order (up to the shards' swaps above), so every RAM record
-// reaches the destination in the order the source wrote it, naming the same block. The receiver's rebuilder may then emit
-// RAM_SAVE_FLAG_CONTINUE only when the record it wrote just before was its own page record
-// of the same block: any OPAQUE frame in between (which may hold XBZRLE records, section
-// headers or records inside a PACKAGED blob, kept byte-exact) makes it name the block again.
+// reaches the destination in the order the source wrote it, naming the same block. The
+// receiver's rebuilder may then emit RAM_SAVE_FLAG_CONTINUE only when the record it wrote just
+// before was its own page record of the same block: any OPAQUE frame in between (which may
+// hold XBZRLE records, section headers or records inside a PACKAGED blob, kept byte-exact)
+// makes it name the block again.
 //
 // Which records become pages: PAGE records and ZERO records with fill 0 on the main channel,
 // outside PACKAGED blobs (a blob's length is fixed by its header, so its bytes stay exact).

@@ -275,7 +275,9 @@ void Engine::tune_effort(const Sample& s, std::vector<Decision>& out) {
 // low / cap (low = B's 10th percentile): a set QEMU sizes at the cap still drains within the
 // budget at the low end.
 void Engine::tune_switchover(const Sample& s, std::vector<Decision>& out) {
-  if (recent_b_.size() < kSpreadMin || s.time_s - last_switchover_change_s_ < kSwitchoverHoldS) return;
+  if (recent_b_.size() < kSpreadMin || s.time_s - last_switchover_change_s_ < kSwitchoverHoldS) {
+    return;
+  }
   std::vector<double> sorted = recent_b_;
   std::sort(sorted.begin(), sorted.end());
   const double low = sorted[sorted.size() / 10];
@@ -297,7 +299,8 @@ void Engine::tune_switchover(const Sample& s, std::vector<Decision>& out) {
   const double spread = std::clamp(low / cap_, kSpreadFloor, 1.0);
   const double target = limits_.max_downtime_ms * kDowntimeMargin * spread;
   if (changed) last_switchover_change_s_ = s.time_s;
-  if (target < downtime_limit_ms_ * kSwitchoverStep && target * kSwitchoverStep > downtime_limit_ms_) {
+  if (target < downtime_limit_ms_ * kSwitchoverStep &&
+      target * kSwitchoverStep > downtime_limit_ms_) {
     return;  // within 30 %: not worth a change (B is sampled coarsely)
   }
   char why[400];

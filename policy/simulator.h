@@ -4,11 +4,13 @@
 //
 // Model: pre-copy sends the dirty set of each pass at B = min(link / ratio[effort],
 // encoder speed[effort] x cores for encoding) QEMU-stream bytes per second, while the guest
-// dirties D bytes per second into the next pass's set (capped at the working set). At each
-// sync QEMU switches over when the set fits its downtime-limit at B (downtime = set / B).
-// With a content swing the rate alternates around B; QEMU judges with the rate of the step at
-// the sync (or of a burst step), the last set drains at the low end. QEMU's max-bandwidth
-// (set by the engine) caps the rate it sends and measures. Post-copy: a short stop for device state, then everything left drains at B while the guest
+// dirties D bytes per second into the next pass's set (capped at the working set). Every step
+// QEMU checks, as it does, whether the RAM still to send (the pass's rest and what was dirtied
+// since) fits its downtime-limit at the rate of that step; if so it stops the guest, and the
+// downtime is that RAM plus the device state at the drain rate. With a content swing the rate
+// alternates around B and a burst step multiplies it; the last set drains at the low end.
+// QEMU's max-bandwidth (set by the engine) caps the rate it sends and measures. Post-copy: a
+// short stop for device state, then everything left drains at B while the guest
 // runs on the destination. auto-converge (when allowed) cuts D by 20 % per pass from the third
 // pass on. Host CPU idle = what the other load and the encoder leave.
 #pragma once

@@ -36,11 +36,21 @@ const std::vector<uint8_t>& stream() {
     std::vector<t::Page> ram(kRamPages);
     for (size_t i = 0; i < kRamPages; ++i) {
       switch (i % 5) {
-        case 0: ram[i] = t::random_page(rng, kPage); break;
-        case 1: ram[i] = t::text_page(rng, kPage); break;
-        case 2: ram[i] = t::sparse_page(rng, kPage); break;
-        case 3: ram[i] = t::structured_page(rng, kPage); break;
-        default: ram[i] = t::Page(kPage, 0); break;
+        case 0:
+          ram[i] = t::random_page(rng, kPage);
+          break;
+        case 1:
+          ram[i] = t::text_page(rng, kPage);
+          break;
+        case 2:
+          ram[i] = t::sparse_page(rng, kPage);
+          break;
+        case 3:
+          ram[i] = t::structured_page(rng, kPage);
+          break;
+        default:
+          ram[i] = t::Page(kPage, 0);
+          break;
       }
     }
     qemu::testing::StreamWriter w;
@@ -76,7 +86,8 @@ double memcpy_bytes_per_s() {
         std::memcpy(dst.data() + at, s.data() + at, std::min(kRead, s.size() - at));
       }
       benchmark::DoNotOptimize(dst.data());
-      const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const double dt =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       best = std::max(best, static_cast<double>(s.size()) / dt);
     }
     return best;

@@ -289,8 +289,12 @@ TEST(PageStream, HostPagesLargerThanTheTargetPageStayInOrder) {
       .eos()
       .footer(2);
   w.part(2);
-  for (uint64_t i = 0; i < 1024; ++i) w.word(i * 4096, 0x08, i ? "" : "pc.ram").raw(page_bytes(rng, 0, i));
-  for (uint64_t i = 0; i < 64; ++i) w.word(i * 4096, 0x08, i ? "" : "vga.vram").raw(page_bytes(rng, 1, i));
+  for (uint64_t i = 0; i < 1024; ++i) {
+    w.word(i * 4096, 0x08, i ? "" : "pc.ram").raw(page_bytes(rng, 0, i));
+  }
+  for (uint64_t i = 0; i < 64; ++i) {
+    w.word(i * 4096, 0x08, i ? "" : "vga.vram").raw(page_bytes(rng, 1, i));
+  }
   w.eos().footer(2).end(2).eos().footer(2).eof();
   PageCodecCounters* c = nullptr;
   std::unique_ptr<PageStreamEncoder> enc;
@@ -324,9 +328,12 @@ TEST(PageStreamDecoder, RejectsHostileFrames) {
   EXPECT_FALSE(st.is_ok());
   EXPECT_NE(st.message().find("--max-cache-mib"), std::string::npos);
   // Version 1 (no shard count), no shards, too many shards.
-  for (std::vector<uint8_t> c : {std::vector<uint8_t>{1, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0},
-                                 std::vector<uint8_t>{2, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0},
-                                 std::vector<uint8_t>{2, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 65}}) {
+  const std::vector<std::vector<uint8_t>> bad_codecs = {
+      {1, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0},
+      {2, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0},
+      {2, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 65},
+  };
+  for (const auto& c : bad_codecs) {
     EXPECT_FALSE(dec.decode(FrameType::kCodec, c, out).is_ok());
   }
   codec = {2, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 2};  // 4 KiB pages, 1 MiB, 2 shards

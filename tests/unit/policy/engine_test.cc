@@ -230,10 +230,10 @@ TEST(Engine, DeadlineStopsPrecopy) {
 TEST(Engine, StarvedCpuLowersEncodingEffort) {
   SimConfig c;
   c.dirty_bytes_per_s = 5e6;
-  c.start_effort = 5;              // zstd -9: 50 MB/s per core
-  c.cores_for_encoding = 0.3;      // most of the host is busy
-  c.other_cpu_cores = 1.9;         // < 10 % idle left
-  c.link_bytes_per_s = 125e6;      // 1 Gbit/s: the link is not what limits
+  c.start_effort = 5;          // zstd -9: 50 MB/s per core
+  c.cores_for_encoding = 0.3;  // most of the host is busy
+  c.other_cpu_cores = 1.9;     // < 10 % idle left
+  c.link_bytes_per_s = 125e6;  // 1 Gbit/s: the link is not what limits
   Limits l;
   l.allow_postcopy = true;
   SimResult r = simulate(c, l);
