@@ -267,6 +267,8 @@ std::string ChannelSet::stats_json(const std::string& outcome, const std::string
   uint64_t page_bytes_in = 0, wire_bytes = 0;
   bool encoding = false;
   int effort = -1;
+  uint64_t effort_changes = 0;
+  uint64_t effort_pages[encoders::kMaxEffort + 1] = {};
   unsigned shards = 0;
   std::string shard_pages;
   for (const auto& c : channels_) {
@@ -280,6 +282,8 @@ std::string ChannelSet::stats_json(const std::string& outcome, const std::string
     }
     page_bytes_in += k.page_bytes_in.load();
     wire_bytes += k.wire_bytes.load();
+    effort_changes += k.effort_changes.load();
+    for (int e = 0; e <= encoders::kMaxEffort; ++e) effort_pages[e] += k.effort_pages[e].load();
     if (c->index == 0) {
       effort = k.effort.load();
       shards = k.shards.load();
@@ -305,8 +309,13 @@ std::string ChannelSet::stats_json(const std::string& outcome, const std::string
     enc_json += ", \"record_bytes\": " + std::to_string(out) +
                 ", \"wire_bytes\": " + std::to_string(wire_bytes) + ", \"ratio\": " + ratio +
                 ", \"final_effort\": " + std::to_string(effort) +
-                ", \"encode_threads\": " + std::to_string(shards) + ", \"pages_per_shard\": [" +
-                shard_pages + "]}, ";
+                ", \"effort_changes\": " + std::to_string(effort_changes) +
+                ", \"pages_per_effort\": [";
+    for (int e = 0; e <= encoders::kMaxEffort; ++e) {
+      enc_json += (e ? ", " : "") + std::to_string(effort_pages[e]);
+    }
+    enc_json += "], \"encode_threads\": " + std::to_string(shards) +
+                ", \"pages_per_shard\": [" + shard_pages + "]}, ";
   }
   // CPU seconds of this whole process (all channel threads, encoding included).
   rusage ru{};

@@ -25,7 +25,8 @@ constexpr Level kLevels[] = {
     {"effort-2", 2, "fast + LZ4 per page"},
     {"effort-3", 3, "zero/same/delta + zstd -1 stream"},
     {"effort-4", 4, "zero/same/delta + zstd -3 stream"},
-    {"max", 5, "zero/same/delta + zstd -9 stream"},
+    {"effort-5", 5, "zero/same/delta + zstd -9 stream"},
+    {"max", 6, "zero/same/delta + LZMA2 stream"},
 };
 
 struct Result {

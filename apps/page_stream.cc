@@ -14,12 +14,26 @@ using qemu::StreamParser;
 
 namespace {
 
-constexpr uint8_t kCodecVersion = 2;
+constexpr uint8_t kCodecVersion = 3;
 constexpr uint8_t kPagesStream = 1;  // PAGES flags bit 0; bits 1..7: the shard
 constexpr int kPagesShardShift = 1;
+constexpr size_t kStreamHeader = 5;  // kind:u8 content_len:u32
 
-// zstd level of the frame stream at each effort (0 = records go out as they are).
-int stream_level(int effort) { return effort >= 5 ? 9 : effort == 4 ? 3 : effort == 3 ? 1 : 0; }
+// The frame stream at each effort (efforts 0..2: none, the records go out as they are).
+struct StreamChoice {
+  bool on = false;
+  encoders::StreamKind kind = encoders::StreamKind::kZstd;
+  int level = 0;
+};
+StreamChoice stream_for_effort(int effort) {
+  using encoders::StreamKind;
+  if (effort < 3) return {};
+  // Without LZMA in the build, 6 is 5.
+  if (effort >= 6 && encoders::stream_compression_available(StreamKind::kLzma)) {
+    return {true, StreamKind::kLzma, 0};
+  }
+  return {true, StreamKind::kZstd, effort >= 5 ? 9 : effort == 4 ? 3 : 1};
+}
 constexpr size_t kCodecPayload = 14;
 // OPAQUE frames are cut at this size (the link sees steady frames, the receiver small ones).
 constexpr size_t kOpaqueFrame = 256u << 10;
@@ -213,7 +227,7 @@ size_t PageStreamEncoder::max_frame(const Batch& b) const {
   const size_t n = b.pages.size();
   const size_t max_content = 4 * n + n * (1 + parser_->target_page_size());
   return 2 + b.block.size() + 2 +
-         (use_stream_ ? 4 + encoders::StreamCompressor::max_compressed_size(max_content)
+         (use_stream_ ? kStreamHeader + encoders::StreamCompressor::max_compressed_size(max_content)
                       : max_content);
 }
 
@@ -224,7 +238,7 @@ Result<size_t> PageStreamEncoder::encode_batch(Shard& sh, Batch& b, uint8_t* dst
   for (size_t i = 0; i < b.pages.size(); ++i) b.pages[i].key = page_key(id, b.index[i]);
   const size_t n = b.pages.size();
   const size_t head = 2 + b.block.size() + 2;
-  // content = page_index[n] record[n]; with the stream it goes through zstd as one block.
+  // content = page_index[n] record[n]; with a stream it goes through it as one block.
   const size_t max_content = 4 * n + sh.encoder->max_encoded_size(n);
   const bool stream = use_stream_;
   uint8_t* p = dst;
@@ -241,12 +255,13 @@ Result<size_t> PageStreamEncoder::encode_batch(Shard& sh, Batch& b, uint8_t* dst
   const size_t content_len = 4 * n + r.bytes;
   size_t body = content_len;
   if (stream) {
-    put_be(p + head, content_len, 4);
-    auto z = sh.zstream->compress(
+    p[head] = static_cast<uint8_t>(sh.stream->kind());
+    put_be(p + head + 1, content_len, 4);
+    auto z = sh.stream->compress(
         {content, content_len},
-        {p + head + 4, encoders::StreamCompressor::max_compressed_size(max_content)});
+        {p + head + kStreamHeader, encoders::StreamCompressor::max_compressed_size(max_content)});
     if (!z) return z.status();
-    body = 4 + *z;
+    body = kStreamHeader + *z;
   }
   b.wire_len = body;
   return head + body;
@@ -324,6 +339,7 @@ Status PageStreamEncoder::flush_pages(FrameWriter& out) {
     }
     counters_.page_bytes_in.fetch_add(n * tp, std::memory_order_relaxed);
     counters_.shard_pages[b.shard].fetch_add(n, std::memory_order_relaxed);
+    counters_.effort_pages[effort_].fetch_add(n, std::memory_order_relaxed);
     b.pages.clear();
     b.index.clear();
   }
@@ -334,10 +350,29 @@ Status PageStreamEncoder::flush_pages(FrameWriter& out) {
 
 // --codec auto: heavier encoding while the link is the bottleneck (bytes pile up toward it),
 // lighter while the link waits for us. Never below fast (zero, same, delta, RLE cost little).
-// The auto ladder skips 2 (per-page LZ4): once the link is the bottleneck the zstd stream
-// (3) saves far more for little more CPU. It climbs while bytes still pile up toward the link
+// The ladder skips 2 (per-page LZ4): once the link is the bottleneck the zstd stream (3)
+// saves far more for little more CPU. It climbs while bytes still pile up toward the link
 // (the encoder outruns it, so heavier encoding costs no time) and steps down once they do not
-// while encoding keeps this thread over 80 % busy (the encoder is now the slower side).
+// while encoding keeps the thread over 80 % busy (the encoder is now the slower side).
+// The top rung, LZMA2, costs about three times zstd -9 for 4-9 % fewer bytes: climbing to it
+// and back would make the encoder the bottleneck half the time (measured: twice the CPU, no
+// fewer bytes, a slower migration at 100 Mbit/s), so it is taken only while zstd -9 keeps the
+// thread under 25 % busy — a link several times slower than the encoder.
+int next_auto_effort(int effort, size_t backlog, double busy_fraction,
+                     const PageCodecOptions& opt) {
+  constexpr double kLzmaCostOverZstd9 = 3.0;
+  if (backlog > opt.backlog_high && effort < encoders::kMaxEffort) {
+    if (effort == 1) return 3;
+    if (effort + 1 < encoders::kMaxEffort) return effort + 1;
+    // busy_fraction < 0: not measured yet.
+    if (busy_fraction >= 0 && busy_fraction * kLzmaCostOverZstd9 < 0.75) return effort + 1;
+  }
+  if (backlog < opt.backlog_low && busy_fraction > 0.8 && effort > 1) {
+    return effort == 3 ? 1 : effort - 1;
+  }
+  return effort;
+}
+
 void PageStreamEncoder::adapt_effort(size_t backlog) {
   if (shards_.empty() || !shards_[0].encoder) return;
   if (const int want = requested_effort_.load(std::memory_order_relaxed); want >= 0) {
@@ -363,13 +398,7 @@ void PageStreamEncoder::adapt_effort(size_t backlog) {
     busy_ns_ = 0;
     window_start_ = now;
   }
-  int next = effort_;
-  if (backlog > opt_.backlog_high && effort_ < encoders::kMaxEffort) {
-    next = effort_ == 1 ? 3 : effort_ + 1;
-  }
-  if (backlog < opt_.backlog_low && busy_fraction_ > 0.8 && effort_ > 1) {
-    next = effort_ == 3 ? 1 : effort_ - 1;
-  }
+  const int next = next_auto_effort(effort_, backlog, busy_fraction_, opt_);
   if (next == effort_) return;
   effort_ = next;
   (void)apply_effort();  // only fails when the build lacks zstd; then per-page forms remain
@@ -377,30 +406,32 @@ void PageStreamEncoder::adapt_effort(size_t backlog) {
   counters_.effort_changes.fetch_add(1, std::memory_order_relaxed);
 }
 
-// Per-page forms for the effort, plus the frame stream at 3..5 (per-page heavy codecs then
+// Per-page forms for the effort, plus the frame stream at 3..6 (per-page heavy codecs then
 // stay off: the stream sees across pages and does better).
 Status PageStreamEncoder::apply_effort() {
-  const int level = stream_level(effort_);
-  if (level == 0 || !encoders::stream_compression_available()) {
+  const StreamChoice choice = stream_for_effort(effort_);
+  if (!choice.on || !encoders::stream_compression_available(choice.kind)) {
     const encoders::EncodeParams p = encoders::params_for_effort(std::min(effort_, 2));
     for (Shard& sh : shards_) sh.encoder->set_params(p);
     // The streams stay: both ends feed them only STREAM frames, so they resume in step.
     use_stream_ = false;
     return Status::ok();
   }
-  // Per page only what zstd cannot see (zero, same as the cached copy, small deltas);
-  // RLE output would hide the text and records zstd matches across pages.
+  // Per page only what the stream cannot see (zero, same as the cached copy, small deltas);
+  // RLE output would hide the text and records it matches across pages.
   encoders::EncodeParams p = encoders::params_for_effort(1);
   p.rle = false;
   for (Shard& sh : shards_) {
     sh.encoder->set_params(p);
-    if (!sh.zstream) {
-      auto z = encoders::StreamCompressor::create(level);
+    auto& slot = choice.kind == encoders::StreamKind::kLzma ? sh.lzma : sh.zstd;
+    if (!slot) {
+      auto z = encoders::StreamCompressor::create(choice.kind, choice.level);
       if (!z) return z.status();
-      sh.zstream = std::move(*z);
+      slot = std::move(*z);
     } else {
-      sh.zstream->set_level(level);
+      slot->set_level(choice.level);
     }
+    sh.stream = slot.get();
   }
   use_stream_ = true;
   return Status::ok();
@@ -451,7 +482,8 @@ Status PageStreamDecoder::decode(FrameType type, std::span<const uint8_t> payloa
       if (!d) return Status(d.status().code(), "CODEC frame: " + d.status().message());
       decoders_.push_back(std::move(*d));
     }
-    zstreams_.resize(shards);
+    zstd_streams_.resize(shards);
+    lzma_streams_.resize(shards);
     page_size_ = cfg.page_size;
     rebuilder_ = std::make_unique<qemu::StreamRebuilder>(static_cast<uint32_t>(page_size_));
     return Status::ok();
@@ -481,30 +513,40 @@ Status PageStreamDecoder::decode(FrameType type, std::span<const uint8_t> payloa
     return Status(ErrorCode::kProtocol, "PAGES frame: bad page count " + std::to_string(n) +
                                             " at byte offset " + std::to_string(at_count));
   }
-  // content = page_index[n] record[n], in the frame or as the next block of the zstd stream.
+  // content = page_index[n] record[n], in the frame or as the next block of a stream.
   std::span<const uint8_t> content = payload.subspan(at_content);
   size_t content_at = at_content;  // for error offsets (into the decompressed block if stream)
   if (stream) {
-    if (content.size() < 4) {
+    if (content.size() < kStreamHeader) {
       return Status(ErrorCode::kProtocol, "PAGES frame: truncated stream header at byte offset " +
                                               std::to_string(at_content));
     }
-    const size_t raw_len = get_be(content.data(), 4);
+    const uint8_t kind = content[0];
+    if (kind != static_cast<uint8_t>(encoders::StreamKind::kZstd) &&
+        kind != static_cast<uint8_t>(encoders::StreamKind::kLzma)) {
+      return Status(ErrorCode::kProtocol, "PAGES frame: unknown stream kind " +
+                                              std::to_string(kind) + " at byte offset " +
+                                              std::to_string(at_content));
+    }
+    const size_t raw_len = get_be(content.data() + 1, 4);
     if (raw_len > 4 * n + n * (1 + page_size_)) {
       return Status(ErrorCode::kProtocol, "PAGES frame: content length " +
                                               std::to_string(raw_len) + " at byte offset " +
                                               std::to_string(at_content) + " exceeds " +
                                               std::to_string(n) + " pages");
     }
-    auto& zstream = zstreams_[shard];
-    if (!zstream) {
-      auto z = encoders::StreamDecompressor::create();
-      if (!z) return z.status();
-      zstream = std::move(*z);
+    const auto stream_kind = static_cast<encoders::StreamKind>(kind);
+    auto& dstream = stream_kind == encoders::StreamKind::kLzma ? lzma_streams_[shard]
+                                                               : zstd_streams_[shard];
+    if (!dstream) {
+      auto z = encoders::StreamDecompressor::create(stream_kind);
+      if (!z) return Status(z.status().code(), "PAGES frame: " + z.status().message());
+      dstream = std::move(*z);
     }
     records_.resize(raw_len);
-    if (auto st = zstream->decompress(content.subspan(4), records_); !st) {
-      return Status(st.code(), "PAGES frame (from byte offset " + std::to_string(at_content + 4) +
+    if (auto st = dstream->decompress(content.subspan(kStreamHeader), records_); !st) {
+      return Status(st.code(), "PAGES frame (from byte offset " +
+                                   std::to_string(at_content + kStreamHeader) +
                                    "): " + st.message());
     }
     content = records_;

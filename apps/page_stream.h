@@ -4,14 +4,14 @@
 // Wires qemu-channel (parser, rebuilder) to encoders/ and dataplane/ frames.
 //
 // Frame payloads (big-endian unless noted; frame types in dataplane/protocol.h):
-//   CODEC := version:u8(=2) page_size:u32 cache_bytes:u64 shards:u8            (14 bytes)
+//   CODEC := version:u8(=3) page_size:u32 cache_bytes:u64 shards:u8            (14 bytes)
 //            once, before the first PAGES frame; the receiver builds one Decoder per shard
 //            from it, each with cache_bytes / shards
 //   PAGES := flags:u8 block_len:u8 block[block_len] count:u16 body
-//     flags      bit 0 STREAM: body = content_len:u32 zstd-block, the content compressed as
-//                the next block of the shard's zstd stream (encoders/stream_compressor.h);
-//                otherwise body = content. Bits 1..7: the shard (< shards) whose Decoder,
-//                page cache and zstd stream the frame belongs to
+//     flags      bit 0 STREAM: body = kind:u8 content_len:u32 block, the content compressed
+//                as the next block of the shard's stream of that kind (1 zstd, 2 LZMA2;
+//                encoders/stream_compressor.h); otherwise body = content. Bits 1..7: the
+//                shard (< shards) whose Decoder, page cache and streams the frame belongs to
 //     content    page_index:u32[count] record[count]
 //     block      the RAMBlock idstr of every page in the frame
 //     count      1 .. 4096 (ferry send uses at most 64)
@@ -20,8 +20,11 @@
 //
 // Effort (--codec): 0 none; 1 fast = zero, same, delta, RLE per page; 2 + LZ4 per page;
 // 3..5 = fast per page, then the frame's records through one zstd stream at level 1, 3, 9
-// (matches across pages, like QEMU's multifd zstd, on top of ferry's zero/same/delta).
-// auto moves along 1, 3, 4, 5 by link backlog; max is 5.
+// (matches across pages, like QEMU's multifd zstd, on top of ferry's zero/same/delta);
+// 6 = the same through one LZMA2 stream (preset 0: fewer bytes than zstd -9 at a third of
+// its speed, for links far slower than the encoder). Each shard keeps its zstd and its LZMA2
+// stream for the whole session, so moving between 5 and 6 restarts neither window.
+// auto moves along 1, 3, 4, 5, 6 by link backlog; max is 6.
 //
 // Encode shards (--encode-threads N): page i of a block belongs to shard i % N (all pages of a
 // block whose host pages are larger than the target page go to shard 0, so a host page stays
@@ -83,12 +86,19 @@ struct PageCodecCounters {
   std::atomic<uint64_t> page_bytes_in{0};                  // pages * page size
   std::atomic<int> effort{0};
   std::atomic<uint64_t> effort_changes{0};
+  std::atomic<uint64_t> effort_pages[encoders::kMaxEffort + 1] = {};  // pages encoded at each
   std::atomic<uint64_t> wire_bytes{0};  // PAGES bodies as sent (after the zstd stream)
   std::atomic<unsigned> shards{0};      // encode shards in use (0 until the first page)
   std::atomic<uint64_t> shard_pages[64] = {};  // pages encoded per shard (kMaxShards)
 };
 
 inline constexpr unsigned kMaxShards = 64;  // the shard fits PAGES flags bits 1..7
+
+// --codec auto's next effort, from the current one, the bytes queued toward the link and the
+// share of the last ~100 ms the encoder was busy (< 0: not measured yet); page_stream.cc
+// explains the ladder.
+int next_auto_effort(int effort, size_t backlog, double busy_fraction,
+                     const PageCodecOptions& opt);
 
 class PageStreamEncoder final : public dataplane::StreamCodec {
  public:
@@ -124,8 +134,10 @@ class PageStreamEncoder final : public dataplane::StreamCodec {
   };
   struct Shard {
     std::unique_ptr<encoders::Encoder> encoder;
-    std::unique_ptr<encoders::StreamCompressor> zstream;  // efforts 3..5
-    std::vector<uint8_t> records;                         // a batch's records before zstd
+    std::unique_ptr<encoders::StreamCompressor> zstd;  // efforts 3..5
+    std::unique_ptr<encoders::StreamCompressor> lzma;  // effort 6
+    encoders::StreamCompressor* stream = nullptr;      // the one in use (null: none)
+    std::vector<uint8_t> records;                      // a batch's records before the stream
     Batch open;                                           // the batch being filled
   };
   Status start(std::span<const uint8_t> first, dataplane::FrameWriter& out);
@@ -154,7 +166,7 @@ class PageStreamEncoder final : public dataplane::StreamCodec {
   std::atomic<int> requested_effort_{-1};
   // --codec auto: time spent encoding over the current ~100 ms window.
   int64_t busy_ns_ = 0;
-  double busy_fraction_ = 0;
+  double busy_fraction_ = -1;  // < 0 until the first window closes
   std::chrono::steady_clock::time_point window_start_{};
   bool codec_sent_ = false;
   int effort_ = 1;
@@ -190,7 +202,9 @@ class PageStreamDecoder final : public dataplane::StreamCodec {
   size_t max_cache_bytes_;
   // One per shard (CODEC frame).
   std::vector<std::unique_ptr<encoders::Decoder>> decoders_;
-  std::vector<std::unique_ptr<encoders::StreamDecompressor>> zstreams_;
+  // Per shard, created on their first block.
+  std::vector<std::unique_ptr<encoders::StreamDecompressor>> zstd_streams_;
+  std::vector<std::unique_ptr<encoders::StreamDecompressor>> lzma_streams_;
   std::vector<uint8_t> records_;
   size_t page_size_ = 0;
   std::unique_ptr<qemu::StreamRebuilder> rebuilder_;

@@ -148,14 +148,6 @@ int effort_for_level(CodecLevel level) {
   return 1;
 }
 
-double nominal_encode_ns_per_page(int effort) {
-  // First-pass encode cost per 4 KiB page, averaged over the random, text, sparse and
-  // structured sets of docs/BENCHMARKS.md "Kernels" (one 2.6 GHz core; effort 4 interpolated).
-  // Re-sent pages that hit the cache cost about 250 ns at every effort >= 1.
-  static constexpr double kNs[kMaxEffort + 1] = {200, 1000, 4000, 10000, 20000, 70000};
-  return kNs[std::clamp(effort, 0, kMaxEffort)];
-}
-
 Status decode_status(const DecodeResult& r, const char* what) {
   if (r.ok()) return Status::ok();
   return error(ErrorCode::kProtocol, std::string(what) + ": " + decode_error_name(r.error) +

@@ -78,14 +78,12 @@ struct EncodeParams {
 };
 
 // Effort ladder, cheapest first. 0: zero/raw; 1: + same, delta, RLE; 2: + LZ4; 3: + zstd -1
-// (igzip -1 without zstd); 4: zstd -3; 5: zstd -9. Codecs missing from the build are skipped
-// down the ladder. `auto` starts at 1 and the policy moves it.
-inline constexpr int kMaxEffort = 5;
+// (igzip -1 without zstd); 4: zstd -3; 5 and 6: zstd -9. Codecs missing from the build are
+// skipped down the ladder. `auto` starts at 1 and the policy moves it. (apps/page_stream.h
+// replaces the per-page heavy codec by a stream across pages from 3 on; its 6 is LZMA2.)
+inline constexpr int kMaxEffort = 6;
 EncodeParams params_for_effort(int effort);
 int effort_for_level(CodecLevel level);
-// Rough single-core cost of one 4 KiB page at each effort on mixed guest pages, in ns (from
-// docs/BENCHMARKS.md "Kernels"); the policy scales them by Encoder::stats() as they come in.
-double nominal_encode_ns_per_page(int effort);
 
 struct CodecConfig {
   size_t page_size = 4096;           // power of two, 512 .. kMaxPageSize; identical on both ends

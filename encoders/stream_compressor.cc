@@ -1,52 +1,184 @@
 // encoders/stream_compressor.cc — see stream_compressor.h.
 #include "encoders/stream_compressor.h"
 
+#include <algorithm>
 #include <string>
 
 #if FERRY_HAVE_ZSTD
 #include <zstd.h>
 #endif
+#if FERRY_HAVE_LZMA
+#include <lzma.h>
+#endif
 
 namespace ferry::encoders {
 
-#if FERRY_HAVE_ZSTD
+const char* stream_kind_name(StreamKind kind) {
+  return kind == StreamKind::kLzma ? "lzma" : "zstd";
+}
+
+bool stream_compression_available(StreamKind kind) {
+  return kind == StreamKind::kLzma ? FERRY_HAVE_LZMA : FERRY_HAVE_ZSTD;
+}
+
+namespace {
+
+Status unavailable(StreamKind kind) {
+  return Status(ErrorCode::kUnavailable,
+                kind == StreamKind::kLzma
+                    ? "this build has no LZMA (apt-get install liblzma-dev)"
+                    : "this build has no zstd (apt-get install libzstd-dev)");
+}
+
+#if FERRY_HAVE_LZMA
+const char* lzma_error(lzma_ret r) {
+  switch (r) {
+    case LZMA_MEM_ERROR: return "out of memory";
+    case LZMA_MEMLIMIT_ERROR: return "memory limit";
+    case LZMA_OPTIONS_ERROR: return "unsupported options";
+    case LZMA_DATA_ERROR: return "corrupt data";
+    case LZMA_BUF_ERROR: return "no progress possible";
+    case LZMA_PROG_ERROR: return "programming error";
+    default: return "error";
+  }
+}
+
+// Raw LZMA2 (no .xz container: ferry's frames carry lengths). preset's dictionary, capped.
+lzma_ret lzma2_init(lzma_stream* s, int preset, bool encoder) {
+  lzma_options_lzma opt;
+  if (lzma_lzma_preset(&opt, static_cast<uint32_t>(preset))) return LZMA_OPTIONS_ERROR;
+  opt.dict_size = encoder ? std::min(opt.dict_size, kLzmaDictMax) : kLzmaDictMax;
+  const lzma_filter filters[] = {{LZMA_FILTER_LZMA2, &opt}, {LZMA_VLI_UNKNOWN, nullptr}};
+  return encoder ? lzma_raw_encoder(s, filters) : lzma_raw_decoder(s, filters);
+}
+#endif
+
+}  // namespace
 
 struct StreamCompressor::Ctx {
+#if FERRY_HAVE_ZSTD
   ZSTD_CCtx* cctx = nullptr;
-  ~Ctx() { ZSTD_freeCCtx(cctx); }
+#endif
+#if FERRY_HAVE_LZMA
+  lzma_stream lz = LZMA_STREAM_INIT;
+#endif
+  ~Ctx() {
+#if FERRY_HAVE_ZSTD
+    ZSTD_freeCCtx(cctx);
+#endif
+#if FERRY_HAVE_LZMA
+    lzma_end(&lz);
+#endif
+  }
 };
+
 struct StreamDecompressor::Ctx {
+#if FERRY_HAVE_ZSTD
   ZSTD_DCtx* dctx = nullptr;
-  ~Ctx() { ZSTD_freeDCtx(dctx); }
+#endif
+#if FERRY_HAVE_LZMA
+  lzma_stream lz = LZMA_STREAM_INIT;
+#endif
+  ~Ctx() {
+#if FERRY_HAVE_ZSTD
+    ZSTD_freeDCtx(dctx);
+#endif
+#if FERRY_HAVE_LZMA
+    lzma_end(&lz);
+#endif
+  }
 };
 
-bool stream_compression_available() { return true; }
-
-Result<std::unique_ptr<StreamCompressor>> StreamCompressor::create(int level) {
+Result<std::unique_ptr<StreamCompressor>> StreamCompressor::create(StreamKind kind, int level) {
+  if (!stream_compression_available(kind)) return unavailable(kind);
   std::unique_ptr<StreamCompressor> c(new StreamCompressor());
   c->ctx_ = std::make_unique<Ctx>();
+  c->kind_ = kind;
+  c->level_ = level;
+  if (kind == StreamKind::kLzma) {
+#if FERRY_HAVE_LZMA
+    if (level < 0 || level > kLzmaPresetMax) {
+      return Status(ErrorCode::kInvalidArgument,
+                    "LZMA preset " + std::to_string(level) + " (0.." +
+                        std::to_string(kLzmaPresetMax) + ")");
+    }
+    if (lzma_ret r = lzma2_init(&c->ctx_->lz, level, true); r != LZMA_OK) {
+      return Status(ErrorCode::kInternal, std::string("lzma: ") + lzma_error(r));
+    }
+#endif
+    return c;
+  }
+#if FERRY_HAVE_ZSTD
   c->ctx_->cctx = ZSTD_createCCtx();
   if (!c->ctx_->cctx) return Status(ErrorCode::kInternal, "zstd: cannot create a context");
-  c->level_ = level;
   ZSTD_CCtx_setParameter(c->ctx_->cctx, ZSTD_c_compressionLevel, level);
   // The receiver refuses windows above kStreamWindowLogMax; stay well inside.
   ZSTD_CCtx_setParameter(c->ctx_->cctx, ZSTD_c_windowLog, 23);
+#endif
   return c;
 }
 
 StreamCompressor::~StreamCompressor() = default;
 
-// + room for the epilogue of a frame closed by a level change.
-size_t StreamCompressor::max_compressed_size(size_t n) { return ZSTD_compressBound(n) + 64; }
+// zstd: + room for the epilogue of a frame closed by a level change. LZMA2 stores
+// incompressible data in chunks of at most 64 KiB with a 3-byte header, plus a few bytes of
+// range-coder flush per block.
+size_t StreamCompressor::max_compressed_size(size_t n) {
+#if FERRY_HAVE_ZSTD
+  const size_t zstd_bound = ZSTD_compressBound(n) + 64;
+#else
+  const size_t zstd_bound = 0;
+#endif
+  return std::max(zstd_bound, n + 3 * (n / 65536 + 2) + 64);
+}
 
 void StreamCompressor::set_level(int level) {
   if (level == level_) return;
+  if (kind_ == StreamKind::kLzma) level = std::clamp(level, 0, kLzmaPresetMax);
   level_ = level;
-  // zstd applies a new level from the next frame: compress() ends the current one first.
+  // Both apply a new level from the next block on: compress() closes the running frame or
+  // chunk first.
   level_pending_ = true;
 }
 
 Result<size_t> StreamCompressor::compress(std::span<const uint8_t> in, std::span<uint8_t> out) {
+  if (!stream_compression_available(kind_)) return unavailable(kind_);
+  return kind_ == StreamKind::kLzma ? compress_lzma(in, out) : compress_zstd(in, out);
+}
+
+Result<std::unique_ptr<StreamDecompressor>> StreamDecompressor::create(StreamKind kind) {
+  if (!stream_compression_available(kind)) return unavailable(kind);
+  std::unique_ptr<StreamDecompressor> d(new StreamDecompressor());
+  d->ctx_ = std::make_unique<Ctx>();
+  d->kind_ = kind;
+  if (kind == StreamKind::kLzma) {
+#if FERRY_HAVE_LZMA
+    if (lzma_ret r = lzma2_init(&d->ctx_->lz, 0, false); r != LZMA_OK) {
+      return Status(ErrorCode::kInternal, std::string("lzma: ") + lzma_error(r));
+    }
+#endif
+    return d;
+  }
+#if FERRY_HAVE_ZSTD
+  d->ctx_->dctx = ZSTD_createDCtx();
+  if (!d->ctx_->dctx) return Status(ErrorCode::kInternal, "zstd: cannot create a context");
+  ZSTD_DCtx_setParameter(d->ctx_->dctx, ZSTD_d_windowLogMax, kStreamWindowLogMax);
+#endif
+  return d;
+}
+
+StreamDecompressor::~StreamDecompressor() = default;
+
+Status StreamDecompressor::decompress(std::span<const uint8_t> in, std::span<uint8_t> out) {
+  if (!stream_compression_available(kind_)) return unavailable(kind_);
+  return kind_ == StreamKind::kLzma ? decompress_lzma(in, out) : decompress_zstd(in, out);
+}
+
+// ---------------------------------------------------------------------------- zstd
+
+#if FERRY_HAVE_ZSTD
+
+Result<size_t> StreamCompressor::compress_zstd(std::span<const uint8_t> in, std::span<uint8_t> out) {
   ZSTD_inBuffer ib{in.data(), in.size(), 0};
   ZSTD_outBuffer ob{out.data(), out.size(), 0};
   if (level_pending_) {
@@ -75,18 +207,7 @@ Result<size_t> StreamCompressor::compress(std::span<const uint8_t> in, std::span
   return ob.pos;
 }
 
-Result<std::unique_ptr<StreamDecompressor>> StreamDecompressor::create() {
-  std::unique_ptr<StreamDecompressor> d(new StreamDecompressor());
-  d->ctx_ = std::make_unique<Ctx>();
-  d->ctx_->dctx = ZSTD_createDCtx();
-  if (!d->ctx_->dctx) return Status(ErrorCode::kInternal, "zstd: cannot create a context");
-  ZSTD_DCtx_setParameter(d->ctx_->dctx, ZSTD_d_windowLogMax, kStreamWindowLogMax);
-  return d;
-}
-
-StreamDecompressor::~StreamDecompressor() = default;
-
-Status StreamDecompressor::decompress(std::span<const uint8_t> in, std::span<uint8_t> out) {
+Status StreamDecompressor::decompress_zstd(std::span<const uint8_t> in, std::span<uint8_t> out) {
   ZSTD_inBuffer ib{in.data(), in.size(), 0};
   ZSTD_outBuffer ob{out.data(), out.size(), 0};
   while (ib.pos < ib.size) {
@@ -131,24 +252,97 @@ Status StreamDecompressor::decompress(std::span<const uint8_t> in, std::span<uin
 
 #else  // !FERRY_HAVE_ZSTD
 
-struct StreamCompressor::Ctx {};
-struct StreamDecompressor::Ctx {};
-bool stream_compression_available() { return false; }
-Result<std::unique_ptr<StreamCompressor>> StreamCompressor::create(int) {
-  return Status(ErrorCode::kUnavailable, "this build has no zstd (apt-get install libzstd-dev)");
+Result<size_t> StreamCompressor::compress_zstd(std::span<const uint8_t>, std::span<uint8_t>) {
+  return unavailable(StreamKind::kZstd);
 }
-StreamCompressor::~StreamCompressor() = default;
-size_t StreamCompressor::max_compressed_size(size_t n) { return n + 64; }
-void StreamCompressor::set_level(int level) { level_ = level; }  // no zstd: nothing to do
-Result<size_t> StreamCompressor::compress(std::span<const uint8_t>, std::span<uint8_t>) {
-  return Status(ErrorCode::kUnavailable, "this build has no zstd");
+Status StreamDecompressor::decompress_zstd(std::span<const uint8_t>, std::span<uint8_t>) {
+  return unavailable(StreamKind::kZstd);
 }
-Result<std::unique_ptr<StreamDecompressor>> StreamDecompressor::create() {
-  return Status(ErrorCode::kUnavailable, "this build has no zstd (apt-get install libzstd-dev)");
+
+#endif
+
+// ---------------------------------------------------------------------------- LZMA2
+
+#if FERRY_HAVE_LZMA
+
+Result<size_t> StreamCompressor::compress_lzma(std::span<const uint8_t> in,
+                                               std::span<uint8_t> out) {
+  lzma_stream& s = ctx_->lz;
+  if (level_pending_) {
+    // A fresh encoder: its first chunk resets the dictionary and carries the new preset's
+    // properties, which the decoder reads from the chunk headers.
+    if (lzma_ret r = lzma2_init(&s, level_, true); r != LZMA_OK) {
+      return Status(ErrorCode::kInternal, std::string("lzma: ") + lzma_error(r));
+    }
+    level_pending_ = false;
+  }
+  s.next_in = in.data();
+  s.avail_in = in.size();
+  s.next_out = out.data();
+  s.avail_out = out.size();
+  for (;;) {
+    const lzma_ret r = lzma_code(&s, LZMA_SYNC_FLUSH);
+    if (r == LZMA_STREAM_END) break;  // the block is flushed
+    if (r != LZMA_OK) return Status(ErrorCode::kInternal, std::string("lzma: ") + lzma_error(r));
+    if (s.avail_out == 0) return Status(ErrorCode::kInternal, "lzma: output buffer too small");
+  }
+  return out.size() - s.avail_out;
 }
-StreamDecompressor::~StreamDecompressor() = default;
-Status StreamDecompressor::decompress(std::span<const uint8_t>, std::span<uint8_t>) {
-  return Status(ErrorCode::kUnavailable, "this build has no zstd");
+
+Status StreamDecompressor::decompress_lzma(std::span<const uint8_t> in, std::span<uint8_t> out) {
+  lzma_stream& s = ctx_->lz;
+  s.next_in = in.data();
+  s.avail_in = in.size();
+  s.next_out = out.data();
+  s.avail_out = out.size();
+  uint8_t probe;
+  bool probing = false;  // the announced output is full: one spare byte it must not use
+  for (;;) {
+    if (s.avail_out == 0 && !probing) {
+      probing = true;
+      s.next_out = &probe;
+      s.avail_out = 1;
+    }
+    const size_t in_before = s.avail_in, out_before = s.avail_out;
+    const lzma_ret r = lzma_code(&s, LZMA_RUN);
+    const size_t at = in.size() - s.avail_in;
+    if (probing && s.avail_out == 0) {
+      return Status(ErrorCode::kProtocol, "lzma stream: block holds more than the announced " +
+                                              std::to_string(out.size()) + " bytes");
+    }
+    if (r == LZMA_STREAM_END) {
+      // An end marker: ferry never finishes its streams, so the block is forged.
+      return Status(ErrorCode::kProtocol, "lzma stream: end of stream at byte offset " +
+                                              std::to_string(at));
+    }
+    if (r != LZMA_OK && r != LZMA_BUF_ERROR) {
+      return Status(ErrorCode::kProtocol, std::string("lzma stream: ") + lzma_error(r) +
+                                              " at byte offset " + std::to_string(at));
+    }
+    if (s.avail_in == in_before && s.avail_out == out_before) break;  // nothing more to do
+  }
+  if (s.avail_in != 0) {
+    return Status(ErrorCode::kProtocol, "lzma stream: " + std::to_string(s.avail_in) +
+                                            " bytes left over after the announced " +
+                                            std::to_string(out.size()) + " bytes");
+  }
+  const size_t got = probing ? out.size() : out.size() - s.avail_out;
+  if (got != out.size()) {
+    // Flushed blocks decode completely; anything short means a truncated or forged block.
+    return Status(ErrorCode::kProtocol, "lzma stream: block gave " + std::to_string(got) +
+                                            " of the announced " + std::to_string(out.size()) +
+                                            " bytes");
+  }
+  return Status::ok();
+}
+
+#else  // !FERRY_HAVE_LZMA
+
+Result<size_t> StreamCompressor::compress_lzma(std::span<const uint8_t>, std::span<uint8_t>) {
+  return unavailable(StreamKind::kLzma);
+}
+Status StreamDecompressor::decompress_lzma(std::span<const uint8_t>, std::span<uint8_t>) {
+  return unavailable(StreamKind::kLzma);
 }
 
 #endif

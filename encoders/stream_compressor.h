@@ -1,15 +1,20 @@
-// encoders/stream_compressor.h — one zstd stream across many buffers.
+// encoders/stream_compressor.h — one compressed stream (zstd or LZMA2) across many buffers.
 //
 // Per-page codecs (page_codec.h) see 4 KiB at a time; guest memory repeats itself across
 // pages (text, structured records), which only a compressor with a window spanning pages can
 // exploit — as QEMU's multifd zstd does per channel. StreamCompressor compresses each buffer
-// (a PAGES frame's records) as a flushed block of one long zstd frame: the receiver decodes
-// each buffer as it arrives, and matches reach back into earlier buffers.
+// (a PAGES frame's records) as a flushed block of one long stream: the receiver decodes each
+// buffer as it arrives, and matches reach back into earlier buffers.
+//
+// Two kinds: zstd (levels 1..19; the fast rungs) and LZMA2 (liblzma, raw LZMA2, presets
+// 0..9; for slow links: on guest memory preset 0 puts 4-9 % fewer bytes on the link than
+// zstd -9 and 0-3 % fewer than zstd -17, at about a third of zstd -9's speed — see
+// docs/ENCODING.md). A block is flushed with ZSTD_e_flush / LZMA_SYNC_FLUSH.
 //
 // Both ends must process the same buffers in the same order (like the page caches). The
-// compression level may change between buffers: the buffer after a change ends the running
-// zstd frame and starts a new one (the window restarts); the decompressor does not need to
-// know it.
+// level may change between buffers: the buffer after a change ends the running zstd frame
+// and starts a new one, or starts a new LZMA2 chunk with a dictionary reset (the window
+// restarts either way); the decompressor does not need to know it.
 //
 // Threads: one instance per stream, one thread at a time. No allocation after create().
 #pragma once
@@ -25,17 +30,27 @@ namespace ferry::encoders {
 
 // Largest window the decompressor accepts (bounds the receiver's memory): 2^27 = 128 MiB.
 inline constexpr int kStreamWindowLogMax = 27;
+// LZMA2 dictionary the decompressor holds; the compressor's preset must not exceed it
+// (presets 0..2 use 256 KiB .. 2 MiB).
+inline constexpr uint32_t kLzmaDictMax = 2u << 20;
+inline constexpr int kLzmaPresetMax = 2;
+
+// On the wire (apps/page_stream.h) as the first byte of a stream block.
+enum class StreamKind : uint8_t { kZstd = 1, kLzma = 2 };
+const char* stream_kind_name(StreamKind kind);
 
 class StreamCompressor {
  public:
-  // kUnavailable when the build has no zstd.
-  static Result<std::unique_ptr<StreamCompressor>> create(int level);
+  // level: zstd 1..19, LZMA preset 0..kLzmaPresetMax. kUnavailable when the build lacks the
+  // library.
+  static Result<std::unique_ptr<StreamCompressor>> create(StreamKind kind, int level);
   ~StreamCompressor();
   StreamCompressor(const StreamCompressor&) = delete;
   StreamCompressor& operator=(const StreamCompressor&) = delete;
 
-  // Output capacity that always suffices for n input bytes.
+  // Output capacity that always suffices for n input bytes (either kind).
   static size_t max_compressed_size(size_t n);
+  StreamKind kind() const { return kind_; }
   void set_level(int level);
   int level() const { return level_; }
   // Compresses in as the next block of the stream into out (out.size() >=
@@ -45,15 +60,18 @@ class StreamCompressor {
 
  private:
   StreamCompressor() = default;
+  Result<size_t> compress_zstd(std::span<const uint8_t> in, std::span<uint8_t> out);
+  Result<size_t> compress_lzma(std::span<const uint8_t> in, std::span<uint8_t> out);
   struct Ctx;
   std::unique_ptr<Ctx> ctx_;
+  StreamKind kind_ = StreamKind::kZstd;
   int level_ = 1;
   bool level_pending_ = false;
 };
 
 class StreamDecompressor {
  public:
-  static Result<std::unique_ptr<StreamDecompressor>> create();
+  static Result<std::unique_ptr<StreamDecompressor>> create(StreamKind kind);
   ~StreamDecompressor();
   StreamDecompressor(const StreamDecompressor&) = delete;
   StreamDecompressor& operator=(const StreamDecompressor&) = delete;
@@ -65,10 +83,13 @@ class StreamDecompressor {
 
  private:
   StreamDecompressor() = default;
+  Status decompress_zstd(std::span<const uint8_t> in, std::span<uint8_t> out);
+  Status decompress_lzma(std::span<const uint8_t> in, std::span<uint8_t> out);
   struct Ctx;
   std::unique_ptr<Ctx> ctx_;
+  StreamKind kind_ = StreamKind::kZstd;
 };
 
-bool stream_compression_available();
+bool stream_compression_available(StreamKind kind);
 
 }  // namespace ferry::encoders

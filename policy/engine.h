@@ -46,7 +46,7 @@ struct Limits {
   bool allow_postcopy = false;
   bool allow_throttle = false;  // QEMU's auto-converge is on: give it until the deadline
   int min_effort = 1;           // encoding effort range the engine may use (encoders/)
-  int max_effort = 5;
+  int max_effort = 6;
 };
 
 // One query-migrate, as the engine needs it.

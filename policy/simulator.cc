@@ -21,7 +21,7 @@ SimResult simulate(const SimConfig& c, const Limits& limits) {
   double dirty_rate_seen = 0;      // QEMU reports the rate measured at the last sync
   // Returns B now, the wire ratio and the mean B (without the content swing).
   auto rate = [&](double t, double& cpu_idle) {
-    const int e = std::clamp(effort, 0, 5);
+    const int e = std::clamp(effort, 0, SimConfig::kEfforts - 1);
     const double ratio = effort < 0 ? 1.0 : c.ratio[e];
     const double cpu = effort < 0 ? 1e30 : c.encode_bytes_per_s[e] * c.cores_for_encoding;
     const double mean = std::min(c.link_bytes_per_s / ratio, cpu);
@@ -59,7 +59,7 @@ SimResult simulate(const SimConfig& c, const Limits& limits) {
     s.ferry.effort = effort;
     // Link-bound when the encoder could feed more than the link takes.
     const bool link_bound = effort < 0 || c.link_bytes_per_s / ratio <
-                                              c.encode_bytes_per_s[std::clamp(effort, 0, 5)] *
+                                              c.encode_bytes_per_s[std::clamp(effort, 0, SimConfig::kEfforts - 1)] *
                                                   c.cores_for_encoding;
     s.ferry.link_backlog_bytes = link_bound ? (1u << 20) : 0;
     for (const Decision& d : engine.step(s)) {

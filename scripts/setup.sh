@@ -11,7 +11,7 @@ PACKAGES=(
   # build
   g++ meson ninja-build pkg-config
   libgtest-dev libgmock-dev libbenchmark-dev
-  libisal-dev liblz4-dev libzstd-dev
+  libisal-dev liblz4-dev libzstd-dev liblzma-dev
   # fuzzing (clang + libFuzzer runtime)
   clang libclang-rt-14-dev
   # guest rig and integration tests

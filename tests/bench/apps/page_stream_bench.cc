@@ -135,7 +135,7 @@ void BM_PageStreamEncode(benchmark::State& state) {
 }
 BENCHMARK(BM_PageStreamEncode)
     ->ArgNames({"effort", "threads"})
-    ->ArgsProduct({{1, 3, 4, 5}, {1, 2}})
+    ->ArgsProduct({{1, 3, 4, 5, 6}, {1, 2}})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

@@ -16,7 +16,7 @@ using ferry::dataplane::FrameType;
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   PageStreamDecoder dec(1u << 20);
   ByteQueue out;
-  static const uint8_t kCodec[] = {2, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x04, 0, 0, 2};
+  static const uint8_t kCodec[] = {3, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x04, 0, 0, 2};
   if (!dec.decode(FrameType::kCodec, kCodec, out).is_ok()) __builtin_trap();
   static const FrameType kTypes[] = {FrameType::kOpaque, FrameType::kPages, FrameType::kCodec};
   size_t at = 0;

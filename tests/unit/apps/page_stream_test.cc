@@ -130,7 +130,8 @@ Parsed parse_all(const std::vector<uint8_t>& s) {
 std::vector<uint8_t> round_trip(const std::vector<uint8_t>& in, encoders::CodecLevel level,
                                 uint32_t split_seed, size_t prefill, PageCodecCounters** counters,
                                 std::unique_ptr<PageStreamEncoder>& enc, unsigned threads = 1,
-                                std::vector<unsigned>* shards_seen = nullptr) {
+                                std::vector<unsigned>* shards_seen = nullptr,
+                                const std::vector<int>* efforts = nullptr) {
   PageCodecOptions opt;
   opt.level = level;
   opt.cache_bytes = 4u << 20;
@@ -142,12 +143,14 @@ std::vector<uint8_t> round_trip(const std::vector<uint8_t>& in, encoders::CodecL
   uint64_t seq = 0, frames = 0;
   FrameWriter fw(wire, seq, frames);
   std::mt19937 rng(split_seed);
-  size_t at = 0;
+  size_t at = 0, chunks = 0;
   while (at < in.size()) {
     size_t n = std::min(in.size() - at, size_t{1} + rng() % 20000);
     // The encoder may keep views into its input only during the call: hand it a copy.
     std::vector<uint8_t> chunk(in.begin() + static_cast<long>(at),
                                in.begin() + static_cast<long>(at + n));
+    if (efforts) enc->set_effort((*efforts)[chunks % efforts->size()]);  // as the policy does
+    ++chunks;
     auto st = enc->encode(chunk, fw);
     EXPECT_TRUE(st.is_ok()) << st.message();
     if (!st.is_ok()) break;
@@ -316,6 +319,42 @@ TEST(PageStream, AutoClimbsWhileTheLinkIsBehind) {
   EXPECT_LT(c->wire_bytes.load(), c->page_bytes_in.load() / 2);
 }
 
+// The policy moves the effort between reads: zstd levels, LZMA2 and no stream at all take
+// turns, and every shard's zstd and LZMA2 streams resume in step on the receiver.
+TEST(PageStream, EffortChangesBetweenReadsKeepStreamsInStep) {
+  const std::vector<int> efforts = {6, 5, 6, 3, 1, 6, 4, 0, 6, 6, 5};
+  for (unsigned threads : {1u, 2u}) {
+    auto in = sample_stream(4);
+    PageCodecCounters* c = nullptr;
+    std::unique_ptr<PageStreamEncoder> enc;
+    std::vector<unsigned> shards;
+    auto out = round_trip(in, encoders::CodecLevel::kAuto, 4, 0, &c, enc, threads, &shards,
+                          &efforts);
+    SCOPED_TRACE("threads " + std::to_string(threads));
+    expect_same_items(in, out, threads > 1);
+    EXPECT_GE(c->effort_changes.load(), 8u);
+  }
+}
+
+// auto's ladder: 1, 3, 4, 5 while bytes pile up; LZMA2 (6) only while zstd -9 leaves the
+// encoder mostly idle; down one rung when the link waits and the encoder is busy.
+TEST(PageStream, AutoLadder) {
+  PageCodecOptions o;
+  const size_t full = o.backlog_high + 1, empty = o.backlog_low - 1, mid = o.backlog_low + 1;
+  EXPECT_EQ(next_auto_effort(1, full, 0.9, o), 3);
+  EXPECT_EQ(next_auto_effort(3, full, 0.9, o), 4);
+  EXPECT_EQ(next_auto_effort(4, full, 0.9, o), 5);
+  EXPECT_EQ(next_auto_effort(5, full, 0.5, o), 5) << "LZMA2 would make the encoder the bottleneck";
+  EXPECT_EQ(next_auto_effort(5, full, -1, o), 5) << "not measured yet";
+  EXPECT_EQ(next_auto_effort(5, full, 0.1, o), 6);
+  EXPECT_EQ(next_auto_effort(6, full, 0.1, o), 6);
+  EXPECT_EQ(next_auto_effort(6, empty, 0.9, o), 5);
+  EXPECT_EQ(next_auto_effort(6, empty, 0.5, o), 6) << "the link waits, but not for the encoder";
+  EXPECT_EQ(next_auto_effort(3, empty, 0.9, o), 1);
+  EXPECT_EQ(next_auto_effort(1, empty, 0.9, o), 1);
+  EXPECT_EQ(next_auto_effort(4, mid, 0.9, o), 4);
+}
+
 TEST(PageStreamDecoder, RejectsHostileFrames) {
   PageStreamDecoder dec(1u << 20);
   ByteQueue out;
@@ -323,29 +362,34 @@ TEST(PageStreamDecoder, RejectsHostileFrames) {
   std::vector<uint8_t> pages = {0, 6, 'p', 'c', '.', 'r', 'a', 'm', 0, 1, 0, 0, 0, 0, 0};
   EXPECT_FALSE(dec.decode(FrameType::kPages, pages, out).is_ok());
   // A cache larger than allowed.
-  std::vector<uint8_t> codec = {2, 0, 0, 0x10, 0, 0, 0, 0, 0, 0x40, 0, 0, 0, 1};
+  std::vector<uint8_t> codec = {3, 0, 0, 0x10, 0, 0, 0, 0, 0, 0x40, 0, 0, 0, 1};
   auto st = dec.decode(FrameType::kCodec, codec, out);
   EXPECT_FALSE(st.is_ok());
   EXPECT_NE(st.message().find("--max-cache-mib"), std::string::npos);
-  // Version 1 (no shard count), no shards, too many shards.
+  // Version 1 (no shard count), version 2 (no stream kinds), no shards, too many shards.
   const std::vector<std::vector<uint8_t>> bad_codecs = {
       {1, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0},
-      {2, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0},
-      {2, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 65},
+      {2, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 1},
+      {3, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0},
+      {3, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 65},
   };
   for (const auto& c : bad_codecs) {
     EXPECT_FALSE(dec.decode(FrameType::kCodec, c, out).is_ok());
   }
-  codec = {2, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 2};  // 4 KiB pages, 1 MiB, 2 shards
+  codec = {3, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 2};  // 4 KiB pages, 1 MiB, 2 shards
   ASSERT_TRUE(dec.decode(FrameType::kCodec, codec, out).is_ok());
   // A shard beyond the CODEC frame's, zero-length block, count beyond the payload, truncated
-  // records, bad stream.
+  // records, an unknown stream kind, a bad zstd block, a bad LZMA2 block, a stream header cut
+  // short.
   std::vector<std::vector<uint8_t>> bad = {
       {0x04, 1, 'x', 0, 1, 0, 0, 0, 0, 0},
       {0, 0, 0, 1, 0, 0, 0, 0, 0},
       {0, 1, 'x', 0xff, 0xff, 0, 0, 0, 0},
       {0, 1, 'x', 0, 1, 0, 0, 0, 0, 2, 1, 2, 3},
-      {1, 1, 'x', 0, 1, 0, 0, 0, 0, 0, 0, 0x10, 0x01, 0x28, 0xb5, 0x2f, 0xfd, 0},
+      {1, 1, 'x', 0, 1, 3, 0, 0, 0x10, 0x04, 0x28, 0xb5, 0x2f, 0xfd, 0},
+      {1, 1, 'x', 0, 1, 1, 0, 0, 0x10, 0x04, 0x28, 0xb5, 0x2f, 0xfd, 0},
+      {1, 1, 'x', 0, 1, 2, 0, 0, 0x10, 0x04, 0xe0, 0x0f, 0xff, 0x00, 0x20, 0x5d, 0, 0, 0},
+      {1, 1, 'x', 0, 1, 2, 0, 0},
   };
   for (const auto& b : bad) {
     ByteQueue o;
