@@ -225,7 +225,7 @@ void PageStreamEncoder::close_batch(Shard& sh) {
 
 size_t PageStreamEncoder::max_frame(const Batch& b) const {
   const size_t n = b.pages.size();
-  const size_t max_content = 4 * n + n * (1 + parser_->target_page_size());
+  const size_t max_content = 4 * n + n * encoders::max_record_size(parser_->target_page_size());
   return 2 + b.block.size() + 2 +
          (use_stream_ ? kStreamHeader + encoders::StreamCompressor::max_compressed_size(max_content)
                       : max_content);
@@ -417,10 +417,12 @@ Status PageStreamEncoder::apply_effort() {
     use_stream_ = false;
     return Status::ok();
   }
-  // Per page only what the stream cannot see (zero, same as the cached copy, small deltas);
-  // RLE output would hide the text and records it matches across pages.
+  // Per page only what the stream cannot see (zero, same as the cached copy, small deltas,
+  // words that step by a constant); RLE output would hide the text and records it matches
+  // across pages.
   encoders::EncodeParams p = encoders::params_for_effort(1);
   p.rle = false;
+  p.word_stride = true;
   for (Shard& sh : shards_) {
     sh.encoder->set_params(p);
     auto& slot = choice.kind == encoders::StreamKind::kLzma ? sh.lzma : sh.zstd;
@@ -529,7 +531,7 @@ Status PageStreamDecoder::decode(FrameType type, std::span<const uint8_t> payloa
                                               std::to_string(at_content));
     }
     const size_t raw_len = get_be(content.data() + 1, 4);
-    if (raw_len > 4 * n + n * (1 + page_size_)) {
+    if (raw_len > 4 * n + n * encoders::max_record_size(page_size_)) {
       return Status(ErrorCode::kProtocol, "PAGES frame: content length " +
                                               std::to_string(raw_len) + " at byte offset " +
                                               std::to_string(at_content) + " exceeds " +

@@ -1,6 +1,7 @@
 // RLE and delta: bitmaps from the kernels in, canonical bytes out (shared by every variant).
 #include "encoders/codecs.h"
 
+#include <bit>
 #include <cstring>
 
 namespace ferry::encoders {
@@ -335,6 +336,64 @@ DecodeResult delta_decode(const uint8_t* in, size_t len, uint8_t* out, size_t n)
     op += l;
   }
   return {};
+}
+
+// ---- word stride -------------------------------------------------------------------------
+
+namespace {
+
+inline uint64_t load_le64(const uint8_t* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  if constexpr (std::endian::native == std::endian::big) v = __builtin_bswap64(v);
+  return v;
+}
+
+inline void store_le64(uint8_t* p, uint64_t v) {
+  if constexpr (std::endian::native == std::endian::big) v = __builtin_bswap64(v);
+  std::memcpy(p, &v, 8);
+}
+
+// |x| < 2^16 as a two's-complement 64-bit value.
+inline unsigned small_word(uint64_t x) { return x + 0x10000 < 0x20000 ? 1 : 0; }
+
+}  // namespace
+
+bool valid_word_stride(unsigned k) { return k == 1 || k == 2 || k == 8; }
+
+unsigned choose_word_stride(const uint8_t* page, size_t n) {
+  const size_t words = n / 8;
+  if (words <= 8) return 0;
+  // One pass, all candidates at once; words before the largest stride count for none.
+  unsigned as_is = 0, s1 = 0, s2 = 0, s8 = 0;
+  for (size_t i = 8; i < words; ++i) {
+    const uint64_t w = load_le64(page + 8 * i);
+    as_is += small_word(w);
+    s1 += small_word(w - load_le64(page + 8 * (i - 1)));
+    s2 += small_word(w - load_le64(page + 8 * (i - 2)));
+    s8 += small_word(w - load_le64(page + 8 * (i - 8)));
+  }
+  unsigned best = 0, best_score = as_is + static_cast<unsigned>(words / 8);
+  if (s1 > best_score) best = 1, best_score = s1;
+  if (s2 > best_score) best = 2, best_score = s2;
+  if (s8 > best_score) best = 8;
+  return best;
+}
+
+void word_stride_encode(const uint8_t* page, size_t n, unsigned k, uint8_t* out) {
+  const size_t words = n / 8;
+  std::memcpy(out, page, 8 * k);
+  for (size_t i = k; i < words; ++i) {
+    store_le64(out + 8 * i, load_le64(page + 8 * i) - load_le64(page + 8 * (i - k)));
+  }
+}
+
+void word_stride_decode(const uint8_t* in, size_t n, unsigned k, uint8_t* out) {
+  const size_t words = n / 8;
+  std::memcpy(out, in, 8 * k);
+  for (size_t i = k; i < words; ++i) {
+    store_le64(out + 8 * i, load_le64(in + 8 * i) + load_le64(out + 8 * (i - k)));
+  }
 }
 
 }  // namespace ferry::encoders

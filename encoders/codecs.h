@@ -67,4 +67,18 @@ size_t delta_encode(const uint8_t* cur, size_t n, const uint64_t* diff_bits, uin
 // Applies in[0, len) to out, which must already hold the base (n bytes).
 DecodeResult delta_decode(const uint8_t* in, size_t len, uint8_t* out, size_t n);
 
+// Word stride: the page as little-endian 64-bit words w, each replaced by w[i] - w[i - k]
+// (mod 2^64; the first k words stay). Arrays of counters, ids, pointers and page-table entries
+// step by a constant that byte-oriented compressors (zstd, LZMA) do not see; after the
+// transform such a page is mostly repeated small values. Meant for pages that go through a
+// stream compressor next (it does not shrink a page by itself). n is a multiple of 8.
+inline constexpr unsigned kWordStrides[] = {1, 2, 8};  // in words: 8, 16 and 64-byte records
+bool valid_word_stride(unsigned k);
+// The stride in kWordStrides whose differences are most often small (|d| < 2^16), or 0 when
+// none beats the page as it is by a margin (an eighth of its words).
+unsigned choose_word_stride(const uint8_t* page, size_t n);
+void word_stride_encode(const uint8_t* page, size_t n, unsigned k, uint8_t* out);
+// k must be valid_word_stride(); out != in.
+void word_stride_decode(const uint8_t* in, size_t n, unsigned k, uint8_t* out);
+
 }  // namespace ferry::encoders

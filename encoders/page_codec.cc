@@ -75,6 +75,8 @@ const char* form_name(Form f) {
       return "zstd";
     case Form::kDeflate:
       return "deflate";
+    case Form::kStride:
+      return "stride";
   }
   return "?";
 }
@@ -336,10 +338,20 @@ size_t Encoder::encode_page(uint64_t key, const uint8_t* page, uint8_t* out, For
   }
 
   size_t rec;
+  unsigned stride = 0;
+  if (best == Form::kRaw && params_.word_stride) {
+    stride = choose_word_stride(page, n);
+    if (stride != 0) best = Form::kStride;
+  }
   if (best == Form::kRaw) {
     out[0] = static_cast<uint8_t>(Form::kRaw);
     std::memcpy(out + 1, page, n);
     rec = 1 + n;
+  } else if (best == Form::kStride) {
+    out[0] = static_cast<uint8_t>(Form::kStride);
+    out[1] = static_cast<uint8_t>(stride);
+    word_stride_encode(page, n, stride, out + 2);
+    rec = 2 + n;
   } else {
     put_header(out, best, best_len);
     std::memcpy(out + kHdr, trial_[best_buf].get(), best_len);
@@ -436,6 +448,13 @@ DecodeResult Decoder::decode_record(uint64_t key, std::span<const uint8_t> in, u
       if (len - 1 < n) return {DecodeError::kTruncated, static_cast<uint32_t>(len)};
       std::memcpy(out, p + 1, n);
       *consumed = 1 + n;
+      break;
+    case Form::kStride:
+      if (len < 2) return {DecodeError::kTruncated, static_cast<uint32_t>(len)};
+      if (!valid_word_stride(p[1])) return {DecodeError::kBadLength, 1};
+      if (len - 2 < n) return {DecodeError::kTruncated, static_cast<uint32_t>(len)};
+      word_stride_decode(p + 2, n, p[1], out);
+      *consumed = 2 + n;
       break;
     default: {
       if (len < kHdr) return {DecodeError::kTruncated, static_cast<uint32_t>(len)};

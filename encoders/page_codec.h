@@ -40,8 +40,11 @@ enum class Form : uint8_t {
   kLz4 = 5,      // LZ4 block of the page
   kZstd = 6,     // zstd frame of the page
   kDeflate = 7,  // raw deflate (ISA-L igzip) of the page
+  kStride = 8,   // stride:u8 + the page word-differenced (codecs.h), page_size bytes
 };
-inline constexpr size_t kFormCount = 8;
+inline constexpr size_t kFormCount = 9;
+// Largest record: a stride record (2 + page_size bytes).
+inline constexpr size_t max_record_size(size_t page_size) { return 2 + page_size; }
 
 struct RecordHeader {  // for forms with a payload (not zero, same, raw)
   uint8_t form;
@@ -75,6 +78,10 @@ struct EncodeParams {
   int heavy_level = 1;  // lz4: acceleration (>= 1); zstd: level; deflate: 0..3
   // Stop trying costlier forms once the best encoding so far is at most this many bytes.
   uint32_t good_enough = 64;
+  // A page that would go raw goes word-differenced (stride form) when that makes its words
+  // small. Only worth it when a stream compressor follows (apps/page_stream.h): the record
+  // itself is one byte longer than raw.
+  bool word_stride = false;
 };
 
 // Effort ladder, cheapest first. 0: zero/raw; 1: + same, delta, RLE; 2: + LZ4; 3: + zstd -1
@@ -124,7 +131,7 @@ class Encoder {
 
   size_t page_size() const { return page_size_; }
   // Upper bound of one record / of a batch of n records.
-  size_t max_record_size() const { return 1 + page_size_; }
+  size_t max_record_size() const { return encoders::max_record_size(page_size_); }
   size_t max_encoded_size(size_t pages) const { return pages * max_record_size(); }
 
   void set_params(const EncodeParams& p) { params_ = p; }

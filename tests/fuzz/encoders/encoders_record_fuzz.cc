@@ -1,6 +1,7 @@
 // Fuzzing of the record stream (Decoder::decode_batch: every form, including LZ4, zstd and
 // igzip payloads, cache lookups for "same"/delta). Input layout:
-//   byte 0: effort (mod kMaxEffort + 1); byte 1: key count (1..16); rest: payload bytes.
+//   byte 0: effort (mod kMaxEffort + 1); byte 1: key count (1..16, low bits), bit 7 the word
+//   stride form on; rest: payload bytes.
 // (1) the rest as a hostile batch for a Decoder whose cache was warmed with 8 known pages:
 //     it must fail cleanly (offset inside the input) or decode; never write outside the pages.
 // (2) the rest as page contents (edits over the warm pages): an Encoder warmed the same way
@@ -86,7 +87,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     auto enc = std::move(Encoder::create(config())).value();
     auto dec = std::move(Decoder::create(config())).value();
     warm(enc.get(), dec.get());
-    enc->set_params(params_for_effort(effort));
+    EncodeParams params = params_for_effort(effort);
+    params.word_stride = (data[1] & 0x80) != 0;  // as ferry send sets it before a stream
+    enc->set_params(params);
     std::vector<std::vector<uint8_t>> pages(nkeys);
     std::vector<PageRef> refs(nkeys);
     for (size_t i = 0; i < nkeys; ++i) {

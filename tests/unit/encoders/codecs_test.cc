@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -188,6 +189,44 @@ TEST(Delta, GapsShorterThanThreeAreAbsorbed) {
 // Hostile input: every truncation and many random mutations of valid encodings, plus pure
 // noise. The decoder must return (ok or an error), never write past n (checked by a guard
 // zone), and, when it says ok, must have written all n bytes consistently with the reference.
+// The stride whose differences are small wins; pages without stepping words keep none. Every
+// stride round-trips on any page, including ones whose differences wrap around 2^64.
+TEST(WordStride, ChoosesTheSteppingStrideAndRoundTrips) {
+  constexpr size_t kPage = 4096;
+  std::mt19937_64 rng(3);
+  auto page_of = [&](auto word_at) {
+    Page p(kPage);
+    for (size_t i = 0; i < kPage / 8; ++i) {
+      const uint64_t w = word_at(i);
+      std::memcpy(p.data() + 8 * i, &w, 8);
+    }
+    return p;
+  };
+  const Page counters = page_of([](size_t i) { return 0x7f00001000ull + 24 * i; });
+  const Page pairs = page_of([&](size_t i) { return i % 2 ? rng() : 0xffff888000000000ull + i; });
+  const Page records = page_of([&](size_t i) {
+    return i % 8 == 0 ? 100000 + i / 8 : i % 8 == 3 ? rng() : 0x1234567890ull * (i % 8);
+  });
+  EXPECT_EQ(choose_word_stride(counters.data(), kPage), 1u);
+  EXPECT_EQ(choose_word_stride(pairs.data(), kPage), 2u);
+  EXPECT_EQ(choose_word_stride(records.data(), kPage), 8u);
+  EXPECT_EQ(choose_word_stride(testing::random_page(rng, kPage).data(), kPage), 0u);
+  EXPECT_EQ(choose_word_stride(testing::text_page(rng, kPage).data(), kPage), 0u);
+  EXPECT_EQ(choose_word_stride(Page(kPage, 0).data(), kPage), 0u) << "small as it is";
+  for (const Page& p : {counters, pairs, records, testing::random_page(rng, kPage),
+                        testing::structured_page(rng, kPage), Page(kPage, 0xff)}) {
+    for (unsigned k : kWordStrides) {
+      Page t(kPage), back(kPage);
+      word_stride_encode(p.data(), kPage, k, t.data());
+      word_stride_decode(t.data(), kPage, k, back.data());
+      EXPECT_EQ(back, p) << "stride " << k;
+    }
+  }
+  EXPECT_TRUE(valid_word_stride(8));
+  EXPECT_FALSE(valid_word_stride(0));
+  EXPECT_FALSE(valid_word_stride(4));
+}
+
 TEST(Hostile, DecodersSurviveMutations) {
   const size_t n = 4096;
   std::mt19937_64 rng(99);

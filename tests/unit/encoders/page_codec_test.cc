@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <map>
 #include <random>
 
@@ -60,6 +61,26 @@ TEST(PageCodec, ChoosesTheExpectedForms) {
   // Zero drops the cached copy on both ends: "same" is impossible afterwards.
   EXPECT_EQ(round_trip(p, 2, Page(kPage, 0)), Form::kZero);
   EXPECT_EQ(round_trip(p, 2, rnd), Form::kRaw);
+}
+
+// Pages whose 64-bit words step by a constant (counters, pointers, page-table entries) go out
+// word-differenced when the stream follows (params.word_stride), and only then.
+TEST(PageCodec, WordStrideFormForSteppingWords) {
+  Pair p = make_pair(16);
+  std::mt19937_64 rng(9);
+  Page table(kPage);  // page-table-like: entries 4 KiB apart, same flags
+  for (size_t i = 0; i < kPage / 8; ++i) {
+    const uint64_t pte = 0x8000000123400067ull + (i << 12);
+    std::memcpy(table.data() + 8 * i, &pte, 8);
+  }
+  EXPECT_EQ(round_trip(p, 1, table), Form::kRaw) << "without the flag: as before";
+  EncodeParams params = params_for_effort(1);
+  params.rle = false;
+  params.word_stride = true;
+  p.enc->set_params(params);
+  EXPECT_EQ(round_trip(p, 2, table), Form::kStride);
+  EXPECT_EQ(round_trip(p, 3, testing::random_page(rng, kPage)), Form::kRaw);
+  EXPECT_EQ(round_trip(p, 2, table), Form::kSame) << "the cache holds the page, not the transform";
 }
 
 TEST(PageCodec, EveryHeavyCodecRoundTrips) {
@@ -210,7 +231,10 @@ TEST(PageCodecHostile, SpecificErrors) {
     return p.dec->decode_record(7, in, out.data(), &used, &f);
   };
   EXPECT_EQ(dec({}).error, DecodeError::kTruncated);
-  EXPECT_EQ(dec({8}).error, DecodeError::kBadForm);
+  EXPECT_EQ(dec({9}).error, DecodeError::kBadForm);
+  EXPECT_EQ(dec({8}).error, DecodeError::kTruncated);
+  EXPECT_EQ(dec({8, 3}).error, DecodeError::kBadLength);  // strides are 1, 2, 8
+  EXPECT_EQ(dec({8, 2, 0}).error, DecodeError::kTruncated);
   EXPECT_EQ(dec({0xff}).error, DecodeError::kBadForm);
   EXPECT_EQ(dec({1}).error, DecodeError::kNotCached);
   EXPECT_EQ(dec({3, 1, 0, 0}).error, DecodeError::kNotCached);
