@@ -471,10 +471,11 @@ Status PageStreamDecoder::decode(FrameType type, std::span<const uint8_t> payloa
     cfg.page_size = get_be(payload.data() + 1, 4);
     cfg.cache_bytes = get_be(payload.data() + 5, 8);
     if (cfg.cache_bytes > max_cache_bytes_) {
-      return Status(ErrorCode::kInvalidArgument,
-                    "CODEC frame: the sender's page cache (" + std::to_string(cfg.cache_bytes >> 20) +
-                        " MiB) is larger than --max-cache-mib (" +
-                        std::to_string(max_cache_bytes_ >> 20) + " MiB)");
+      return Status(ErrorCode::kInvalidArgument, "CODEC frame: the sender's page cache (" +
+                                                     std::to_string(cfg.cache_bytes >> 20) +
+                                                     " MiB) is larger than --max-cache-mib (" +
+                                                     std::to_string(max_cache_bytes_ >> 20) +
+                                                     " MiB)");
     }
     const unsigned shards = payload[13];
     if (shards == 0 || shards > kMaxShards) {

@@ -127,16 +127,17 @@ Result<std::unique_ptr<StreamCompressor>> StreamCompressor::create(StreamKind ki
 
 StreamCompressor::~StreamCompressor() = default;
 
-// zstd: + room for the epilogue of a frame closed by a level change. LZMA2 stores
-// incompressible data in chunks of at most 64 KiB with a 3-byte header, plus a few bytes of
-// range-coder flush per block.
+// zstd: + room for the epilogue of a frame closed by a level change. LZMA2: liblzma's bound
+// for a whole .xz block (headers included), which covers a raw LZMA2 block of n bytes.
 size_t StreamCompressor::max_compressed_size(size_t n) {
+  size_t bound = n + 64;
 #if FERRY_HAVE_ZSTD
-  const size_t zstd_bound = ZSTD_compressBound(n) + 64;
-#else
-  const size_t zstd_bound = 0;
+  bound = std::max(bound, ZSTD_compressBound(n) + 64);
 #endif
-  return std::max(zstd_bound, n + 3 * (n / 65536 + 2) + 64);
+#if FERRY_HAVE_LZMA
+  bound = std::max(bound, lzma_block_buffer_bound(n));
+#endif
+  return bound;
 }
 
 void StreamCompressor::set_level(int level) {
@@ -185,7 +186,8 @@ Status StreamDecompressor::decompress(std::span<const uint8_t> in, std::span<uin
 
 #if FERRY_HAVE_ZSTD
 
-Result<size_t> StreamCompressor::compress_zstd(std::span<const uint8_t> in, std::span<uint8_t> out) {
+Result<size_t> StreamCompressor::compress_zstd(std::span<const uint8_t> in,
+                                               std::span<uint8_t> out) {
   ZSTD_inBuffer ib{in.data(), in.size(), 0};
   ZSTD_outBuffer ob{out.data(), out.size(), 0};
   if (level_pending_) {

@@ -58,9 +58,10 @@ SimResult simulate(const SimConfig& c, const Limits& limits) {
     s.ferry.page_wire_bytes = static_cast<uint64_t>(wire);
     s.ferry.effort = effort;
     // Link-bound when the encoder could feed more than the link takes.
-    const bool link_bound = effort < 0 || c.link_bytes_per_s / ratio <
-                                              c.encode_bytes_per_s[std::clamp(effort, 0, SimConfig::kEfforts - 1)] *
-                                                  c.cores_for_encoding;
+    const bool link_bound =
+        effort < 0 || c.link_bytes_per_s / ratio <
+                          c.encode_bytes_per_s[std::clamp(effort, 0, SimConfig::kEfforts - 1)] *
+                              c.cores_for_encoding;
     s.ferry.link_backlog_bytes = link_bound ? (1u << 20) : 0;
     for (const Decision& d : engine.step(s)) {
       r.decisions.push_back(d);

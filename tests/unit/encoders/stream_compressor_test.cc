@@ -174,7 +174,9 @@ TEST(StreamCompressor, LzmaRefusesPresetsAboveItsDictionary) {
 
 INSTANTIATE_TEST_SUITE_P(Kinds, StreamKinds,
                          ::testing::Values(StreamKind::kZstd, StreamKind::kLzma),
-                         [](const auto& info) { return std::string(stream_kind_name(info.param)); });
+                         [](const auto& info) {
+                           return std::string(stream_kind_name(info.param));
+                         });
 
 }  // namespace
 }  // namespace ferry::encoders
