@@ -39,9 +39,7 @@ void recv_usage(FILE* out) {
       "  --listen tcp:HOST:PORT  where ferry send connects; transports in this build: %s\n"
       "  --qemu unix:PATH        the destination QEMU's -incoming socket\n"
       "  --max-cache-mib N       refuse a sender whose --cache-mib is larger (default 4096):\n"
-      "                          ferry recv keeps a page cache of the sender's size, plus\n"
-      "                          a 128 MiB zstd window (split over the sender's encode\n"
-      "                          shards, at least 8 MiB each)\n"
+      "                          ferry recv keeps a page cache of the sender's size\n"
       "  --stats-json FILE       write the final counters: bytes to/from QEMU, bytes on the\n"
       "                          link, pages by class, return-path messages, channels, duration\n"
       "  --quiet                 no progress line (it is shown only on a terminal anyway)\n",

@@ -423,15 +423,11 @@ Status PageStreamEncoder::apply_effort() {
   encoders::EncodeParams p = encoders::params_for_effort(1);
   p.rle = false;
   p.word_stride = true;
-  // Each shard sees 1/N of the pages: a window 1/N as large reaches as far back in guest
-  // memory (and keeps N shards' windows within one shard's memory, at least 8 MiB each).
-  int window_log = encoders::kStreamWindowLogMax;
-  for (size_t n = shards_.size(); n > 1 && window_log > 23; n = (n + 1) / 2) --window_log;
   for (Shard& sh : shards_) {
     sh.encoder->set_params(p);
     auto& slot = choice.kind == encoders::StreamKind::kLzma ? sh.lzma : sh.zstd;
     if (!slot) {
-      auto z = encoders::StreamCompressor::create(choice.kind, choice.level, window_log);
+      auto z = encoders::StreamCompressor::create(choice.kind, choice.level);
       if (!z) return z.status();
       slot = std::move(*z);
     } else {

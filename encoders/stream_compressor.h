@@ -41,11 +41,9 @@ const char* stream_kind_name(StreamKind kind);
 
 class StreamCompressor {
  public:
-  // level: zstd 1..19, LZMA preset 0..kLzmaPresetMax. window_log: zstd's window (with
-  // long-distance matching), 20..kStreamWindowLogMax; LZMA2 keeps its preset's dictionary.
-  // kUnavailable when the build lacks the library.
-  static Result<std::unique_ptr<StreamCompressor>> create(StreamKind kind, int level,
-                                                          int window_log = kStreamWindowLogMax);
+  // level: zstd 1..19, LZMA preset 0..kLzmaPresetMax. kUnavailable when the build lacks the
+  // library.
+  static Result<std::unique_ptr<StreamCompressor>> create(StreamKind kind, int level);
   ~StreamCompressor();
   StreamCompressor(const StreamCompressor&) = delete;
   StreamCompressor& operator=(const StreamCompressor&) = delete;

@@ -15,7 +15,7 @@ multifd-zstd (2 channels, zstd), ferry (--codec auto, pre-copy only).
 Per run: outcome, total time, downtime, bytes on the veth (both directions), CPU seconds of
 the source QEMU's non-vCPU threads (migration work) and of both ferries, RAM verified.
 Checks (the issue's bars):
-  converging:    ferry bytes <= 0.5x native and <= 0.9x the better QEMU option (the
+  converging:    ferry bytes <= 0.5x native and <= 0.85x the better QEMU option (the
                  issue asks 0.8x: reported, not enforced; see link100());
                  ferry time  <= 0.55x native and <= the better QEMU option
   nonconverging: ferry completes in pre-copy where native does not
@@ -174,13 +174,13 @@ def link100(out, only, methods=None):
             if best_bytes:
                 # The issue's bar is 0.8x; on this workload a third of the pages are random
                 # or half random (incompressible for every method), and ferry lands at
-                # 0.80-0.87x (docs/BENCHMARKS.md). The test guards the 0.9x it always meets
-                # and reports the 0.8 bar.
+                # 0.78-0.82x (docs/BENCHMARKS.md), the better QEMU option varying by +-2 %
+                # between runs. The test guards 0.85x and reports the 0.8 bar.
                 ratio = f['link_bytes'] / best_bytes
                 print('bytes vs the better QEMU option: %.3f (issue bar 0.8: %s)' %
                       (ratio, 'met' if ratio <= 0.8 else 'NOT met'))
-                if ratio > 0.9:
-                    failures.append('bytes %.3fx the better QEMU option (guard 0.9)' % ratio)
+                if ratio > 0.85:
+                    failures.append('bytes %.3fx the better QEMU option (guard 0.85)' % ratio)
             if best_time and f['total_time_ms'] > best_time:
                 failures.append('time %.3fx the better QEMU option (bar 1.0)' %
                                 (f['total_time_ms'] / best_time))
