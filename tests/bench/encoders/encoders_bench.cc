@@ -6,10 +6,15 @@
 //   build-enc/tests/bench/encoders/encoders_bench --benchmark_min_time=0.2
 //
 // Page sets (tests/unit/encoders/page_sets.h): random, text, sparse, structured, zero; the
-// delta benchmarks encode "one word changed" pages against the set's own pages.
+// delta benchmarks encode "one word changed" pages against the set's own pages. With
+// FERRY_BENCH_GUEST_PAGES=DUMP (a guest's RAM, e.g. QMP pmemsave) one more set, "guest": 256
+// of the dump's non-zero pages, evenly spread over it.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <random>
@@ -45,6 +50,26 @@ struct PageSet {
   std::vector<Page> changed;  // one_word_changed(pages[i])
 };
 
+// kPages non-zero pages of a RAM dump, evenly spread over its non-zero pages.
+std::vector<Page> guest_pages(const char* path) {
+  std::vector<Page> nonzero;
+  if (FILE* f = std::fopen(path, "rb")) {
+    Page p(kPage);
+    while (std::fread(p.data(), 1, kPage, f) == kPage) {
+      if (std::any_of(p.begin(), p.end(), [](uint8_t b) { return b != 0; })) nonzero.push_back(p);
+    }
+    std::fclose(f);
+  }
+  if (nonzero.size() < kPages) {
+    std::fprintf(stderr, "FERRY_BENCH_GUEST_PAGES=%s: fewer than %zu non-zero pages\n", path,
+                 kPages);
+    std::exit(2);
+  }
+  std::vector<Page> picked;
+  for (size_t i = 0; i < kPages; ++i) picked.push_back(nonzero[i * nonzero.size() / kPages]);
+  return picked;
+}
+
 const std::vector<PageSet>& sets() {
   static const std::vector<PageSet> s = [] {
     std::vector<PageSet> v;
@@ -62,6 +87,11 @@ const std::vector<PageSet>& sets() {
         ps.changed.push_back(testing::one_word_changed(rng, p));
         ps.pages.push_back(std::move(p));
       }
+      v.push_back(std::move(ps));
+    }
+    if (const char* dump = std::getenv("FERRY_BENCH_GUEST_PAGES")) {
+      PageSet ps{"guest", guest_pages(dump), {}};
+      for (const Page& p : ps.pages) ps.changed.push_back(testing::one_word_changed(rng, p));
       v.push_back(std::move(ps));
     }
     return v;

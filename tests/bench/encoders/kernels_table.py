@@ -32,7 +32,7 @@ def main(path):
         for op, variant, b in items:
             if op == "memcpy":
                 memcpy[pset] = b.get("bytes_per_second", 0)
-    for pset in sorted(rows, key=lambda s: ["random", "text", "sparse", "structured", "zero"].index(s.split("+")[0])):
+    for pset in sorted(rows, key=lambda s: ["random", "text", "sparse", "structured", "zero", "guest"].index(s.split("+")[0])):
         print(f"### {pset}\n")
         print("| operation | variant | GB/s | × memcpy | ratio |")
         print("|---|---|---:|---:|---:|")
