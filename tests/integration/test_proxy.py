@@ -478,7 +478,9 @@ SCENARIOS = {
     # Page encoding on (ferry send --codec): the same checks, and the encoder's own report.
     'codec_fast': lambda: precopy({'ws': '64M', 'pattern': 'mix', 'rate': 20000},
                                   min_syncs=2, codec='fast'),
-    'codec_max': lambda: precopy({'ws': '64M', 'pattern': 'mix', 'rate': 5000}, codec='max'),
+    # max is the LZMA2 stream (~20-50 MB/s of pages per core here): a dirty rate it outruns
+    # even on a loaded CI machine, so the test checks the round trip, not the machine's speed.
+    'codec_max': lambda: precopy({'ws': '64M', 'pattern': 'mix', 'rate': 1500}, codec='max'),
     'codec_auto_netns': lambda: precopy({'ws': '32M', 'pattern': 'mix', 'rate': 500},
                                         link_rate='100mbit', min_syncs=2, codec='auto'),
     'codec_stdio': lambda: precopy({'ws': '32M', 'pattern': 'text', 'rate': 5000}, stdio=True,
@@ -493,7 +495,7 @@ SCENARIOS = {
     'codec_postcopy': lambda: postcopy(codec='auto'),
     # --encode-threads: pages spread over 2 (3) shards, each with its own thread, cache and
     # zstd stream; the destination still gets every page, RAM identical.
-    'codec_threads': lambda: precopy({'ws': '64M', 'pattern': 'mix', 'rate': 5000},
+    'codec_threads': lambda: precopy({'ws': '64M', 'pattern': 'mix', 'rate': 1500},
                                      min_syncs=2, codec='max', encode_threads=2),
     'codec_threads_postcopy': lambda: postcopy(codec='auto', encode_threads=3),
     'recv_unreachable': recv_unreachable,
