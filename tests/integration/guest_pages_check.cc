@@ -11,7 +11,8 @@
 //     match the byte-at-a-time reading of docs/ENCODING.md §2 (or every variant finds that
 //     the page does not fit);
 //  3. delta of each later page against its earlier copy: the same bytes from every variant,
-//     decoded over the earlier copy they give the later page;
+//     decoded over the earlier copy (and read byte at a time as docs/ENCODING.md §3) they
+//     give the later page;
 //  4. word stride: every stride round-trips every page;
 //  5. the Encoder/Decoder pair (cache, form choice, framing): windows of EARLIER and LATER in
 //     turn through one cache smaller than the guest (pages are re-sent while cached, fall out,
@@ -33,6 +34,7 @@
 #include "encoders/kernels.h"
 #include "encoders/page_codec.h"
 #include "encoders/stream_compressor.h"
+#include "tests/fuzz/encoders/fuzz_reference.h"
 
 namespace ferry::encoders {
 namespace {
@@ -90,34 +92,6 @@ std::vector<const Kernels*> variants() {
   return v;
 }
 
-// docs/ENCODING.md §2 read one byte at a time (independent of rle_decode).
-bool reference_rle_decode(const uint8_t* in, size_t len, std::vector<uint8_t>* out) {
-  out->clear();
-  size_t i = 0;
-  while (i < len) {
-    uint32_t v = 0;
-    int shift = 0;
-    for (;;) {
-      if (i >= len || shift >= 28) return false;
-      const uint8_t b = in[i++];
-      v |= uint32_t{b & 0x7fu} << shift;
-      shift += 7;
-      if (!(b & 0x80)) break;
-    }
-    const size_t l = v >> 1;
-    if (l == 0 || out->size() + l > kPage) return false;
-    if (v & 1) {
-      if (i >= len) return false;
-      out->insert(out->end(), l, in[i++]);
-    } else {
-      if (len - i < l) return false;
-      out->insert(out->end(), in + i, in + i + l);
-      i += l;
-    }
-  }
-  return out->size() == kPage;
-}
-
 void check_zero(const Dump& d, uint64_t* zero_pages) {
   static const uint8_t kZeros[kPage] = {};
   const IsZeroFn isal = isal_is_zero();
@@ -161,7 +135,7 @@ void check_rle(const Dump& d, uint64_t* encoded) {
                     decode_error_name(r.error), r.offset);
       CHECK_OR_FAIL(std::memcmp(out.data(), d.page(i), kPage) == 0,
                     "%s page %zu: RLE round trip differs", d.path.c_str(), i);
-      CHECK_OR_FAIL(reference_rle_decode(enc.data(), len, &ref) &&
+      CHECK_OR_FAIL(fuzz::ref_rle_decode(enc.data(), len, kPage, &ref) &&
                         std::memcmp(ref.data(), d.page(i), kPage) == 0,
                     "%s page %zu: RLE bytes do not follow docs/ENCODING.md §2", d.path.c_str(), i);
     }
@@ -171,7 +145,7 @@ void check_rle(const Dump& d, uint64_t* encoded) {
 
 void check_delta(const Dump& a, const Dump& b, uint64_t* changed) {
   std::vector<uint64_t> bits(bitmap_words(kPage));
-  std::vector<uint8_t> enc(kPage), first(kPage), out(kPage);
+  std::vector<uint8_t> enc(kPage), first(kPage), out(kPage), ref;
   *changed = 0;
   const size_t pages = std::min(a.pages(), b.pages());
   for (size_t i = 0; i < pages; ++i) {
@@ -199,6 +173,10 @@ void check_delta(const Dump& a, const Dump& b, uint64_t* changed) {
                     r.offset);
       CHECK_OR_FAIL(std::memcmp(out.data(), b.page(i), kPage) == 0,
                     "page %zu: delta round trip differs", i);
+      ref.assign(a.page(i), a.page(i) + kPage);
+      CHECK_OR_FAIL(fuzz::ref_delta_decode(enc.data(), len, &ref) &&
+                        std::memcmp(ref.data(), b.page(i), kPage) == 0,
+                    "page %zu: delta bytes do not follow docs/ENCODING.md §3", i);
     }
   }
 }
