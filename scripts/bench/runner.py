@@ -158,7 +158,11 @@ def run(spec, parent):
                                                   row['src_qemu_vcpu_s'], 2)
                 if fr is not None and completed and os.path.exists(fr.send_json):
                     s = json.loads(read_text(fr.send_json))
-                    row['ferry_ratio'] = s.get('encoding', {}).get('ratio')
+                    enc = s.get('encoding', {})
+                    row['ferry_ratio'] = enc.get('ratio')
+                    # How the encoder spent the run (--codec auto moves between efforts).
+                    row['ferry_pages_per_effort'] = enc.get('pages_per_effort')
+                    row['ferry_effort_changes'] = enc.get('effort_changes')
                 if completed:
                     diff = rig.compare_ram(src, dst)
                     row['ram_verified'] = diff.ok
