@@ -259,7 +259,8 @@ def main(argv):
     out = argv[argv.index('--json') + 1] if '--json' in argv else None
     only = argv[argv.index('--only') + 1] if '--only' in argv else None
     methods = argv[argv.index('--methods') + 1].split(',') if '--methods' in argv else None
-    {'link100': link100, 'simulate': simulate, 'guest_pages': guest_pages}[which](out, only, methods)
+    scenarios = {'link100': link100, 'simulate': simulate, 'guest_pages': guest_pages}
+    scenarios[which](out, only, methods)
     print('PASS encoding %s' % which)
     return 0
 
