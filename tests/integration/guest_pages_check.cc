@@ -92,6 +92,27 @@ std::vector<const Kernels*> variants() {
   return v;
 }
 
+// One page's output from the first kernel variant; every later variant must write the same.
+class SameAsFirst {
+ public:
+  void reset() { have_ = false; }
+  bool matches(const uint8_t* out, size_t len) {
+    if (!have_) {
+      have_ = true;
+      len_ = len;
+      if (len != kTooBig) bytes_.assign(out, out + len);
+      return true;
+    }
+    return len == len_ && (len == kTooBig || std::memcmp(out, bytes_.data(), len) == 0);
+  }
+  size_t len() const { return len_; }
+
+ private:
+  bool have_ = false;
+  size_t len_ = 0;
+  std::vector<uint8_t> bytes_;
+};
+
 void check_zero(const Dump& d, uint64_t* zero_pages) {
   static const uint8_t kZeros[kPage] = {};
   const IsZeroFn isal = isal_is_zero();
@@ -112,22 +133,16 @@ void check_zero(const Dump& d, uint64_t* zero_pages) {
 
 void check_rle(const Dump& d, uint64_t* encoded) {
   std::vector<uint64_t> bits(rle_scratch_words(kPage));
-  std::vector<uint8_t> enc(kPage + 64), first(kPage + 64), out(kPage), ref;
+  std::vector<uint8_t> enc(kPage + 64), out(kPage), ref;
+  SameAsFirst first;
   *encoded = 0;
   for (size_t i = 0; i < d.pages(); ++i) {
-    size_t first_len = 0;
-    bool have_first = false;
+    first.reset();
     for (const Kernels* k : variants()) {
       // The encoder's capacity for RLE: below raw's record.
       const size_t len = rle_encode(*k, d.page(i), kPage, enc.data(), kPage - 3, bits.data());
-      if (!have_first) {
-        first_len = len;
-        if (len != kTooBig) std::memcpy(first.data(), enc.data(), len);
-        have_first = true;
-      }
-      CHECK_OR_FAIL(
-          len == first_len && (len == kTooBig || std::memcmp(enc.data(), first.data(), len) == 0),
-          "%s page %zu: %s RLE differs from %s", d.path.c_str(), i, k->name, variants()[0]->name);
+      CHECK_OR_FAIL(first.matches(enc.data(), len), "%s page %zu: %s RLE differs from %s",
+                    d.path.c_str(), i, k->name, variants()[0]->name);
       if (len == kTooBig) continue;
       std::memset(out.data(), 0xcc, kPage);
       const DecodeResult r = rle_decode(enc.data(), len, out.data(), kPage);
@@ -139,33 +154,27 @@ void check_rle(const Dump& d, uint64_t* encoded) {
                         std::memcmp(ref.data(), d.page(i), kPage) == 0,
                     "%s page %zu: RLE bytes do not follow docs/ENCODING.md §2", d.path.c_str(), i);
     }
-    *encoded += first_len != kTooBig;
+    *encoded += first.len() != kTooBig;
   }
 }
 
 void check_delta(const Dump& a, const Dump& b, uint64_t* changed) {
   std::vector<uint64_t> bits(bitmap_words(kPage));
-  std::vector<uint8_t> enc(kPage), first(kPage), out(kPage), ref;
+  std::vector<uint8_t> enc(kPage), out(kPage), ref;
+  SameAsFirst first;
   *changed = 0;
   const size_t pages = std::min(a.pages(), b.pages());
   for (size_t i = 0; i < pages; ++i) {
     const bool differs = std::memcmp(a.page(i), b.page(i), kPage) != 0;
     *changed += differs;
-    size_t first_len = 0;
-    bool have_first = false;
+    first.reset();
     for (const Kernels* k : variants()) {
       CHECK_OR_FAIL(k->diff_bitmap(b.page(i), a.page(i), kPage, bits.data()) == differs,
                     "page %zu: %s diff_bitmap says %d", i, k->name, !differs);
       if (!differs) continue;
       const size_t len = delta_encode(b.page(i), kPage, bits.data(), enc.data(), kPage - 3);
-      if (!have_first) {
-        first_len = len;
-        if (len != kTooBig) std::memcpy(first.data(), enc.data(), len);
-        have_first = true;
-      }
-      CHECK_OR_FAIL(
-          len == first_len && (len == kTooBig || std::memcmp(enc.data(), first.data(), len) == 0),
-          "page %zu: %s delta differs from %s", i, k->name, variants()[0]->name);
+      CHECK_OR_FAIL(first.matches(enc.data(), len), "page %zu: %s delta differs from %s", i,
+                    k->name, variants()[0]->name);
       if (len == kTooBig) continue;
       std::memcpy(out.data(), a.page(i), kPage);
       const DecodeResult r = delta_decode(enc.data(), len, out.data(), kPage);
