@@ -6,6 +6,12 @@
 
 namespace ferry {
 
+// The one clock of timers, deadlines and rates (monotonic).
+using Clock = std::chrono::steady_clock;
+using TimePoint = Clock::time_point;
+// "No deadline": later than any real time point.
+inline constexpr TimePoint kNever = TimePoint::max();
+
 inline uint64_t now_ns() {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
                                    std::chrono::steady_clock::now().time_since_epoch())

@@ -1,86 +1,122 @@
-// dataplane/transport.h — the Transport interface: one reliable, ordered, bidirectional byte
-// connection between a ferry sender and a ferry receiver, carrying ferry frames
-// (protocol.h). Backends live in subfolders (tcp/, loopback/; dpdk/ and rdma/ later) and are
-// listed in one registration table (transport_registry.cc).
+// dataplane/transport.h — the Transport contract: one bidirectional link between a ferry
+// sender and a ferry receiver that carries whole ferry frames (protocol.h) in FrameBufs of the
+// transport's own pool (frame_pool.h). Backends live in subfolders (tcp/, udp/, loopback/,
+// fault/; dpdk/ and rdma/) and are listed in one registration table (transport.cc, the only
+// file with #if on optional backends).
 //
 // Control methods (listen, accept, connect) may block and return Result<T>. Data methods take
-// a burst, never block, are noexcept and return the count handled; one virtual call per burst.
-// A Transport is owned and driven by one thread (its channel's pump, channel_pump.h).
+// a burst, never block, are noexcept and return the count handled; one virtual call per
+// burst. A Transport is owned and driven by one thread (its engine's, engine.h): data calls,
+// progress() and the pool all belong to that thread.
+//
+// Frame life cycle:
+//   sender:   f = pool().alloc(); write header+payload; tx_burst({f}) -> transport owns f
+//             ... reap_tx() returns f once its bytes have left (copied to the kernel, acked
+//             by the peer, or DMA done: caps().tx_done says which) -> pool().free(f)
+//   receiver: rx_burst() returns frames in the transport's pool buffers, in order, each
+//             checked for length (not CRC or sequence: FrameChecker does that above) -> the
+//             consumer frees each to its pool when done with it.
 #pragma once
-
-#include <poll.h>
 
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <span>
 #include <string>
-#include <vector>
 
+#include "common/clock.h"
 #include "common/status.h"
+#include "dataplane/frame_pool.h"
 
 namespace ferry::dataplane {
+
+// What a backend guarantees and needs; constant for a transport's life.
+struct TransportCaps {
+  size_t max_frame = 0;     // largest frame (header + payload) tx_burst accepts
+  size_t max_burst = 32;    // frames per tx_burst/rx_burst call worth offering
+  bool reliable = false;    // every frame handed to tx_burst arrives, or the link fails
+  bool ordered = false;     // frames arrive in tx order
+  bool registered = false;  // tx frames must come from pool() (registered memory)
+  const char* tx_done = "";  // what "reaped" means, for docs and --version
+};
+
+enum class LinkState : uint8_t {
+  kOpen,        // frames may flow both ways
+  kPeerClosed,  // the peer closed its sending side; rx_burst has returned every frame
+  kFailed,      // a hard error or the peer went silent past the liveness timeout: error()
+};
+
+// Readiness bits for an adaptive engine's sleep (no <poll.h> here; the engine translates).
+inline constexpr uint32_t kWaitReadable = 1u << 0;
+inline constexpr uint32_t kWaitWritable = 1u << 1;
 
 class Transport {
  public:
   virtual ~Transport() = default;
 
-  // Backend name ("tcp", "loopback").
+  // Backend name ("tcp", "udp", "loopback", "fault").
   virtual const char* kind() const noexcept = 0;
+  virtual TransportCaps caps() const noexcept = 0;
+  // The buffers this transport sends from and receives into.
+  virtual FramePool& pool() noexcept = 0;
 
   // Data path, owner thread only.
-  // Queues up to bytes.size() bytes for the peer; returns how many were taken (0 = the
-  // transport is full now: poll and retry). After a failure returns 0 and failed() is true.
-  virtual size_t tx_burst(std::span<const uint8_t> bytes) noexcept = 0;
-  // Copies up to out.size() received bytes into out; returns the count (0 = nothing now, or
-  // the peer closed: see peer_closed()).
-  virtual size_t rx_burst(std::span<uint8_t> out) noexcept = 0;
-  // No more bytes will be sent; the peer's rx sees the end after the queued bytes.
+  // Takes the first n frames (n <= frames.size(), in order) for the peer; the transport owns
+  // them until reap_tx. 0 = no room now (retry after reap_tx/progress, or when the wait fd
+  // says writable). After close_tx or a failure, takes nothing.
+  virtual size_t tx_burst(std::span<FrameBuf* const> frames) noexcept = 0;
+  // Hands back up to out.size() frames whose transmission completed, oldest first.
+  virtual size_t reap_tx(std::span<FrameBuf*> out) noexcept = 0;
+  // Up to out.size() received frames, in order; the caller frees each to frame->pool.
+  virtual size_t rx_burst(std::span<FrameBuf*> out) noexcept = 0;
+  // Timers: acks, retransmits, pacing, heartbeats, liveness. Called every engine iteration;
+  // returns the work done (0 = nothing was due).
+  virtual size_t progress(TimePoint /*now*/) noexcept { return 0; }
+  // When progress() next needs a call (kNever = only on I/O); an adaptive engine sleeps no
+  // longer than this.
+  virtual TimePoint next_deadline() const noexcept { return kNever; }
+  // No more frames will be sent; the peer sees the end after every frame already taken.
   virtual void close_tx() noexcept = 0;
 
-  // The peer closed its sending side (after rx_burst returned every byte it sent).
-  virtual bool peer_closed() const noexcept = 0;
-  // A hard error happened (reset, broken pipe); error() says what.
-  virtual bool failed() const noexcept = 0;
+  virtual LinkState state() const noexcept = 0;
+  // Why the link failed (state() == kFailed); ok otherwise.
   virtual const Status& error() const noexcept = 0;
+  // Frames (or bytes, for stream backends: as frames' bytes) taken by tx_burst and not yet
+  // reaped, in bytes.
+  virtual size_t tx_in_flight_bytes() const noexcept = 0;
 
-  // Readiness for the owner's poll loop: the fd to poll and the events to wait for, given
-  // whether the owner wants to receive and has bytes waiting to go out (0 = do not poll).
-  // After poll returns, the owner calls rearm() once and then tries rx_burst/tx_burst
-  // (readiness is a hint, never a promise).
-  virtual int poll_fd() const noexcept = 0;
-  virtual short poll_events(bool want_rx, bool want_tx) const noexcept = 0;
-  virtual void rearm() noexcept {}
+  // For an adaptive engine's sleep: the fd that becomes ready when this transport has work,
+  // and the kWait* bits to wait for given what the owner wants (0 = no fd wait; -1 = no fd:
+  // the engine sleeps until the next deadline only).
+  virtual int wait_fd() const noexcept = 0;
+  virtual uint32_t wait_events(bool want_rx, bool want_tx) const noexcept = 0;
+
   // How many bytes the transport should hold in flight below ferry (kernel socket buffers):
   // enough for the link's bandwidth-delay product, no more, so that what QEMU writes last
   // is not stuck behind seconds of queued data (its downtime estimate would be wrong).
-  // The pump calls it as it measures the link rate. A hint: backends may ignore it.
+  // A hint: backends may ignore it.
   virtual void set_buffer_hint(size_t /*bytes*/) noexcept {}
-
-  // Blocking helpers for the handshake, before the data path starts.
-  Status send_all(std::span<const uint8_t> bytes, int timeout_ms);
-  Status recv_exact(std::span<uint8_t> out, int timeout_ms);
 };
 
 // Accepts transports from peers.
 class Listener {
  public:
   virtual ~Listener() = default;
-  // Waits up to timeout_ms (-1 = forever) for one peer.
+  // Waits up to timeout_ms (>= 0) for one peer.
   virtual Result<std::unique_ptr<Transport>> accept(int timeout_ms) = 0;
-  // The fd that becomes readable when a peer is waiting (for a poll loop), or -1.
-  virtual int poll_fd() const noexcept = 0;
+  // The fd that becomes readable when a peer may be waiting (for a poll loop), or -1.
+  virtual int wait_fd() const noexcept = 0;
   // What it listens on, for messages.
   virtual std::string where() const = 0;
 };
 
 // One row of the registration table.
 struct TransportInfo {
-  const char* name;       // the scheme in "name:ADDRESS"
-  const char* summary;    // one line for --help / --version
-  bool available;         // built into this binary
-  bool in_process;        // both ends must live in one process (loopback)
-  const char* why_not;    // when not available: the reason, one sentence
+  const char* name;     // the scheme in "name:ADDRESS"
+  const char* summary;  // one line for --help / --version
+  bool available;       // built into this binary
+  bool in_process;      // both ends must live in one process (loopback)
+  const char* why_not;  // when not available: the reason and how to get it, one sentence
   Result<std::unique_ptr<Listener>> (*listen)(const std::string& address);
   Result<std::unique_ptr<Transport>> (*connect)(const std::string& address, int timeout_ms);
 };
@@ -88,11 +124,21 @@ struct TransportInfo {
 // Every transport ferry knows, available or not.
 std::span<const TransportInfo> transports();
 
-// "tcp:HOST:PORT", "loopback:NAME": picks the backend by scheme. Unknown or unavailable
-// schemes give an error listing what this build has.
+// "tcp:HOST:PORT", "udp:HOST:PORT", "loopback:NAME": picks the backend by scheme. Unknown or
+// unavailable schemes give an error listing what this build has.
 Result<std::unique_ptr<Listener>> listen_transport(const std::string& spec);
 Result<std::unique_ptr<Transport>> connect_transport(const std::string& spec, int timeout_ms);
 // Checks a spec without connecting (for command lines, before any waiting).
 Status check_transport_spec(const std::string& spec);
+
+// Blocking helpers for the handshake, before the data path starts: drive the transport
+// (tx, reap, progress, rx) until one frame is sent / received, or the deadline passes.
+// send_frame copies payload into a pool frame of the given type and sequence number.
+Status send_frame(Transport& link, FrameType type, uint64_t seq, std::span<const uint8_t> payload,
+                  int timeout_ms);
+// Waits for the next frame; the caller frees it to its pool.
+Result<FrameBuf*> recv_frame(Transport& link, int timeout_ms);
+// Waits until every frame taken has been reaped (e.g. the END frame left), up to timeout_ms.
+Status drain_tx(Transport& link, int timeout_ms);
 
 }  // namespace ferry::dataplane
