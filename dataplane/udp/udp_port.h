@@ -1,0 +1,112 @@
+// dataplane/udp/udp_port.h — DatagramPort on a kernel UDP socket (datagram.h), and the
+// listening side that turns each new peer address into its own connected port.
+//
+// A port is one non-blocking UDP socket connect()ed to one peer: sendmmsg/recvmmsg in bursts
+// of up to 32, IP_PMTUDISC_DO (nothing is fragmented, so one lost fragment never costs a whole
+// datagram), max_datagram() from the path MTU, large socket buffers. reliable/ turns a port
+// into a Transport (udp_transport.h); these are the parts below it, testable on their own.
+//
+// Addresses are "HOST:PORT" with IPv6 hosts in brackets ("[::1]:7000"), as in tcp.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "dataplane/datagram.h"
+
+namespace ferry::dataplane::udp {
+
+struct PortOptions {
+  // Upper bound on max_datagram() when the path MTU is larger (loopback: 65536). Larger
+  // datagrams cost fewer system calls per byte, but one loss costs more to resend and a
+  // receive buffer of max_datagram() is needed per datagram in flight; see udp_port.cc for
+  // the measurements behind the default. 0 = the path MTU alone.
+  size_t datagram_cap = 16 * 1024;
+  // SO_SNDBUF/SO_RCVBUF asked for. As root SO_*BUFFORCE passes net.core.[rw]mem_max; else
+  // the kernel clamps to it (4 MiB by default). The receive side absorbs bursts that the
+  // owner thread is too busy to read; what overflows is lost and resent by reliable/.
+  size_t socket_buffer = 16 * 1024 * 1024;
+};
+
+// Counters of one port; written by its owner thread only, read by it or by tests.
+struct PortCounters {
+  uint64_t tx_datagrams = 0;
+  uint64_t tx_bytes = 0;
+  uint64_t tx_full = 0;     // send_burst calls that found the socket buffer full
+  uint64_t tx_too_big = 0;  // datagrams dropped as larger than the path MTU (EMSGSIZE)
+  uint64_t rx_datagrams = 0;
+  uint64_t rx_bytes = 0;
+  uint64_t rx_truncated = 0;  // datagrams dropped as larger than the buffer offered
+};
+
+// A DatagramPort plus what only UDP has.
+class UdpPort : public DatagramPort {
+ public:
+  virtual const PortCounters& counters() const noexcept = 0;
+  // "udp LOCAL -> PEER", for messages.
+  virtual const std::string& name() const noexcept = 0;
+};
+
+// A port connected to address ("HOST:PORT"). Connecting a UDP socket sends nothing, so this
+// never waits; a peer that is not there shows up as failed() (ECONNREFUSED) after the first
+// send, or as silence.
+Result<std::unique_ptr<UdpPort>> connect_port(const std::string& address,
+                                              const PortOptions& options = {});
+
+// A new peer: its own port, and the datagram that announced it (the peer's first, e.g. the
+// reliable layer's SYN).
+struct AcceptedPort {
+  std::unique_ptr<UdpPort> port;
+  std::vector<uint8_t> first;
+};
+
+// One bound UDP socket that waits for datagrams from peers it has not seen. For each new peer
+// it makes a socket bound to the same local address and port and connect()ed to the peer:
+// Linux delivers a 4-tuple's datagrams to its connected socket before a merely bound one, so
+// after accept the peer talks to its own port and the listener sees new peers only.
+// Datagrams from a peer already accepted that reached the listening socket before its
+// connected socket existed (the reliable layer's SYN retransmits) are dropped, not taken as a
+// second connection. Owned by one thread (accept's caller).
+class PortListener {
+ public:
+  static Result<std::unique_ptr<PortListener>> create(const std::string& address,
+                                                      const PortOptions& options = {});
+  ~PortListener();
+  PortListener(const PortListener&) = delete;
+  PortListener& operator=(const PortListener&) = delete;
+
+  // Waits up to timeout_ms (>= 0) for a datagram from a new peer; kTimeout if none came.
+  Result<AcceptedPort> accept(int timeout_ms);
+  // Readable when a datagram waits on the listening socket (new peer or duplicate).
+  int wait_fd() const noexcept { return fd_; }
+  // "HOST:PORT" as bound (the real port when 0 was asked for).
+  const std::string& where() const noexcept { return where_; }
+  uint16_t port() const noexcept { return port_; }
+  // Datagrams dropped as coming from a peer already accepted.
+  uint64_t duplicates() const noexcept { return duplicates_; }
+
+  // A peer's identity and whether its port still lives (shared with the port).
+  struct PeerSlot;
+
+ private:
+  PortListener() = default;
+  Result<AcceptedPort> take(size_t len, const sockaddr_storage& peer, const sockaddr_storage& local,
+                            std::string key);
+  void forget_closed_peers();
+
+  int fd_ = -1;
+  uint16_t port_ = 0;
+  std::string where_;
+  PortOptions options_;
+  std::vector<uint8_t> buf_;  // one datagram of any size (64 KiB)
+  std::vector<std::shared_ptr<PeerSlot>> peers_;
+  uint64_t duplicates_ = 0;
+};
+
+}  // namespace ferry::dataplane::udp
