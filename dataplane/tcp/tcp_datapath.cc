@@ -134,7 +134,8 @@ size_t TcpTransport::rx_burst(std::span<FrameBuf*> out) noexcept {
       auto h = parse_frame_header(f->data + rx_whole_);
       if (!h) {
         fail_protocol(Status(ErrorCode::kProtocol,
-                             "tcp: " + h.status().message() + " (not a ferry peer?)"));
+                             h.status().message() + " at byte offset " +
+                                 std::to_string(rx_offset_ + rx_whole_) + " (not a ferry peer?)"));
         return n;
       }
       if (f->len - rx_whole_ < kFrameHeaderSize + h->len) break;
@@ -150,6 +151,7 @@ size_t TcpTransport::rx_burst(std::span<FrameBuf*> out) noexcept {
         next->len = static_cast<uint32_t>(tail);
       }
       f->len = static_cast<uint32_t>(rx_whole_);
+      rx_offset_ += rx_whole_;
       out[n++] = f;
       rx_cur_ = next;
       rx_whole_ = 0;

@@ -73,9 +73,9 @@ class TcpTransport final : public Transport {
   size_t tx_bytes_ = 0;  // queued and not yet written
 
   // rx: the buffer being filled; rx_whole_ = bytes of whole frames at its start;
-  // rx_need_ = bytes the last partial frame still lacks (0 = its header is incomplete).
   FrameBuf* rx_cur_ = nullptr;
   size_t rx_whole_ = 0;
+  uint64_t rx_offset_ = 0;  // link bytes before rx_cur_, for error messages
 };
 
 }  // namespace ferry::dataplane::tcp
