@@ -13,14 +13,13 @@
 #include "apps/channel_set.h"
 #include "apps/cli.h"
 #include "apps/commands.h"
+#include "dataplane/handshake.h"
 #include "dataplane/net.h"
 #include "dataplane/protocol.h"
 #include "dataplane/transport.h"
 
 namespace ferry::apps {
 namespace {
-
-constexpr int kHandshakeTimeoutMs = 10000;
 
 void recv_usage(FILE* out) {
   std::fprintf(
@@ -46,25 +45,8 @@ void recv_usage(FILE* out) {
       transport_names().c_str());
 }
 
-void reject(dataplane::Transport& t) {
-  const uint8_t no = dataplane::kReject;
-  (void)t.send_all({&no, 1}, 1000);
-}
-
-// Reads and checks one handshake. The magic is checked as soon as its 4 bytes arrive, so a
-// stray client is refused without waiting for a whole handshake.
-Result<dataplane::Handshake> read_handshake(dataplane::Transport& t) {
-  uint8_t h[dataplane::kHandshakeSize];
-  if (auto st = t.recv_exact({h, 4}, kHandshakeTimeoutMs); !st) {
-    return Status(st.code(), "handshake: " + st.message() + " (byte offset 0)");
-  }
-  if (std::memcmp(h, dataplane::kMagic, 4) != 0) {
-    return Status(ErrorCode::kProtocol, "handshake: bad magic at byte offset 0 (not ferry send)");
-  }
-  if (auto st = t.recv_exact({h + 4, sizeof h - 4}, kHandshakeTimeoutMs); !st) {
-    return Status(st.code(), "handshake: " + st.message() + " (from byte offset 4)");
-  }
-  return dataplane::decode_handshake(h);
+void reject(dataplane::Transport& t, const std::string& why) {
+  (void)dataplane::receiver_answer(t, false, why, 1000);
 }
 
 }  // namespace
@@ -122,7 +104,7 @@ int run_recv(int argc, char** argv) {
   std::string error;
 
   while (error.empty() && !set.main_done() && !set.failed()) {
-    pollfd fds[2] = {{(*listener)->poll_fd(), POLLIN, 0}, {set.wake_fd(), POLLIN, 0}};
+    pollfd fds[2] = {{(*listener)->wait_fd(), POLLIN, 0}, {set.wake_fd(), POLLIN, 0}};
     int r = ::poll(fds, 2, progress ? 1000 : -1);
     if (r < 0 && errno != EINTR) error = std::string("poll: ") + std::strerror(errno);
     if (fds[1].revents & POLLIN) set.reap();
@@ -131,7 +113,7 @@ int run_recv(int argc, char** argv) {
 
     auto t = (*listener)->accept(0);
     if (!t) continue;
-    auto hs = read_handshake(**t);
+    auto hs = dataplane::receiver_read_hello(**t);
     std::string why;
     if (!hs) {
       why = hs.status().message();
@@ -144,7 +126,7 @@ int run_recv(int argc, char** argv) {
     }
     if (!why.empty()) {
       // Refuse this link only; the real sender may still come.
-      reject(**t);
+      reject(**t, why);
       std::fprintf(stderr, "ferry recv: refused a link on %s: %s\n",
                    (*listener)->where().c_str(), why.c_str());
       continue;
@@ -157,13 +139,12 @@ int run_recv(int argc, char** argv) {
          it = waiting.find(next_channel)) {
       auto q = dataplane::connect_to(*qemu_ep);
       if (!q) {
-        reject(*it->second.link);
+        reject(*it->second.link, "ferry recv cannot reach the destination QEMU");
         error = "cannot connect to the destination QEMU at " + qemu_s + ": " +
                 q.status().message() + " (is it running with -incoming " + qemu_s + "?)";
         break;
       }
-      const uint8_t yes = dataplane::kAccept;
-      if (auto st = it->second.link->send_all({&yes, 1}, kHandshakeTimeoutMs); !st) {
+      if (auto st = dataplane::receiver_answer(*it->second.link, true); !st) {
         ::close(*q);
         error = "channel " + std::to_string(next_channel) + ": handshake: " + st.message();
         break;

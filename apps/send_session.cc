@@ -10,13 +10,13 @@
 #include <random>
 
 #include "apps/page_stream.h"
+#include "dataplane/handshake.h"
 #include "dataplane/net.h"
 #include "dataplane/protocol.h"
 
 namespace ferry::apps {
 namespace {
 
-constexpr int kHandshakeTimeoutMs = 30000;
 
 }  // namespace
 
@@ -56,19 +56,9 @@ Result<std::unique_ptr<dataplane::Transport>> SendSession::open_link(uint16_t in
   hs.channel = index;
   hs.session_id = session_id_;
   if (opt_.codec != encoders::CodecLevel::kNone) hs.features |= dataplane::kFeaturePages;
-  uint8_t hbuf[dataplane::kHandshakeSize];
-  dataplane::encode_handshake(hs, hbuf);
-  if (auto st = (*link)->send_all(hbuf, kHandshakeTimeoutMs); !st) {
-    return Status(st.code(), "handshake with " + opt_.peer + ": " + st.message());
-  }
-  uint8_t answer = 0;
-  if (auto st = (*link)->recv_exact({&answer, 1}, kHandshakeTimeoutMs); !st) {
+  if (auto st = dataplane::sender_handshake(**link, hs); !st) {
     return Status(st.code(), "ferry recv at " + opt_.peer + " did not accept channel " +
                                  std::to_string(index) + ": " + st.message() + " (see its log)");
-  }
-  if (answer != dataplane::kAccept) {
-    return Status(ErrorCode::kProtocol, "ferry recv at " + opt_.peer + " rejected channel " +
-                                            std::to_string(index) + " (see its log)");
   }
   return link;
 }

@@ -1,5 +1,5 @@
-// dataplane/channel_pump.h — the dataplane engine for one channel: moves one QEMU migration
-// connection across one Transport, in both directions, on one thread.
+// dataplane/channel_pump.h — one channel's poller (engine.h): moves one QEMU migration
+// connection across one Transport, in both directions, on its engine's thread.
 //
 //   sender   (ferry send):  QEMU stream  -> OPAQUE frames -> transport
 //                           transport    -> RETURN frames -> QEMU (return path)
@@ -7,18 +7,27 @@
 //   (with a StreamCodec, stream_codec.h, the stream also travels as CODEC/PAGES frames)
 //                           QEMU         -> RETURN frames -> transport
 //
-// Queues are bounded (PumpOptions::max_pending): when the link is slow the pump stops reading
-// QEMU, so QEMU's socket fills and QEMU measures the true link rate (DESIGN.md §3). The
-// return path is read every loop step, before bulk data, and never queues behind it: in each
-// direction of the transport only one kind of frame is bulk.
+// Each poll() step, in this order (DESIGN.md §3):
+//   1. link receive: frames from the peer (on the sender the return path, so post-copy page
+//      requests never wait behind bulk reads);
+//   2. QEMU read, within credits: a free frame buffer and fewer than max_pending bytes
+//      queued or in flight toward the link; without credits QEMU's socket fills and QEMU
+//      measures the true link rate;
+//   3. encode (with a StreamCodec) into frame buffers;
+//   4. write toward QEMU what the link brought;
+//   5. link transmit of whole frame buffers, reap of completed ones back to the pool;
+//   6. progress(now): the transport's timers, the link buffer hint.
+// In each direction of the transport only one kind of frame is bulk.
 #pragma once
 
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 
 #include "common/status.h"
+#include "dataplane/engine.h"
 #include "dataplane/stream_codec.h"
 #include "dataplane/transport.h"
 
@@ -55,6 +64,7 @@ struct PumpOptions {
   StreamTap* tap_from_qemu = nullptr;  // bytes QEMU wrote (sender: the stream; receiver: RP)
   StreamTap* tap_to_qemu = nullptr;    // bytes written to QEMU
   int abort_fd = -1;  // an eventfd; readable = give up now (another channel failed)
+  PollMode poll_mode = PollMode::kAdaptive;  // for run()
   // Turns QEMU bytes into frames and back (page encoding); null = OPAQUE frames only.
   StreamCodec* codec = nullptr;
 };
@@ -70,23 +80,30 @@ struct PumpCounters {
   std::atomic<uint64_t> link_backlog_bytes{0};  // queued for the link after the last flush
 };
 
-class ChannelPump {
+class ChannelPump final : public Poller {
  public:
-  // The transport must have completed its handshake. Neither fd nor transport is owned.
+  // The transport must have completed its handshake (its data frames start at kFirstDataSeq).
+  // Neither fd nor transport is owned.
   ChannelPump(PumpRole role, QemuEnd qemu, Transport& link, PumpOptions options);
+  ~ChannelPump() override;
 
-  // Runs until the channel ended: both directions closed cleanly (ok), or a failure on either
-  // side (the Status names the side, the byte offset where it applies, and why). Call once.
+  // Poller: one step of the order above, on the engine's thread.
+  size_t poll(TimePoint now) noexcept override;
+  void add_waits(WaitSet& set) noexcept override;
+  bool finished() const noexcept override;
+
+  // The outcome once finished(): both directions closed cleanly (ok), or a failure on either
+  // side (the Status names the side, the byte offset where it applies, and why).
+  const Status& result() const;
+
+  // Runs this pump alone on an engine of its own (options.poll_mode) until it finished.
   Status run();
 
   const PumpCounters& counters() const { return counters_; }
 
  private:
   struct Impl;
-  PumpRole role_;
-  QemuEnd qemu_;
-  Transport& link_;
-  PumpOptions options_;
+  std::unique_ptr<Impl> impl_;
   PumpCounters counters_;
 };
 

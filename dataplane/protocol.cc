@@ -80,6 +80,59 @@ void append_frame(std::vector<uint8_t>& out, FrameType type, uint64_t seq, const
   if (len) std::memcpy(out.data() + at + kFrameHeaderSize, payload, len);
 }
 
+Result<FrameHeader> parse_frame_header(const uint8_t* h) {
+  FrameHeader fh;
+  uint32_t type = static_cast<uint32_t>(get_be(h, 4));
+  fh.len = static_cast<uint32_t>(get_be(h + 4, 4));
+  fh.seq = get_be(h + 8, 8);
+  fh.crc = static_cast<uint32_t>(get_be(h + 16, 4));
+  if (type < 1 || type > kMaxFrameType) {
+    return error(ErrorCode::kProtocol, "frame: bad type " + std::to_string(type));
+  }
+  fh.type = static_cast<FrameType>(type);
+  if (fh.len > kMaxPayload || (fh.type == FrameType::kEnd && fh.len != 0)) {
+    return error(ErrorCode::kProtocol, "frame: bad length " + std::to_string(fh.len));
+  }
+  return fh;
+}
+
+Result<bool> FrameChecker::next(const uint8_t* buf, size_t len, size_t* pos, Frame& frame) {
+  if (*pos >= len) return false;
+  const uint64_t at = offset_;
+  if (len - *pos < kFrameHeaderSize) {
+    return error(ErrorCode::kProtocol,
+                 "frame: truncated header at byte offset " + std::to_string(at));
+  }
+  const uint8_t* h = buf + *pos;
+  auto fh = parse_frame_header(h);
+  if (!fh) {
+    return error(ErrorCode::kProtocol,
+                 fh.status().message() + " at byte offset " + std::to_string(at));
+  }
+  if (len - *pos - kFrameHeaderSize < fh->len) {
+    return error(ErrorCode::kProtocol,
+                 "frame: truncated payload at byte offset " + std::to_string(at));
+  }
+  if (fh->seq != expected_seq_) {
+    return error(ErrorCode::kProtocol, "frame: sequence " + std::to_string(fh->seq) +
+                                           ", expected " + std::to_string(expected_seq_) +
+                                           " at byte offset " + std::to_string(at + 8));
+  }
+  const uint8_t* payload = h + kFrameHeaderSize;
+  if (payload_crc(payload, fh->len) != fh->crc) {
+    return error(ErrorCode::kProtocol, "frame: crc32c mismatch at byte offset " +
+                                           std::to_string(at + 16) + " (frame seq " +
+                                           std::to_string(fh->seq) + ")");
+  }
+  frame.header = *fh;
+  frame.payload = payload;
+  frame.offset = at;
+  *pos += kFrameHeaderSize + fh->len;
+  offset_ += kFrameHeaderSize + fh->len;
+  ++expected_seq_;
+  return true;
+}
+
 void FrameDecoder::push(const void* data, size_t n) {
   if (failed() || n == 0) return;
   buf_.append(data, n);

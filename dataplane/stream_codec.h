@@ -14,30 +14,50 @@
 
 namespace ferry::dataplane {
 
-// Appends whole frames to the pump's queue toward the link, numbering them. Owned by the pump;
-// valid during one StreamCodec call.
+// Where a FrameWriter's frames go: the pump's frame buffers (channel_pump.cc).
+class FrameSink {
+ public:
+  virtual ~FrameSink() = default;
+  // Room for n more bytes, contiguous; never fails (the pump keeps buffers in reserve and
+  // spills to memory when a codec outruns them). Valid until commit().
+  virtual uint8_t* reserve(size_t n) = 0;
+  virtual void commit(size_t n) = 0;
+  // Bytes already waiting for the link.
+  virtual size_t backlog() const = 0;
+};
+
+// Appends whole frames to the pump's output (or a byte queue, for tests and ferry inspect),
+// numbering them. Valid during one StreamCodec call.
 class FrameWriter {
  public:
   FrameWriter(ByteQueue& queue, uint64_t& seq, uint64_t& frames)
-      : queue_(queue), seq_(seq), frames_(frames) {}
+      : queue_(&queue), seq_(seq), frames_(frames) {}
+  FrameWriter(FrameSink& sink, uint64_t& seq, uint64_t& frames)
+      : sink_(&sink), seq_(seq), frames_(frames) {}
 
   // Room for a payload of at most max_payload (<= kMaxPayload) bytes; fill a prefix of it and
   // call end_frame() before any other call.
   uint8_t* begin_frame(size_t max_payload) {
-    slot_ = queue_.reserve(kFrameHeaderSize + max_payload);
+    const size_t n = kFrameHeaderSize + max_payload;
+    slot_ = queue_ ? queue_->reserve(n) : sink_->reserve(n);
     return slot_ + kFrameHeaderSize;
   }
   void end_frame(FrameType type, size_t payload_len) {
     encode_frame_header(type, seq_++, slot_ + kFrameHeaderSize,
                         static_cast<uint32_t>(payload_len), slot_);
-    queue_.commit(kFrameHeaderSize + payload_len);
+    if (queue_) {
+      queue_->commit(kFrameHeaderSize + payload_len);
+    } else {
+      sink_->commit(kFrameHeaderSize + payload_len);
+    }
     ++frames_;
   }
   // Bytes already waiting for the link (for a codec that adapts its effort to the link).
-  size_t backlog() const { return queue_.size(); }
+  size_t backlog() const { return queue_ ? queue_->size() : sink_->backlog(); }
 
  private:
-  ByteQueue& queue_;
+  ByteQueue* queue_ = nullptr;
+  FrameSink* sink_ = nullptr;
   uint64_t& seq_;
   uint64_t& frames_;
   uint8_t* slot_ = nullptr;

@@ -35,7 +35,7 @@ TEST(Handshake, RejectsBadMagicAndVersion) {
   ASSERT_FALSE(h.has_value());
   EXPECT_NE(h.status().message().find("offset 0"), std::string::npos);
   encode_handshake({}, buf);
-  buf[5] = 2;
+  buf[5] = 1;  // version 1: the byte-stream handshake before frame transports
   h = decode_handshake(buf);
   ASSERT_FALSE(h.has_value());
   EXPECT_NE(h.status().message().find("offset 4"), std::string::npos);
