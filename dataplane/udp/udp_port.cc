@@ -19,8 +19,8 @@
 namespace ferry::dataplane::udp {
 namespace {
 
-// A peer whose port closed this long ago may connect again from the same address and port;
-// until then, its datagrams still queued on the listening socket are stale duplicates.
+// How long a closed connection's first datagrams (same address, same id) count as stale
+// repeats: longer than a client keeps repeating its SYN.
 constexpr uint64_t kForgetClosedNs = 10'000'000'000;
 constexpr size_t kMaxUdpPayload = 65536;
 
@@ -251,7 +251,8 @@ Result<std::unique_ptr<UdpPort>> connect_port(const std::string& address,
 // ---- listener ------------------------------------------------------------------------------
 
 Result<std::unique_ptr<PortListener>> PortListener::create(const std::string& address,
-                                                           const PortOptions& options) {
+                                                           const PortOptions& options,
+                                                           FirstDatagramCheck check) {
   auto locals = resolve(address, true);
   if (!locals) return locals.status();
   Status last = error(ErrorCode::kIo, "no address for udp:" + address);
@@ -278,6 +279,7 @@ Result<std::unique_ptr<PortListener>> PortListener::create(const std::string& ad
     std::unique_ptr<PortListener> l(new PortListener());
     l->fd_ = *fd;
     l->options_ = options;
+    l->check_ = std::move(check);
     l->where_ = to_string(local);
     l->port_ = ntohs(local.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6&>(local).sin6_port
                                                  : reinterpret_cast<sockaddr_in&>(local).sin_port);
@@ -333,12 +335,38 @@ sockaddr_storage local_address(msghdr& msg, int family, uint16_t port) {
 
 }  // namespace
 
-void PortListener::forget_closed_peers() {
+bool PortListener::is_new(size_t len, const std::string& key, uint64_t& id) {
   const uint64_t now = now_ns();
   std::erase_if(peers_, [now](const std::shared_ptr<PeerSlot>& p) {
     uint64_t closed = p->closed_ns.load(std::memory_order_acquire);
     return closed != 0 && now - closed > kForgetClosedNs;
   });
+  // A linear scan: a listener has as many peers as a migration has channels.
+  auto known = std::find_if(peers_.begin(), peers_.end(),
+                            [&](const std::shared_ptr<PeerSlot>& p) { return p->key == key; });
+  // While the peer's own socket exists, a second one for the same 4-tuple would split its
+  // datagrams between the two; its old connection has to die (liveness timeout) first.
+  if (known != peers_.end() && (*known)->closed_ns.load(std::memory_order_acquire) == 0) {
+    ++duplicates_;
+    return false;
+  }
+  id = 0;
+  if (check_) {
+    auto checked = check_(std::span<const uint8_t>(buf_.data(), len));
+    if (!checked) {
+      ++refused_;
+      return false;
+    }
+    id = *checked;
+  }
+  if (known != peers_.end()) {
+    if ((*known)->id == id) {
+      ++duplicates_;  // a stale repeat of a connection that already ended
+      return false;
+    }
+    peers_.erase(known);  // the peer opens a new connection from the same address
+  }
+  return true;
 }
 
 Result<AcceptedPort> PortListener::accept(int timeout_ms) {
@@ -356,17 +384,11 @@ Result<AcceptedPort> PortListener::accept(int timeout_ms) {
     msg.msg_controllen = sizeof control;
     ssize_t r = ::recvmsg(fd_, &msg, MSG_DONTWAIT);
     if (r >= 0) {
-      forget_closed_peers();
       std::string key = peer_key(peer);
-      // A linear scan: a listener has as many peers as a migration has channels.
-      bool known = std::any_of(peers_.begin(), peers_.end(),
-                               [&](const std::shared_ptr<PeerSlot>& p) { return p->key == key; });
-      if (known) {
-        ++duplicates_;
-        continue;
-      }
+      uint64_t id = 0;
+      if (!is_new(static_cast<size_t>(r), key, id)) continue;
       return take(static_cast<size_t>(r), peer, local_address(msg, peer.ss_family, port_),
-                  std::move(key));
+                  std::move(key), id);
     }
     if (errno == EINTR) continue;
     if (errno != EAGAIN) return io_error("udp listener on " + where_ + ": recvmsg");
@@ -383,7 +405,8 @@ Result<AcceptedPort> PortListener::accept(int timeout_ms) {
 
 // Gives a new peer its own socket: bound to the address it wrote to, connected to it.
 Result<AcceptedPort> PortListener::take(size_t len, const sockaddr_storage& peer,
-                                        const sockaddr_storage& local, std::string key) {
+                                        const sockaddr_storage& local, std::string key,
+                                        uint64_t id) {
   const std::string who = "udp peer " + to_string(peer) + " on " + where_;
   auto fd = open_socket(local.ss_family, options_);
   if (!fd) return fd.status();
@@ -402,6 +425,7 @@ Result<AcceptedPort> PortListener::take(size_t len, const sockaddr_storage& peer
   }
   auto slot = std::make_shared<PeerSlot>();
   slot->key = std::move(key);
+  slot->id = id;
   auto port = make_port(*fd, peer, options_, slot);
   if (!port) return port.status();
   peers_.push_back(std::move(slot));

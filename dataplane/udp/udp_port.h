@@ -13,7 +13,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -66,47 +68,61 @@ struct AcceptedPort {
   std::vector<uint8_t> first;
 };
 
+// Tells a connection's first datagram from anything else (reliable/'s parse_syn): returns an
+// id that differs between connections from one peer address (its connection id), or why the
+// datagram cannot open a connection.
+using FirstDatagramCheck = std::function<Result<uint64_t>(std::span<const uint8_t>)>;
+
 // One bound UDP socket that waits for datagrams from peers it has not seen. For each new peer
 // it makes a socket bound to the same local address and port and connect()ed to the peer:
 // Linux delivers a 4-tuple's datagrams to its connected socket before a merely bound one, so
 // after accept the peer talks to its own port and the listener sees new peers only.
-// Datagrams from a peer already accepted that reached the listening socket before its
-// connected socket existed (the reliable layer's SYN retransmits) are dropped, not taken as a
-// second connection. Owned by one thread (accept's caller).
+// What reached the listening socket before a peer's own socket existed (repeated SYNs) is
+// dropped as a duplicate, never taken as a second connection: while the peer's port lives,
+// anything from its address; after it closed, datagrams with the same id (for 10 s).
+// Owned by one thread (accept's caller).
 class PortListener {
  public:
+  // check: see FirstDatagramCheck; none = every datagram from a new address opens one (id 0).
   static Result<std::unique_ptr<PortListener>> create(const std::string& address,
-                                                      const PortOptions& options = {});
+                                                      const PortOptions& options = {},
+                                                      FirstDatagramCheck check = {});
   ~PortListener();
   PortListener(const PortListener&) = delete;
   PortListener& operator=(const PortListener&) = delete;
 
-  // Waits up to timeout_ms (>= 0) for a datagram from a new peer; kTimeout if none came.
+  // Waits up to timeout_ms (>= 0) for the first datagram of a new connection; kTimeout if
+  // none came. Other errors: a socket for the new peer could not be made.
   Result<AcceptedPort> accept(int timeout_ms);
   // Readable when a datagram waits on the listening socket (new peer or duplicate).
   int wait_fd() const noexcept { return fd_; }
   // "HOST:PORT" as bound (the real port when 0 was asked for).
   const std::string& where() const noexcept { return where_; }
   uint16_t port() const noexcept { return port_; }
-  // Datagrams dropped as coming from a peer already accepted.
+  // Datagrams dropped as repeats from a connection already accepted.
   uint64_t duplicates() const noexcept { return duplicates_; }
+  // Datagrams dropped because the check refused them (strangers, stray packets).
+  uint64_t refused() const noexcept { return refused_; }
 
   // A peer's identity and whether its port still lives (shared with the port).
   struct PeerSlot;
 
  private:
   PortListener() = default;
+  // Whether a datagram of len bytes from peer opens a new connection (else it was counted).
+  bool is_new(size_t len, const std::string& key, uint64_t& id);
   Result<AcceptedPort> take(size_t len, const sockaddr_storage& peer, const sockaddr_storage& local,
-                            std::string key);
-  void forget_closed_peers();
+                            std::string key, uint64_t id);
 
   int fd_ = -1;
   uint16_t port_ = 0;
   std::string where_;
   PortOptions options_;
+  FirstDatagramCheck check_;
   std::vector<uint8_t> buf_;  // one datagram of any size (64 KiB)
   std::vector<std::shared_ptr<PeerSlot>> peers_;
   uint64_t duplicates_ = 0;
+  uint64_t refused_ = 0;
 };
 
 }  // namespace ferry::dataplane::udp

@@ -14,6 +14,7 @@ namespace ferry::dataplane::udp {
 // first datagram from a new connection. Shared by the listener and the port's owner thread.
 struct PortListener::PeerSlot {
   std::string key;                     // family + address + port, as bytes
+  uint64_t id = 0;                     // from the FirstDatagramCheck
   std::atomic<uint64_t> closed_ns{0};  // 0 while the port lives; now_ns() when it closed
 };
 

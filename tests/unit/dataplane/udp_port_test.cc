@@ -306,6 +306,38 @@ TEST(UdpListener, DuplicateFirstDatagramsMakeOneConnection) {
   EXPECT_EQ((*l)->duplicates(), 5u);
 }
 
+// With a check (reliable/'s parse_syn in real use): strangers make no socket; after a
+// connection closed, its stale SYN is a duplicate but a new id from the same address opens a
+// new connection.
+TEST(UdpListener, FirstDatagramCheckAndConnectionIds) {
+  auto check = [](std::span<const uint8_t> d) -> Result<uint64_t> {
+    std::string s(d.begin(), d.end());
+    if (s.rfind("syn ", 0) != 0) return error(ErrorCode::kProtocol, "not a syn");
+    return std::stoull(s.substr(4));
+  };
+  auto l = PortListener::create("127.0.0.1:0", {}, check);
+  ASSERT_TRUE(l);
+  auto c = connect_port("127.0.0.1:" + std::to_string((*l)->port()));
+  ASSERT_TRUE(c);
+  send_text(**c, "garbage");
+  send_text(**c, "syn 7");
+  send_text(**c, "syn 7");
+  std::this_thread::sleep_for(milliseconds(20));
+  auto first = (*l)->accept(1000);
+  ASSERT_TRUE(first);
+  EXPECT_EQ(std::string(first->first.begin(), first->first.end()), "syn 7");
+  EXPECT_EQ((*l)->refused(), 1u);
+  EXPECT_FALSE((*l)->accept(50));
+  EXPECT_EQ((*l)->duplicates(), 1u);
+  first->port.reset();
+  send_text(**c, "syn 7");  // stale
+  send_text(**c, "syn 8");  // the same client address, a new connection
+  auto second = (*l)->accept(1000);
+  ASSERT_TRUE(second) << second.status().message();
+  EXPECT_EQ(std::string(second->first.begin(), second->first.end()), "syn 8");
+  EXPECT_EQ((*l)->duplicates(), 2u);
+}
+
 // An unconnected bound socket with the filter: the state of a per-peer socket between bind
 // and connect, when the kernel may hand it another new peer's datagrams.
 void check_peer_filter(int family) {
