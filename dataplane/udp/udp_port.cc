@@ -4,6 +4,7 @@
 #include <linux/filter.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -129,11 +130,20 @@ Result<std::unique_ptr<UdpPort>> make_port(int fd, const sockaddr_storage& peer,
   sockaddr_storage local{};
   socklen_t len = sizeof local;
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len);
-  const bool v6 = has_ipv6_header(peer);
-  std::string name = "udp " + to_string(local) + " -> " + to_string(peer);
-  size_t size = datagram_size_for(fd, v6, options.datagram_cap);
-  return std::unique_ptr<UdpPort>(
-      new SocketPort(fd, size, v6, options.datagram_cap, std::move(name), std::move(slot)));
+  SocketSetup s;
+  s.fd = fd;
+  s.ipv6_header = has_ipv6_header(peer);
+  s.datagram_cap = options.datagram_cap;
+  s.max_datagram = datagram_size_for(fd, s.ipv6_header, options.datagram_cap);
+  s.name = "udp " + to_string(local) + " -> " + to_string(peer);
+  s.slot = std::move(slot);
+  if (options.offload) {
+    // Setting a default segment size of 0 (off) is how to ask whether the kernel has GSO.
+    int zero = 0, one = 1;
+    s.gso = ::setsockopt(fd, IPPROTO_UDP, UDP_SEGMENT, &zero, sizeof zero) == 0;
+    s.gro = ::setsockopt(fd, IPPROTO_UDP, UDP_GRO, &one, sizeof one) == 0;
+  }
+  return std::unique_ptr<UdpPort>(new SocketPort(std::move(s)));
 }
 
 }  // namespace
@@ -213,39 +223,40 @@ size_t datagram_size_for(int fd, bool ipv6_header, size_t cap) {
   return cap == 0 ? size : std::min(size, cap);
 }
 
-SocketPort::SocketPort(int fd, size_t max_datagram, bool ipv6_header, size_t datagram_cap,
-                       std::string name, std::shared_ptr<PortListener::PeerSlot> slot)
-    : fd_(fd),
-      max_datagram_(max_datagram),
-      ipv6_header_(ipv6_header),
-      datagram_cap_(datagram_cap),
-      name_(std::move(name)),
-      slot_(std::move(slot)) {}
+SocketPort::SocketPort(SocketSetup setup) : s_(std::move(setup)) {
+  if (s_.gro) gro_buf_.reset(new uint8_t[kGroSlots * kGroSlotBytes]);
+}
 
 SocketPort::~SocketPort() {
-  ::close(fd_);
-  if (slot_) slot_->closed_ns.store(now_ns(), std::memory_order_release);
+  ::close(s_.fd);
+  if (s_.slot) s_.slot->closed_ns.store(now_ns(), std::memory_order_release);
 }
 
 void SocketPort::refresh_mtu() noexcept {
-  max_datagram_ = datagram_size_for(fd_, ipv6_header_, datagram_cap_);
+  s_.max_datagram = datagram_size_for(s_.fd, s_.ipv6_header, s_.datagram_cap);
+}
+
+Result<std::vector<sockaddr_storage>> resolve(const std::string& address) {
+  return resolve(address, false);
+}
+
+Result<std::unique_ptr<UdpPort>> connect_port(const sockaddr_storage& peer,
+                                              const PortOptions& options) {
+  auto fd = open_socket(peer.ss_family, options);
+  if (!fd) return fd.status();
+  if (::connect(*fd, reinterpret_cast<const sockaddr*>(&peer), addr_len(peer)) != 0) {
+    Status st = io_error("cannot connect a udp socket to " + to_string(peer));
+    ::close(*fd);
+    return st;
+  }
+  return make_port(*fd, peer, options, nullptr);
 }
 
 Result<std::unique_ptr<UdpPort>> connect_port(const std::string& address,
                                               const PortOptions& options) {
   auto peers = resolve(address, false);
   if (!peers) return peers.status();
-  Status last = error(ErrorCode::kIo, "no address for udp:" + address);
-  for (const sockaddr_storage& peer : *peers) {
-    auto fd = open_socket(peer.ss_family, options);
-    if (!fd) return fd.status();
-    if (::connect(*fd, reinterpret_cast<const sockaddr*>(&peer), addr_len(peer)) == 0) {
-      return make_port(*fd, peer, options, nullptr);
-    }
-    last = io_error("cannot connect udp socket to udp:" + address);
-    ::close(*fd);
-  }
-  return last;
+  return connect_port(peers->front(), options);
 }
 
 // ---- listener ------------------------------------------------------------------------------

@@ -2,9 +2,10 @@
 // listening side that turns each new peer address into its own connected port.
 //
 // A port is one non-blocking UDP socket connect()ed to one peer: sendmmsg/recvmmsg in bursts
-// of up to 32, IP_PMTUDISC_DO (nothing is fragmented, so one lost fragment never costs a whole
-// datagram), max_datagram() from the path MTU, large socket buffers. reliable/ turns a port
-// into a Transport (udp_transport.h); these are the parts below it, testable on their own.
+// of up to 32, UDP GSO/GRO where the kernel has them, IP_PMTUDISC_DO (nothing is fragmented,
+// so one lost fragment never costs a whole datagram), max_datagram() from the path MTU, large
+// socket buffers. reliable/ turns a port into a Transport (udp_transport.h); these are the
+// parts below it, testable on their own.
 //
 // Addresses are "HOST:PORT" with IPv6 hosts in brackets ("[::1]:7000"), as in tcp.
 #pragma once
@@ -30,6 +31,11 @@ struct PortOptions {
   // receive buffer of max_datagram() is needed per datagram in flight; see udp_port.cc for
   // the measurements behind the default. 0 = the path MTU alone.
   size_t datagram_cap = 16 * 1024;
+  // UDP GSO and GRO (Linux 4.18 / 5.0): a run of equal-sized datagrams leaves as one
+  // super-datagram that the kernel or the NIC cuts, and arrivals are glued back together
+  // until recv_burst splits them. The same datagrams on the wire, a fraction of the trips
+  // through the stack. Off where the kernel or the device lacks it (found out, not asked).
+  bool offload = true;
   // SO_SNDBUF/SO_RCVBUF asked for. As root SO_*BUFFORCE passes net.core.[rw]mem_max; else
   // the kernel clamps to it (4 MiB by default). The receive side absorbs bursts that the
   // owner thread is too busy to read; what overflows is lost and resent by reliable/.
@@ -44,7 +50,9 @@ struct PortCounters {
   uint64_t tx_too_big = 0;  // datagrams dropped as larger than the path MTU (EMSGSIZE)
   uint64_t rx_datagrams = 0;
   uint64_t rx_bytes = 0;
-  uint64_t rx_truncated = 0;  // datagrams dropped as larger than the buffer offered
+  uint64_t rx_truncated = 0;    // datagrams dropped as larger than the buffer offered
+  uint64_t tx_gso_batches = 0;  // super-datagrams sent (each several datagrams)
+  uint64_t rx_gro_batches = 0;  // arrivals of several datagrams glued together
 };
 
 // A DatagramPort plus what only UDP has.
@@ -53,11 +61,20 @@ class UdpPort : public DatagramPort {
   virtual const PortCounters& counters() const noexcept = 0;
   // "udp LOCAL -> PEER", for messages.
   virtual const std::string& name() const noexcept = 0;
+  // Whether GSO or GRO is in use (PortOptions::offload, and the kernel has it).
+  virtual bool offload() const noexcept = 0;
 };
 
-// A port connected to address ("HOST:PORT"). Connecting a UDP socket sends nothing, so this
-// never waits; a peer that is not there shows up as failed() (ECONNREFUSED) after the first
-// send, or as silence.
+// Every address of "HOST:PORT", in getaddrinfo's order (a name may have IPv6 and IPv4 ones;
+// only a handshake tells which one answers).
+Result<std::vector<sockaddr_storage>> resolve(const std::string& address);
+
+// A port connected to peer. Connecting a UDP socket sends nothing, so this never waits; a
+// peer that is not there shows up as failed() (ECONNREFUSED) after the first send, or as
+// silence.
+Result<std::unique_ptr<UdpPort>> connect_port(const sockaddr_storage& peer,
+                                              const PortOptions& options = {});
+// The same for the first address of "HOST:PORT".
 Result<std::unique_ptr<UdpPort>> connect_port(const std::string& address,
                                               const PortOptions& options = {});
 

@@ -102,15 +102,22 @@ Pair make_pair(const std::string& listen_at, const std::string& host, PortOption
   return p;
 }
 
-// Datagram i: an 8-byte head (i) and a body of (i * 977) % max bytes derived from i.
+// Datagram i: an 8-byte head (i) and a body of body_size(i, max) bytes derived from i.
+// Mixed sizes; or, with runs, what reliable/ sends: runs of full-sized pieces of a frame,
+// each run ended by the frame's shorter last piece (what GSO sends as one).
+size_t body_size(size_t i, size_t max_body, bool runs) {
+  if (!runs) return (i * 977) % max_body;
+  return i % 11 == 10 ? (i * 977) % max_body : max_body;
+}
+
 struct Burst {
   std::vector<uint64_t> heads;
   std::vector<std::vector<uint8_t>> bodies;
   std::vector<DatagramOut> out;
-  Burst(size_t n, size_t max_body) : heads(n), bodies(n), out(n) {
+  Burst(size_t n, size_t max_body, bool runs = false) : heads(n), bodies(n), out(n) {
     for (size_t i = 0; i < n; ++i) {
       heads[i] = i;
-      bodies[i].resize((i * 977) % max_body);
+      bodies[i].resize(body_size(i, max_body, runs));
       for (size_t j = 0; j < bodies[i].size(); ++j) bodies[i][j] = static_cast<uint8_t>(i + j * 7);
       out[i] = {{reinterpret_cast<const uint8_t*>(&heads[i]), 8}, bodies[i]};
     }
@@ -119,21 +126,23 @@ struct Burst {
 
 // Receives n datagrams in bursts of 32 and checks each against Burst's rule, in order
 // (loopback neither loses with room in the buffer nor reorders).
-void expect_burst(DatagramPort& port, size_t n, size_t max_body) {
-  std::vector<std::vector<uint8_t>> bufs(32, std::vector<uint8_t>(port.max_datagram()));
-  std::vector<DatagramIn> in(32);
+void expect_burst(DatagramPort& port, size_t n, size_t max_body, bool runs = false,
+                  size_t per_call = 32) {
+  std::vector<std::vector<uint8_t>> bufs(per_call, std::vector<uint8_t>(port.max_datagram()));
+  std::vector<DatagramIn> in(per_call);
   size_t next = 0;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (next < n && std::chrono::steady_clock::now() < deadline) {
-    for (size_t i = 0; i < 32; ++i) in[i] = {bufs[i].data(), bufs[i].size(), 0};
+    for (size_t i = 0; i < per_call; ++i) in[i] = {bufs[i].data(), bufs[i].size(), 0};
     size_t got = port.recv_burst(in);
-    if (got == 0) wait_for(port, kWaitReadable, 10);
+    // Datagrams staged in the port (GRO) wake no fd: its deadline says so.
+    if (got == 0 && port.next_deadline() == kNever) wait_for(port, kWaitReadable, 10);
     for (size_t k = 0; k < got; ++k, ++next) {
       uint64_t head;
       ASSERT_GE(in[k].len, 8u);
       std::memcpy(&head, in[k].buf, 8);
       ASSERT_EQ(head, next);
-      ASSERT_EQ(in[k].len, 8 + (next * 977) % max_body);
+      ASSERT_EQ(in[k].len, 8 + body_size(next, max_body, runs));
       for (size_t j = 0; j + 8 < in[k].len; ++j) {
         ASSERT_EQ(in[k].buf[8 + j], static_cast<uint8_t>(next + j * 7)) << next << " byte " << j;
       }
@@ -142,8 +151,21 @@ void expect_burst(DatagramPort& port, size_t n, size_t max_body) {
   EXPECT_EQ(next, n);
 }
 
-TEST(UdpPort, BurstsBothWaysWithContentChecked) {
-  Pair p = make_pair("127.0.0.1:0", "127.0.0.1");
+// Every test of the data path runs with GSO/GRO (offload) and without.
+class UdpPortTest : public ::testing::TestWithParam<bool> {
+ protected:
+  PortOptions options(size_t cap = PortOptions{}.datagram_cap) const {
+    PortOptions o;
+    o.offload = GetParam();
+    o.datagram_cap = cap;
+    return o;
+  }
+};
+INSTANTIATE_TEST_SUITE_P(Offload, UdpPortTest, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "on" : "off"; });
+
+TEST_P(UdpPortTest, BurstsBothWaysWithContentChecked) {
+  Pair p = make_pair("127.0.0.1:0", "127.0.0.1", options());
   ASSERT_TRUE(p.server);
   const size_t max_body = p.client->max_datagram() - 8;
   // Fewer bytes than the receive buffer holds, so that nothing may be lost.
@@ -158,8 +180,54 @@ TEST(UdpPort, BurstsBothWaysWithContentChecked) {
   EXPECT_FALSE(p.server->failed());
 }
 
-TEST(UdpPort, TruncatedDatagramIsDroppedAndTheRestCompacted) {
-  Pair p = make_pair("127.0.0.1:0", "127.0.0.1");
+// Runs of equal sizes leave as one super-datagram each (GSO) and arrive glued (GRO, on
+// loopback the super-datagram itself); the receiver takes fewer per call than were glued, so
+// some wait staged in the port. Without offload: the same datagrams, one by one.
+TEST_P(UdpPortTest, RunsOfEqualSizesWithContentChecked) {
+  Pair p = make_pair("127.0.0.1:0", "127.0.0.1", options(1472));
+  ASSERT_TRUE(p.server);
+  EXPECT_EQ(p.client->offload(), GetParam());
+  const size_t max_body = p.client->max_datagram() - 8;
+  Burst b(2000, max_body, true);
+  send_all(*p.client, b.out);
+  expect_burst(*p.server, b.out.size(), max_body, true, 7);
+  send_all(*p.server, b.out);
+  expect_burst(*p.client, b.out.size(), max_body, true, 32);
+  EXPECT_EQ(p.server->next_deadline(), kNever);  // nothing left staged
+  if (GetParam()) {
+    EXPECT_GT(p.client->counters().tx_gso_batches, 100u);
+    EXPECT_GT(p.server->counters().rx_gro_batches, 100u);
+  } else {
+    EXPECT_EQ(p.client->counters().tx_gso_batches, 0u);
+    EXPECT_EQ(p.server->counters().rx_gro_batches, 0u);
+  }
+  EXPECT_EQ(p.server->counters().rx_datagrams, 2000u);
+}
+
+// A GSO sender and a receiver without GRO: the kernel cuts the super-datagrams.
+TEST(UdpPort, OffloadToPlainPeer) {
+  PortOptions plain;
+  plain.offload = false;
+  plain.datagram_cap = 1472;
+  auto l = PortListener::create("127.0.0.1:0", plain);
+  ASSERT_TRUE(l);
+  PortOptions offload;
+  offload.datagram_cap = 1472;
+  auto c = connect_port("127.0.0.1:" + std::to_string((*l)->port()), offload);
+  ASSERT_TRUE(c);
+  send_text(**c, "hello");
+  auto a = (*l)->accept(1000);
+  ASSERT_TRUE(a);
+  const size_t max_body = (*c)->max_datagram() - 8;
+  Burst b(500, max_body, true);
+  send_all(**c, b.out);
+  expect_burst(*a->port, b.out.size(), max_body, true);
+  EXPECT_GT((*c)->counters().tx_gso_batches, 0u);
+  EXPECT_EQ(a->port->counters().rx_gro_batches, 0u);
+}
+
+TEST_P(UdpPortTest, TruncatedDatagramIsDroppedAndTheRestCompacted) {
+  Pair p = make_pair("127.0.0.1:0", "127.0.0.1", options());
   ASSERT_TRUE(p.server);
   send_text(*p.client, "short-1");
   send_text(*p.client, std::string(100, 'x'));
@@ -173,15 +241,13 @@ TEST(UdpPort, TruncatedDatagramIsDroppedAndTheRestCompacted) {
   EXPECT_EQ(p.server->counters().rx_truncated, 1u);
 }
 
-TEST(UdpPort, MaxDatagramFromPathMtu) {
+TEST_P(UdpPortTest, MaxDatagramFromPathMtu) {
   // Loopback's MTU is 65536: the cap decides, and without one the IPv4 UDP limit.
-  Pair capped = make_pair("127.0.0.1:0", "127.0.0.1");
+  Pair capped = make_pair("127.0.0.1:0", "127.0.0.1", options());
   ASSERT_TRUE(capped.client);
   EXPECT_EQ(capped.client->max_datagram(), PortOptions{}.datagram_cap);
   EXPECT_EQ(capped.server->max_datagram(), PortOptions{}.datagram_cap);
-  PortOptions uncapped;
-  uncapped.datagram_cap = 0;
-  Pair raw = make_pair("127.0.0.1:0", "127.0.0.1", uncapped);
+  Pair raw = make_pair("127.0.0.1:0", "127.0.0.1", options(0));
   ASSERT_TRUE(raw.client);
   EXPECT_EQ(raw.client->max_datagram(), 65535u - 20 - 8);  // IPv4's length limit
   // A datagram of max_datagram() passes; a larger one cannot leave (EMSGSIZE: dropped and
@@ -380,17 +446,18 @@ TEST(UdpListener, PeerFilterKeepsOtherPeersOutIpv6) {
   check_peer_filter(AF_INET6);
 }
 
-TEST(UdpPort, Ipv6) {
+TEST_P(UdpPortTest, Ipv6) {
   if (!has_ipv6_loopback()) GTEST_SKIP() << "no IPv6 loopback";
-  PortOptions uncapped;
-  uncapped.datagram_cap = 0;
-  Pair p = make_pair("[::1]:0", "[::1]", uncapped);
+  Pair p = make_pair("[::1]:0", "[::1]", options(0));
   ASSERT_TRUE(p.server);
   EXPECT_EQ(p.client->max_datagram(), 65536u - 40 - 8);
   EXPECT_NE(p.server->name().find("[::1]"), std::string::npos) << p.server->name();
   Burst b(300, 8000);
   send_all(*p.client, b.out);
   expect_burst(*p.server, b.out.size(), 8000);
+  Burst runs(300, 8000, true);
+  send_all(*p.client, runs.out);
+  expect_burst(*p.server, runs.out.size(), 8000, true);
   send_text(*p.server, "back");
   EXPECT_EQ(recv_texts(*p.client, 1, 1000), std::vector<std::string>{"back"});
 }
