@@ -40,6 +40,11 @@ Result<HostPort> split(const std::string& address) {
     return error(ErrorCode::kInvalidArgument, "expected udp:HOST:PORT, got udp:" + address);
   }
   HostPort hp{address.substr(0, colon), address.substr(colon + 1)};
+  // getaddrinfo takes "99999" and wraps it to a 16-bit port.
+  if (hp.port.find_first_not_of("0123456789") == std::string::npos &&
+      (hp.port.size() > 5 || std::stoul(hp.port) > 65535)) {
+    return error(ErrorCode::kInvalidArgument, "port out of range in udp:" + address);
+  }
   if (hp.host.size() >= 2 && hp.host.front() == '[' && hp.host.back() == ']') {
     hp.host = hp.host.substr(1, hp.host.size() - 2);
   }

@@ -26,10 +26,12 @@
 namespace ferry::dataplane::udp {
 
 struct PortOptions {
-  // Upper bound on max_datagram() when the path MTU is larger (loopback: 65536). Larger
-  // datagrams cost fewer system calls per byte, but one loss costs more to resend and a
-  // receive buffer of max_datagram() is needed per datagram in flight; see udp_port.cc for
-  // the measurements behind the default. 0 = the path MTU alone.
+  // Upper bound on max_datagram() when the path MTU is larger (loopback: 65536; a 1500 MTU
+  // gives 1472 whatever the cap). Larger datagrams cost less per byte, but one loss costs
+  // more to resend and reliable/ keeps a max_datagram() buffer per datagram of a burst.
+  // Measured, reliable/ over loopback, 2 shared cores, GSO/GRO on: 1472 B 0.5-1.9 GB/s,
+  // 16 KiB 2.5-2.7 GB/s, 64 KiB 2.7-3.1 GB/s; past 16 KiB little is left to win.
+  // 0 = the path MTU alone.
   size_t datagram_cap = 16 * 1024;
   // UDP GSO and GRO (Linux 4.18 / 5.0): a run of equal-sized datagrams leaves as one
   // super-datagram that the kernel or the NIC cuts, and arrivals are glued back together

@@ -486,6 +486,9 @@ TEST(UdpPort, BadAddresses) {
   auto b = PortListener::create("127.0.0.1:");
   ASSERT_FALSE(b);
   EXPECT_EQ(b.status().code(), ErrorCode::kInvalidArgument);
+  auto port = connect_port("127.0.0.1:99999");  // getaddrinfo alone would wrap it to 34463
+  ASSERT_FALSE(port);
+  EXPECT_EQ(port.status().code(), ErrorCode::kInvalidArgument);
   auto c = connect_port("no.such.host.invalid:7000");
   ASSERT_FALSE(c);
   EXPECT_EQ(c.status().code(), ErrorCode::kInvalidArgument);
