@@ -273,6 +273,19 @@ Result<std::unique_ptr<PortListener>> PortListener::create(const std::string& ad
   if (!locals) return locals.status();
   Status last = error(ErrorCode::kIo, "no address for udp:" + address);
   for (sockaddr_storage& local : *locals) {
+    // SO_REUSEPORT below would also let a second listener of the same user share the port
+    // and silently take half of the new peers; a plain socket's bind says "in use" first, as
+    // TCP's listen would (and picks the port when 0 was asked for).
+    int probe = ::socket(local.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    socklen_t len = sizeof local;
+    if (probe < 0 ||
+        ::bind(probe, reinterpret_cast<const sockaddr*>(&local), addr_len(local)) != 0 ||
+        ::getsockname(probe, reinterpret_cast<sockaddr*>(&local), &len) != 0) {
+      last = io_error("cannot listen on udp:" + address);
+      if (probe >= 0) ::close(probe);
+      continue;
+    }
+    ::close(probe);
     auto fd = open_socket(local.ss_family, options);
     if (!fd) return fd.status();
     int one = 1;
@@ -290,8 +303,6 @@ Result<std::unique_ptr<PortListener>> PortListener::create(const std::string& ad
       ::close(*fd);
       continue;
     }
-    socklen_t len = sizeof local;
-    ::getsockname(*fd, reinterpret_cast<sockaddr*>(&local), &len);
     std::unique_ptr<PortListener> l(new PortListener());
     l->fd_ = *fd;
     l->options_ = options;

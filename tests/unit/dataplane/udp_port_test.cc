@@ -478,7 +478,7 @@ TEST(UdpListener, DualStackListenerTakesIpv4Peers) {
   EXPECT_EQ(recv_texts(*p.server, 1, 1000), std::vector<std::string>{"forth"});
 }
 
-TEST(UdpPort, BadAddresses) {
+TEST(UdpPort, BadAddressesAndPortsInUse) {
   auto a = connect_port("no-port");
   ASSERT_FALSE(a);
   EXPECT_EQ(a.status().code(), ErrorCode::kInvalidArgument);
@@ -489,6 +489,13 @@ TEST(UdpPort, BadAddresses) {
   auto port = connect_port("127.0.0.1:99999");  // getaddrinfo alone would wrap it to 34463
   ASSERT_FALSE(port);
   EXPECT_EQ(port.status().code(), ErrorCode::kInvalidArgument);
+  // A second listener on a port in use fails as TCP's would, instead of sharing it.
+  auto first = PortListener::create("127.0.0.1:0");
+  ASSERT_TRUE(first);
+  auto second = PortListener::create("127.0.0.1:" + std::to_string((*first)->port()));
+  ASSERT_FALSE(second);
+  EXPECT_NE(second.status().message().find("in use"), std::string::npos)
+      << second.status().message();
   auto c = connect_port("no.such.host.invalid:7000");
   ASSERT_FALSE(c);
   EXPECT_EQ(c.status().code(), ErrorCode::kInvalidArgument);
