@@ -68,8 +68,8 @@ class Poller {
 
 struct EngineOptions {
   PollMode mode = PollMode::kAdaptive;
-  unsigned spin_idle = 64;                           // idle iterations before sleeping
-  std::chrono::milliseconds max_sleep{100};          // the longest single sleep
+  unsigned spin_idle = 64;                   // idle iterations before sleeping
+  std::chrono::milliseconds max_sleep{100};  // the longest single sleep
 };
 
 // Counters the owner may read after run() (or racily, for progress).

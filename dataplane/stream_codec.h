@@ -43,8 +43,8 @@ class FrameWriter {
     return slot_ + kFrameHeaderSize;
   }
   void end_frame(FrameType type, size_t payload_len) {
-    encode_frame_header(type, seq_++, slot_ + kFrameHeaderSize,
-                        static_cast<uint32_t>(payload_len), slot_);
+    encode_frame_header(type, seq_++, slot_ + kFrameHeaderSize, static_cast<uint32_t>(payload_len),
+                        slot_);
     if (queue_) {
       queue_->commit(kFrameHeaderSize + payload_len);
     } else {

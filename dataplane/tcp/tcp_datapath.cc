@@ -133,9 +133,9 @@ size_t TcpTransport::rx_burst(std::span<FrameBuf*> out) noexcept {
     while (f->len - rx_whole_ >= kFrameHeaderSize) {
       auto h = parse_frame_header(f->data + rx_whole_);
       if (!h) {
-        fail_protocol(Status(ErrorCode::kProtocol,
-                             h.status().message() + " at byte offset " +
-                                 std::to_string(rx_offset_ + rx_whole_) + " (not a ferry peer?)"));
+        fail_protocol(Status(ErrorCode::kProtocol, h.status().message() + " at byte offset " +
+                                                       std::to_string(rx_offset_ + rx_whole_) +
+                                                       " (not a ferry peer?)"));
         return n;
       }
       if (f->len - rx_whole_ < kFrameHeaderSize + h->len) break;
@@ -159,10 +159,10 @@ size_t TcpTransport::rx_burst(std::span<FrameBuf*> out) noexcept {
     if (!more) break;
   }
   if (peer_closed_ && rx_cur_ && rx_cur_->len > rx_whole_ && error_.is_ok()) {
-    fail_protocol(Status(ErrorCode::kProtocol, "tcp: the peer closed the link in the middle of "
-                                               "a frame (" +
-                                                   std::to_string(rx_cur_->len - rx_whole_) +
-                                                   " bytes of it arrived)"));
+    fail_protocol(Status(ErrorCode::kProtocol,
+                         "tcp: the peer closed the link in the middle of "
+                         "a frame (" +
+                             std::to_string(rx_cur_->len - rx_whole_) + " bytes of it arrived)"));
   }
   return n;
 }

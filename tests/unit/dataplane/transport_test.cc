@@ -1,11 +1,12 @@
 // Unit tests of the frame-buffer layer: the pool, the tcp backend's framing under any TCP
 // segmentation, the handshake (accept, reject with a reason, a stranger's bytes), and the
 // polling engine (busy and adaptive modes, stop, bounded sleeps).
+#include "dataplane/transport.h"
+
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <atomic>
 #include <chrono>
@@ -20,7 +21,6 @@
 #include "dataplane/handshake.h"
 #include "dataplane/net.h"
 #include "dataplane/protocol.h"
-#include "dataplane/transport.h"
 
 namespace ferry::dataplane {
 namespace {
@@ -81,11 +81,12 @@ TEST(TcpTransport, WholeFramesUnderAnySegmentation) {
   std::vector<uint8_t> wire;
   for (uint64_t seq = 0; seq < 300; ++seq) {
     const size_t cls = rng() % 4;
-    const size_t n = cls == 0 ? rng() % 40 : cls == 1 ? rng() % 5000
-                             : cls == 2 ? 60000 + rng() % 200000 : kMaxPayload - rng() % 1000;
+    const size_t n = cls == 0   ? rng() % 40
+                     : cls == 1 ? rng() % 5000
+                     : cls == 2 ? 60000 + rng() % 200000
+                                : kMaxPayload - rng() % 1000;
     payloads.push_back(random_bytes(n, rng));
-    append_frame(wire, FrameType::kOpaque, seq, payloads.back().data(),
-                 static_cast<uint32_t>(n));
+    append_frame(wire, FrameType::kOpaque, seq, payloads.back().data(), static_cast<uint32_t>(n));
   }
   std::thread writer([&, fd = *raw] {
     std::mt19937 r(12);
