@@ -7,6 +7,7 @@
 #include <cstring>
 #include <string>
 
+#include "common/endian.h"
 #include "dataplane/tcp/tcp_transport_internal.h"
 
 namespace ferry::dataplane::tcp {
@@ -130,6 +131,15 @@ size_t TcpTransport::rx_burst(std::span<FrameBuf*> out) noexcept {
     const bool more = !peer_closed_ && read_some();
     // Advance over the whole frames now in the buffer.
     FrameBuf* f = rx_cur_;
+    if (f->len - rx_whole_ >= 4 && f->len - rx_whole_ < kFrameHeaderSize &&
+        !frame_type_known(load_be32(f->data + rx_whole_))) {
+      // A stranger is refused on its first four bytes, without waiting for a whole header.
+      fail_protocol(Status(ErrorCode::kProtocol,
+                           "frame: bad type " + std::to_string(load_be32(f->data + rx_whole_)) +
+                               " at byte offset " + std::to_string(rx_offset_ + rx_whole_) +
+                               " (not a ferry peer?)"));
+      return n;
+    }
     while (f->len - rx_whole_ >= kFrameHeaderSize) {
       auto h = parse_frame_header(f->data + rx_whole_);
       if (!h) {

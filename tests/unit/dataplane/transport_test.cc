@@ -222,6 +222,21 @@ TEST(Handshake, StrangersBytesFailAtOffsetZero) {
   ::close(*raw);
 }
 
+TEST(Handshake, StrangerRefusedOnItsFirstFourBytes) {
+  auto [listener, address] = tcp_listener();
+  auto raw = connect_to(*parse_endpoint(address), 2000);
+  ASSERT_TRUE(raw.has_value());
+  auto link = listener->accept(2000);
+  ASSERT_TRUE(link.has_value());
+  ASSERT_TRUE(write_all(*raw, "SSH-", 4, 1000).is_ok());
+  const auto t0 = Clock::now();
+  auto got = receiver_read_hello(**link, 5000);
+  ASSERT_FALSE(got.has_value());
+  EXPECT_LT(Clock::now() - t0, std::chrono::seconds(2)) << "waited for a whole header";
+  EXPECT_NE(got.status().message().find("byte offset 0"), std::string::npos);
+  ::close(*raw);
+}
+
 // A poller that does `work` steps of work, then idles until `wake_at`, then finishes.
 class CountingPoller final : public Poller {
  public:
