@@ -9,7 +9,7 @@
 #include <span>
 
 #include "common/status.h"
-#include "dataplane/byte_queue.h"
+#include "common/byte_queue.h"
 #include "dataplane/protocol.h"
 
 namespace ferry::dataplane {
