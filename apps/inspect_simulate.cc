@@ -37,7 +37,7 @@ struct Result {
 
 Result run_level(const std::vector<uint8_t>& in, const Level& level, size_t cache_bytes) {
   Result r;
-  dataplane::ByteQueue q;
+  ByteQueue q;
   uint64_t seq = 0, frames = 0;
   dataplane::FrameWriter w(q, seq, frames);
   const auto t0 = std::chrono::steady_clock::now();

@@ -450,7 +450,7 @@ uint32_t PageStreamDecoder::block_id(std::string_view name) {
 }
 
 Status PageStreamDecoder::decode(FrameType type, std::span<const uint8_t> payload,
-                                 dataplane::ByteQueue& out) {
+                                 ByteQueue& out) {
   if (type == FrameType::kOpaque) {
     out.append(payload.data(), payload.size());
     // The bytes may hold RAM records of any block: the next page names its block.

@@ -107,7 +107,7 @@ class PageStreamEncoder final : public dataplane::StreamCodec {
 
   Status encode(std::span<const uint8_t> bytes, dataplane::FrameWriter& out) override;
   Status finish(dataplane::FrameWriter& out) override;
-  Status decode(dataplane::FrameType, std::span<const uint8_t>, dataplane::ByteQueue&) override {
+  Status decode(dataplane::FrameType, std::span<const uint8_t>, ByteQueue&) override {
     return Status(ErrorCode::kInternal, "a sender's codec does not decode");
   }
 
@@ -192,7 +192,7 @@ class PageStreamDecoder final : public dataplane::StreamCodec {
   }
   Status finish(dataplane::FrameWriter&) override { return Status::ok(); }
   Status decode(dataplane::FrameType type, std::span<const uint8_t> payload,
-                dataplane::ByteQueue& out) override;
+                ByteQueue& out) override;
 
   uint64_t pages_rebuilt() const { return pages_.load(std::memory_order_relaxed); }
 

@@ -90,8 +90,7 @@ struct ChannelPump::Impl final : FrameSink {
     cur = nullptr;
   }
   void seal_frame(FrameType type, FrameBuf* f, size_t payload_len) {
-    encode_frame_header(type, tx_seq++, f->payload(), static_cast<uint32_t>(payload_len),
-                        f->data);
+    encode_frame_header(type, tx_seq++, f->payload(), static_cast<uint32_t>(payload_len), f->data);
     f->len = static_cast<uint32_t>(kFrameHeaderSize + payload_len);
     push_tx(f);
     k.frames_tx.store(++frames_tx, std::memory_order_relaxed);
@@ -192,8 +191,8 @@ Status ChannelPump::Impl::deliver(const uint8_t* p, size_t n) {
         return Status::ok();
       }
       return fail(ErrorCode::kClosed, "the destination QEMU closed the migration socket after " +
-                                          std::to_string(k.bytes_to_qemu.load()) +
-                                          " bytes, with " + std::to_string(n) +
+                                          std::to_string(k.bytes_to_qemu.load()) + " bytes, with " +
+                                          std::to_string(n) +
                                           " bytes of the stream undelivered (see its log)");
     }
   }
@@ -345,8 +344,8 @@ size_t ChannelPump::Impl::qemu_write() {
       qemu_wr_dead = true;
     } else {
       finish(fail(ErrorCode::kClosed, "the destination QEMU closed the migration socket after " +
-                                          std::to_string(k.bytes_to_qemu.load()) +
-                                          " bytes, with " + std::to_string(to_qemu.size()) +
+                                          std::to_string(k.bytes_to_qemu.load()) + " bytes, with " +
+                                          std::to_string(to_qemu.size()) +
                                           " bytes of the stream undelivered (see its log)"));
       return 1;
     }
@@ -414,8 +413,8 @@ void ChannelPump::Impl::measure_link(TimePoint now) {
   if (dt < 0.25) return;
   const uint64_t tx = k.link_tx_bytes.load(std::memory_order_relaxed);
   const double rate = static_cast<double>(tx - rate_tx0) / dt;
-  const size_t want = std::clamp(static_cast<size_t>(rate * opt.link_buffer_s),
-                                 opt.link_buffer_min, opt.link_buffer_max);
+  const size_t want = std::clamp(static_cast<size_t>(rate * opt.link_buffer_s), opt.link_buffer_min,
+                                 opt.link_buffer_max);
   if (backlog() > 0 &&
       (want > buffer_hint + buffer_hint / 4 || want < buffer_hint - buffer_hint / 4)) {
     link.set_buffer_hint(want);
@@ -449,7 +448,7 @@ size_t ChannelPump::Impl::step(TimePoint now) {
   if (done) return work;
   work += qemu_write();  // 4
   if (done) return work;
-  work += link_transmit();  // 5
+  work += link_transmit();     // 5
   work += link.progress(now);  // 6
   measure_link(now);
   if (link.state() == LinkState::kFailed) {

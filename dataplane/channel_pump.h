@@ -60,7 +60,7 @@ struct PumpOptions {
   double link_buffer_s = 0.025;
   size_t link_buffer_min = 128u << 10;
   size_t link_buffer_max = 16u << 20;
-  size_t read_chunk = 256u << 10;  // largest read, and so largest frame payload
+  size_t read_chunk = 256u << 10;      // largest read, and so largest frame payload
   StreamTap* tap_from_qemu = nullptr;  // bytes QEMU wrote (sender: the stream; receiver: RP)
   StreamTap* tap_to_qemu = nullptr;    // bytes written to QEMU
   int abort_fd = -1;  // an eventfd; readable = give up now (another channel failed)

@@ -14,8 +14,8 @@ Result<FrameChecker::Frame> check_first(FrameBuf* f, FrameType want) {
   auto got = check.next(f->data, f->len, &pos, frame);
   if (!got) return got.status();
   if (!*got || frame.header.type != want) {
-    return error(ErrorCode::kProtocol,
-                 want == FrameType::kHello ? "the peer did not start with HELLO (not ferry send?)"
+    return error(ErrorCode::kProtocol, want == FrameType::kHello
+                                           ? "the peer did not start with HELLO (not ferry send?)"
                                            : "the peer did not answer with ACCEPT");
   }
   return frame;
@@ -47,23 +47,20 @@ Result<Handshake> receiver_read_hello(Transport& link, int timeout_ms) {
   auto f = recv_frame(link, timeout_ms);
   if (!f) return Status(f.status().code(), "handshake: " + f.status().message());
   auto frame = check_first(*f, FrameType::kHello);
-  Result<Handshake> out = frame ? (frame->header.len == kHandshakeSize
-                                       ? decode_handshake(frame->payload)
-                                       : Result<Handshake>(error(
-                                             ErrorCode::kProtocol,
-                                             "handshake: HELLO of " +
-                                                 std::to_string(frame->header.len) +
-                                                 " bytes, expected " +
-                                                 std::to_string(kHandshakeSize))))
-                                : Result<Handshake>(Status(frame.status().code(),
-                                                           "handshake: " +
-                                                               frame.status().message()));
+  Result<Handshake> out =
+      frame ? (frame->header.len == kHandshakeSize
+                   ? decode_handshake(frame->payload)
+                   : Result<Handshake>(
+                         error(ErrorCode::kProtocol,
+                               "handshake: HELLO of " + std::to_string(frame->header.len) +
+                                   " bytes, expected " + std::to_string(kHandshakeSize))))
+            : Result<Handshake>(
+                  Status(frame.status().code(), "handshake: " + frame.status().message()));
   (*f)->pool->free(*f);
   return out;
 }
 
-Status receiver_answer(Transport& link, bool accept, const std::string& reason,
-                       int timeout_ms) {
+Status receiver_answer(Transport& link, bool accept, const std::string& reason, int timeout_ms) {
   std::vector<uint8_t> payload;
   payload.push_back(accept ? kAccept : kReject);
   if (!accept) payload.insert(payload.end(), reason.begin(), reason.end());

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "common/status.h"
-#include "dataplane/byte_queue.h"
+#include "common/byte_queue.h"
 
 namespace ferry::dataplane {
 

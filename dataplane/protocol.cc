@@ -5,26 +5,17 @@
 #include <cstring>
 
 #include "common/crc32c.h"
+#include "common/endian.h"
 
 namespace ferry::dataplane {
 namespace {
 
-void put_be(uint8_t* p, uint64_t v, int n) {
-  for (int i = n - 1; i >= 0; --i) {
-    p[i] = static_cast<uint8_t>(v);
-    v >>= 8;
-  }
-}
+constexpr auto put_be = store_be;
+constexpr auto get_be = load_be;
 
 uint32_t payload_crc(const void* p, uint32_t len) {
   static const uint8_t kEmpty = 0;
   return crc32c(len ? p : &kEmpty, len);
-}
-
-uint64_t get_be(const uint8_t* p, int n) {
-  uint64_t v = 0;
-  for (int i = 0; i < n; ++i) v = (v << 8) | p[i];
-  return v;
 }
 
 std::string hex32(uint32_t v) {

@@ -37,7 +37,7 @@
 #include <vector>
 
 #include "common/status.h"
-#include "dataplane/byte_queue.h"
+#include "common/byte_queue.h"
 
 namespace ferry::dataplane {
 
@@ -105,6 +105,8 @@ void encode_frame_header(FrameType type, uint64_t seq, const void* payload, uint
 // Appends a whole frame (header + payload) to out.
 void append_frame(std::vector<uint8_t>& out, FrameType type, uint64_t seq, const void* payload,
                   uint32_t len);
+
+inline bool frame_type_known(uint32_t type) { return type >= 1 && type <= kMaxFrameType; }
 
 // Parses the frame header at p (kFrameHeaderSize bytes): type and length checked, nothing
 // else (transports use it to find frame boundaries). Errors name the field.

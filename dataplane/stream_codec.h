@@ -9,7 +9,7 @@
 #include <span>
 
 #include "common/status.h"
-#include "dataplane/byte_queue.h"
+#include "common/byte_queue.h"
 #include "dataplane/protocol.h"
 
 namespace ferry::dataplane {
@@ -43,8 +43,8 @@ class FrameWriter {
     return slot_ + kFrameHeaderSize;
   }
   void end_frame(FrameType type, size_t payload_len) {
-    encode_frame_header(type, seq_++, slot_ + kFrameHeaderSize,
-                        static_cast<uint32_t>(payload_len), slot_);
+    encode_frame_header(type, seq_++, slot_ + kFrameHeaderSize, static_cast<uint32_t>(payload_len),
+                        slot_);
     if (queue_) {
       queue_->commit(kFrameHeaderSize + payload_len);
     } else {

@@ -34,8 +34,8 @@ Result<const TransportInfo*> lookup(const std::string& spec, std::string& addres
   for (const auto& t : kTransports) {
     if (scheme != t.name) continue;
     if (!t.available) {
-      return error(ErrorCode::kUnavailable, std::string("transport ") + t.name +
-                                                " is not in this build: " + t.why_not);
+      return error(ErrorCode::kUnavailable,
+                   std::string("transport ") + t.name + " is not in this build: " + t.why_not);
     }
     if (colon == std::string::npos || colon + 1 == spec.size()) {
       return error(ErrorCode::kInvalidArgument, "missing address in '" + spec + "'");
@@ -46,7 +46,6 @@ Result<const TransportInfo*> lookup(const std::string& spec, std::string& addres
   return error(ErrorCode::kInvalidArgument,
                "unknown transport in '" + spec + "' (this build has " + known + ")");
 }
-
 
 }  // namespace
 
@@ -82,8 +81,9 @@ void wait_link(Transport& link, bool want_rx, bool want_tx, TimePoint until) {
   wake = std::min(wake, now + std::chrono::milliseconds(20));  // timers of fd-less backends
   const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(wake - now).count();
   const uint32_t ev = link.wait_events(want_rx, want_tx);
-  pollfd p{link.wait_fd(), static_cast<short>(((ev & kWaitReadable) ? POLLIN : 0) |
-                                              ((ev & kWaitWritable) ? POLLOUT : 0)),
+  pollfd p{link.wait_fd(),
+           static_cast<short>(((ev & kWaitReadable) ? POLLIN : 0) |
+                              ((ev & kWaitWritable) ? POLLOUT : 0)),
            0};
   ::poll(&p, link.wait_fd() >= 0 && ev ? 1 : 0, static_cast<int>(std::max<int64_t>(ms, 1)));
 }

@@ -1,7 +1,7 @@
 // dataplane/loopback/loopback_transport.h — the `loopback` transport: two ends in one
-// process joined by in-process frame rings (common/spsc_ring.h), for unit tests of everything above the transport
-// (the pump, the wire protocol) without sockets. "loopback:NAME" names a listener inside this
-// process; connect("NAME") pairs with it.
+// process joined by in-process frame rings (common/spsc_ring.h), for unit tests of everything above
+// the transport (the pump, the wire protocol) without sockets. "loopback:NAME" names a listener
+// inside this process; connect("NAME") pairs with it.
 #pragma once
 
 #include <memory>

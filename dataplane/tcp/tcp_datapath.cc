@@ -7,6 +7,7 @@
 #include <cstring>
 #include <string>
 
+#include "common/endian.h"
 #include "dataplane/tcp/tcp_transport_internal.h"
 
 namespace ferry::dataplane::tcp {
@@ -130,12 +131,21 @@ size_t TcpTransport::rx_burst(std::span<FrameBuf*> out) noexcept {
     const bool more = !peer_closed_ && read_some();
     // Advance over the whole frames now in the buffer.
     FrameBuf* f = rx_cur_;
+    if (f->len - rx_whole_ >= 4 && f->len - rx_whole_ < kFrameHeaderSize &&
+        !frame_type_known(load_be32(f->data + rx_whole_))) {
+      // A stranger is refused on its first four bytes, without waiting for a whole header.
+      fail_protocol(Status(ErrorCode::kProtocol,
+                           "frame: bad type " + std::to_string(load_be32(f->data + rx_whole_)) +
+                               " at byte offset " + std::to_string(rx_offset_ + rx_whole_) +
+                               " (not a ferry peer?)"));
+      return n;
+    }
     while (f->len - rx_whole_ >= kFrameHeaderSize) {
       auto h = parse_frame_header(f->data + rx_whole_);
       if (!h) {
-        fail_protocol(Status(ErrorCode::kProtocol,
-                             h.status().message() + " at byte offset " +
-                                 std::to_string(rx_offset_ + rx_whole_) + " (not a ferry peer?)"));
+        fail_protocol(Status(ErrorCode::kProtocol, h.status().message() + " at byte offset " +
+                                                       std::to_string(rx_offset_ + rx_whole_) +
+                                                       " (not a ferry peer?)"));
         return n;
       }
       if (f->len - rx_whole_ < kFrameHeaderSize + h->len) break;
@@ -159,10 +169,10 @@ size_t TcpTransport::rx_burst(std::span<FrameBuf*> out) noexcept {
     if (!more) break;
   }
   if (peer_closed_ && rx_cur_ && rx_cur_->len > rx_whole_ && error_.is_ok()) {
-    fail_protocol(Status(ErrorCode::kProtocol, "tcp: the peer closed the link in the middle of "
-                                               "a frame (" +
-                                                   std::to_string(rx_cur_->len - rx_whole_) +
-                                                   " bytes of it arrived)"));
+    fail_protocol(Status(ErrorCode::kProtocol,
+                         "tcp: the peer closed the link in the middle of "
+                         "a frame (" +
+                             std::to_string(rx_cur_->len - rx_whole_) + " bytes of it arrived)"));
   }
   return n;
 }

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "apps/page_stream.h"
-#include "dataplane/byte_queue.h"
+#include "common/byte_queue.h"
 #include "dataplane/protocol.h"
 #include "tests/unit/encoders/page_sets.h"
 #include "tests/unit/qemu-channel/test_stream_writer.h"
@@ -108,7 +108,7 @@ void BM_PageStreamEncode(benchmark::State& state) {
     opt.cache_bytes = 128u << 20;
     opt.encode_threads = threads;
     auto enc = std::make_unique<PageStreamEncoder>(opt);
-    dataplane::ByteQueue q;
+    ByteQueue q;
     uint64_t seq = 0, frames = 0;
     state.ResumeTiming();
     const auto t0 = std::chrono::steady_clock::now();

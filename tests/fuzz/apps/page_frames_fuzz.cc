@@ -10,7 +10,7 @@
 #include "apps/page_stream.h"
 
 using ferry::apps::PageStreamDecoder;
-using ferry::dataplane::ByteQueue;
+using ferry::ByteQueue;
 using ferry::dataplane::FrameType;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

@@ -18,7 +18,7 @@
 namespace ferry::apps {
 namespace {
 
-using dataplane::ByteQueue;
+using ferry::ByteQueue;
 using dataplane::FrameDecoder;
 using dataplane::FrameType;
 using dataplane::FrameWriter;

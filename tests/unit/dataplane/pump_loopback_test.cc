@@ -5,12 +5,11 @@
 // first, as in post-copy), a link lost mid-stream fails the sender with a clear error, abort,
 // back-pressure (bounded buffering), and the transport registry's errors.
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <atomic>
 #include <chrono>

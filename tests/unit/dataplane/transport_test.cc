@@ -1,11 +1,12 @@
 // Unit tests of the frame-buffer layer: the pool, the tcp backend's framing under any TCP
 // segmentation, the handshake (accept, reject with a reason, a stranger's bytes), and the
 // polling engine (busy and adaptive modes, stop, bounded sleeps).
+#include "dataplane/transport.h"
+
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <atomic>
 #include <chrono>
@@ -20,7 +21,6 @@
 #include "dataplane/handshake.h"
 #include "dataplane/net.h"
 #include "dataplane/protocol.h"
-#include "dataplane/transport.h"
 
 namespace ferry::dataplane {
 namespace {
@@ -81,11 +81,12 @@ TEST(TcpTransport, WholeFramesUnderAnySegmentation) {
   std::vector<uint8_t> wire;
   for (uint64_t seq = 0; seq < 300; ++seq) {
     const size_t cls = rng() % 4;
-    const size_t n = cls == 0 ? rng() % 40 : cls == 1 ? rng() % 5000
-                             : cls == 2 ? 60000 + rng() % 200000 : kMaxPayload - rng() % 1000;
+    const size_t n = cls == 0   ? rng() % 40
+                     : cls == 1 ? rng() % 5000
+                     : cls == 2 ? 60000 + rng() % 200000
+                                : kMaxPayload - rng() % 1000;
     payloads.push_back(random_bytes(n, rng));
-    append_frame(wire, FrameType::kOpaque, seq, payloads.back().data(),
-                 static_cast<uint32_t>(n));
+    append_frame(wire, FrameType::kOpaque, seq, payloads.back().data(), static_cast<uint32_t>(n));
   }
   std::thread writer([&, fd = *raw] {
     std::mt19937 r(12);
@@ -218,6 +219,21 @@ TEST(Handshake, StrangersBytesFailAtOffsetZero) {
   ASSERT_FALSE(got.has_value());
   EXPECT_NE(got.status().message().find("byte offset 0"), std::string::npos)
       << got.status().message();
+  ::close(*raw);
+}
+
+TEST(Handshake, StrangerRefusedOnItsFirstFourBytes) {
+  auto [listener, address] = tcp_listener();
+  auto raw = connect_to(*parse_endpoint(address), 2000);
+  ASSERT_TRUE(raw.has_value());
+  auto link = listener->accept(2000);
+  ASSERT_TRUE(link.has_value());
+  ASSERT_TRUE(write_all(*raw, "SSH-", 4, 1000).is_ok());
+  const auto t0 = Clock::now();
+  auto got = receiver_read_hello(**link, 5000);
+  ASSERT_FALSE(got.has_value());
+  EXPECT_LT(Clock::now() - t0, std::chrono::seconds(2)) << "waited for a whole header";
+  EXPECT_NE(got.status().message().find("byte offset 0"), std::string::npos);
   ::close(*raw);
 }
 
