@@ -13,6 +13,9 @@ constexpr int64_t kMinRttWindowNs = 10'000'000'000;
 // Pacing never drops below 100 full datagrams a second (a bandwidth estimate from a handful
 // of app-limited packets must not strand a link).
 constexpr uint64_t kMinPacketsPerSecond = 100;
+constexpr int kExtraAckedRounds = 5;
+// The window never grows by more than this much time at the bandwidth for late acks.
+constexpr int64_t kExtraAckedMaxNs = 100'000'000;
 
 }  // namespace
 
@@ -72,6 +75,27 @@ void RateControl::set_pacing(double gain, bool only_up) {
 }
 
 void RateControl::on_rto() { rto_clamp_ = true; }
+
+// How many more bytes were acked since the epoch began than the bandwidth estimate explains.
+void RateControl::update_ack_aggregation(uint64_t acked, bool round_start, int64_t now) {
+  if (acked == 0) return;
+  if (round_start && ++extra_rounds_ >= kExtraAckedRounds) {
+    extra_rounds_ = 0;
+    extra_idx_ ^= 1;
+    extra_acked_[extra_idx_] = 0;
+  }
+  const double elapsed_s = static_cast<double>(now - epoch_start_) * 1e-9;
+  uint64_t expected = static_cast<uint64_t>(static_cast<double>(bw_.get()) * elapsed_s);
+  // Acks at or below the expected rate (or an epoch grown old) start a new epoch.
+  if (epoch_acked_ <= expected || epoch_acked_ + acked >= (1u << 30)) {
+    epoch_acked_ = 0;
+    epoch_start_ = now;
+    expected = 0;
+  }
+  epoch_acked_ += acked;
+  const uint64_t extra = std::min(epoch_acked_ - std::min(epoch_acked_, expected), cwnd_);
+  extra_acked_[extra_idx_] = std::max(extra_acked_[extra_idx_], extra);
+}
 
 void RateControl::on_ack(const RateSample& rs, uint64_t delivered, uint64_t inflight, int64_t now) {
   if (rs.acked) rto_clamp_ = false;
@@ -135,7 +159,13 @@ void RateControl::on_ack(const RateSample& rs, uint64_t delivered, uint64_t infl
   }
   set_pacing(pacing_gain_, !filled_pipe_);
 
-  const uint64_t target = bdp(cwnd_gain_) + 3ull * mss_;
+  update_ack_aggregation(rs.acked, round_start, now);
+  uint64_t target = bdp(cwnd_gain_) + 3ull * mss_;
+  if (filled_pipe_) {
+    const auto cap =
+        static_cast<uint64_t>(static_cast<double>(bw_.get()) * kExtraAckedMaxNs * 1e-9);
+    target += std::min(extra_acked(), cap);
+  }
   if (filled_pipe_) {
     cwnd_ = std::min(cwnd_ + rs.acked, target);
   } else if (cwnd_ < target) {

@@ -354,8 +354,12 @@ void ReliableLink::on_ack(const uint8_t* d, size_t n, int64_t now) noexcept {
   if (ctx.have_prior) {
     rs.delivered = delivered_ - rs.prior_delivered;
     rs.interval_ns = std::max(ctx.send_elapsed, ctx.ack_elapsed);
-    // Shorter than an RTT: ack compression, not a rate (the estimation draft's rule).
-    if (have_rtt_ && rs.interval_ns < min_rtt_ns_) rs.interval_ns = 0;
+    // Shorter than an RTT: ack compression, not a rate (the estimation draft's rule). From a
+    // resent packet: the ack may also cover a window of first copies that arrived long ago
+    // (a timeout that was spurious), which would count them all within one round trip.
+    if ((have_rtt_ && rs.interval_ns < min_rtt_ns_) || ctx.prior_retransmitted) {
+      rs.interval_ns = 0;
+    }
   }
   if (app_limited_until_ && delivered_ > app_limited_until_) app_limited_until_ = 0;
   detect_losses(now);
@@ -392,6 +396,7 @@ void ReliableLink::on_packet_acked(uint64_t pkt, AckCtx& ctx, int64_t now) noexc
     ctx.have_prior = true;
     ctx.rs.prior_delivered = p.delivered;
     ctx.rs.app_limited = p.app_limited;
+    ctx.prior_retransmitted = p.retransmitted;
     ctx.send_elapsed = p.sent_ns - p.first_sent_ns;
     ctx.ack_elapsed = now - p.delivered_ns;
     first_sent_ns_ = p.sent_ns;

@@ -2,13 +2,17 @@
 // found by measurement (BBR v1 in spirit): the bottleneck bandwidth is the maximum delivery
 // rate over the last rounds, the base RTT the minimum RTT over the last seconds; the sender
 // paces at gain x bandwidth (startup 2.89, then a cycle of 1.25 / 0.75 / 1 x 6 that probes
-// for more and drains what probing queued) and keeps at most 2 x BDP in flight. Loss does not
+// for more and drains what probing queued) and keeps at most 2 x BDP in flight, plus what acks
+// arriving in bursts need (a receiver or a host that acks late and then all at once, measured
+// as in Linux BBR's extra_acked: without it a late-acking peer caps the window, the capped
+// window caps the delivery rate, and the estimate spirals down). Loss does not
 // lower the rate by itself (a random-loss link keeps its throughput); a retransmit timeout
 // shrinks the window to one packet until an ack arrives.
 //
 // Pure: the link feeds it rate samples and times in ns; no I/O, no clock.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 namespace ferry::dataplane::reliable {
@@ -51,6 +55,8 @@ class RateControl {
 
   // After an ack; delivered = the link's total delivered bytes, inflight after the ack.
   void on_ack(const RateSample& rs, uint64_t delivered, uint64_t inflight, int64_t now);
+  // Bytes acked beyond what the bandwidth explains, max over the last 5-10 rounds.
+  uint64_t extra_acked() const { return std::max(extra_acked_[0], extra_acked_[1]); }
   // A retransmit timeout: one packet in flight until the next ack.
   void on_rto();
 
@@ -63,6 +69,7 @@ class RateControl {
   enum class Mode : uint8_t { kStartup, kDrain, kProbeBw };
   uint64_t bdp(double gain) const;
   void set_pacing(double gain, bool only_up);
+  void update_ack_aggregation(uint64_t acked, bool round_start, int64_t now);
 
   uint32_t mss_ = 1400;
   uint64_t max_rate_ = 0;
@@ -82,6 +89,12 @@ class RateControl {
   uint64_t pacing_rate_ = 0;
   uint64_t cwnd_ = 0;
   bool rto_clamp_ = false;
+  // Ack aggregation: two windows of 5 rounds each, the current one at extra_idx_.
+  uint64_t extra_acked_[2] = {0, 0};
+  int extra_idx_ = 0;
+  int extra_rounds_ = 0;
+  int64_t epoch_start_ = 0;
+  uint64_t epoch_acked_ = 0;
 };
 
 }  // namespace ferry::dataplane::reliable

@@ -126,6 +126,7 @@ class ReliableLink final : public ReliableTransport {
     int64_t largest_sent_ns = 0;
     bool largest_retransmitted = false;
     bool have_prior = false;
+    bool prior_retransmitted = false;
     RateSample rs;
     int64_t prior_ns = 0;
     int64_t send_elapsed = 0;
