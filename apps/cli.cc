@@ -5,7 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "apps/channel_set.h"
+#include "pipeline/channel_set.h"
 #include "dataplane/transport.h"
 
 namespace ferry::apps {
@@ -73,7 +73,7 @@ Status write_text_file(const std::string& path, const std::string& text) {
   return Status::ok();
 }
 
-int finish_session(const char* command, ChannelSet& set, const std::string& stats_path,
+int finish_session(const char* command, pipeline::ChannelSet& set, const std::string& stats_path,
                    const std::string& error, bool quiet) {
   if (!stats_path.empty()) {
     auto st = write_text_file(stats_path,

@@ -8,6 +8,10 @@
 #include "common/status.h"
 #include "encoders/page_codec.h"
 
+namespace ferry::pipeline {
+class ChannelSet;
+}  // namespace ferry::pipeline
+
 namespace ferry::apps {
 
 // Walks argv after the subcommand. Usage:
@@ -49,10 +53,9 @@ Status write_text_file(const std::string& path, const std::string& text);
 // "tcp, loopback" (available transports), for --help.
 std::string transport_names();
 
-class ChannelSet;
 // The end of ferry send / ferry recv: writes --stats-json (if a path is given), prints the
 // one-line result, returns the exit status (0 when error is empty).
-int finish_session(const char* command, ChannelSet& set, const std::string& stats_path,
+int finish_session(const char* command, pipeline::ChannelSet& set, const std::string& stats_path,
                    const std::string& error, bool quiet);
 
 }  // namespace ferry::apps

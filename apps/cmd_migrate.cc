@@ -16,8 +16,8 @@
 #include "apps/cli.h"
 #include "apps/commands.h"
 #include "apps/cpu_idle.h"
-#include "apps/page_stream.h"
-#include "apps/send_session.h"
+#include "pipeline/page_stream.h"
+#include "pipeline/send_session.h"
 #include "common/json.h"
 #include "policy/engine.h"
 #include "qemu-channel/qmp_client.h"
@@ -26,6 +26,9 @@ namespace ferry::apps {
 namespace {
 
 using json::Value;
+using pipeline::SendOptions;
+using pipeline::SendSession;
+using pipeline::SetCounters;
 using policy::Action;
 using policy::action_name;
 using policy::Decision;
@@ -146,7 +149,7 @@ int run_migrate(int argc, char** argv) {
     } else if (args.is("--cache-mib")) {
       a.send.cache_mib = static_cast<size_t>(args.count(0, 1 << 20));
     } else if (args.is("--encode-threads")) {
-      a.send.encode_threads = static_cast<unsigned>(args.count(1, apps::kMaxShards));
+      a.send.encode_threads = static_cast<unsigned>(args.count(1, pipeline::kMaxShards));
     } else if (args.is("--sock")) {
       a.sock = args.value();
     } else if (args.is("--json")) {

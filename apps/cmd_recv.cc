@@ -10,7 +10,7 @@
 #include <map>
 #include <string>
 
-#include "apps/channel_set.h"
+#include "pipeline/channel_set.h"
 #include "apps/cli.h"
 #include "apps/commands.h"
 #include "dataplane/net.h"
@@ -110,7 +110,7 @@ int run_recv(int argc, char** argv) {
   }
   const bool progress = !quiet && ::isatty(2);
 
-  ChannelSet set(dataplane::PumpRole::kReceiver);
+  pipeline::ChannelSet set(dataplane::PumpRole::kReceiver);
   bool have_session = false;
   uint64_t session = 0;
   uint16_t next_channel = 0;  // the next channel to connect to QEMU
@@ -170,7 +170,7 @@ int run_recv(int argc, char** argv) {
       }
       std::unique_ptr<dataplane::StreamCodec> codec;
       if (it->second.features & dataplane::kFeaturePages) {
-        codec = std::make_unique<PageStreamDecoder>(max_cache_mib << 20);
+        codec = std::make_unique<pipeline::PageStreamDecoder>(max_cache_mib << 20);
       }
       set.start(next_channel++, {*q, *q}, /*own_fds=*/true, std::move(it->second.link),
                 std::move(codec));

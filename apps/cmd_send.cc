@@ -8,17 +8,20 @@
 #include <cstring>
 #include <string>
 
-#include "apps/channel_set.h"
+#include "pipeline/channel_set.h"
 #include "apps/cli.h"
 #include "apps/commands.h"
-#include "apps/page_stream.h"
-#include "apps/send_session.h"
+#include "pipeline/page_stream.h"
+#include "pipeline/send_session.h"
 #include "dataplane/net.h"
 #include "dataplane/protocol.h"
 #include "dataplane/transport.h"
 
 namespace ferry::apps {
 namespace {
+
+using pipeline::SendOptions;
+using pipeline::SendSession;
 
 void send_usage(FILE* out) {
   std::fprintf(
@@ -93,7 +96,7 @@ int run_send(int argc, char** argv) {
     } else if (args.is("--cache-mib")) {
       a.session.cache_mib = static_cast<size_t>(args.count(0, 1 << 20));
     } else if (args.is("--encode-threads")) {
-      a.session.encode_threads = static_cast<unsigned>(args.count(1, apps::kMaxShards));
+      a.session.encode_threads = static_cast<unsigned>(args.count(1, pipeline::kMaxShards));
     } else if (args.is("--stdio")) {
       a.stdio = true;
     } else if (args.is("--quiet")) {

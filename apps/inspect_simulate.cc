@@ -1,6 +1,6 @@
 // apps/inspect_simulate.cc — `ferry inspect --simulate-codec`: what each codec level of
 // ferry send would put on the link for a captured stream, and how fast it encodes here.
-// Wiring only: the encoder is apps/page_stream.h's, frames are dataplane/'s.
+// Wiring only: the encoder is pipeline/page_stream.h's, frames are dataplane/'s.
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -8,10 +8,13 @@
 #include <vector>
 
 #include "apps/commands.h"
-#include "apps/page_stream.h"
+#include "pipeline/page_stream.h"
 
 namespace ferry::apps {
 namespace {
+
+using pipeline::PageCodecOptions;
+using pipeline::PageStreamEncoder;
 
 struct Level {
   const char* name;

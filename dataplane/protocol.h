@@ -17,9 +17,9 @@
 //              | 3 END    (no more frames in this direction; len = 0)
 //              | 4 CODEC  (sender -> receiver, feature PAGES: the page codec's settings,
 //                          before the first PAGES frame; payload grammar in
-//                          apps/page_stream.h)
+//                          pipeline/page_stream.h)
 //              | 5 PAGES  (sender -> receiver, feature PAGES: encoded RAM pages that the
-//                          receiver rebuilds into QEMU RAM records; apps/page_stream.h)
+//                          receiver rebuilds into QEMU RAM records; pipeline/page_stream.h)
 //     len     <= kMaxPayload (1 MiB)
 //     seq     = 0, 1, 2, ... per direction, no gaps
 //     crc     = CRC32C(payload)

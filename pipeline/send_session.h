@@ -1,4 +1,4 @@
-// apps/send_session.h — the source side of one migration through ferry, as a reusable piece:
+// pipeline/send_session.h — the source side of one migration through ferry, as a reusable piece:
 // `ferry send` runs it alone, `ferry migrate` runs it beside its policy loop.
 //
 // Socket mode: listen() creates the unix socket QEMU migrates into; start() accepts QEMU's
@@ -12,10 +12,10 @@
 #include <string>
 #include <thread>
 
-#include "apps/channel_set.h"
+#include "pipeline/channel_set.h"
 #include "encoders/page_codec.h"
 
-namespace ferry::apps {
+namespace ferry::pipeline {
 
 struct SendOptions {
   std::string peer;  // TRANSPORT:ADDRESS of ferry recv
@@ -66,4 +66,4 @@ class SendSession {
   std::atomic<bool> done_{false};
 };
 
-}  // namespace ferry::apps
+}  // namespace ferry::pipeline

@@ -1,4 +1,4 @@
-// Fuzzing of ferry recv's page-frame decoding (apps/page_stream.h PageStreamDecoder: PAGES
+// Fuzzing of ferry recv's page-frame decoding (pipeline/page_stream.h PageStreamDecoder: PAGES
 // headers, the zstd frame stream, record decoding, the rebuilder) with hostile frames.
 // Input: a sequence of  type:u8 len:u16le payload[len]  (type % 3: 0 OPAQUE, 1 PAGES,
 // 2 CODEC). A valid CODEC frame (4 KiB pages, 256 KiB cache, 2 encode shards) comes first,
@@ -7,9 +7,9 @@
 #include <cstdint>
 #include <cstring>
 
-#include "apps/page_stream.h"
+#include "pipeline/page_stream.h"
 
-using ferry::apps::PageStreamDecoder;
+using ferry::pipeline::PageStreamDecoder;
 using ferry::dataplane::ByteQueue;
 using ferry::dataplane::FrameType;
 

@@ -1,5 +1,5 @@
-// apps/channel_set.cc — see channel_set.h.
-#include "apps/channel_set.h"
+// pipeline/channel_set.cc — see channel_set.h.
+#include "pipeline/channel_set.h"
 
 #include <sys/eventfd.h>
 #include <sys/resource.h>
@@ -7,7 +7,7 @@
 
 #include <cstdio>
 
-namespace ferry::apps {
+namespace ferry::pipeline {
 
 struct ChannelSet::Channel {
   uint16_t index = 0;
@@ -328,4 +328,4 @@ std::string ChannelSet::stats_json(const std::string& outcome, const std::string
   return std::string(buf) + enc_json + cpu + "\"error\": " + err + ", \"per_channel\": [" + per + "]}\n";
 }
 
-}  // namespace ferry::apps
+}  // namespace ferry::pipeline

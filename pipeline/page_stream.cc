@@ -1,11 +1,11 @@
-// apps/page_stream.cc — see page_stream.h.
-#include "apps/page_stream.h"
+// pipeline/page_stream.cc — see page_stream.h.
+#include "pipeline/page_stream.h"
 
 #include <algorithm>
 #include <chrono>
 #include <cstring>
 
-namespace ferry::apps {
+namespace ferry::pipeline {
 
 using dataplane::FrameType;
 using dataplane::FrameWriter;
@@ -597,4 +597,4 @@ Status PageStreamDecoder::decode(FrameType type, std::span<const uint8_t> payloa
   return Status::ok();
 }
 
-}  // namespace ferry::apps
+}  // namespace ferry::pipeline

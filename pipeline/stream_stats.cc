@@ -1,7 +1,7 @@
-// apps/stream_stats.cc — see stream_stats.h.
-#include "apps/stream_stats.h"
+// pipeline/stream_stats.cc — see stream_stats.h.
+#include "pipeline/stream_stats.h"
 
-namespace ferry::apps {
+namespace ferry::pipeline {
 
 using qemu::ItemKind;
 using qemu::StreamParser;
@@ -91,4 +91,4 @@ void StreamStats::on_end() noexcept {
   feed({});
 }
 
-}  // namespace ferry::apps
+}  // namespace ferry::pipeline

@@ -1,4 +1,4 @@
-// apps/stream_stats.h — a StreamTap (dataplane/channel_pump.h) that runs the QEMU stream
+// pipeline/stream_stats.h — a StreamTap (dataplane/channel_pump.h) that runs the QEMU stream
 // parser over the bytes a ferry forwards, to count pages by class and return-path messages
 // for --stats-json and progress. Counting only: the bytes are forwarded whatever it finds.
 #pragma once
@@ -11,7 +11,7 @@
 #include "dataplane/channel_pump.h"
 #include "qemu-channel/stream_parser.h"
 
-namespace ferry::apps {
+namespace ferry::pipeline {
 
 class StreamStats final : public dataplane::StreamTap {
  public:
@@ -44,4 +44,4 @@ class StreamStats final : public dataplane::StreamTap {
   std::string note_;
 };
 
-}  // namespace ferry::apps
+}  // namespace ferry::pipeline

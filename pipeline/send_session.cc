@@ -1,5 +1,5 @@
-// apps/send_session.cc — see send_session.h.
-#include "apps/send_session.h"
+// pipeline/send_session.cc — see send_session.h.
+#include "pipeline/send_session.h"
 
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -9,11 +9,11 @@
 #include <cstring>
 #include <random>
 
-#include "apps/page_stream.h"
+#include "pipeline/page_stream.h"
 #include "dataplane/net.h"
 #include "dataplane/protocol.h"
 
-namespace ferry::apps {
+namespace ferry::pipeline {
 namespace {
 
 constexpr int kHandshakeTimeoutMs = 30000;
@@ -152,4 +152,4 @@ void SendSession::abort() {
   set_.abort_all();
 }
 
-}  // namespace ferry::apps
+}  // namespace ferry::pipeline

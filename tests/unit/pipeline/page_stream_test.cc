@@ -1,8 +1,8 @@
-// Unit tests of apps/page_stream.h: a QEMU main stream through PageStreamEncoder (fed in random
+// Unit tests of pipeline/page_stream.h: a QEMU main stream through PageStreamEncoder (fed in random
 // splits, so pages straddle reads), ferry frames, and PageStreamDecoder comes out as a stream
 // with the same items: every non-RAM item byte-exact, every RAM record with the same type,
 // block, offset and page bytes (only CONTINUE may differ). Hostile PAGES frames are errors.
-#include "apps/page_stream.h"
+#include "pipeline/page_stream.h"
 
 #include <gtest/gtest.h>
 
@@ -15,7 +15,7 @@
 #include "../qemu-channel/test_stream_writer.h"
 #include "dataplane/protocol.h"
 
-namespace ferry::apps {
+namespace ferry::pipeline {
 namespace {
 
 using dataplane::ByteQueue;
@@ -400,4 +400,4 @@ TEST(PageStreamDecoder, RejectsHostileFrames) {
 }
 
 }  // namespace
-}  // namespace ferry::apps
+}  // namespace ferry::pipeline

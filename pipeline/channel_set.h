@@ -1,4 +1,4 @@
-// apps/channel_set.h — the channels of one migration on one side (ferry send or ferry recv):
+// pipeline/channel_set.h — the channels of one migration on one side (ferry send or ferry recv):
 // one ChannelPump thread per QEMU connection (main, then multifd ones in the order QEMU opened
 // them), a shared abort signal so one failed channel stops the others, progress, and the
 // final --stats-json.
@@ -13,12 +13,12 @@
 #include <thread>
 #include <vector>
 
-#include "apps/page_stream.h"
-#include "apps/stream_stats.h"
+#include "pipeline/page_stream.h"
+#include "pipeline/stream_stats.h"
 #include "dataplane/channel_pump.h"
 #include "dataplane/transport.h"
 
-namespace ferry::apps {
+namespace ferry::pipeline {
 
 // Totals over every channel, for progress and the policy engine.
 struct SetCounters {
@@ -87,4 +87,4 @@ class ChannelSet {
   std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
 };
 
-}  // namespace ferry::apps
+}  // namespace ferry::pipeline

@@ -1,4 +1,4 @@
-// apps/page_stream.h — ferry's page encoding on the wire: the StreamCodec pair that turns the
+// pipeline/page_stream.h — ferry's page encoding on the wire: the StreamCodec pair that turns the
 // main migration stream into OPAQUE frames (everything that is not a RAM page) and PAGES
 // frames (RAM pages encoded by encoders/), and back into a valid QEMU stream on the receiver.
 // Wires qemu-channel (parser, rebuilder) to encoders/ and dataplane/ frames.
@@ -64,7 +64,7 @@
 #include "qemu-channel/stream_parser.h"
 #include "qemu-channel/stream_rebuilder.h"
 
-namespace ferry::apps {
+namespace ferry::pipeline {
 
 struct PageCodecOptions {
   encoders::CodecLevel level = encoders::CodecLevel::kFast;
@@ -221,4 +221,4 @@ inline uint64_t page_key(uint32_t block_id, uint32_t page_index) {
   return (uint64_t{block_id} << 40) | page_index;
 }
 
-}  // namespace ferry::apps
+}  // namespace ferry::pipeline
