@@ -5,8 +5,8 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "pipeline/channel_set.h"
 #include "dataplane/transport.h"
+#include "pipeline/channel_set.h"
 
 namespace ferry::apps {
 
@@ -45,8 +45,8 @@ long long ArgReader::count(long long min, long long max) {
   errno = 0;
   long long n = std::strtoll(v.c_str(), &end, 10);
   if (v.empty() || *end != '\0' || errno != 0 || n < min || n > max) {
-    fail(flag + " wants a whole number from " + std::to_string(min) + " to " +
-         std::to_string(max) + ", got '" + v + "'");
+    fail(flag + " wants a whole number from " + std::to_string(min) + " to " + std::to_string(max) +
+         ", got '" + v + "'");
     return min;
   }
   return n;
@@ -76,8 +76,8 @@ Status write_text_file(const std::string& path, const std::string& text) {
 int finish_session(const char* command, pipeline::ChannelSet& set, const std::string& stats_path,
                    const std::string& error, bool quiet) {
   if (!stats_path.empty()) {
-    auto st = write_text_file(stats_path,
-                              set.stats_json(error.empty() ? "completed" : "failed", error));
+    auto st =
+        write_text_file(stats_path, set.stats_json(error.empty() ? "completed" : "failed", error));
     if (!st) {
       std::fprintf(stderr, "%s: %s\n", command, st.message().c_str());
       if (error.empty()) return 1;

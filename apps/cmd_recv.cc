@@ -10,12 +10,12 @@
 #include <map>
 #include <string>
 
-#include "pipeline/channel_set.h"
 #include "apps/cli.h"
 #include "apps/commands.h"
 #include "dataplane/net.h"
 #include "dataplane/protocol.h"
 #include "dataplane/transport.h"
+#include "pipeline/channel_set.h"
 
 namespace ferry::apps {
 namespace {
@@ -136,8 +136,9 @@ int run_recv(int argc, char** argv) {
     if (!hs) {
       why = hs.status().message();
     } else if (have_session && hs->session_id != session) {
-      why = "handshake: session id at byte offset 12 belongs to another migration (one at a "
-            "time)";
+      why =
+          "handshake: session id at byte offset 12 belongs to another migration (one at a "
+          "time)";
     } else if (hs->channel < next_channel || waiting.count(hs->channel)) {
       why = "handshake: channel " + std::to_string(hs->channel) +
             " at byte offset 6 is already connected";
@@ -145,8 +146,8 @@ int run_recv(int argc, char** argv) {
     if (!why.empty()) {
       // Refuse this link only; the real sender may still come.
       reject(**t);
-      std::fprintf(stderr, "ferry recv: refused a link on %s: %s\n",
-                   (*listener)->where().c_str(), why.c_str());
+      std::fprintf(stderr, "ferry recv: refused a link on %s: %s\n", (*listener)->where().c_str(),
+                   why.c_str());
       continue;
     }
     have_session = true;

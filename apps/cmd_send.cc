@@ -8,14 +8,14 @@
 #include <cstring>
 #include <string>
 
-#include "pipeline/channel_set.h"
 #include "apps/cli.h"
 #include "apps/commands.h"
-#include "pipeline/page_stream.h"
-#include "pipeline/send_session.h"
 #include "dataplane/net.h"
 #include "dataplane/protocol.h"
 #include "dataplane/transport.h"
+#include "pipeline/channel_set.h"
+#include "pipeline/page_stream.h"
+#include "pipeline/send_session.h"
 
 namespace ferry::apps {
 namespace {
@@ -136,8 +136,7 @@ int run_send(int argc, char** argv) {
   } else {
     auto ep = dataplane::parse_endpoint(a.listen);
     if (!ep || ep->kind != dataplane::Endpoint::Kind::kUnix) {
-      std::fprintf(stderr, "ferry send: --listen must be unix:PATH, got '%s'\n",
-                   a.listen.c_str());
+      std::fprintf(stderr, "ferry send: --listen must be unix:PATH, got '%s'\n", a.listen.c_str());
       return 2;
     }
     if (auto st = session.listen(ep->path); !st) {
@@ -146,8 +145,7 @@ int run_send(int argc, char** argv) {
     }
     session.start();
   }
-  return finish_session("ferry send", session.channels(), a.stats_path, session.wait(),
-                        a.quiet);
+  return finish_session("ferry send", session.channels(), a.stats_path, session.wait(), a.quiet);
 }
 
 }  // namespace ferry::apps

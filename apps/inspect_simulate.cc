@@ -88,13 +88,12 @@ int simulate_codecs(const char* path, bool json, size_t cache_bytes) {
     return 2;
   }
   int status = 0;
-  std::string out = json ? "{\"input_bytes\": " + std::to_string(in.size()) + ", \"codecs\": ["
-                         : "";
+  std::string out =
+      json ? "{\"input_bytes\": " + std::to_string(in.size()) + ", \"codecs\": [" : "";
   if (!json) {
     std::printf("%s: %zu bytes of QEMU stream; page cache %zu MiB\n", path, in.size(),
                 cache_bytes >> 20);
-    std::printf("%-9s %14s %8s %12s  %s\n", "codec", "link bytes", "ratio", "encode MB/s",
-                "what");
+    std::printf("%-9s %14s %8s %12s  %s\n", "codec", "link bytes", "ratio", "encode MB/s", "what");
   }
   bool first = true;
   for (const auto& level : kLevels) {

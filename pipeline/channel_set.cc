@@ -202,8 +202,8 @@ std::string ChannelSet::progress_line() const {
   const uint64_t stream = role_ == dataplane::PumpRole::kSender ? from_qemu : to_qemu;
   char buf[200];
   std::snprintf(buf, sizeof buf,
-                "%6.1f s  %zu channel%s  stream %.1f MB  link %.1f MB (%.1f MB/s)  %llu pages",
-                s, channels_.size(), channels_.size() == 1 ? "" : "s", stream / 1e6, link / 1e6,
+                "%6.1f s  %zu channel%s  stream %.1f MB  link %.1f MB (%.1f MB/s)  %llu pages", s,
+                channels_.size(), channels_.size() == 1 ? "" : "s", stream / 1e6, link / 1e6,
                 s > 0 ? link / 1e6 / s : 0.0, static_cast<unsigned long long>(pages));
   return buf;
 }
@@ -229,7 +229,7 @@ std::string ChannelSet::stats_json(const std::string& outcome, const std::string
   for (const auto& c : channels_) {
     const auto& k = c->pump->counters();
     uint64_t v[6] = {k.bytes_from_qemu.load(), k.bytes_to_qemu.load(), k.link_tx_bytes.load(),
-                     k.link_rx_bytes.load(), k.frames_tx.load(), k.frames_rx.load()};
+                     k.link_rx_bytes.load(),   k.frames_tx.load(),     k.frames_rx.load()};
     uint64_t p[4] = {c->stream.zero.load(), c->stream.normal.load(), c->stream.xbzrle.load(),
                      c->stream.compressed.load()};
     for (int i = 0; i < 6; ++i) t[i] += v[i];
@@ -242,10 +242,10 @@ std::string ChannelSet::stats_json(const std::string& outcome, const std::string
                   "\"bytes_to_qemu\": %llu, \"link_tx_bytes\": %llu, \"link_rx_bytes\": %llu, "
                   "\"pages\": {\"zero\": %llu, \"normal\": %llu, \"xbzrle\": %llu, "
                   "\"compressed\": %llu}, \"note\": \"",
-                  per.empty() ? "" : ", ", c->index, c->stream.role(),
-                  (unsigned long long)v[0], (unsigned long long)v[1], (unsigned long long)v[2],
-                  (unsigned long long)v[3], (unsigned long long)p[0], (unsigned long long)p[1],
-                  (unsigned long long)p[2], (unsigned long long)p[3]);
+                  per.empty() ? "" : ", ", c->index, c->stream.role(), (unsigned long long)v[0],
+                  (unsigned long long)v[1], (unsigned long long)v[2], (unsigned long long)v[3],
+                  (unsigned long long)p[0], (unsigned long long)p[1], (unsigned long long)p[2],
+                  (unsigned long long)p[3]);
     per += buf + esc(c->stream.note()) + "\"}";
   }
   char buf[1024];
@@ -298,9 +298,8 @@ std::string ChannelSet::stats_json(const std::string& outcome, const std::string
     enc_json = "\"encoding\": {\"page_bytes_in\": " + std::to_string(page_bytes_in);
     for (size_t f = 0; f < encoders::kFormCount; ++f) {
       const char* name = encoders::form_name(static_cast<encoders::Form>(f));
-      enc_json += std::string(", \"") + name + "\": {\"pages\": " +
-                  std::to_string(form_pages[f]) + ", \"bytes\": " +
-                  std::to_string(form_bytes[f]) + "}";
+      enc_json += std::string(", \"") + name + "\": {\"pages\": " + std::to_string(form_pages[f]) +
+                  ", \"bytes\": " + std::to_string(form_bytes[f]) + "}";
       out += form_bytes[f];
     }
     char ratio[64];
@@ -314,8 +313,8 @@ std::string ChannelSet::stats_json(const std::string& outcome, const std::string
     for (int e = 0; e <= encoders::kMaxEffort; ++e) {
       enc_json += (e ? ", " : "") + std::to_string(effort_pages[e]);
     }
-    enc_json += "], \"encode_threads\": " + std::to_string(shards) +
-                ", \"pages_per_shard\": [" + shard_pages + "]}, ";
+    enc_json += "], \"encode_threads\": " + std::to_string(shards) + ", \"pages_per_shard\": [" +
+                shard_pages + "]}, ";
   }
   // CPU seconds of this whole process (all channel threads, encoding included).
   rusage ru{};
@@ -325,7 +324,8 @@ std::string ChannelSet::stats_json(const std::string& outcome, const std::string
                 ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6,
                 ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6);
   std::string err = error.empty() ? "null" : "\"" + esc(error) + "\"";
-  return std::string(buf) + enc_json + cpu + "\"error\": " + err + ", \"per_channel\": [" + per + "]}\n";
+  return std::string(buf) + enc_json + cpu + "\"error\": " + err + ", \"per_channel\": [" + per +
+         "]}\n";
 }
 
 }  // namespace ferry::pipeline

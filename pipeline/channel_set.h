@@ -13,10 +13,10 @@
 #include <thread>
 #include <vector>
 
-#include "pipeline/page_stream.h"
-#include "pipeline/stream_stats.h"
 #include "dataplane/channel_pump.h"
 #include "dataplane/transport.h"
+#include "pipeline/page_stream.h"
+#include "pipeline/stream_stats.h"
 
 namespace ferry::pipeline {
 

@@ -91,9 +91,9 @@ Status PageStreamEncoder::encode(std::span<const uint8_t> bytes, FrameWriter& ou
   const auto t0 = std::chrono::steady_clock::now();
   parser_->push(bytes);
   Status st = drain(bytes, out);
-  busy_ns_ += std::chrono::duration_cast<std::chrono::nanoseconds>(
-                  std::chrono::steady_clock::now() - t0)
-                  .count();
+  busy_ns_ +=
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0)
+          .count();
   return st;
 }
 
@@ -141,8 +141,8 @@ Status PageStreamEncoder::drain(std::span<const uint8_t> pushed, FrameWriter& ou
     const uint32_t tp = parser_->target_page_size();
     const uint64_t index = it.ram.offset / tp;
     if (index > UINT32_MAX) {
-      return Status(ErrorCode::kProtocol, "RAM offset beyond 16 TiB at byte offset " +
-                                              std::to_string(it.stream_offset));
+      return Status(ErrorCode::kProtocol,
+                    "RAM offset beyond 16 TiB at byte offset " + std::to_string(it.stream_offset));
     }
     if (shards_.empty()) shards_.resize(opt_.encode_threads);
     Shard& sh = shards_[shard_of_page(it.ram.block, index)];
@@ -190,8 +190,8 @@ void PageStreamEncoder::flush_opaque(FrameWriter& out) {
 }
 
 uint32_t PageStreamEncoder::block_id(std::string_view name) {
-  auto [it, fresh] = block_ids_.try_emplace(std::string(name),
-                                            static_cast<uint32_t>(block_ids_.size()));
+  auto [it, fresh] =
+      block_ids_.try_emplace(std::string(name), static_cast<uint32_t>(block_ids_.size()));
   return it->second;
 }
 
@@ -444,8 +444,8 @@ Status PageStreamEncoder::apply_effort() {
 PageStreamDecoder::~PageStreamDecoder() = default;
 
 uint32_t PageStreamDecoder::block_id(std::string_view name) {
-  auto [it, fresh] = block_ids_.try_emplace(std::string(name),
-                                            static_cast<uint32_t>(block_ids_.size()));
+  auto [it, fresh] =
+      block_ids_.try_emplace(std::string(name), static_cast<uint32_t>(block_ids_.size()));
   return it->second;
 }
 
@@ -460,8 +460,8 @@ Status PageStreamDecoder::decode(FrameType type, std::span<const uint8_t> payloa
   if (type == FrameType::kCodec) {
     if (!decoders_.empty()) return Status(ErrorCode::kProtocol, "a second CODEC frame");
     if (payload.size() != kCodecPayload || payload[0] != kCodecVersion) {
-      return Status(ErrorCode::kProtocol, "CODEC frame: unsupported version or length " +
-                                              std::to_string(payload.size()));
+      return Status(ErrorCode::kProtocol,
+                    "CODEC frame: unsupported version or length " + std::to_string(payload.size()));
     }
     encoders::CodecConfig cfg;
     cfg.page_size = get_be(payload.data() + 1, 4);
@@ -476,8 +476,8 @@ Status PageStreamDecoder::decode(FrameType type, std::span<const uint8_t> payloa
     const unsigned shards = payload[13];
     if (shards == 0 || shards > kMaxShards) {
       return Status(ErrorCode::kProtocol, "CODEC frame: " + std::to_string(shards) +
-                                              " encode shards (1.." +
-                                              std::to_string(kMaxShards) + ")");
+                                              " encode shards (1.." + std::to_string(kMaxShards) +
+                                              ")");
     }
     cfg.cache_bytes /= shards;  // as the sender splits it
     for (unsigned i = 0; i < shards; ++i) {
@@ -492,8 +492,8 @@ Status PageStreamDecoder::decode(FrameType type, std::span<const uint8_t> payloa
     return Status::ok();
   }
   if (type != FrameType::kPages) {
-    return Status(ErrorCode::kProtocol, "unexpected frame type " +
-                                            std::to_string(static_cast<uint32_t>(type)));
+    return Status(ErrorCode::kProtocol,
+                  "unexpected frame type " + std::to_string(static_cast<uint32_t>(type)));
   }
   if (decoders_.empty()) return Status(ErrorCode::kProtocol, "PAGES frame before the CODEC frame");
   const uint8_t* p = payload.data();
@@ -504,9 +504,8 @@ Status PageStreamDecoder::decode(FrameType type, std::span<const uint8_t> payloa
   const bool stream = p[0] & kPagesStream;
   const unsigned shard = p[0] >> kPagesShardShift;
   if (shard >= decoders_.size()) {
-    return Status(ErrorCode::kProtocol, "PAGES frame: shard " + std::to_string(shard) +
-                                            " of " + std::to_string(decoders_.size()) +
-                                            " (byte offset 0)");
+    return Status(ErrorCode::kProtocol, "PAGES frame: shard " + std::to_string(shard) + " of " +
+                                            std::to_string(decoders_.size()) + " (byte offset 0)");
   }
   std::string_view block(reinterpret_cast<const char*>(p + 2), p[1]);
   const size_t at_count = 2 + p[1];
@@ -533,14 +532,13 @@ Status PageStreamDecoder::decode(FrameType type, std::span<const uint8_t> payloa
     }
     const size_t raw_len = get_be(content.data() + 1, 4);
     if (raw_len > 4 * n + n * encoders::max_record_size(page_size_)) {
-      return Status(ErrorCode::kProtocol, "PAGES frame: content length " +
-                                              std::to_string(raw_len) + " at byte offset " +
-                                              std::to_string(at_content) + " exceeds " +
-                                              std::to_string(n) + " pages");
+      return Status(ErrorCode::kProtocol, "PAGES frame: content length " + std::to_string(raw_len) +
+                                              " at byte offset " + std::to_string(at_content) +
+                                              " exceeds " + std::to_string(n) + " pages");
     }
     const auto stream_kind = static_cast<encoders::StreamKind>(kind);
-    auto& dstream = stream_kind == encoders::StreamKind::kLzma ? lzma_streams_[shard]
-                                                               : zstd_streams_[shard];
+    auto& dstream =
+        stream_kind == encoders::StreamKind::kLzma ? lzma_streams_[shard] : zstd_streams_[shard];
     if (!dstream) {
       auto z = encoders::StreamDecompressor::create(stream_kind);
       if (!z) return Status(z.status().code(), "PAGES frame: " + z.status().message());
@@ -587,9 +585,8 @@ Status PageStreamDecoder::decode(FrameType type, std::span<const uint8_t> payloa
     const size_t max = qemu::StreamRebuilder::ram_record_size(rec);
     const size_t w = rebuilder_->write_ram_record(rec, {out.reserve(max), max});
     if (w == 0) {
-      return Status(ErrorCode::kProtocol, "PAGES frame: cannot rebuild page " +
-                                              std::to_string(i) + " of block '" +
-                                              std::string(block) + "'");
+      return Status(ErrorCode::kProtocol, "PAGES frame: cannot rebuild page " + std::to_string(i) +
+                                              " of block '" + std::string(block) + "'");
     }
     out.commit(w);
   }

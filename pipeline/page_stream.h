@@ -71,7 +71,7 @@ struct PageCodecOptions {
   // >= 0: this effort, fixed, whatever the level (ferry inspect --simulate-codec).
   int fixed_effort = -1;
   size_t cache_bytes = 256u << 20;  // all shards together
-  unsigned encode_threads = 1;       // shards, each encoded on its own thread; 1 .. kMaxShards
+  unsigned encode_threads = 1;      // shards, each encoded on its own thread; 1 .. kMaxShards
   // auto: bytes still queued toward the link when QEMU's next bytes arrive. Above
   // backlog_high the kernel's socket buffer is full, so the link is the bottleneck: encode
   // heavier. Below backlog_low (and with encoding keeping the thread busy): lighter.
@@ -87,8 +87,8 @@ struct PageCodecCounters {
   std::atomic<int> effort{0};
   std::atomic<uint64_t> effort_changes{0};
   std::atomic<uint64_t> effort_pages[encoders::kMaxEffort + 1] = {};  // pages encoded at each
-  std::atomic<uint64_t> wire_bytes{0};  // PAGES bodies as sent (after the zstd stream)
-  std::atomic<unsigned> shards{0};      // encode shards in use (0 until the first page)
+  std::atomic<uint64_t> wire_bytes{0};         // PAGES bodies as sent (after the zstd stream)
+  std::atomic<unsigned> shards{0};             // encode shards in use (0 until the first page)
   std::atomic<uint64_t> shard_pages[64] = {};  // pages encoded per shard (kMaxShards)
 };
 
@@ -97,8 +97,7 @@ inline constexpr unsigned kMaxShards = 64;  // the shard fits PAGES flags bits 1
 // --codec auto's next effort, from the current one, the bytes queued toward the link and the
 // share of the last ~100 ms the encoder was busy (< 0: not measured yet); page_stream.cc
 // explains the ladder.
-int next_auto_effort(int effort, size_t backlog, double busy_fraction,
-                     const PageCodecOptions& opt);
+int next_auto_effort(int effort, size_t backlog, double busy_fraction, const PageCodecOptions& opt);
 
 class PageStreamEncoder final : public dataplane::StreamCodec {
  public:
@@ -138,7 +137,7 @@ class PageStreamEncoder final : public dataplane::StreamCodec {
     std::unique_ptr<encoders::StreamCompressor> lzma;  // effort 6
     encoders::StreamCompressor* stream = nullptr;      // the one in use (null: none)
     std::vector<uint8_t> records;                      // a batch's records before the stream
-    Batch open;                                           // the batch being filled
+    Batch open;                                        // the batch being filled
   };
   Status start(std::span<const uint8_t> first, dataplane::FrameWriter& out);
   Status drain(std::span<const uint8_t> pushed, dataplane::FrameWriter& out);
@@ -155,7 +154,7 @@ class PageStreamEncoder final : public dataplane::StreamCodec {
 
   PageCodecOptions opt_;
   bool started_ = false;
-  bool main_ = false;  // only the main channel's records are encoded
+  bool main_ = false;          // only the main channel's records are encoded
   std::vector<uint8_t> head_;  // first bytes, until the channel's role is known
   std::unique_ptr<qemu::StreamParser> parser_;
   std::vector<Shard> shards_;

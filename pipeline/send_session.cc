@@ -9,9 +9,9 @@
 #include <cstring>
 #include <random>
 
-#include "pipeline/page_stream.h"
 #include "dataplane/net.h"
 #include "dataplane/protocol.h"
+#include "pipeline/page_stream.h"
 
 namespace ferry::pipeline {
 namespace {
@@ -22,8 +22,7 @@ constexpr int kHandshakeTimeoutMs = 30000;
 
 SendSession::SendSession(SendOptions options)
     : opt_(std::move(options)),
-      session_id_(std::random_device{}() |
-                  (static_cast<uint64_t>(std::random_device{}()) << 32)),
+      session_id_(std::random_device{}() | (static_cast<uint64_t>(std::random_device{}()) << 32)),
       stop_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
 
 SendSession::~SendSession() {

@@ -12,8 +12,8 @@
 #include <string>
 #include <thread>
 
-#include "pipeline/channel_set.h"
 #include "encoders/page_codec.h"
+#include "pipeline/channel_set.h"
 
 namespace ferry::pipeline {
 
@@ -23,7 +23,7 @@ struct SendOptions {
   encoders::CodecLevel codec = encoders::CodecLevel::kAuto;
   size_t cache_mib = 256;
   unsigned encode_threads = 1;  // encode shards of the main stream, one thread each
-  bool progress = false;  // a progress line on stderr every second (socket mode)
+  bool progress = false;        // a progress line on stderr every second (socket mode)
 };
 
 class SendSession {
@@ -61,7 +61,7 @@ class SendSession {
   int listen_fd_ = -1;
   std::string unix_path_;
   std::thread acceptor_;
-  int stop_fd_ = -1;  // eventfd: ends the accept loop early
+  int stop_fd_ = -1;   // eventfd: ends the accept loop early
   std::string error_;  // written by the accept thread before it ends
   std::atomic<bool> done_{false};
 };

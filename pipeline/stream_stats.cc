@@ -37,8 +37,8 @@ void StreamStats::feed(std::span<const uint8_t> bytes) {
     auto r = parser_->next(it);
     if (r == StreamParser::Next::kNeedMore || r == StreamParser::Next::kEnd) return;
     if (r == StreamParser::Next::kError) {
-      note_ = "stopped counting at byte offset " + std::to_string(parser_->error()->offset) +
-              ": " + parser_->error()->message;
+      note_ = "stopped counting at byte offset " + std::to_string(parser_->error()->offset) + ": " +
+              parser_->error()->message;
       stopped_ = true;
       return;
     }
@@ -72,9 +72,8 @@ void StreamStats::feed(std::span<const uint8_t> bytes) {
         break;
       case ItemKind::kPassthrough:
         if (note_.empty()) {
-          note_ = "counting stopped at byte offset " +
-                  std::to_string(parser_->passthrough_from()) + ": " +
-                  parser_->passthrough_reason();
+          note_ = "counting stopped at byte offset " + std::to_string(parser_->passthrough_from()) +
+                  ": " + parser_->passthrough_reason();
         }
         break;
       default:

@@ -16,9 +16,9 @@
 #include <random>
 #include <vector>
 
-#include "pipeline/page_stream.h"
 #include "dataplane/byte_queue.h"
 #include "dataplane/protocol.h"
+#include "pipeline/page_stream.h"
 #include "tests/unit/encoders/page_sets.h"
 #include "tests/unit/qemu-channel/test_stream_writer.h"
 

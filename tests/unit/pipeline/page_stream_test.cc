@@ -8,8 +8,8 @@
 
 #include <algorithm>
 #include <random>
-#include <tuple>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "../qemu-channel/test_stream_writer.h"
@@ -67,7 +67,7 @@ std::vector<uint8_t> sample_stream(uint64_t seed) {
       const uint64_t off = i * 4096;
       const char* block = (i % 37 == 5) ? "vga.vram" : "pc.ram";
       const uint64_t boff = (i % 37 == 5) ? (i % 64) * 4096 : off;
-      if (pass > 0 && i % 3 == 0) continue;  // not re-dirtied
+      if (pass > 0 && i % 3 == 0) continue;                // not re-dirtied
       std::string_view name = last == block ? "" : block;  // CONTINUE when legal
       last = block;
       if (i % 11 == 0) {
@@ -230,40 +230,40 @@ void expect_same_items(const std::vector<uint8_t>& a, const std::vector<uint8_t>
         EXPECT_EQ(pa.raw[i], pb.raw[j]) << "opaque RAM record " << i << " changed";
       }
     } else {
-      EXPECT_EQ(pa.raw[i], pb.raw[j]) << "item " << i << " (" << qemu::item_kind_name(x.kind)
-                                      << ") changed";
+      EXPECT_EQ(pa.raw[i], pb.raw[j])
+          << "item " << i << " (" << qemu::item_kind_name(x.kind) << ") changed";
     }
   }
 }
 
 TEST(PageStream, RoundTripEveryLevelSplitAndShardCount) {
-  for (auto level : {encoders::CodecLevel::kFast, encoders::CodecLevel::kMax,
-                     encoders::CodecLevel::kAuto}) {
+  for (auto level :
+       {encoders::CodecLevel::kFast, encoders::CodecLevel::kMax, encoders::CodecLevel::kAuto}) {
     for (uint32_t split = 1; split <= 3; ++split) {
-     for (unsigned threads : {1u, 2u, 3u}) {
-      auto in = sample_stream(split);
-      PageCodecCounters* c = nullptr;
-      std::unique_ptr<PageStreamEncoder> enc;
-      std::vector<unsigned> shards;
-      auto out = round_trip(in, level, split, 0, &c, enc, threads, &shards);
-      SCOPED_TRACE("level " + std::to_string(static_cast<int>(level)) + " split " +
-                   std::to_string(split) + " threads " + std::to_string(threads));
-      expect_same_items(in, out, threads > 1);
-      uint64_t pages = 0;
-      for (auto& p : c->pages) pages += p.load();
-      EXPECT_GT(pages, 1000u);
-      EXPECT_GT(c->pages[static_cast<int>(encoders::Form::kSame)].load() +
-                    c->pages[static_cast<int>(encoders::Form::kDelta)].load(),
-                0u)
-          << "later passes should meet the cache";
-      // Every shard carried frames, and only those.
-      std::vector<bool> seen(threads, false);
-      for (unsigned sh : shards) {
-        ASSERT_LT(sh, threads);
-        seen[sh] = true;
+      for (unsigned threads : {1u, 2u, 3u}) {
+        auto in = sample_stream(split);
+        PageCodecCounters* c = nullptr;
+        std::unique_ptr<PageStreamEncoder> enc;
+        std::vector<unsigned> shards;
+        auto out = round_trip(in, level, split, 0, &c, enc, threads, &shards);
+        SCOPED_TRACE("level " + std::to_string(static_cast<int>(level)) + " split " +
+                     std::to_string(split) + " threads " + std::to_string(threads));
+        expect_same_items(in, out, threads > 1);
+        uint64_t pages = 0;
+        for (auto& p : c->pages) pages += p.load();
+        EXPECT_GT(pages, 1000u);
+        EXPECT_GT(c->pages[static_cast<int>(encoders::Form::kSame)].load() +
+                      c->pages[static_cast<int>(encoders::Form::kDelta)].load(),
+                  0u)
+            << "later passes should meet the cache";
+        // Every shard carried frames, and only those.
+        std::vector<bool> seen(threads, false);
+        for (unsigned sh : shards) {
+          ASSERT_LT(sh, threads);
+          seen[sh] = true;
+        }
+        for (unsigned i = 0; i < threads; ++i) EXPECT_TRUE(seen[i]) << "shard " << i;
       }
-      for (unsigned i = 0; i < threads; ++i) EXPECT_TRUE(seen[i]) << "shard " << i;
-     }
     }
   }
 }
@@ -328,8 +328,8 @@ TEST(PageStream, EffortChangesBetweenReadsKeepStreamsInStep) {
     PageCodecCounters* c = nullptr;
     std::unique_ptr<PageStreamEncoder> enc;
     std::vector<unsigned> shards;
-    auto out = round_trip(in, encoders::CodecLevel::kAuto, 4, 0, &c, enc, threads, &shards,
-                          &efforts);
+    auto out =
+        round_trip(in, encoders::CodecLevel::kAuto, 4, 0, &c, enc, threads, &shards, &efforts);
     SCOPED_TRACE("threads " + std::to_string(threads));
     expect_same_items(in, out, threads > 1);
     EXPECT_GE(c->effort_changes.load(), 8u);
