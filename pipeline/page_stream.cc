@@ -5,6 +5,8 @@
 #include <chrono>
 #include <cstring>
 
+#include "policy/effort.h"
+
 namespace ferry::pipeline {
 
 using dataplane::FrameType;
@@ -348,31 +350,8 @@ Status PageStreamEncoder::flush_pages(FrameWriter& out) {
   return Status::ok();
 }
 
-// --codec auto: heavier encoding while the link is the bottleneck (bytes pile up toward it),
-// lighter while the link waits for us. Never below fast (zero, same, delta, RLE cost little).
-// The ladder skips 2 (per-page LZ4): once the link is the bottleneck the zstd stream (3)
-// saves far more for little more CPU. It climbs while bytes still pile up toward the link
-// (the encoder outruns it, so heavier encoding costs no time) and steps down once they do not
-// while encoding keeps the thread over 80 % busy (the encoder is now the slower side).
-// The top rung, LZMA2, costs about three times zstd -9 for 4-9 % fewer bytes: climbing to it
-// and back would make the encoder the bottleneck half the time (measured: twice the CPU, no
-// fewer bytes, a slower migration at 100 Mbit/s), so it is taken only while zstd -9 keeps the
-// thread under 25 % busy — a link several times slower than the encoder.
-int next_auto_effort(int effort, size_t backlog, double busy_fraction,
-                     const PageCodecOptions& opt) {
-  constexpr double kLzmaCostOverZstd9 = 3.0;
-  if (backlog > opt.backlog_high && effort < encoders::kMaxEffort) {
-    if (effort == 1) return 3;
-    if (effort + 1 < encoders::kMaxEffort) return effort + 1;
-    // busy_fraction < 0: not measured yet.
-    if (busy_fraction >= 0 && busy_fraction * kLzmaCostOverZstd9 < 0.75) return effort + 1;
-  }
-  if (backlog < opt.backlog_low && busy_fraction > 0.8 && effort > 1) {
-    return effort == 3 ? 1 : effort - 1;
-  }
-  return effort;
-}
-
+// --codec auto: the effort follows the link backlog and how busy encoding keeps this thread
+// (policy/effort.h decides; the encoder only measures and applies).
 void PageStreamEncoder::adapt_effort(size_t backlog) {
   if (shards_.empty() || !shards_[0].encoder) return;
   if (const int want = requested_effort_.load(std::memory_order_relaxed); want >= 0) {
@@ -398,7 +377,7 @@ void PageStreamEncoder::adapt_effort(size_t backlog) {
     busy_ns_ = 0;
     window_start_ = now;
   }
-  const int next = next_auto_effort(effort_, backlog, busy_fraction_, opt_);
+  const int next = policy::next_auto_effort(effort_, backlog, busy_fraction_);
   if (next == effort_) return;
   effort_ = next;
   (void)apply_effort();  // only fails when the build lacks zstd; then per-page forms remain

@@ -24,7 +24,7 @@
 // 6 = the same through one LZMA2 stream (preset 0: fewer bytes than zstd -9 at a third of
 // its speed, for links far slower than the encoder). Each shard keeps its zstd and its LZMA2
 // stream for the whole session, so moving between 5 and 6 restarts neither window.
-// auto moves along 1, 3, 4, 5, 6 by link backlog; max is 6.
+// auto moves along 1, 3, 4, 5, 6 by link backlog (policy/effort.h); max is 6.
 //
 // Encode shards (--encode-threads N): page i of a block belongs to shard i % N (all pages of a
 // block whose host pages are larger than the target page go to shard 0, so a host page stays
@@ -72,11 +72,6 @@ struct PageCodecOptions {
   int fixed_effort = -1;
   size_t cache_bytes = 256u << 20;  // all shards together
   unsigned encode_threads = 1;      // shards, each encoded on its own thread; 1 .. kMaxShards
-  // auto: bytes still queued toward the link when QEMU's next bytes arrive. Above
-  // backlog_high the kernel's socket buffer is full, so the link is the bottleneck: encode
-  // heavier. Below backlog_low (and with encoding keeping the thread busy): lighter.
-  size_t backlog_high = 64u << 10;
-  size_t backlog_low = 16u << 10;
 };
 
 // What went out, by form; readable from another thread.
@@ -93,11 +88,6 @@ struct PageCodecCounters {
 };
 
 inline constexpr unsigned kMaxShards = 64;  // the shard fits PAGES flags bits 1..7
-
-// --codec auto's next effort, from the current one, the bytes queued toward the link and the
-// share of the last ~100 ms the encoder was busy (< 0: not measured yet); page_stream.cc
-// explains the ladder.
-int next_auto_effort(int effort, size_t backlog, double busy_fraction, const PageCodecOptions& opt);
 
 class PageStreamEncoder final : public dataplane::StreamCodec {
  public:

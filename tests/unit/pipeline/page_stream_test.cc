@@ -336,25 +336,6 @@ TEST(PageStream, EffortChangesBetweenReadsKeepStreamsInStep) {
   }
 }
 
-// auto's ladder: 1, 3, 4, 5 while bytes pile up; LZMA2 (6) only while zstd -9 leaves the
-// encoder mostly idle; down one rung when the link waits and the encoder is busy.
-TEST(PageStream, AutoLadder) {
-  PageCodecOptions o;
-  const size_t full = o.backlog_high + 1, empty = o.backlog_low - 1, mid = o.backlog_low + 1;
-  EXPECT_EQ(next_auto_effort(1, full, 0.9, o), 3);
-  EXPECT_EQ(next_auto_effort(3, full, 0.9, o), 4);
-  EXPECT_EQ(next_auto_effort(4, full, 0.9, o), 5);
-  EXPECT_EQ(next_auto_effort(5, full, 0.5, o), 5) << "LZMA2 would make the encoder the bottleneck";
-  EXPECT_EQ(next_auto_effort(5, full, -1, o), 5) << "not measured yet";
-  EXPECT_EQ(next_auto_effort(5, full, 0.1, o), 6);
-  EXPECT_EQ(next_auto_effort(6, full, 0.1, o), 6);
-  EXPECT_EQ(next_auto_effort(6, empty, 0.9, o), 5);
-  EXPECT_EQ(next_auto_effort(6, empty, 0.5, o), 6) << "the link waits, but not for the encoder";
-  EXPECT_EQ(next_auto_effort(3, empty, 0.9, o), 1);
-  EXPECT_EQ(next_auto_effort(1, empty, 0.9, o), 1);
-  EXPECT_EQ(next_auto_effort(4, mid, 0.9, o), 4);
-}
-
 TEST(PageStreamDecoder, RejectsHostileFrames) {
   PageStreamDecoder dec(1u << 20);
   ByteQueue out;
