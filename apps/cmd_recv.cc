@@ -169,7 +169,7 @@ int run_recv(int argc, char** argv) {
         error = "channel " + std::to_string(next_channel) + ": handshake: " + st.message();
         break;
       }
-      std::unique_ptr<dataplane::StreamCodec> codec;
+      std::unique_ptr<pipeline::PageStreamDecoder> codec;
       if (it->second.features & dataplane::kFeaturePages) {
         codec = std::make_unique<pipeline::PageStreamDecoder>(max_cache_mib << 20);
       }

@@ -15,6 +15,7 @@ struct ChannelSet::Channel {
   bool own_fds = false;
   std::unique_ptr<dataplane::Transport> link;
   std::unique_ptr<dataplane::StreamCodec> codec;
+  PageStreamEncoder* encoder = nullptr;  // codec, when this side encodes pages
   // The QEMU migration stream (counted by class) and the return path, whichever way each
   // flows on this side.
   StreamStats stream{false};
@@ -56,20 +57,37 @@ ChannelSet::~ChannelSet() {
 
 void ChannelSet::start(uint16_t index, dataplane::QemuEnd qemu, bool own_fds,
                        std::unique_ptr<dataplane::Transport> link,
-                       std::unique_ptr<dataplane::StreamCodec> codec) {
+                       std::unique_ptr<PageStreamEncoder> encoder) {
   auto ch = std::make_unique<Channel>();
   ch->index = index;
   ch->qemu = qemu;
   ch->own_fds = own_fds;
   ch->link = std::move(link);
-  ch->codec = std::move(codec);
+  ch->encoder = encoder.get();
+  ch->codec = std::move(encoder);
+  start_channel(std::move(ch));
+}
+
+void ChannelSet::start(uint16_t index, dataplane::QemuEnd qemu, bool own_fds,
+                       std::unique_ptr<dataplane::Transport> link,
+                       std::unique_ptr<PageStreamDecoder> decoder) {
+  auto ch = std::make_unique<Channel>();
+  ch->index = index;
+  ch->qemu = qemu;
+  ch->own_fds = own_fds;
+  ch->link = std::move(link);
+  ch->codec = std::move(decoder);
+  start_channel(std::move(ch));
+}
+
+void ChannelSet::start_channel(std::unique_ptr<Channel> ch) {
   const bool sender = role_ == dataplane::PumpRole::kSender;
   dataplane::PumpOptions opt;
-  opt.tap_from_qemu = sender ? static_cast<dataplane::StreamTap*>(&ch->stream) : &ch->return_path;
-  opt.tap_to_qemu = sender ? static_cast<dataplane::StreamTap*>(&ch->return_path) : &ch->stream;
+  opt.tap_from_qemu = sender ? &ch->stream : &ch->return_path;
+  opt.tap_to_qemu = sender ? &ch->return_path : &ch->stream;
   opt.abort_fd = abort_fd_;
   opt.codec = ch->codec.get();
-  ch->pump = std::make_unique<dataplane::ChannelPump>(role_, qemu, *ch->link, opt);
+  ch->pump = std::make_unique<dataplane::ChannelPump>(role_, ch->qemu, *ch->link, opt);
   Channel* c = ch.get();
   int wake = wake_fd_;
   std::lock_guard lk(mu_);
@@ -155,7 +173,7 @@ void ChannelSet::join_all_locked() {
 void ChannelSet::set_effort(int effort) {
   std::lock_guard lk(mu_);
   for (auto& c : channels_) {
-    if (auto* enc = dynamic_cast<PageStreamEncoder*>(c->codec.get())) enc->set_effort(effort);
+    if (c->encoder) c->encoder->set_effort(effort);
   }
 }
 
@@ -173,7 +191,7 @@ SetCounters ChannelSet::counters() const {
     t.link_backlog_bytes += k.link_backlog_bytes.load(std::memory_order_relaxed);
     t.pages_normal += c->stream.normal.load(std::memory_order_relaxed);
     t.pages_zero += c->stream.zero.load(std::memory_order_relaxed);
-    if (const auto* enc = dynamic_cast<const PageStreamEncoder*>(c->codec.get())) {
+    if (const PageStreamEncoder* enc = c->encoder) {
       t.page_bytes_in += enc->counters().page_bytes_in.load(std::memory_order_relaxed);
       t.page_wire_bytes += enc->counters().wire_bytes.load(std::memory_order_relaxed);
       if (c->index == 0) t.effort = enc->counters().effort.load(std::memory_order_relaxed);
@@ -272,7 +290,7 @@ std::string ChannelSet::stats_json(const std::string& outcome, const std::string
   unsigned shards = 0;
   std::string shard_pages;
   for (const auto& c : channels_) {
-    const auto* enc = dynamic_cast<const PageStreamEncoder*>(c->codec.get());
+    const PageStreamEncoder* enc = c->encoder;
     if (!enc) continue;
     encoding = true;
     const auto& k = enc->counters();

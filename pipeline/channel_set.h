@@ -43,10 +43,15 @@ class ChannelSet {
 
   // Starts channel `index` on its own thread. The set owns link and, when own_fds, the QEMU
   // fds (closed when the channel ends, so QEMU sees the end at once).
-  // codec: page encoding for this channel (page_stream.h), or null for opaque forwarding.
+  // Sender: encoder = this channel's page encoding (page_stream.h), or null to forward QEMU's
+  // bytes as OPAQUE frames (--codec none).
   void start(uint16_t index, dataplane::QemuEnd qemu, bool own_fds,
              std::unique_ptr<dataplane::Transport> link,
-             std::unique_ptr<dataplane::StreamCodec> codec = nullptr);
+             std::unique_ptr<PageStreamEncoder> encoder);
+  // Receiver: decoder = page decoding when the sender encodes pages, else null.
+  void start(uint16_t index, dataplane::QemuEnd qemu, bool own_fds,
+             std::unique_ptr<dataplane::Transport> link,
+             std::unique_ptr<PageStreamDecoder> decoder);
 
   // Readable (poll) whenever a channel ended; call reap() then.
   int wake_fd() const { return wake_fd_; }
@@ -74,6 +79,7 @@ class ChannelSet {
 
  private:
   struct Channel;
+  void start_channel(std::unique_ptr<Channel> ch);
   void reap_locked();
   void join_all_locked();
 

@@ -35,7 +35,7 @@ SendSession::~SendSession() {
   ::close(stop_fd_);
 }
 
-std::unique_ptr<dataplane::StreamCodec> SendSession::make_codec() const {
+std::unique_ptr<PageStreamEncoder> SendSession::make_codec() const {
   if (opt_.codec == encoders::CodecLevel::kNone) return nullptr;
   PageCodecOptions opt;
   opt.level = opt_.codec;

@@ -52,7 +52,7 @@ class SendSession {
 
  private:
   Result<std::unique_ptr<dataplane::Transport>> open_link(uint16_t index);
-  std::unique_ptr<dataplane::StreamCodec> make_codec() const;
+  std::unique_ptr<PageStreamEncoder> make_codec() const;
   void accept_loop();
 
   SendOptions opt_;
