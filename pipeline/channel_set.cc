@@ -17,9 +17,11 @@ struct ChannelSet::Channel {
   std::unique_ptr<dataplane::StreamCodec> codec;
   PageStreamEncoder* encoder = nullptr;  // codec, when this side encodes pages
   // The QEMU migration stream (counted by class) and the return path, whichever way each
-  // flows on this side.
-  StreamStats stream{false};
+  // flows on this side. An encoder counts the stream from its own parse; without one the
+  // tap parses it.
+  StreamStats tap{false};
   StreamStats return_path{true};
+  const StreamStats& stream() const { return encoder ? encoder->stream_stats() : tap; }
   std::unique_ptr<dataplane::ChannelPump> pump;
   std::thread thread;
   std::atomic<bool> finished{false};
@@ -82,9 +84,11 @@ void ChannelSet::start(uint16_t index, dataplane::QemuEnd qemu, bool own_fds,
 
 void ChannelSet::start_channel(std::unique_ptr<Channel> ch) {
   const bool sender = role_ == dataplane::PumpRole::kSender;
+  // The stream is parsed once: by the encoder when there is one, else by the tap.
+  dataplane::StreamTap* stream_tap = ch->encoder ? nullptr : &ch->tap;
   dataplane::PumpOptions opt;
-  opt.tap_from_qemu = sender ? &ch->stream : &ch->return_path;
-  opt.tap_to_qemu = sender ? &ch->return_path : &ch->stream;
+  opt.tap_from_qemu = sender ? stream_tap : &ch->return_path;
+  opt.tap_to_qemu = sender ? &ch->return_path : stream_tap;
   opt.abort_fd = abort_fd_;
   opt.codec = ch->codec.get();
   ch->pump = std::make_unique<dataplane::ChannelPump>(role_, ch->qemu, *ch->link, opt);
@@ -189,8 +193,8 @@ SetCounters ChannelSet::counters() const {
     t.link_tx_bytes += k.link_tx_bytes.load(std::memory_order_relaxed);
     t.link_rx_bytes += k.link_rx_bytes.load(std::memory_order_relaxed);
     t.link_backlog_bytes += k.link_backlog_bytes.load(std::memory_order_relaxed);
-    t.pages_normal += c->stream.normal.load(std::memory_order_relaxed);
-    t.pages_zero += c->stream.zero.load(std::memory_order_relaxed);
+    t.pages_normal += c->stream().normal.load(std::memory_order_relaxed);
+    t.pages_zero += c->stream().zero.load(std::memory_order_relaxed);
     if (const PageStreamEncoder* enc = c->encoder) {
       t.page_bytes_in += enc->counters().page_bytes_in.load(std::memory_order_relaxed);
       t.page_wire_bytes += enc->counters().wire_bytes.load(std::memory_order_relaxed);
@@ -213,8 +217,8 @@ std::string ChannelSet::progress_line() const {
     to_qemu += k.bytes_to_qemu.load(std::memory_order_relaxed);
     link += k.link_tx_bytes.load(std::memory_order_relaxed) +
             k.link_rx_bytes.load(std::memory_order_relaxed);
-    pages += c->stream.normal.load(std::memory_order_relaxed) +
-             c->stream.zero.load(std::memory_order_relaxed);
+    pages += c->stream().normal.load(std::memory_order_relaxed) +
+             c->stream().zero.load(std::memory_order_relaxed);
   }
   const double s = seconds();
   const uint64_t stream = role_ == dataplane::PumpRole::kSender ? from_qemu : to_qemu;
@@ -248,23 +252,23 @@ std::string ChannelSet::stats_json(const std::string& outcome, const std::string
     const auto& k = c->pump->counters();
     uint64_t v[6] = {k.bytes_from_qemu.load(), k.bytes_to_qemu.load(), k.link_tx_bytes.load(),
                      k.link_rx_bytes.load(),   k.frames_tx.load(),     k.frames_rx.load()};
-    uint64_t p[4] = {c->stream.zero.load(), c->stream.normal.load(), c->stream.xbzrle.load(),
-                     c->stream.compressed.load()};
+    uint64_t p[4] = {c->stream().zero.load(), c->stream().normal.load(), c->stream().xbzrle.load(),
+                     c->stream().compressed.load()};
     for (int i = 0; i < 6; ++i) t[i] += v[i];
     for (int i = 0; i < 4; ++i) pages[i] += p[i];
     rp += c->return_path.rp_messages.load();
-    packets += c->stream.multifd_packets.load();
+    packets += c->stream().multifd_packets.load();
     char buf[512];
     std::snprintf(buf, sizeof buf,
                   "%s{\"index\": %u, \"role\": \"%s\", \"bytes_from_qemu\": %llu, "
                   "\"bytes_to_qemu\": %llu, \"link_tx_bytes\": %llu, \"link_rx_bytes\": %llu, "
                   "\"pages\": {\"zero\": %llu, \"normal\": %llu, \"xbzrle\": %llu, "
                   "\"compressed\": %llu}, \"note\": \"",
-                  per.empty() ? "" : ", ", c->index, c->stream.role(), (unsigned long long)v[0],
+                  per.empty() ? "" : ", ", c->index, c->stream().role(), (unsigned long long)v[0],
                   (unsigned long long)v[1], (unsigned long long)v[2], (unsigned long long)v[3],
                   (unsigned long long)p[0], (unsigned long long)p[1], (unsigned long long)p[2],
                   (unsigned long long)p[3]);
-    per += buf + esc(c->stream.note()) + "\"}";
+    per += buf + esc(c->stream().note()) + "\"}";
   }
   char buf[1024];
   std::snprintf(

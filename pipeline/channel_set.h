@@ -44,7 +44,7 @@ class ChannelSet {
   // Starts channel `index` on its own thread. The set owns link and, when own_fds, the QEMU
   // fds (closed when the channel ends, so QEMU sees the end at once).
   // Sender: encoder = this channel's page encoding (page_stream.h), or null to forward QEMU's
-  // bytes as OPAQUE frames (--codec none).
+  // bytes as OPAQUE frames (--codec none). The encoder's own parse also counts the stream.
   void start(uint16_t index, dataplane::QemuEnd qemu, bool own_fds,
              std::unique_ptr<dataplane::Transport> link,
              std::unique_ptr<PageStreamEncoder> encoder);

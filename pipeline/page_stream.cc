@@ -73,10 +73,13 @@ Status PageStreamEncoder::start(std::span<const uint8_t> first, FrameWriter& out
   std::vector<uint8_t> bytes;
   bytes.swap(head_);
   if (main_) {
+    stats_.adopt(qemu::ChannelRole::kMain);
     parser_ = std::make_unique<StreamParser>(qemu::ParserOptions{});
     parser_->push(bytes);
     return drain(bytes, out);
   }
+  // Not parsed here: the counts come from stats_'s own parser, the only one on these bytes.
+  stats_.on_bytes(bytes);
   add_opaque(bytes, out);
   flush_opaque(out);
   return Status::ok();
@@ -85,6 +88,7 @@ Status PageStreamEncoder::start(std::span<const uint8_t> first, FrameWriter& out
 Status PageStreamEncoder::encode(std::span<const uint8_t> bytes, FrameWriter& out) {
   if (!started_) return start(bytes, out);
   if (!main_) {
+    stats_.on_bytes(bytes);
     add_opaque(bytes, out);
     flush_opaque(out);
     return Status::ok();
@@ -101,6 +105,8 @@ Status PageStreamEncoder::encode(std::span<const uint8_t> bytes, FrameWriter& ou
 
 Status PageStreamEncoder::finish(FrameWriter& out) {
   if (!started_) {
+    stats_.on_bytes(head_);
+    stats_.on_end();
     if (!head_.empty()) add_opaque(head_, out);
     flush_opaque(out);
     return Status::ok();
@@ -110,6 +116,8 @@ Status PageStreamEncoder::finish(FrameWriter& out) {
     // A stream cut short (a cancelled migration) still goes out as it was.
     Status st = drain({}, out);
     if (!st) return st;
+  } else {
+    stats_.on_end();
   }
   flush_opaque(out);
   return Status::ok();
@@ -124,12 +132,15 @@ Status PageStreamEncoder::drain(std::span<const uint8_t> pushed, FrameWriter& ou
     if (r == StreamParser::Next::kNeedMore || r == StreamParser::Next::kEnd) break;
     if (r == StreamParser::Next::kError) {
       const auto* e = parser_->error();
+      stats_.stop("stopped counting at byte offset " + std::to_string(e->offset) + ": " +
+                  e->message);
       if (parser_->consumed() == e->offset && e->message.find("truncated") != std::string::npos) {
         break;  // finish() on a stream cut mid-item: QEMU will say why
       }
       return Status(ErrorCode::kProtocol, "the source QEMU's stream is not valid at byte offset " +
                                               std::to_string(e->offset) + ": " + e->message);
     }
+    stats_.count(it, *parser_);  // every item, whatever the effort: --stats-json's page counts
     const bool page = it.kind == ItemKind::kRamRecord && !it.in_package &&
                       (it.ram.type == qemu::RamRecordType::kPage ||
                        (it.ram.type == qemu::RamRecordType::kZero && it.ram.fill == 0)) &&

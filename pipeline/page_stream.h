@@ -61,6 +61,7 @@
 #include "dataplane/stream_codec.h"
 #include "encoders/page_codec.h"
 #include "encoders/stream_compressor.h"
+#include "pipeline/stream_stats.h"
 #include "qemu-channel/stream_parser.h"
 #include "qemu-channel/stream_rebuilder.h"
 
@@ -101,6 +102,11 @@ class PageStreamEncoder final : public dataplane::StreamCodec {
   }
 
   const PageCodecCounters& counters() const { return counters_; }
+  // The QEMU stream's counts (pages by class, commands, multifd packets), from the parse this
+  // encoder runs anyway on the main channel (and from a counting parser on other channels,
+  // which it forwards unparsed): the channel needs no StreamStats tap of its own. Counters
+  // readable from any thread; role() and note() once the pump ended.
+  const StreamStats& stream_stats() const { return stats_; }
   // Any thread: fix the effort (0..5) from the next batch on, or -1 to return to the level's
   // own choice. The policy engine of `ferry migrate` uses it.
   void set_effort(int effort) { requested_effort_.store(effort, std::memory_order_relaxed); }
@@ -168,6 +174,7 @@ class PageStreamEncoder final : public dataplane::StreamCodec {
   // Blocks whose pages all go to shard 0 (host pages larger than the target page).
   std::unordered_map<std::string, bool> whole_host_pages_;
   PageCodecCounters counters_;
+  StreamStats stats_{/*return_path=*/false};
 };
 
 class PageStreamDecoder final : public dataplane::StreamCodec {

@@ -37,48 +37,61 @@ void StreamStats::feed(std::span<const uint8_t> bytes) {
     auto r = parser_->next(it);
     if (r == StreamParser::Next::kNeedMore || r == StreamParser::Next::kEnd) return;
     if (r == StreamParser::Next::kError) {
-      note_ = "stopped counting at byte offset " + std::to_string(parser_->error()->offset) + ": " +
-              parser_->error()->message;
-      stopped_ = true;
+      stop("stopped counting at byte offset " + std::to_string(parser_->error()->offset) + ": " +
+           parser_->error()->message);
       return;
     }
-    switch (it.kind) {
-      case ItemKind::kRamRecord:
-        switch (it.ram.type) {
-          case qemu::RamRecordType::kZero:
-            zero.fetch_add(1, std::memory_order_relaxed);
-            break;
-          case qemu::RamRecordType::kPage:
-            normal.fetch_add(1, std::memory_order_relaxed);
-            break;
-          case qemu::RamRecordType::kXbzrle:
-            xbzrle.fetch_add(1, std::memory_order_relaxed);
-            break;
-          case qemu::RamRecordType::kCompressed:
-            compressed.fetch_add(1, std::memory_order_relaxed);
-            break;
-        }
-        break;
-      case ItemKind::kMultifdPacket:
-        multifd_packets.fetch_add(1, std::memory_order_relaxed);
-        normal.fetch_add(it.multifd.normal_pages, std::memory_order_relaxed);
-        zero.fetch_add(it.multifd.zero_pages, std::memory_order_relaxed);
-        break;
-      case ItemKind::kRpMessage:
-        rp_messages.fetch_add(1, std::memory_order_relaxed);
-        break;
-      case ItemKind::kCommand:
-        commands.fetch_add(1, std::memory_order_relaxed);
-        break;
-      case ItemKind::kPassthrough:
-        if (note_.empty()) {
-          note_ = "counting stopped at byte offset " + std::to_string(parser_->passthrough_from()) +
-                  ": " + parser_->passthrough_reason();
-        }
-        break;
-      default:
-        break;
-    }
+    count(it, *parser_);
+  }
+}
+
+void StreamStats::adopt(qemu::ChannelRole role) {
+  role_ = role;
+  role_known_ = true;
+}
+
+void StreamStats::stop(std::string note) {
+  note_ = std::move(note);
+  stopped_ = true;
+}
+
+void StreamStats::count(const qemu::Item& it, const StreamParser& parser) noexcept {
+  switch (it.kind) {
+    case ItemKind::kRamRecord:
+      switch (it.ram.type) {
+        case qemu::RamRecordType::kZero:
+          zero.fetch_add(1, std::memory_order_relaxed);
+          break;
+        case qemu::RamRecordType::kPage:
+          normal.fetch_add(1, std::memory_order_relaxed);
+          break;
+        case qemu::RamRecordType::kXbzrle:
+          xbzrle.fetch_add(1, std::memory_order_relaxed);
+          break;
+        case qemu::RamRecordType::kCompressed:
+          compressed.fetch_add(1, std::memory_order_relaxed);
+          break;
+      }
+      break;
+    case ItemKind::kMultifdPacket:
+      multifd_packets.fetch_add(1, std::memory_order_relaxed);
+      normal.fetch_add(it.multifd.normal_pages, std::memory_order_relaxed);
+      zero.fetch_add(it.multifd.zero_pages, std::memory_order_relaxed);
+      break;
+    case ItemKind::kRpMessage:
+      rp_messages.fetch_add(1, std::memory_order_relaxed);
+      break;
+    case ItemKind::kCommand:
+      commands.fetch_add(1, std::memory_order_relaxed);
+      break;
+    case ItemKind::kPassthrough:
+      if (note_.empty()) {
+        note_ = "counting stopped at byte offset " + std::to_string(parser.passthrough_from()) +
+                ": " + parser.passthrough_reason();
+      }
+      break;
+    default:
+      break;
   }
 }
 

@@ -336,6 +336,63 @@ TEST(PageStream, EffortChangesBetweenReadsKeepStreamsInStep) {
   }
 }
 
+// The sender parses its stream once: the encoder's counts (--stats-json's pages, commands,
+// multifd packets, role and note) equal what a StreamStats tap finds in the same bytes, on the
+// main channel (where the encoder parses), on a multifd channel (which it forwards unparsed), on
+// a main stream cut mid-record, and on a channel of fewer than 4 bytes.
+TEST(PageStream, EncoderCountsTheStreamAsATapWould) {
+  StreamWriter mf;
+  mf.multifd_init(1).multifd_packet(0, "pc.ram", {0x1000, 0x5000}, 7).multifd_packet(1, "", {}, 8);
+  std::vector<uint8_t> cut = sample_stream(5);
+  cut.resize(cut.size() / 2 + 7);
+  const std::vector<std::vector<uint8_t>> streams = {sample_stream(6), mf.bytes, cut, {0x51, 0x45}};
+  for (size_t k = 0; k < streams.size(); ++k) {
+    SCOPED_TRACE("stream " + std::to_string(k));
+    const std::vector<uint8_t>& in = streams[k];
+    PageCodecOptions opt;
+    opt.cache_bytes = 4u << 20;
+    PageStreamEncoder enc(opt);
+    StreamStats tap(false);
+    ByteQueue wire;
+    uint64_t seq = 0, frames = 0;
+    FrameWriter fw(wire, seq, frames);
+    std::mt19937 rng(static_cast<uint32_t>(k));
+    for (size_t at = 0; at < in.size();) {
+      const size_t n = std::min(in.size() - at, size_t{1} + rng() % 9000);
+      std::vector<uint8_t> chunk(in.begin() + static_cast<long>(at),
+                                 in.begin() + static_cast<long>(at + n));
+      tap.on_bytes(chunk);
+      ASSERT_TRUE(enc.encode(chunk, fw).is_ok());
+      at += n;
+    }
+    tap.on_end();
+    ASSERT_TRUE(enc.finish(fw).is_ok());
+    const StreamStats& got = enc.stream_stats();
+    EXPECT_EQ(got.zero.load(), tap.zero.load());
+    EXPECT_EQ(got.normal.load(), tap.normal.load());
+    EXPECT_EQ(got.xbzrle.load(), tap.xbzrle.load());
+    EXPECT_EQ(got.compressed.load(), tap.compressed.load());
+    EXPECT_EQ(got.commands.load(), tap.commands.load());
+    EXPECT_EQ(got.multifd_packets.load(), tap.multifd_packets.load());
+    EXPECT_EQ(got.rp_messages.load(), tap.rp_messages.load());
+    EXPECT_STREQ(got.role(), tap.role());
+    EXPECT_EQ(got.note(), tap.note());
+    if (k == 1) {
+      EXPECT_EQ(got.multifd_packets.load(), 2u);
+    }
+    if (k == 2) {
+      EXPECT_NE(got.note(), "") << "a cut stream stops counting";
+    }
+  }
+  // Not vacuous: the main stream has pages of each class the tap counts.
+  StreamStats tap(false);
+  tap.on_bytes(streams[0]);
+  tap.on_end();
+  EXPECT_GT(tap.normal.load(), 0u);
+  EXPECT_GT(tap.zero.load(), 0u);
+  EXPECT_GT(tap.xbzrle.load(), 0u);
+}
+
 TEST(PageStreamDecoder, RejectsHostileFrames) {
   PageStreamDecoder dec(1u << 20);
   ByteQueue out;
