@@ -76,8 +76,8 @@ Status write_text_file(const std::string& path, const std::string& text) {
 int finish_session(const char* command, pipeline::ChannelSet& set, const std::string& stats_path,
                    const std::string& error, bool quiet) {
   if (!stats_path.empty()) {
-    auto st =
-        write_text_file(stats_path, set.stats_json(error.empty() ? "completed" : "failed", error));
+    auto st = write_text_file(
+        stats_path, set.stats_json(error.empty() ? "completed" : "failed", error).dump() + "\n");
     if (!st) {
       std::fprintf(stderr, "%s: %s\n", command, st.message().c_str());
       if (error.empty()) return 1;

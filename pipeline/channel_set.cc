@@ -5,6 +5,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 
 namespace ferry::pipeline {
@@ -230,60 +231,60 @@ std::string ChannelSet::progress_line() const {
   return buf;
 }
 
-std::string ChannelSet::stats_json(const std::string& outcome, const std::string& error) const {
+namespace {
+
+// Keeps the precision the counters were always written with (17 digits would only hide how
+// little the last ones mean).
+double rounded(double v, int decimals) {
+  const double scale = std::pow(10.0, decimals);
+  return std::round(v * scale) / scale;
+}
+
+json::Value page_classes(const uint64_t p[4]) {
+  return json::Value::object(
+      {{"zero", p[0]}, {"normal", p[1]}, {"xbzrle", p[2]}, {"compressed", p[3]}});
+}
+
+}  // namespace
+
+json::Value ChannelSet::stats_json(const std::string& outcome, const std::string& error) const {
+  using json::Value;
   std::lock_guard lk(mu_);
-  auto esc = [](const std::string& s) {
-    std::string o;
-    for (char ch : s) {
-      if (ch == '"' || ch == '\\') {
-        o += '\\';
-        o += ch;
-      } else if (static_cast<unsigned char>(ch) < 0x20) {
-        o += ' ';
-      } else {
-        o += ch;
-      }
-    }
-    return o;
-  };
   uint64_t t[6] = {}, pages[4] = {}, rp = 0, packets = 0;
-  std::string per;
+  Value per = Value::array();
   for (const auto& c : channels_) {
     const auto& k = c->pump->counters();
+    const StreamStats& s = c->stream();
     uint64_t v[6] = {k.bytes_from_qemu.load(), k.bytes_to_qemu.load(), k.link_tx_bytes.load(),
                      k.link_rx_bytes.load(),   k.frames_tx.load(),     k.frames_rx.load()};
-    uint64_t p[4] = {c->stream().zero.load(), c->stream().normal.load(), c->stream().xbzrle.load(),
-                     c->stream().compressed.load()};
+    uint64_t p[4] = {s.zero.load(), s.normal.load(), s.xbzrle.load(), s.compressed.load()};
     for (int i = 0; i < 6; ++i) t[i] += v[i];
     for (int i = 0; i < 4; ++i) pages[i] += p[i];
     rp += c->return_path.rp_messages.load();
-    packets += c->stream().multifd_packets.load();
-    char buf[512];
-    std::snprintf(buf, sizeof buf,
-                  "%s{\"index\": %u, \"role\": \"%s\", \"bytes_from_qemu\": %llu, "
-                  "\"bytes_to_qemu\": %llu, \"link_tx_bytes\": %llu, \"link_rx_bytes\": %llu, "
-                  "\"pages\": {\"zero\": %llu, \"normal\": %llu, \"xbzrle\": %llu, "
-                  "\"compressed\": %llu}, \"note\": \"",
-                  per.empty() ? "" : ", ", c->index, c->stream().role(), (unsigned long long)v[0],
-                  (unsigned long long)v[1], (unsigned long long)v[2], (unsigned long long)v[3],
-                  (unsigned long long)p[0], (unsigned long long)p[1], (unsigned long long)p[2],
-                  (unsigned long long)p[3]);
-    per += buf + esc(c->stream().note()) + "\"}";
+    packets += s.multifd_packets.load();
+    per.push_back(Value::object({{"index", Value(unsigned{c->index})},
+                                 {"role", s.role()},
+                                 {"bytes_from_qemu", v[0]},
+                                 {"bytes_to_qemu", v[1]},
+                                 {"link_tx_bytes", v[2]},
+                                 {"link_rx_bytes", v[3]},
+                                 {"pages", page_classes(p)},
+                                 {"note", s.note()}}));
   }
-  char buf[1024];
-  std::snprintf(
-      buf, sizeof buf,
-      "{\"side\": \"%s\", \"outcome\": \"%s\", \"duration_s\": %.6f, \"channels\": %zu, "
-      "\"bytes_from_qemu\": %llu, \"bytes_to_qemu\": %llu, \"link_tx_bytes\": %llu, "
-      "\"link_rx_bytes\": %llu, \"bytes_on_link\": %llu, \"frames_tx\": %llu, "
-      "\"frames_rx\": %llu, \"pages\": {\"zero\": %llu, \"normal\": %llu, \"xbzrle\": %llu, "
-      "\"compressed\": %llu}, \"multifd_packets\": %llu, \"return_path_messages\": %llu, ",
-      role_ == dataplane::PumpRole::kSender ? "send" : "recv", outcome.c_str(), seconds(),
-      channels_.size(), (unsigned long long)t[0], (unsigned long long)t[1],
-      (unsigned long long)t[2], (unsigned long long)t[3], (unsigned long long)(t[2] + t[3]),
-      (unsigned long long)t[4], (unsigned long long)t[5], (unsigned long long)pages[0],
-      (unsigned long long)pages[1], (unsigned long long)pages[2], (unsigned long long)pages[3],
-      (unsigned long long)packets, (unsigned long long)rp);
+  Value doc = Value::object({{"side", role_ == dataplane::PumpRole::kSender ? "send" : "recv"},
+                             {"outcome", outcome},
+                             {"duration_s", rounded(seconds(), 6)},
+                             {"channels", channels_.size()},
+                             {"bytes_from_qemu", t[0]},
+                             {"bytes_to_qemu", t[1]},
+                             {"link_tx_bytes", t[2]},
+                             {"link_rx_bytes", t[3]},
+                             {"bytes_on_link", t[2] + t[3]},
+                             {"frames_tx", t[4]},
+                             {"frames_rx", t[5]},
+                             {"pages", page_classes(pages)},
+                             {"multifd_packets", packets},
+                             {"return_path_messages", rp}});
   // Page encoding (ferry send --codec): records by form over every channel.
   uint64_t form_pages[encoders::kFormCount] = {}, form_bytes[encoders::kFormCount] = {};
   uint64_t page_bytes_in = 0, wire_bytes = 0;
@@ -291,8 +292,7 @@ std::string ChannelSet::stats_json(const std::string& outcome, const std::string
   int effort = -1;
   uint64_t effort_changes = 0;
   uint64_t effort_pages[encoders::kMaxEffort + 1] = {};
-  unsigned shards = 0;
-  std::string shard_pages;
+  Value shard_pages = Value::array();
   for (const auto& c : channels_) {
     const PageStreamEncoder* enc = c->encoder;
     if (!enc) continue;
@@ -308,46 +308,40 @@ std::string ChannelSet::stats_json(const std::string& outcome, const std::string
     for (int e = 0; e <= encoders::kMaxEffort; ++e) effort_pages[e] += k.effort_pages[e].load();
     if (c->index == 0) {
       effort = k.effort.load();
-      shards = k.shards.load();
+      const unsigned shards = k.shards.load();
       for (unsigned i = 0; i < shards && i < kMaxShards; ++i) {
-        shard_pages += (i ? ", " : "") + std::to_string(k.shard_pages[i].load());
+        shard_pages.push_back(k.shard_pages[i].load());
       }
     }
   }
-  std::string enc_json;
   if (encoding) {
+    Value enc = Value::object({{"page_bytes_in", page_bytes_in}});
     uint64_t out = 0;
-    enc_json = "\"encoding\": {\"page_bytes_in\": " + std::to_string(page_bytes_in);
     for (size_t f = 0; f < encoders::kFormCount; ++f) {
-      const char* name = encoders::form_name(static_cast<encoders::Form>(f));
-      enc_json += std::string(", \"") + name + "\": {\"pages\": " + std::to_string(form_pages[f]) +
-                  ", \"bytes\": " + std::to_string(form_bytes[f]) + "}";
+      enc.set(encoders::form_name(static_cast<encoders::Form>(f)),
+              Value::object({{"pages", form_pages[f]}, {"bytes", form_bytes[f]}}));
       out += form_bytes[f];
     }
-    char ratio[64];
-    std::snprintf(ratio, sizeof ratio, "%.4f",
-                  page_bytes_in ? double(wire_bytes) / page_bytes_in : 0.0);
-    enc_json += ", \"record_bytes\": " + std::to_string(out) +
-                ", \"wire_bytes\": " + std::to_string(wire_bytes) + ", \"ratio\": " + ratio +
-                ", \"final_effort\": " + std::to_string(effort) +
-                ", \"effort_changes\": " + std::to_string(effort_changes) +
-                ", \"pages_per_effort\": [";
-    for (int e = 0; e <= encoders::kMaxEffort; ++e) {
-      enc_json += (e ? ", " : "") + std::to_string(effort_pages[e]);
-    }
-    enc_json += "], \"encode_threads\": " + std::to_string(shards) + ", \"pages_per_shard\": [" +
-                shard_pages + "]}, ";
+    Value per_effort = Value::array();
+    for (int e = 0; e <= encoders::kMaxEffort; ++e) per_effort.push_back(effort_pages[e]);
+    enc.set("record_bytes", out);
+    enc.set("wire_bytes", wire_bytes);
+    enc.set("ratio", rounded(page_bytes_in ? double(wire_bytes) / page_bytes_in : 0.0, 4));
+    enc.set("final_effort", effort);
+    enc.set("effort_changes", effort_changes);
+    enc.set("pages_per_effort", std::move(per_effort));
+    enc.set("encode_threads", shard_pages.size());
+    enc.set("pages_per_shard", std::move(shard_pages));
+    doc.set("encoding", std::move(enc));
   }
   // CPU seconds of this whole process (all channel threads, encoding included).
   rusage ru{};
   ::getrusage(RUSAGE_SELF, &ru);
-  char cpu[96];
-  std::snprintf(cpu, sizeof cpu, "\"cpu_user_s\": %.3f, \"cpu_sys_s\": %.3f, ",
-                ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6,
-                ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6);
-  std::string err = error.empty() ? "null" : "\"" + esc(error) + "\"";
-  return std::string(buf) + enc_json + cpu + "\"error\": " + err + ", \"per_channel\": [" + per +
-         "]}\n";
+  doc.set("cpu_user_s", rounded(ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6, 3));
+  doc.set("cpu_sys_s", rounded(ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6, 3));
+  doc.set("error", error.empty() ? Value() : Value(error));
+  doc.set("per_channel", std::move(per));
+  return doc;
 }
 
 }  // namespace ferry::pipeline

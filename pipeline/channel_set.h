@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/json.h"
 #include "dataplane/channel_pump.h"
 #include "dataplane/transport.h"
 #include "pipeline/page_stream.h"
@@ -73,8 +74,9 @@ class ChannelSet {
   // Page encoding effort for every encoding channel: 0..5 fixed (the policy engine decides),
   // -1 = the codec's own choice (--codec).
   void set_effort(int effort);
-  // The final counters as one JSON object (see --help of send/recv).
-  std::string stats_json(const std::string& outcome, const std::string& error) const;
+  // The final counters as one JSON object (--stats-json; see --help of send/recv). outcome:
+  // "completed" or "failed"; error: the first error, or "" (written as null).
+  json::Value stats_json(const std::string& outcome, const std::string& error) const;
   double seconds() const;
 
  private:
