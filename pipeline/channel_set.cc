@@ -5,7 +5,6 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include <cmath>
 #include <cstdio>
 
 namespace ferry::pipeline {
@@ -233,13 +232,6 @@ std::string ChannelSet::progress_line() const {
 
 namespace {
 
-// Keeps the precision the counters were always written with (17 digits would only hide how
-// little the last ones mean).
-double rounded(double v, int decimals) {
-  const double scale = std::pow(10.0, decimals);
-  return std::round(v * scale) / scale;
-}
-
 json::Value page_classes(const uint64_t p[4]) {
   return json::Value::object(
       {{"zero", p[0]}, {"normal", p[1]}, {"xbzrle", p[2]}, {"compressed", p[3]}});
@@ -273,7 +265,7 @@ json::Value ChannelSet::stats_json(const std::string& outcome, const std::string
   }
   Value doc = Value::object({{"side", role_ == dataplane::PumpRole::kSender ? "send" : "recv"},
                              {"outcome", outcome},
-                             {"duration_s", rounded(seconds(), 6)},
+                             {"duration_s", json::rounded(seconds(), 6)},
                              {"channels", channels_.size()},
                              {"bytes_from_qemu", t[0]},
                              {"bytes_to_qemu", t[1]},
@@ -326,7 +318,7 @@ json::Value ChannelSet::stats_json(const std::string& outcome, const std::string
     for (int e = 0; e <= encoders::kMaxEffort; ++e) per_effort.push_back(effort_pages[e]);
     enc.set("record_bytes", out);
     enc.set("wire_bytes", wire_bytes);
-    enc.set("ratio", rounded(page_bytes_in ? double(wire_bytes) / page_bytes_in : 0.0, 4));
+    enc.set("ratio", json::rounded(page_bytes_in ? double(wire_bytes) / page_bytes_in : 0.0, 4));
     enc.set("final_effort", effort);
     enc.set("effort_changes", effort_changes);
     enc.set("pages_per_effort", std::move(per_effort));
@@ -337,8 +329,8 @@ json::Value ChannelSet::stats_json(const std::string& outcome, const std::string
   // CPU seconds of this whole process (all channel threads, encoding included).
   rusage ru{};
   ::getrusage(RUSAGE_SELF, &ru);
-  doc.set("cpu_user_s", rounded(ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6, 3));
-  doc.set("cpu_sys_s", rounded(ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6, 3));
+  doc.set("cpu_user_s", json::rounded(ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6, 3));
+  doc.set("cpu_sys_s", json::rounded(ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6, 3));
   doc.set("error", error.empty() ? Value() : Value(error));
   doc.set("per_channel", std::move(per));
   return doc;
