@@ -91,6 +91,12 @@ int finish_session(const char* command, pipeline::ChannelSet& set, const std::st
   return 0;
 }
 
+std::function<void()> progress_tick(const pipeline::ChannelSet& set) {
+  return [&set] {
+    if (set.size()) std::fprintf(stderr, "\r%s", set.progress_line().c_str());
+  };
+}
+
 std::string transport_names() {
   std::string s;
   for (const auto& t : dataplane::transports()) {

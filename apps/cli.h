@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdio>
+#include <functional>
 #include <string>
 
 #include "common/status.h"
@@ -55,6 +56,10 @@ std::string transport_names();
 
 // The end of ferry send / ferry recv: writes --stats-json (if a path is given), prints the
 // one-line result, returns the exit status (0 when error is empty).
+// A progress line on stderr, redrawn in place, for a session's wait() tick (nothing until the
+// first channel runs).
+std::function<void()> progress_tick(const pipeline::ChannelSet& set);
+
 int finish_session(const char* command, pipeline::ChannelSet& set, const std::string& stats_path,
                    const std::string& error, bool quiet);
 

@@ -204,7 +204,6 @@ int run_migrate(int argc, char** argv) {
   }
 
   // 2. The ferry path, then the migration.
-  a.send.progress = false;
   SendSession session(a.send);
   if (auto st = session.listen(a.sock); !st) return fail(st.message());
   session.start();

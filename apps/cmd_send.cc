@@ -116,7 +116,7 @@ int run_send(int argc, char** argv) {
     std::fprintf(stderr, "ferry send: --peer: %s\n", st.message().c_str());
     return 2;
   }
-  a.session.progress = !a.quiet && ::isatty(2) && !a.stdio;
+  const bool progress = !a.quiet && ::isatty(2) && !a.stdio;
 
   if (a.stdio) {
     // QEMU ends an exec: migration by SIGTERM then SIGKILL to its child 10 ms after the
@@ -145,7 +145,9 @@ int run_send(int argc, char** argv) {
     }
     session.start();
   }
-  return finish_session("ferry send", session.channels(), a.stats_path, session.wait(), a.quiet);
+  std::string error = session.wait(progress ? progress_tick(session.channels()) : nullptr);
+  if (progress) std::fprintf(stderr, "\n");
+  return finish_session("ferry send", session.channels(), a.stats_path, error, a.quiet);
 }
 
 }  // namespace ferry::apps

@@ -5,7 +5,6 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include <cstdio>
 #include <cstring>
 #include <random>
 
@@ -92,7 +91,7 @@ void SendSession::accept_loop() {
   uint16_t next_index = 0;
   while (error.empty() && !set_.main_done() && !set_.failed()) {
     pollfd fds[3] = {{listen_fd_, POLLIN, 0}, {set_.wake_fd(), POLLIN, 0}, {stop_fd_, POLLIN, 0}};
-    int r = ::poll(fds, 3, opt_.progress ? 1000 : -1);
+    int r = ::poll(fds, 3, -1);
     if (r < 0 && errno != EINTR) error = std::string("poll: ") + std::strerror(errno);
     if (fds[2].revents & POLLIN) break;
     if (fds[1].revents & POLLIN) set_.reap();
@@ -107,37 +106,36 @@ void SendSession::accept_loop() {
       }
       set_.start(next_index++, {*q, *q}, /*own_fds=*/true, std::move(*link), make_codec());
     }
-    if (opt_.progress && set_.size()) {
-      std::fprintf(stderr, "\r%s", set_.progress_line().c_str());
-    }
   }
   // No more connections: QEMU trying one now gets "connection refused".
   ::close(listen_fd_);
   ::unlink(unix_path_.c_str());
   listen_fd_ = -1;
-  if (opt_.progress) std::fprintf(stderr, "\n");
   if (!error.empty() || set_.failed()) set_.abort_all();
   set_.join_all();
   error_ = error;
-  done_.store(true);
+  done_.set();
 }
 
 Status SendSession::start_stdio() {
   auto link = open_link(0);
   if (!link) {
     error_ = link.status().message();
-    done_.store(true);
+    done_.set();
     return link.status();
   }
   set_.start(0, {0, 1}, /*own_fds=*/false, std::move(*link), make_codec());
   acceptor_ = std::thread([this] {
     set_.join_all();
-    done_.store(true);
+    done_.set();
   });
   return Status::ok();
 }
 
-std::string SendSession::wait() {
+std::string SendSession::wait(const std::function<void()>& tick) {
+  if (tick) {
+    while (!done_.wait_for(std::chrono::seconds(1))) tick();
+  }
   if (acceptor_.joinable()) acceptor_.join();
   set_.join_all();
   if (error_.empty() && set_.failed()) return set_.first_error();
