@@ -133,7 +133,7 @@ Status SendSession::start_stdio() {
 }
 
 std::string SendSession::wait(const std::function<void()>& tick) {
-  if (tick) {
+  if (tick && acceptor_.joinable()) {
     while (!done_.wait_for(std::chrono::seconds(1))) tick();
   }
   if (acceptor_.joinable()) acceptor_.join();
