@@ -91,7 +91,7 @@ void RecvSession::accept_loop() {
 
     auto t = listener_->accept(0);
     if (!t) continue;
-    auto hs = read_handshake(**t);
+    auto hs = read_handshake(**t);  // HANDSHAKE call site (receiver): see above
     std::string why;
     if (!hs) {
       why = hs.status().message();
@@ -122,7 +122,7 @@ void RecvSession::accept_loop() {
                 q.status().message() + " (is it running with -incoming " + qemu_spec_ + "?)";
         break;
       }
-      const uint8_t yes = dataplane::kAccept;
+      const uint8_t yes = dataplane::kAccept;  // HANDSHAKE (receiver): the accept byte
       if (auto st = it->second.link->send_all({&yes, 1}, kHandshakeTimeoutMs); !st) {
         ::close(*q);
         error = "channel " + std::to_string(next_channel) + ": handshake: " + st.message();

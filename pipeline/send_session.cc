@@ -15,6 +15,9 @@
 namespace ferry::pipeline {
 namespace {
 
+// HANDSHAKE, sender side (one of two places; the receiver's is in recv_session.cc, with a
+// 10 s timeout): the handshake part of open_link() is to be replaced by
+// dataplane/handshake.{h,cc}. Kept as it was until then.
 constexpr int kHandshakeTimeoutMs = 30000;
 
 }  // namespace
@@ -44,6 +47,7 @@ std::unique_ptr<PageStreamEncoder> SendSession::make_codec() const {
 }
 
 // Opens channel `index` to ferry recv: connect, handshake, wait for the accept byte.
+// HANDSHAKE call site (sender): see kHandshakeTimeoutMs above.
 Result<std::unique_ptr<dataplane::Transport>> SendSession::open_link(uint16_t index) {
   auto link = dataplane::connect_transport(opt_.peer, opt_.connect_timeout_ms);
   if (!link) {
