@@ -87,13 +87,27 @@ int finish_session(const char* command, pipeline::ChannelSet& set, const std::st
     std::fprintf(stderr, "%s: %s\n", command, error.c_str());
     return 1;
   }
-  if (!quiet) std::fprintf(stderr, "%s: done: %s\n", command, set.progress_line().c_str());
+  if (!quiet) std::fprintf(stderr, "%s: done: %s\n", command, progress_line(set).c_str());
   return 0;
+}
+
+std::string progress_line(const pipeline::ChannelSet& set) {
+  const pipeline::SetCounters c = set.counters();
+  const double s = c.seconds;
+  const uint64_t stream = c.sender ? c.bytes_from_qemu : c.bytes_to_qemu;
+  const uint64_t link = c.link_tx_bytes + c.link_rx_bytes;
+  char buf[200];
+  std::snprintf(buf, sizeof buf,
+                "%6.1f s  %zu channel%s  stream %.1f MB  link %.1f MB (%.1f MB/s)  %llu pages", s,
+                c.channels, c.channels == 1 ? "" : "s", stream / 1e6, link / 1e6,
+                s > 0 ? link / 1e6 / s : 0.0,
+                static_cast<unsigned long long>(c.pages_normal + c.pages_zero));
+  return buf;
 }
 
 std::function<void()> progress_tick(const pipeline::ChannelSet& set) {
   return [&set] {
-    if (set.size()) std::fprintf(stderr, "\r%s", set.progress_line().c_str());
+    if (set.size()) std::fprintf(stderr, "\r%s", progress_line(set).c_str());
   };
 }
 

@@ -56,6 +56,8 @@ std::string transport_names();
 
 // The end of ferry send / ferry recv: writes --stats-json (if a path is given), prints the
 // one-line result, returns the exit status (0 when error is empty).
+// One line for a terminal: time, channels, stream and link bytes, link rate, pages.
+std::string progress_line(const pipeline::ChannelSet& set);
 // A progress line on stderr, redrawn in place, for a session's wait() tick (nothing until the
 // first channel runs).
 std::function<void()> progress_tick(const pipeline::ChannelSet& set);

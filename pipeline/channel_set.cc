@@ -5,8 +5,6 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include <cstdio>
-
 namespace ferry::pipeline {
 
 struct ChannelSet::Channel {
@@ -184,6 +182,7 @@ void ChannelSet::set_effort(int effort) {
 SetCounters ChannelSet::counters() const {
   std::lock_guard lk(mu_);
   SetCounters t;
+  t.sender = role_ == dataplane::PumpRole::kSender;
   t.seconds = seconds();
   t.channels = channels_.size();
   for (const auto& c : channels_) {
@@ -206,28 +205,6 @@ SetCounters ChannelSet::counters() const {
 
 double ChannelSet::seconds() const {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
-}
-
-std::string ChannelSet::progress_line() const {
-  std::lock_guard lk(mu_);
-  uint64_t from_qemu = 0, to_qemu = 0, link = 0, pages = 0;
-  for (const auto& c : channels_) {
-    const auto& k = c->pump->counters();
-    from_qemu += k.bytes_from_qemu.load(std::memory_order_relaxed);
-    to_qemu += k.bytes_to_qemu.load(std::memory_order_relaxed);
-    link += k.link_tx_bytes.load(std::memory_order_relaxed) +
-            k.link_rx_bytes.load(std::memory_order_relaxed);
-    pages += c->stream().normal.load(std::memory_order_relaxed) +
-             c->stream().zero.load(std::memory_order_relaxed);
-  }
-  const double s = seconds();
-  const uint64_t stream = role_ == dataplane::PumpRole::kSender ? from_qemu : to_qemu;
-  char buf[200];
-  std::snprintf(buf, sizeof buf,
-                "%6.1f s  %zu channel%s  stream %.1f MB  link %.1f MB (%.1f MB/s)  %llu pages", s,
-                channels_.size(), channels_.size() == 1 ? "" : "s", stream / 1e6, link / 1e6,
-                s > 0 ? link / 1e6 / s : 0.0, static_cast<unsigned long long>(pages));
-  return buf;
 }
 
 namespace {

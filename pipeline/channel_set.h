@@ -23,6 +23,7 @@ namespace ferry::pipeline {
 
 // Totals over every channel, for progress and the policy engine.
 struct SetCounters {
+  bool sender = true;  // which side: the QEMU stream is bytes_from_qemu, else bytes_to_qemu
   double seconds = 0;
   size_t channels = 0;
   uint64_t bytes_from_qemu = 0, bytes_to_qemu = 0;
@@ -68,8 +69,6 @@ class ChannelSet {
   void abort_all();
   void join_all();
 
-  // One line for a terminal: bytes, rate, channels.
-  std::string progress_line() const;
   SetCounters counters() const;
   // Page encoding effort for every encoding channel: 0..5 fixed (the policy engine decides),
   // -1 = the codec's own choice (--codec).

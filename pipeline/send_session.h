@@ -6,7 +6,7 @@
 // ferry recv per connection, in order, until the main channel ended. stdio mode: the stream on
 // fds 0/1 (one channel). wait() returns when every channel ended.
 // It prints nothing: errors come back as one sentence from wait(), progress is for the caller
-// to show (wait()'s tick, channels().progress_line()).
+// to show (wait()'s tick, channels().counters()).
 #pragma once
 
 #include <functional>
