@@ -90,6 +90,9 @@ struct PageCodecCounters {
 
 inline constexpr unsigned kMaxShards = 64;  // the shard fits PAGES flags bits 1..7
 
+// The sender's codec of one channel: QEMU bytes in, OPAQUE/CODEC/PAGES frames out. Owned by
+// the channel (ChannelSet); encode() and finish() run on its pump's thread only. counters(),
+// stream_stats()'s counters and set_effort() may be used from any thread.
 class PageStreamEncoder final : public dataplane::StreamCodec {
  public:
   explicit PageStreamEncoder(const PageCodecOptions& options);
@@ -177,6 +180,8 @@ class PageStreamEncoder final : public dataplane::StreamCodec {
   StreamStats stats_{/*return_path=*/false};
 };
 
+// The receiver's codec of one channel: frames in, a byte-valid QEMU stream out. Owned by the
+// channel; decode() runs on its pump's thread only, pages_rebuilt() from any thread.
 class PageStreamDecoder final : public dataplane::StreamCodec {
  public:
   // max_cache_bytes: the largest page cache a sender may ask for (it is allocated here).
