@@ -1,7 +1,7 @@
 // dataplane/stream_codec.h — the hook through which a channel's bytes become frames other
-// than OPAQUE and back. The dataplane does not parse QEMU bytes (DESIGN.md §2): apps/ plugs
-// in a StreamCodec built from qemu-channel (parser, rebuilder) and encoders; without one the
-// pump forwards QEMU's bytes as OPAQUE frames, copy-free.
+// than OPAQUE and back. The dataplane does not parse QEMU bytes (DESIGN.md §2): pipeline/
+// (page_stream.h) plugs in a StreamCodec built from qemu-channel (parser, rebuilder) and
+// encoders; without one the pump forwards QEMU's bytes as OPAQUE frames, copy-free.
 #pragma once
 
 #include <cstddef>

@@ -1,6 +1,12 @@
-// apps/stream_stats.h — a StreamTap (dataplane/channel_pump.h) that runs the QEMU stream
-// parser over the bytes a ferry forwards, to count pages by class and return-path messages
-// for --stats-json and progress. Counting only: the bytes are forwarded whatever it finds.
+// pipeline/stream_stats.h — counts of one direction of a QEMU channel (pages by class,
+// commands, multifd packets, return-path messages) for --stats-json, progress and the policy.
+// Counting only: the bytes are forwarded whatever it finds.
+//
+// Two ways to feed it, so that each byte is parsed once:
+//   - as a StreamTap (dataplane/channel_pump.h) it runs its own stream parser over the bytes
+//     the pump forwards (opaque channels, the return path, the receiver's rebuilt stream);
+//   - fed by a parser that already runs over the same bytes: PageStreamEncoder on the
+//     sender's main channel hands over every item it parses (adopt(), count(), stop()).
 #pragma once
 
 #include <atomic>
@@ -11,7 +17,7 @@
 #include "dataplane/channel_pump.h"
 #include "qemu-channel/stream_parser.h"
 
-namespace ferry::apps {
+namespace ferry::pipeline {
 
 class StreamStats final : public dataplane::StreamTap {
  public:
@@ -19,8 +25,16 @@ class StreamStats final : public dataplane::StreamTap {
   // multifd, preempt) is guessed from the first bytes.
   explicit StreamStats(bool return_path);
 
+  // Tap: parses the bytes itself. Pump thread.
   void on_bytes(std::span<const uint8_t> bytes) noexcept override;
   void on_end() noexcept override;
+
+  // Fed by someone else's parser, on the thread that runs it, instead of on_bytes/on_end:
+  // adopt() once the role is known, then count() for every item in stream order, and stop()
+  // when that parser gives up early (note: where and why, as in --stats-json).
+  void adopt(qemu::ChannelRole role);
+  void count(const qemu::Item& it, const qemu::StreamParser& parser) noexcept;
+  void stop(std::string note);
 
   // Safe to read from any thread while the pump runs.
   std::atomic<uint64_t> zero{0}, normal{0}, xbzrle{0}, compressed{0};
@@ -44,4 +58,4 @@ class StreamStats final : public dataplane::StreamTap {
   std::string note_;
 };
 
-}  // namespace ferry::apps
+}  // namespace ferry::pipeline

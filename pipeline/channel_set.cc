@@ -1,13 +1,11 @@
-// apps/channel_set.cc — see channel_set.h.
-#include "apps/channel_set.h"
+// pipeline/channel_set.cc — see channel_set.h.
+#include "pipeline/channel_set.h"
 
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include <cstdio>
-
-namespace ferry::apps {
+namespace ferry::pipeline {
 
 struct ChannelSet::Channel {
   uint16_t index = 0;
@@ -15,10 +13,13 @@ struct ChannelSet::Channel {
   bool own_fds = false;
   std::unique_ptr<dataplane::Transport> link;
   std::unique_ptr<dataplane::StreamCodec> codec;
+  PageStreamEncoder* encoder = nullptr;  // codec, when this side encodes pages
   // The QEMU migration stream (counted by class) and the return path, whichever way each
-  // flows on this side.
-  StreamStats stream{false};
+  // flows on this side. An encoder counts the stream from its own parse; without one the
+  // tap parses it.
+  StreamStats tap{false};
   StreamStats return_path{true};
+  const StreamStats& stream() const { return encoder ? encoder->stream_stats() : tap; }
   std::unique_ptr<dataplane::ChannelPump> pump;
   std::thread thread;
   std::atomic<bool> finished{false};
@@ -56,20 +57,39 @@ ChannelSet::~ChannelSet() {
 
 void ChannelSet::start(uint16_t index, dataplane::QemuEnd qemu, bool own_fds,
                        std::unique_ptr<dataplane::Transport> link,
-                       std::unique_ptr<dataplane::StreamCodec> codec) {
+                       std::unique_ptr<PageStreamEncoder> encoder) {
   auto ch = std::make_unique<Channel>();
   ch->index = index;
   ch->qemu = qemu;
   ch->own_fds = own_fds;
   ch->link = std::move(link);
-  ch->codec = std::move(codec);
+  ch->encoder = encoder.get();
+  ch->codec = std::move(encoder);
+  start_channel(std::move(ch));
+}
+
+void ChannelSet::start(uint16_t index, dataplane::QemuEnd qemu, bool own_fds,
+                       std::unique_ptr<dataplane::Transport> link,
+                       std::unique_ptr<PageStreamDecoder> decoder) {
+  auto ch = std::make_unique<Channel>();
+  ch->index = index;
+  ch->qemu = qemu;
+  ch->own_fds = own_fds;
+  ch->link = std::move(link);
+  ch->codec = std::move(decoder);
+  start_channel(std::move(ch));
+}
+
+void ChannelSet::start_channel(std::unique_ptr<Channel> ch) {
   const bool sender = role_ == dataplane::PumpRole::kSender;
+  // The stream is parsed once: by the encoder when there is one, else by the tap.
+  dataplane::StreamTap* stream_tap = ch->encoder ? nullptr : &ch->tap;
   dataplane::PumpOptions opt;
-  opt.tap_from_qemu = sender ? static_cast<dataplane::StreamTap*>(&ch->stream) : &ch->return_path;
-  opt.tap_to_qemu = sender ? static_cast<dataplane::StreamTap*>(&ch->return_path) : &ch->stream;
+  opt.tap_from_qemu = sender ? stream_tap : &ch->return_path;
+  opt.tap_to_qemu = sender ? &ch->return_path : stream_tap;
   opt.abort_fd = abort_fd_;
   opt.codec = ch->codec.get();
-  ch->pump = std::make_unique<dataplane::ChannelPump>(role_, qemu, *ch->link, opt);
+  ch->pump = std::make_unique<dataplane::ChannelPump>(role_, ch->qemu, *ch->link, opt);
   Channel* c = ch.get();
   int wake = wake_fd_;
   std::lock_guard lk(mu_);
@@ -155,13 +175,14 @@ void ChannelSet::join_all_locked() {
 void ChannelSet::set_effort(int effort) {
   std::lock_guard lk(mu_);
   for (auto& c : channels_) {
-    if (auto* enc = dynamic_cast<PageStreamEncoder*>(c->codec.get())) enc->set_effort(effort);
+    if (c->encoder) c->encoder->set_effort(effort);
   }
 }
 
 SetCounters ChannelSet::counters() const {
   std::lock_guard lk(mu_);
   SetCounters t;
+  t.sender = role_ == dataplane::PumpRole::kSender;
   t.seconds = seconds();
   t.channels = channels_.size();
   for (const auto& c : channels_) {
@@ -171,9 +192,9 @@ SetCounters ChannelSet::counters() const {
     t.link_tx_bytes += k.link_tx_bytes.load(std::memory_order_relaxed);
     t.link_rx_bytes += k.link_rx_bytes.load(std::memory_order_relaxed);
     t.link_backlog_bytes += k.link_backlog_bytes.load(std::memory_order_relaxed);
-    t.pages_normal += c->stream.normal.load(std::memory_order_relaxed);
-    t.pages_zero += c->stream.zero.load(std::memory_order_relaxed);
-    if (const auto* enc = dynamic_cast<const PageStreamEncoder*>(c->codec.get())) {
+    t.pages_normal += c->stream().normal.load(std::memory_order_relaxed);
+    t.pages_zero += c->stream().zero.load(std::memory_order_relaxed);
+    if (const PageStreamEncoder* enc = c->encoder) {
       t.page_bytes_in += enc->counters().page_bytes_in.load(std::memory_order_relaxed);
       t.page_wire_bytes += enc->counters().wire_bytes.load(std::memory_order_relaxed);
       if (c->index == 0) t.effort = enc->counters().effort.load(std::memory_order_relaxed);
@@ -186,82 +207,53 @@ double ChannelSet::seconds() const {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
 }
 
-std::string ChannelSet::progress_line() const {
-  std::lock_guard lk(mu_);
-  uint64_t from_qemu = 0, to_qemu = 0, link = 0, pages = 0;
-  for (const auto& c : channels_) {
-    const auto& k = c->pump->counters();
-    from_qemu += k.bytes_from_qemu.load(std::memory_order_relaxed);
-    to_qemu += k.bytes_to_qemu.load(std::memory_order_relaxed);
-    link += k.link_tx_bytes.load(std::memory_order_relaxed) +
-            k.link_rx_bytes.load(std::memory_order_relaxed);
-    pages += c->stream.normal.load(std::memory_order_relaxed) +
-             c->stream.zero.load(std::memory_order_relaxed);
-  }
-  const double s = seconds();
-  const uint64_t stream = role_ == dataplane::PumpRole::kSender ? from_qemu : to_qemu;
-  char buf[200];
-  std::snprintf(buf, sizeof buf,
-                "%6.1f s  %zu channel%s  stream %.1f MB  link %.1f MB (%.1f MB/s)  %llu pages",
-                s, channels_.size(), channels_.size() == 1 ? "" : "s", stream / 1e6, link / 1e6,
-                s > 0 ? link / 1e6 / s : 0.0, static_cast<unsigned long long>(pages));
-  return buf;
+namespace {
+
+json::Value page_classes(const uint64_t p[4]) {
+  return json::Value::object(
+      {{"zero", p[0]}, {"normal", p[1]}, {"xbzrle", p[2]}, {"compressed", p[3]}});
 }
 
-std::string ChannelSet::stats_json(const std::string& outcome, const std::string& error) const {
+}  // namespace
+
+json::Value ChannelSet::stats_json(const std::string& outcome, const std::string& error) const {
+  using json::Value;
   std::lock_guard lk(mu_);
-  auto esc = [](const std::string& s) {
-    std::string o;
-    for (char ch : s) {
-      if (ch == '"' || ch == '\\') {
-        o += '\\';
-        o += ch;
-      } else if (static_cast<unsigned char>(ch) < 0x20) {
-        o += ' ';
-      } else {
-        o += ch;
-      }
-    }
-    return o;
-  };
   uint64_t t[6] = {}, pages[4] = {}, rp = 0, packets = 0;
-  std::string per;
+  Value per = Value::array();
   for (const auto& c : channels_) {
     const auto& k = c->pump->counters();
+    const StreamStats& s = c->stream();
     uint64_t v[6] = {k.bytes_from_qemu.load(), k.bytes_to_qemu.load(), k.link_tx_bytes.load(),
-                     k.link_rx_bytes.load(), k.frames_tx.load(), k.frames_rx.load()};
-    uint64_t p[4] = {c->stream.zero.load(), c->stream.normal.load(), c->stream.xbzrle.load(),
-                     c->stream.compressed.load()};
+                     k.link_rx_bytes.load(),   k.frames_tx.load(),     k.frames_rx.load()};
+    uint64_t p[4] = {s.zero.load(), s.normal.load(), s.xbzrle.load(), s.compressed.load()};
     for (int i = 0; i < 6; ++i) t[i] += v[i];
     for (int i = 0; i < 4; ++i) pages[i] += p[i];
     rp += c->return_path.rp_messages.load();
-    packets += c->stream.multifd_packets.load();
-    char buf[512];
-    std::snprintf(buf, sizeof buf,
-                  "%s{\"index\": %u, \"role\": \"%s\", \"bytes_from_qemu\": %llu, "
-                  "\"bytes_to_qemu\": %llu, \"link_tx_bytes\": %llu, \"link_rx_bytes\": %llu, "
-                  "\"pages\": {\"zero\": %llu, \"normal\": %llu, \"xbzrle\": %llu, "
-                  "\"compressed\": %llu}, \"note\": \"",
-                  per.empty() ? "" : ", ", c->index, c->stream.role(),
-                  (unsigned long long)v[0], (unsigned long long)v[1], (unsigned long long)v[2],
-                  (unsigned long long)v[3], (unsigned long long)p[0], (unsigned long long)p[1],
-                  (unsigned long long)p[2], (unsigned long long)p[3]);
-    per += buf + esc(c->stream.note()) + "\"}";
+    packets += s.multifd_packets.load();
+    per.push_back(Value::object({{"index", Value(unsigned{c->index})},
+                                 {"role", s.role()},
+                                 {"bytes_from_qemu", v[0]},
+                                 {"bytes_to_qemu", v[1]},
+                                 {"link_tx_bytes", v[2]},
+                                 {"link_rx_bytes", v[3]},
+                                 {"pages", page_classes(p)},
+                                 {"note", s.note()}}));
   }
-  char buf[1024];
-  std::snprintf(
-      buf, sizeof buf,
-      "{\"side\": \"%s\", \"outcome\": \"%s\", \"duration_s\": %.6f, \"channels\": %zu, "
-      "\"bytes_from_qemu\": %llu, \"bytes_to_qemu\": %llu, \"link_tx_bytes\": %llu, "
-      "\"link_rx_bytes\": %llu, \"bytes_on_link\": %llu, \"frames_tx\": %llu, "
-      "\"frames_rx\": %llu, \"pages\": {\"zero\": %llu, \"normal\": %llu, \"xbzrle\": %llu, "
-      "\"compressed\": %llu}, \"multifd_packets\": %llu, \"return_path_messages\": %llu, ",
-      role_ == dataplane::PumpRole::kSender ? "send" : "recv", outcome.c_str(), seconds(),
-      channels_.size(), (unsigned long long)t[0], (unsigned long long)t[1],
-      (unsigned long long)t[2], (unsigned long long)t[3], (unsigned long long)(t[2] + t[3]),
-      (unsigned long long)t[4], (unsigned long long)t[5], (unsigned long long)pages[0],
-      (unsigned long long)pages[1], (unsigned long long)pages[2], (unsigned long long)pages[3],
-      (unsigned long long)packets, (unsigned long long)rp);
+  Value doc = Value::object({{"side", role_ == dataplane::PumpRole::kSender ? "send" : "recv"},
+                             {"outcome", outcome},
+                             {"duration_s", json::rounded(seconds(), 6)},
+                             {"channels", channels_.size()},
+                             {"bytes_from_qemu", t[0]},
+                             {"bytes_to_qemu", t[1]},
+                             {"link_tx_bytes", t[2]},
+                             {"link_rx_bytes", t[3]},
+                             {"bytes_on_link", t[2] + t[3]},
+                             {"frames_tx", t[4]},
+                             {"frames_rx", t[5]},
+                             {"pages", page_classes(pages)},
+                             {"multifd_packets", packets},
+                             {"return_path_messages", rp}});
   // Page encoding (ferry send --codec): records by form over every channel.
   uint64_t form_pages[encoders::kFormCount] = {}, form_bytes[encoders::kFormCount] = {};
   uint64_t page_bytes_in = 0, wire_bytes = 0;
@@ -269,10 +261,9 @@ std::string ChannelSet::stats_json(const std::string& outcome, const std::string
   int effort = -1;
   uint64_t effort_changes = 0;
   uint64_t effort_pages[encoders::kMaxEffort + 1] = {};
-  unsigned shards = 0;
-  std::string shard_pages;
+  Value shard_pages = Value::array();
   for (const auto& c : channels_) {
-    const auto* enc = dynamic_cast<const PageStreamEncoder*>(c->codec.get());
+    const PageStreamEncoder* enc = c->encoder;
     if (!enc) continue;
     encoding = true;
     const auto& k = enc->counters();
@@ -286,46 +277,40 @@ std::string ChannelSet::stats_json(const std::string& outcome, const std::string
     for (int e = 0; e <= encoders::kMaxEffort; ++e) effort_pages[e] += k.effort_pages[e].load();
     if (c->index == 0) {
       effort = k.effort.load();
-      shards = k.shards.load();
+      const unsigned shards = k.shards.load();
       for (unsigned i = 0; i < shards && i < kMaxShards; ++i) {
-        shard_pages += (i ? ", " : "") + std::to_string(k.shard_pages[i].load());
+        shard_pages.push_back(k.shard_pages[i].load());
       }
     }
   }
-  std::string enc_json;
   if (encoding) {
+    Value enc = Value::object({{"page_bytes_in", page_bytes_in}});
     uint64_t out = 0;
-    enc_json = "\"encoding\": {\"page_bytes_in\": " + std::to_string(page_bytes_in);
     for (size_t f = 0; f < encoders::kFormCount; ++f) {
-      const char* name = encoders::form_name(static_cast<encoders::Form>(f));
-      enc_json += std::string(", \"") + name + "\": {\"pages\": " +
-                  std::to_string(form_pages[f]) + ", \"bytes\": " +
-                  std::to_string(form_bytes[f]) + "}";
+      enc.set(encoders::form_name(static_cast<encoders::Form>(f)),
+              Value::object({{"pages", form_pages[f]}, {"bytes", form_bytes[f]}}));
       out += form_bytes[f];
     }
-    char ratio[64];
-    std::snprintf(ratio, sizeof ratio, "%.4f",
-                  page_bytes_in ? double(wire_bytes) / page_bytes_in : 0.0);
-    enc_json += ", \"record_bytes\": " + std::to_string(out) +
-                ", \"wire_bytes\": " + std::to_string(wire_bytes) + ", \"ratio\": " + ratio +
-                ", \"final_effort\": " + std::to_string(effort) +
-                ", \"effort_changes\": " + std::to_string(effort_changes) +
-                ", \"pages_per_effort\": [";
-    for (int e = 0; e <= encoders::kMaxEffort; ++e) {
-      enc_json += (e ? ", " : "") + std::to_string(effort_pages[e]);
-    }
-    enc_json += "], \"encode_threads\": " + std::to_string(shards) +
-                ", \"pages_per_shard\": [" + shard_pages + "]}, ";
+    Value per_effort = Value::array();
+    for (int e = 0; e <= encoders::kMaxEffort; ++e) per_effort.push_back(effort_pages[e]);
+    enc.set("record_bytes", out);
+    enc.set("wire_bytes", wire_bytes);
+    enc.set("ratio", json::rounded(page_bytes_in ? double(wire_bytes) / page_bytes_in : 0.0, 4));
+    enc.set("final_effort", effort);
+    enc.set("effort_changes", effort_changes);
+    enc.set("pages_per_effort", std::move(per_effort));
+    enc.set("encode_threads", shard_pages.size());
+    enc.set("pages_per_shard", std::move(shard_pages));
+    doc.set("encoding", std::move(enc));
   }
   // CPU seconds of this whole process (all channel threads, encoding included).
   rusage ru{};
   ::getrusage(RUSAGE_SELF, &ru);
-  char cpu[96];
-  std::snprintf(cpu, sizeof cpu, "\"cpu_user_s\": %.3f, \"cpu_sys_s\": %.3f, ",
-                ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6,
-                ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6);
-  std::string err = error.empty() ? "null" : "\"" + esc(error) + "\"";
-  return std::string(buf) + enc_json + cpu + "\"error\": " + err + ", \"per_channel\": [" + per + "]}\n";
+  doc.set("cpu_user_s", json::rounded(ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6, 3));
+  doc.set("cpu_sys_s", json::rounded(ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6, 3));
+  doc.set("error", error.empty() ? Value() : Value(error));
+  doc.set("per_channel", std::move(per));
+  return doc;
 }
 
-}  // namespace ferry::apps
+}  // namespace ferry::pipeline
