@@ -17,8 +17,9 @@ PACKAGES=(
   # guest rig and integration tests
   qemu-system-x86 qemu-utils busybox-static cpio gzip xz-utils iproute2 python3 util-linux
   gcc libc6-dev binutils dpkg
-  # benchmark matrix (scripts/bench.sh): the apps guest and the plots
-  debootstrap python3-matplotlib
+  # benchmark matrix (scripts/bench.sh): the apps guest and the plots; the loopback
+  # throughput benchmark's plain copy and sink (scripts/bench/throughput.py)
+  debootstrap python3-matplotlib socat
 )
 
 need_install=()
