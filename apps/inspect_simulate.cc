@@ -43,7 +43,7 @@ Result run_level(const std::vector<uint8_t>& in, const Level& level, size_t cach
   Result r;
   ByteQueue q;
   uint64_t seq = 0, frames = 0;
-  dataplane::FrameWriter w(q, seq, frames);
+  pipeline::FrameWriter w(q, seq, frames);
   const auto t0 = std::chrono::steady_clock::now();
   constexpr size_t kChunk = 256u << 10;  // what the pump reads from QEMU at most
   if (level.effort < 0) {

@@ -9,10 +9,10 @@ namespace ferry::pipeline {
 
 struct ChannelSet::Channel {
   uint16_t index = 0;
-  dataplane::QemuEnd qemu;
+  QemuEnd qemu;
   bool own_fds = false;
   std::unique_ptr<dataplane::Transport> link;
-  std::unique_ptr<dataplane::StreamCodec> codec;
+  std::unique_ptr<StreamCodec> codec;
   PageStreamEncoder* encoder = nullptr;  // codec, when this side encodes pages
   // The QEMU migration stream (counted by class) and the return path, whichever way each
   // flows on this side. An encoder counts the stream from its own parse; without one the
@@ -20,7 +20,7 @@ struct ChannelSet::Channel {
   StreamStats tap{false};
   StreamStats return_path{true};
   const StreamStats& stream() const { return encoder ? encoder->stream_stats() : tap; }
-  std::unique_ptr<dataplane::ChannelPump> pump;
+  std::unique_ptr<ChannelPump> pump;
   std::thread thread;
   std::atomic<bool> finished{false};
   bool reaped = false;
@@ -44,7 +44,7 @@ void signal_fd(int fd) {
 
 }  // namespace
 
-ChannelSet::ChannelSet(dataplane::PumpRole role)
+ChannelSet::ChannelSet(PumpRole role)
     : role_(role),
       abort_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
       wake_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
@@ -55,7 +55,7 @@ ChannelSet::~ChannelSet() {
   ::close(wake_fd_);
 }
 
-void ChannelSet::start(uint16_t index, dataplane::QemuEnd qemu, bool own_fds,
+void ChannelSet::start(uint16_t index, QemuEnd qemu, bool own_fds,
                        std::unique_ptr<dataplane::Transport> link,
                        std::unique_ptr<PageStreamEncoder> encoder) {
   auto ch = std::make_unique<Channel>();
@@ -68,7 +68,7 @@ void ChannelSet::start(uint16_t index, dataplane::QemuEnd qemu, bool own_fds,
   start_channel(std::move(ch));
 }
 
-void ChannelSet::start(uint16_t index, dataplane::QemuEnd qemu, bool own_fds,
+void ChannelSet::start(uint16_t index, QemuEnd qemu, bool own_fds,
                        std::unique_ptr<dataplane::Transport> link,
                        std::unique_ptr<PageStreamDecoder> decoder) {
   auto ch = std::make_unique<Channel>();
@@ -81,15 +81,15 @@ void ChannelSet::start(uint16_t index, dataplane::QemuEnd qemu, bool own_fds,
 }
 
 void ChannelSet::start_channel(std::unique_ptr<Channel> ch) {
-  const bool sender = role_ == dataplane::PumpRole::kSender;
+  const bool sender = role_ == PumpRole::kSender;
   // The stream is parsed once: by the encoder when there is one, else by the tap.
-  dataplane::StreamTap* stream_tap = ch->encoder ? nullptr : &ch->tap;
-  dataplane::PumpOptions opt;
+  StreamTap* stream_tap = ch->encoder ? nullptr : &ch->tap;
+  PumpOptions opt;
   opt.tap_from_qemu = sender ? stream_tap : &ch->return_path;
   opt.tap_to_qemu = sender ? &ch->return_path : stream_tap;
   opt.abort_fd = abort_fd_;
   opt.codec = ch->codec.get();
-  ch->pump = std::make_unique<dataplane::ChannelPump>(role_, ch->qemu, *ch->link, opt);
+  ch->pump = std::make_unique<ChannelPump>(role_, ch->qemu, *ch->link, opt);
   Channel* c = ch.get();
   int wake = wake_fd_;
   std::lock_guard lk(mu_);
@@ -182,7 +182,7 @@ void ChannelSet::set_effort(int effort) {
 SetCounters ChannelSet::counters() const {
   std::lock_guard lk(mu_);
   SetCounters t;
-  t.sender = role_ == dataplane::PumpRole::kSender;
+  t.sender = role_ == PumpRole::kSender;
   t.seconds = seconds();
   t.channels = channels_.size();
   for (const auto& c : channels_) {
@@ -240,7 +240,7 @@ json::Value ChannelSet::stats_json(const std::string& outcome, const std::string
                                  {"pages", page_classes(p)},
                                  {"note", s.note()}}));
   }
-  Value doc = Value::object({{"side", role_ == dataplane::PumpRole::kSender ? "send" : "recv"},
+  Value doc = Value::object({{"side", role_ == PumpRole::kSender ? "send" : "recv"},
                              {"outcome", outcome},
                              {"duration_s", json::rounded(seconds(), 6)},
                              {"channels", channels_.size()},

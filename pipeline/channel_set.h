@@ -14,8 +14,8 @@
 #include <vector>
 
 #include "common/json.h"
-#include "dataplane/channel_pump.h"
 #include "dataplane/transport.h"
+#include "pipeline/channel_pump.h"
 #include "pipeline/page_stream.h"
 #include "pipeline/stream_stats.h"
 
@@ -38,7 +38,7 @@ struct SetCounters {
 // different threads (a mutex guards the channel list); each channel's pump runs on its own.
 class ChannelSet {
  public:
-  explicit ChannelSet(dataplane::PumpRole role);
+  explicit ChannelSet(PumpRole role);
   ~ChannelSet();  // aborts what still runs and joins every thread
   ChannelSet(const ChannelSet&) = delete;
   ChannelSet& operator=(const ChannelSet&) = delete;
@@ -47,12 +47,10 @@ class ChannelSet {
   // fds (closed when the channel ends, so QEMU sees the end at once).
   // Sender: encoder = this channel's page encoding (page_stream.h), or null to forward QEMU's
   // bytes as OPAQUE frames (--codec none). The encoder's own parse also counts the stream.
-  void start(uint16_t index, dataplane::QemuEnd qemu, bool own_fds,
-             std::unique_ptr<dataplane::Transport> link,
+  void start(uint16_t index, QemuEnd qemu, bool own_fds, std::unique_ptr<dataplane::Transport> link,
              std::unique_ptr<PageStreamEncoder> encoder);
   // Receiver: decoder = page decoding when the sender encodes pages, else null.
-  void start(uint16_t index, dataplane::QemuEnd qemu, bool own_fds,
-             std::unique_ptr<dataplane::Transport> link,
+  void start(uint16_t index, QemuEnd qemu, bool own_fds, std::unique_ptr<dataplane::Transport> link,
              std::unique_ptr<PageStreamDecoder> decoder);
 
   // Readable (poll) whenever a channel ended; call reap() then.
@@ -84,7 +82,7 @@ class ChannelSet {
   void reap_locked();
   void join_all_locked();
 
-  dataplane::PumpRole role_;
+  PumpRole role_;
   mutable std::mutex mu_;
   std::vector<std::unique_ptr<Channel>> channels_;
   int abort_fd_ = -1;

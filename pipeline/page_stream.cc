@@ -10,7 +10,6 @@
 namespace ferry::pipeline {
 
 using dataplane::FrameType;
-using dataplane::FrameWriter;
 using qemu::ItemKind;
 using qemu::StreamParser;
 
@@ -439,8 +438,7 @@ uint32_t PageStreamDecoder::block_id(std::string_view name) {
   return it->second;
 }
 
-Status PageStreamDecoder::decode(FrameType type, std::span<const uint8_t> payload,
-                                 ByteQueue& out) {
+Status PageStreamDecoder::decode(FrameType type, std::span<const uint8_t> payload, ByteQueue& out) {
   if (type == FrameType::kOpaque) {
     out.append(payload.data(), payload.size());
     // The bytes may hold RAM records of any block: the next page names its block.

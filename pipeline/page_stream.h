@@ -58,9 +58,9 @@
 #include <vector>
 
 #include "common/fork_join.h"
-#include "dataplane/stream_codec.h"
 #include "encoders/page_codec.h"
 #include "encoders/stream_compressor.h"
+#include "pipeline/stream_codec.h"
 #include "pipeline/stream_stats.h"
 #include "qemu-channel/stream_parser.h"
 #include "qemu-channel/stream_rebuilder.h"
@@ -93,13 +93,13 @@ inline constexpr unsigned kMaxShards = 64;  // the shard fits PAGES flags bits 1
 // The sender's codec of one channel: QEMU bytes in, OPAQUE/CODEC/PAGES frames out. Owned by
 // the channel (ChannelSet); encode() and finish() run on its pump's thread only. counters(),
 // stream_stats()'s counters and set_effort() may be used from any thread.
-class PageStreamEncoder final : public dataplane::StreamCodec {
+class PageStreamEncoder final : public StreamCodec {
  public:
   explicit PageStreamEncoder(const PageCodecOptions& options);
   ~PageStreamEncoder() override;
 
-  Status encode(std::span<const uint8_t> bytes, dataplane::FrameWriter& out) override;
-  Status finish(dataplane::FrameWriter& out) override;
+  Status encode(std::span<const uint8_t> bytes, FrameWriter& out) override;
+  Status finish(FrameWriter& out) override;
   Status decode(dataplane::FrameType, std::span<const uint8_t>, ByteQueue&) override {
     return Status(ErrorCode::kInternal, "a sender's codec does not decode");
   }
@@ -138,13 +138,13 @@ class PageStreamEncoder final : public dataplane::StreamCodec {
     std::vector<uint8_t> records;                      // a batch's records before the stream
     Batch open;                                        // the batch being filled
   };
-  Status start(std::span<const uint8_t> first, dataplane::FrameWriter& out);
-  Status drain(std::span<const uint8_t> pushed, dataplane::FrameWriter& out);
-  void add_opaque(std::span<const uint8_t> raw, dataplane::FrameWriter& out);
-  void flush_opaque(dataplane::FrameWriter& out);
+  Status start(std::span<const uint8_t> first, FrameWriter& out);
+  Status drain(std::span<const uint8_t> pushed, FrameWriter& out);
+  void add_opaque(std::span<const uint8_t> raw, FrameWriter& out);
+  void flush_opaque(FrameWriter& out);
   unsigned shard_of_page(std::string_view block, uint64_t index);
   void close_batch(Shard& sh);
-  Status flush_pages(dataplane::FrameWriter& out);
+  Status flush_pages(FrameWriter& out);
   size_t max_frame(const Batch& b) const;
   Result<size_t> encode_batch(Shard& sh, Batch& b, uint8_t* dst);
   void adapt_effort(size_t backlog);
@@ -182,16 +182,16 @@ class PageStreamEncoder final : public dataplane::StreamCodec {
 
 // The receiver's codec of one channel: frames in, a byte-valid QEMU stream out. Owned by the
 // channel; decode() runs on its pump's thread only, pages_rebuilt() from any thread.
-class PageStreamDecoder final : public dataplane::StreamCodec {
+class PageStreamDecoder final : public StreamCodec {
  public:
   // max_cache_bytes: the largest page cache a sender may ask for (it is allocated here).
   explicit PageStreamDecoder(size_t max_cache_bytes) : max_cache_bytes_(max_cache_bytes) {}
   ~PageStreamDecoder() override;
 
-  Status encode(std::span<const uint8_t>, dataplane::FrameWriter&) override {
+  Status encode(std::span<const uint8_t>, FrameWriter&) override {
     return Status(ErrorCode::kInternal, "a receiver's codec does not encode");
   }
-  Status finish(dataplane::FrameWriter&) override { return Status::ok(); }
+  Status finish(FrameWriter&) override { return Status::ok(); }
   Status decode(dataplane::FrameType type, std::span<const uint8_t> payload,
                 ByteQueue& out) override;
 

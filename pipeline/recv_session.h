@@ -60,7 +60,7 @@ class RecvSession {
   std::string qemu_spec_;
   dataplane::Endpoint qemu_;
   std::unique_ptr<dataplane::Listener> listener_;
-  ChannelSet set_{dataplane::PumpRole::kReceiver};
+  ChannelSet set_{PumpRole::kReceiver};
   std::thread acceptor_;
   int stop_fd_ = -1;   // eventfd: ends the accept loop early
   std::string error_;  // written by the accept thread before it ends

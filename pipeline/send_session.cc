@@ -14,10 +14,7 @@
 #include "pipeline/page_stream.h"
 
 namespace ferry::pipeline {
-namespace {
-
-
-}  // namespace
+namespace {}  // namespace
 
 SendSession::SendSession(SendOptions options)
     : opt_(std::move(options)),

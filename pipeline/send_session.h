@@ -60,7 +60,7 @@ class SendSession {
 
   SendOptions opt_;
   uint64_t session_id_;
-  ChannelSet set_{dataplane::PumpRole::kSender};
+  ChannelSet set_{PumpRole::kSender};
   int listen_fd_ = -1;
   std::string unix_path_;
   std::thread acceptor_;

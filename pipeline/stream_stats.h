@@ -3,7 +3,7 @@
 // Counting only: the bytes are forwarded whatever it finds.
 //
 // Two ways to feed it, so that each byte is parsed once:
-//   - as a StreamTap (dataplane/channel_pump.h) it runs its own stream parser over the bytes
+//   - as a StreamTap (pipeline/channel_pump.h) it runs its own stream parser over the bytes
 //     the pump forwards (opaque channels, the return path, the receiver's rebuilt stream);
 //   - fed by a parser that already runs over the same bytes: PageStreamEncoder on the
 //     sender's main channel hands over every item it parses (adopt(), count(), stop()).
@@ -14,12 +14,12 @@
 #include <string>
 #include <vector>
 
-#include "dataplane/channel_pump.h"
+#include "pipeline/channel_pump.h"
 #include "qemu-channel/stream_parser.h"
 
 namespace ferry::pipeline {
 
-class StreamStats final : public dataplane::StreamTap {
+class StreamStats final : public StreamTap {
  public:
   // return_path: the bytes are the destination's return path; otherwise the role (main,
   // multifd, preempt) is guessed from the first bytes.

@@ -113,7 +113,7 @@ void BM_PageStreamEncode(benchmark::State& state) {
     state.ResumeTiming();
     const auto t0 = std::chrono::steady_clock::now();
     for (size_t at = 0; at < s.size(); at += kRead) {
-      dataplane::FrameWriter fw(q, seq, frames);
+      pipeline::FrameWriter fw(q, seq, frames);
       if (!enc->encode({s.data() + at, std::min(kRead, s.size() - at)}, fw).is_ok()) {
         state.SkipWithError("encode failed");
         return;
@@ -121,7 +121,7 @@ void BM_PageStreamEncode(benchmark::State& state) {
       wire += q.size();
       q.consume(q.size());  // the link took it
     }
-    dataplane::FrameWriter fw(q, seq, frames);
+    pipeline::FrameWriter fw(q, seq, frames);
     (void)enc->finish(fw);
     encode_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     state.PauseTiming();

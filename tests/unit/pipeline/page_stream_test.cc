@@ -18,10 +18,10 @@
 namespace ferry::pipeline {
 namespace {
 
-using ferry::ByteQueue;
 using dataplane::FrameDecoder;
 using dataplane::FrameType;
-using dataplane::FrameWriter;
+using ferry::ByteQueue;
+using pipeline::FrameWriter;
 using qemu::ItemKind;
 using qemu::StreamParser;
 using qemu::testing::StreamWriter;

@@ -1,5 +1,5 @@
-// dataplane/channel_pump.h — one channel's poller (engine.h): moves one QEMU migration
-// connection across one Transport, in both directions, on its engine's thread.
+// pipeline/channel_pump.h — one channel's poller (engine.h): moves one QEMU migration
+// connection across one dataplane::Transport, in both directions, on its engine's thread.
 //
 //   sender   (ferry send):  QEMU stream  -> OPAQUE frames -> transport
 //                           transport    -> RETURN frames -> QEMU (return path)
@@ -28,14 +28,14 @@
 
 #include "common/status.h"
 #include "dataplane/engine.h"
-#include "dataplane/stream_codec.h"
 #include "dataplane/transport.h"
+#include "pipeline/stream_codec.h"
 
-namespace ferry::dataplane {
+namespace ferry::pipeline {
 
-// Sees every byte of one direction of the QEMU stream as it passes (apps plug the stream
-// parser in here to count pages and return-path messages). Called on the pump's thread; must
-// not block.
+// Sees every byte of one direction of the QEMU stream as it passes (a channel without an
+// encoder plugs the stream parser in here to count pages and return-path messages). Called on the
+// pump's thread; must not block.
 class StreamTap {
  public:
   virtual ~StreamTap() = default;
@@ -55,8 +55,8 @@ struct QemuEnd {
 
 struct PumpOptions {
   size_t max_pending = 256u << 10;  // bytes queued toward either side before reading stops
-  // Kernel buffering below ferry (Transport::set_buffer_hint): the link's rate times this,
-  // within [min, max] bytes. 0 = leave the transport's default.
+  // Kernel buffering below ferry (dataplane::Transport::set_buffer_hint): the link's rate times
+  // this, within [min, max] bytes. 0 = leave the transport's default.
   double link_buffer_s = 0.025;
   size_t link_buffer_min = 128u << 10;
   size_t link_buffer_max = 16u << 20;
@@ -64,7 +64,7 @@ struct PumpOptions {
   StreamTap* tap_from_qemu = nullptr;  // bytes QEMU wrote (sender: the stream; receiver: RP)
   StreamTap* tap_to_qemu = nullptr;    // bytes written to QEMU
   int abort_fd = -1;  // an eventfd; readable = give up now (another channel failed)
-  PollMode poll_mode = PollMode::kAdaptive;  // for run()
+  dataplane::PollMode poll_mode = dataplane::PollMode::kAdaptive;  // for run()
   // Turns QEMU bytes into frames and back (page encoding); null = OPAQUE frames only.
   StreamCodec* codec = nullptr;
 };
@@ -80,16 +80,16 @@ struct PumpCounters {
   std::atomic<uint64_t> link_backlog_bytes{0};  // queued for the link after the last flush
 };
 
-class ChannelPump final : public Poller {
+class ChannelPump final : public dataplane::Poller {
  public:
   // The transport must have completed its handshake (its data frames start at kFirstDataSeq).
   // Neither fd nor transport is owned.
-  ChannelPump(PumpRole role, QemuEnd qemu, Transport& link, PumpOptions options);
+  ChannelPump(PumpRole role, QemuEnd qemu, dataplane::Transport& link, PumpOptions options);
   ~ChannelPump() override;
 
-  // Poller: one step of the order above, on the engine's thread.
+  // dataplane::Poller: one step of the order above, on the engine's thread.
   size_t poll(TimePoint now) noexcept override;
-  void add_waits(WaitSet& set) noexcept override;
+  void add_waits(dataplane::WaitSet& set) noexcept override;
   bool finished() const noexcept override;
 
   // The outcome once finished(): both directions closed cleanly (ok), or a failure on either
@@ -107,4 +107,4 @@ class ChannelPump final : public Poller {
   PumpCounters counters_;
 };
 
-}  // namespace ferry::dataplane
+}  // namespace ferry::pipeline

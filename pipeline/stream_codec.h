@@ -1,4 +1,4 @@
-// dataplane/stream_codec.h — the hook through which a channel's bytes become frames other
+// pipeline/stream_codec.h — the hook through which a channel's bytes become frames other
 // than OPAQUE and back. The dataplane does not parse QEMU bytes (DESIGN.md §2): pipeline/
 // (page_stream.h) plugs in a StreamCodec built from qemu-channel (parser, rebuilder) and
 // encoders; without one the pump forwards QEMU's bytes as OPAQUE frames, copy-free.
@@ -8,11 +8,11 @@
 #include <cstdint>
 #include <span>
 
-#include "common/status.h"
 #include "common/byte_queue.h"
+#include "common/status.h"
 #include "dataplane/protocol.h"
 
-namespace ferry::dataplane {
+namespace ferry::pipeline {
 
 // Where a FrameWriter's frames go: the pump's frame buffers (channel_pump.cc).
 class FrameSink {
@@ -38,17 +38,17 @@ class FrameWriter {
   // Room for a payload of at most max_payload (<= kMaxPayload) bytes; fill a prefix of it and
   // call end_frame() before any other call.
   uint8_t* begin_frame(size_t max_payload) {
-    const size_t n = kFrameHeaderSize + max_payload;
+    const size_t n = dataplane::kFrameHeaderSize + max_payload;
     slot_ = queue_ ? queue_->reserve(n) : sink_->reserve(n);
-    return slot_ + kFrameHeaderSize;
+    return slot_ + dataplane::kFrameHeaderSize;
   }
-  void end_frame(FrameType type, size_t payload_len) {
-    encode_frame_header(type, seq_++, slot_ + kFrameHeaderSize, static_cast<uint32_t>(payload_len),
-                        slot_);
+  void end_frame(dataplane::FrameType type, size_t payload_len) {
+    dataplane::encode_frame_header(type, seq_++, slot_ + dataplane::kFrameHeaderSize,
+                                   static_cast<uint32_t>(payload_len), slot_);
     if (queue_) {
-      queue_->commit(kFrameHeaderSize + payload_len);
+      queue_->commit(dataplane::kFrameHeaderSize + payload_len);
     } else {
-      sink_->commit(kFrameHeaderSize + payload_len);
+      sink_->commit(dataplane::kFrameHeaderSize + payload_len);
     }
     ++frames_;
   }
@@ -74,7 +74,8 @@ class StreamCodec {
   virtual Status finish(FrameWriter& out) = 0;
   // Receiver: one frame (OPAQUE, CODEC or PAGES) in link order; append the QEMU bytes it
   // stands for to out.
-  virtual Status decode(FrameType type, std::span<const uint8_t> payload, ByteQueue& out) = 0;
+  virtual Status decode(dataplane::FrameType type, std::span<const uint8_t> payload,
+                        ByteQueue& out) = 0;
 };
 
-}  // namespace ferry::dataplane
+}  // namespace ferry::pipeline

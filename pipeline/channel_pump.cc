@@ -1,10 +1,7 @@
-// dataplane/channel_pump.cc — see channel_pump.h.
-#include "dataplane/channel_pump.h"
+// pipeline/channel_pump.cc — see channel_pump.h.
+#include "pipeline/channel_pump.h"
 
 #include <poll.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -13,20 +10,26 @@
 #include <string>
 #include <vector>
 
-#include "dataplane/net.h"
 #include "dataplane/protocol.h"
+#include "qemu-channel/qemu_connection.h"
 
-namespace ferry::dataplane {
+namespace ferry::pipeline {
 namespace {
 
+using dataplane::Engine;
+using dataplane::FrameBuf;
+using dataplane::FrameChecker;
+using dataplane::FramePool;
+using dataplane::FrameType;
+using dataplane::kFirstDataSeq;
+using dataplane::kFrameHeaderSize;
+using dataplane::kWaitReadable;
+using dataplane::kWaitWritable;
+using dataplane::LinkState;
+using dataplane::Transport;
+using dataplane::WaitSet;
+
 Status fail(ErrorCode code, std::string msg) { return Status(code, std::move(msg)); }
-
-std::string errno_text() { return std::strerror(errno); }
-
-bool is_socket(int fd) {
-  struct stat st;
-  return ::fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
-}
 
 // Buffers kept free before reading QEMU: one read plus what its encoding may add.
 constexpr size_t kReadReserve = 3;
@@ -39,7 +42,7 @@ constexpr auto kAbortCheck = std::chrono::milliseconds(5);
 struct ChannelPump::Impl final : FrameSink {
   Impl(PumpRole role, QemuEnd qemu, Transport& link, PumpOptions options, PumpCounters& counters)
       : sender(role == PumpRole::kSender),
-        qemu(qemu),
+        qemu(qemu.read_fd, qemu.write_fd),
         link(link),
         opt(options),
         k(counters),
@@ -71,7 +74,7 @@ struct ChannelPump::Impl final : FrameSink {
     return !qemu_eof && pool.available() >= kReadReserve && backlog() < opt.max_pending;
   }
   bool want_link_read() const {
-    return link.state() == LinkState::kOpen && (sender || to_qemu.size() < opt.max_pending);
+    return link.state() == LinkState::kOpen && (sender || qemu.queued() < opt.max_pending);
   }
 
   // --- frames toward the link ---
@@ -90,7 +93,8 @@ struct ChannelPump::Impl final : FrameSink {
     cur = nullptr;
   }
   void seal_frame(FrameType type, FrameBuf* f, size_t payload_len) {
-    encode_frame_header(type, tx_seq++, f->payload(), static_cast<uint32_t>(payload_len), f->data);
+    dataplane::encode_frame_header(type, tx_seq++, f->payload(), static_cast<uint32_t>(payload_len),
+                                   f->data);
     f->len = static_cast<uint32_t>(kFrameHeaderSize + payload_len);
     push_tx(f);
     k.frames_tx.store(++frames_tx, std::memory_order_relaxed);
@@ -121,14 +125,13 @@ struct ChannelPump::Impl final : FrameSink {
   }
 
   const bool sender;
-  QemuEnd qemu;
+  qemu::QemuConnection qemu;
   Transport& link;
   PumpOptions opt;
   PumpCounters& k;
   FramePool& pool;
   const char* peer_name = "";
   FrameType tx_type{}, rx_type{};
-  bool qemu_one_socket = false;
   bool started = false;
 
   // toward the link: sealed buffers in order, the one being filled, and the spill-over
@@ -141,9 +144,8 @@ struct ChannelPump::Impl final : FrameSink {
   uint64_t frames_tx = 0;
   std::unique_ptr<uint8_t[]> codec_in;  // the sender's read buffer when a codec encodes
 
-  // from the link
+  // from the link (what QEMU has not taken yet waits in qemu.queue())
   FrameChecker checker{kFirstDataSeq};
-  ByteQueue to_qemu;
 
   bool qemu_eof = false;      // QEMU closed its sending side
   bool qemu_wr_dead = false;  // QEMU stopped reading (sender: it is done with the RP)
@@ -164,40 +166,26 @@ Status ChannelPump::Impl::start() {
   tx_type = sender ? FrameType::kOpaque : FrameType::kReturn;
   rx_type = sender ? FrameType::kReturn : FrameType::kOpaque;
   peer_name = sender ? "ferry recv" : "ferry send";
-  qemu_one_socket = qemu.read_fd == qemu.write_fd && is_socket(qemu.read_fd);
-  FERRY_RETURN_IF_ERROR(set_nonblocking(qemu.read_fd));
-  if (qemu.write_fd >= 0 && qemu.write_fd != qemu.read_fd) {
-    FERRY_RETURN_IF_ERROR(set_nonblocking(qemu.write_fd));
-  }
+  FERRY_RETURN_IF_ERROR(qemu.open());
   if (sender && opt.codec) codec_in = std::make_unique_for_overwrite<uint8_t[]>(opt.read_chunk);
   return Status::ok();
 }
 
-// Writes payload bytes toward QEMU: straight from the frame when nothing is queued ahead
-// (the common case), queueing only what QEMU does not take now.
+// Writes payload bytes toward QEMU (straight from the frame when nothing waits ahead).
 Status ChannelPump::Impl::deliver(const uint8_t* p, size_t n) {
   if (opt.tap_to_qemu) opt.tap_to_qemu->on_bytes({p, n});
-  if (to_qemu.empty()) {
-    ssize_t w = ::send(qemu.write_fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (w < 0 && errno == ENOTSOCK) w = ::write(qemu.write_fd, p, n);
-    if (w > 0) {
-      k.bytes_to_qemu.fetch_add(static_cast<size_t>(w), std::memory_order_relaxed);
-      p += w;
-      n -= static_cast<size_t>(w);
-    } else if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-      if (sender) {
-        // The source QEMU closed: return-path bytes it will never read are moot.
-        qemu_wr_dead = true;
-        return Status::ok();
-      }
-      return fail(ErrorCode::kClosed, "the destination QEMU closed the migration socket after " +
-                                          std::to_string(k.bytes_to_qemu.load()) + " bytes, with " +
-                                          std::to_string(n) +
-                                          " bytes of the stream undelivered (see its log)");
-    }
+  Status st = qemu.write({p, n});
+  k.bytes_to_qemu.store(qemu.bytes_written(), std::memory_order_relaxed);
+  if (st) return st;
+  if (sender) {
+    // The source QEMU closed: return-path bytes it will never read are moot.
+    qemu_wr_dead = true;
+    return Status::ok();
   }
-  to_qemu.append(p, n);
-  return Status::ok();
+  return fail(ErrorCode::kClosed, "the destination QEMU closed the migration socket after " +
+                                      std::to_string(qemu.bytes_written()) + " bytes, with " +
+                                      std::to_string(n) +
+                                      " bytes of the stream undelivered (see its log)");
 }
 
 Status ChannelPump::Impl::on_frame(const FrameChecker::Frame& f) {
@@ -215,6 +203,7 @@ Status ChannelPump::Impl::on_frame(const FrameChecker::Frame& f) {
   if (!sender && opt.codec &&
       (type == FrameType::kOpaque || type == FrameType::kCodec || type == FrameType::kPages)) {
     // Decoded bytes queue behind anything QEMU has not taken yet.
+    ByteQueue& to_qemu = qemu.queue();
     const size_t before = to_qemu.size();
     if (auto st = opt.codec->decode(type, {f.payload, f.header.len}, to_qemu); !st) {
       return fail(st.code(), "link: frame seq " + std::to_string(f.header.seq) +
@@ -287,9 +276,10 @@ size_t ChannelPump::Impl::qemu_read() {
     data = f->payload();
     room = std::min(room, f->payload_room());
   }
-  ssize_t r = ::read(qemu.read_fd, data, room);
-  if (r > 0) {
-    const size_t n = static_cast<size_t>(r);
+  bool eof = false;
+  auto r = qemu.read({data, room}, &eof);
+  if (r && *r > 0) {
+    const size_t n = *r;
     k.bytes_from_qemu.fetch_add(n, std::memory_order_relaxed);
     if (opt.tap_from_qemu) opt.tap_from_qemu->on_bytes({data, n});
     if (encode) {
@@ -306,11 +296,11 @@ size_t ChannelPump::Impl::qemu_read() {
     return 1;
   }
   if (f) pool.free(f);
-  if (r < 0 && (errno == EAGAIN || errno == EINTR || errno == EWOULDBLOCK)) return 0;
-  if (r < 0 && errno != ECONNRESET) {
-    finish(fail(ErrorCode::kIo, "reading QEMU: " + errno_text()));
+  if (!r) {
+    finish(r.status());
     return 1;
   }
+  if (!eof) return 0;
   // The destination closing before the sender's END is normal in post-copy; it is a failure
   // only if stream bytes are left for it (qemu_write reports that).
   qemu_eof = true;
@@ -334,25 +324,25 @@ size_t ChannelPump::Impl::qemu_read() {
 
 size_t ChannelPump::Impl::qemu_write() {
   size_t work = 0;
-  if (!to_qemu.empty() && !qemu_wr_dead) {
-    auto w = to_qemu.flush_to(qemu.write_fd);
+  if (qemu.queued() && !qemu_wr_dead) {
+    auto w = qemu.flush();
     if (w) {
-      k.bytes_to_qemu.fetch_add(*w, std::memory_order_relaxed);
+      k.bytes_to_qemu.store(qemu.bytes_written(), std::memory_order_relaxed);
       work += *w ? 1 : 0;
     } else if (sender) {
       // The source QEMU closed: return-path bytes it will never read are moot.
       qemu_wr_dead = true;
     } else {
       finish(fail(ErrorCode::kClosed, "the destination QEMU closed the migration socket after " +
-                                          std::to_string(k.bytes_to_qemu.load()) + " bytes, with " +
-                                          std::to_string(to_qemu.size()) +
+                                          std::to_string(qemu.bytes_written()) + " bytes, with " +
+                                          std::to_string(qemu.queued()) +
                                           " bytes of the stream undelivered (see its log)"));
       return 1;
     }
   }
-  if (!sender && got_end && to_qemu.empty() && !qemu_wr_shut) {
+  if (!sender && got_end && !qemu.queued() && !qemu_wr_shut) {
     // Every byte is written: QEMU may now see EOF after the stream's end.
-    if (qemu_one_socket) ::shutdown(qemu.write_fd, SHUT_WR);
+    qemu.shut_write();
     qemu_wr_shut = true;
     ++work;
   }
@@ -367,7 +357,7 @@ void ChannelPump::Impl::drain_overflow() {
     auto bytes = overflow.pending();
     size_t take = 0;
     while (take + kFrameHeaderSize <= bytes.size()) {
-      auto h = parse_frame_header(bytes.data() + take);
+      auto h = dataplane::parse_frame_header(bytes.data() + take);
       const size_t len = kFrameHeaderSize + (h ? h->len : 0);
       if (take + len > f->cap) break;
       take += len;
@@ -463,7 +453,7 @@ size_t ChannelPump::Impl::step(TimePoint now) {
   if (sent_end && tx_idle()) {
     // The receiver needs the sender's END too: in post-copy the destination QEMU closes
     // first (after its SHUT message), and the source closes only after reading that SHUT.
-    if (!sender && got_end && to_qemu.empty()) {
+    if (!sender && got_end && !qemu.queued()) {
       if (!closed_tx) {
         link.close_tx();
         closed_tx = true;
@@ -473,7 +463,7 @@ size_t ChannelPump::Impl::step(TimePoint now) {
       if (link.tx_in_flight_bytes() == 0) finish(Status::ok());
       return work;
     }
-    if (link.state() == LinkState::kPeerClosed && (to_qemu.empty() || qemu_wr_dead)) {
+    if (link.state() == LinkState::kPeerClosed && (!qemu.queued() || qemu_wr_dead)) {
       if (!got_end) {
         finish(fail(ErrorCode::kClosed, std::string(peer_name) +
                                             " closed the link without END (it failed; see "
@@ -506,8 +496,8 @@ size_t ChannelPump::poll(TimePoint now) noexcept {
 void ChannelPump::add_waits(WaitSet& set) noexcept {
   const Impl& m = *impl_;
   if (m.done) return;
-  if (m.want_qemu_read()) set.add(m.qemu.read_fd, kWaitReadable);
-  if (!m.to_qemu.empty() && !m.qemu_wr_dead) set.add(m.qemu.write_fd, kWaitWritable);
+  if (m.want_qemu_read()) set.add(m.qemu.read_fd(), kWaitReadable);
+  if (m.qemu.queued() && !m.qemu_wr_dead) set.add(m.qemu.write_fd(), kWaitWritable);
   set.add(m.link.wait_fd(), m.link.wait_events(m.want_link_read(), m.tx_count > 0));
   set.deadline(m.link.next_deadline());
   if (m.opt.abort_fd >= 0) set.add(m.opt.abort_fd, kWaitReadable);
@@ -525,4 +515,4 @@ Status ChannelPump::run() {
   return result();
 }
 
-}  // namespace ferry::dataplane
+}  // namespace ferry::pipeline

@@ -4,6 +4,8 @@
 // the return path flows back, both clean endings (source closes first; destination closes
 // first, as in post-copy), a link lost mid-stream fails the sender with a clear error, abort,
 // back-pressure (bounded buffering), and the transport registry's errors.
+#include "pipeline/channel_pump.h"
+
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
@@ -19,12 +21,13 @@
 #include <thread>
 #include <vector>
 
-#include "dataplane/channel_pump.h"
 #include "dataplane/protocol.h"
 #include "dataplane/transport.h"
 
-namespace ferry::dataplane {
+namespace ferry::pipeline {
 namespace {
+
+using namespace ferry::dataplane;  // the transports under test
 
 struct SocketPair {
   int qemu = -1;  // the end the pump uses
@@ -334,4 +337,4 @@ TEST(LoopbackTransport, FullRingTakesNothingAndDoesNotBlock) {
 }
 
 }  // namespace
-}  // namespace ferry::dataplane
+}  // namespace ferry::pipeline
