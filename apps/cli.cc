@@ -62,6 +62,16 @@ encoders::CodecLevel ArgReader::codec() {
   return encoders::CodecLevel::kAuto;
 }
 
+dataplane::PollMode ArgReader::poll_mode() {
+  const std::string flag = current();
+  auto mode = dataplane::parse_poll_mode(value());
+  if (!mode) {
+    fail(flag + ": " + mode.status().message());
+    return dataplane::PollMode::kAdaptive;
+  }
+  return *mode;
+}
+
 void ArgReader::unknown() { fail("unknown argument '" + current() + "'"); }
 
 Status write_text_file(const std::string& path, const std::string& text) {

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "common/status.h"
+#include "dataplane/engine.h"
 #include "encoders/page_codec.h"
 
 namespace ferry::pipeline {
@@ -35,6 +36,8 @@ class ArgReader {
   long long count(long long min, long long max);
   // The value as a --codec level (none|fast|max|auto).
   encoders::CodecLevel codec();
+  // The value as a polling mode (adaptive|busy).
+  dataplane::PollMode poll_mode();
   void unknown();
   bool ok() const { return ok_; }
 

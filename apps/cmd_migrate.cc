@@ -43,7 +43,7 @@ void migrate_usage(FILE* out) {
       "usage: ferry migrate --src-qmp unix:PATH --dst-qmp unix:PATH --peer tcp:HOST:PORT\n"
       "                     [--max-downtime MS] [--deadline S] [--allow-postcopy]\n"
       "                     [--allow-throttle] [--codec auto|fast|max|none] [--cache-mib N]\n"
-      "                     [--encode-threads N]\n"
+      "                     [--encode-threads N] [--poll adaptive|busy]\n"
       "                     [--sock PATH] [--json]\n"
       "\n"
       "Migrates the VM of the source QEMU (its QMP socket: --src-qmp) to the destination QEMU\n"
@@ -64,7 +64,8 @@ void migrate_usage(FILE* out) {
       "                      seconds (default 600)\n"
       "  --allow-postcopy    may switch to post-copy (sets postcopy-ram on both QEMUs)\n"
       "  --allow-throttle    may let QEMU slow the guest's vCPUs (auto-converge)\n"
-      "  --codec, --cache-mib, --encode-threads  as ferry send (default auto, 256, 1)\n"
+      "  --codec, --cache-mib, --encode-threads, --poll  as ferry send (default auto, 256, 1,\n"
+      "                     adaptive)\n"
       "  --sock PATH         the unix socket the source QEMU migrates into (default\n"
       "                      /tmp/ferry-migrate-<pid>.sock)\n"
       "  --json              one JSON object per line on stdout: progress samples, decisions,\n"
@@ -150,6 +151,8 @@ int run_migrate(int argc, char** argv) {
       a.send.cache_mib = static_cast<size_t>(args.count(0, 1 << 20));
     } else if (args.is("--encode-threads")) {
       a.send.encode_threads = static_cast<unsigned>(args.count(1, pipeline::kMaxShards));
+    } else if (args.is("--poll")) {
+      a.send.poll_mode = args.poll_mode();
     } else if (args.is("--sock")) {
       a.sock = args.value();
     } else if (args.is("--json")) {

@@ -19,7 +19,7 @@ void recv_usage(FILE* out) {
   std::fprintf(
       out,
       "usage: ferry recv --listen TRANSPORT:ADDRESS --qemu unix:PATH [--stats-json FILE]\n"
-      "                  [--max-cache-mib N] [--quiet]\n"
+      "                  [--max-cache-mib N] [--poll adaptive|busy] [--quiet]\n"
       "\n"
       "The destination side of a migration through ferry. Start the destination QEMU with\n"
       "-incoming unix:PATH, then ferry recv, then ferry send and the migration on the source.\n"
@@ -33,6 +33,7 @@ void recv_usage(FILE* out) {
       "  --qemu unix:PATH        the destination QEMU's -incoming socket\n"
       "  --max-cache-mib N       refuse a sender whose --cache-mib is larger (default 4096):\n"
       "                          ferry recv keeps a page cache of the sender's size\n"
+      "  --poll adaptive|busy    how the dataplane waits (as ferry send; default adaptive)\n"
       "  --stats-json FILE       write the final counters: bytes to/from QEMU, bytes on the\n"
       "                          link, pages by class, return-path messages, channels, duration\n"
       "  --quiet                 no progress line (it is shown only on a terminal anyway)\n",
@@ -45,6 +46,7 @@ int run_recv(int argc, char** argv) {
   std::string listen_s, qemu_s, stats_path;
   bool quiet = false;
   size_t max_cache_mib = 4096;
+  dataplane::PollMode poll_mode = dataplane::PollMode::kAdaptive;
   ArgReader args("ferry recv", argc, argv);
   while (args.next()) {
     if (args.is("--help") || args.is("-h")) {
@@ -60,6 +62,8 @@ int run_recv(int argc, char** argv) {
       quiet = true;
     } else if (args.is("--max-cache-mib")) {
       max_cache_mib = static_cast<size_t>(args.count(0, 1 << 20));
+    } else if (args.is("--poll")) {
+      poll_mode = args.poll_mode();
     } else {
       args.unknown();
     }
@@ -78,6 +82,7 @@ int run_recv(int argc, char** argv) {
   const bool progress = !quiet && ::isatty(2);
   pipeline::RecvOptions opt;
   opt.max_cache_bytes = max_cache_mib << 20;
+  opt.poll_mode = poll_mode;
   opt.on_refused = [](const std::string& where, const std::string& why) {
     std::fprintf(stderr, "ferry recv: refused a link on %s: %s\n", where.c_str(), why.c_str());
   };

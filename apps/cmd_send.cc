@@ -28,6 +28,7 @@ void send_usage(FILE* out) {
       out,
       "usage: ferry send (--listen unix:PATH | --stdio) --peer TRANSPORT:ADDRESS\n"
       "                  [--codec none|fast|max|auto] [--cache-mib N] [--encode-threads N]\n"
+      "                  [--poll adaptive|busy]\n"
       "                  [--connect-timeout S] [--stats-json FILE] [--quiet]\n"
       "\n"
       "The source side of a migration through ferry. Start it, then tell the source QEMU\n"
@@ -61,6 +62,9 @@ void send_usage(FILE* out) {
       "                         the cache and its own streams. Pays off with the stream\n"
       "                         efforts (max, auto on a slow link) when cores are free;\n"
       "                         fast keeps up with 10 Gbit/s on one\n"
+      "  --poll adaptive|busy   how the dataplane waits: adaptive (default) spins while there\n"
+      "                         is work and then sleeps on its fds and timers; busy never\n"
+      "                         sleeps (a core of its own per channel: for dedicated cores)\n"
       "  --connect-timeout S    give up reaching ferry recv after S seconds (default 10)\n"
       "  --stats-json FILE      write the final counters: bytes from/to QEMU, bytes on the\n"
       "                         link, pages by class, return-path messages, channels, duration\n"
@@ -97,6 +101,8 @@ int run_send(int argc, char** argv) {
       a.session.cache_mib = static_cast<size_t>(args.count(0, 1 << 20));
     } else if (args.is("--encode-threads")) {
       a.session.encode_threads = static_cast<unsigned>(args.count(1, pipeline::kMaxShards));
+    } else if (args.is("--poll")) {
+      a.session.poll_mode = args.poll_mode();
     } else if (args.is("--stdio")) {
       a.stdio = true;
     } else if (args.is("--quiet")) {

@@ -88,6 +88,7 @@ void ChannelSet::start_channel(std::unique_ptr<Channel> ch) {
   opt.tap_from_qemu = sender ? stream_tap : &ch->return_path;
   opt.tap_to_qemu = sender ? &ch->return_path : stream_tap;
   opt.abort_fd = abort_fd_;
+  opt.poll_mode = poll_mode_;
   opt.codec = ch->codec.get();
   ch->pump = std::make_unique<ChannelPump>(role_, ch->qemu, *ch->link, opt);
   Channel* c = ch.get();

@@ -43,6 +43,9 @@ class ChannelSet {
   ChannelSet(const ChannelSet&) = delete;
   ChannelSet& operator=(const ChannelSet&) = delete;
 
+  // How the engine of each channel started from now on waits (engine.h).
+  void set_poll_mode(dataplane::PollMode mode) { poll_mode_ = mode; }
+
   // Starts channel `index` on its own thread. The set owns link and, when own_fds, the QEMU
   // fds (closed when the channel ends, so QEMU sees the end at once).
   // Sender: encoder = this channel's page encoding (page_stream.h), or null to forward QEMU's
@@ -83,6 +86,7 @@ class ChannelSet {
   void join_all_locked();
 
   PumpRole role_;
+  dataplane::PollMode poll_mode_ = dataplane::PollMode::kAdaptive;
   mutable std::mutex mu_;
   std::vector<std::unique_ptr<Channel>> channels_;
   int abort_fd_ = -1;

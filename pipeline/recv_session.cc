@@ -24,7 +24,9 @@ void reject(dataplane::Transport& t, const std::string& why) {
 }  // namespace
 
 RecvSession::RecvSession(RecvOptions options)
-    : opt_(std::move(options)), stop_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
+    : opt_(std::move(options)), stop_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+  set_.set_poll_mode(opt_.poll_mode);
+}
 
 RecvSession::~RecvSession() {
   abort();

@@ -19,7 +19,9 @@ namespace {}  // namespace
 SendSession::SendSession(SendOptions options)
     : opt_(std::move(options)),
       session_id_(std::random_device{}() | (static_cast<uint64_t>(std::random_device{}()) << 32)),
-      stop_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
+      stop_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+  set_.set_poll_mode(opt_.poll_mode);
+}
 
 SendSession::~SendSession() {
   abort();

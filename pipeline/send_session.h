@@ -26,6 +26,7 @@ struct SendOptions {
   encoders::CodecLevel codec = encoders::CodecLevel::kAuto;
   size_t cache_mib = 256;
   unsigned encode_threads = 1;  // encode shards of the main stream, one thread each
+  dataplane::PollMode poll_mode = dataplane::PollMode::kAdaptive;  // each channel's engine
 };
 
 class SendSession {

@@ -114,12 +114,21 @@ LinkPair connect_pair(const std::string& scheme) {
   return {std::move(*c), std::move(*a)};
 }
 
-class Pumps : public ::testing::TestWithParam<std::string> {};
+// Parameter: "SCHEME" or "SCHEME+busy" (the engine never sleeps).
+class Pumps : public ::testing::TestWithParam<std::string> {
+ protected:
+  std::string scheme() const { return GetParam().substr(0, GetParam().find('+')); }
+  PumpOptions options() const {
+    PumpOptions o;
+    if (GetParam().ends_with("+busy")) o.poll_mode = PollMode::kBusy;
+    return o;
+  }
+};
 
 TEST_P(Pumps, StreamAndReturnPathArriveWholeAndBothEnd) {
-  LinkPair link = connect_pair(GetParam());
+  LinkPair link = connect_pair(scheme());
   SocketPair src, dst;
-  PumpOptions opt;
+  PumpOptions opt = options();
   ChannelPump sender(PumpRole::kSender, {src.qemu, src.qemu}, *link.send_side, opt);
   ChannelPump receiver(PumpRole::kReceiver, {dst.qemu, dst.qemu}, *link.recv_side, opt);
   Status sst, rst;
@@ -162,10 +171,10 @@ TEST_P(Pumps, StreamAndReturnPathArriveWholeAndBothEnd) {
 TEST_P(Pumps, DestinationClosingFirstEndsCleanly) {
   // Post-copy: the destination QEMU closes after its SHUT message; the source only after
   // reading it. Both pumps still end without an error.
-  LinkPair link = connect_pair(GetParam());
+  LinkPair link = connect_pair(scheme());
   SocketPair src, dst;
-  ChannelPump sender(PumpRole::kSender, {src.qemu, src.qemu}, *link.send_side, {});
-  ChannelPump receiver(PumpRole::kReceiver, {dst.qemu, dst.qemu}, *link.recv_side, {});
+  ChannelPump sender(PumpRole::kSender, {src.qemu, src.qemu}, *link.send_side, options());
+  ChannelPump receiver(PumpRole::kReceiver, {dst.qemu, dst.qemu}, *link.recv_side, options());
   Status sst, rst;
   std::thread ts([&] { sst = sender.run(); });
   std::thread tr([&] { rst = receiver.run(); });
@@ -199,9 +208,9 @@ TEST_P(Pumps, DestinationClosingFirstEndsCleanly) {
 }
 
 TEST_P(Pumps, LinkLostMidStreamFailsTheSenderClearly) {
-  LinkPair link = connect_pair(GetParam());
+  LinkPair link = connect_pair(scheme());
   SocketPair src;
-  ChannelPump sender(PumpRole::kSender, {src.qemu, src.qemu}, *link.send_side, {});
+  ChannelPump sender(PumpRole::kSender, {src.qemu, src.qemu}, *link.send_side, options());
   Status sst;
   std::thread ts([&] { sst = sender.run(); });
   const auto chunk = random_bytes(64u << 10, 5);
@@ -214,10 +223,10 @@ TEST_P(Pumps, LinkLostMidStreamFailsTheSenderClearly) {
 }
 
 TEST_P(Pumps, AbortReturnsPromptly) {
-  LinkPair link = connect_pair(GetParam());
+  LinkPair link = connect_pair(scheme());
   SocketPair src;
   int abort_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  PumpOptions opt;
+  PumpOptions opt = options();
   opt.abort_fd = abort_fd;
   ChannelPump sender(PumpRole::kSender, {src.qemu, src.qemu}, *link.send_side, opt);
   Status sst;
@@ -233,10 +242,10 @@ TEST_P(Pumps, AbortReturnsPromptly) {
 TEST_P(Pumps, BackPressureBoundsWhatIsBuffered) {
   // The destination never reads: the source's writes must stall once the pumps' queues,
   // the link and the socket buffers are full, not grow without bound.
-  LinkPair link = connect_pair(GetParam());
+  LinkPair link = connect_pair(scheme());
   SocketPair src, dst;
   int abort_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  PumpOptions opt;
+  PumpOptions opt = options();
   opt.abort_fd = abort_fd;
   ChannelPump sender(PumpRole::kSender, {src.qemu, src.qemu}, *link.send_side, opt);
   ChannelPump receiver(PumpRole::kReceiver, {dst.qemu, dst.qemu}, *link.recv_side, opt);
@@ -266,7 +275,8 @@ TEST_P(Pumps, BackPressureBoundsWhatIsBuffered) {
   ::close(abort_fd);
 }
 
-INSTANTIATE_TEST_SUITE_P(Transports, Pumps, ::testing::Values("loopback", "tcp"));
+INSTANTIATE_TEST_SUITE_P(Transports, Pumps,
+                         ::testing::Values("loopback", "tcp", "loopback+busy", "tcp+busy"));
 
 TEST(TransportRegistry, ErrorsNameWhatTheBuildHas) {
   auto u = connect_transport("carrier-pigeon:x", 100);
