@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "common/status.h"
 #include "common/byte_queue.h"
+#include "common/status.h"
 
 namespace ferry::dataplane {
 

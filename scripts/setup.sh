@@ -14,6 +14,8 @@ PACKAGES=(
   libisal-dev liblz4-dev libzstd-dev liblzma-dev
   # fuzzing (clang + libFuzzer runtime)
   clang libclang-rt-14-dev
+  # style check (scripts/check-format.sh, the unit suite's clang_format test)
+  clang-format
   # guest rig and integration tests
   qemu-system-x86 qemu-utils busybox-static cpio gzip xz-utils iproute2 python3 util-linux
   gcc libc6-dev binutils dpkg
