@@ -18,7 +18,7 @@
 namespace ferry::pipeline {
 namespace {
 
-using dataplane::FrameDecoder;
+using dataplane::FrameChecker;
 using dataplane::FrameType;
 using ferry::ByteQueue;
 using pipeline::FrameWriter;
@@ -160,13 +160,13 @@ std::vector<uint8_t> round_trip(const std::vector<uint8_t>& in, encoders::CodecL
   *counters = const_cast<PageCodecCounters*>(&enc->counters());
 
   PageStreamDecoder dec(64u << 20);
-  FrameDecoder fd;
+  FrameChecker check(0);
   auto bytes = wire.pending().subspan(prefill);
-  fd.push(bytes.data(), bytes.size());
+  size_t pos = 0;
   ByteQueue out;
-  FrameDecoder::Frame f;
+  FrameChecker::Frame f;
   for (;;) {
-    auto got = fd.next(f);
+    auto got = check.next(bytes.data(), bytes.size(), &pos, f);
     EXPECT_TRUE(got.has_value());
     if (!got.has_value() || !*got) break;
     if (shards_seen && f.header.type == FrameType::kPages) {
@@ -176,7 +176,7 @@ std::vector<uint8_t> round_trip(const std::vector<uint8_t>& in, encoders::CodecL
     EXPECT_TRUE(st.is_ok()) << st.message();
     if (!st.is_ok()) break;
   }
-  EXPECT_EQ(fd.buffered(), 0u);
+  EXPECT_EQ(pos, bytes.size());
   auto o = out.pending();
   return {o.begin(), o.end()};
 }
