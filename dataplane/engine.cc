@@ -21,9 +21,7 @@ Result<PollMode> parse_poll_mode(const std::string& text) {
                    "' (adaptive: spin while there is work, then sleep; busy: never sleep)");
 }
 
-const char* poll_mode_name(PollMode mode) {
-  return mode == PollMode::kBusy ? "busy" : "adaptive";
-}
+const char* poll_mode_name(PollMode mode) { return mode == PollMode::kBusy ? "busy" : "adaptive"; }
 
 void WaitSet::add(int fd, uint32_t events) {
   if (fd < 0 || events == 0) return;

@@ -68,8 +68,10 @@ class Poller {
 
 struct EngineOptions {
   PollMode mode = PollMode::kAdaptive;
-  unsigned spin_idle = 64;                           // idle iterations before sleeping
-  std::chrono::milliseconds max_sleep{100};          // the longest single sleep
+  // Idle iterations before sleeping: a few only, since on a small host the cores a spinning
+  // pump burns are the ones the QEMUs need.
+  unsigned spin_idle = 8;
+  std::chrono::milliseconds max_sleep{100};  // the longest single sleep
 };
 
 // Counters the owner may read after run() (or racily, for progress).

@@ -5,26 +5,17 @@
 #include <cstring>
 
 #include "common/crc32c.h"
+#include "common/endian.h"
 
 namespace ferry::dataplane {
 namespace {
 
-void put_be(uint8_t* p, uint64_t v, int n) {
-  for (int i = n - 1; i >= 0; --i) {
-    p[i] = static_cast<uint8_t>(v);
-    v >>= 8;
-  }
-}
+constexpr auto put_be = store_be;
+constexpr auto get_be = load_be;
 
 uint32_t payload_crc(const void* p, uint32_t len) {
   static const uint8_t kEmpty = 0;
   return crc32c(len ? p : &kEmpty, len);
-}
-
-uint64_t get_be(const uint8_t* p, int n) {
-  uint64_t v = 0;
-  for (int i = 0; i < n; ++i) v = (v << 8) | p[i];
-  return v;
 }
 
 std::string hex32(uint32_t v) {
@@ -80,49 +71,55 @@ void append_frame(std::vector<uint8_t>& out, FrameType type, uint64_t seq, const
   if (len) std::memcpy(out.data() + at + kFrameHeaderSize, payload, len);
 }
 
-void FrameDecoder::push(const void* data, size_t n) {
-  if (failed() || n == 0) return;
-  buf_.append(data, n);
+Result<FrameHeader> parse_frame_header(const uint8_t* h) {
+  FrameHeader fh;
+  uint32_t type = static_cast<uint32_t>(get_be(h, 4));
+  fh.len = static_cast<uint32_t>(get_be(h + 4, 4));
+  fh.seq = get_be(h + 8, 8);
+  fh.crc = static_cast<uint32_t>(get_be(h + 16, 4));
+  if (type < 1 || type > kMaxFrameType) {
+    return error(ErrorCode::kProtocol, "frame: bad type " + std::to_string(type));
+  }
+  fh.type = static_cast<FrameType>(type);
+  if (fh.len > kMaxPayload || (fh.type == FrameType::kEnd && fh.len != 0)) {
+    return error(ErrorCode::kProtocol, "frame: bad length " + std::to_string(fh.len));
+  }
+  return fh;
 }
 
-Result<bool> FrameDecoder::next(Frame& frame) {
-  if (failed()) return error_;
-  if (buffered() < kFrameHeaderSize) return false;
-  const uint8_t* h = buf_.pending().data();
-  const uint64_t at = consumed_;
-  uint32_t type = static_cast<uint32_t>(get_be(h, 4));
-  uint32_t len = static_cast<uint32_t>(get_be(h + 4, 4));
-  uint64_t seq = get_be(h + 8, 8);
-  uint32_t crc = static_cast<uint32_t>(get_be(h + 16, 4));
-  if (type < 1 || type > kMaxFrameType) {
-    error_ = error(ErrorCode::kProtocol, "frame: bad type " + std::to_string(type) +
-                                             " at byte offset " + std::to_string(at));
-    return error_;
+Result<bool> FrameChecker::next(const uint8_t* buf, size_t len, size_t* pos, Frame& frame) {
+  if (*pos >= len) return false;
+  const uint64_t at = offset_;
+  if (len - *pos < kFrameHeaderSize) {
+    return error(ErrorCode::kProtocol,
+                 "frame: truncated header at byte offset " + std::to_string(at));
   }
-  if (len > kMaxPayload || (type == 3 && len != 0)) {
-    error_ = error(ErrorCode::kProtocol, "frame: bad length " + std::to_string(len) +
-                                             " at byte offset " + std::to_string(at + 4));
-    return error_;
+  const uint8_t* h = buf + *pos;
+  auto fh = parse_frame_header(h);
+  if (!fh) {
+    return error(ErrorCode::kProtocol,
+                 fh.status().message() + " at byte offset " + std::to_string(at));
   }
-  if (seq != expected_seq_) {
-    error_ = error(ErrorCode::kProtocol, "frame: sequence " + std::to_string(seq) + ", expected " +
-                                             std::to_string(expected_seq_) + " at byte offset " +
-                                             std::to_string(at + 8));
-    return error_;
+  if (len - *pos - kFrameHeaderSize < fh->len) {
+    return error(ErrorCode::kProtocol,
+                 "frame: truncated payload at byte offset " + std::to_string(at));
   }
-  if (buffered() < kFrameHeaderSize + len) return false;
+  if (fh->seq != expected_seq_) {
+    return error(ErrorCode::kProtocol, "frame: sequence " + std::to_string(fh->seq) +
+                                           ", expected " + std::to_string(expected_seq_) +
+                                           " at byte offset " + std::to_string(at + 8));
+  }
   const uint8_t* payload = h + kFrameHeaderSize;
-  uint32_t actual = payload_crc(payload, len);
-  if (actual != crc) {
-    error_ = error(ErrorCode::kProtocol, "frame: crc32c mismatch at byte offset " +
-                                             std::to_string(at + 16) + " (frame seq " +
-                                             std::to_string(seq) + ")");
-    return error_;
+  if (payload_crc(payload, fh->len) != fh->crc) {
+    return error(ErrorCode::kProtocol, "frame: crc32c mismatch at byte offset " +
+                                           std::to_string(at + 16) + " (frame seq " +
+                                           std::to_string(fh->seq) + ")");
   }
-  frame.header = FrameHeader{static_cast<FrameType>(type), len, seq, crc};
+  frame.header = *fh;
   frame.payload = payload;
-  buf_.consume(kFrameHeaderSize + len);
-  consumed_ += kFrameHeaderSize + len;
+  frame.offset = at;
+  *pos += kFrameHeaderSize + fh->len;
+  offset_ += kFrameHeaderSize + fh->len;
   ++expected_seq_;
   return true;
 }

@@ -1,8 +1,24 @@
 // dataplane/protocol.h — the ferry link protocol between `ferry send` and `ferry recv`.
 //
 // Grammar (all integers big-endian):
-//   link      := handshake accept frame* END-frame
-//   handshake := magic[4]="FERY" version:u16(=1) channel:u16 features:u32 session_id:u64
+//   link      := HELLO-frame ACCEPT-frame frame* END-frame     (each direction numbered alone)
+//   frame     := type:u32 len:u32 seq:u64 crc:u32 payload[len]                     (20 + len)
+//     type    := 1 OPAQUE (sender -> receiver: bytes of QEMU's stream, forwarded as is)
+//              | 2 RETURN (receiver -> sender: bytes of QEMU's return path)
+//              | 3 END    (no more frames in this direction; len = 0)
+//              | 4 CODEC  (sender -> receiver, feature PAGES: the page codec's settings,
+//                          before the first PAGES frame; payload grammar in
+//                          pipeline/page_stream.h)
+//              | 5 PAGES  (sender -> receiver, feature PAGES: encoded RAM pages that the
+//                          receiver rebuilds into QEMU RAM records; pipeline/page_stream.h)
+//              | 6 HELLO  (sender -> receiver, seq 0: the handshake below)
+//              | 7 ACCEPT (receiver -> sender, seq 0: verdict:u8 (1 accepted, 0 rejected)
+//                          reason[len-1] (UTF-8, why it was rejected); the receiver closes
+//                          after a rejection)
+//     len     <= kMaxPayload (1 MiB)
+//     seq     = 0, 1, 2, ... per direction, no gaps (data frames start at kFirstDataSeq)
+//     crc     = CRC32C(payload)
+//   handshake := magic[4]="FERY" version:u16(=2) channel:u16 features:u32 session_id:u64
 //                                                                                (20 bytes)
 //     channel   = the order in which the source QEMU opened its migration connections:
 //                 0 = the main stream, 1.. = multifd (or other) channels. The receiver
@@ -10,19 +26,7 @@
 //     features  = bits the sender will use; a receiver rejects any bit it does not know.
 //                 bit 0 PAGES: CODEC and PAGES frames may follow (ferry send --codec).
 //     session_id = random, the same on every channel of one migration.
-//   accept    := u8 (1 = accepted, 0 = rejected; the receiver closes after 0)
-//   frame     := type:u32 len:u32 seq:u64 crc:u32 payload[len]                     (20 + len)
-//     type    := 1 OPAQUE (sender -> receiver: bytes of QEMU's stream, forwarded as is)
-//              | 2 RETURN (receiver -> sender: bytes of QEMU's return path)
-//              | 3 END    (no more frames in this direction; len = 0)
-//              | 4 CODEC  (sender -> receiver, feature PAGES: the page codec's settings,
-//                          before the first PAGES frame; payload grammar in
-//                          apps/page_stream.h)
-//              | 5 PAGES  (sender -> receiver, feature PAGES: encoded RAM pages that the
-//                          receiver rebuilds into QEMU RAM records; apps/page_stream.h)
-//     len     <= kMaxPayload (1 MiB)
-//     seq     = 0, 1, 2, ... per direction, no gaps
-//     crc     = CRC32C(payload)
+// A frame buffer (frame_pool.h) holds one or more whole frames back to back.
 // No QEMU stream parsing happens here: payloads are opaque bytes.
 #pragma once
 
@@ -33,12 +37,11 @@
 #include <vector>
 
 #include "common/status.h"
-#include "dataplane/byte_queue.h"
 
 namespace ferry::dataplane {
 
 inline constexpr char kMagic[4] = {'F', 'E', 'R', 'Y'};
-inline constexpr uint16_t kVersion = 1;
+inline constexpr uint16_t kVersion = 2;
 inline constexpr size_t kHandshakeSize = 20;
 inline constexpr uint32_t kFeaturePages = 1u << 0;
 inline constexpr uint32_t kKnownFeatures = kFeaturePages;
@@ -46,9 +49,19 @@ inline constexpr size_t kFrameHeaderSize = 20;
 inline constexpr uint32_t kMaxPayload = 1u << 20;
 inline constexpr uint8_t kAccept = 1;
 inline constexpr uint8_t kReject = 0;
+// HELLO and ACCEPT take seq 0 of their direction.
+inline constexpr uint64_t kFirstDataSeq = 1;
 
-enum class FrameType : uint32_t { kOpaque = 1, kReturn = 2, kEnd = 3, kCodec = 4, kPages = 5 };
-inline constexpr uint32_t kMaxFrameType = 5;
+enum class FrameType : uint32_t {
+  kOpaque = 1,
+  kReturn = 2,
+  kEnd = 3,
+  kCodec = 4,
+  kPages = 5,
+  kHello = 6,
+  kAccept = 7,
+};
+inline constexpr uint32_t kMaxFrameType = 7;
 
 struct Handshake {
   uint16_t version = kVersion;
@@ -92,36 +105,28 @@ void encode_frame_header(FrameType type, uint64_t seq, const void* payload, uint
 void append_frame(std::vector<uint8_t>& out, FrameType type, uint64_t seq, const void* payload,
                   uint32_t len);
 
-// Incremental decoder: push() any split of the byte stream, then next() frames until it
-// returns false. The first bad frame puts the decoder in a sticky error state.
-class FrameDecoder {
+inline bool frame_type_known(uint32_t type) { return type >= 1 && type <= kMaxFrameType; }
+
+// Parses the frame header at p (kFrameHeaderSize bytes): type and length checked, nothing
+// else (transports use it to find frame boundaries). Errors name the field.
+Result<FrameHeader> parse_frame_header(const uint8_t* p);
+
+// Checks a frame buffer's frames in link order: header, sequence (from kFirstDataSeq) and
+// CRC. Errors name the link byte offset and sequence number of the bad frame.
+class FrameChecker {
  public:
+  explicit FrameChecker(uint64_t first_seq = kFirstDataSeq) : expected_seq_(first_seq) {}
   struct Frame {
     FrameHeader header;
-    const uint8_t* payload = nullptr;  // valid until the next push()/input_area()
+    const uint8_t* payload = nullptr;
+    uint64_t offset = 0;  // link byte offset of the header
   };
-
-  // Appends bytes. Never fails; errors surface in next().
-  void push(const void* data, size_t n);
-  // Zero-copy input: a writable area of at least min_bytes after the buffered bytes; write
-  // into a prefix of it (e.g. rx_burst), then commit() the count.
-  std::span<uint8_t> input_area(size_t min_bytes) {
-    uint8_t* p = buf_.reserve(min_bytes);
-    return {p, buf_.room()};
-  }
-  void commit(size_t n) { buf_.commit(n); }
-  // Result: true + frame filled, false = need more bytes, or an error Status.
-  Result<bool> next(Frame& frame);
-  // Stream offset of the first byte not yet consumed.
-  uint64_t offset() const { return consumed_; }
-  size_t buffered() const { return buf_.size(); }
-  bool failed() const { return !error_.is_ok(); }
+  // Next frame of buf[0..len) from *pos (advanced); false at the end of the buffer.
+  Result<bool> next(const uint8_t* buf, size_t len, size_t* pos, Frame& frame);
 
  private:
-  ByteQueue buf_;
-  uint64_t consumed_ = 0;
-  uint64_t expected_seq_ = 0;
-  Status error_;
+  uint64_t expected_seq_;
+  uint64_t offset_ = 0;
 };
 
 }  // namespace ferry::dataplane

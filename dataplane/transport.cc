@@ -2,7 +2,11 @@
 // helpers shared by every backend.
 #include "dataplane/transport.h"
 
+#include <poll.h>
+
+#include <algorithm>
 #include <chrono>
+#include <cstring>
 
 #include "dataplane/loopback/loopback_transport.h"
 #include "dataplane/tcp/tcp_transport.h"
@@ -30,8 +34,8 @@ Result<const TransportInfo*> lookup(const std::string& spec, std::string& addres
   for (const auto& t : kTransports) {
     if (scheme != t.name) continue;
     if (!t.available) {
-      return error(ErrorCode::kUnavailable, std::string("transport ") + t.name +
-                                                " is not in this build: " + t.why_not);
+      return error(ErrorCode::kUnavailable,
+                   std::string("transport ") + t.name + " is not in this build: " + t.why_not);
     }
     if (colon == std::string::npos || colon + 1 == spec.size()) {
       return error(ErrorCode::kInvalidArgument, "missing address in '" + spec + "'");
@@ -41,13 +45,6 @@ Result<const TransportInfo*> lookup(const std::string& spec, std::string& addres
   }
   return error(ErrorCode::kInvalidArgument,
                "unknown transport in '" + spec + "' (this build has " + known + ")");
-}
-
-int left_ms(std::chrono::steady_clock::time_point deadline) {
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                  deadline - std::chrono::steady_clock::now())
-                  .count();
-  return left < 0 ? 0 : static_cast<int>(left);
 }
 
 }  // namespace
@@ -74,46 +71,98 @@ Status check_transport_spec(const std::string& spec) {
   return t ? Status::ok() : t.status();
 }
 
-Status Transport::send_all(std::span<const uint8_t> bytes, int timeout_ms) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  while (!bytes.empty()) {
-    size_t n = tx_burst(bytes);
-    if (failed()) return error();
-    bytes = bytes.subspan(n);
-    if (bytes.empty()) break;
-    if (n == 0) {
-      pollfd p{poll_fd(), poll_events(false, true), 0};
-      if (::poll(&p, 1, left_ms(deadline)) == 0) {
-        return Status(ErrorCode::kTimeout, "timed out sending to the peer");
-      }
-      rearm();
-    }
-  }
-  return Status::ok();
+namespace {
+
+// Sleeps until the link may have work or `until`, whichever comes first (handshake only).
+void wait_link(Transport& link, bool want_rx, bool want_tx, TimePoint until) {
+  const TimePoint now = Clock::now();
+  TimePoint wake = std::min(until, link.next_deadline());
+  if (wake <= now) return;
+  wake = std::min(wake, now + std::chrono::milliseconds(20));  // timers of fd-less backends
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(wake - now).count();
+  const uint32_t ev = link.wait_events(want_rx, want_tx);
+  pollfd p{link.wait_fd(),
+           static_cast<short>(((ev & kWaitReadable) ? POLLIN : 0) |
+                              ((ev & kWaitWritable) ? POLLOUT : 0)),
+           0};
+  ::poll(&p, link.wait_fd() >= 0 && ev ? 1 : 0, static_cast<int>(std::max<int64_t>(ms, 1)));
 }
 
-Status Transport::recv_exact(std::span<uint8_t> out, int timeout_ms) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  size_t got = 0;
-  while (got < out.size()) {
-    size_t n = rx_burst(out.subspan(got));
-    if (failed()) return error();
-    got += n;
-    if (got == out.size()) break;
-    if (peer_closed()) {
-      return Status(ErrorCode::kClosed, "peer closed after " + std::to_string(got) + " of " +
-                                            std::to_string(out.size()) + " bytes");
-    }
-    if (n == 0) {
-      pollfd p{poll_fd(), poll_events(true, false), 0};
-      if (::poll(&p, 1, left_ms(deadline)) == 0) {
-        return Status(ErrorCode::kTimeout, "timed out after " + std::to_string(got) + " of " +
-                                               std::to_string(out.size()) + " bytes");
-      }
-      rearm();
-    }
+Status link_error(Transport& link, const char* doing) {
+  if (link.state() == LinkState::kFailed) return link.error();
+  return Status(ErrorCode::kClosed, std::string("peer closed the link while ") + doing);
+}
+
+}  // namespace
+
+Status send_frame(Transport& link, FrameType type, uint64_t seq, std::span<const uint8_t> payload,
+                  int timeout_ms) {
+  const TimePoint deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  FrameBuf* f = nullptr;
+  while (!(f = link.pool().alloc())) {
+    FrameBuf* done[8];
+    size_t n = link.reap_tx(done);
+    for (size_t i = 0; i < n; ++i) done[i]->pool->free(done[i]);
+    if (n) continue;
+    if (Clock::now() >= deadline) return Status(ErrorCode::kTimeout, "no free frame buffer");
+    link.progress(Clock::now());
+    wait_link(link, false, true, deadline);
   }
-  return Status::ok();
+  if (payload.size() > f->payload_room()) {
+    link.pool().free(f);
+    return Status(ErrorCode::kInvalidArgument, "control frame too large");
+  }
+  std::memcpy(f->payload(), payload.data(), payload.size());
+  encode_frame_header(type, seq, f->payload(), static_cast<uint32_t>(payload.size()), f->data);
+  f->len = static_cast<uint32_t>(kFrameHeaderSize + payload.size());
+  for (;;) {
+    if (link.tx_burst({&f, 1}) == 1) return Status::ok();
+    if (link.state() != LinkState::kOpen) {
+      link.pool().free(f);
+      return link_error(link, "sending");
+    }
+    if (Clock::now() >= deadline) {
+      link.pool().free(f);
+      return Status(ErrorCode::kTimeout, "timed out sending to the peer");
+    }
+    link.progress(Clock::now());
+    wait_link(link, false, true, deadline);
+  }
+}
+
+Status drain_tx(Transport& link, int timeout_ms) {
+  const TimePoint deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (;;) {
+    link.progress(Clock::now());
+    FrameBuf* done[8];
+    size_t n = link.reap_tx(done);
+    for (size_t i = 0; i < n; ++i) done[i]->pool->free(done[i]);
+    if (link.tx_in_flight_bytes() == 0) return Status::ok();
+    if (link.state() == LinkState::kFailed) return link.error();
+    if (Clock::now() >= deadline) {
+      return Status(ErrorCode::kTimeout, "timed out sending to the peer (" +
+                                             std::to_string(link.tx_in_flight_bytes()) +
+                                             " bytes not sent)");
+    }
+    wait_link(link, false, true, deadline);
+  }
+}
+
+Result<FrameBuf*> recv_frame(Transport& link, int timeout_ms) {
+  const TimePoint deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (;;) {
+    link.progress(Clock::now());
+    FrameBuf* done[8];
+    size_t n = link.reap_tx(done);
+    for (size_t i = 0; i < n; ++i) done[i]->pool->free(done[i]);
+    FrameBuf* f = nullptr;
+    if (link.rx_burst({&f, 1}) == 1) return f;
+    if (link.state() != LinkState::kOpen) return link_error(link, "waiting for a frame");
+    if (Clock::now() >= deadline) {
+      return Status(ErrorCode::kTimeout, "timed out waiting for the peer");
+    }
+    wait_link(link, true, link.tx_in_flight_bytes() > 0, deadline);
+  }
 }
 
 }  // namespace ferry::dataplane

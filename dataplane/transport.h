@@ -32,11 +32,11 @@ namespace ferry::dataplane {
 
 // What a backend guarantees and needs; constant for a transport's life.
 struct TransportCaps {
-  size_t max_frame = 0;     // largest frame (header + payload) tx_burst accepts
-  size_t max_burst = 32;    // frames per tx_burst/rx_burst call worth offering
-  bool reliable = false;    // every frame handed to tx_burst arrives, or the link fails
-  bool ordered = false;     // frames arrive in tx order
-  bool registered = false;  // tx frames must come from pool() (registered memory)
+  size_t max_frame = 0;      // largest frame (header + payload) tx_burst accepts
+  size_t max_burst = 32;     // frames per tx_burst/rx_burst call worth offering
+  bool reliable = false;     // every frame handed to tx_burst arrives, or the link fails
+  bool ordered = false;      // frames arrive in tx order
+  bool registered = false;   // tx frames must come from pool() (registered memory)
   const char* tx_done = "";  // what "reaped" means, for docs and --version
 };
 

@@ -13,15 +13,15 @@
 #include <cstdio>
 #include <cstring>
 
+#include "common/endian.h"
+
 namespace ferry::qemu {
 
 namespace {
 
-inline uint16_t be16(const uint8_t* p) { return static_cast<uint16_t>((p[0] << 8) | p[1]); }
-inline uint32_t be32(const uint8_t* p) {
-  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | p[3];
-}
-inline uint64_t be64(const uint8_t* p) { return (uint64_t{be32(p)} << 32) | be32(p + 4); }
+constexpr auto be16 = load_be16;
+constexpr auto be32 = load_be32;
+constexpr auto be64 = load_be64;
 
 std::string fmt(const char* f, ...) __attribute__((format(printf, 1, 2)));
 std::string fmt(const char* f, ...) {

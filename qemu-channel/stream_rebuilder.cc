@@ -3,20 +3,15 @@
 
 #include <cstring>
 
+#include "common/endian.h"
+
 namespace ferry::qemu {
 
 namespace {
 
-inline void put_be16(uint8_t* p, uint16_t v) {
-  p[0] = static_cast<uint8_t>(v >> 8);
-  p[1] = static_cast<uint8_t>(v);
-}
-inline void put_be32(uint8_t* p, uint32_t v) {
-  for (int i = 3; i >= 0; --i, v >>= 8) p[i] = static_cast<uint8_t>(v);
-}
-inline void put_be64(uint8_t* p, uint64_t v) {
-  for (int i = 7; i >= 0; --i, v >>= 8) p[i] = static_cast<uint8_t>(v);
-}
+constexpr auto put_be16 = store_be16;
+constexpr auto put_be32 = store_be32;
+constexpr auto put_be64 = store_be64;
 
 size_t body_size(const RamRecordOut& rec) {
   switch (rec.type) {

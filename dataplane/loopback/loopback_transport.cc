@@ -1,8 +1,9 @@
 // dataplane/loopback/loopback_transport.cc — see loopback_transport.h.
 //
-// Each direction is a single-producer/single-consumer byte ring (one thread owns each end).
-// Each end has an eventfd that the other end signals when it adds bytes to this end's rx
-// ring, frees space in this end's tx ring, or closes; the owner polls it like a socket.
+// Each direction is a pair of single-producer/single-consumer rings of frame pointers: the
+// writer pushes its pool buffers, the reader copies each into its own pool and pushes the
+// pointer back, which is the writer's "transmit done" (as a NIC's completion would be). No fd
+// signals anything: the owner polls, and an idle adaptive engine sleeps briefly between polls.
 #include "dataplane/loopback/loopback_transport.h"
 
 #include <sys/eventfd.h>
@@ -17,75 +18,25 @@
 #include <map>
 #include <mutex>
 
+#include "common/spsc_ring.h"
+
 namespace ferry::dataplane::loopback {
 namespace {
 
-class ByteRing {
- public:
-  explicit ByteRing(size_t capacity) : buf_(new uint8_t[capacity]), cap_(capacity) {}
-
-  size_t push(const uint8_t* p, size_t n) {
-    const uint64_t head = head_.load(std::memory_order_relaxed);
-    const uint64_t tail = tail_.load(std::memory_order_acquire);
-    n = std::min(n, cap_ - static_cast<size_t>(head - tail));
-    copy_in(head, p, n);
-    head_.store(head + n, std::memory_order_release);
-    return n;
-  }
-  size_t pop(uint8_t* p, size_t n) {
-    const uint64_t tail = tail_.load(std::memory_order_relaxed);
-    const uint64_t head = head_.load(std::memory_order_acquire);
-    n = std::min(n, static_cast<size_t>(head - tail));
-    copy_out(tail, p, n);
-    tail_.store(tail + n, std::memory_order_release);
-    return n;
-  }
-  bool empty() const {
-    return head_.load(std::memory_order_acquire) == tail_.load(std::memory_order_acquire);
-  }
-  bool full() const {
-    return head_.load(std::memory_order_acquire) - tail_.load(std::memory_order_acquire) == cap_;
-  }
-
- private:
-  void copy_in(uint64_t at, const uint8_t* p, size_t n) {
-    size_t off = at % cap_, first = std::min(n, cap_ - off);
-    std::memcpy(buf_.get() + off, p, first);
-    std::memcpy(buf_.get(), p + first, n - first);
-  }
-  void copy_out(uint64_t at, uint8_t* p, size_t n) {
-    size_t off = at % cap_, first = std::min(n, cap_ - off);
-    std::memcpy(p, buf_.get() + off, first);
-    std::memcpy(p + first, buf_.get(), n - first);
-  }
-
-  std::unique_ptr<uint8_t[]> buf_;
-  size_t cap_;
-  alignas(64) std::atomic<uint64_t> head_{0};
-  alignas(64) std::atomic<uint64_t> tail_{0};
-};
+// An idle end is polled again after this long: the ring has no fd to sleep on.
+constexpr auto kIdlePoll = std::chrono::microseconds(200);
 
 struct Direction {
-  ByteRing ring{kRingBytes};
-  std::atomic<bool> closed{false};  // the writer called close_tx()
+  SpscRing<FrameBuf*> frames{kRingFrames};  // writer -> reader
+  SpscRing<FrameBuf*> done{kRingFrames};    // reader -> writer: copied, reusable
+  std::atomic<bool> closed{false};          // the writer called close_tx()
 };
 
+// Both ends' pools live here, so a frame still in a ring outlives the end that sent it.
 struct Pair {
-  Direction dir[2];  // dir[i]: bytes written by end i
-  int efd[2] = {-1, -1};
+  Direction dir[2];  // dir[i]: frames written by end i
+  std::unique_ptr<FramePool> pool[2];
   std::atomic<int> ends_alive{2};
-  Pair() {
-    for (int& e : efd) e = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  }
-  ~Pair() {
-    for (int e : efd)
-      if (e >= 0) ::close(e);
-  }
-  void wake(int end) {
-    uint64_t one = 1;
-    ssize_t r = ::write(efd[end], &one, sizeof one);
-    (void)r;  // a full counter still wakes the poller
-  }
 };
 
 class LoopbackTransport final : public Transport {
@@ -93,34 +44,59 @@ class LoopbackTransport final : public Transport {
   LoopbackTransport(std::shared_ptr<Pair> pair, int end) : pair_(std::move(pair)), end_(end) {}
   ~LoopbackTransport() override {
     close_tx();
-    // A vanished end is a failure for its peer unless it closed cleanly first.
     pair_->ends_alive.fetch_sub(1);
-    pair_->wake(1 - end_);
   }
 
   const char* kind() const noexcept override { return "loopback"; }
+  TransportCaps caps() const noexcept override {
+    TransportCaps c;
+    c.max_frame = pool().frame_capacity();
+    c.reliable = true;
+    c.ordered = true;
+    c.tx_done = "copied by the peer";
+    return c;
+  }
+  FramePool& pool() noexcept override { return *pair_->pool[end_]; }
+  const FramePool& pool() const noexcept { return *pair_->pool[end_]; }
 
-  size_t tx_burst(std::span<const uint8_t> bytes) noexcept override {
-    if (tx_closed_ || failed()) return 0;
+  size_t tx_burst(std::span<FrameBuf* const> frames) noexcept override {
+    if (tx_closed_ || !error_.is_ok()) return 0;
     if (pair_->ends_alive.load() < 2) {
       error_ = Status(ErrorCode::kClosed, "loopback peer went away");
       return 0;
     }
-    size_t n = pair_->dir[end_].ring.push(bytes.data(), bytes.size());
-    if (n) pair_->wake(1 - end_);
+    size_t n = 0;
+    while (n < frames.size() && pair_->dir[end_].frames.try_push(frames[n])) {
+      in_flight_ += frames[n]->len;
+      ++n;
+    }
     return n;
   }
-  size_t rx_burst(std::span<uint8_t> out) noexcept override {
+  size_t reap_tx(std::span<FrameBuf*> out) noexcept override {
+    size_t n = 0;
+    while (n < out.size() && pair_->dir[end_].done.try_pop(out[n])) in_flight_ -= out[n++]->len;
+    return n;
+  }
+  size_t rx_burst(std::span<FrameBuf*> out) noexcept override {
     Direction& in = pair_->dir[1 - end_];
-    // Read `closed` before draining: bytes pushed before close_tx() are then all visible.
-    bool closed = in.closed.load(std::memory_order_acquire);
-    size_t n = in.ring.pop(out.data(), out.size());
-    if (n) {
-      pair_->wake(1 - end_);
-    } else if (closed) {
-      peer_closed_ = true;
-    } else if (pair_->ends_alive.load() < 2 && in.ring.empty()) {
-      error_ = Status(ErrorCode::kClosed, "loopback peer went away");
+    // Read `closed` before draining: frames pushed before close_tx() are then all visible.
+    const bool closed = in.closed.load(std::memory_order_acquire);
+    size_t n = 0;
+    FrameBuf* peer = nullptr;
+    while (n < out.size() && pool().available() && in.frames.try_pop(peer)) {
+      FrameBuf* mine = pool().alloc();
+      std::memcpy(mine->data, peer->data, peer->len);
+      mine->len = peer->len;
+      // The done ring holds as many slots as the frame ring: it cannot be full here.
+      (void)in.done.try_push(peer);
+      out[n++] = mine;
+    }
+    if (n == 0 && in.frames.empty()) {
+      if (closed) {
+        peer_closed_ = true;
+      } else if (pair_->ends_alive.load() < 2 && error_.is_ok()) {
+        error_ = Status(ErrorCode::kClosed, "loopback peer went away");
+      }
     }
     return n;
   }
@@ -128,37 +104,29 @@ class LoopbackTransport final : public Transport {
     if (tx_closed_) return;
     tx_closed_ = true;
     pair_->dir[end_].closed.store(true, std::memory_order_release);
-    pair_->wake(1 - end_);
   }
-  bool peer_closed() const noexcept override { return peer_closed_; }
-  bool failed() const noexcept override { return !error_.is_ok(); }
+  size_t progress(TimePoint now) noexcept override {
+    last_now_ = now;
+    return 0;
+  }
+  TimePoint next_deadline() const noexcept override { return last_now_ + kIdlePoll; }
+
+  LinkState state() const noexcept override {
+    return !error_.is_ok() ? LinkState::kFailed
+                           : (peer_closed_ ? LinkState::kPeerClosed : LinkState::kOpen);
+  }
   const Status& error() const noexcept override { return error_; }
-  int poll_fd() const noexcept override { return pair_->efd[end_]; }
-  // The eventfd signals both "bytes arrived" and "space freed". It is edge-like (a wake may
-  // have been consumed while the owner was not interested), so when what the owner wants is
-  // already possible, signal it again: the owner's poll then returns at once, as it would on
-  // a level-triggered socket.
-  short poll_events(bool want_rx, bool want_tx) const noexcept override {
-    if (!want_rx && !want_tx) return 0;
-    const Direction& in = pair_->dir[1 - end_];
-    const Direction& out = pair_->dir[end_];
-    if ((want_rx && (!in.ring.empty() || in.closed.load() || pair_->ends_alive.load() < 2)) ||
-        (want_tx && !out.ring.full())) {
-      pair_->wake(end_);
-    }
-    return POLLIN;
-  }
-  void rearm() noexcept override {
-    uint64_t v;
-    ssize_t r = ::read(pair_->efd[end_], &v, sizeof v);
-    (void)r;  // EAGAIN: nothing pending
-  }
+  size_t tx_in_flight_bytes() const noexcept override { return in_flight_; }
+  int wait_fd() const noexcept override { return -1; }
+  uint32_t wait_events(bool, bool) const noexcept override { return 0; }
 
  private:
   std::shared_ptr<Pair> pair_;
   int end_;
   bool tx_closed_ = false;
   bool peer_closed_ = false;
+  size_t in_flight_ = 0;
+  TimePoint last_now_{};
   Status error_;
 };
 
@@ -196,7 +164,7 @@ class LoopbackListener final : public Listener {
     }
     return std::unique_ptr<Transport>(new LoopbackTransport(std::move(pair), 1));
   }
-  int poll_fd() const noexcept override { return efd_; }
+  int wait_fd() const noexcept override { return efd_; }
   std::string where() const override { return "loopback:" + name_; }
 
   // Called with g_mu held.
@@ -234,6 +202,11 @@ Result<std::unique_ptr<Transport>> connect(const std::string& name, int /*timeou
     return error(ErrorCode::kClosed, "nothing listens on loopback:" + name);
   }
   auto pair = std::make_shared<Pair>();
+  for (auto& pool : pair->pool) {
+    auto p = FramePool::create({.frames = kPoolFrames});
+    if (!p) return p.status();
+    pool = std::move(*p);
+  }
   it->second->offer(pair);
   return std::unique_ptr<Transport>(new LoopbackTransport(std::move(pair), 0));
 }

@@ -1,14 +1,23 @@
-// dataplane/tcp/tcp_datapath.cc — TcpTransport's burst calls: one send()/recv() per burst,
-// never blocking.
+// dataplane/tcp/tcp_datapath.cc — TcpTransport's burst calls: writev/recv, never blocking.
 #include <sys/socket.h>
+#include <sys/uio.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <string>
 
+#include "common/endian.h"
 #include "dataplane/tcp/tcp_transport_internal.h"
 
 namespace ferry::dataplane::tcp {
+namespace {
+
+// A partial frame whose remainder is at least this large is read on its own (it then ends the
+// buffer and never moves); smaller ones are read along with what follows them.
+constexpr size_t kReadAlone = 64u << 10;
+
+}  // namespace
 
 void TcpTransport::fail(const char* what, int err) noexcept {
   if (!error_.is_ok()) return;
@@ -17,36 +26,155 @@ void TcpTransport::fail(const char* what, int err) noexcept {
   error_ = Status(code, std::string(what) + ": " + std::strerror(err));
 }
 
-size_t TcpTransport::tx_burst(std::span<const uint8_t> bytes) noexcept {
-  if (bytes.empty() || tx_closed_ || failed()) return 0;
-  for (;;) {
-    ssize_t w = ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (w >= 0) return static_cast<size_t>(w);
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) fail("tcp send", errno);
-    return 0;
+void TcpTransport::fail_protocol(const Status& st) noexcept {
+  if (error_.is_ok()) error_ = st;
+}
+
+size_t TcpTransport::tx_burst(std::span<FrameBuf* const> frames) noexcept {
+  if (tx_closed_ || !error_.is_ok()) return 0;
+  const size_t n = std::min(frames.size(), tx_ring_.size() - tx_count_);
+  for (size_t i = 0; i < n; ++i) {
+    tx_ring_[(tx_head_ + tx_count_ + i) % tx_ring_.size()] = frames[i];
+    tx_bytes_ += frames[i]->len;
+  }
+  tx_count_ += n;
+  flush();
+  return n;
+}
+
+void TcpTransport::flush() noexcept {
+  while (tx_sent_ < tx_count_ && error_.is_ok()) {
+    iovec iov[kIov];
+    size_t k = 0;
+    for (size_t i = tx_sent_; i < tx_count_ && k < kIov; ++i, ++k) {
+      FrameBuf* f = tx_ring_[(tx_head_ + i) % tx_ring_.size()];
+      const size_t skip = i == tx_sent_ ? tx_off_ : 0;
+      iov[k] = {f->data + skip, f->len - skip};
+    }
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = k;
+    ssize_t w = ::sendmsg(fd_, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) fail("tcp send", errno);
+      return;
+    }
+    size_t left = static_cast<size_t>(w);
+    tx_bytes_ -= left;
+    while (left) {
+      FrameBuf* f = tx_ring_[(tx_head_ + tx_sent_) % tx_ring_.size()];
+      const size_t rest = f->len - tx_off_;
+      if (left < rest) {
+        tx_off_ += left;
+        break;
+      }
+      left -= rest;
+      tx_off_ = 0;
+      ++tx_sent_;
+    }
+    if (static_cast<size_t>(w) == 0) return;
+  }
+  if (tx_closed_ && !shut_sent_ && tx_sent_ == tx_count_) {
+    ::shutdown(fd_, SHUT_WR);
+    shut_sent_ = true;
   }
 }
 
-size_t TcpTransport::rx_burst(std::span<uint8_t> out) noexcept {
-  if (out.empty() || peer_closed_ || failed()) return 0;
-  for (;;) {
-    ssize_t r = ::recv(fd_, out.data(), out.size(), MSG_DONTWAIT);
-    if (r > 0) return static_cast<size_t>(r);
-    if (r == 0) {
-      peer_closed_ = true;
-      return 0;
-    }
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) fail("tcp recv", errno);
-    return 0;
-  }
+size_t TcpTransport::reap_tx(std::span<FrameBuf*> out) noexcept {
+  flush();
+  const size_t n = std::min(out.size(), tx_sent_);
+  for (size_t i = 0; i < n; ++i) out[i] = tx_ring_[(tx_head_ + i) % tx_ring_.size()];
+  tx_head_ = (tx_head_ + n) % tx_ring_.size();
+  tx_count_ -= n;
+  tx_sent_ -= n;
+  return n;
 }
 
 void TcpTransport::close_tx() noexcept {
   if (tx_closed_) return;
   tx_closed_ = true;
-  ::shutdown(fd_, SHUT_WR);
+  flush();
+}
+
+bool TcpTransport::read_some() noexcept {
+  FrameBuf* f = rx_cur_;
+  const size_t room = f->cap - f->len;
+  size_t want = room;
+  const size_t partial = f->len - rx_whole_;
+  if (partial >= kFrameHeaderSize) {
+    auto h = parse_frame_header(f->data + rx_whole_);
+    const size_t rest = kFrameHeaderSize + h->len - partial;  // header checked by scan()
+    if (rest >= kReadAlone) want = std::min(room, rest);
+  }
+  if (want == 0) return false;
+  for (;;) {
+    ssize_t r = ::recv(fd_, f->data + f->len, want, MSG_DONTWAIT);
+    if (r > 0) {
+      f->len += static_cast<uint32_t>(r);
+      return static_cast<size_t>(r) == want;
+    }
+    if (r == 0) {
+      peer_closed_ = true;
+      return false;
+    }
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) fail("tcp recv", errno);
+    return false;
+  }
+}
+
+size_t TcpTransport::rx_burst(std::span<FrameBuf*> out) noexcept {
+  size_t n = 0;
+  for (int reads = 0; n < out.size() && reads < 4 && error_.is_ok(); ++reads) {
+    if (!rx_cur_ && !(rx_cur_ = pool_->alloc())) break;
+    const bool more = !peer_closed_ && read_some();
+    // Advance over the whole frames now in the buffer.
+    FrameBuf* f = rx_cur_;
+    if (f->len - rx_whole_ >= 4 && f->len - rx_whole_ < kFrameHeaderSize &&
+        !frame_type_known(load_be32(f->data + rx_whole_))) {
+      // A stranger is refused on its first four bytes, without waiting for a whole header.
+      fail_protocol(Status(ErrorCode::kProtocol,
+                           "frame: bad type " + std::to_string(load_be32(f->data + rx_whole_)) +
+                               " at byte offset " + std::to_string(rx_offset_ + rx_whole_) +
+                               " (not a ferry peer?)"));
+      return n;
+    }
+    while (f->len - rx_whole_ >= kFrameHeaderSize) {
+      auto h = parse_frame_header(f->data + rx_whole_);
+      if (!h) {
+        fail_protocol(Status(ErrorCode::kProtocol, h.status().message() + " at byte offset " +
+                                                       std::to_string(rx_offset_ + rx_whole_) +
+                                                       " (not a ferry peer?)"));
+        return n;
+      }
+      if (f->len - rx_whole_ < kFrameHeaderSize + h->len) break;
+      rx_whole_ += kFrameHeaderSize + h->len;
+    }
+    if (rx_whole_ > 0) {
+      // Hand the whole frames up; the start of the next frame moves to a fresh buffer.
+      const size_t tail = f->len - rx_whole_;
+      FrameBuf* next = nullptr;
+      if (tail && !(next = pool_->alloc())) break;
+      if (tail) {
+        std::memcpy(next->data, f->data + rx_whole_, tail);
+        next->len = static_cast<uint32_t>(tail);
+      }
+      f->len = static_cast<uint32_t>(rx_whole_);
+      rx_offset_ += rx_whole_;
+      out[n++] = f;
+      rx_cur_ = next;
+      rx_whole_ = 0;
+    }
+    if (!more) break;
+  }
+  if (peer_closed_ && rx_cur_ && rx_cur_->len > rx_whole_ && error_.is_ok()) {
+    fail_protocol(Status(ErrorCode::kProtocol,
+                         "tcp: the peer closed the link in the middle of "
+                         "a frame (" +
+                             std::to_string(rx_cur_->len - rx_whole_) + " bytes of it arrived)"));
+  }
+  return n;
 }
 
 }  // namespace ferry::dataplane::tcp

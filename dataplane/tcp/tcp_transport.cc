@@ -25,6 +25,20 @@ Status prepare(int fd) {
   return set_nonblocking(fd);
 }
 
+// Takes fd (closed on failure).
+Result<std::unique_ptr<Transport>> make(int fd) {
+  if (auto st = prepare(fd); !st) {
+    ::close(fd);
+    return st;
+  }
+  auto pool = FramePool::create({.frames = kPoolFrames});
+  if (!pool) {
+    ::close(fd);
+    return pool.status();
+  }
+  return std::unique_ptr<Transport>(new TcpTransport(fd, std::move(*pool)));
+}
+
 class TcpListener final : public Listener {
  public:
   TcpListener(int fd, std::string where) : fd_(fd), where_(std::move(where)) {}
@@ -33,13 +47,9 @@ class TcpListener final : public Listener {
   Result<std::unique_ptr<Transport>> accept(int timeout_ms) override {
     auto fd = accept_one(fd_, timeout_ms);
     if (!fd) return fd.status();
-    if (auto st = prepare(*fd); !st) {
-      ::close(*fd);
-      return st;
-    }
-    return std::unique_ptr<Transport>(new TcpTransport(*fd));
+    return make(*fd);
   }
-  int poll_fd() const noexcept override { return fd_; }
+  int wait_fd() const noexcept override { return fd_; }
   std::string where() const override { return "tcp:" + where_; }
 
  private:
@@ -48,6 +58,20 @@ class TcpListener final : public Listener {
 };
 
 }  // namespace
+
+TcpTransport::TcpTransport(int fd, std::unique_ptr<FramePool> pool)
+    : fd_(fd), pool_(std::move(pool)), tx_ring_(pool_->size()) {}
+
+TransportCaps TcpTransport::caps() const noexcept {
+  TransportCaps c;
+  c.max_frame = pool_->frame_capacity();
+  c.max_burst = kIov;
+  c.reliable = true;
+  c.ordered = true;
+  c.registered = false;
+  c.tx_done = "copied into the kernel's socket buffer";
+  return c;
+}
 
 // Fixing SO_SNDBUF turns off the kernel's autotuning for this socket, which would otherwise
 // grow it to tcp_wmem's maximum (4 MiB here: a third of a second at 100 Mbit/s).
@@ -69,11 +93,7 @@ Result<std::unique_ptr<Transport>> connect(const std::string& address, int timeo
   if (!ep) return ep.status();
   auto fd = connect_to(*ep, timeout_ms);
   if (!fd) return fd.status();
-  if (auto st = prepare(*fd); !st) {
-    ::close(*fd);
-    return st;
-  }
-  return std::unique_ptr<Transport>(new TcpTransport(*fd));
+  return make(*fd);
 }
 
 }  // namespace ferry::dataplane::tcp

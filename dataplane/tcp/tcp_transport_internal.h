@@ -1,17 +1,29 @@
 // dataplane/tcp/tcp_transport_internal.h — the TcpTransport class shared by the control file
 // (tcp_transport.cc) and the data path (tcp_datapath.cc).
+//
+// tx: frames queue in order and leave by writev, up to kIov buffers per call; a buffer is
+//     reaped once the kernel took all its bytes (TCP is reliable and ordered below us).
+// rx: the kernel copies straight into pool buffers. A buffer is handed up as soon as it holds
+//     whole frames; the bytes of a frame still arriving move to the next buffer. A large
+//     frame's remainder is read on its own, so big frames end at a buffer's end and are
+//     never moved.
 #pragma once
 
 #include <unistd.h>
+
+#include <memory>
+#include <vector>
 
 #include "dataplane/transport.h"
 
 namespace ferry::dataplane::tcp {
 
+inline constexpr size_t kPoolFrames = 64;
+
 class TcpTransport final : public Transport {
  public:
-  // Takes ownership of a connected socket.
-  explicit TcpTransport(int fd) : fd_(fd) {}
+  // Takes ownership of a connected, non-blocking socket.
+  TcpTransport(int fd, std::unique_ptr<FramePool> pool);
   ~TcpTransport() override {
     if (fd_ >= 0) ::close(fd_);
   }
@@ -19,25 +31,51 @@ class TcpTransport final : public Transport {
   TcpTransport& operator=(const TcpTransport&) = delete;
 
   const char* kind() const noexcept override { return "tcp"; }
-  size_t tx_burst(std::span<const uint8_t> bytes) noexcept override;
-  size_t rx_burst(std::span<uint8_t> out) noexcept override;
+  TransportCaps caps() const noexcept override;
+  FramePool& pool() noexcept override { return *pool_; }
+
+  size_t tx_burst(std::span<FrameBuf* const> frames) noexcept override;
+  size_t reap_tx(std::span<FrameBuf*> out) noexcept override;
+  size_t rx_burst(std::span<FrameBuf*> out) noexcept override;
   void close_tx() noexcept override;
-  bool peer_closed() const noexcept override { return peer_closed_; }
-  bool failed() const noexcept override { return !error_.is_ok(); }
-  const Status& error() const noexcept override { return error_; }
-  int poll_fd() const noexcept override { return fd_; }
-  void set_buffer_hint(size_t bytes) noexcept override;
-  short poll_events(bool want_rx, bool want_tx) const noexcept override {
-    return static_cast<short>((want_rx ? POLLIN : 0) | (want_tx ? POLLOUT : 0));
+
+  LinkState state() const noexcept override {
+    return !error_.is_ok() ? LinkState::kFailed
+                           : (peer_closed_ ? LinkState::kPeerClosed : LinkState::kOpen);
   }
+  const Status& error() const noexcept override { return error_; }
+  size_t tx_in_flight_bytes() const noexcept override { return tx_bytes_; }
+  int wait_fd() const noexcept override { return fd_; }
+  uint32_t wait_events(bool want_rx, bool want_tx) const noexcept override {
+    return (want_rx ? kWaitReadable : 0) | ((want_tx || tx_count_) ? kWaitWritable : 0);
+  }
+  void set_buffer_hint(size_t bytes) noexcept override;
 
  private:
+  static constexpr size_t kIov = 32;
   void fail(const char* what, int err) noexcept;
+  void fail_protocol(const Status& st) noexcept;
+  void flush() noexcept;
+  // Reads into rx_cur_; returns false when nothing more can be read now.
+  bool read_some() noexcept;
 
   int fd_;
+  std::unique_ptr<FramePool> pool_;
   bool peer_closed_ = false;
   bool tx_closed_ = false;
+  bool shut_sent_ = false;
   Status error_;
+
+  // tx ring of frames: [tx_head_, tx_head_ + tx_count_) queued; the first tx_sent_ of them
+  // fully written, waiting for reap; tx_off_ bytes of the next one written.
+  std::vector<FrameBuf*> tx_ring_;
+  size_t tx_head_ = 0, tx_count_ = 0, tx_sent_ = 0, tx_off_ = 0;
+  size_t tx_bytes_ = 0;  // queued and not yet written
+
+  // rx: the buffer being filled; rx_whole_ = bytes of whole frames at its start;
+  FrameBuf* rx_cur_ = nullptr;
+  size_t rx_whole_ = 0;
+  uint64_t rx_offset_ = 0;  // link bytes before rx_cur_, for error messages
 };
 
 }  // namespace ferry::dataplane::tcp

@@ -1,5 +1,5 @@
-// dataplane/byte_queue.cc — see byte_queue.h.
-#include "dataplane/byte_queue.h"
+// common/byte_queue.cc — see byte_queue.h.
+#include "common/byte_queue.h"
 
 #include <sys/socket.h>
 #include <unistd.h>
@@ -8,7 +8,7 @@
 #include <cstring>
 #include <string>
 
-namespace ferry::dataplane {
+namespace ferry {
 
 uint8_t* ByteQueue::reserve(size_t n) {
   if (cap_ - end_ >= n) return buf_.get() + end_;
@@ -60,4 +60,4 @@ Result<size_t> ByteQueue::flush_to(int fd) {
   return total;
 }
 
-}  // namespace ferry::dataplane
+}  // namespace ferry

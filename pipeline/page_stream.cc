@@ -1,14 +1,15 @@
-// apps/page_stream.cc — see page_stream.h.
-#include "apps/page_stream.h"
+// pipeline/page_stream.cc — see page_stream.h.
+#include "pipeline/page_stream.h"
 
 #include <algorithm>
 #include <chrono>
 #include <cstring>
 
-namespace ferry::apps {
+#include "policy/effort.h"
+
+namespace ferry::pipeline {
 
 using dataplane::FrameType;
-using dataplane::FrameWriter;
 using qemu::ItemKind;
 using qemu::StreamParser;
 
@@ -71,10 +72,13 @@ Status PageStreamEncoder::start(std::span<const uint8_t> first, FrameWriter& out
   std::vector<uint8_t> bytes;
   bytes.swap(head_);
   if (main_) {
+    stats_.adopt(qemu::ChannelRole::kMain);
     parser_ = std::make_unique<StreamParser>(qemu::ParserOptions{});
     parser_->push(bytes);
     return drain(bytes, out);
   }
+  // Not parsed here: the counts come from stats_'s own parser, the only one on these bytes.
+  stats_.on_bytes(bytes);
   add_opaque(bytes, out);
   flush_opaque(out);
   return Status::ok();
@@ -83,6 +87,7 @@ Status PageStreamEncoder::start(std::span<const uint8_t> first, FrameWriter& out
 Status PageStreamEncoder::encode(std::span<const uint8_t> bytes, FrameWriter& out) {
   if (!started_) return start(bytes, out);
   if (!main_) {
+    stats_.on_bytes(bytes);
     add_opaque(bytes, out);
     flush_opaque(out);
     return Status::ok();
@@ -91,14 +96,16 @@ Status PageStreamEncoder::encode(std::span<const uint8_t> bytes, FrameWriter& ou
   const auto t0 = std::chrono::steady_clock::now();
   parser_->push(bytes);
   Status st = drain(bytes, out);
-  busy_ns_ += std::chrono::duration_cast<std::chrono::nanoseconds>(
-                  std::chrono::steady_clock::now() - t0)
-                  .count();
+  busy_ns_ +=
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0)
+          .count();
   return st;
 }
 
 Status PageStreamEncoder::finish(FrameWriter& out) {
   if (!started_) {
+    stats_.on_bytes(head_);
+    stats_.on_end();
     if (!head_.empty()) add_opaque(head_, out);
     flush_opaque(out);
     return Status::ok();
@@ -108,6 +115,8 @@ Status PageStreamEncoder::finish(FrameWriter& out) {
     // A stream cut short (a cancelled migration) still goes out as it was.
     Status st = drain({}, out);
     if (!st) return st;
+  } else {
+    stats_.on_end();
   }
   flush_opaque(out);
   return Status::ok();
@@ -122,12 +131,15 @@ Status PageStreamEncoder::drain(std::span<const uint8_t> pushed, FrameWriter& ou
     if (r == StreamParser::Next::kNeedMore || r == StreamParser::Next::kEnd) break;
     if (r == StreamParser::Next::kError) {
       const auto* e = parser_->error();
+      stats_.stop("stopped counting at byte offset " + std::to_string(e->offset) + ": " +
+                  e->message);
       if (parser_->consumed() == e->offset && e->message.find("truncated") != std::string::npos) {
         break;  // finish() on a stream cut mid-item: QEMU will say why
       }
       return Status(ErrorCode::kProtocol, "the source QEMU's stream is not valid at byte offset " +
                                               std::to_string(e->offset) + ": " + e->message);
     }
+    stats_.count(it, *parser_);  // every item, whatever the effort: --stats-json's page counts
     const bool page = it.kind == ItemKind::kRamRecord && !it.in_package &&
                       (it.ram.type == qemu::RamRecordType::kPage ||
                        (it.ram.type == qemu::RamRecordType::kZero && it.ram.fill == 0)) &&
@@ -141,8 +153,8 @@ Status PageStreamEncoder::drain(std::span<const uint8_t> pushed, FrameWriter& ou
     const uint32_t tp = parser_->target_page_size();
     const uint64_t index = it.ram.offset / tp;
     if (index > UINT32_MAX) {
-      return Status(ErrorCode::kProtocol, "RAM offset beyond 16 TiB at byte offset " +
-                                              std::to_string(it.stream_offset));
+      return Status(ErrorCode::kProtocol,
+                    "RAM offset beyond 16 TiB at byte offset " + std::to_string(it.stream_offset));
     }
     if (shards_.empty()) shards_.resize(opt_.encode_threads);
     Shard& sh = shards_[shard_of_page(it.ram.block, index)];
@@ -190,8 +202,8 @@ void PageStreamEncoder::flush_opaque(FrameWriter& out) {
 }
 
 uint32_t PageStreamEncoder::block_id(std::string_view name) {
-  auto [it, fresh] = block_ids_.try_emplace(std::string(name),
-                                            static_cast<uint32_t>(block_ids_.size()));
+  auto [it, fresh] =
+      block_ids_.try_emplace(std::string(name), static_cast<uint32_t>(block_ids_.size()));
   return it->second;
 }
 
@@ -348,31 +360,8 @@ Status PageStreamEncoder::flush_pages(FrameWriter& out) {
   return Status::ok();
 }
 
-// --codec auto: heavier encoding while the link is the bottleneck (bytes pile up toward it),
-// lighter while the link waits for us. Never below fast (zero, same, delta, RLE cost little).
-// The ladder skips 2 (per-page LZ4): once the link is the bottleneck the zstd stream (3)
-// saves far more for little more CPU. It climbs while bytes still pile up toward the link
-// (the encoder outruns it, so heavier encoding costs no time) and steps down once they do not
-// while encoding keeps the thread over 80 % busy (the encoder is now the slower side).
-// The top rung, LZMA2, costs about three times zstd -9 for 4-9 % fewer bytes: climbing to it
-// and back would make the encoder the bottleneck half the time (measured: twice the CPU, no
-// fewer bytes, a slower migration at 100 Mbit/s), so it is taken only while zstd -9 keeps the
-// thread under 25 % busy — a link several times slower than the encoder.
-int next_auto_effort(int effort, size_t backlog, double busy_fraction,
-                     const PageCodecOptions& opt) {
-  constexpr double kLzmaCostOverZstd9 = 3.0;
-  if (backlog > opt.backlog_high && effort < encoders::kMaxEffort) {
-    if (effort == 1) return 3;
-    if (effort + 1 < encoders::kMaxEffort) return effort + 1;
-    // busy_fraction < 0: not measured yet.
-    if (busy_fraction >= 0 && busy_fraction * kLzmaCostOverZstd9 < 0.75) return effort + 1;
-  }
-  if (backlog < opt.backlog_low && busy_fraction > 0.8 && effort > 1) {
-    return effort == 3 ? 1 : effort - 1;
-  }
-  return effort;
-}
-
+// --codec auto: the effort follows the link backlog and how busy encoding keeps this thread
+// (policy/effort.h decides; the encoder only measures and applies).
 void PageStreamEncoder::adapt_effort(size_t backlog) {
   if (shards_.empty() || !shards_[0].encoder) return;
   if (const int want = requested_effort_.load(std::memory_order_relaxed); want >= 0) {
@@ -398,7 +387,7 @@ void PageStreamEncoder::adapt_effort(size_t backlog) {
     busy_ns_ = 0;
     window_start_ = now;
   }
-  const int next = next_auto_effort(effort_, backlog, busy_fraction_, opt_);
+  const int next = policy::next_auto_effort(effort_, backlog, busy_fraction_);
   if (next == effort_) return;
   effort_ = next;
   (void)apply_effort();  // only fails when the build lacks zstd; then per-page forms remain
@@ -444,13 +433,12 @@ Status PageStreamEncoder::apply_effort() {
 PageStreamDecoder::~PageStreamDecoder() = default;
 
 uint32_t PageStreamDecoder::block_id(std::string_view name) {
-  auto [it, fresh] = block_ids_.try_emplace(std::string(name),
-                                            static_cast<uint32_t>(block_ids_.size()));
+  auto [it, fresh] =
+      block_ids_.try_emplace(std::string(name), static_cast<uint32_t>(block_ids_.size()));
   return it->second;
 }
 
-Status PageStreamDecoder::decode(FrameType type, std::span<const uint8_t> payload,
-                                 dataplane::ByteQueue& out) {
+Status PageStreamDecoder::decode(FrameType type, std::span<const uint8_t> payload, ByteQueue& out) {
   if (type == FrameType::kOpaque) {
     out.append(payload.data(), payload.size());
     // The bytes may hold RAM records of any block: the next page names its block.
@@ -460,8 +448,8 @@ Status PageStreamDecoder::decode(FrameType type, std::span<const uint8_t> payloa
   if (type == FrameType::kCodec) {
     if (!decoders_.empty()) return Status(ErrorCode::kProtocol, "a second CODEC frame");
     if (payload.size() != kCodecPayload || payload[0] != kCodecVersion) {
-      return Status(ErrorCode::kProtocol, "CODEC frame: unsupported version or length " +
-                                              std::to_string(payload.size()));
+      return Status(ErrorCode::kProtocol,
+                    "CODEC frame: unsupported version or length " + std::to_string(payload.size()));
     }
     encoders::CodecConfig cfg;
     cfg.page_size = get_be(payload.data() + 1, 4);
@@ -476,8 +464,8 @@ Status PageStreamDecoder::decode(FrameType type, std::span<const uint8_t> payloa
     const unsigned shards = payload[13];
     if (shards == 0 || shards > kMaxShards) {
       return Status(ErrorCode::kProtocol, "CODEC frame: " + std::to_string(shards) +
-                                              " encode shards (1.." +
-                                              std::to_string(kMaxShards) + ")");
+                                              " encode shards (1.." + std::to_string(kMaxShards) +
+                                              ")");
     }
     cfg.cache_bytes /= shards;  // as the sender splits it
     for (unsigned i = 0; i < shards; ++i) {
@@ -492,8 +480,8 @@ Status PageStreamDecoder::decode(FrameType type, std::span<const uint8_t> payloa
     return Status::ok();
   }
   if (type != FrameType::kPages) {
-    return Status(ErrorCode::kProtocol, "unexpected frame type " +
-                                            std::to_string(static_cast<uint32_t>(type)));
+    return Status(ErrorCode::kProtocol,
+                  "unexpected frame type " + std::to_string(static_cast<uint32_t>(type)));
   }
   if (decoders_.empty()) return Status(ErrorCode::kProtocol, "PAGES frame before the CODEC frame");
   const uint8_t* p = payload.data();
@@ -504,9 +492,8 @@ Status PageStreamDecoder::decode(FrameType type, std::span<const uint8_t> payloa
   const bool stream = p[0] & kPagesStream;
   const unsigned shard = p[0] >> kPagesShardShift;
   if (shard >= decoders_.size()) {
-    return Status(ErrorCode::kProtocol, "PAGES frame: shard " + std::to_string(shard) +
-                                            " of " + std::to_string(decoders_.size()) +
-                                            " (byte offset 0)");
+    return Status(ErrorCode::kProtocol, "PAGES frame: shard " + std::to_string(shard) + " of " +
+                                            std::to_string(decoders_.size()) + " (byte offset 0)");
   }
   std::string_view block(reinterpret_cast<const char*>(p + 2), p[1]);
   const size_t at_count = 2 + p[1];
@@ -533,14 +520,13 @@ Status PageStreamDecoder::decode(FrameType type, std::span<const uint8_t> payloa
     }
     const size_t raw_len = get_be(content.data() + 1, 4);
     if (raw_len > 4 * n + n * encoders::max_record_size(page_size_)) {
-      return Status(ErrorCode::kProtocol, "PAGES frame: content length " +
-                                              std::to_string(raw_len) + " at byte offset " +
-                                              std::to_string(at_content) + " exceeds " +
-                                              std::to_string(n) + " pages");
+      return Status(ErrorCode::kProtocol, "PAGES frame: content length " + std::to_string(raw_len) +
+                                              " at byte offset " + std::to_string(at_content) +
+                                              " exceeds " + std::to_string(n) + " pages");
     }
     const auto stream_kind = static_cast<encoders::StreamKind>(kind);
-    auto& dstream = stream_kind == encoders::StreamKind::kLzma ? lzma_streams_[shard]
-                                                               : zstd_streams_[shard];
+    auto& dstream =
+        stream_kind == encoders::StreamKind::kLzma ? lzma_streams_[shard] : zstd_streams_[shard];
     if (!dstream) {
       auto z = encoders::StreamDecompressor::create(stream_kind);
       if (!z) return Status(z.status().code(), "PAGES frame: " + z.status().message());
@@ -587,9 +573,8 @@ Status PageStreamDecoder::decode(FrameType type, std::span<const uint8_t> payloa
     const size_t max = qemu::StreamRebuilder::ram_record_size(rec);
     const size_t w = rebuilder_->write_ram_record(rec, {out.reserve(max), max});
     if (w == 0) {
-      return Status(ErrorCode::kProtocol, "PAGES frame: cannot rebuild page " +
-                                              std::to_string(i) + " of block '" +
-                                              std::string(block) + "'");
+      return Status(ErrorCode::kProtocol, "PAGES frame: cannot rebuild page " + std::to_string(i) +
+                                              " of block '" + std::string(block) + "'");
     }
     out.commit(w);
   }
@@ -597,4 +582,4 @@ Status PageStreamDecoder::decode(FrameType type, std::span<const uint8_t> payloa
   return Status::ok();
 }
 
-}  // namespace ferry::apps
+}  // namespace ferry::pipeline

@@ -1,27 +1,27 @@
-// Unit tests of apps/page_stream.h: a QEMU main stream through PageStreamEncoder (fed in random
+// Unit tests of pipeline/page_stream.h: a QEMU main stream through PageStreamEncoder (fed in random
 // splits, so pages straddle reads), ferry frames, and PageStreamDecoder comes out as a stream
 // with the same items: every non-RAM item byte-exact, every RAM record with the same type,
 // block, offset and page bytes (only CONTINUE may differ). Hostile PAGES frames are errors.
-#include "apps/page_stream.h"
+#include "pipeline/page_stream.h"
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <random>
-#include <tuple>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "../qemu-channel/test_stream_writer.h"
 #include "dataplane/protocol.h"
 
-namespace ferry::apps {
+namespace ferry::pipeline {
 namespace {
 
-using dataplane::ByteQueue;
-using dataplane::FrameDecoder;
+using dataplane::FrameChecker;
 using dataplane::FrameType;
-using dataplane::FrameWriter;
+using ferry::ByteQueue;
+using pipeline::FrameWriter;
 using qemu::ItemKind;
 using qemu::StreamParser;
 using qemu::testing::StreamWriter;
@@ -67,7 +67,7 @@ std::vector<uint8_t> sample_stream(uint64_t seed) {
       const uint64_t off = i * 4096;
       const char* block = (i % 37 == 5) ? "vga.vram" : "pc.ram";
       const uint64_t boff = (i % 37 == 5) ? (i % 64) * 4096 : off;
-      if (pass > 0 && i % 3 == 0) continue;  // not re-dirtied
+      if (pass > 0 && i % 3 == 0) continue;                // not re-dirtied
       std::string_view name = last == block ? "" : block;  // CONTINUE when legal
       last = block;
       if (i % 11 == 0) {
@@ -160,13 +160,13 @@ std::vector<uint8_t> round_trip(const std::vector<uint8_t>& in, encoders::CodecL
   *counters = const_cast<PageCodecCounters*>(&enc->counters());
 
   PageStreamDecoder dec(64u << 20);
-  FrameDecoder fd;
+  FrameChecker check(0);
   auto bytes = wire.pending().subspan(prefill);
-  fd.push(bytes.data(), bytes.size());
+  size_t pos = 0;
   ByteQueue out;
-  FrameDecoder::Frame f;
+  FrameChecker::Frame f;
   for (;;) {
-    auto got = fd.next(f);
+    auto got = check.next(bytes.data(), bytes.size(), &pos, f);
     EXPECT_TRUE(got.has_value());
     if (!got.has_value() || !*got) break;
     if (shards_seen && f.header.type == FrameType::kPages) {
@@ -176,7 +176,7 @@ std::vector<uint8_t> round_trip(const std::vector<uint8_t>& in, encoders::CodecL
     EXPECT_TRUE(st.is_ok()) << st.message();
     if (!st.is_ok()) break;
   }
-  EXPECT_EQ(fd.buffered(), 0u);
+  EXPECT_EQ(pos, bytes.size());
   auto o = out.pending();
   return {o.begin(), o.end()};
 }
@@ -230,40 +230,40 @@ void expect_same_items(const std::vector<uint8_t>& a, const std::vector<uint8_t>
         EXPECT_EQ(pa.raw[i], pb.raw[j]) << "opaque RAM record " << i << " changed";
       }
     } else {
-      EXPECT_EQ(pa.raw[i], pb.raw[j]) << "item " << i << " (" << qemu::item_kind_name(x.kind)
-                                      << ") changed";
+      EXPECT_EQ(pa.raw[i], pb.raw[j])
+          << "item " << i << " (" << qemu::item_kind_name(x.kind) << ") changed";
     }
   }
 }
 
 TEST(PageStream, RoundTripEveryLevelSplitAndShardCount) {
-  for (auto level : {encoders::CodecLevel::kFast, encoders::CodecLevel::kMax,
-                     encoders::CodecLevel::kAuto}) {
+  for (auto level :
+       {encoders::CodecLevel::kFast, encoders::CodecLevel::kMax, encoders::CodecLevel::kAuto}) {
     for (uint32_t split = 1; split <= 3; ++split) {
-     for (unsigned threads : {1u, 2u, 3u}) {
-      auto in = sample_stream(split);
-      PageCodecCounters* c = nullptr;
-      std::unique_ptr<PageStreamEncoder> enc;
-      std::vector<unsigned> shards;
-      auto out = round_trip(in, level, split, 0, &c, enc, threads, &shards);
-      SCOPED_TRACE("level " + std::to_string(static_cast<int>(level)) + " split " +
-                   std::to_string(split) + " threads " + std::to_string(threads));
-      expect_same_items(in, out, threads > 1);
-      uint64_t pages = 0;
-      for (auto& p : c->pages) pages += p.load();
-      EXPECT_GT(pages, 1000u);
-      EXPECT_GT(c->pages[static_cast<int>(encoders::Form::kSame)].load() +
-                    c->pages[static_cast<int>(encoders::Form::kDelta)].load(),
-                0u)
-          << "later passes should meet the cache";
-      // Every shard carried frames, and only those.
-      std::vector<bool> seen(threads, false);
-      for (unsigned sh : shards) {
-        ASSERT_LT(sh, threads);
-        seen[sh] = true;
+      for (unsigned threads : {1u, 2u, 3u}) {
+        auto in = sample_stream(split);
+        PageCodecCounters* c = nullptr;
+        std::unique_ptr<PageStreamEncoder> enc;
+        std::vector<unsigned> shards;
+        auto out = round_trip(in, level, split, 0, &c, enc, threads, &shards);
+        SCOPED_TRACE("level " + std::to_string(static_cast<int>(level)) + " split " +
+                     std::to_string(split) + " threads " + std::to_string(threads));
+        expect_same_items(in, out, threads > 1);
+        uint64_t pages = 0;
+        for (auto& p : c->pages) pages += p.load();
+        EXPECT_GT(pages, 1000u);
+        EXPECT_GT(c->pages[static_cast<int>(encoders::Form::kSame)].load() +
+                      c->pages[static_cast<int>(encoders::Form::kDelta)].load(),
+                  0u)
+            << "later passes should meet the cache";
+        // Every shard carried frames, and only those.
+        std::vector<bool> seen(threads, false);
+        for (unsigned sh : shards) {
+          ASSERT_LT(sh, threads);
+          seen[sh] = true;
+        }
+        for (unsigned i = 0; i < threads; ++i) EXPECT_TRUE(seen[i]) << "shard " << i;
       }
-      for (unsigned i = 0; i < threads; ++i) EXPECT_TRUE(seen[i]) << "shard " << i;
-     }
     }
   }
 }
@@ -328,31 +328,69 @@ TEST(PageStream, EffortChangesBetweenReadsKeepStreamsInStep) {
     PageCodecCounters* c = nullptr;
     std::unique_ptr<PageStreamEncoder> enc;
     std::vector<unsigned> shards;
-    auto out = round_trip(in, encoders::CodecLevel::kAuto, 4, 0, &c, enc, threads, &shards,
-                          &efforts);
+    auto out =
+        round_trip(in, encoders::CodecLevel::kAuto, 4, 0, &c, enc, threads, &shards, &efforts);
     SCOPED_TRACE("threads " + std::to_string(threads));
     expect_same_items(in, out, threads > 1);
     EXPECT_GE(c->effort_changes.load(), 8u);
   }
 }
 
-// auto's ladder: 1, 3, 4, 5 while bytes pile up; LZMA2 (6) only while zstd -9 leaves the
-// encoder mostly idle; down one rung when the link waits and the encoder is busy.
-TEST(PageStream, AutoLadder) {
-  PageCodecOptions o;
-  const size_t full = o.backlog_high + 1, empty = o.backlog_low - 1, mid = o.backlog_low + 1;
-  EXPECT_EQ(next_auto_effort(1, full, 0.9, o), 3);
-  EXPECT_EQ(next_auto_effort(3, full, 0.9, o), 4);
-  EXPECT_EQ(next_auto_effort(4, full, 0.9, o), 5);
-  EXPECT_EQ(next_auto_effort(5, full, 0.5, o), 5) << "LZMA2 would make the encoder the bottleneck";
-  EXPECT_EQ(next_auto_effort(5, full, -1, o), 5) << "not measured yet";
-  EXPECT_EQ(next_auto_effort(5, full, 0.1, o), 6);
-  EXPECT_EQ(next_auto_effort(6, full, 0.1, o), 6);
-  EXPECT_EQ(next_auto_effort(6, empty, 0.9, o), 5);
-  EXPECT_EQ(next_auto_effort(6, empty, 0.5, o), 6) << "the link waits, but not for the encoder";
-  EXPECT_EQ(next_auto_effort(3, empty, 0.9, o), 1);
-  EXPECT_EQ(next_auto_effort(1, empty, 0.9, o), 1);
-  EXPECT_EQ(next_auto_effort(4, mid, 0.9, o), 4);
+// The sender parses its stream once: the encoder's counts (--stats-json's pages, commands,
+// multifd packets, role and note) equal what a StreamStats tap finds in the same bytes, on the
+// main channel (where the encoder parses), on a multifd channel (which it forwards unparsed), on
+// a main stream cut mid-record, and on a channel of fewer than 4 bytes.
+TEST(PageStream, EncoderCountsTheStreamAsATapWould) {
+  StreamWriter mf;
+  mf.multifd_init(1).multifd_packet(0, "pc.ram", {0x1000, 0x5000}, 7).multifd_packet(1, "", {}, 8);
+  std::vector<uint8_t> cut = sample_stream(5);
+  cut.resize(cut.size() / 2 + 7);
+  const std::vector<std::vector<uint8_t>> streams = {sample_stream(6), mf.bytes, cut, {0x51, 0x45}};
+  for (size_t k = 0; k < streams.size(); ++k) {
+    SCOPED_TRACE("stream " + std::to_string(k));
+    const std::vector<uint8_t>& in = streams[k];
+    PageCodecOptions opt;
+    opt.cache_bytes = 4u << 20;
+    PageStreamEncoder enc(opt);
+    StreamStats tap(false);
+    ByteQueue wire;
+    uint64_t seq = 0, frames = 0;
+    FrameWriter fw(wire, seq, frames);
+    std::mt19937 rng(static_cast<uint32_t>(k));
+    for (size_t at = 0; at < in.size();) {
+      const size_t n = std::min(in.size() - at, size_t{1} + rng() % 9000);
+      std::vector<uint8_t> chunk(in.begin() + static_cast<long>(at),
+                                 in.begin() + static_cast<long>(at + n));
+      tap.on_bytes(chunk);
+      ASSERT_TRUE(enc.encode(chunk, fw).is_ok());
+      at += n;
+    }
+    tap.on_end();
+    ASSERT_TRUE(enc.finish(fw).is_ok());
+    const StreamStats& got = enc.stream_stats();
+    EXPECT_EQ(got.zero.load(), tap.zero.load());
+    EXPECT_EQ(got.normal.load(), tap.normal.load());
+    EXPECT_EQ(got.xbzrle.load(), tap.xbzrle.load());
+    EXPECT_EQ(got.compressed.load(), tap.compressed.load());
+    EXPECT_EQ(got.commands.load(), tap.commands.load());
+    EXPECT_EQ(got.multifd_packets.load(), tap.multifd_packets.load());
+    EXPECT_EQ(got.rp_messages.load(), tap.rp_messages.load());
+    EXPECT_STREQ(got.role(), tap.role());
+    EXPECT_EQ(got.note(), tap.note());
+    if (k == 1) {
+      EXPECT_EQ(got.multifd_packets.load(), 2u);
+    }
+    if (k == 2) {
+      EXPECT_NE(got.note(), "") << "a cut stream stops counting";
+    }
+  }
+  // Not vacuous: the main stream has pages of each class the tap counts.
+  StreamStats tap(false);
+  tap.on_bytes(streams[0]);
+  tap.on_end();
+  EXPECT_GT(tap.normal.load(), 0u);
+  EXPECT_GT(tap.zero.load(), 0u);
+  EXPECT_GT(tap.xbzrle.load(), 0u);
 }
 
 TEST(PageStreamDecoder, RejectsHostileFrames) {
@@ -400,4 +438,4 @@ TEST(PageStreamDecoder, RejectsHostileFrames) {
 }
 
 }  // namespace
-}  // namespace ferry::apps
+}  // namespace ferry::pipeline

@@ -1,30 +1,27 @@
-// apps/send_session.cc — see send_session.h.
-#include "apps/send_session.h"
+// pipeline/send_session.cc — see send_session.h.
+#include "pipeline/send_session.h"
 
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include <cstdio>
 #include <cstring>
 #include <random>
 
-#include "apps/page_stream.h"
+#include "dataplane/handshake.h"
 #include "dataplane/net.h"
 #include "dataplane/protocol.h"
+#include "pipeline/page_stream.h"
 
-namespace ferry::apps {
-namespace {
-
-constexpr int kHandshakeTimeoutMs = 30000;
-
-}  // namespace
+namespace ferry::pipeline {
+namespace {}  // namespace
 
 SendSession::SendSession(SendOptions options)
     : opt_(std::move(options)),
-      session_id_(std::random_device{}() |
-                  (static_cast<uint64_t>(std::random_device{}()) << 32)),
-      stop_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
+      session_id_(std::random_device{}() | (static_cast<uint64_t>(std::random_device{}()) << 32)),
+      stop_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+  set_.set_poll_mode(opt_.poll_mode);
+}
 
 SendSession::~SendSession() {
   abort();
@@ -36,7 +33,7 @@ SendSession::~SendSession() {
   ::close(stop_fd_);
 }
 
-std::unique_ptr<dataplane::StreamCodec> SendSession::make_codec() const {
+std::unique_ptr<PageStreamEncoder> SendSession::make_codec() const {
   if (opt_.codec == encoders::CodecLevel::kNone) return nullptr;
   PageCodecOptions opt;
   opt.level = opt_.codec;
@@ -56,19 +53,9 @@ Result<std::unique_ptr<dataplane::Transport>> SendSession::open_link(uint16_t in
   hs.channel = index;
   hs.session_id = session_id_;
   if (opt_.codec != encoders::CodecLevel::kNone) hs.features |= dataplane::kFeaturePages;
-  uint8_t hbuf[dataplane::kHandshakeSize];
-  dataplane::encode_handshake(hs, hbuf);
-  if (auto st = (*link)->send_all(hbuf, kHandshakeTimeoutMs); !st) {
-    return Status(st.code(), "handshake with " + opt_.peer + ": " + st.message());
-  }
-  uint8_t answer = 0;
-  if (auto st = (*link)->recv_exact({&answer, 1}, kHandshakeTimeoutMs); !st) {
+  if (auto st = dataplane::sender_handshake(**link, hs); !st) {
     return Status(st.code(), "ferry recv at " + opt_.peer + " did not accept channel " +
                                  std::to_string(index) + ": " + st.message() + " (see its log)");
-  }
-  if (answer != dataplane::kAccept) {
-    return Status(ErrorCode::kProtocol, "ferry recv at " + opt_.peer + " rejected channel " +
-                                            std::to_string(index) + " (see its log)");
   }
   return link;
 }
@@ -93,7 +80,7 @@ void SendSession::accept_loop() {
   uint16_t next_index = 0;
   while (error.empty() && !set_.main_done() && !set_.failed()) {
     pollfd fds[3] = {{listen_fd_, POLLIN, 0}, {set_.wake_fd(), POLLIN, 0}, {stop_fd_, POLLIN, 0}};
-    int r = ::poll(fds, 3, opt_.progress ? 1000 : -1);
+    int r = ::poll(fds, 3, -1);
     if (r < 0 && errno != EINTR) error = std::string("poll: ") + std::strerror(errno);
     if (fds[2].revents & POLLIN) break;
     if (fds[1].revents & POLLIN) set_.reap();
@@ -108,37 +95,36 @@ void SendSession::accept_loop() {
       }
       set_.start(next_index++, {*q, *q}, /*own_fds=*/true, std::move(*link), make_codec());
     }
-    if (opt_.progress && set_.size()) {
-      std::fprintf(stderr, "\r%s", set_.progress_line().c_str());
-    }
   }
   // No more connections: QEMU trying one now gets "connection refused".
   ::close(listen_fd_);
   ::unlink(unix_path_.c_str());
   listen_fd_ = -1;
-  if (opt_.progress) std::fprintf(stderr, "\n");
   if (!error.empty() || set_.failed()) set_.abort_all();
   set_.join_all();
   error_ = error;
-  done_.store(true);
+  done_.set();
 }
 
 Status SendSession::start_stdio() {
   auto link = open_link(0);
   if (!link) {
     error_ = link.status().message();
-    done_.store(true);
+    done_.set();
     return link.status();
   }
   set_.start(0, {0, 1}, /*own_fds=*/false, std::move(*link), make_codec());
   acceptor_ = std::thread([this] {
     set_.join_all();
-    done_.store(true);
+    done_.set();
   });
   return Status::ok();
 }
 
-std::string SendSession::wait() {
+std::string SendSession::wait(const std::function<void()>& tick) {
+  if (tick && acceptor_.joinable()) {
+    while (!done_.wait_for(std::chrono::seconds(1))) tick();
+  }
   if (acceptor_.joinable()) acceptor_.join();
   set_.join_all();
   if (error_.empty() && set_.failed()) return set_.first_error();
@@ -152,4 +138,4 @@ void SendSession::abort() {
   set_.abort_all();
 }
 
-}  // namespace ferry::apps
+}  // namespace ferry::pipeline

@@ -1,9 +1,9 @@
-// ferry send's encoder on a whole QEMU main stream (apps/page_stream.h PageStreamEncoder):
+// ferry send's encoder on a whole QEMU main stream (pipeline/page_stream.h PageStreamEncoder):
 // parse, encode, frame. 64 MiB of guest RAM with real-looking pages (random, text, sparse,
 // structured, a fifth zero), sent twice: the second pass has one word changed in every other
 // page (delta) and the rest unchanged (same). Fed in 256 KiB reads, as ferry send reads QEMU.
 //
-//   build/tests/bench/apps/page_stream_bench --benchmark_min_time=0.5
+//   build/tests/bench/pipeline/page_stream_bench --benchmark_min_time=0.5
 //
 // Per effort (1 fast, 3/4/5 zstd stream -1/-3/-9) and --encode-threads 1..2: throughput in
 // QEMU-stream bytes per second, x_memcpy = that / memcpy of the same stream measured in the
@@ -16,13 +16,13 @@
 #include <random>
 #include <vector>
 
-#include "apps/page_stream.h"
-#include "dataplane/byte_queue.h"
+#include "common/byte_queue.h"
 #include "dataplane/protocol.h"
+#include "pipeline/page_stream.h"
 #include "tests/unit/encoders/page_sets.h"
 #include "tests/unit/qemu-channel/test_stream_writer.h"
 
-namespace ferry::apps {
+namespace ferry::pipeline {
 namespace {
 
 constexpr size_t kPage = 4096;
@@ -108,12 +108,12 @@ void BM_PageStreamEncode(benchmark::State& state) {
     opt.cache_bytes = 128u << 20;
     opt.encode_threads = threads;
     auto enc = std::make_unique<PageStreamEncoder>(opt);
-    dataplane::ByteQueue q;
+    ByteQueue q;
     uint64_t seq = 0, frames = 0;
     state.ResumeTiming();
     const auto t0 = std::chrono::steady_clock::now();
     for (size_t at = 0; at < s.size(); at += kRead) {
-      dataplane::FrameWriter fw(q, seq, frames);
+      pipeline::FrameWriter fw(q, seq, frames);
       if (!enc->encode({s.data() + at, std::min(kRead, s.size() - at)}, fw).is_ok()) {
         state.SkipWithError("encode failed");
         return;
@@ -121,7 +121,7 @@ void BM_PageStreamEncode(benchmark::State& state) {
       wire += q.size();
       q.consume(q.size());  // the link took it
     }
-    dataplane::FrameWriter fw(q, seq, frames);
+    pipeline::FrameWriter fw(q, seq, frames);
     (void)enc->finish(fw);
     encode_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     state.PauseTiming();
@@ -140,6 +140,6 @@ BENCHMARK(BM_PageStreamEncode)
     ->UseRealTime();
 
 }  // namespace
-}  // namespace ferry::apps
+}  // namespace ferry::pipeline
 
 BENCHMARK_MAIN();

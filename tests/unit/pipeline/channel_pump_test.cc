@@ -4,13 +4,14 @@
 // the return path flows back, both clean endings (source closes first; destination closes
 // first, as in post-copy), a link lost mid-stream fails the sender with a clear error, abort,
 // back-pressure (bounded buffering), and the transport registry's errors.
+#include "pipeline/channel_pump.h"
+
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <atomic>
 #include <chrono>
@@ -20,11 +21,13 @@
 #include <thread>
 #include <vector>
 
-#include "dataplane/channel_pump.h"
+#include "dataplane/protocol.h"
 #include "dataplane/transport.h"
 
-namespace ferry::dataplane {
+namespace ferry::pipeline {
 namespace {
+
+using namespace ferry::dataplane;  // the transports under test
 
 struct SocketPair {
   int qemu = -1;  // the end the pump uses
@@ -111,12 +114,21 @@ LinkPair connect_pair(const std::string& scheme) {
   return {std::move(*c), std::move(*a)};
 }
 
-class Pumps : public ::testing::TestWithParam<std::string> {};
+// Parameter: "SCHEME" or "SCHEME+busy" (the engine never sleeps).
+class Pumps : public ::testing::TestWithParam<std::string> {
+ protected:
+  std::string scheme() const { return GetParam().substr(0, GetParam().find('+')); }
+  PumpOptions options() const {
+    PumpOptions o;
+    if (GetParam().ends_with("+busy")) o.poll_mode = PollMode::kBusy;
+    return o;
+  }
+};
 
 TEST_P(Pumps, StreamAndReturnPathArriveWholeAndBothEnd) {
-  LinkPair link = connect_pair(GetParam());
+  LinkPair link = connect_pair(scheme());
   SocketPair src, dst;
-  PumpOptions opt;
+  PumpOptions opt = options();
   ChannelPump sender(PumpRole::kSender, {src.qemu, src.qemu}, *link.send_side, opt);
   ChannelPump receiver(PumpRole::kReceiver, {dst.qemu, dst.qemu}, *link.recv_side, opt);
   Status sst, rst;
@@ -159,10 +171,10 @@ TEST_P(Pumps, StreamAndReturnPathArriveWholeAndBothEnd) {
 TEST_P(Pumps, DestinationClosingFirstEndsCleanly) {
   // Post-copy: the destination QEMU closes after its SHUT message; the source only after
   // reading it. Both pumps still end without an error.
-  LinkPair link = connect_pair(GetParam());
+  LinkPair link = connect_pair(scheme());
   SocketPair src, dst;
-  ChannelPump sender(PumpRole::kSender, {src.qemu, src.qemu}, *link.send_side, {});
-  ChannelPump receiver(PumpRole::kReceiver, {dst.qemu, dst.qemu}, *link.recv_side, {});
+  ChannelPump sender(PumpRole::kSender, {src.qemu, src.qemu}, *link.send_side, options());
+  ChannelPump receiver(PumpRole::kReceiver, {dst.qemu, dst.qemu}, *link.recv_side, options());
   Status sst, rst;
   std::thread ts([&] { sst = sender.run(); });
   std::thread tr([&] { rst = receiver.run(); });
@@ -196,9 +208,9 @@ TEST_P(Pumps, DestinationClosingFirstEndsCleanly) {
 }
 
 TEST_P(Pumps, LinkLostMidStreamFailsTheSenderClearly) {
-  LinkPair link = connect_pair(GetParam());
+  LinkPair link = connect_pair(scheme());
   SocketPair src;
-  ChannelPump sender(PumpRole::kSender, {src.qemu, src.qemu}, *link.send_side, {});
+  ChannelPump sender(PumpRole::kSender, {src.qemu, src.qemu}, *link.send_side, options());
   Status sst;
   std::thread ts([&] { sst = sender.run(); });
   const auto chunk = random_bytes(64u << 10, 5);
@@ -211,10 +223,10 @@ TEST_P(Pumps, LinkLostMidStreamFailsTheSenderClearly) {
 }
 
 TEST_P(Pumps, AbortReturnsPromptly) {
-  LinkPair link = connect_pair(GetParam());
+  LinkPair link = connect_pair(scheme());
   SocketPair src;
   int abort_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  PumpOptions opt;
+  PumpOptions opt = options();
   opt.abort_fd = abort_fd;
   ChannelPump sender(PumpRole::kSender, {src.qemu, src.qemu}, *link.send_side, opt);
   Status sst;
@@ -230,10 +242,10 @@ TEST_P(Pumps, AbortReturnsPromptly) {
 TEST_P(Pumps, BackPressureBoundsWhatIsBuffered) {
   // The destination never reads: the source's writes must stall once the pumps' queues,
   // the link and the socket buffers are full, not grow without bound.
-  LinkPair link = connect_pair(GetParam());
+  LinkPair link = connect_pair(scheme());
   SocketPair src, dst;
   int abort_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  PumpOptions opt;
+  PumpOptions opt = options();
   opt.abort_fd = abort_fd;
   ChannelPump sender(PumpRole::kSender, {src.qemu, src.qemu}, *link.send_side, opt);
   ChannelPump receiver(PumpRole::kReceiver, {dst.qemu, dst.qemu}, *link.recv_side, opt);
@@ -263,7 +275,8 @@ TEST_P(Pumps, BackPressureBoundsWhatIsBuffered) {
   ::close(abort_fd);
 }
 
-INSTANTIATE_TEST_SUITE_P(Transports, Pumps, ::testing::Values("loopback", "tcp"));
+INSTANTIATE_TEST_SUITE_P(Transports, Pumps,
+                         ::testing::Values("loopback", "tcp", "loopback+busy", "tcp+busy"));
 
 TEST(TransportRegistry, ErrorsNameWhatTheBuildHas) {
   auto u = connect_transport("carrier-pigeon:x", 100);
@@ -278,6 +291,16 @@ TEST(TransportRegistry, ErrorsNameWhatTheBuildHas) {
   ASSERT_FALSE(t.has_value());
 }
 
+// Fills a frame of the link's pool: header + `n` payload bytes from `src`.
+FrameBuf* make_frame(Transport& t, uint64_t seq, const uint8_t* src, size_t n) {
+  FrameBuf* f = t.pool().alloc();
+  if (!f) return nullptr;
+  std::memcpy(f->payload(), src, n);
+  encode_frame_header(FrameType::kOpaque, seq, f->payload(), static_cast<uint32_t>(n), f->data);
+  f->len = static_cast<uint32_t>(kFrameHeaderSize + n);
+  return f;
+}
+
 TEST(LoopbackTransport, FullRingTakesNothingAndDoesNotBlock) {
   auto l = listen_transport("loopback:full");
   ASSERT_TRUE(l.has_value());
@@ -286,19 +309,42 @@ TEST(LoopbackTransport, FullRingTakesNothingAndDoesNotBlock) {
   auto a = (*l)->accept(100);
   ASSERT_TRUE(a.has_value());
   const auto block = random_bytes(64u << 10, 7);
-  size_t total = 0;
-  for (int i = 0; i < 100; ++i) total += (*c)->tx_burst(block);
-  EXPECT_GT(total, 0u);
-  EXPECT_LT(total, size_t{100} * block.size());
-  EXPECT_EQ((*c)->tx_burst(block), 0u);  // full, and returns at once
-  std::vector<uint8_t> out(total);
+  size_t taken = 0;
+  for (uint64_t seq = 0; seq < 100; ++seq) {
+    FrameBuf* f = make_frame(**c, seq, block.data(), block.size());
+    if (!f) break;
+    if ((*c)->tx_burst({&f, 1}) == 0) {
+      (*c)->pool().free(f);
+      break;
+    }
+    ++taken;
+  }
+  EXPECT_GT(taken, 0u);
+  EXPECT_LT(taken, 100u);  // the ring (or the pool) filled, and tx_burst returned at once
+  EXPECT_EQ((*c)->tx_in_flight_bytes(), taken * (kFrameHeaderSize + block.size()));
+  FrameChecker check(0);
   size_t got = 0;
-  while (got < total) got += (*a)->rx_burst({out.data() + got, total - got});
-  for (size_t i = 0; i < total; ++i) ASSERT_EQ(out[i], block[i % block.size()]) << i;
+  FrameBuf* in[8];
+  while (got < taken) {
+    const size_t n = (*a)->rx_burst(in);
+    for (size_t i = 0; i < n; ++i, ++got) {
+      size_t pos = 0;
+      FrameChecker::Frame fr;
+      auto ok = check.next(in[i]->data, in[i]->len, &pos, fr);
+      ASSERT_TRUE(ok.has_value() && *ok) << (ok ? "empty" : ok.status().message());
+      ASSERT_EQ(0, std::memcmp(fr.payload, block.data(), block.size()));
+      in[i]->pool->free(in[i]);
+    }
+  }
+  // Every frame was copied by the peer: all come back through reap_tx.
+  FrameBuf* done[128];
+  EXPECT_EQ((*c)->reap_tx(done), taken);
+  EXPECT_EQ((*c)->tx_in_flight_bytes(), 0u);
+  for (size_t i = 0; i < taken; ++i) (*c)->pool().free(done[i]);
   (*c)->close_tx();
-  EXPECT_EQ((*a)->rx_burst(out), 0u);
-  EXPECT_TRUE((*a)->peer_closed());
+  EXPECT_EQ((*a)->rx_burst(in), 0u);
+  EXPECT_EQ((*a)->state(), LinkState::kPeerClosed);
 }
 
 }  // namespace
-}  // namespace ferry::dataplane
+}  // namespace ferry::pipeline

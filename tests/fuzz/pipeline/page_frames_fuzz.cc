@@ -1,17 +1,17 @@
-// Fuzzing of ferry recv's page-frame decoding (apps/page_stream.h PageStreamDecoder: PAGES
+// Fuzzing of ferry recv's page-frame decoding (pipeline/page_stream.h PageStreamDecoder: PAGES
 // headers, the zstd frame stream, record decoding, the rebuilder) with hostile frames.
 // Input: a sequence of  type:u8 len:u16le payload[len]  (type % 3: 0 OPAQUE, 1 PAGES,
 // 2 CODEC). A valid CODEC frame (4 KiB pages, 256 KiB cache, 2 encode shards) comes first,
-// so PAGES frames reach the decoders of both shards; a decode error ends the input, as it ends a session. Must never crash,
-// hang or allocate beyond the limits.
+// so PAGES frames reach the decoders of both shards; a decode error ends the input, as it ends a
+// session. Must never crash, hang or allocate beyond the limits.
 #include <cstdint>
 #include <cstring>
 
-#include "apps/page_stream.h"
+#include "pipeline/page_stream.h"
 
-using ferry::apps::PageStreamDecoder;
-using ferry::dataplane::ByteQueue;
+using ferry::ByteQueue;
 using ferry::dataplane::FrameType;
+using ferry::pipeline::PageStreamDecoder;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   PageStreamDecoder dec(1u << 20);

@@ -1,4 +1,4 @@
-// apps/page_stream.h — ferry's page encoding on the wire: the StreamCodec pair that turns the
+// pipeline/page_stream.h — ferry's page encoding on the wire: the StreamCodec pair that turns the
 // main migration stream into OPAQUE frames (everything that is not a RAM page) and PAGES
 // frames (RAM pages encoded by encoders/), and back into a valid QEMU stream on the receiver.
 // Wires qemu-channel (parser, rebuilder) to encoders/ and dataplane/ frames.
@@ -24,7 +24,7 @@
 // 6 = the same through one LZMA2 stream (preset 0: fewer bytes than zstd -9 at a third of
 // its speed, for links far slower than the encoder). Each shard keeps its zstd and its LZMA2
 // stream for the whole session, so moving between 5 and 6 restarts neither window.
-// auto moves along 1, 3, 4, 5, 6 by link backlog; max is 6.
+// auto moves along 1, 3, 4, 5, 6 by link backlog (policy/effort.h); max is 6.
 //
 // Encode shards (--encode-threads N): page i of a block belongs to shard i % N (all pages of a
 // block whose host pages are larger than the target page go to shard 0, so a host page stays
@@ -58,25 +58,21 @@
 #include <vector>
 
 #include "common/fork_join.h"
-#include "dataplane/stream_codec.h"
 #include "encoders/page_codec.h"
 #include "encoders/stream_compressor.h"
+#include "pipeline/stream_codec.h"
+#include "pipeline/stream_stats.h"
 #include "qemu-channel/stream_parser.h"
 #include "qemu-channel/stream_rebuilder.h"
 
-namespace ferry::apps {
+namespace ferry::pipeline {
 
 struct PageCodecOptions {
   encoders::CodecLevel level = encoders::CodecLevel::kFast;
   // >= 0: this effort, fixed, whatever the level (ferry inspect --simulate-codec).
   int fixed_effort = -1;
   size_t cache_bytes = 256u << 20;  // all shards together
-  unsigned encode_threads = 1;       // shards, each encoded on its own thread; 1 .. kMaxShards
-  // auto: bytes still queued toward the link when QEMU's next bytes arrive. Above
-  // backlog_high the kernel's socket buffer is full, so the link is the bottleneck: encode
-  // heavier. Below backlog_low (and with encoding keeping the thread busy): lighter.
-  size_t backlog_high = 64u << 10;
-  size_t backlog_low = 16u << 10;
+  unsigned encode_threads = 1;      // shards, each encoded on its own thread; 1 .. kMaxShards
 };
 
 // What went out, by form; readable from another thread.
@@ -87,31 +83,33 @@ struct PageCodecCounters {
   std::atomic<int> effort{0};
   std::atomic<uint64_t> effort_changes{0};
   std::atomic<uint64_t> effort_pages[encoders::kMaxEffort + 1] = {};  // pages encoded at each
-  std::atomic<uint64_t> wire_bytes{0};  // PAGES bodies as sent (after the zstd stream)
-  std::atomic<unsigned> shards{0};      // encode shards in use (0 until the first page)
+  std::atomic<uint64_t> wire_bytes{0};         // PAGES bodies as sent (after the zstd stream)
+  std::atomic<unsigned> shards{0};             // encode shards in use (0 until the first page)
   std::atomic<uint64_t> shard_pages[64] = {};  // pages encoded per shard (kMaxShards)
 };
 
 inline constexpr unsigned kMaxShards = 64;  // the shard fits PAGES flags bits 1..7
 
-// --codec auto's next effort, from the current one, the bytes queued toward the link and the
-// share of the last ~100 ms the encoder was busy (< 0: not measured yet); page_stream.cc
-// explains the ladder.
-int next_auto_effort(int effort, size_t backlog, double busy_fraction,
-                     const PageCodecOptions& opt);
-
-class PageStreamEncoder final : public dataplane::StreamCodec {
+// The sender's codec of one channel: QEMU bytes in, OPAQUE/CODEC/PAGES frames out. Owned by
+// the channel (ChannelSet); encode() and finish() run on its pump's thread only. counters(),
+// stream_stats()'s counters and set_effort() may be used from any thread.
+class PageStreamEncoder final : public StreamCodec {
  public:
   explicit PageStreamEncoder(const PageCodecOptions& options);
   ~PageStreamEncoder() override;
 
-  Status encode(std::span<const uint8_t> bytes, dataplane::FrameWriter& out) override;
-  Status finish(dataplane::FrameWriter& out) override;
-  Status decode(dataplane::FrameType, std::span<const uint8_t>, dataplane::ByteQueue&) override {
+  Status encode(std::span<const uint8_t> bytes, FrameWriter& out) override;
+  Status finish(FrameWriter& out) override;
+  Status decode(dataplane::FrameType, std::span<const uint8_t>, ByteQueue&) override {
     return Status(ErrorCode::kInternal, "a sender's codec does not decode");
   }
 
   const PageCodecCounters& counters() const { return counters_; }
+  // The QEMU stream's counts (pages by class, commands, multifd packets), from the parse this
+  // encoder runs anyway on the main channel (and from a counting parser on other channels,
+  // which it forwards unparsed): the channel needs no StreamStats tap of its own. Counters
+  // readable from any thread; role() and note() once the pump ended.
+  const StreamStats& stream_stats() const { return stats_; }
   // Any thread: fix the effort (0..5) from the next batch on, or -1 to return to the level's
   // own choice. The policy engine of `ferry migrate` uses it.
   void set_effort(int effort) { requested_effort_.store(effort, std::memory_order_relaxed); }
@@ -138,15 +136,15 @@ class PageStreamEncoder final : public dataplane::StreamCodec {
     std::unique_ptr<encoders::StreamCompressor> lzma;  // effort 6
     encoders::StreamCompressor* stream = nullptr;      // the one in use (null: none)
     std::vector<uint8_t> records;                      // a batch's records before the stream
-    Batch open;                                           // the batch being filled
+    Batch open;                                        // the batch being filled
   };
-  Status start(std::span<const uint8_t> first, dataplane::FrameWriter& out);
-  Status drain(std::span<const uint8_t> pushed, dataplane::FrameWriter& out);
-  void add_opaque(std::span<const uint8_t> raw, dataplane::FrameWriter& out);
-  void flush_opaque(dataplane::FrameWriter& out);
+  Status start(std::span<const uint8_t> first, FrameWriter& out);
+  Status drain(std::span<const uint8_t> pushed, FrameWriter& out);
+  void add_opaque(std::span<const uint8_t> raw, FrameWriter& out);
+  void flush_opaque(FrameWriter& out);
   unsigned shard_of_page(std::string_view block, uint64_t index);
   void close_batch(Shard& sh);
-  Status flush_pages(dataplane::FrameWriter& out);
+  Status flush_pages(FrameWriter& out);
   size_t max_frame(const Batch& b) const;
   Result<size_t> encode_batch(Shard& sh, Batch& b, uint8_t* dst);
   void adapt_effort(size_t backlog);
@@ -155,7 +153,7 @@ class PageStreamEncoder final : public dataplane::StreamCodec {
 
   PageCodecOptions opt_;
   bool started_ = false;
-  bool main_ = false;  // only the main channel's records are encoded
+  bool main_ = false;          // only the main channel's records are encoded
   std::vector<uint8_t> head_;  // first bytes, until the channel's role is known
   std::unique_ptr<qemu::StreamParser> parser_;
   std::vector<Shard> shards_;
@@ -179,20 +177,23 @@ class PageStreamEncoder final : public dataplane::StreamCodec {
   // Blocks whose pages all go to shard 0 (host pages larger than the target page).
   std::unordered_map<std::string, bool> whole_host_pages_;
   PageCodecCounters counters_;
+  StreamStats stats_{/*return_path=*/false};
 };
 
-class PageStreamDecoder final : public dataplane::StreamCodec {
+// The receiver's codec of one channel: frames in, a byte-valid QEMU stream out. Owned by the
+// channel; decode() runs on its pump's thread only, pages_rebuilt() from any thread.
+class PageStreamDecoder final : public StreamCodec {
  public:
   // max_cache_bytes: the largest page cache a sender may ask for (it is allocated here).
   explicit PageStreamDecoder(size_t max_cache_bytes) : max_cache_bytes_(max_cache_bytes) {}
   ~PageStreamDecoder() override;
 
-  Status encode(std::span<const uint8_t>, dataplane::FrameWriter&) override {
+  Status encode(std::span<const uint8_t>, FrameWriter&) override {
     return Status(ErrorCode::kInternal, "a receiver's codec does not encode");
   }
-  Status finish(dataplane::FrameWriter&) override { return Status::ok(); }
+  Status finish(FrameWriter&) override { return Status::ok(); }
   Status decode(dataplane::FrameType type, std::span<const uint8_t> payload,
-                dataplane::ByteQueue& out) override;
+                ByteQueue& out) override;
 
   uint64_t pages_rebuilt() const { return pages_.load(std::memory_order_relaxed); }
 
@@ -221,4 +222,4 @@ inline uint64_t page_key(uint32_t block_id, uint32_t page_index) {
   return (uint64_t{block_id} << 40) | page_index;
 }
 
-}  // namespace ferry::apps
+}  // namespace ferry::pipeline

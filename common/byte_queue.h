@@ -1,4 +1,4 @@
-// dataplane/byte_queue.h — a growable FIFO of bytes for the pump's queues and the frame
+// common/byte_queue.h — a growable FIFO of bytes for the QEMU-side queues and the frame
 // decoder's input: linear storage, filled in place (reserve/commit) and drained from the
 // front, so the hot path copies nothing it does not have to.
 #pragma once
@@ -10,7 +10,7 @@
 
 #include "common/status.h"
 
-namespace ferry::dataplane {
+namespace ferry {
 
 // Pending bytes for a non-blocking fd: a linear buffer that grows to the largest backlog
 // and then stays (no allocation in steady state). Owned by one thread.
@@ -37,4 +37,4 @@ class ByteQueue {
   size_t cap_ = 0, pos_ = 0, end_ = 0;
 };
 
-}  // namespace ferry::dataplane
+}  // namespace ferry

@@ -1,4 +1,4 @@
-// apps/channel_set.h — the channels of one migration on one side (ferry send or ferry recv):
+// pipeline/channel_set.h — the channels of one migration on one side (ferry send or ferry recv):
 // one ChannelPump thread per QEMU connection (main, then multifd ones in the order QEMU opened
 // them), a shared abort signal so one failed channel stops the others, progress, and the
 // final --stats-json.
@@ -13,15 +13,17 @@
 #include <thread>
 #include <vector>
 
-#include "apps/page_stream.h"
-#include "apps/stream_stats.h"
-#include "dataplane/channel_pump.h"
+#include "common/json.h"
 #include "dataplane/transport.h"
+#include "pipeline/channel_pump.h"
+#include "pipeline/page_stream.h"
+#include "pipeline/stream_stats.h"
 
-namespace ferry::apps {
+namespace ferry::pipeline {
 
 // Totals over every channel, for progress and the policy engine.
 struct SetCounters {
+  bool sender = true;  // which side: the QEMU stream is bytes_from_qemu, else bytes_to_qemu
   double seconds = 0;
   size_t channels = 0;
   uint64_t bytes_from_qemu = 0, bytes_to_qemu = 0;
@@ -36,17 +38,23 @@ struct SetCounters {
 // different threads (a mutex guards the channel list); each channel's pump runs on its own.
 class ChannelSet {
  public:
-  explicit ChannelSet(dataplane::PumpRole role);
+  explicit ChannelSet(PumpRole role);
   ~ChannelSet();  // aborts what still runs and joins every thread
   ChannelSet(const ChannelSet&) = delete;
   ChannelSet& operator=(const ChannelSet&) = delete;
 
+  // How the engine of each channel started from now on waits (engine.h).
+  void set_poll_mode(dataplane::PollMode mode) { poll_mode_ = mode; }
+
   // Starts channel `index` on its own thread. The set owns link and, when own_fds, the QEMU
   // fds (closed when the channel ends, so QEMU sees the end at once).
-  // codec: page encoding for this channel (page_stream.h), or null for opaque forwarding.
-  void start(uint16_t index, dataplane::QemuEnd qemu, bool own_fds,
-             std::unique_ptr<dataplane::Transport> link,
-             std::unique_ptr<dataplane::StreamCodec> codec = nullptr);
+  // Sender: encoder = this channel's page encoding (page_stream.h), or null to forward QEMU's
+  // bytes as OPAQUE frames (--codec none). The encoder's own parse also counts the stream.
+  void start(uint16_t index, QemuEnd qemu, bool own_fds, std::unique_ptr<dataplane::Transport> link,
+             std::unique_ptr<PageStreamEncoder> encoder);
+  // Receiver: decoder = page decoding when the sender encodes pages, else null.
+  void start(uint16_t index, QemuEnd qemu, bool own_fds, std::unique_ptr<dataplane::Transport> link,
+             std::unique_ptr<PageStreamDecoder> decoder);
 
   // Readable (poll) whenever a channel ended; call reap() then.
   int wake_fd() const { return wake_fd_; }
@@ -62,22 +70,23 @@ class ChannelSet {
   void abort_all();
   void join_all();
 
-  // One line for a terminal: bytes, rate, channels.
-  std::string progress_line() const;
   SetCounters counters() const;
   // Page encoding effort for every encoding channel: 0..5 fixed (the policy engine decides),
   // -1 = the codec's own choice (--codec).
   void set_effort(int effort);
-  // The final counters as one JSON object (see --help of send/recv).
-  std::string stats_json(const std::string& outcome, const std::string& error) const;
+  // The final counters as one JSON object (--stats-json; see --help of send/recv). outcome:
+  // "completed" or "failed"; error: the first error, or "" (written as null).
+  json::Value stats_json(const std::string& outcome, const std::string& error) const;
   double seconds() const;
 
  private:
   struct Channel;
+  void start_channel(std::unique_ptr<Channel> ch);
   void reap_locked();
   void join_all_locked();
 
-  dataplane::PumpRole role_;
+  PumpRole role_;
+  dataplane::PollMode poll_mode_ = dataplane::PollMode::kAdaptive;
   mutable std::mutex mu_;
   std::vector<std::unique_ptr<Channel>> channels_;
   int abort_fd_ = -1;
@@ -87,4 +96,4 @@ class ChannelSet {
   std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
 };
 
-}  // namespace ferry::apps
+}  // namespace ferry::pipeline
