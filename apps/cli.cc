@@ -5,8 +5,8 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "apps/channel_set.h"
 #include "dataplane/transport.h"
+#include "pipeline/channel_set.h"
 
 namespace ferry::apps {
 
@@ -45,8 +45,8 @@ long long ArgReader::count(long long min, long long max) {
   errno = 0;
   long long n = std::strtoll(v.c_str(), &end, 10);
   if (v.empty() || *end != '\0' || errno != 0 || n < min || n > max) {
-    fail(flag + " wants a whole number from " + std::to_string(min) + " to " +
-         std::to_string(max) + ", got '" + v + "'");
+    fail(flag + " wants a whole number from " + std::to_string(min) + " to " + std::to_string(max) +
+         ", got '" + v + "'");
     return min;
   }
   return n;
@@ -62,6 +62,16 @@ encoders::CodecLevel ArgReader::codec() {
   return encoders::CodecLevel::kAuto;
 }
 
+dataplane::PollMode ArgReader::poll_mode() {
+  const std::string flag = current();
+  auto mode = dataplane::parse_poll_mode(value());
+  if (!mode) {
+    fail(flag + ": " + mode.status().message());
+    return dataplane::PollMode::kAdaptive;
+  }
+  return *mode;
+}
+
 void ArgReader::unknown() { fail("unknown argument '" + current() + "'"); }
 
 Status write_text_file(const std::string& path, const std::string& text) {
@@ -73,11 +83,11 @@ Status write_text_file(const std::string& path, const std::string& text) {
   return Status::ok();
 }
 
-int finish_session(const char* command, ChannelSet& set, const std::string& stats_path,
+int finish_session(const char* command, pipeline::ChannelSet& set, const std::string& stats_path,
                    const std::string& error, bool quiet) {
   if (!stats_path.empty()) {
-    auto st = write_text_file(stats_path,
-                              set.stats_json(error.empty() ? "completed" : "failed", error));
+    auto st = write_text_file(
+        stats_path, set.stats_json(error.empty() ? "completed" : "failed", error).dump() + "\n");
     if (!st) {
       std::fprintf(stderr, "%s: %s\n", command, st.message().c_str());
       if (error.empty()) return 1;
@@ -87,8 +97,28 @@ int finish_session(const char* command, ChannelSet& set, const std::string& stat
     std::fprintf(stderr, "%s: %s\n", command, error.c_str());
     return 1;
   }
-  if (!quiet) std::fprintf(stderr, "%s: done: %s\n", command, set.progress_line().c_str());
+  if (!quiet) std::fprintf(stderr, "%s: done: %s\n", command, progress_line(set).c_str());
   return 0;
+}
+
+std::string progress_line(const pipeline::ChannelSet& set) {
+  const pipeline::SetCounters c = set.counters();
+  const double s = c.seconds;
+  const uint64_t stream = c.sender ? c.bytes_from_qemu : c.bytes_to_qemu;
+  const uint64_t link = c.link_tx_bytes + c.link_rx_bytes;
+  char buf[200];
+  std::snprintf(buf, sizeof buf,
+                "%6.1f s  %zu channel%s  stream %.1f MB  link %.1f MB (%.1f MB/s)  %llu pages", s,
+                c.channels, c.channels == 1 ? "" : "s", stream / 1e6, link / 1e6,
+                s > 0 ? link / 1e6 / s : 0.0,
+                static_cast<unsigned long long>(c.pages_normal + c.pages_zero));
+  return buf;
+}
+
+std::function<void()> progress_tick(const pipeline::ChannelSet& set) {
+  return [&set] {
+    if (set.size()) std::fprintf(stderr, "\r%s", progress_line(set).c_str());
+  };
 }
 
 std::string transport_names() {

@@ -3,10 +3,16 @@
 #pragma once
 
 #include <cstdio>
+#include <functional>
 #include <string>
 
 #include "common/status.h"
+#include "dataplane/engine.h"
 #include "encoders/page_codec.h"
+
+namespace ferry::pipeline {
+class ChannelSet;
+}  // namespace ferry::pipeline
 
 namespace ferry::apps {
 
@@ -30,6 +36,8 @@ class ArgReader {
   long long count(long long min, long long max);
   // The value as a --codec level (none|fast|max|auto).
   encoders::CodecLevel codec();
+  // The value as a polling mode (adaptive|busy).
+  dataplane::PollMode poll_mode();
   void unknown();
   bool ok() const { return ok_; }
 
@@ -49,10 +57,15 @@ Status write_text_file(const std::string& path, const std::string& text);
 // "tcp, loopback" (available transports), for --help.
 std::string transport_names();
 
-class ChannelSet;
 // The end of ferry send / ferry recv: writes --stats-json (if a path is given), prints the
 // one-line result, returns the exit status (0 when error is empty).
-int finish_session(const char* command, ChannelSet& set, const std::string& stats_path,
+// One line for a terminal: time, channels, stream and link bytes, link rate, pages.
+std::string progress_line(const pipeline::ChannelSet& set);
+// A progress line on stderr, redrawn in place, for a session's wait() tick (nothing until the
+// first channel runs).
+std::function<void()> progress_tick(const pipeline::ChannelSet& set);
+
+int finish_session(const char* command, pipeline::ChannelSet& set, const std::string& stats_path,
                    const std::string& error, bool quiet);
 
 }  // namespace ferry::apps

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "apps/commands.h"
+#include "common/json.h"
 #include "qemu-channel/stream_parser.h"
 #include "qemu-channel/stream_rebuilder.h"
 
@@ -150,24 +151,6 @@ void count(const Item& it, Counts& c, uint64_t tp) {
       break;
   }
 }
-
-std::string json_string(std::string_view s) {
-  std::string r = "\"";
-  for (unsigned char ch : s) {
-    if (ch == '"' || ch == '\\') {
-      r += '\\';
-      r += static_cast<char>(ch);
-    } else if (ch < 0x20 || ch >= 0x7f) {
-      char b[8];
-      std::snprintf(b, sizeof b, "\\u%04x", ch);
-      r += b;
-    } else {
-      r += static_cast<char>(ch);
-    }
-  }
-  return r + "\"";
-}
-
 
 }  // namespace
 
@@ -349,67 +332,50 @@ int run_inspect(int argc, char** argv) {
   const uint64_t framing = c.total - c.page_payload - c.opaque;
   const char* role_name = qemu::channel_role_name(role);
   if (json) {
-    std::string j = "{";
-    j += "\"channel\":" + json_string(role_name);
-    j += std::string(",\"magic_ok\":") + (parser.magic_ok() ? "true" : "false");
-    j += ",\"machine\":" +
-         (parser.machine().empty() ? std::string("null") : json_string(parser.machine()));
-    j += ",\"ram_blocks\":[";
-    bool first = true;
+    using json::Value;
+    Value blocks = Value::array();
     for (const auto& b : parser.ram_blocks()) {
-      if (!first) j += ",";
-      first = false;
-      j += "{\"name\":" + json_string(b.name) + ",\"size\":" + std::to_string(b.used_length);
-      if (b.page_size) j += ",\"page_size\":" + std::to_string(b.page_size);
-      j += "}";
+      Value block = Value::object({{"name", b.name}, {"size", b.used_length}});
+      if (b.page_size) block.set("page_size", b.page_size);
+      blocks.push_back(std::move(block));
     }
-    j += "],\"sections\":{\"start\":" + std::to_string(parser.sections_seen(1)) +
-         ",\"part\":" + std::to_string(parser.sections_seen(2)) +
-         ",\"end\":" + std::to_string(parser.sections_seen(3)) +
-         ",\"full\":" + std::to_string(parser.sections_seen(4)) + "}";
-    j += ",\"commands\":{";
-    first = true;
-    for (const auto& [k, v] : c.commands) {
-      if (!first) j += ",";
-      first = false;
-      j += json_string(k) + ":" + std::to_string(v);
-    }
-    j += "},\"return_path\":{";
-    first = true;
-    for (const auto& [k, v] : c.rp) {
-      if (!first) j += ",";
-      first = false;
-      j += json_string(k) + ":" + std::to_string(v);
-    }
-    j += "},\"pages\":{\"zero\":" + std::to_string(c.zero) +
-         ",\"normal\":" + std::to_string(c.normal) + ",\"xbzrle\":" + std::to_string(c.xbzrle) +
-         ",\"compressed\":" + std::to_string(c.compressed) + "}";
-    j += ",\"bytes\":{\"page_payload\":" + std::to_string(c.page_payload) +
-         ",\"opaque\":" + std::to_string(c.opaque) + ",\"framing\":" + std::to_string(framing) +
-         ",\"total\":" + std::to_string(c.total) + "}";
-    j += ",\"multifd\":{\"packets\":" + std::to_string(c.mf_packets) +
-         ",\"sync_packets\":" + std::to_string(c.mf_sync) +
-         ",\"accounted_bytes\":" + std::to_string(c.mf_accounted) + "}";
-    j += ",\"eos\":" + std::to_string(c.eos) + ",\"multifd_flush\":" + std::to_string(c.flush);
-    j += std::string(",\"eof\":") + (c.eof ? "true" : "false");
-    j += std::string(",\"vmdesc\":") + (c.vmdesc ? "true" : "false");
-    j += ",\"passthrough_from\":" + (parser.passthrough_from() < 0
-                                         ? std::string("null")
-                                         : std::to_string(parser.passthrough_from()));
-    j += ",\"passthrough_reason\":" + (parser.passthrough_from() < 0
-                                           ? std::string("null")
-                                           : json_string(parser.passthrough_reason()));
-    j += ",\"rebuild_identical\":" + std::string(!out                ? "null"
-                                                 : rebuild_identical ? "true"
-                                                                     : "false");
-    if (err) {
-      j += ",\"error\":{\"offset\":" + std::to_string(err->offset) +
-           ",\"message\":" + json_string(err->message) + "}";
-    } else {
-      j += ",\"error\":null";
-    }
-    j += "}\n";
-    std::fputs(j.c_str(), stdout);
+    Value commands = Value::object(), rp = Value::object();
+    for (const auto& [k, v] : c.commands) commands.set(k, v);
+    for (const auto& [k, v] : c.rp) rp.set(k, v);
+    const bool passthrough = parser.passthrough_from() >= 0;
+    Value doc = Value::object({
+        {"channel", role_name},
+        {"magic_ok", parser.magic_ok()},
+        {"machine", parser.machine().empty() ? Value() : Value(parser.machine())},
+        {"ram_blocks", std::move(blocks)},
+        {"sections", Value::object({{"start", parser.sections_seen(1)},
+                                    {"part", parser.sections_seen(2)},
+                                    {"end", parser.sections_seen(3)},
+                                    {"full", parser.sections_seen(4)}})},
+        {"commands", std::move(commands)},
+        {"return_path", std::move(rp)},
+        {"pages", Value::object({{"zero", c.zero},
+                                 {"normal", c.normal},
+                                 {"xbzrle", c.xbzrle},
+                                 {"compressed", c.compressed}})},
+        {"bytes", Value::object({{"page_payload", c.page_payload},
+                                 {"opaque", c.opaque},
+                                 {"framing", framing},
+                                 {"total", c.total}})},
+        {"multifd", Value::object({{"packets", c.mf_packets},
+                                   {"sync_packets", c.mf_sync},
+                                   {"accounted_bytes", c.mf_accounted}})},
+        {"eos", c.eos},
+        {"multifd_flush", c.flush},
+        {"eof", c.eof},
+        {"vmdesc", c.vmdesc},
+        {"passthrough_from", passthrough ? Value(parser.passthrough_from()) : Value()},
+        {"passthrough_reason", passthrough ? Value(parser.passthrough_reason()) : Value()},
+        {"rebuild_identical", out ? Value(rebuild_identical) : Value()},
+        {"error",
+         err ? Value::object({{"offset", err->offset}, {"message", err->message}}) : Value()},
+    });
+    std::printf("%s\n", doc.dump().c_str());
   } else {
     std::printf("channel:      %s\n", role_name);
     if (role == ChannelRole::kMain) {

@@ -16,9 +16,9 @@
 #include "apps/cli.h"
 #include "apps/commands.h"
 #include "apps/cpu_idle.h"
-#include "apps/page_stream.h"
-#include "apps/send_session.h"
 #include "common/json.h"
+#include "pipeline/page_stream.h"
+#include "pipeline/send_session.h"
 #include "policy/engine.h"
 #include "qemu-channel/qmp_client.h"
 
@@ -26,6 +26,9 @@ namespace ferry::apps {
 namespace {
 
 using json::Value;
+using pipeline::SendOptions;
+using pipeline::SendSession;
+using pipeline::SetCounters;
 using policy::Action;
 using policy::action_name;
 using policy::Decision;
@@ -40,7 +43,7 @@ void migrate_usage(FILE* out) {
       "usage: ferry migrate --src-qmp unix:PATH --dst-qmp unix:PATH --peer tcp:HOST:PORT\n"
       "                     [--max-downtime MS] [--deadline S] [--allow-postcopy]\n"
       "                     [--allow-throttle] [--codec auto|fast|max|none] [--cache-mib N]\n"
-      "                     [--encode-threads N]\n"
+      "                     [--encode-threads N] [--poll adaptive|busy]\n"
       "                     [--sock PATH] [--json]\n"
       "\n"
       "Migrates the VM of the source QEMU (its QMP socket: --src-qmp) to the destination QEMU\n"
@@ -61,7 +64,8 @@ void migrate_usage(FILE* out) {
       "                      seconds (default 600)\n"
       "  --allow-postcopy    may switch to post-copy (sets postcopy-ram on both QEMUs)\n"
       "  --allow-throttle    may let QEMU slow the guest's vCPUs (auto-converge)\n"
-      "  --codec, --cache-mib, --encode-threads  as ferry send (default auto, 256, 1)\n"
+      "  --codec, --cache-mib, --encode-threads, --poll  as ferry send (default auto, 256, 1,\n"
+      "                     adaptive)\n"
       "  --sock PATH         the unix socket the source QEMU migrates into (default\n"
       "                      /tmp/ferry-migrate-<pid>.sock)\n"
       "  --json              one JSON object per line on stdout: progress samples, decisions,\n"
@@ -146,7 +150,9 @@ int run_migrate(int argc, char** argv) {
     } else if (args.is("--cache-mib")) {
       a.send.cache_mib = static_cast<size_t>(args.count(0, 1 << 20));
     } else if (args.is("--encode-threads")) {
-      a.send.encode_threads = static_cast<unsigned>(args.count(1, apps::kMaxShards));
+      a.send.encode_threads = static_cast<unsigned>(args.count(1, pipeline::kMaxShards));
+    } else if (args.is("--poll")) {
+      a.send.poll_mode = args.poll_mode();
     } else if (args.is("--sock")) {
       a.sock = args.value();
     } else if (args.is("--json")) {
@@ -169,9 +175,9 @@ int run_migrate(int argc, char** argv) {
   const bool tty = !a.json && ::isatty(2);
   auto fail = [&](const std::string& msg) {
     if (a.json) {
-      std::printf("%s\n", Value::object({{"event", Value("error")}, {"message", Value(msg)}})
-                              .dump()
-                              .c_str());
+      std::printf(
+          "%s\n",
+          Value::object({{"event", Value("error")}, {"message", Value(msg)}}).dump().c_str());
     }
     std::fprintf(stderr, "ferry migrate: %s\n", msg.c_str());
     return 1;
@@ -185,8 +191,9 @@ int run_migrate(int argc, char** argv) {
   {
     auto st = (*dst)->execute("query-status");
     if (!st || (*st)["status"].as_string() != "inmigrate") {
-      return fail("the destination QEMU is not waiting for a migration (start it with "
-                  "-incoming unix:PATH and run ferry recv --qemu unix:PATH)");
+      return fail(
+          "the destination QEMU is not waiting for a migration (start it with "
+          "-incoming unix:PATH and run ferry recv --qemu unix:PATH)");
     }
   }
   std::vector<std::pair<std::string, bool>> caps = {{"postcopy-ram", a.limits.allow_postcopy}};
@@ -200,13 +207,11 @@ int run_migrate(int argc, char** argv) {
   }
 
   // 2. The ferry path, then the migration.
-  a.send.progress = false;
   SendSession session(a.send);
   if (auto st = session.listen(a.sock); !st) return fail(st.message());
   session.start();
   const auto t0 = std::chrono::steady_clock::now();
-  if (auto r = (*src)->execute("migrate", Value::object({{"uri", Value("unix:" + a.sock)}}));
-      !r) {
+  if (auto r = (*src)->execute("migrate", Value::object({{"uri", Value("unix:" + a.sock)}})); !r) {
     session.abort();
     return fail("source: " + r.status().message());
   }
@@ -215,8 +220,8 @@ int run_migrate(int argc, char** argv) {
   // measures it at the end of a pass, a minute away on a slow link): calc-dirty-rate hashes a
   // sample of guest pages twice, 1 s apart. It only reads guest memory; the migration's dirty
   // log is untouched. An older QEMU without it just leaves the engine QEMU's own numbers.
-  bool sampling = static_cast<bool>((*src)->execute(
-      "calc-dirty-rate", Value::object({{"calc-time", Value(int64_t{1})}})));
+  bool sampling = static_cast<bool>(
+      (*src)->execute("calc-dirty-rate", Value::object({{"calc-time", Value(int64_t{1})}})));
   double sampled_dirty_bytes_per_s = 0;
 
   // 3. The policy loop.
@@ -305,17 +310,17 @@ int run_migrate(int argc, char** argv) {
     }
     const policy::View& v = engine.view();
     if (a.json) {
-      std::printf("%s\n", Value::object({{"event", Value("progress")},
-                                         {"t_s", Value(now_s)},
-                                         {"status", Value(q.status)},
-                                         {"pass", Value(static_cast<int64_t>(q.dirty_sync_count))},
-                                         {"remaining_bytes",
-                                          Value(static_cast<int64_t>(q.remaining_bytes))},
-                                         {"link_bytes_per_s", Value(v.link_bytes_per_s)},
-                                         {"effective_bytes_per_s", Value(v.effective_bytes_per_s)},
-                                         {"dirty_bytes_per_s", Value(v.dirty_bytes_per_s)},
-                                         {"eta_s", Value(v.eta_s)},
-                                         {"effort", Value(static_cast<int64_t>(c.effort))}})
+      std::printf("%s\n", Value::object(
+                              {{"event", Value("progress")},
+                               {"t_s", Value(now_s)},
+                               {"status", Value(q.status)},
+                               {"pass", Value(static_cast<int64_t>(q.dirty_sync_count))},
+                               {"remaining_bytes", Value(static_cast<int64_t>(q.remaining_bytes))},
+                               {"link_bytes_per_s", Value(v.link_bytes_per_s)},
+                               {"effective_bytes_per_s", Value(v.effective_bytes_per_s)},
+                               {"dirty_bytes_per_s", Value(v.dirty_bytes_per_s)},
+                               {"eta_s", Value(v.eta_s)},
+                               {"effort", Value(static_cast<int64_t>(c.effort))}})
                               .dump()
                               .c_str());
       std::fflush(stdout);
@@ -326,8 +331,9 @@ int run_migrate(int argc, char** argv) {
                    now_s, q.status.c_str(), static_cast<unsigned long long>(q.dirty_sync_count),
                    fmt_bytes(static_cast<double>(q.remaining_bytes)).c_str(),
                    v.link_bytes_per_s / 1e6, v.dirty_bytes_per_s / 1e6, c.effort,
-                   std::isfinite(v.eta_s) ? (std::to_string(static_cast<int>(v.eta_s)) + " s").c_str()
-                                          : "never");
+                   std::isfinite(v.eta_s)
+                       ? (std::to_string(static_cast<int>(v.eta_s)) + " s").c_str()
+                       : "never");
     }
   }
   if (tty) std::fprintf(stderr, "\n");
@@ -354,22 +360,20 @@ int run_migrate(int argc, char** argv) {
                                   {"reason", Value(d.reason)}}));
     }
     std::printf("%s\n",
-                Value::object({{"event", Value("report")},
-                               {"outcome", Value(outcome)},
-                               {"reason", Value(reason)},
-                               {"total_time_ms", Value(static_cast<int64_t>(q.total_time_ms))},
-                               {"wall_s", Value(total_s)},
-                               {"downtime_ms", Value(static_cast<int64_t>(q.downtime_ms))},
-                               {"downtime_within_budget", Value(downtime_ok)},
-                               {"qemu_transferred_bytes",
-                                Value(static_cast<int64_t>(q.transferred_bytes))},
-                               {"link_bytes", Value(static_cast<int64_t>(c.link_tx_bytes +
-                                                                         c.link_rx_bytes))},
-                               {"postcopy_requests",
-                                Value(static_cast<int64_t>(q.postcopy_requests))},
-                               {"passes", Value(static_cast<int64_t>(q.dirty_sync_count))},
-                               {"sampled_dirty_bytes_per_s", Value(sampled_dirty_bytes_per_s)},
-                               {"decisions", ds}})
+                Value::object(
+                    {{"event", Value("report")},
+                     {"outcome", Value(outcome)},
+                     {"reason", Value(reason)},
+                     {"total_time_ms", Value(static_cast<int64_t>(q.total_time_ms))},
+                     {"wall_s", Value(total_s)},
+                     {"downtime_ms", Value(static_cast<int64_t>(q.downtime_ms))},
+                     {"downtime_within_budget", Value(downtime_ok)},
+                     {"qemu_transferred_bytes", Value(static_cast<int64_t>(q.transferred_bytes))},
+                     {"link_bytes", Value(static_cast<int64_t>(c.link_tx_bytes + c.link_rx_bytes))},
+                     {"postcopy_requests", Value(static_cast<int64_t>(q.postcopy_requests))},
+                     {"passes", Value(static_cast<int64_t>(q.dirty_sync_count))},
+                     {"sampled_dirty_bytes_per_s", Value(sampled_dirty_bytes_per_s)},
+                     {"decisions", ds}})
                     .dump()
                     .c_str());
   } else {

@@ -1,22 +1,16 @@
-// apps/cmd_recv.cc — `ferry recv`: the destination side. Accepts links from one `ferry send`
-// session, validates each handshake before anything reaches QEMU, connects to the destination
-// QEMU's incoming socket once per channel in the sender's channel order (QEMU takes the first
-// connection as the main stream), and pumps each channel on its own thread.
-#include <poll.h>
+// apps/cmd_recv.cc — `ferry recv`: the destination side. Arguments, then a RecvSession
+// (pipeline/recv_session.h: accepts links from one `ferry send` session, checks each handshake
+// before anything reaches QEMU, connects the destination QEMU once per channel in the sender's
+// order), progress while it runs, the final line and --stats-json.
 #include <unistd.h>
 
 #include <cstdio>
-#include <cstring>
-#include <map>
 #include <string>
 
-#include "apps/channel_set.h"
 #include "apps/cli.h"
 #include "apps/commands.h"
-#include "dataplane/handshake.h"
 #include "dataplane/net.h"
-#include "dataplane/protocol.h"
-#include "dataplane/transport.h"
+#include "pipeline/recv_session.h"
 
 namespace ferry::apps {
 namespace {
@@ -25,7 +19,7 @@ void recv_usage(FILE* out) {
   std::fprintf(
       out,
       "usage: ferry recv --listen TRANSPORT:ADDRESS --qemu unix:PATH [--stats-json FILE]\n"
-      "                  [--max-cache-mib N] [--quiet]\n"
+      "                  [--max-cache-mib N] [--poll adaptive|busy] [--quiet]\n"
       "\n"
       "The destination side of a migration through ferry. Start the destination QEMU with\n"
       "-incoming unix:PATH, then ferry recv, then ferry send and the migration on the source.\n"
@@ -39,14 +33,11 @@ void recv_usage(FILE* out) {
       "  --qemu unix:PATH        the destination QEMU's -incoming socket\n"
       "  --max-cache-mib N       refuse a sender whose --cache-mib is larger (default 4096):\n"
       "                          ferry recv keeps a page cache of the sender's size\n"
+      "  --poll adaptive|busy    how the dataplane waits (as ferry send; default adaptive)\n"
       "  --stats-json FILE       write the final counters: bytes to/from QEMU, bytes on the\n"
       "                          link, pages by class, return-path messages, channels, duration\n"
       "  --quiet                 no progress line (it is shown only on a terminal anyway)\n",
       transport_names().c_str());
-}
-
-void reject(dataplane::Transport& t, const std::string& why) {
-  (void)dataplane::receiver_answer(t, false, why, 1000);
 }
 
 }  // namespace
@@ -55,6 +46,7 @@ int run_recv(int argc, char** argv) {
   std::string listen_s, qemu_s, stats_path;
   bool quiet = false;
   size_t max_cache_mib = 4096;
+  dataplane::PollMode poll_mode = dataplane::PollMode::kAdaptive;
   ArgReader args("ferry recv", argc, argv);
   while (args.next()) {
     if (args.is("--help") || args.is("-h")) {
@@ -70,6 +62,8 @@ int run_recv(int argc, char** argv) {
       quiet = true;
     } else if (args.is("--max-cache-mib")) {
       max_cache_mib = static_cast<size_t>(args.count(0, 1 << 20));
+    } else if (args.is("--poll")) {
+      poll_mode = args.poll_mode();
     } else {
       args.unknown();
     }
@@ -85,85 +79,22 @@ int run_recv(int argc, char** argv) {
     std::fprintf(stderr, "ferry recv: --qemu must be unix:PATH, got '%s'\n", qemu_s.c_str());
     return 2;
   }
-  auto listener = dataplane::listen_transport(listen_s);
-  if (!listener) {
-    std::fprintf(stderr, "ferry recv: %s\n", listener.status().message().c_str());
+  const bool progress = !quiet && ::isatty(2);
+  pipeline::RecvOptions opt;
+  opt.max_cache_bytes = max_cache_mib << 20;
+  opt.poll_mode = poll_mode;
+  opt.on_refused = [](const std::string& where, const std::string& why) {
+    std::fprintf(stderr, "ferry recv: refused a link on %s: %s\n", where.c_str(), why.c_str());
+  };
+  pipeline::RecvSession session(std::move(opt));
+  if (auto st = session.listen(listen_s, qemu_s); !st) {
+    std::fprintf(stderr, "ferry recv: %s\n", st.message().c_str());
     return 1;
   }
-  const bool progress = !quiet && ::isatty(2);
-
-  ChannelSet set(dataplane::PumpRole::kReceiver);
-  bool have_session = false;
-  uint64_t session = 0;
-  uint16_t next_channel = 0;  // the next channel to connect to QEMU
-  struct Waiting {
-    std::unique_ptr<dataplane::Transport> link;
-    uint32_t features = 0;
-  };
-  std::map<uint16_t, Waiting> waiting;  // arrived before their turn
-  std::string error;
-
-  while (error.empty() && !set.main_done() && !set.failed()) {
-    pollfd fds[2] = {{(*listener)->wait_fd(), POLLIN, 0}, {set.wake_fd(), POLLIN, 0}};
-    int r = ::poll(fds, 2, progress ? 1000 : -1);
-    if (r < 0 && errno != EINTR) error = std::string("poll: ") + std::strerror(errno);
-    if (fds[1].revents & POLLIN) set.reap();
-    if (progress && set.size()) std::fprintf(stderr, "\r%s", set.progress_line().c_str());
-    if (!(fds[0].revents & POLLIN)) continue;
-
-    auto t = (*listener)->accept(0);
-    if (!t) continue;
-    auto hs = dataplane::receiver_read_hello(**t);
-    std::string why;
-    if (!hs) {
-      why = hs.status().message();
-    } else if (have_session && hs->session_id != session) {
-      why = "handshake: session id at byte offset 12 belongs to another migration (one at a "
-            "time)";
-    } else if (hs->channel < next_channel || waiting.count(hs->channel)) {
-      why = "handshake: channel " + std::to_string(hs->channel) +
-            " at byte offset 6 is already connected";
-    }
-    if (!why.empty()) {
-      // Refuse this link only; the real sender may still come.
-      reject(**t, why);
-      std::fprintf(stderr, "ferry recv: refused a link on %s: %s\n",
-                   (*listener)->where().c_str(), why.c_str());
-      continue;
-    }
-    have_session = true;
-    session = hs->session_id;
-    waiting[hs->channel] = {std::move(*t), hs->features};
-    // Connect QEMU in channel order: channel k only after 0..k-1.
-    for (auto it = waiting.find(next_channel); it != waiting.end();
-         it = waiting.find(next_channel)) {
-      auto q = dataplane::connect_to(*qemu_ep);
-      if (!q) {
-        reject(*it->second.link, "ferry recv cannot reach the destination QEMU");
-        error = "cannot connect to the destination QEMU at " + qemu_s + ": " +
-                q.status().message() + " (is it running with -incoming " + qemu_s + "?)";
-        break;
-      }
-      if (auto st = dataplane::receiver_answer(*it->second.link, true); !st) {
-        ::close(*q);
-        error = "channel " + std::to_string(next_channel) + ": handshake: " + st.message();
-        break;
-      }
-      std::unique_ptr<dataplane::StreamCodec> codec;
-      if (it->second.features & dataplane::kFeaturePages) {
-        codec = std::make_unique<PageStreamDecoder>(max_cache_mib << 20);
-      }
-      set.start(next_channel++, {*q, *q}, /*own_fds=*/true, std::move(it->second.link),
-                std::move(codec));
-      waiting.erase(it);
-    }
-  }
-  listener->reset();
+  session.start();
+  std::string error = session.wait(progress ? progress_tick(session.channels()) : nullptr);
   if (progress) std::fprintf(stderr, "\n");
-  if (!error.empty() || set.failed()) set.abort_all();
-  set.join_all();
-  if (error.empty() && set.failed()) error = set.first_error();
-  return finish_session("ferry recv", set, stats_path, error, quiet);
+  return finish_session("ferry recv", session.channels(), stats_path, error, quiet);
 }
 
 }  // namespace ferry::apps

@@ -8,23 +8,27 @@
 #include <cstring>
 #include <string>
 
-#include "apps/channel_set.h"
 #include "apps/cli.h"
 #include "apps/commands.h"
-#include "apps/page_stream.h"
-#include "apps/send_session.h"
 #include "dataplane/net.h"
 #include "dataplane/protocol.h"
 #include "dataplane/transport.h"
+#include "pipeline/channel_set.h"
+#include "pipeline/page_stream.h"
+#include "pipeline/send_session.h"
 
 namespace ferry::apps {
 namespace {
+
+using pipeline::SendOptions;
+using pipeline::SendSession;
 
 void send_usage(FILE* out) {
   std::fprintf(
       out,
       "usage: ferry send (--listen unix:PATH | --stdio) --peer TRANSPORT:ADDRESS\n"
       "                  [--codec none|fast|max|auto] [--cache-mib N] [--encode-threads N]\n"
+      "                  [--poll adaptive|busy]\n"
       "                  [--connect-timeout S] [--stats-json FILE] [--quiet]\n"
       "\n"
       "The source side of a migration through ferry. Start it, then tell the source QEMU\n"
@@ -58,6 +62,9 @@ void send_usage(FILE* out) {
       "                         the cache and its own streams. Pays off with the stream\n"
       "                         efforts (max, auto on a slow link) when cores are free;\n"
       "                         fast keeps up with 10 Gbit/s on one\n"
+      "  --poll adaptive|busy   how the dataplane waits: adaptive (default) spins while there\n"
+      "                         is work and then sleeps on its fds and timers; busy never\n"
+      "                         sleeps (a core of its own per channel: for dedicated cores)\n"
       "  --connect-timeout S    give up reaching ferry recv after S seconds (default 10)\n"
       "  --stats-json FILE      write the final counters: bytes from/to QEMU, bytes on the\n"
       "                         link, pages by class, return-path messages, channels, duration\n"
@@ -93,7 +100,9 @@ int run_send(int argc, char** argv) {
     } else if (args.is("--cache-mib")) {
       a.session.cache_mib = static_cast<size_t>(args.count(0, 1 << 20));
     } else if (args.is("--encode-threads")) {
-      a.session.encode_threads = static_cast<unsigned>(args.count(1, apps::kMaxShards));
+      a.session.encode_threads = static_cast<unsigned>(args.count(1, pipeline::kMaxShards));
+    } else if (args.is("--poll")) {
+      a.session.poll_mode = args.poll_mode();
     } else if (args.is("--stdio")) {
       a.stdio = true;
     } else if (args.is("--quiet")) {
@@ -113,7 +122,7 @@ int run_send(int argc, char** argv) {
     std::fprintf(stderr, "ferry send: --peer: %s\n", st.message().c_str());
     return 2;
   }
-  a.session.progress = !a.quiet && ::isatty(2) && !a.stdio;
+  const bool progress = !a.quiet && ::isatty(2) && !a.stdio;
 
   if (a.stdio) {
     // QEMU ends an exec: migration by SIGTERM then SIGKILL to its child 10 ms after the
@@ -133,8 +142,7 @@ int run_send(int argc, char** argv) {
   } else {
     auto ep = dataplane::parse_endpoint(a.listen);
     if (!ep || ep->kind != dataplane::Endpoint::Kind::kUnix) {
-      std::fprintf(stderr, "ferry send: --listen must be unix:PATH, got '%s'\n",
-                   a.listen.c_str());
+      std::fprintf(stderr, "ferry send: --listen must be unix:PATH, got '%s'\n", a.listen.c_str());
       return 2;
     }
     if (auto st = session.listen(ep->path); !st) {
@@ -143,8 +151,9 @@ int run_send(int argc, char** argv) {
     }
     session.start();
   }
-  return finish_session("ferry send", session.channels(), a.stats_path, session.wait(),
-                        a.quiet);
+  std::string error = session.wait(progress ? progress_tick(session.channels()) : nullptr);
+  if (progress) std::fprintf(stderr, "\n");
+  return finish_session("ferry send", session.channels(), a.stats_path, error, a.quiet);
 }
 
 }  // namespace ferry::apps

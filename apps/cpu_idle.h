@@ -13,8 +13,8 @@ class CpuIdleMeter {
   double sample() {
     uint64_t idle = 0, total = 0;
     if (!read(idle, total) || total <= last_total_) return 1.0;
-    const double f = static_cast<double>(idle - last_idle_) /
-                     static_cast<double>(total - last_total_);
+    const double f =
+        static_cast<double>(idle - last_idle_) / static_cast<double>(total - last_total_);
     const bool first = last_total_ == 0;
     last_idle_ = idle;
     last_total_ = total;
@@ -26,8 +26,8 @@ class CpuIdleMeter {
     FILE* f = std::fopen("/proc/stat", "r");
     if (!f) return false;
     unsigned long long v[8] = {};
-    const int n = std::fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1],
-                              &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]);
+    const int n = std::fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
+                              &v[3], &v[4], &v[5], &v[6], &v[7]);
     std::fclose(f);
     if (n < 4) return false;
     idle = v[3] + (n > 4 ? v[4] : 0);  // idle + iowait

@@ -5,8 +5,8 @@
 #include <cstring>
 #include <iterator>
 
-#include "apps/commands.h"
 #include "apps/build_info.h"
+#include "apps/commands.h"
 #include "common/log.h"
 
 namespace {

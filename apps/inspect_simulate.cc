@@ -1,6 +1,6 @@
 // apps/inspect_simulate.cc — `ferry inspect --simulate-codec`: what each codec level of
 // ferry send would put on the link for a captured stream, and how fast it encodes here.
-// Wiring only: the encoder is apps/page_stream.h's, frames are dataplane/'s.
+// Wiring only: the encoder is pipeline/page_stream.h's, frames are dataplane/'s.
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -8,10 +8,14 @@
 #include <vector>
 
 #include "apps/commands.h"
-#include "apps/page_stream.h"
+#include "common/json.h"
+#include "pipeline/page_stream.h"
 
 namespace ferry::apps {
 namespace {
+
+using pipeline::PageCodecOptions;
+using pipeline::PageStreamEncoder;
 
 struct Level {
   const char* name;
@@ -39,7 +43,7 @@ Result run_level(const std::vector<uint8_t>& in, const Level& level, size_t cach
   Result r;
   ByteQueue q;
   uint64_t seq = 0, frames = 0;
-  dataplane::FrameWriter w(q, seq, frames);
+  pipeline::FrameWriter w(q, seq, frames);
   const auto t0 = std::chrono::steady_clock::now();
   constexpr size_t kChunk = 256u << 10;  // what the pump reads from QEMU at most
   if (level.effort < 0) {
@@ -85,15 +89,12 @@ int simulate_codecs(const char* path, bool json, size_t cache_bytes) {
     return 2;
   }
   int status = 0;
-  std::string out = json ? "{\"input_bytes\": " + std::to_string(in.size()) + ", \"codecs\": ["
-                         : "";
+  json::Value codecs = json::Value::array();
   if (!json) {
     std::printf("%s: %zu bytes of QEMU stream; page cache %zu MiB\n", path, in.size(),
                 cache_bytes >> 20);
-    std::printf("%-9s %14s %8s %12s  %s\n", "codec", "link bytes", "ratio", "encode MB/s",
-                "what");
+    std::printf("%-9s %14s %8s %12s  %s\n", "codec", "link bytes", "ratio", "encode MB/s", "what");
   }
-  bool first = true;
   for (const auto& level : kLevels) {
     Result r = run_level(in, level, cache_bytes);
     const double ratio = in.empty() ? 0 : static_cast<double>(r.link_bytes) / in.size();
@@ -101,14 +102,12 @@ int simulate_codecs(const char* path, bool json, size_t cache_bytes) {
     const double mbps = level.effort >= 0 && r.seconds > 0 ? in.size() / 1e6 / r.seconds : 0;
     if (!r.error.empty()) status = 1;
     if (json) {
-      char b[256];
-      std::snprintf(b, sizeof b,
-                    "%s{\"codec\": \"%s\", \"link_bytes\": %llu, \"ratio\": %.4f, "
-                    "\"encode_mb_per_s\": %.1f, \"error\": ",
-                    first ? "" : ", ", level.name, static_cast<unsigned long long>(r.link_bytes),
-                    ratio, mbps);
-      out += b;
-      out += r.error.empty() ? "null}" : "\"" + r.error + "\"}";
+      codecs.push_back(
+          json::Value::object({{"codec", level.name},
+                               {"link_bytes", r.link_bytes},
+                               {"ratio", json::rounded(ratio, 4)},
+                               {"encode_mb_per_s", json::rounded(mbps, 1)},
+                               {"error", r.error.empty() ? json::Value() : json::Value(r.error)}}));
     } else if (r.error.empty()) {
       std::printf("%-9s %14llu %8.4f %12s  %s\n", level.name,
                   static_cast<unsigned long long>(r.link_bytes), ratio,
@@ -117,9 +116,12 @@ int simulate_codecs(const char* path, bool json, size_t cache_bytes) {
     } else {
       std::printf("%-9s failed: %s\n", level.name, r.error.c_str());
     }
-    first = false;
   }
-  if (json) std::printf("%s]}\n", out.c_str());
+  if (json) {
+    const json::Value doc =
+        json::Value::object({{"input_bytes", in.size()}, {"codecs", std::move(codecs)}});
+    std::printf("%s\n", doc.dump().c_str());
+  }
   return status;
 }
 

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "apps/commands.h"
+#include "common/json.h"
 #include "qemu-channel/stream_parser.h"
 
 namespace ferry::apps {
@@ -106,16 +107,19 @@ int superseded_pages(const char* path, bool json) {
     return 2;
   }
   if (json) {
-    std::printf("{\"page_records\": %llu, \"page_record_bytes\": %llu, \"windows\": [",
-                static_cast<unsigned long long>(pages),
-                static_cast<unsigned long long>(page_bytes));
+    json::Value windows = json::Value::array();
     for (size_t w = 0; w < std::size(kWindows); ++w) {
-      std::printf("%s{\"window_bytes\": %s, \"superseded\": %llu, \"bytes\": %llu}", w ? ", " : "",
-                  kWindows[w] == UINT64_MAX ? "null" : std::to_string(kWindows[w]).c_str(),
-                  static_cast<unsigned long long>(count[w]),
-                  static_cast<unsigned long long>(bytes[w]));
+      windows.push_back(json::Value::object(
+          {{"window_bytes", kWindows[w] == UINT64_MAX ? json::Value() : json::Value(kWindows[w])},
+           {"superseded", count[w]},
+           {"bytes", bytes[w]}}));
     }
-    std::printf("], \"error\": %s}\n", error.empty() ? "null" : ("\"" + error + "\"").c_str());
+    const json::Value doc =
+        json::Value::object({{"page_records", pages},
+                             {"page_record_bytes", page_bytes},
+                             {"windows", std::move(windows)},
+                             {"error", error.empty() ? json::Value() : json::Value(error)}});
+    std::printf("%s\n", doc.dump().c_str());
   } else {
     std::printf("%s: %llu page records (%llu bytes)\n", path,
                 static_cast<unsigned long long>(pages),

@@ -537,6 +537,11 @@ void write_string(std::string& out, std::string_view s) {
   out.push_back('"');
 }
 
+double rounded(double v, int decimals) {
+  const double scale = std::pow(10.0, decimals);
+  return std::round(v * scale) / scale;
+}
+
 void Value::dump_to(std::string& out) const {
   switch (type_) {
     case Type::kNull:

@@ -135,4 +135,8 @@ Result<Value> parse(std::string_view text);
 // Appends `s` to `out` as a quoted JSON string.
 void write_string(std::string& out, std::string_view s);
 
+// `v` rounded to `decimals` places, for a measured number whose further digits mean nothing
+// (dump() writes the shortest form that reads back the same double: 0.1896, not 0.18960000001).
+double rounded(double v, int decimals);
+
 }  // namespace ferry::json

@@ -19,13 +19,13 @@ void set_program(const char* tag);
 
 #define FERRY_LOG_ERROR(...) ::ferry::log::write(::ferry::log::Level::kError, __VA_ARGS__)
 #define FERRY_LOG_WARN(...) ::ferry::log::write(::ferry::log::Level::kWarn, __VA_ARGS__)
-#define FERRY_LOG_INFO(...)                                                          \
-  do {                                                                               \
-    if (::ferry::log::level() >= ::ferry::log::Level::kInfo)                          \
-      ::ferry::log::write(::ferry::log::Level::kInfo, __VA_ARGS__);                  \
+#define FERRY_LOG_INFO(...)                                         \
+  do {                                                              \
+    if (::ferry::log::level() >= ::ferry::log::Level::kInfo)        \
+      ::ferry::log::write(::ferry::log::Level::kInfo, __VA_ARGS__); \
   } while (0)
-#define FERRY_LOG_DEBUG(...)                                                         \
-  do {                                                                               \
-    if (::ferry::log::level() >= ::ferry::log::Level::kDebug)                         \
-      ::ferry::log::write(::ferry::log::Level::kDebug, __VA_ARGS__);                 \
+#define FERRY_LOG_DEBUG(...)                                         \
+  do {                                                               \
+    if (::ferry::log::level() >= ::ferry::log::Level::kDebug)        \
+      ::ferry::log::write(::ferry::log::Level::kDebug, __VA_ARGS__); \
   } while (0)

@@ -19,7 +19,7 @@ enum class ErrorCode {
   kIo,               // a system call failed
   kClosed,           // the peer went away
   kTimeout,
-  kUnavailable,      // a backend or feature missing in this build or on this host
+  kUnavailable,  // a backend or feature missing in this build or on this host
   kInternal,
 };
 
@@ -67,8 +67,8 @@ class [[nodiscard]] Result {
 }  // namespace ferry
 
 // Propagate a non-ok Status from an expression returning Status.
-#define FERRY_RETURN_IF_ERROR(expr)      \
-  do {                                   \
-    ::ferry::Status ferry_st_ = (expr);  \
+#define FERRY_RETURN_IF_ERROR(expr)           \
+  do {                                        \
+    ::ferry::Status ferry_st_ = (expr);       \
     if (!ferry_st_.is_ok()) return ferry_st_; \
   } while (0)

@@ -221,26 +221,4 @@ Status write_all(int fd, const void* data, size_t n, int timeout_ms) {
   return Status::ok();
 }
 
-Status read_exact(int fd, void* data, size_t n, int timeout_ms) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  auto* p = static_cast<uint8_t*>(data);
-  size_t got = 0;
-  while (got < n) {
-    FERRY_RETURN_IF_ERROR(wait_fd(fd, POLLIN, deadline, timeout_ms));
-    ssize_t r = ::recv(fd, p + got, n - got, MSG_DONTWAIT);
-    if (r > 0) {
-      got += static_cast<size_t>(r);
-      continue;
-    }
-    if (r == 0) {
-      return error(ErrorCode::kClosed, "peer closed after " + std::to_string(got) + " of " +
-                                           std::to_string(n) + " bytes (byte offset " +
-                                           std::to_string(got) + ")");
-    }
-    if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
-    return io_error("read");
-  }
-  return Status::ok();
-}
-
 }  // namespace ferry::dataplane

@@ -1,5 +1,5 @@
 // dataplane/net.h — small socket helpers for ferry send/recv: endpoints "unix:PATH" and
-// "tcp:HOST:PORT", listen/accept/connect, and a byte queue for non-blocking writes.
+// "tcp:HOST:PORT", listen/accept/connect.
 #pragma once
 
 #include <cstddef>
@@ -10,7 +10,6 @@
 #include <vector>
 
 #include "common/status.h"
-#include "common/byte_queue.h"
 
 namespace ferry::dataplane {
 
@@ -31,9 +30,7 @@ Result<int> accept_one(int listen_fd, int timeout_ms);
 // up after timeout_ms (-1 = the kernel's own timeout).
 Result<int> connect_to(const Endpoint& ep, int timeout_ms = -1);
 Status set_nonblocking(int fd);
-// Blocking helpers with a deadline (poll-based), for the handshake.
+// Writes all n bytes with a deadline (poll-based), for tests and small control messages.
 Status write_all(int fd, const void* data, size_t n, int timeout_ms);
-// Reads exactly n bytes; on EOF returns kClosed naming how many bytes arrived.
-Status read_exact(int fd, void* data, size_t n, int timeout_ms);
 
 }  // namespace ferry::dataplane

@@ -37,7 +37,6 @@
 #include <vector>
 
 #include "common/status.h"
-#include "common/byte_queue.h"
 
 namespace ferry::dataplane {
 
@@ -128,38 +127,6 @@ class FrameChecker {
  private:
   uint64_t expected_seq_;
   uint64_t offset_ = 0;
-};
-
-// Incremental decoder: push() any split of the byte stream, then next() frames until it
-// returns false. The first bad frame puts the decoder in a sticky error state.
-class FrameDecoder {
- public:
-  struct Frame {
-    FrameHeader header;
-    const uint8_t* payload = nullptr;  // valid until the next push()/input_area()
-  };
-
-  // Appends bytes. Never fails; errors surface in next().
-  void push(const void* data, size_t n);
-  // Zero-copy input: a writable area of at least min_bytes after the buffered bytes; write
-  // into a prefix of it (e.g. rx_burst), then commit() the count.
-  std::span<uint8_t> input_area(size_t min_bytes) {
-    uint8_t* p = buf_.reserve(min_bytes);
-    return {p, buf_.room()};
-  }
-  void commit(size_t n) { buf_.commit(n); }
-  // Result: true + frame filled, false = need more bytes, or an error Status.
-  Result<bool> next(Frame& frame);
-  // Stream offset of the first byte not yet consumed.
-  uint64_t offset() const { return consumed_; }
-  size_t buffered() const { return buf_.size(); }
-  bool failed() const { return !error_.is_ok(); }
-
- private:
-  ByteQueue buf_;
-  uint64_t consumed_ = 0;
-  uint64_t expected_seq_ = 0;
-  Status error_;
 };
 
 }  // namespace ferry::dataplane

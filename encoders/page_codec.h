@@ -79,14 +79,14 @@ struct EncodeParams {
   // Stop trying costlier forms once the best encoding so far is at most this many bytes.
   uint32_t good_enough = 64;
   // A page that would go raw goes word-differenced (stride form) when that makes its words
-  // small. Only worth it when a stream compressor follows (apps/page_stream.h): the record
+  // small. Only worth it when a stream compressor follows (pipeline/page_stream.h): the record
   // itself is one byte longer than raw.
   bool word_stride = false;
 };
 
 // Effort ladder, cheapest first. 0: zero/raw; 1: + same, delta, RLE; 2: + LZ4; 3: + zstd -1
 // (igzip -1 without zstd); 4: zstd -3; 5 and 6: zstd -9. Codecs missing from the build are
-// skipped down the ladder. `auto` starts at 1 and the policy moves it. (apps/page_stream.h
+// skipped down the ladder. `auto` starts at 1 and the policy moves it. (pipeline/page_stream.h
 // replaces the per-page heavy codec by a stream across pages from 3 on; its 6 is LZMA2.)
 inline constexpr int kMaxEffort = 6;
 EncodeParams params_for_effort(int effort);

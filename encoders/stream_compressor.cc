@@ -25,21 +25,27 @@ namespace {
 
 Status unavailable(StreamKind kind) {
   return Status(ErrorCode::kUnavailable,
-                kind == StreamKind::kLzma
-                    ? "this build has no LZMA (apt-get install liblzma-dev)"
-                    : "this build has no zstd (apt-get install libzstd-dev)");
+                kind == StreamKind::kLzma ? "this build has no LZMA (apt-get install liblzma-dev)"
+                                          : "this build has no zstd (apt-get install libzstd-dev)");
 }
 
 #if FERRY_HAVE_LZMA
 const char* lzma_error(lzma_ret r) {
   switch (r) {
-    case LZMA_MEM_ERROR: return "out of memory";
-    case LZMA_MEMLIMIT_ERROR: return "memory limit";
-    case LZMA_OPTIONS_ERROR: return "unsupported options";
-    case LZMA_DATA_ERROR: return "corrupt data";
-    case LZMA_BUF_ERROR: return "no progress possible";
-    case LZMA_PROG_ERROR: return "programming error";
-    default: return "error";
+    case LZMA_MEM_ERROR:
+      return "out of memory";
+    case LZMA_MEMLIMIT_ERROR:
+      return "memory limit";
+    case LZMA_OPTIONS_ERROR:
+      return "unsupported options";
+    case LZMA_DATA_ERROR:
+      return "corrupt data";
+    case LZMA_BUF_ERROR:
+      return "no progress possible";
+    case LZMA_PROG_ERROR:
+      return "programming error";
+    default:
+      return "error";
   }
 }
 
@@ -98,9 +104,8 @@ Result<std::unique_ptr<StreamCompressor>> StreamCompressor::create(StreamKind ki
   if (kind == StreamKind::kLzma) {
 #if FERRY_HAVE_LZMA
     if (level < 0 || level > kLzmaPresetMax) {
-      return Status(ErrorCode::kInvalidArgument,
-                    "LZMA preset " + std::to_string(level) + " (0.." +
-                        std::to_string(kLzmaPresetMax) + ")");
+      return Status(ErrorCode::kInvalidArgument, "LZMA preset " + std::to_string(level) + " (0.." +
+                                                     std::to_string(kLzmaPresetMax) + ")");
     }
     if (lzma_ret r = lzma2_init(&c->ctx_->lz, level, true); r != LZMA_OK) {
       return Status(ErrorCode::kInternal, std::string("lzma: ") + lzma_error(r));
@@ -315,8 +320,8 @@ Status StreamDecompressor::decompress_lzma(std::span<const uint8_t> in, std::spa
     }
     if (r == LZMA_STREAM_END) {
       // An end marker: ferry never finishes its streams, so the block is forged.
-      return Status(ErrorCode::kProtocol, "lzma stream: end of stream at byte offset " +
-                                              std::to_string(at));
+      return Status(ErrorCode::kProtocol,
+                    "lzma stream: end of stream at byte offset " + std::to_string(at));
     }
     if (r != LZMA_OK && r != LZMA_BUF_ERROR) {
       return Status(ErrorCode::kProtocol, std::string("lzma stream: ") + lzma_error(r) +

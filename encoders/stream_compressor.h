@@ -35,7 +35,7 @@ inline constexpr int kStreamWindowLogMax = 27;
 inline constexpr uint32_t kLzmaDictMax = 2u << 20;
 inline constexpr int kLzmaPresetMax = 2;
 
-// On the wire (apps/page_stream.h) as the first byte of a stream block.
+// On the wire (pipeline/page_stream.h) as the first byte of a stream block.
 enum class StreamKind : uint8_t { kZstd = 1, kLzma = 2 };
 const char* stream_kind_name(StreamKind kind);
 

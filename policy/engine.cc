@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <limits>
 
+#include "policy/effort.h"
+
 namespace ferry::policy {
 namespace {
 
@@ -36,10 +38,6 @@ constexpr double kSpreadFloor = 0.2;
 constexpr double kCapHeadroom = 1.5;
 constexpr double kSwitchoverStep = 1.3;
 constexpr double kSwitchoverHoldS = 1.0;
-// ferry's link backlog: above 64 KiB the kernel's socket buffer is full (the link limits);
-// below 16 KiB the link is waiting for ferry.
-constexpr double kBacklogLong = 64 << 10;
-constexpr double kBacklogShort = 16 << 10;
 
 std::string mb(double bytes) {
   char b[32];
@@ -89,10 +87,10 @@ void Engine::update_rates(const Sample& s) {
   const double dt = s.time_s - prev_.time_s;
   if (dt <= 0) return;
   // QEMU stream bytes carried: ferry's intake when it is in the path, else QEMU's own count.
-  const uint64_t stream = s.ferry.bytes_from_qemu ? s.ferry.bytes_from_qemu
-                                                  : s.qemu.transferred_bytes;
-  const uint64_t prev_stream = prev_.ferry.bytes_from_qemu ? prev_.ferry.bytes_from_qemu
-                                                           : prev_.qemu.transferred_bytes;
+  const uint64_t stream =
+      s.ferry.bytes_from_qemu ? s.ferry.bytes_from_qemu : s.qemu.transferred_bytes;
+  const uint64_t prev_stream =
+      prev_.ferry.bytes_from_qemu ? prev_.ferry.bytes_from_qemu : prev_.qemu.transferred_bytes;
   const double b = static_cast<double>(stream - std::min(stream, prev_stream)) / dt;
   const double l = static_cast<double>(s.ferry.link_tx_bytes -
                                        std::min(s.ferry.link_tx_bytes, prev_.ferry.link_tx_bytes)) /
@@ -161,8 +159,8 @@ std::vector<Decision> Engine::step(const Sample& s) {
         add(out, s, Action::kStartPostcopy, 0,
             "pre-copy will not converge (" + predicted_why_ + "; predicted in pass " +
                 std::to_string(predicted_at_pass_) + "): post-copy in pass " +
-                std::to_string(pass_) + " from " +
-                mb(static_cast<double>(s.qemu.remaining_bytes)) + " left, a local minimum");
+                std::to_string(pass_) + " from " + mb(static_cast<double>(s.qemu.remaining_bytes)) +
+                " left, a local minimum");
       }
     }
     tune_effort(s, out);
@@ -190,13 +188,13 @@ void Engine::on_pass_start(const Sample& s, std::vector<Decision>& out) {
   predict(s, out,
           too_fast ? "the guest dirties " + mbps(view_.dirty_bytes_per_s) +
                          " while the path carries " + mbps(view_.effective_bytes_per_s)
-          : no_shrink ? "the bytes left at the start of the last passes did not shrink (" +
-                            mb(static_cast<double>(pass_start_remaining_[n - 3])) + ", " +
-                            mb(static_cast<double>(pass_start_remaining_[n - 2])) + ", " +
-                            mb(static_cast<double>(pass_start_remaining_[n - 1])) + ")"
-                      : "converging at " +
-                            mbps(view_.effective_bytes_per_s - view_.dirty_bytes_per_s) +
-                            " would take past the deadline");
+          : no_shrink
+              ? "the bytes left at the start of the last passes did not shrink (" +
+                    mb(static_cast<double>(pass_start_remaining_[n - 3])) + ", " +
+                    mb(static_cast<double>(pass_start_remaining_[n - 2])) + ", " +
+                    mb(static_cast<double>(pass_start_remaining_[n - 1])) + ")"
+              : "converging at " + mbps(view_.effective_bytes_per_s - view_.dirty_bytes_per_s) +
+                    " would take past the deadline");
 }
 
 // Pass 1 only, post-copy only: the sampled dirty rate against the B measured so far.
@@ -225,7 +223,8 @@ void Engine::predict(const Sample& s, std::vector<Decision>& out, const std::str
   if (limits_.allow_throttle && std::isfinite(left_s) && left_s > 0) return;
   stopped_ = true;
   add(out, s, Action::kStop, 0,
-      "pre-copy cannot finish within the " + std::to_string(static_cast<int>(limits_.max_downtime_ms)) +
+      "pre-copy cannot finish within the " +
+          std::to_string(static_cast<int>(limits_.max_downtime_ms)) +
           " ms downtime budget: " + why + "; post-copy is not allowed" +
           (limits_.allow_throttle ? "" : " and neither is throttling"));
 }
@@ -238,8 +237,9 @@ void Engine::tune_effort(const Sample& s, std::vector<Decision>& out) {
   if (s.ferry.effort < 0 || !have_prev_ || s.time_s < 1.0) return;  // no encoding; no rates yet
   const int current = effort_ >= 0 ? effort_ : s.ferry.effort;
   if (s.time_s - last_effort_change_s_ < kEffortHoldS) return;
-  const bool link_waits = backlog_ < kBacklogShort;
-  const bool link_limits = backlog_ > kBacklogLong;
+  // The same thresholds as the encoder's own `auto` (effort.h), on the smoothed backlog.
+  const bool link_waits = backlog_ < static_cast<double>(kBacklogLinkWaits);
+  const bool link_limits = backlog_ > static_cast<double>(kBacklogLinkLimits);
   const double ratio = s.ferry.page_bytes_in
                            ? static_cast<double>(s.ferry.page_wire_bytes) / s.ferry.page_bytes_in
                            : 1.0;
@@ -254,9 +254,9 @@ void Engine::tune_effort(const Sample& s, std::vector<Decision>& out) {
     // Only once the engine has taken over (after a starvation step); until then the codec's
     // own `auto` already climbs while the link is the bottleneck.
     next = current + 1;
-    reason = "host CPU " + pct(s.cpu_idle) + " idle and " + mb(backlog_) +
-             " waiting for the " + mbps(view_.link_bytes_per_s) + " link: encoding effort " +
-             std::to_string(current) + " -> " + std::to_string(next);
+    reason = "host CPU " + pct(s.cpu_idle) + " idle and " + mb(backlog_) + " waiting for the " +
+             mbps(view_.link_bytes_per_s) + " link: encoding effort " + std::to_string(current) +
+             " -> " + std::to_string(next);
   }
   if (next == current) return;
   effort_ = next;
@@ -309,9 +309,8 @@ void Engine::tune_switchover(const Sample& s, std::vector<Decision>& out) {
                 "percentile of the last %zu samples) while QEMU may measure up to %s, so the "
                 "last pass may drain %.1fx slower than QEMU plans (%.0f %% of the %.0f ms budget "
                 "x %.2f)",
-                downtime_limit_ms_, target, mbps(low).c_str(), recent_b_.size(),
-                mbps(cap_).c_str(), cap_ / low, kDowntimeMargin * 100, limits_.max_downtime_ms,
-                spread);
+                downtime_limit_ms_, target, mbps(low).c_str(), recent_b_.size(), mbps(cap_).c_str(),
+                cap_ / low, kDowntimeMargin * 100, limits_.max_downtime_ms, spread);
   downtime_limit_ms_ = target;
   last_switchover_change_s_ = s.time_s;
   add(out, s, Action::kSetDowntimeLimit, target, why);

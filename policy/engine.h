@@ -68,20 +68,20 @@ struct QemuSample {
 
 // ferry's own counters (cumulative).
 struct FerrySample {
-  uint64_t bytes_from_qemu = 0;   // QEMU stream bytes taken in
-  uint64_t link_tx_bytes = 0;     // bytes put on the link
-  uint64_t page_bytes_in = 0;     // RAM page bytes encoded
-  uint64_t page_wire_bytes = 0;   // what they became on the wire
-  int effort = -1;                // current encoding effort, -1 = no encoding
+  uint64_t bytes_from_qemu = 0;     // QEMU stream bytes taken in
+  uint64_t link_tx_bytes = 0;       // bytes put on the link
+  uint64_t page_bytes_in = 0;       // RAM page bytes encoded
+  uint64_t page_wire_bytes = 0;     // what they became on the wire
+  int effort = -1;                  // current encoding effort, -1 = no encoding
   uint64_t link_backlog_bytes = 0;  // queued in ferry for the link right now: high = the
                                     // link is the bottleneck, ~0 = the link waits for us
 };
 
 struct Sample {
-  double time_s = 0;     // since the migration started
+  double time_s = 0;  // since the migration started
   QemuSample qemu;
   FerrySample ferry;
-  double cpu_idle = 1;   // host CPU idle fraction since the previous sample
+  double cpu_idle = 1;  // host CPU idle fraction since the previous sample
 };
 
 enum class Action : uint8_t {
@@ -125,8 +125,7 @@ class Engine {
   void predict(const Sample& s, std::vector<Decision>& out, const std::string& why);
   void tune_effort(const Sample& s, std::vector<Decision>& out);
   void tune_switchover(const Sample& s, std::vector<Decision>& out);
-  void add(std::vector<Decision>& out, const Sample& s, Action a, double value,
-           std::string reason);
+  void add(std::vector<Decision>& out, const Sample& s, Action a, double value, std::string reason);
 
   Limits limits_;
   View view_;

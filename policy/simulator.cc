@@ -18,7 +18,7 @@ SimResult simulate(const SimConfig& c, const Limits& limits) {
   uint64_t pass = 1;
   bool postcopy = false;
   double stream = 0, wire = 0, transferred = 0;
-  double dirty_rate_seen = 0;      // QEMU reports the rate measured at the last sync
+  double dirty_rate_seen = 0;  // QEMU reports the rate measured at the last sync
   // Returns B now, the wire ratio and the mean B (without the content swing).
   auto rate = [&](double t, double& cpu_idle) {
     const int e = std::clamp(effort, 0, SimConfig::kEfforts - 1);

@@ -29,7 +29,7 @@ struct SimConfig {
   double dirty_bytes_per_s = 20e6;
   double link_bytes_per_s = 12.5e6;  // on the wire (100 Mbit/s)
   // Wire bytes per stream byte, and single-core encoder speed (stream bytes/s), per effort
-  // 0..6 (encoders/page_codec.h, apps/page_stream.h).
+  // 0..6 (encoders/page_codec.h, pipeline/page_stream.h).
   static constexpr int kEfforts = 7;
   double ratio[kEfforts] = {1.0, 0.60, 0.50, 0.35, 0.30, 0.27, 0.25};
   double encode_bytes_per_s[kEfforts] = {8e9, 1.5e9, 800e6, 350e6, 180e6, 50e6, 18e6};

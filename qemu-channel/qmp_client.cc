@@ -86,8 +86,8 @@ int try_connect_tcp(const std::string& host, const std::string& port, uint64_t d
   }
   int last_err = ECONNREFUSED;
   for (addrinfo* ai = res; ai; ai = ai->ai_next) {
-    int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
-                      ai->ai_protocol);
+    int fd =
+        ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
     if (fd < 0) {
       last_err = errno;
       continue;
@@ -116,8 +116,7 @@ QmpClient::~QmpClient() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-Result<std::unique_ptr<QmpClient>> QmpClient::connect(std::string_view address,
-                                                      int timeout_ms) {
+Result<std::unique_ptr<QmpClient>> QmpClient::connect(std::string_view address, int timeout_ms) {
   const uint64_t deadline = deadline_after(timeout_ms);
   std::string addr(address);
   bool is_tcp = false;
@@ -127,8 +126,7 @@ Result<std::unique_ptr<QmpClient>> QmpClient::connect(std::string_view address,
     std::string_view hp = address.substr(4);
     size_t colon = hp.rfind(':');
     if (colon == std::string_view::npos || colon == 0 || colon + 1 == hp.size()) {
-      return error(ErrorCode::kInvalidArgument,
-                   "QMP address '" + addr + "' is not tcp:HOST:PORT");
+      return error(ErrorCode::kInvalidArgument, "QMP address '" + addr + "' is not tcp:HOST:PORT");
     }
     host = std::string(hp.substr(0, colon));
     port = std::string(hp.substr(colon + 1));
@@ -159,24 +157,23 @@ Result<std::unique_ptr<QmpClient>> QmpClient::connect(std::string_view address,
     // Not there yet (QEMU still starting) or busy: retry until the deadline.
     bool retryable = last_err == ENOENT || last_err == ECONNREFUSED || last_err == EAGAIN;
     if (!retryable) {
-      return error(ErrorCode::kIo, "cannot connect to QMP at '" + addr +
-                                       "': " + errno_text(last_err));
+      return error(ErrorCode::kIo,
+                   "cannot connect to QMP at '" + addr + "': " + errno_text(last_err));
     }
     int left = ms_left(deadline);
     if (left == 0) {
-      return error(ErrorCode::kTimeout, "cannot connect to QMP at '" + addr + "' within " +
-                                            std::to_string(timeout_ms) +
-                                            " ms: " + errno_text(last_err) +
-                                            " (is QEMU running with -qmp " + addr +
-                                            ",server=on,wait=off?)");
+      return error(ErrorCode::kTimeout,
+                   "cannot connect to QMP at '" + addr + "' within " + std::to_string(timeout_ms) +
+                       " ms: " + errno_text(last_err) + " (is QEMU running with -qmp " + addr +
+                       ",server=on,wait=off?)");
     }
     ::poll(nullptr, 0, left < kConnectRetryMs ? left : kConnectRetryMs);
   }
 
   std::unique_ptr<QmpClient> client(new QmpClient(fd, addr));
   if (!set_nonblocking(fd)) {
-    return error(ErrorCode::kIo, "cannot set QMP socket '" + addr + "' non-blocking: " +
-                                     errno_text(errno));
+    return error(ErrorCode::kIo,
+                 "cannot set QMP socket '" + addr + "' non-blocking: " + errno_text(errno));
   }
 
   auto greeting = client->read_message(deadline);
@@ -197,8 +194,7 @@ Result<std::unique_ptr<QmpClient>> QmpClient::connect(std::string_view address,
   client->greeting_ = *qmp;
   auto caps = client->execute("qmp_capabilities", {}, ms_left(deadline));
   if (!caps) return caps.status();
-  FERRY_LOG_DEBUG("qmp: connected to %s (QEMU %s)", addr.c_str(),
-                  client->qemu_version().c_str());
+  FERRY_LOG_DEBUG("qmp: connected to %s (QEMU %s)", addr.c_str(), client->qemu_version().c_str());
   return client;
 }
 
@@ -224,13 +220,13 @@ Status QmpClient::read_some(uint64_t deadline_ns) {
       return Status::ok();
     }
     if (got == 0) {
-      return latch(error(ErrorCode::kClosed, "QEMU closed the QMP connection '" + address_ +
-                                                 "' (did it exit?)"));
+      return latch(error(ErrorCode::kClosed,
+                         "QEMU closed the QMP connection '" + address_ + "' (did it exit?)"));
     }
     if (errno == EINTR || errno == EAGAIN) continue;
     if (errno == ECONNRESET) {
-      return latch(error(ErrorCode::kClosed, "QEMU closed the QMP connection '" + address_ +
-                                                 "' (did it exit?)"));
+      return latch(error(ErrorCode::kClosed,
+                         "QEMU closed the QMP connection '" + address_ + "' (did it exit?)"));
     }
     return latch(error(ErrorCode::kIo, "read from QMP '" + address_ + "': " + errno_text(errno)));
   }
@@ -251,15 +247,15 @@ Status QmpClient::write_all(std::string_view bytes, uint64_t deadline_ns) {
       int r = ::poll(&p, 1, ms_left(deadline_ns));
       if (r == 0) {
         // A half-written command leaves the stream unusable.
-        return latch(error(ErrorCode::kTimeout,
-                           "QMP '" + address_ + "' did not accept a command in time"));
+        return latch(
+            error(ErrorCode::kTimeout, "QMP '" + address_ + "' did not accept a command in time"));
       }
       continue;
     }
     int err = errno;
     if (err == EPIPE || err == ECONNRESET) {
-      return latch(error(ErrorCode::kClosed, "QEMU closed the QMP connection '" + address_ +
-                                                 "' (did it exit?)"));
+      return latch(error(ErrorCode::kClosed,
+                         "QEMU closed the QMP connection '" + address_ + "' (did it exit?)"));
     }
     return latch(error(ErrorCode::kIo, "write to QMP '" + address_ + "': " + errno_text(err)));
   }
@@ -287,10 +283,10 @@ Status QmpClient::next_buffered(std::optional<json::Value>& out) {
     size_t nl = inbuf_.find('\n');
     if (nl == std::string::npos) {
       if (inbuf_.size() > kMaxLineBytes) {
-        return latch(error(ErrorCode::kProtocol,
-                           "QMP '" + address_ + "' sent a line longer than " +
-                               std::to_string(kMaxLineBytes) + " bytes at byte " +
-                               std::to_string(consumed_)));
+        return latch(error(ErrorCode::kProtocol, "QMP '" + address_ + "' sent a line longer than " +
+                                                     std::to_string(kMaxLineBytes) +
+                                                     " bytes at byte " +
+                                                     std::to_string(consumed_)));
       }
       return Status::ok();
     }
@@ -363,8 +359,8 @@ Result<json::Value> QmpClient::execute(std::string_view command, const json::Val
       const std::string& cls = (*err)["class"].as_string();
       ErrorCode code =
           cls == "CommandNotFound" ? ErrorCode::kUnavailable : ErrorCode::kInvalidArgument;
-      return error(code, "QEMU rejected '" + std::string(command) + "': " +
-                             (*err)["desc"].as_string() + " (" + cls + ")");
+      return error(code, "QEMU rejected '" + std::string(command) +
+                             "': " + (*err)["desc"].as_string() + " (" + cls + ")");
     }
     if (!rid) {
       // Neither a reply nor an event (e.g. a second greeting): ignore it.
@@ -422,9 +418,8 @@ Result<QmpEvent> QmpClient::wait_event(std::string_view name, int timeout_ms,
     }
     if (!fatal_.is_ok()) return fatal_;
     if (ms_left(deadline) == 0) {
-      return error(ErrorCode::kTimeout, "no QMP event " + std::string(name) + " from '" +
-                                            address_ + "' within " + std::to_string(timeout_ms) +
-                                            " ms");
+      return error(ErrorCode::kTimeout, "no QMP event " + std::string(name) + " from '" + address_ +
+                                            "' within " + std::to_string(timeout_ms) + " ms");
     }
     // A dropped-oldest queue could shift indexes; restart the scan in that case.
     uint64_t dropped_before = dropped_events_;

@@ -38,9 +38,9 @@
 namespace ferry::qemu {
 
 struct QmpEvent {
-  std::string name;             // "MIGRATION", "STOP", "RESUME", "MIGRATION_PASS", ...
-  json::Value data;             // the "data" member (null when absent)
-  double timestamp_s = 0.0;     // QEMU's wall-clock timestamp (seconds.microseconds)
+  std::string name;          // "MIGRATION", "STOP", "RESUME", "MIGRATION_PASS", ...
+  json::Value data;          // the "data" member (null when absent)
+  double timestamp_s = 0.0;  // QEMU's wall-clock timestamp (seconds.microseconds)
 };
 
 class QmpClient {
@@ -111,14 +111,14 @@ class QmpClient {
 
   int fd_ = -1;
   std::string address_;
-  std::string inbuf_;        // bytes read but not yet split into lines
-  uint64_t consumed_ = 0;    // connection bytes before inbuf_[0] (for error offsets)
+  std::string inbuf_;      // bytes read but not yet split into lines
+  uint64_t consumed_ = 0;  // connection bytes before inbuf_[0] (for error offsets)
   uint64_t next_id_ = 1;
   json::Value greeting_;
   std::deque<QmpEvent> events_;
   uint64_t dropped_events_ = 0;
   uint64_t events_total_ = 0;  // events ever queued
-  Status fatal_;             // first fatal error (closed / protocol / io); ok while usable
+  Status fatal_;               // first fatal error (closed / protocol / io); ok while usable
 };
 
 }  // namespace ferry::qemu

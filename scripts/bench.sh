@@ -6,6 +6,8 @@
 #   scripts/bench.sh --matrix full         3 links x 5 workloads x 5 methods (~80 minutes)
 #   scripts/bench.sh --matrix codecs       ferry's codec levels on one link
 #   scripts/bench.sh --help                every option (resume, --only, --list, --report)
+#   scripts/bench/throughput.py --help     (separate) ferry send -> recv on loopback vs a plain
+#                                          copy of a captured stream: GB/s and CPU s/GB
 #
 # Installs and builds what it needs (scripts/setup.sh; the apps guest, a debootstrap-built
 # Debian root with redis and PostgreSQL, when the matrix uses it), then runs

@@ -14,11 +14,14 @@ PACKAGES=(
   libisal-dev liblz4-dev libzstd-dev liblzma-dev
   # fuzzing (clang + libFuzzer runtime)
   clang libclang-rt-14-dev
+  # style check (scripts/check-format.sh, the unit suite's clang_format test)
+  clang-format
   # guest rig and integration tests
   qemu-system-x86 qemu-utils busybox-static cpio gzip xz-utils iproute2 python3 util-linux
   gcc libc6-dev binutils dpkg
-  # benchmark matrix (scripts/bench.sh): the apps guest and the plots
-  debootstrap python3-matplotlib
+  # benchmark matrix (scripts/bench.sh): the apps guest and the plots; the loopback
+  # throughput benchmark's plain copy and sink (scripts/bench/throughput.py)
+  debootstrap python3-matplotlib socat
 )
 
 need_install=()

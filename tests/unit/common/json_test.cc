@@ -106,10 +106,9 @@ TEST(Json, ErrorsNameTheByteOffset) {
     const char* text;
     size_t offset;
   } cases[] = {
-      {"", 0},          {"{", 1},         {"{\"a\" 1}", 5}, {"[1,]", 3},     {"[1 2]", 3},
-      {"tru", 0},       {"01", 1},        {"1.", 2},        {"1e", 2},       {"\"abc", 4},
-      {"\"a\nb\"", 2},  {"\"\\x\"", 2},   {"{} x", 3},      {"-", 1},        {"{\"a\":}", 5},
-      {"NaN", 0},       {"[1,2", 4},      {"{1:2}", 1},
+      {"", 0},     {"{", 1},  {"{\"a\" 1}", 5}, {"[1,]", 3},  {"[1 2]", 3},    {"tru", 0},
+      {"01", 1},   {"1.", 2}, {"1e", 2},        {"\"abc", 4}, {"\"a\nb\"", 2}, {"\"\\x\"", 2},
+      {"{} x", 3}, {"-", 1},  {"{\"a\":}", 5},  {"NaN", 0},   {"[1,2", 4},     {"{1:2}", 1},
   };
   for (const Case& c : cases) {
     auto v = parse(c.text);
@@ -186,6 +185,16 @@ TEST(Json, RandomInputNeverCrashes) {
     }
   }
   EXPECT_GT(parsed, 0);
+}
+
+// Measured numbers keep the precision they are meant with: the shortest form of the rounded
+// double, not 17 digits of noise.
+TEST(Json, RoundedNumbersDumpShort) {
+  EXPECT_EQ(Value(rounded(0.49400000000000005, 4)).dump(), "0.494");
+  EXPECT_EQ(Value(rounded(2.0 / 3.0, 4)).dump(), "0.6667");
+  EXPECT_EQ(Value(rounded(3.8440131234, 6)).dump(), "3.844013");
+  EXPECT_EQ(Value(rounded(0.0, 3)).dump(), "0.0");
+  EXPECT_EQ(Value(rounded(123.45, 1)).dump(), "123.5");
 }
 
 }  // namespace

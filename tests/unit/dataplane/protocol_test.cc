@@ -46,103 +46,92 @@ TEST(Handshake, RejectsBadMagicAndVersion) {
   EXPECT_NE(h.status().message().find("offset 8"), std::string::npos);
 }
 
-TEST(FrameDecoder, RoundTripRandomSplits) {
+// Walks every frame of a buffer (as the pump does with each frame buffer).
+Status check_all(FrameChecker& check, const std::vector<uint8_t>& wire, size_t* frames) {
+  size_t pos = 0;
+  FrameChecker::Frame f;
+  for (;;) {
+    auto r = check.next(wire.data(), wire.size(), &pos, f);
+    if (!r) return r.status();
+    if (!*r) return Status::ok();
+    ++*frames;
+  }
+}
+
+TEST(FrameChecker, RoundTripAcrossBuffers) {
   std::mt19937 rng(42);
   std::vector<std::vector<uint8_t>> payloads;
-  std::vector<uint8_t> wire;
+  std::vector<std::vector<uint8_t>> buffers(1);
   for (uint64_t i = 0; i < 200; ++i) {
     size_t n = (i % 17 == 0) ? 0 : rng() % 9000;
     if (i == 100) n = kMaxPayload;
     payloads.push_back(make_payload(rng, n));
-    append_frame(wire, i % 3 == 0 ? FrameType::kReturn : FrameType::kOpaque, i,
-                 payloads.back().data(), static_cast<uint32_t>(n));
+    if (rng() % 4 == 0) buffers.emplace_back();  // frames packed several to a buffer
+    append_frame(buffers.back(), i % 3 == 0 ? FrameType::kReturn : FrameType::kOpaque,
+                 i + kFirstDataSeq, payloads.back().data(), static_cast<uint32_t>(n));
   }
-  append_frame(wire, FrameType::kEnd, payloads.size(), nullptr, 0);
-
-  for (int split_seed = 0; split_seed < 5; ++split_seed) {
-    std::mt19937 srng(split_seed);
-    FrameDecoder dec;
-    size_t at = 0, got = 0;
-    bool ended = false;
-    while (at < wire.size() || !ended) {
-      size_t n = std::min<size_t>(wire.size() - at, 1 + srng() % (split_seed == 0 ? 3 : 70000));
-      dec.push(wire.data() + at, n);
-      at += n;
-      FrameDecoder::Frame f;
-      for (;;) {
-        auto r = dec.next(f);
-        ASSERT_TRUE(r.has_value()) << r.status().message();
-        if (!*r) break;
-        if (f.header.type == FrameType::kEnd) {
-          ended = true;
-          EXPECT_EQ(got, payloads.size());
-          continue;
-        }
-        ASSERT_LT(got, payloads.size());
-        ASSERT_EQ(f.header.len, payloads[got].size());
-        EXPECT_TRUE(std::equal(payloads[got].begin(), payloads[got].end(), f.payload));
-        ++got;
-      }
-      if (at == wire.size() && !ended) FAIL() << "stream ended without END";
+  FrameChecker check;
+  size_t got = 0;
+  uint64_t offset = 0;
+  for (const auto& b : buffers) {
+    size_t pos = 0;
+    FrameChecker::Frame f;
+    for (;;) {
+      auto r = check.next(b.data(), b.size(), &pos, f);
+      ASSERT_TRUE(r.has_value()) << r.status().message();
+      if (!*r) break;
+      ASSERT_LT(got, payloads.size());
+      ASSERT_EQ(f.header.len, payloads[got].size());
+      EXPECT_EQ(f.offset, offset);
+      EXPECT_TRUE(std::equal(payloads[got].begin(), payloads[got].end(), f.payload));
+      offset += kFrameHeaderSize + f.header.len;
+      ++got;
     }
-    EXPECT_EQ(dec.offset(), wire.size());
   }
+  EXPECT_EQ(got, payloads.size());
 }
 
-TEST(FrameDecoder, CorruptedCrcReportsOffset) {
+TEST(FrameChecker, CorruptedCrcReportsOffset) {
   std::vector<uint8_t> wire;
   const char a[] = "hello", b[] = "world";
   append_frame(wire, FrameType::kOpaque, 0, a, 5);
   append_frame(wire, FrameType::kOpaque, 1, b, 5);
   wire[kFrameHeaderSize + 5 + kFrameHeaderSize + 2] ^= 0x40;  // payload of frame 1
-  FrameDecoder dec;
-  dec.push(wire.data(), wire.size());
-  FrameDecoder::Frame f;
-  auto r = dec.next(f);
-  ASSERT_TRUE(r.has_value() && *r);
-  r = dec.next(f);
-  ASSERT_FALSE(r.has_value());
-  EXPECT_NE(r.status().message().find("crc32c"), std::string::npos);
-  EXPECT_NE(r.status().message().find("offset " + std::to_string(25 + 16)), std::string::npos)
-      << r.status().message();
-  // Sticky.
-  EXPECT_FALSE(dec.next(f).has_value());
+  FrameChecker check(0);
+  size_t frames = 0;
+  Status st = check_all(check, wire, &frames);
+  EXPECT_EQ(frames, 1u);
+  ASSERT_FALSE(st.is_ok());
+  EXPECT_NE(st.message().find("crc32c"), std::string::npos);
+  EXPECT_NE(st.message().find("offset " + std::to_string(25 + 16)), std::string::npos)
+      << st.message();
 }
 
-TEST(FrameDecoder, RejectsBadTypeLengthAndSeq) {
-  FrameDecoder::Frame f;
-  {
-    std::vector<uint8_t> wire;
-    append_frame(wire, FrameType::kOpaque, 0, "x", 1);
-    wire[3] = 9;
-    FrameDecoder dec;
-    dec.push(wire.data(), wire.size());
-    auto r = dec.next(f);
-    ASSERT_FALSE(r.has_value());
-    EXPECT_NE(r.status().message().find("bad type 9 at byte offset 0"), std::string::npos);
-  }
-  {
-    std::vector<uint8_t> wire;
-    append_frame(wire, FrameType::kOpaque, 0, "x", 1);
-    wire[4] = 0x10;  // len = 0x10000001 > 1 MiB; detected from the header alone
-    FrameDecoder dec;
-    dec.push(wire.data(), kFrameHeaderSize);
-    auto r = dec.next(f);
-    ASSERT_FALSE(r.has_value());
-    EXPECT_NE(r.status().message().find("byte offset 4"), std::string::npos);
-  }
-  {
-    std::vector<uint8_t> wire;
-    append_frame(wire, FrameType::kOpaque, 0, "x", 1);
-    append_frame(wire, FrameType::kOpaque, 2, "y", 1);
-    FrameDecoder dec;
-    dec.push(wire.data(), wire.size());
-    ASSERT_TRUE(*dec.next(f));
-    auto r = dec.next(f);
-    ASSERT_FALSE(r.has_value());
-    EXPECT_NE(r.status().message().find("byte offset " + std::to_string(21 + 8)), std::string::npos)
-        << r.status().message();
-  }
+TEST(FrameChecker, RejectsBadTypeLengthSeqAndTruncation) {
+  auto fails_with = [](std::vector<uint8_t> wire, const std::string& want) {
+    FrameChecker check(0);
+    size_t frames = 0;
+    Status st = check_all(check, wire, &frames);
+    EXPECT_FALSE(st.is_ok());
+    EXPECT_NE(st.message().find(want), std::string::npos) << st.message();
+  };
+  std::vector<uint8_t> wire;
+  append_frame(wire, FrameType::kOpaque, 0, "x", 1);
+  auto bad_type = wire;
+  bad_type[3] = 9;
+  fails_with(bad_type, "bad type 9 at byte offset 0");
+  auto bad_len = wire;
+  bad_len[4] = 0x10;  // len = 0x10000001 > 1 MiB
+  fails_with(bad_len, "bad length");
+  auto gap = wire;
+  append_frame(gap, FrameType::kOpaque, 2, "y", 1);
+  fails_with(gap, "byte offset " + std::to_string(21 + 8));
+  auto cut = wire;
+  cut.pop_back();
+  fails_with(cut, "truncated payload at byte offset 0");
+  EXPECT_FALSE(frame_type_known(0));
+  EXPECT_TRUE(frame_type_known(static_cast<uint32_t>(FrameType::kAccept)));
+  EXPECT_FALSE(frame_type_known(kMaxFrameType + 1));
 }
 
 }  // namespace

@@ -66,8 +66,8 @@ class RealQemu : public ::testing::Test {
     ASSERT_FALSE(dir_.empty());
     sock_ = dir_ + "/qmp.sock";
     std::string qmp_arg = "unix:" + sock_ + ",server=on,wait=off";
-    std::vector<std::string> args = {qemu_,     "-M",       "none",    "-S",   "-display",
-                                     "none",    "-nodefaults", "-qmp", qmp_arg};
+    std::vector<std::string> args = {qemu_,  "-M",          "none", "-S",   "-display",
+                                     "none", "-nodefaults", "-qmp", qmp_arg};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -118,9 +118,9 @@ TEST_F(RealQemu, HandshakeAndQueries) {
 TEST_F(RealQemu, CapabilitiesParametersAndErrors) {
   auto qmp = connect_or_fail();
   ASSERT_TRUE(qmp);
-  json::Value caps = json::Value::array(
-      {json::Value::object({{"capability", "events"}, {"state", true}}),
-       json::Value::object({{"capability", "postcopy-ram"}, {"state", true}})});
+  json::Value caps =
+      json::Value::array({json::Value::object({{"capability", "events"}, {"state", true}}),
+                          json::Value::object({{"capability", "postcopy-ram"}, {"state", true}})});
   auto r = qmp->execute("migrate-set-capabilities", json::Value::object({{"capabilities", caps}}));
   ASSERT_TRUE(r) << r.status().message();
   auto got = qmp->execute("query-migrate-capabilities");
@@ -163,8 +163,8 @@ bool status_completed(const json::Value& data) { return data["status"].as_string
 TEST_F(RealQemu, MigrationEventsAndQueryMigrate) {
   auto qmp = connect_or_fail();
   ASSERT_TRUE(qmp);
-  json::Value caps = json::Value::array(
-      {json::Value::object({{"capability", "events"}, {"state", true}})});
+  json::Value caps =
+      json::Value::array({json::Value::object({{"capability", "events"}, {"state", true}})});
   ASSERT_TRUE(
       qmp->execute("migrate-set-capabilities", json::Value::object({{"capabilities", caps}})));
   auto r = qmp->execute("migrate", json::Value::object({{"uri", "exec:cat > /dev/null"}}));
@@ -241,7 +241,8 @@ class ScriptedServer {
   using Handler = std::function<std::string(const json::Value& msg)>;
 
   ScriptedServer(std::string greeting, Handler handler, bool close_after_greeting = false)
-      : greeting_(std::move(greeting)), handler_(std::move(handler)),
+      : greeting_(std::move(greeting)),
+        handler_(std::move(handler)),
         close_after_greeting_(close_after_greeting) {
     dir_ = make_temp_dir();
     path_ = dir_ + "/s.sock";
@@ -387,18 +388,18 @@ TEST(QmpScripted, LateRepliesAreNotHandedToTheNextCommand) {
 TEST(QmpScripted, QmpErrorsBecomeOneSentence) {
   ScriptedServer server(kGreeting, [&](const json::Value& msg) -> std::string {
     if (msg["execute"].as_string() == "qmp_capabilities") return reply(msg, json::Value::object());
-    return json::Value::object(
-               {{"id", msg["id"]},
-                {"error", json::Value::object({{"class", "GenericError"},
-                                               {"desc", "There's a migration process in "
-                                                        "progress"}})}})
+    return json::Value::object({{"id", msg["id"]},
+                                {"error", json::Value::object({{"class", "GenericError"},
+                                                               {"desc",
+                                                                "There's a migration process in "
+                                                                "progress"}})}})
                .dump() +
            "\n";
   });
   auto c = QmpClient::connect(server.address(), 5000);
   ASSERT_TRUE(c) << c.status().message();
-  auto r = (*c)->execute("migrate-set-capabilities", json::Value::object({{"capabilities",
-                                                                             json::Value::array()}}));
+  auto r = (*c)->execute("migrate-set-capabilities",
+                         json::Value::object({{"capabilities", json::Value::array()}}));
   ASSERT_FALSE(r);
   EXPECT_EQ(r.status().code(), ErrorCode::kInvalidArgument);
   EXPECT_EQ(r.status().message(),

@@ -1,0 +1,518 @@
+// pipeline/channel_pump.cc — see channel_pump.h.
+#include "pipeline/channel_pump.h"
+
+#include <poll.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dataplane/protocol.h"
+#include "qemu-channel/qemu_connection.h"
+
+namespace ferry::pipeline {
+namespace {
+
+using dataplane::Engine;
+using dataplane::FrameBuf;
+using dataplane::FrameChecker;
+using dataplane::FramePool;
+using dataplane::FrameType;
+using dataplane::kFirstDataSeq;
+using dataplane::kFrameHeaderSize;
+using dataplane::kWaitReadable;
+using dataplane::kWaitWritable;
+using dataplane::LinkState;
+using dataplane::Transport;
+using dataplane::WaitSet;
+
+Status fail(ErrorCode code, std::string msg) { return Status(code, std::move(msg)); }
+
+// Buffers kept free before reading QEMU: one read plus what its encoding may add.
+constexpr size_t kReadReserve = 3;
+constexpr size_t kBurst = 32;
+// How often the abort eventfd is looked at while the pump is busy (it also wakes a sleep).
+constexpr auto kAbortCheck = std::chrono::milliseconds(5);
+
+}  // namespace
+
+struct ChannelPump::Impl final : FrameSink {
+  Impl(PumpRole role, QemuEnd qemu, Transport& link, PumpOptions options, PumpCounters& counters)
+      : sender(role == PumpRole::kSender),
+        qemu(qemu.read_fd, qemu.write_fd),
+        link(link),
+        opt(options),
+        k(counters),
+        pool(link.pool()),
+        tx_ring(pool.size() + 1) {}
+
+  // --- setup and outcome ---
+  Status start();
+  void finish(Status st) {
+    if (done) return;
+    result = std::move(st);
+    done = true;
+  }
+  size_t step(TimePoint now);
+
+  // --- the steps ---
+  size_t link_receive();
+  Status on_frame(const FrameChecker::Frame& f);
+  size_t qemu_read();
+  size_t qemu_write();
+  size_t link_transmit();
+  void measure_link(TimePoint now);
+  Status deliver(const uint8_t* p, size_t n);
+  bool tx_idle() const {
+    return tx_count == 0 && (!cur || cur->len == 0) && overflow.empty() &&
+           link.tx_in_flight_bytes() == 0;
+  }
+  bool want_qemu_read() const {
+    return !qemu_eof && pool.available() >= kReadReserve && backlog() < opt.max_pending;
+  }
+  bool want_link_read() const {
+    return link.state() == LinkState::kOpen && (sender || qemu.queued() < opt.max_pending);
+  }
+
+  // --- frames toward the link ---
+  void push_tx(FrameBuf* f) {
+    tx_ring[(tx_head + tx_count) % tx_ring.size()] = f;
+    ++tx_count;
+    queued_bytes += f->len;
+  }
+  void seal_current() {
+    if (!cur) return;
+    if (cur->len) {
+      push_tx(cur);
+    } else {
+      pool.free(cur);
+    }
+    cur = nullptr;
+  }
+  void seal_frame(FrameType type, FrameBuf* f, size_t payload_len) {
+    dataplane::encode_frame_header(type, tx_seq++, f->payload(), static_cast<uint32_t>(payload_len),
+                                   f->data);
+    f->len = static_cast<uint32_t>(kFrameHeaderSize + payload_len);
+    push_tx(f);
+    k.frames_tx.store(++frames_tx, std::memory_order_relaxed);
+  }
+  void drain_overflow();
+
+  // FrameSink: a codec's frames, packed into frame buffers in order.
+  uint8_t* reserve(size_t n) override {
+    if (overflow.empty()) {
+      if (cur && cur->cap - cur->len >= n) return cur->data + cur->len;
+      seal_current();
+      if (n <= pool.frame_capacity() && (cur = pool.alloc())) return cur->data;
+    }
+    // The codec outran the pool: keep order by queueing everything after this in memory.
+    spilling = true;
+    return overflow.reserve(n);
+  }
+  void commit(size_t n) override {
+    if (spilling) {
+      overflow.commit(n);
+      spilling = false;
+    } else {
+      cur->len += static_cast<uint32_t>(n);
+    }
+  }
+  size_t backlog() const override {
+    return queued_bytes + (cur ? cur->len : 0) + overflow.size() + link.tx_in_flight_bytes();
+  }
+
+  const bool sender;
+  qemu::QemuConnection qemu;
+  Transport& link;
+  PumpOptions opt;
+  PumpCounters& k;
+  FramePool& pool;
+  const char* peer_name = "";
+  FrameType tx_type{}, rx_type{};
+  bool started = false;
+
+  // toward the link: sealed buffers in order, the one being filled, and the spill-over
+  std::vector<FrameBuf*> tx_ring;
+  size_t tx_head = 0, tx_count = 0, queued_bytes = 0;
+  FrameBuf* cur = nullptr;
+  ByteQueue overflow;
+  bool spilling = false;
+  uint64_t tx_seq = kFirstDataSeq;
+  uint64_t frames_tx = 0;
+  std::unique_ptr<uint8_t[]> codec_in;  // the sender's read buffer when a codec encodes
+
+  // from the link (what QEMU has not taken yet waits in qemu.queue())
+  FrameChecker checker{kFirstDataSeq};
+
+  bool qemu_eof = false;      // QEMU closed its sending side
+  bool qemu_wr_dead = false;  // QEMU stopped reading (sender: it is done with the RP)
+  bool qemu_wr_shut = false;  // receiver: we ended QEMU's input after the peer's END
+  bool got_end = false;       // the peer sent END
+  bool sent_end = false;      // END is queued
+  bool closed_tx = false;     // receiver: close_tx() called, waiting for the link to drain
+
+  TimePoint rate_t0{}, next_abort_check{};
+  uint64_t rate_tx0 = 0;
+  size_t buffer_hint = 0;
+
+  bool done = false;
+  Status result;
+};
+
+Status ChannelPump::Impl::start() {
+  tx_type = sender ? FrameType::kOpaque : FrameType::kReturn;
+  rx_type = sender ? FrameType::kReturn : FrameType::kOpaque;
+  peer_name = sender ? "ferry recv" : "ferry send";
+  FERRY_RETURN_IF_ERROR(qemu.open());
+  if (sender && opt.codec) codec_in = std::make_unique_for_overwrite<uint8_t[]>(opt.read_chunk);
+  return Status::ok();
+}
+
+// Writes payload bytes toward QEMU (straight from the frame when nothing waits ahead).
+Status ChannelPump::Impl::deliver(const uint8_t* p, size_t n) {
+  if (opt.tap_to_qemu) opt.tap_to_qemu->on_bytes({p, n});
+  Status st = qemu.write({p, n});
+  k.bytes_to_qemu.store(qemu.bytes_written(), std::memory_order_relaxed);
+  if (st) return st;
+  if (sender) {
+    // The source QEMU closed: return-path bytes it will never read are moot.
+    qemu_wr_dead = true;
+    return Status::ok();
+  }
+  return fail(ErrorCode::kClosed, "the destination QEMU closed the migration socket after " +
+                                      std::to_string(qemu.bytes_written()) + " bytes, with " +
+                                      std::to_string(n) +
+                                      " bytes of the stream undelivered (see its log)");
+}
+
+Status ChannelPump::Impl::on_frame(const FrameChecker::Frame& f) {
+  k.frames_rx.fetch_add(1, std::memory_order_relaxed);
+  if (got_end) {
+    return fail(ErrorCode::kProtocol,
+                "link: frame after END at byte offset " + std::to_string(f.offset));
+  }
+  const FrameType type = f.header.type;
+  if (type == FrameType::kEnd) {
+    got_end = true;
+    if (opt.tap_to_qemu) opt.tap_to_qemu->on_end();
+    return Status::ok();
+  }
+  if (!sender && opt.codec &&
+      (type == FrameType::kOpaque || type == FrameType::kCodec || type == FrameType::kPages)) {
+    // Decoded bytes queue behind anything QEMU has not taken yet.
+    ByteQueue& to_qemu = qemu.queue();
+    const size_t before = to_qemu.size();
+    if (auto st = opt.codec->decode(type, {f.payload, f.header.len}, to_qemu); !st) {
+      return fail(st.code(), "link: frame seq " + std::to_string(f.header.seq) +
+                                 " at byte offset " + std::to_string(f.offset) + ": " +
+                                 st.message());
+    }
+    if (opt.tap_to_qemu && to_qemu.size() > before) {
+      opt.tap_to_qemu->on_bytes(to_qemu.pending().subspan(before));
+    }
+    return Status::ok();
+  }
+  if (type == rx_type) return qemu_wr_dead ? Status::ok() : deliver(f.payload, f.header.len);
+  return fail(ErrorCode::kProtocol, "link: unexpected frame type " +
+                                        std::to_string(static_cast<uint32_t>(type)) + " from " +
+                                        peer_name + " at byte offset " + std::to_string(f.offset));
+}
+
+size_t ChannelPump::Impl::link_receive() {
+  if (!want_link_read()) return 0;
+  FrameBuf* in[kBurst];
+  const size_t n = link.rx_burst(in);
+  Status st;
+  for (size_t i = 0; i < n; ++i) {
+    FrameBuf* b = in[i];
+    k.link_rx_bytes.fetch_add(b->len, std::memory_order_relaxed);
+    size_t pos = 0;
+    FrameChecker::Frame f;
+    while (st) {
+      auto got = checker.next(b->data, b->len, &pos, f);
+      if (!got) {
+        st = fail(ErrorCode::kProtocol, "link: " + got.status().message());
+      } else if (!*got) {
+        break;
+      } else {
+        st = on_frame(f);
+      }
+    }
+    pool.free(b);
+  }
+  if (!st) {
+    finish(std::move(st));
+    return n;
+  }
+  if (n == 0 && link.state() == LinkState::kPeerClosed && !got_end) {
+    if (sender && sent_end) {
+      finish(fail(ErrorCode::kClosed,
+                  "ferry recv closed the link without END after the stream ended (the "
+                  "destination QEMU or ferry recv failed; see its log)"));
+    } else {
+      finish(fail(ErrorCode::kClosed,
+                  std::string(peer_name) + " closed the link before the migration ended (" +
+                      std::to_string(k.bytes_from_qemu.load()) + " bytes from QEMU, " +
+                      std::to_string(k.bytes_to_qemu.load()) + " bytes to QEMU)"));
+    }
+  }
+  return n;
+}
+
+size_t ChannelPump::Impl::qemu_read() {
+  if (!want_qemu_read()) return 0;
+  const bool encode = sender && opt.codec;
+  FrameBuf* f = nullptr;
+  uint8_t* data;
+  size_t room = opt.read_chunk;
+  if (encode) {
+    data = codec_in.get();
+  } else {
+    // Without a codec QEMU's bytes land straight in an OPAQUE frame's payload.
+    f = pool.alloc();
+    data = f->payload();
+    room = std::min(room, f->payload_room());
+  }
+  bool eof = false;
+  auto r = qemu.read({data, room}, &eof);
+  if (r && *r > 0) {
+    const size_t n = *r;
+    k.bytes_from_qemu.fetch_add(n, std::memory_order_relaxed);
+    if (opt.tap_from_qemu) opt.tap_from_qemu->on_bytes({data, n});
+    if (encode) {
+      FrameWriter w(*this, tx_seq, frames_tx);
+      if (auto st = opt.codec->encode({data, n}, w); !st) {
+        finish(std::move(st));
+        return 1;
+      }
+      seal_current();
+      k.frames_tx.store(frames_tx, std::memory_order_relaxed);
+    } else {
+      seal_frame(tx_type, f, n);
+    }
+    return 1;
+  }
+  if (f) pool.free(f);
+  if (!r) {
+    finish(r.status());
+    return 1;
+  }
+  if (!eof) return 0;
+  // The destination closing before the sender's END is normal in post-copy; it is a failure
+  // only if stream bytes are left for it (qemu_write reports that).
+  qemu_eof = true;
+  if (opt.tap_from_qemu) opt.tap_from_qemu->on_end();
+  if (encode) {
+    FrameWriter w(*this, tx_seq, frames_tx);
+    if (auto st = opt.codec->finish(w); !st) {
+      finish(std::move(st));
+      return 1;
+    }
+    k.frames_tx.store(frames_tx, std::memory_order_relaxed);
+  }
+  FrameWriter w(*this, tx_seq, frames_tx);
+  w.begin_frame(0);
+  w.end_frame(FrameType::kEnd, 0);
+  seal_current();
+  k.frames_tx.store(frames_tx, std::memory_order_relaxed);
+  sent_end = true;
+  return 1;
+}
+
+size_t ChannelPump::Impl::qemu_write() {
+  size_t work = 0;
+  if (qemu.queued() && !qemu_wr_dead) {
+    auto w = qemu.flush();
+    if (w) {
+      k.bytes_to_qemu.store(qemu.bytes_written(), std::memory_order_relaxed);
+      work += *w ? 1 : 0;
+    } else if (sender) {
+      // The source QEMU closed: return-path bytes it will never read are moot.
+      qemu_wr_dead = true;
+    } else {
+      finish(fail(ErrorCode::kClosed, "the destination QEMU closed the migration socket after " +
+                                          std::to_string(qemu.bytes_written()) + " bytes, with " +
+                                          std::to_string(qemu.queued()) +
+                                          " bytes of the stream undelivered (see its log)"));
+      return 1;
+    }
+  }
+  if (!sender && got_end && !qemu.queued() && !qemu_wr_shut) {
+    // Every byte is written: QEMU may now see EOF after the stream's end.
+    qemu.shut_write();
+    qemu_wr_shut = true;
+    ++work;
+  }
+  return work;
+}
+
+// Moves spilled frames into buffers as they come back, whole frames only.
+void ChannelPump::Impl::drain_overflow() {
+  while (!overflow.empty()) {
+    FrameBuf* f = pool.alloc();
+    if (!f) return;
+    auto bytes = overflow.pending();
+    size_t take = 0;
+    while (take + kFrameHeaderSize <= bytes.size()) {
+      auto h = dataplane::parse_frame_header(bytes.data() + take);
+      const size_t len = kFrameHeaderSize + (h ? h->len : 0);
+      if (take + len > f->cap) break;
+      take += len;
+    }
+    std::memcpy(f->data, bytes.data(), take);
+    f->len = static_cast<uint32_t>(take);
+    overflow.consume(take);
+    push_tx(f);
+  }
+}
+
+size_t ChannelPump::Impl::link_transmit() {
+  size_t work = 0;
+  drain_overflow();
+  while (tx_count) {
+    FrameBuf* burst[kBurst];
+    const size_t m = std::min(tx_count, kBurst);
+    for (size_t i = 0; i < m; ++i) burst[i] = tx_ring[(tx_head + i) % tx_ring.size()];
+    const size_t n = link.tx_burst({burst, m});
+    for (size_t i = 0; i < n; ++i) {
+      queued_bytes -= burst[i]->len;
+      k.link_tx_bytes.fetch_add(burst[i]->len, std::memory_order_relaxed);
+    }
+    tx_head = (tx_head + n) % tx_ring.size();
+    tx_count -= n;
+    work += n;
+    if (n < m) break;
+  }
+  FrameBuf* done_bufs[kBurst];
+  for (size_t n; (n = link.reap_tx(done_bufs)) > 0; work += n) {
+    for (size_t i = 0; i < n; ++i) pool.free(done_bufs[i]);
+  }
+  drain_overflow();
+  k.link_backlog_bytes.store(backlog(), std::memory_order_relaxed);
+  return work;
+}
+
+// Sizes the link's buffering to ~25 ms of the measured rate, every 250 ms, while it is busy
+// (an idle phase says nothing of its rate).
+void ChannelPump::Impl::measure_link(TimePoint now) {
+  if (opt.link_buffer_s <= 0 || !sender) return;
+  const double dt = std::chrono::duration<double>(now - rate_t0).count();
+  if (dt < 0.25) return;
+  const uint64_t tx = k.link_tx_bytes.load(std::memory_order_relaxed);
+  const double rate = static_cast<double>(tx - rate_tx0) / dt;
+  const size_t want = std::clamp(static_cast<size_t>(rate * opt.link_buffer_s), opt.link_buffer_min,
+                                 opt.link_buffer_max);
+  if (backlog() > 0 &&
+      (want > buffer_hint + buffer_hint / 4 || want < buffer_hint - buffer_hint / 4)) {
+    link.set_buffer_hint(want);
+    buffer_hint = want;
+  }
+  rate_t0 = now;
+  rate_tx0 = tx;
+}
+
+size_t ChannelPump::Impl::step(TimePoint now) {
+  if (!started) {
+    started = true;
+    rate_t0 = now;
+    if (auto st = start(); !st) {
+      finish(std::move(st));
+      return 1;
+    }
+  }
+  if (opt.abort_fd >= 0 && now >= next_abort_check) {
+    next_abort_check = now + kAbortCheck;
+    pollfd p{opt.abort_fd, POLLIN, 0};
+    if (::poll(&p, 1, 0) > 0) {
+      finish(fail(ErrorCode::kClosed, "stopped: another channel of this migration failed"));
+      return 1;
+    }
+  }
+
+  size_t work = link_receive();  // 1
+  if (done) return work;
+  work += qemu_read();  // 2, 3
+  if (done) return work;
+  work += qemu_write();  // 4
+  if (done) return work;
+  work += link_transmit();     // 5
+  work += link.progress(now);  // 6
+  measure_link(now);
+  if (link.state() == LinkState::kFailed) {
+    finish(fail(ErrorCode::kClosed,
+                "link to " + std::string(peer_name) + " failed: " + link.error().message()));
+    return work + 1;
+  }
+
+  // Done? The receiver ends once its END is on the link (QEMU closed after the whole
+  // stream) and the peer's END arrived; the sender once the receiver's END arrived and the
+  // link closed.
+  if (sent_end && tx_idle()) {
+    // The receiver needs the sender's END too: in post-copy the destination QEMU closes
+    // first (after its SHUT message), and the source closes only after reading that SHUT.
+    if (!sender && got_end && !qemu.queued()) {
+      if (!closed_tx) {
+        link.close_tx();
+        closed_tx = true;
+        return work + 1;
+      }
+      // Wait until the end itself left (a datagram transport acks it).
+      if (link.tx_in_flight_bytes() == 0) finish(Status::ok());
+      return work;
+    }
+    if (link.state() == LinkState::kPeerClosed && (!qemu.queued() || qemu_wr_dead)) {
+      if (!got_end) {
+        finish(fail(ErrorCode::kClosed, std::string(peer_name) +
+                                            " closed the link without END (it failed; see "
+                                            "its log)"));
+      } else {
+        finish(Status::ok());
+      }
+    }
+  }
+  return work;
+}
+
+ChannelPump::ChannelPump(PumpRole role, QemuEnd qemu, Transport& link, PumpOptions options)
+    : impl_(std::make_unique<Impl>(role, qemu, link, options, counters_)) {}
+
+ChannelPump::~ChannelPump() {
+  // Buffers still held go back to the pool (the transport may outlive the pump).
+  Impl& m = *impl_;
+  m.seal_current();
+  for (; m.tx_count; --m.tx_count, m.tx_head = (m.tx_head + 1) % m.tx_ring.size()) {
+    m.pool.free(m.tx_ring[m.tx_head]);
+  }
+}
+
+size_t ChannelPump::poll(TimePoint now) noexcept {
+  if (impl_->done) return 0;
+  return impl_->step(now);
+}
+
+void ChannelPump::add_waits(WaitSet& set) noexcept {
+  const Impl& m = *impl_;
+  if (m.done) return;
+  if (m.want_qemu_read()) set.add(m.qemu.read_fd(), kWaitReadable);
+  if (m.qemu.queued() && !m.qemu_wr_dead) set.add(m.qemu.write_fd(), kWaitWritable);
+  set.add(m.link.wait_fd(), m.link.wait_events(m.want_link_read(), m.tx_count > 0));
+  set.deadline(m.link.next_deadline());
+  if (m.opt.abort_fd >= 0) set.add(m.opt.abort_fd, kWaitReadable);
+  if (m.sender && m.opt.link_buffer_s > 0) set.deadline(m.rate_t0 + std::chrono::seconds(1));
+}
+
+bool ChannelPump::finished() const noexcept { return impl_->done; }
+
+const Status& ChannelPump::result() const { return impl_->result; }
+
+Status ChannelPump::run() {
+  Engine engine({.mode = impl_->opt.poll_mode});
+  engine.add(*this);
+  engine.run();
+  return result();
+}
+
+}  // namespace ferry::pipeline

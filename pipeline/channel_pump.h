@@ -1,0 +1,110 @@
+// pipeline/channel_pump.h — one channel's poller (engine.h): moves one QEMU migration
+// connection across one dataplane::Transport, in both directions, on its engine's thread.
+//
+//   sender   (ferry send):  QEMU stream  -> OPAQUE frames -> transport
+//                           transport    -> RETURN frames -> QEMU (return path)
+//   receiver (ferry recv):  transport    -> OPAQUE frames -> QEMU
+//   (with a StreamCodec, stream_codec.h, the stream also travels as CODEC/PAGES frames)
+//                           QEMU         -> RETURN frames -> transport
+//
+// Each poll() step, in this order (DESIGN.md §3):
+//   1. link receive: frames from the peer (on the sender the return path, so post-copy page
+//      requests never wait behind bulk reads);
+//   2. QEMU read, within credits: a free frame buffer and fewer than max_pending bytes
+//      queued or in flight toward the link; without credits QEMU's socket fills and QEMU
+//      measures the true link rate;
+//   3. encode (with a StreamCodec) into frame buffers;
+//   4. write toward QEMU what the link brought;
+//   5. link transmit of whole frame buffers, reap of completed ones back to the pool;
+//   6. progress(now): the transport's timers, the link buffer hint.
+// In each direction of the transport only one kind of frame is bulk.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "common/status.h"
+#include "dataplane/engine.h"
+#include "dataplane/transport.h"
+#include "pipeline/stream_codec.h"
+
+namespace ferry::pipeline {
+
+// Sees every byte of one direction of the QEMU stream as it passes (a channel without an
+// encoder plugs the stream parser in here to count pages and return-path messages). Called on the
+// pump's thread; must not block.
+class StreamTap {
+ public:
+  virtual ~StreamTap() = default;
+  virtual void on_bytes(std::span<const uint8_t> bytes) noexcept = 0;
+  // The direction ended cleanly (EOF after the last byte).
+  virtual void on_end() noexcept {}
+};
+
+enum class PumpRole : uint8_t { kSender, kReceiver };
+
+// The QEMU side of a channel: one socket (read_fd == write_fd) or a pair of pipes (stdio).
+// The pump does not own them.
+struct QemuEnd {
+  int read_fd = -1;
+  int write_fd = -1;
+};
+
+struct PumpOptions {
+  size_t max_pending = 256u << 10;  // bytes queued toward either side before reading stops
+  // Kernel buffering below ferry (dataplane::Transport::set_buffer_hint): the link's rate times
+  // this, within [min, max] bytes. 0 = leave the transport's default.
+  double link_buffer_s = 0.025;
+  size_t link_buffer_min = 128u << 10;
+  size_t link_buffer_max = 16u << 20;
+  size_t read_chunk = 256u << 10;      // largest read, and so largest frame payload
+  StreamTap* tap_from_qemu = nullptr;  // bytes QEMU wrote (sender: the stream; receiver: RP)
+  StreamTap* tap_to_qemu = nullptr;    // bytes written to QEMU
+  int abort_fd = -1;  // an eventfd; readable = give up now (another channel failed)
+  dataplane::PollMode poll_mode = dataplane::PollMode::kAdaptive;  // for run()
+  // Turns QEMU bytes into frames and back (page encoding); null = OPAQUE frames only.
+  StreamCodec* codec = nullptr;
+};
+
+// Counters another thread may read while the pump runs (progress, policy inputs).
+struct PumpCounters {
+  std::atomic<uint64_t> bytes_from_qemu{0};
+  std::atomic<uint64_t> bytes_to_qemu{0};
+  std::atomic<uint64_t> link_tx_bytes{0};  // frame bytes handed to the transport
+  std::atomic<uint64_t> link_rx_bytes{0};
+  std::atomic<uint64_t> frames_tx{0};
+  std::atomic<uint64_t> frames_rx{0};
+  std::atomic<uint64_t> link_backlog_bytes{0};  // queued for the link after the last flush
+};
+
+class ChannelPump final : public dataplane::Poller {
+ public:
+  // The transport must have completed its handshake (its data frames start at kFirstDataSeq).
+  // Neither fd nor transport is owned.
+  ChannelPump(PumpRole role, QemuEnd qemu, dataplane::Transport& link, PumpOptions options);
+  ~ChannelPump() override;
+
+  // dataplane::Poller: one step of the order above, on the engine's thread.
+  size_t poll(TimePoint now) noexcept override;
+  void add_waits(dataplane::WaitSet& set) noexcept override;
+  bool finished() const noexcept override;
+
+  // The outcome once finished(): both directions closed cleanly (ok), or a failure on either
+  // side (the Status names the side, the byte offset where it applies, and why).
+  const Status& result() const;
+
+  // Runs this pump alone on an engine of its own (options.poll_mode) until it finished.
+  Status run();
+
+  const PumpCounters& counters() const { return counters_; }
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  PumpCounters counters_;
+};
+
+}  // namespace ferry::pipeline

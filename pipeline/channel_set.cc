@@ -1,0 +1,317 @@
+// pipeline/channel_set.cc — see channel_set.h.
+#include "pipeline/channel_set.h"
+
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+namespace ferry::pipeline {
+
+struct ChannelSet::Channel {
+  uint16_t index = 0;
+  QemuEnd qemu;
+  bool own_fds = false;
+  std::unique_ptr<dataplane::Transport> link;
+  std::unique_ptr<StreamCodec> codec;
+  PageStreamEncoder* encoder = nullptr;  // codec, when this side encodes pages
+  // The QEMU migration stream (counted by class) and the return path, whichever way each
+  // flows on this side. An encoder counts the stream from its own parse; without one the
+  // tap parses it.
+  StreamStats tap{false};
+  StreamStats return_path{true};
+  const StreamStats& stream() const { return encoder ? encoder->stream_stats() : tap; }
+  std::unique_ptr<ChannelPump> pump;
+  std::thread thread;
+  std::atomic<bool> finished{false};
+  bool reaped = false;
+  Status result;
+
+  void close_fds() {
+    if (!own_fds) return;
+    if (qemu.read_fd >= 0) ::close(qemu.read_fd);
+    if (qemu.write_fd >= 0 && qemu.write_fd != qemu.read_fd) ::close(qemu.write_fd);
+    qemu = {};
+  }
+};
+
+namespace {
+
+void signal_fd(int fd) {
+  uint64_t one = 1;
+  ssize_t r = ::write(fd, &one, sizeof one);
+  (void)r;  // the counter cannot overflow with a handful of channels
+}
+
+}  // namespace
+
+ChannelSet::ChannelSet(PumpRole role)
+    : role_(role),
+      abort_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
+      wake_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
+
+ChannelSet::~ChannelSet() {
+  abort_all();
+  ::close(abort_fd_);
+  ::close(wake_fd_);
+}
+
+void ChannelSet::start(uint16_t index, QemuEnd qemu, bool own_fds,
+                       std::unique_ptr<dataplane::Transport> link,
+                       std::unique_ptr<PageStreamEncoder> encoder) {
+  auto ch = std::make_unique<Channel>();
+  ch->index = index;
+  ch->qemu = qemu;
+  ch->own_fds = own_fds;
+  ch->link = std::move(link);
+  ch->encoder = encoder.get();
+  ch->codec = std::move(encoder);
+  start_channel(std::move(ch));
+}
+
+void ChannelSet::start(uint16_t index, QemuEnd qemu, bool own_fds,
+                       std::unique_ptr<dataplane::Transport> link,
+                       std::unique_ptr<PageStreamDecoder> decoder) {
+  auto ch = std::make_unique<Channel>();
+  ch->index = index;
+  ch->qemu = qemu;
+  ch->own_fds = own_fds;
+  ch->link = std::move(link);
+  ch->codec = std::move(decoder);
+  start_channel(std::move(ch));
+}
+
+void ChannelSet::start_channel(std::unique_ptr<Channel> ch) {
+  const bool sender = role_ == PumpRole::kSender;
+  // The stream is parsed once: by the encoder when there is one, else by the tap.
+  StreamTap* stream_tap = ch->encoder ? nullptr : &ch->tap;
+  PumpOptions opt;
+  opt.tap_from_qemu = sender ? stream_tap : &ch->return_path;
+  opt.tap_to_qemu = sender ? &ch->return_path : stream_tap;
+  opt.abort_fd = abort_fd_;
+  opt.poll_mode = poll_mode_;
+  opt.codec = ch->codec.get();
+  ch->pump = std::make_unique<ChannelPump>(role_, ch->qemu, *ch->link, opt);
+  Channel* c = ch.get();
+  int wake = wake_fd_;
+  std::lock_guard lk(mu_);
+  ch->thread = std::thread([c, wake] {
+    c->result = c->pump->run();
+    // Close QEMU's end right away: on failure QEMU must see it now, not at process exit.
+    c->close_fds();
+    c->link.reset();
+    c->finished.store(true, std::memory_order_release);
+    signal_fd(wake);
+  });
+  channels_.push_back(std::move(ch));
+}
+
+void ChannelSet::reap() {
+  std::lock_guard lk(mu_);
+  reap_locked();
+}
+
+bool ChannelSet::main_done() const {
+  std::lock_guard lk(mu_);
+  return main_done_;
+}
+
+bool ChannelSet::failed() const {
+  std::lock_guard lk(mu_);
+  return !first_error_.empty();
+}
+
+std::string ChannelSet::first_error() const {
+  std::lock_guard lk(mu_);
+  return first_error_;
+}
+
+size_t ChannelSet::size() const {
+  std::lock_guard lk(mu_);
+  return channels_.size();
+}
+
+bool ChannelSet::all_done() const {
+  std::lock_guard lk(mu_);
+  if (channels_.empty()) return false;
+  for (const auto& c : channels_) {
+    if (!c->reaped) return false;
+  }
+  return true;
+}
+
+void ChannelSet::reap_locked() {
+  uint64_t v;
+  ssize_t r = ::read(wake_fd_, &v, sizeof v);
+  (void)r;
+  for (auto& c : channels_) {
+    if (c->reaped || !c->finished.load(std::memory_order_acquire)) continue;
+    if (c->thread.joinable()) c->thread.join();
+    c->reaped = true;
+    if (!c->result.is_ok() && first_error_.empty()) {
+      first_error_ = (c->index == 0 ? std::string("main channel: ")
+                                    : "channel " + std::to_string(c->index) + ": ") +
+                     c->result.message();
+    }
+    if (c->index == 0) main_done_ = true;
+  }
+}
+
+void ChannelSet::abort_all() {
+  signal_fd(abort_fd_);
+  join_all();
+}
+
+void ChannelSet::join_all() {
+  std::lock_guard lk(mu_);
+  join_all_locked();
+}
+
+void ChannelSet::join_all_locked() {
+  for (auto& c : channels_) {
+    if (c->thread.joinable()) c->thread.join();
+  }
+  reap_locked();
+}
+
+void ChannelSet::set_effort(int effort) {
+  std::lock_guard lk(mu_);
+  for (auto& c : channels_) {
+    if (c->encoder) c->encoder->set_effort(effort);
+  }
+}
+
+SetCounters ChannelSet::counters() const {
+  std::lock_guard lk(mu_);
+  SetCounters t;
+  t.sender = role_ == PumpRole::kSender;
+  t.seconds = seconds();
+  t.channels = channels_.size();
+  for (const auto& c : channels_) {
+    const auto& k = c->pump->counters();
+    t.bytes_from_qemu += k.bytes_from_qemu.load(std::memory_order_relaxed);
+    t.bytes_to_qemu += k.bytes_to_qemu.load(std::memory_order_relaxed);
+    t.link_tx_bytes += k.link_tx_bytes.load(std::memory_order_relaxed);
+    t.link_rx_bytes += k.link_rx_bytes.load(std::memory_order_relaxed);
+    t.link_backlog_bytes += k.link_backlog_bytes.load(std::memory_order_relaxed);
+    t.pages_normal += c->stream().normal.load(std::memory_order_relaxed);
+    t.pages_zero += c->stream().zero.load(std::memory_order_relaxed);
+    if (const PageStreamEncoder* enc = c->encoder) {
+      t.page_bytes_in += enc->counters().page_bytes_in.load(std::memory_order_relaxed);
+      t.page_wire_bytes += enc->counters().wire_bytes.load(std::memory_order_relaxed);
+      if (c->index == 0) t.effort = enc->counters().effort.load(std::memory_order_relaxed);
+    }
+  }
+  return t;
+}
+
+double ChannelSet::seconds() const {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+}
+
+namespace {
+
+json::Value page_classes(const uint64_t p[4]) {
+  return json::Value::object(
+      {{"zero", p[0]}, {"normal", p[1]}, {"xbzrle", p[2]}, {"compressed", p[3]}});
+}
+
+}  // namespace
+
+json::Value ChannelSet::stats_json(const std::string& outcome, const std::string& error) const {
+  using json::Value;
+  std::lock_guard lk(mu_);
+  uint64_t t[6] = {}, pages[4] = {}, rp = 0, packets = 0;
+  Value per = Value::array();
+  for (const auto& c : channels_) {
+    const auto& k = c->pump->counters();
+    const StreamStats& s = c->stream();
+    uint64_t v[6] = {k.bytes_from_qemu.load(), k.bytes_to_qemu.load(), k.link_tx_bytes.load(),
+                     k.link_rx_bytes.load(),   k.frames_tx.load(),     k.frames_rx.load()};
+    uint64_t p[4] = {s.zero.load(), s.normal.load(), s.xbzrle.load(), s.compressed.load()};
+    for (int i = 0; i < 6; ++i) t[i] += v[i];
+    for (int i = 0; i < 4; ++i) pages[i] += p[i];
+    rp += c->return_path.rp_messages.load();
+    packets += s.multifd_packets.load();
+    per.push_back(Value::object({{"index", Value(unsigned{c->index})},
+                                 {"role", s.role()},
+                                 {"bytes_from_qemu", v[0]},
+                                 {"bytes_to_qemu", v[1]},
+                                 {"link_tx_bytes", v[2]},
+                                 {"link_rx_bytes", v[3]},
+                                 {"pages", page_classes(p)},
+                                 {"note", s.note()}}));
+  }
+  Value doc = Value::object({{"side", role_ == PumpRole::kSender ? "send" : "recv"},
+                             {"outcome", outcome},
+                             {"duration_s", json::rounded(seconds(), 6)},
+                             {"channels", channels_.size()},
+                             {"bytes_from_qemu", t[0]},
+                             {"bytes_to_qemu", t[1]},
+                             {"link_tx_bytes", t[2]},
+                             {"link_rx_bytes", t[3]},
+                             {"bytes_on_link", t[2] + t[3]},
+                             {"frames_tx", t[4]},
+                             {"frames_rx", t[5]},
+                             {"pages", page_classes(pages)},
+                             {"multifd_packets", packets},
+                             {"return_path_messages", rp}});
+  // Page encoding (ferry send --codec): records by form over every channel.
+  uint64_t form_pages[encoders::kFormCount] = {}, form_bytes[encoders::kFormCount] = {};
+  uint64_t page_bytes_in = 0, wire_bytes = 0;
+  bool encoding = false;
+  int effort = -1;
+  uint64_t effort_changes = 0;
+  uint64_t effort_pages[encoders::kMaxEffort + 1] = {};
+  Value shard_pages = Value::array();
+  for (const auto& c : channels_) {
+    const PageStreamEncoder* enc = c->encoder;
+    if (!enc) continue;
+    encoding = true;
+    const auto& k = enc->counters();
+    for (size_t f = 0; f < encoders::kFormCount; ++f) {
+      form_pages[f] += k.pages[f].load();
+      form_bytes[f] += k.bytes[f].load();
+    }
+    page_bytes_in += k.page_bytes_in.load();
+    wire_bytes += k.wire_bytes.load();
+    effort_changes += k.effort_changes.load();
+    for (int e = 0; e <= encoders::kMaxEffort; ++e) effort_pages[e] += k.effort_pages[e].load();
+    if (c->index == 0) {
+      effort = k.effort.load();
+      const unsigned shards = k.shards.load();
+      for (unsigned i = 0; i < shards && i < kMaxShards; ++i) {
+        shard_pages.push_back(k.shard_pages[i].load());
+      }
+    }
+  }
+  if (encoding) {
+    Value enc = Value::object({{"page_bytes_in", page_bytes_in}});
+    uint64_t out = 0;
+    for (size_t f = 0; f < encoders::kFormCount; ++f) {
+      enc.set(encoders::form_name(static_cast<encoders::Form>(f)),
+              Value::object({{"pages", form_pages[f]}, {"bytes", form_bytes[f]}}));
+      out += form_bytes[f];
+    }
+    Value per_effort = Value::array();
+    for (int e = 0; e <= encoders::kMaxEffort; ++e) per_effort.push_back(effort_pages[e]);
+    enc.set("record_bytes", out);
+    enc.set("wire_bytes", wire_bytes);
+    enc.set("ratio", json::rounded(page_bytes_in ? double(wire_bytes) / page_bytes_in : 0.0, 4));
+    enc.set("final_effort", effort);
+    enc.set("effort_changes", effort_changes);
+    enc.set("pages_per_effort", std::move(per_effort));
+    enc.set("encode_threads", shard_pages.size());
+    enc.set("pages_per_shard", std::move(shard_pages));
+    doc.set("encoding", std::move(enc));
+  }
+  // CPU seconds of this whole process (all channel threads, encoding included).
+  rusage ru{};
+  ::getrusage(RUSAGE_SELF, &ru);
+  doc.set("cpu_user_s", json::rounded(ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6, 3));
+  doc.set("cpu_sys_s", json::rounded(ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6, 3));
+  doc.set("error", error.empty() ? Value() : Value(error));
+  doc.set("per_channel", std::move(per));
+  return doc;
+}
+
+}  // namespace ferry::pipeline

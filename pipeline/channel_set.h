@@ -1,0 +1,99 @@
+// pipeline/channel_set.h — the channels of one migration on one side (ferry send or ferry recv):
+// one ChannelPump thread per QEMU connection (main, then multifd ones in the order QEMU opened
+// them), a shared abort signal so one failed channel stops the others, progress, and the
+// final --stats-json.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/json.h"
+#include "dataplane/transport.h"
+#include "pipeline/channel_pump.h"
+#include "pipeline/page_stream.h"
+#include "pipeline/stream_stats.h"
+
+namespace ferry::pipeline {
+
+// Totals over every channel, for progress and the policy engine.
+struct SetCounters {
+  bool sender = true;  // which side: the QEMU stream is bytes_from_qemu, else bytes_to_qemu
+  double seconds = 0;
+  size_t channels = 0;
+  uint64_t bytes_from_qemu = 0, bytes_to_qemu = 0;
+  uint64_t link_tx_bytes = 0, link_rx_bytes = 0;
+  uint64_t pages_normal = 0, pages_zero = 0;
+  uint64_t page_bytes_in = 0, page_wire_bytes = 0;  // page encoding, when on
+  int effort = -1;                                  // main channel's encoding effort, -1 = off
+  uint64_t link_backlog_bytes = 0;                  // queued for the link, all channels
+};
+
+// Thread safety: start(), reap(), abort_all(), join_all() and the read-outs may be called from
+// different threads (a mutex guards the channel list); each channel's pump runs on its own.
+class ChannelSet {
+ public:
+  explicit ChannelSet(PumpRole role);
+  ~ChannelSet();  // aborts what still runs and joins every thread
+  ChannelSet(const ChannelSet&) = delete;
+  ChannelSet& operator=(const ChannelSet&) = delete;
+
+  // How the engine of each channel started from now on waits (engine.h).
+  void set_poll_mode(dataplane::PollMode mode) { poll_mode_ = mode; }
+
+  // Starts channel `index` on its own thread. The set owns link and, when own_fds, the QEMU
+  // fds (closed when the channel ends, so QEMU sees the end at once).
+  // Sender: encoder = this channel's page encoding (page_stream.h), or null to forward QEMU's
+  // bytes as OPAQUE frames (--codec none). The encoder's own parse also counts the stream.
+  void start(uint16_t index, QemuEnd qemu, bool own_fds, std::unique_ptr<dataplane::Transport> link,
+             std::unique_ptr<PageStreamEncoder> encoder);
+  // Receiver: decoder = page decoding when the sender encodes pages, else null.
+  void start(uint16_t index, QemuEnd qemu, bool own_fds, std::unique_ptr<dataplane::Transport> link,
+             std::unique_ptr<PageStreamDecoder> decoder);
+
+  // Readable (poll) whenever a channel ended; call reap() then.
+  int wake_fd() const { return wake_fd_; }
+  void reap();
+  bool main_done() const;
+  bool failed() const;
+  std::string first_error() const;
+  size_t size() const;
+  // Every channel has ended (and been reaped) and at least one ran.
+  bool all_done() const;
+
+  // Stops every channel (their pumps return at once) and waits for them.
+  void abort_all();
+  void join_all();
+
+  SetCounters counters() const;
+  // Page encoding effort for every encoding channel: 0..5 fixed (the policy engine decides),
+  // -1 = the codec's own choice (--codec).
+  void set_effort(int effort);
+  // The final counters as one JSON object (--stats-json; see --help of send/recv). outcome:
+  // "completed" or "failed"; error: the first error, or "" (written as null).
+  json::Value stats_json(const std::string& outcome, const std::string& error) const;
+  double seconds() const;
+
+ private:
+  struct Channel;
+  void start_channel(std::unique_ptr<Channel> ch);
+  void reap_locked();
+  void join_all_locked();
+
+  PumpRole role_;
+  dataplane::PollMode poll_mode_ = dataplane::PollMode::kAdaptive;
+  mutable std::mutex mu_;
+  std::vector<std::unique_ptr<Channel>> channels_;
+  int abort_fd_ = -1;
+  int wake_fd_ = -1;
+  bool main_done_ = false;
+  std::string first_error_;
+  std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
+};
+
+}  // namespace ferry::pipeline

@@ -1,0 +1,585 @@
+// pipeline/page_stream.cc — see page_stream.h.
+#include "pipeline/page_stream.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+
+#include "policy/effort.h"
+
+namespace ferry::pipeline {
+
+using dataplane::FrameType;
+using qemu::ItemKind;
+using qemu::StreamParser;
+
+namespace {
+
+constexpr uint8_t kCodecVersion = 3;
+constexpr uint8_t kPagesStream = 1;  // PAGES flags bit 0; bits 1..7: the shard
+constexpr int kPagesShardShift = 1;
+constexpr size_t kStreamHeader = 5;  // kind:u8 content_len:u32
+
+// The frame stream at each effort (efforts 0..2: none, the records go out as they are).
+struct StreamChoice {
+  bool on = false;
+  encoders::StreamKind kind = encoders::StreamKind::kZstd;
+  int level = 0;
+};
+StreamChoice stream_for_effort(int effort) {
+  using encoders::StreamKind;
+  if (effort < 3) return {};
+  // Without LZMA in the build, 6 is 5.
+  if (effort >= 6 && encoders::stream_compression_available(StreamKind::kLzma)) {
+    return {true, StreamKind::kLzma, 0};
+  }
+  return {true, StreamKind::kZstd, effort >= 5 ? 9 : effort == 4 ? 3 : 1};
+}
+constexpr size_t kCodecPayload = 14;
+// OPAQUE frames are cut at this size (the link sees steady frames, the receiver small ones).
+constexpr size_t kOpaqueFrame = 256u << 10;
+
+void put_be(uint8_t* p, uint64_t v, int n) {
+  for (int i = n - 1; i >= 0; --i) {
+    p[i] = static_cast<uint8_t>(v);
+    v >>= 8;
+  }
+}
+uint64_t get_be(const uint8_t* p, int n) {
+  uint64_t v = 0;
+  for (int i = 0; i < n; ++i) v = (v << 8) | p[i];
+  return v;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------- sender
+
+PageStreamEncoder::PageStreamEncoder(const PageCodecOptions& options) : opt_(options) {
+  effort_ = opt_.fixed_effort >= 0 ? std::min(opt_.fixed_effort, encoders::kMaxEffort)
+                                   : encoders::effort_for_level(opt_.level);
+  counters_.effort.store(effort_);
+  opt_.encode_threads = std::clamp(opt_.encode_threads, 1u, kMaxShards);
+}
+
+PageStreamEncoder::~PageStreamEncoder() = default;
+
+Status PageStreamEncoder::start(std::span<const uint8_t> first, FrameWriter& out) {
+  head_.insert(head_.end(), first.begin(), first.end());
+  if (head_.size() < 4) return Status::ok();
+  started_ = true;
+  main_ = qemu::guess_channel_role(head_) == qemu::ChannelRole::kMain;
+  std::vector<uint8_t> bytes;
+  bytes.swap(head_);
+  if (main_) {
+    stats_.adopt(qemu::ChannelRole::kMain);
+    parser_ = std::make_unique<StreamParser>(qemu::ParserOptions{});
+    parser_->push(bytes);
+    return drain(bytes, out);
+  }
+  // Not parsed here: the counts come from stats_'s own parser, the only one on these bytes.
+  stats_.on_bytes(bytes);
+  add_opaque(bytes, out);
+  flush_opaque(out);
+  return Status::ok();
+}
+
+Status PageStreamEncoder::encode(std::span<const uint8_t> bytes, FrameWriter& out) {
+  if (!started_) return start(bytes, out);
+  if (!main_) {
+    stats_.on_bytes(bytes);
+    add_opaque(bytes, out);
+    flush_opaque(out);
+    return Status::ok();
+  }
+  adapt_effort(out.backlog());
+  const auto t0 = std::chrono::steady_clock::now();
+  parser_->push(bytes);
+  Status st = drain(bytes, out);
+  busy_ns_ +=
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0)
+          .count();
+  return st;
+}
+
+Status PageStreamEncoder::finish(FrameWriter& out) {
+  if (!started_) {
+    stats_.on_bytes(head_);
+    stats_.on_end();
+    if (!head_.empty()) add_opaque(head_, out);
+    flush_opaque(out);
+    return Status::ok();
+  }
+  if (main_) {
+    parser_->finish();
+    // A stream cut short (a cancelled migration) still goes out as it was.
+    Status st = drain({}, out);
+    if (!st) return st;
+  } else {
+    stats_.on_end();
+  }
+  flush_opaque(out);
+  return Status::ok();
+}
+
+// Items the parser has for the bytes pushed so far; everything is framed before returning,
+// because the items point into those bytes (`pushed`) or into the parser's carry buffer.
+Status PageStreamEncoder::drain(std::span<const uint8_t> pushed, FrameWriter& out) {
+  qemu::Item it;
+  for (;;) {
+    auto r = parser_->next(it);
+    if (r == StreamParser::Next::kNeedMore || r == StreamParser::Next::kEnd) break;
+    if (r == StreamParser::Next::kError) {
+      const auto* e = parser_->error();
+      stats_.stop("stopped counting at byte offset " + std::to_string(e->offset) + ": " +
+                  e->message);
+      if (parser_->consumed() == e->offset && e->message.find("truncated") != std::string::npos) {
+        break;  // finish() on a stream cut mid-item: QEMU will say why
+      }
+      return Status(ErrorCode::kProtocol, "the source QEMU's stream is not valid at byte offset " +
+                                              std::to_string(e->offset) + ": " + e->message);
+    }
+    stats_.count(it, *parser_);  // every item, whatever the effort: --stats-json's page counts
+    const bool page = it.kind == ItemKind::kRamRecord && !it.in_package &&
+                      (it.ram.type == qemu::RamRecordType::kPage ||
+                       (it.ram.type == qemu::RamRecordType::kZero && it.ram.fill == 0)) &&
+                      effort_ > 0;
+    if (!page) {
+      FERRY_RETURN_IF_ERROR(flush_pages(out));
+      add_opaque(it.raw, out);
+      continue;
+    }
+    flush_opaque(out);
+    const uint32_t tp = parser_->target_page_size();
+    const uint64_t index = it.ram.offset / tp;
+    if (index > UINT32_MAX) {
+      return Status(ErrorCode::kProtocol,
+                    "RAM offset beyond 16 TiB at byte offset " + std::to_string(it.stream_offset));
+    }
+    if (shards_.empty()) shards_.resize(opt_.encode_threads);
+    Shard& sh = shards_[shard_of_page(it.ram.block, index)];
+    Batch& b = sh.open;
+    if (!b.pages.empty() && (b.pages.size() == kBatch || it.ram.block != b.block)) {
+      close_batch(sh);
+    }
+    if (b.pages.empty()) b.block.assign(it.ram.block);
+    // A ZERO record has no page bytes: the encoder reads a shared zero page.
+    static const std::vector<uint8_t> kZeroPage(encoders::kMaxPageSize, 0);
+    const uint8_t* data =
+        it.ram.type == qemu::RamRecordType::kZero ? kZeroPage.data() : it.ram.payload.data();
+    // A record that straddled two reads sits in the parser's carry buffer, which the next
+    // item may reuse: keep a copy until the batch is encoded.
+    if (data != kZeroPage.data() &&
+        (data < pushed.data() || data + tp > pushed.data() + pushed.size())) {
+      if (nstaged_ == staged_.size()) staged_.emplace_back();
+      std::vector<uint8_t>& copy = staged_[nstaged_++];
+      copy.assign(data, data + tp);
+      data = copy.data();
+    }
+    b.pages.push_back({0, data});
+    b.index.push_back(static_cast<uint32_t>(index));
+  }
+  FERRY_RETURN_IF_ERROR(flush_pages(out));
+  flush_opaque(out);
+  return Status::ok();
+}
+
+void PageStreamEncoder::add_opaque(std::span<const uint8_t> raw, FrameWriter& out) {
+  while (!raw.empty()) {
+    size_t take = std::min(raw.size(), kOpaqueFrame - opaque_.size());
+    opaque_.insert(opaque_.end(), raw.begin(), raw.begin() + static_cast<std::ptrdiff_t>(take));
+    raw = raw.subspan(take);
+    if (opaque_.size() == kOpaqueFrame) flush_opaque(out);
+  }
+}
+
+void PageStreamEncoder::flush_opaque(FrameWriter& out) {
+  if (opaque_.empty()) return;
+  uint8_t* p = out.begin_frame(opaque_.size());
+  std::memcpy(p, opaque_.data(), opaque_.size());
+  out.end_frame(FrameType::kOpaque, opaque_.size());
+  opaque_.clear();
+}
+
+uint32_t PageStreamEncoder::block_id(std::string_view name) {
+  auto [it, fresh] =
+      block_ids_.try_emplace(std::string(name), static_cast<uint32_t>(block_ids_.size()));
+  return it->second;
+}
+
+// Shard of a page: i % N, except for blocks with host pages larger than the target page
+// (announced in the ram START block list when post-copy is on): shard 0, in order.
+unsigned PageStreamEncoder::shard_of_page(std::string_view block, uint64_t index) {
+  const unsigned n = static_cast<unsigned>(shards_.size());
+  if (n == 1) return 0;
+  auto it = whole_host_pages_.find(std::string(block));
+  if (it == whole_host_pages_.end()) {
+    bool whole = false;
+    for (const auto& info : parser_->ram_blocks()) {
+      if (info.name == block) whole = info.page_size > parser_->target_page_size();
+    }
+    it = whole_host_pages_.emplace(std::string(block), whole).first;
+  }
+  return it->second ? 0 : encoders::shard_of(index, n);
+}
+
+void PageStreamEncoder::close_batch(Shard& sh) {
+  if (sh.open.pages.empty()) return;
+  if (nclosed_ == closed_.size()) closed_.emplace_back();
+  Batch& b = closed_[nclosed_++];
+  b.shard = static_cast<unsigned>(&sh - shards_.data());
+  b.block.swap(sh.open.block);
+  b.pages.swap(sh.open.pages);
+  b.index.swap(sh.open.index);
+  sh.open.pages.clear();
+  sh.open.index.clear();
+}
+
+size_t PageStreamEncoder::max_frame(const Batch& b) const {
+  const size_t n = b.pages.size();
+  const size_t max_content = 4 * n + n * encoders::max_record_size(parser_->target_page_size());
+  return 2 + b.block.size() + 2 +
+         (use_stream_ ? kStreamHeader + encoders::StreamCompressor::max_compressed_size(max_content)
+                      : max_content);
+}
+
+// One batch into a PAGES frame payload at dst (max_frame(b) bytes); returns its length.
+// Touches only the shard's own state: shards encode on separate threads.
+Result<size_t> PageStreamEncoder::encode_batch(Shard& sh, Batch& b, uint8_t* dst) {
+  const uint32_t id = block_ids_.at(b.block);
+  for (size_t i = 0; i < b.pages.size(); ++i) b.pages[i].key = page_key(id, b.index[i]);
+  const size_t n = b.pages.size();
+  const size_t head = 2 + b.block.size() + 2;
+  // content = page_index[n] record[n]; with a stream it goes through it as one block.
+  const size_t max_content = 4 * n + sh.encoder->max_encoded_size(n);
+  const bool stream = use_stream_;
+  uint8_t* p = dst;
+  p[0] = static_cast<uint8_t>((stream ? kPagesStream : 0) | (b.shard << kPagesShardShift));
+  p[1] = static_cast<uint8_t>(b.block.size());
+  std::memcpy(p + 2, b.block.data(), b.block.size());
+  put_be(p + 2 + b.block.size(), n, 2);
+  if (stream && sh.records.size() < max_content) sh.records.resize(max_content);
+  uint8_t* content = stream ? sh.records.data() : p + head;
+  for (size_t i = 0; i < n; ++i) put_be(content + 4 * i, b.index[i], 4);
+  auto r = sh.encoder->encode_batch(b.pages, {content + 4 * n, max_content - 4 * n}, b.ends,
+                                    {b.forms, n});
+  if (r.pages != n) return Status(ErrorCode::kInternal, "page encoder stopped short");
+  const size_t content_len = 4 * n + r.bytes;
+  size_t body = content_len;
+  if (stream) {
+    p[head] = static_cast<uint8_t>(sh.stream->kind());
+    put_be(p + head + 1, content_len, 4);
+    auto z = sh.stream->compress(
+        {content, content_len},
+        {p + head + kStreamHeader, encoders::StreamCompressor::max_compressed_size(max_content)});
+    if (!z) return z.status();
+    body = kStreamHeader + *z;
+  }
+  b.wire_len = body;
+  return head + body;
+}
+
+// Encodes every pending batch (all shards' open ones too) and frames them in order. One
+// shard: straight into the link's frame. Several: each shard's batches on its own thread into
+// the batch's buffer, then copied into frames here.
+Status PageStreamEncoder::flush_pages(FrameWriter& out) {
+  for (Shard& sh : shards_) close_batch(sh);
+  if (nclosed_ == 0) return Status::ok();
+  const uint32_t tp = parser_->target_page_size();
+  if (!shards_[0].encoder) {
+    encoders::CodecConfig cfg;
+    cfg.page_size = tp;
+    cfg.cache_bytes = opt_.cache_bytes / shards_.size();
+    for (Shard& sh : shards_) {
+      auto e = encoders::Encoder::create(cfg);
+      if (!e) return e.status();
+      sh.encoder = std::move(*e);
+    }
+    FERRY_RETURN_IF_ERROR(apply_effort());
+    if (shards_.size() > 1) {
+      threads_ = std::make_unique<ForkJoin>(static_cast<unsigned>(shards_.size()));
+    }
+    counters_.shards.store(static_cast<unsigned>(shards_.size()), std::memory_order_relaxed);
+  }
+  if (!codec_sent_) {
+    uint8_t* p = out.begin_frame(kCodecPayload);
+    p[0] = kCodecVersion;
+    put_be(p + 1, tp, 4);
+    put_be(p + 5, opt_.cache_bytes, 8);
+    p[13] = static_cast<uint8_t>(shards_.size());
+    out.end_frame(FrameType::kCodec, kCodecPayload);
+    codec_sent_ = true;
+  }
+  // Block ids in order of first appearance, assigned here so both ends agree.
+  for (size_t j = 0; j < nclosed_; ++j) block_id(closed_[j].block);
+  if (!threads_) {
+    for (size_t j = 0; j < nclosed_; ++j) {
+      Batch& b = closed_[j];
+      uint8_t* p = out.begin_frame(max_frame(b));
+      auto len = encode_batch(shards_[0], b, p);
+      if (!len) return len.status();
+      out.end_frame(FrameType::kPages, *len);
+    }
+  } else {
+    threads_->run([this](unsigned part) {
+      for (size_t j = 0; j < nclosed_; ++j) {
+        Batch& b = closed_[j];
+        if (b.shard != part) continue;
+        if (b.frame.size() < max_frame(b)) b.frame.resize(max_frame(b));
+        auto len = encode_batch(shards_[part], b, b.frame.data());
+        b.status = len ? Status::ok() : len.status();
+        b.frame_len = len ? *len : 0;
+      }
+    });
+    for (size_t j = 0; j < nclosed_; ++j) {
+      Batch& b = closed_[j];
+      if (!b.status) return b.status;
+      std::memcpy(out.begin_frame(b.frame_len), b.frame.data(), b.frame_len);
+      out.end_frame(FrameType::kPages, b.frame_len);
+    }
+  }
+  for (size_t j = 0; j < nclosed_; ++j) {
+    Batch& b = closed_[j];
+    const size_t n = b.pages.size();
+    counters_.wire_bytes.fetch_add(b.wire_len, std::memory_order_relaxed);
+    uint32_t prev = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const auto f = static_cast<size_t>(b.forms[i]);
+      counters_.pages[f].fetch_add(1, std::memory_order_relaxed);
+      counters_.bytes[f].fetch_add(b.ends[i] - prev, std::memory_order_relaxed);
+      prev = b.ends[i];
+    }
+    counters_.page_bytes_in.fetch_add(n * tp, std::memory_order_relaxed);
+    counters_.shard_pages[b.shard].fetch_add(n, std::memory_order_relaxed);
+    counters_.effort_pages[effort_].fetch_add(n, std::memory_order_relaxed);
+    b.pages.clear();
+    b.index.clear();
+  }
+  nclosed_ = 0;
+  nstaged_ = 0;
+  return Status::ok();
+}
+
+// --codec auto: the effort follows the link backlog and how busy encoding keeps this thread
+// (policy/effort.h decides; the encoder only measures and applies).
+void PageStreamEncoder::adapt_effort(size_t backlog) {
+  if (shards_.empty() || !shards_[0].encoder) return;
+  if (const int want = requested_effort_.load(std::memory_order_relaxed); want >= 0) {
+    // The policy engine decides: no local adaptation.
+    const int e = std::clamp(want, 0, encoders::kMaxEffort);
+    if (e != effort_) {
+      effort_ = e;
+      (void)apply_effort();
+      counters_.effort.store(effort_, std::memory_order_relaxed);
+      counters_.effort_changes.fetch_add(1, std::memory_order_relaxed);
+    }
+    return;
+  }
+  if (opt_.level != encoders::CodecLevel::kAuto || opt_.fixed_effort >= 0) return;
+  // How busy encoding kept this thread over the last window: a short queue while the encoder
+  // idles only means QEMU had little to send (zero pages, a sync), not that we are too slow.
+  const auto now = std::chrono::steady_clock::now();
+  if (window_start_ == std::chrono::steady_clock::time_point{}) window_start_ = now;
+  const int64_t window_ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(now - window_start_).count();
+  if (window_ns >= 100'000'000) {
+    busy_fraction_ = static_cast<double>(busy_ns_) / static_cast<double>(window_ns);
+    busy_ns_ = 0;
+    window_start_ = now;
+  }
+  const int next = policy::next_auto_effort(effort_, backlog, busy_fraction_);
+  if (next == effort_) return;
+  effort_ = next;
+  (void)apply_effort();  // only fails when the build lacks zstd; then per-page forms remain
+  counters_.effort.store(effort_, std::memory_order_relaxed);
+  counters_.effort_changes.fetch_add(1, std::memory_order_relaxed);
+}
+
+// Per-page forms for the effort, plus the frame stream at 3..6 (per-page heavy codecs then
+// stay off: the stream sees across pages and does better).
+Status PageStreamEncoder::apply_effort() {
+  const StreamChoice choice = stream_for_effort(effort_);
+  if (!choice.on || !encoders::stream_compression_available(choice.kind)) {
+    const encoders::EncodeParams p = encoders::params_for_effort(std::min(effort_, 2));
+    for (Shard& sh : shards_) sh.encoder->set_params(p);
+    // The streams stay: both ends feed them only STREAM frames, so they resume in step.
+    use_stream_ = false;
+    return Status::ok();
+  }
+  // Per page only what the stream cannot see (zero, same as the cached copy, small deltas,
+  // words that step by a constant); RLE output would hide the text and records it matches
+  // across pages.
+  encoders::EncodeParams p = encoders::params_for_effort(1);
+  p.rle = false;
+  p.word_stride = true;
+  for (Shard& sh : shards_) {
+    sh.encoder->set_params(p);
+    auto& slot = choice.kind == encoders::StreamKind::kLzma ? sh.lzma : sh.zstd;
+    if (!slot) {
+      auto z = encoders::StreamCompressor::create(choice.kind, choice.level);
+      if (!z) return z.status();
+      slot = std::move(*z);
+    } else {
+      slot->set_level(choice.level);
+    }
+    sh.stream = slot.get();
+  }
+  use_stream_ = true;
+  return Status::ok();
+}
+
+// ---------------------------------------------------------------------------- receiver
+
+PageStreamDecoder::~PageStreamDecoder() = default;
+
+uint32_t PageStreamDecoder::block_id(std::string_view name) {
+  auto [it, fresh] =
+      block_ids_.try_emplace(std::string(name), static_cast<uint32_t>(block_ids_.size()));
+  return it->second;
+}
+
+Status PageStreamDecoder::decode(FrameType type, std::span<const uint8_t> payload, ByteQueue& out) {
+  if (type == FrameType::kOpaque) {
+    out.append(payload.data(), payload.size());
+    // The bytes may hold RAM records of any block: the next page names its block.
+    if (rebuilder_) rebuilder_->reset();
+    return Status::ok();
+  }
+  if (type == FrameType::kCodec) {
+    if (!decoders_.empty()) return Status(ErrorCode::kProtocol, "a second CODEC frame");
+    if (payload.size() != kCodecPayload || payload[0] != kCodecVersion) {
+      return Status(ErrorCode::kProtocol,
+                    "CODEC frame: unsupported version or length " + std::to_string(payload.size()));
+    }
+    encoders::CodecConfig cfg;
+    cfg.page_size = get_be(payload.data() + 1, 4);
+    cfg.cache_bytes = get_be(payload.data() + 5, 8);
+    if (cfg.cache_bytes > max_cache_bytes_) {
+      return Status(ErrorCode::kInvalidArgument, "CODEC frame: the sender's page cache (" +
+                                                     std::to_string(cfg.cache_bytes >> 20) +
+                                                     " MiB) is larger than --max-cache-mib (" +
+                                                     std::to_string(max_cache_bytes_ >> 20) +
+                                                     " MiB)");
+    }
+    const unsigned shards = payload[13];
+    if (shards == 0 || shards > kMaxShards) {
+      return Status(ErrorCode::kProtocol, "CODEC frame: " + std::to_string(shards) +
+                                              " encode shards (1.." + std::to_string(kMaxShards) +
+                                              ")");
+    }
+    cfg.cache_bytes /= shards;  // as the sender splits it
+    for (unsigned i = 0; i < shards; ++i) {
+      auto d = encoders::Decoder::create(cfg);
+      if (!d) return Status(d.status().code(), "CODEC frame: " + d.status().message());
+      decoders_.push_back(std::move(*d));
+    }
+    zstd_streams_.resize(shards);
+    lzma_streams_.resize(shards);
+    page_size_ = cfg.page_size;
+    rebuilder_ = std::make_unique<qemu::StreamRebuilder>(static_cast<uint32_t>(page_size_));
+    return Status::ok();
+  }
+  if (type != FrameType::kPages) {
+    return Status(ErrorCode::kProtocol,
+                  "unexpected frame type " + std::to_string(static_cast<uint32_t>(type)));
+  }
+  if (decoders_.empty()) return Status(ErrorCode::kProtocol, "PAGES frame before the CODEC frame");
+  const uint8_t* p = payload.data();
+  const size_t len = payload.size();
+  if (len < 2 || p[1] == 0 || len < 2u + p[1] + 2) {
+    return Status(ErrorCode::kProtocol, "PAGES frame: truncated header (byte offset 0)");
+  }
+  const bool stream = p[0] & kPagesStream;
+  const unsigned shard = p[0] >> kPagesShardShift;
+  if (shard >= decoders_.size()) {
+    return Status(ErrorCode::kProtocol, "PAGES frame: shard " + std::to_string(shard) + " of " +
+                                            std::to_string(decoders_.size()) + " (byte offset 0)");
+  }
+  std::string_view block(reinterpret_cast<const char*>(p + 2), p[1]);
+  const size_t at_count = 2 + p[1];
+  const size_t n = get_be(p + at_count, 2);
+  const size_t at_content = at_count + 2;
+  if (n == 0 || n > 4096) {
+    return Status(ErrorCode::kProtocol, "PAGES frame: bad page count " + std::to_string(n) +
+                                            " at byte offset " + std::to_string(at_count));
+  }
+  // content = page_index[n] record[n], in the frame or as the next block of a stream.
+  std::span<const uint8_t> content = payload.subspan(at_content);
+  size_t content_at = at_content;  // for error offsets (into the decompressed block if stream)
+  if (stream) {
+    if (content.size() < kStreamHeader) {
+      return Status(ErrorCode::kProtocol, "PAGES frame: truncated stream header at byte offset " +
+                                              std::to_string(at_content));
+    }
+    const uint8_t kind = content[0];
+    if (kind != static_cast<uint8_t>(encoders::StreamKind::kZstd) &&
+        kind != static_cast<uint8_t>(encoders::StreamKind::kLzma)) {
+      return Status(ErrorCode::kProtocol, "PAGES frame: unknown stream kind " +
+                                              std::to_string(kind) + " at byte offset " +
+                                              std::to_string(at_content));
+    }
+    const size_t raw_len = get_be(content.data() + 1, 4);
+    if (raw_len > 4 * n + n * encoders::max_record_size(page_size_)) {
+      return Status(ErrorCode::kProtocol, "PAGES frame: content length " + std::to_string(raw_len) +
+                                              " at byte offset " + std::to_string(at_content) +
+                                              " exceeds " + std::to_string(n) + " pages");
+    }
+    const auto stream_kind = static_cast<encoders::StreamKind>(kind);
+    auto& dstream =
+        stream_kind == encoders::StreamKind::kLzma ? lzma_streams_[shard] : zstd_streams_[shard];
+    if (!dstream) {
+      auto z = encoders::StreamDecompressor::create(stream_kind);
+      if (!z) return Status(z.status().code(), "PAGES frame: " + z.status().message());
+      dstream = std::move(*z);
+    }
+    records_.resize(raw_len);
+    if (auto st = dstream->decompress(content.subspan(kStreamHeader), records_); !st) {
+      return Status(st.code(), "PAGES frame (from byte offset " +
+                                   std::to_string(at_content + kStreamHeader) +
+                                   "): " + st.message());
+    }
+    content = records_;
+    content_at = 0;
+  }
+  if (content.size() < 4 * n) {
+    return Status(ErrorCode::kProtocol, "PAGES frame: " + std::to_string(n) +
+                                            " page indexes do not fit at byte offset " +
+                                            std::to_string(content_at));
+  }
+  const uint32_t id = block_id(block);
+  keys_.resize(n);
+  forms_.resize(n);
+  pages_buf_.resize(n * page_size_);
+  for (size_t i = 0; i < n; ++i) {
+    keys_[i] = page_key(id, static_cast<uint32_t>(get_be(content.data() + 4 * i, 4)));
+  }
+  auto r = decoders_[shard]->decode_batch(keys_, content.subspan(4 * n), pages_buf_.data(), forms_);
+  if (!r.ok()) {
+    return Status(ErrorCode::kProtocol,
+                  "PAGES frame: " + std::string(encoders::decode_error_name(r.error)) +
+                      " at byte offset " + std::to_string(content_at + 4 * n + r.offset) +
+                      (stream ? " of its decompressed content" : ""));
+  }
+  for (size_t i = 0; i < n; ++i) {
+    qemu::RamRecordOut rec;
+    rec.block = block;
+    rec.offset = (keys_[i] & ((uint64_t{1} << 40) - 1)) * page_size_;
+    if (forms_[i] == encoders::Form::kZero) {
+      rec.type = qemu::RamRecordType::kZero;
+    } else {
+      rec.type = qemu::RamRecordType::kPage;
+      rec.payload = {pages_buf_.data() + i * page_size_, page_size_};
+    }
+    const size_t max = qemu::StreamRebuilder::ram_record_size(rec);
+    const size_t w = rebuilder_->write_ram_record(rec, {out.reserve(max), max});
+    if (w == 0) {
+      return Status(ErrorCode::kProtocol, "PAGES frame: cannot rebuild page " + std::to_string(i) +
+                                              " of block '" + std::string(block) + "'");
+    }
+    out.commit(w);
+  }
+  pages_.fetch_add(n, std::memory_order_relaxed);
+  return Status::ok();
+}
+
+}  // namespace ferry::pipeline

@@ -1,0 +1,225 @@
+// pipeline/page_stream.h — ferry's page encoding on the wire: the StreamCodec pair that turns the
+// main migration stream into OPAQUE frames (everything that is not a RAM page) and PAGES
+// frames (RAM pages encoded by encoders/), and back into a valid QEMU stream on the receiver.
+// Wires qemu-channel (parser, rebuilder) to encoders/ and dataplane/ frames.
+//
+// Frame payloads (big-endian unless noted; frame types in dataplane/protocol.h):
+//   CODEC := version:u8(=3) page_size:u32 cache_bytes:u64 shards:u8            (14 bytes)
+//            once, before the first PAGES frame; the receiver builds one Decoder per shard
+//            from it, each with cache_bytes / shards
+//   PAGES := flags:u8 block_len:u8 block[block_len] count:u16 body
+//     flags      bit 0 STREAM: body = kind:u8 content_len:u32 block, the content compressed
+//                as the next block of the shard's stream of that kind (1 zstd, 2 LZMA2;
+//                encoders/stream_compressor.h); otherwise body = content. Bits 1..7: the
+//                shard (< shards) whose Decoder, page cache and streams the frame belongs to
+//     content    page_index:u32[count] record[count]
+//     block      the RAMBlock idstr of every page in the frame
+//     count      1 .. 4096 (ferry send uses at most 64)
+//     page_index offset in the block / page_size
+//     record     encoders/ page record (docs/ENCODING.md; its length field is little-endian)
+//
+// Effort (--codec): 0 none; 1 fast = zero, same, delta, RLE per page; 2 + LZ4 per page;
+// 3..5 = fast per page, then the frame's records through one zstd stream at level 1, 3, 9
+// (matches across pages, like QEMU's multifd zstd, on top of ferry's zero/same/delta);
+// 6 = the same through one LZMA2 stream (preset 0: fewer bytes than zstd -9 at a third of
+// its speed, for links far slower than the encoder). Each shard keeps its zstd and its LZMA2
+// stream for the whole session, so moving between 5 and 6 restarts neither window.
+// auto moves along 1, 3, 4, 5, 6 by link backlog (policy/effort.h); max is 6.
+//
+// Encode shards (--encode-threads N): page i of a block belongs to shard i % N (all pages of a
+// block whose host pages are larger than the target page go to shard 0, so a host page stays
+// whole and in order, as post-copy needs). Each shard has its own Encoder, page cache and zstd
+// stream; the pages of one read from QEMU are encoded by N threads at once, one per shard,
+// and their frames go out in the order their batches closed. A page always meets the same
+// shard, so its copies keep their order; pages of different shards may swap places within a
+// stretch between two non-page items, which QEMU does not care about (a page appears once per
+// section, and every item between sections is a barrier here).
+//
+// Ordering: frames keep stream order (up to the shards' swaps above), so every RAM record
+// reaches the destination in the order the source wrote it, naming the same block. The
+// receiver's rebuilder may then emit RAM_SAVE_FLAG_CONTINUE only when the record it wrote just
+// before was its own page record of the same block: any OPAQUE frame in between (which may
+// hold XBZRLE records, section headers or records inside a PACKAGED blob, kept byte-exact)
+// makes it name the block again.
+//
+// Which records become pages: PAGE records and ZERO records with fill 0 on the main channel,
+// outside PACKAGED blobs (a blob's length is fixed by its header, so its bytes stay exact).
+// Everything else — including multifd channels, whose packets are framed by their own
+// headers — travels as OPAQUE bytes.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/fork_join.h"
+#include "encoders/page_codec.h"
+#include "encoders/stream_compressor.h"
+#include "pipeline/stream_codec.h"
+#include "pipeline/stream_stats.h"
+#include "qemu-channel/stream_parser.h"
+#include "qemu-channel/stream_rebuilder.h"
+
+namespace ferry::pipeline {
+
+struct PageCodecOptions {
+  encoders::CodecLevel level = encoders::CodecLevel::kFast;
+  // >= 0: this effort, fixed, whatever the level (ferry inspect --simulate-codec).
+  int fixed_effort = -1;
+  size_t cache_bytes = 256u << 20;  // all shards together
+  unsigned encode_threads = 1;      // shards, each encoded on its own thread; 1 .. kMaxShards
+};
+
+// What went out, by form; readable from another thread.
+struct PageCodecCounters {
+  std::atomic<uint64_t> pages[encoders::kFormCount] = {};
+  std::atomic<uint64_t> bytes[encoders::kFormCount] = {};  // record bytes, with headers
+  std::atomic<uint64_t> page_bytes_in{0};                  // pages * page size
+  std::atomic<int> effort{0};
+  std::atomic<uint64_t> effort_changes{0};
+  std::atomic<uint64_t> effort_pages[encoders::kMaxEffort + 1] = {};  // pages encoded at each
+  std::atomic<uint64_t> wire_bytes{0};         // PAGES bodies as sent (after the zstd stream)
+  std::atomic<unsigned> shards{0};             // encode shards in use (0 until the first page)
+  std::atomic<uint64_t> shard_pages[64] = {};  // pages encoded per shard (kMaxShards)
+};
+
+inline constexpr unsigned kMaxShards = 64;  // the shard fits PAGES flags bits 1..7
+
+// The sender's codec of one channel: QEMU bytes in, OPAQUE/CODEC/PAGES frames out. Owned by
+// the channel (ChannelSet); encode() and finish() run on its pump's thread only. counters(),
+// stream_stats()'s counters and set_effort() may be used from any thread.
+class PageStreamEncoder final : public StreamCodec {
+ public:
+  explicit PageStreamEncoder(const PageCodecOptions& options);
+  ~PageStreamEncoder() override;
+
+  Status encode(std::span<const uint8_t> bytes, FrameWriter& out) override;
+  Status finish(FrameWriter& out) override;
+  Status decode(dataplane::FrameType, std::span<const uint8_t>, ByteQueue&) override {
+    return Status(ErrorCode::kInternal, "a sender's codec does not decode");
+  }
+
+  const PageCodecCounters& counters() const { return counters_; }
+  // The QEMU stream's counts (pages by class, commands, multifd packets), from the parse this
+  // encoder runs anyway on the main channel (and from a counting parser on other channels,
+  // which it forwards unparsed): the channel needs no StreamStats tap of its own. Counters
+  // readable from any thread; role() and note() once the pump ended.
+  const StreamStats& stream_stats() const { return stats_; }
+  // Any thread: fix the effort (0..5) from the next batch on, or -1 to return to the level's
+  // own choice. The policy engine of `ferry migrate` uses it.
+  void set_effort(int effort) { requested_effort_.store(effort, std::memory_order_relaxed); }
+
+ private:
+  static constexpr size_t kBatch = 64;  // pages per PAGES frame at most
+  // Pages of one block and one shard, in stream order: one PAGES frame.
+  struct Batch {
+    unsigned shard = 0;
+    std::string block;
+    std::vector<encoders::PageRef> pages;
+    std::vector<uint32_t> index;
+    // After encoding: the frame payload (when shards > 1), its record ends and forms.
+    std::vector<uint8_t> frame;
+    size_t frame_len = 0;
+    size_t wire_len = 0;  // PAGES body as sent
+    uint32_t ends[kBatch];
+    encoders::Form forms[kBatch];
+    Status status;
+  };
+  struct Shard {
+    std::unique_ptr<encoders::Encoder> encoder;
+    std::unique_ptr<encoders::StreamCompressor> zstd;  // efforts 3..5
+    std::unique_ptr<encoders::StreamCompressor> lzma;  // effort 6
+    encoders::StreamCompressor* stream = nullptr;      // the one in use (null: none)
+    std::vector<uint8_t> records;                      // a batch's records before the stream
+    Batch open;                                        // the batch being filled
+  };
+  Status start(std::span<const uint8_t> first, FrameWriter& out);
+  Status drain(std::span<const uint8_t> pushed, FrameWriter& out);
+  void add_opaque(std::span<const uint8_t> raw, FrameWriter& out);
+  void flush_opaque(FrameWriter& out);
+  unsigned shard_of_page(std::string_view block, uint64_t index);
+  void close_batch(Shard& sh);
+  Status flush_pages(FrameWriter& out);
+  size_t max_frame(const Batch& b) const;
+  Result<size_t> encode_batch(Shard& sh, Batch& b, uint8_t* dst);
+  void adapt_effort(size_t backlog);
+  Status apply_effort();
+  uint32_t block_id(std::string_view name);
+
+  PageCodecOptions opt_;
+  bool started_ = false;
+  bool main_ = false;          // only the main channel's records are encoded
+  std::vector<uint8_t> head_;  // first bytes, until the channel's role is known
+  std::unique_ptr<qemu::StreamParser> parser_;
+  std::vector<Shard> shards_;
+  std::unique_ptr<ForkJoin> threads_;  // shards > 1
+  std::vector<Batch> closed_;          // batches closed since the last flush, in order
+  size_t nclosed_ = 0;                 // (closed_ keeps its buffers between flushes)
+  bool use_stream_ = false;
+  std::atomic<int> requested_effort_{-1};
+  // --codec auto: time spent encoding over the current ~100 ms window.
+  int64_t busy_ns_ = 0;
+  double busy_fraction_ = -1;  // < 0 until the first window closes
+  std::chrono::steady_clock::time_point window_start_{};
+  bool codec_sent_ = false;
+  int effort_ = 1;
+  // Opaque bytes gathered for the next OPAQUE frame.
+  std::vector<uint8_t> opaque_;
+  // Copies of pages that were not in the pushed bytes (stable addresses until the flush).
+  std::deque<std::vector<uint8_t>> staged_;
+  size_t nstaged_ = 0;
+  std::unordered_map<std::string, uint32_t> block_ids_;
+  // Blocks whose pages all go to shard 0 (host pages larger than the target page).
+  std::unordered_map<std::string, bool> whole_host_pages_;
+  PageCodecCounters counters_;
+  StreamStats stats_{/*return_path=*/false};
+};
+
+// The receiver's codec of one channel: frames in, a byte-valid QEMU stream out. Owned by the
+// channel; decode() runs on its pump's thread only, pages_rebuilt() from any thread.
+class PageStreamDecoder final : public StreamCodec {
+ public:
+  // max_cache_bytes: the largest page cache a sender may ask for (it is allocated here).
+  explicit PageStreamDecoder(size_t max_cache_bytes) : max_cache_bytes_(max_cache_bytes) {}
+  ~PageStreamDecoder() override;
+
+  Status encode(std::span<const uint8_t>, FrameWriter&) override {
+    return Status(ErrorCode::kInternal, "a receiver's codec does not encode");
+  }
+  Status finish(FrameWriter&) override { return Status::ok(); }
+  Status decode(dataplane::FrameType type, std::span<const uint8_t> payload,
+                ByteQueue& out) override;
+
+  uint64_t pages_rebuilt() const { return pages_.load(std::memory_order_relaxed); }
+
+ private:
+  uint32_t block_id(std::string_view name);
+
+  size_t max_cache_bytes_;
+  // One per shard (CODEC frame).
+  std::vector<std::unique_ptr<encoders::Decoder>> decoders_;
+  // Per shard, created on their first block.
+  std::vector<std::unique_ptr<encoders::StreamDecompressor>> zstd_streams_;
+  std::vector<std::unique_ptr<encoders::StreamDecompressor>> lzma_streams_;
+  std::vector<uint8_t> records_;
+  size_t page_size_ = 0;
+  std::unique_ptr<qemu::StreamRebuilder> rebuilder_;
+  std::vector<uint8_t> pages_buf_;
+  std::vector<uint64_t> keys_;
+  std::vector<encoders::Form> forms_;
+  std::unordered_map<std::string, uint32_t> block_ids_;
+  std::atomic<uint64_t> pages_{0};
+};
+
+// The page key both ends derive: block ids are numbered in order of first appearance in
+// PAGES frames, so sender and receiver agree without sending a table.
+inline uint64_t page_key(uint32_t block_id, uint32_t page_index) {
+  return (uint64_t{block_id} << 40) | page_index;
+}
+
+}  // namespace ferry::pipeline

@@ -1,0 +1,141 @@
+// pipeline/send_session.cc — see send_session.h.
+#include "pipeline/send_session.h"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <random>
+
+#include "dataplane/handshake.h"
+#include "dataplane/net.h"
+#include "dataplane/protocol.h"
+#include "pipeline/page_stream.h"
+
+namespace ferry::pipeline {
+namespace {}  // namespace
+
+SendSession::SendSession(SendOptions options)
+    : opt_(std::move(options)),
+      session_id_(std::random_device{}() | (static_cast<uint64_t>(std::random_device{}()) << 32)),
+      stop_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+  set_.set_poll_mode(opt_.poll_mode);
+}
+
+SendSession::~SendSession() {
+  abort();
+  if (acceptor_.joinable()) acceptor_.join();
+  if (listen_fd_ >= 0) {
+    ::close(listen_fd_);
+    ::unlink(unix_path_.c_str());
+  }
+  ::close(stop_fd_);
+}
+
+std::unique_ptr<PageStreamEncoder> SendSession::make_codec() const {
+  if (opt_.codec == encoders::CodecLevel::kNone) return nullptr;
+  PageCodecOptions opt;
+  opt.level = opt_.codec;
+  opt.cache_bytes = opt_.cache_mib << 20;
+  opt.encode_threads = opt_.encode_threads;
+  return std::make_unique<PageStreamEncoder>(opt);
+}
+
+// Opens channel `index` to ferry recv: connect, handshake, wait for the accept byte.
+Result<std::unique_ptr<dataplane::Transport>> SendSession::open_link(uint16_t index) {
+  auto link = dataplane::connect_transport(opt_.peer, opt_.connect_timeout_ms);
+  if (!link) {
+    return Status(link.status().code(),
+                  "cannot reach ferry recv at " + opt_.peer + ": " + link.status().message());
+  }
+  dataplane::Handshake hs;
+  hs.channel = index;
+  hs.session_id = session_id_;
+  if (opt_.codec != encoders::CodecLevel::kNone) hs.features |= dataplane::kFeaturePages;
+  if (auto st = dataplane::sender_handshake(**link, hs); !st) {
+    return Status(st.code(), "ferry recv at " + opt_.peer + " did not accept channel " +
+                                 std::to_string(index) + ": " + st.message() + " (see its log)");
+  }
+  return link;
+}
+
+Status SendSession::listen(const std::string& unix_path) {
+  auto ep = dataplane::parse_endpoint("unix:" + unix_path);
+  if (!ep) return ep.status();
+  auto fd = dataplane::listen_on(*ep);
+  if (!fd) return fd.status();
+  listen_fd_ = *fd;
+  unix_path_ = unix_path;
+  return Status::ok();
+}
+
+void SendSession::start() {
+  acceptor_ = std::thread([this] { accept_loop(); });
+}
+
+// Accepts QEMU's connections until the main channel ended; each gets the next index.
+void SendSession::accept_loop() {
+  std::string error;
+  uint16_t next_index = 0;
+  while (error.empty() && !set_.main_done() && !set_.failed()) {
+    pollfd fds[3] = {{listen_fd_, POLLIN, 0}, {set_.wake_fd(), POLLIN, 0}, {stop_fd_, POLLIN, 0}};
+    int r = ::poll(fds, 3, -1);
+    if (r < 0 && errno != EINTR) error = std::string("poll: ") + std::strerror(errno);
+    if (fds[2].revents & POLLIN) break;
+    if (fds[1].revents & POLLIN) set_.reap();
+    if (fds[0].revents & POLLIN) {
+      auto q = dataplane::accept_one(listen_fd_, 0);
+      if (!q) continue;
+      auto link = open_link(next_index);
+      if (!link) {
+        ::close(*q);  // QEMU sees its migration fail at once
+        error = link.status().message();
+        break;
+      }
+      set_.start(next_index++, {*q, *q}, /*own_fds=*/true, std::move(*link), make_codec());
+    }
+  }
+  // No more connections: QEMU trying one now gets "connection refused".
+  ::close(listen_fd_);
+  ::unlink(unix_path_.c_str());
+  listen_fd_ = -1;
+  if (!error.empty() || set_.failed()) set_.abort_all();
+  set_.join_all();
+  error_ = error;
+  done_.set();
+}
+
+Status SendSession::start_stdio() {
+  auto link = open_link(0);
+  if (!link) {
+    error_ = link.status().message();
+    done_.set();
+    return link.status();
+  }
+  set_.start(0, {0, 1}, /*own_fds=*/false, std::move(*link), make_codec());
+  acceptor_ = std::thread([this] {
+    set_.join_all();
+    done_.set();
+  });
+  return Status::ok();
+}
+
+std::string SendSession::wait(const std::function<void()>& tick) {
+  if (tick && acceptor_.joinable()) {
+    while (!done_.wait_for(std::chrono::seconds(1))) tick();
+  }
+  if (acceptor_.joinable()) acceptor_.join();
+  set_.join_all();
+  if (error_.empty() && set_.failed()) return set_.first_error();
+  return error_;
+}
+
+void SendSession::abort() {
+  uint64_t one = 1;
+  ssize_t r = ::write(stop_fd_, &one, sizeof one);
+  (void)r;
+  set_.abort_all();
+}
+
+}  // namespace ferry::pipeline

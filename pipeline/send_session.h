@@ -1,0 +1,73 @@
+// pipeline/send_session.h — the source side of one migration through ferry, as a reusable piece:
+// `ferry send` runs it alone, `ferry migrate` runs it beside its policy loop.
+//
+// Socket mode: listen() creates the unix socket QEMU migrates into; start() accepts QEMU's
+// connections on a thread (the main stream, then each multifd channel), opening one link to
+// ferry recv per connection, in order, until the main channel ended. stdio mode: the stream on
+// fds 0/1 (one channel). wait() returns when every channel ended.
+// It prints nothing: errors come back as one sentence from wait(), progress is for the caller
+// to show (wait()'s tick, channels().counters()).
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "encoders/page_codec.h"
+#include "pipeline/channel_set.h"
+#include "pipeline/internal/done_latch.h"
+
+namespace ferry::pipeline {
+
+struct SendOptions {
+  std::string peer;  // TRANSPORT:ADDRESS of ferry recv
+  int connect_timeout_ms = 10000;
+  encoders::CodecLevel codec = encoders::CodecLevel::kAuto;
+  size_t cache_mib = 256;
+  unsigned encode_threads = 1;  // encode shards of the main stream, one thread each
+  dataplane::PollMode poll_mode = dataplane::PollMode::kAdaptive;  // each channel's engine
+};
+
+class SendSession {
+ public:
+  explicit SendSession(SendOptions options);
+  ~SendSession();  // stops everything still running
+  SendSession(const SendSession&) = delete;
+  SendSession& operator=(const SendSession&) = delete;
+
+  // Socket mode. listen() makes the socket (QEMU may connect from then on); start() begins
+  // accepting on a thread.
+  Status listen(const std::string& unix_path);
+  void start();
+  // stdio mode: opens the link and starts the one channel on fds 0 (stream) and 1 (RP).
+  Status start_stdio();
+
+  // Blocks until every channel ended (or the session failed and was stopped). Returns "" on
+  // success, else the first error as one sentence. tick, when given, runs on the calling
+  // thread about once a second meanwhile (a progress line).
+  std::string wait(const std::function<void()>& tick = nullptr);
+  // Non-blocking: the session has ended (wait() would return at once).
+  bool done() const { return done_.is_set(); }
+  // Stops the session now (a policy decision): QEMU sees its migration fail.
+  void abort();
+
+  ChannelSet& channels() { return set_; }
+
+ private:
+  Result<std::unique_ptr<dataplane::Transport>> open_link(uint16_t index);
+  std::unique_ptr<PageStreamEncoder> make_codec() const;
+  void accept_loop();
+
+  SendOptions opt_;
+  uint64_t session_id_;
+  ChannelSet set_{PumpRole::kSender};
+  int listen_fd_ = -1;
+  std::string unix_path_;
+  std::thread acceptor_;
+  int stop_fd_ = -1;   // eventfd: ends the accept loop early
+  std::string error_;  // written by the accept thread before it ends
+  internal::DoneLatch done_;
+};
+
+}  // namespace ferry::pipeline

@@ -1,0 +1,81 @@
+// pipeline/stream_codec.h — the hook through which a channel's bytes become frames other
+// than OPAQUE and back. The dataplane does not parse QEMU bytes (DESIGN.md §2): pipeline/
+// (page_stream.h) plugs in a StreamCodec built from qemu-channel (parser, rebuilder) and
+// encoders; without one the pump forwards QEMU's bytes as OPAQUE frames, copy-free.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "common/byte_queue.h"
+#include "common/status.h"
+#include "dataplane/protocol.h"
+
+namespace ferry::pipeline {
+
+// Where a FrameWriter's frames go: the pump's frame buffers (channel_pump.cc).
+class FrameSink {
+ public:
+  virtual ~FrameSink() = default;
+  // Room for n more bytes, contiguous; never fails (the pump keeps buffers in reserve and
+  // spills to memory when a codec outruns them). Valid until commit().
+  virtual uint8_t* reserve(size_t n) = 0;
+  virtual void commit(size_t n) = 0;
+  // Bytes already waiting for the link.
+  virtual size_t backlog() const = 0;
+};
+
+// Appends whole frames to the pump's output (or a byte queue, for tests and ferry inspect),
+// numbering them. Valid during one StreamCodec call.
+class FrameWriter {
+ public:
+  FrameWriter(ByteQueue& queue, uint64_t& seq, uint64_t& frames)
+      : queue_(&queue), seq_(seq), frames_(frames) {}
+  FrameWriter(FrameSink& sink, uint64_t& seq, uint64_t& frames)
+      : sink_(&sink), seq_(seq), frames_(frames) {}
+
+  // Room for a payload of at most max_payload (<= kMaxPayload) bytes; fill a prefix of it and
+  // call end_frame() before any other call.
+  uint8_t* begin_frame(size_t max_payload) {
+    const size_t n = dataplane::kFrameHeaderSize + max_payload;
+    slot_ = queue_ ? queue_->reserve(n) : sink_->reserve(n);
+    return slot_ + dataplane::kFrameHeaderSize;
+  }
+  void end_frame(dataplane::FrameType type, size_t payload_len) {
+    dataplane::encode_frame_header(type, seq_++, slot_ + dataplane::kFrameHeaderSize,
+                                   static_cast<uint32_t>(payload_len), slot_);
+    if (queue_) {
+      queue_->commit(dataplane::kFrameHeaderSize + payload_len);
+    } else {
+      sink_->commit(dataplane::kFrameHeaderSize + payload_len);
+    }
+    ++frames_;
+  }
+  // Bytes already waiting for the link (for a codec that adapts its effort to the link).
+  size_t backlog() const { return queue_ ? queue_->size() : sink_->backlog(); }
+
+ private:
+  ByteQueue* queue_ = nullptr;
+  FrameSink* sink_ = nullptr;
+  uint64_t& seq_;
+  uint64_t& frames_;
+  uint8_t* slot_ = nullptr;
+};
+
+// One per channel and side, used by the pump's thread only.
+class StreamCodec {
+ public:
+  virtual ~StreamCodec() = default;
+  // Sender: the next bytes QEMU wrote, in order; write frames for them (any bytes the codec
+  // cannot yet frame stay inside it until the next call).
+  virtual Status encode(std::span<const uint8_t> bytes, FrameWriter& out) = 0;
+  // Sender: QEMU closed the stream; write whatever is still held.
+  virtual Status finish(FrameWriter& out) = 0;
+  // Receiver: one frame (OPAQUE, CODEC or PAGES) in link order; append the QEMU bytes it
+  // stands for to out.
+  virtual Status decode(dataplane::FrameType type, std::span<const uint8_t> payload,
+                        ByteQueue& out) = 0;
+};
+
+}  // namespace ferry::pipeline

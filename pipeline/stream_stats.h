@@ -1,0 +1,61 @@
+// pipeline/stream_stats.h — counts of one direction of a QEMU channel (pages by class,
+// commands, multifd packets, return-path messages) for --stats-json, progress and the policy.
+// Counting only: the bytes are forwarded whatever it finds.
+//
+// Two ways to feed it, so that each byte is parsed once:
+//   - as a StreamTap (pipeline/channel_pump.h) it runs its own stream parser over the bytes
+//     the pump forwards (opaque channels, the return path, the receiver's rebuilt stream);
+//   - fed by a parser that already runs over the same bytes: PageStreamEncoder on the
+//     sender's main channel hands over every item it parses (adopt(), count(), stop()).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "pipeline/channel_pump.h"
+#include "qemu-channel/stream_parser.h"
+
+namespace ferry::pipeline {
+
+class StreamStats final : public StreamTap {
+ public:
+  // return_path: the bytes are the destination's return path; otherwise the role (main,
+  // multifd, preempt) is guessed from the first bytes.
+  explicit StreamStats(bool return_path);
+
+  // Tap: parses the bytes itself. Pump thread.
+  void on_bytes(std::span<const uint8_t> bytes) noexcept override;
+  void on_end() noexcept override;
+
+  // Fed by someone else's parser, on the thread that runs it, instead of on_bytes/on_end:
+  // adopt() once the role is known, then count() for every item in stream order, and stop()
+  // when that parser gives up early (note: where and why, as in --stats-json).
+  void adopt(qemu::ChannelRole role);
+  void count(const qemu::Item& it, const qemu::StreamParser& parser) noexcept;
+  void stop(std::string note);
+
+  // Safe to read from any thread while the pump runs.
+  std::atomic<uint64_t> zero{0}, normal{0}, xbzrle{0}, compressed{0};
+  std::atomic<uint64_t> rp_messages{0}, commands{0}, multifd_packets{0};
+
+  // After the pump ended (pump thread joined):
+  const char* role() const { return role_known_ ? qemu::channel_role_name(role_) : "none"; }
+  // The parser stopped counting here (pass-through or a parse error), or "".
+  const std::string& note() const { return note_; }
+
+ private:
+  void begin();
+  void feed(std::span<const uint8_t> bytes);
+
+  bool return_path_;
+  bool role_known_ = false;
+  qemu::ChannelRole role_ = qemu::ChannelRole::kMain;
+  std::vector<uint8_t> head_;  // first bytes, until the role is known
+  std::unique_ptr<qemu::StreamParser> parser_;
+  bool stopped_ = false;
+  std::string note_;
+};
+
+}  // namespace ferry::pipeline

@@ -1,0 +1,34 @@
+// Fuzzing of ferry recv's page-frame decoding (pipeline/page_stream.h PageStreamDecoder: PAGES
+// headers, the zstd frame stream, record decoding, the rebuilder) with hostile frames.
+// Input: a sequence of  type:u8 len:u16le payload[len]  (type % 3: 0 OPAQUE, 1 PAGES,
+// 2 CODEC). A valid CODEC frame (4 KiB pages, 256 KiB cache, 2 encode shards) comes first,
+// so PAGES frames reach the decoders of both shards; a decode error ends the input, as it ends a
+// session. Must never crash, hang or allocate beyond the limits.
+#include <cstdint>
+#include <cstring>
+
+#include "pipeline/page_stream.h"
+
+using ferry::ByteQueue;
+using ferry::dataplane::FrameType;
+using ferry::pipeline::PageStreamDecoder;
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  PageStreamDecoder dec(1u << 20);
+  ByteQueue out;
+  static const uint8_t kCodec[] = {3, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x04, 0, 0, 2};
+  if (!dec.decode(FrameType::kCodec, kCodec, out).is_ok()) __builtin_trap();
+  static const FrameType kTypes[] = {FrameType::kOpaque, FrameType::kPages, FrameType::kCodec};
+  size_t at = 0;
+  while (at + 3 <= size) {
+    const FrameType type = kTypes[data[at] % 3];
+    size_t len = data[at + 1] | (size_t{data[at + 2]} << 8);
+    at += 3;
+    if (len > size - at) len = size - at;
+    if (!dec.decode(type, {data + at, len}, out).is_ok()) break;
+    at += len;
+    // The rebuilt stream may only grow by what the frames can stand for.
+    if (out.size() > (size_t{64} << 20)) __builtin_trap();
+  }
+  return 0;
+}

@@ -1,0 +1,441 @@
+// Unit tests of pipeline/page_stream.h: a QEMU main stream through PageStreamEncoder (fed in random
+// splits, so pages straddle reads), ferry frames, and PageStreamDecoder comes out as a stream
+// with the same items: every non-RAM item byte-exact, every RAM record with the same type,
+// block, offset and page bytes (only CONTINUE may differ). Hostile PAGES frames are errors.
+#include "pipeline/page_stream.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <random>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "../qemu-channel/test_stream_writer.h"
+#include "dataplane/protocol.h"
+
+namespace ferry::pipeline {
+namespace {
+
+using dataplane::FrameChecker;
+using dataplane::FrameType;
+using ferry::ByteQueue;
+using pipeline::FrameWriter;
+using qemu::ItemKind;
+using qemu::StreamParser;
+using qemu::testing::StreamWriter;
+
+std::vector<uint8_t> page_bytes(std::mt19937& rng, int kind, uint64_t seed) {
+  std::vector<uint8_t> p(4096);
+  switch (kind) {
+    case 0:  // random
+      for (auto& b : p) b = static_cast<uint8_t>(rng());
+      break;
+    case 1: {  // text-like
+      static const char* w[] = {"guest ", "memory ", "page ", "dirty ", "qemu ", "log\n"};
+      size_t i = 0;
+      while (i < p.size()) {
+        const char* s = w[rng() % 6];
+        for (; *s && i < p.size(); ++s) p[i++] = static_cast<uint8_t>(*s);
+      }
+      break;
+    }
+    case 2:  // sparse
+      for (int k = 0; k < 5; ++k) p[rng() % p.size()] = static_cast<uint8_t>(1 + rng() % 255);
+      break;
+    default:  // structured, depends on seed only (repeats across passes)
+      for (size_t i = 0; i < p.size(); i += 8) p[i] = static_cast<uint8_t>(seed + i / 64);
+      break;
+  }
+  return p;
+}
+
+// A main stream with several passes over the same pages (so same/delta/cache paths run),
+// CONTINUE chains, XBZRLE records between pages, a PACKAGED blob with RAM records inside, and
+// a non-zero-fill ZERO record.
+std::vector<uint8_t> sample_stream(uint64_t seed) {
+  std::mt19937 rng(static_cast<uint32_t>(seed));
+  StreamWriter w;
+  w.header().config("pc-i440fx-7.2");
+  w.start(2, "ram").mem_size({{"pc.ram", 0x800000}, {"vga.vram", 0x40000}}).eos().footer(2);
+  std::vector<std::vector<uint8_t>> ram(1024);
+  for (int pass = 0; pass < 3; ++pass) {
+    w.part(2);
+    std::string last;
+    for (size_t i = 0; i < ram.size(); ++i) {
+      const uint64_t off = i * 4096;
+      const char* block = (i % 37 == 5) ? "vga.vram" : "pc.ram";
+      const uint64_t boff = (i % 37 == 5) ? (i % 64) * 4096 : off;
+      if (pass > 0 && i % 3 == 0) continue;                // not re-dirtied
+      std::string_view name = last == block ? "" : block;  // CONTINUE when legal
+      last = block;
+      if (i % 11 == 0) {
+        w.zero(name, boff);
+        continue;
+      }
+      if (pass > 0 && i % 13 == 1) {
+        w.xbzrle(name, boff, {0x01, 0x02, 0xaa});
+        continue;
+      }
+      if (pass > 0 && i % 5 == 2 && !ram[i].empty()) {
+        ram[i][rng() % 4096] ^= 0x5a;  // one-byte change: delta
+      } else {
+        ram[i] = page_bytes(rng, static_cast<int>(i % 4), i);
+      }
+      w.word(boff, 0x08, name).raw(ram[i]);
+    }
+    w.eos().footer(2);
+  }
+  w.zero("pc.ram", 0x10000, 0x7f);  // a ZERO with a non-zero fill stays opaque
+  StreamWriter pkg;
+  pkg.listen().part(2).page("pc.ram", 0x3000, 9).eos().footer(2).full(7, "timer").fill(16, 1);
+  w.packaged(pkg.bytes);
+  w.part(2).page("pc.ram", 0x2000, 5).page("", 0x3000, 6).eos().footer(2);
+  w.end(2).eos().footer(2).eof();
+  return w.bytes;
+}
+
+struct Parsed {
+  std::vector<qemu::Item> items;
+  std::vector<std::vector<uint8_t>> raw;      // copies
+  std::vector<std::vector<uint8_t>> payload;  // RAM payload copies
+  std::vector<std::string> block;
+  bool error = false;
+};
+
+Parsed parse_all(const std::vector<uint8_t>& s) {
+  Parsed out;
+  StreamParser p;
+  p.push(s);
+  p.finish();
+  qemu::Item it;
+  for (;;) {
+    auto r = p.next(it);
+    if (r == StreamParser::Next::kEnd) break;
+    if (r != StreamParser::Next::kItem) {
+      out.error = true;
+      break;
+    }
+    out.items.push_back(it);
+    out.raw.emplace_back(it.raw.begin(), it.raw.end());
+    out.payload.emplace_back(it.ram.payload.begin(), it.ram.payload.end());
+    out.block.emplace_back(it.ram.block);
+  }
+  return out;
+}
+
+// Runs the stream through encoder -> frames -> decoder. prefill: bytes already queued toward
+// the link (drives --codec auto's effort).
+std::vector<uint8_t> round_trip(const std::vector<uint8_t>& in, encoders::CodecLevel level,
+                                uint32_t split_seed, size_t prefill, PageCodecCounters** counters,
+                                std::unique_ptr<PageStreamEncoder>& enc, unsigned threads = 1,
+                                std::vector<unsigned>* shards_seen = nullptr,
+                                const std::vector<int>* efforts = nullptr) {
+  PageCodecOptions opt;
+  opt.level = level;
+  opt.cache_bytes = 4u << 20;
+  opt.encode_threads = threads;
+  enc = std::make_unique<PageStreamEncoder>(opt);
+  ByteQueue wire;
+  std::vector<uint8_t> junk(prefill, 0xee);
+  wire.append(junk.data(), junk.size());
+  uint64_t seq = 0, frames = 0;
+  FrameWriter fw(wire, seq, frames);
+  std::mt19937 rng(split_seed);
+  size_t at = 0, chunks = 0;
+  while (at < in.size()) {
+    size_t n = std::min(in.size() - at, size_t{1} + rng() % 20000);
+    // The encoder may keep views into its input only during the call: hand it a copy.
+    std::vector<uint8_t> chunk(in.begin() + static_cast<long>(at),
+                               in.begin() + static_cast<long>(at + n));
+    if (efforts) enc->set_effort((*efforts)[chunks % efforts->size()]);  // as the policy does
+    ++chunks;
+    auto st = enc->encode(chunk, fw);
+    EXPECT_TRUE(st.is_ok()) << st.message();
+    if (!st.is_ok()) break;
+    at += n;
+  }
+  EXPECT_TRUE(enc->finish(fw).is_ok());
+  *counters = const_cast<PageCodecCounters*>(&enc->counters());
+
+  PageStreamDecoder dec(64u << 20);
+  FrameChecker check(0);
+  auto bytes = wire.pending().subspan(prefill);
+  size_t pos = 0;
+  ByteQueue out;
+  FrameChecker::Frame f;
+  for (;;) {
+    auto got = check.next(bytes.data(), bytes.size(), &pos, f);
+    EXPECT_TRUE(got.has_value());
+    if (!got.has_value() || !*got) break;
+    if (shards_seen && f.header.type == FrameType::kPages) {
+      shards_seen->push_back(f.payload[0] >> 1);
+    }
+    auto st = dec.decode(f.header.type, {f.payload, f.header.len}, out);
+    EXPECT_TRUE(st.is_ok()) << st.message();
+    if (!st.is_ok()) break;
+  }
+  EXPECT_EQ(pos, bytes.size());
+  auto o = out.pending();
+  return {o.begin(), o.end()};
+}
+
+// Encoded pages: PAGE and fill-0 ZERO records outside PACKAGED blobs.
+bool encoded_page(const qemu::Item& it) {
+  return it.kind == ItemKind::kRamRecord && !it.in_package &&
+         (it.ram.type == qemu::RamRecordType::kPage ||
+          (it.ram.type == qemu::RamRecordType::kZero && it.ram.fill == 0));
+}
+
+// Item order of a parsed stream; with any_page_order, each run of encoded pages between two
+// other items sorted by (block, offset) (encode shards may swap pages within such a run).
+std::vector<size_t> item_order(const Parsed& p, bool any_page_order) {
+  std::vector<size_t> order(p.items.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  if (!any_page_order) return order;
+  for (size_t i = 0; i < order.size();) {
+    size_t j = i;
+    while (j < order.size() && encoded_page(p.items[j])) ++j;
+    std::sort(order.begin() + static_cast<long>(i), order.begin() + static_cast<long>(j),
+              [&](size_t x, size_t y) {
+                return std::tie(p.block[x], p.items[x].ram.offset) <
+                       std::tie(p.block[y], p.items[y].ram.offset);
+              });
+    i = j == i ? i + 1 : j;
+  }
+  return order;
+}
+
+void expect_same_items(const std::vector<uint8_t>& a, const std::vector<uint8_t>& b,
+                       bool any_page_order = false) {
+  Parsed pa = parse_all(a), pb = parse_all(b);
+  ASSERT_FALSE(pa.error);
+  ASSERT_FALSE(pb.error) << "the rebuilt stream does not parse";
+  ASSERT_EQ(pa.items.size(), pb.items.size());
+  const std::vector<size_t> oa = item_order(pa, any_page_order);
+  const std::vector<size_t> ob = item_order(pb, any_page_order);
+  for (size_t k = 0; k < pa.items.size(); ++k) {
+    const size_t i = oa[k], j = ob[k];
+    const auto& x = pa.items[i];
+    const auto& y = pb.items[j];
+    ASSERT_EQ(x.kind, y.kind) << "item " << i;
+    if (x.kind == ItemKind::kRamRecord) {
+      EXPECT_EQ(x.ram.type, y.ram.type) << "item " << i;
+      EXPECT_EQ(pa.block[i], pb.block[j]) << "item " << i;
+      EXPECT_EQ(x.ram.offset, y.ram.offset) << "item " << i;
+      EXPECT_EQ(pa.payload[i], pb.payload[j]) << "item " << i;
+      EXPECT_EQ(x.in_package, y.in_package);
+      if (x.in_package || x.ram.type == qemu::RamRecordType::kXbzrle) {
+        EXPECT_EQ(pa.raw[i], pb.raw[j]) << "opaque RAM record " << i << " changed";
+      }
+    } else {
+      EXPECT_EQ(pa.raw[i], pb.raw[j])
+          << "item " << i << " (" << qemu::item_kind_name(x.kind) << ") changed";
+    }
+  }
+}
+
+TEST(PageStream, RoundTripEveryLevelSplitAndShardCount) {
+  for (auto level :
+       {encoders::CodecLevel::kFast, encoders::CodecLevel::kMax, encoders::CodecLevel::kAuto}) {
+    for (uint32_t split = 1; split <= 3; ++split) {
+      for (unsigned threads : {1u, 2u, 3u}) {
+        auto in = sample_stream(split);
+        PageCodecCounters* c = nullptr;
+        std::unique_ptr<PageStreamEncoder> enc;
+        std::vector<unsigned> shards;
+        auto out = round_trip(in, level, split, 0, &c, enc, threads, &shards);
+        SCOPED_TRACE("level " + std::to_string(static_cast<int>(level)) + " split " +
+                     std::to_string(split) + " threads " + std::to_string(threads));
+        expect_same_items(in, out, threads > 1);
+        uint64_t pages = 0;
+        for (auto& p : c->pages) pages += p.load();
+        EXPECT_GT(pages, 1000u);
+        EXPECT_GT(c->pages[static_cast<int>(encoders::Form::kSame)].load() +
+                      c->pages[static_cast<int>(encoders::Form::kDelta)].load(),
+                  0u)
+            << "later passes should meet the cache";
+        // Every shard carried frames, and only those.
+        std::vector<bool> seen(threads, false);
+        for (unsigned sh : shards) {
+          ASSERT_LT(sh, threads);
+          seen[sh] = true;
+        }
+        for (unsigned i = 0; i < threads; ++i) EXPECT_TRUE(seen[i]) << "shard " << i;
+      }
+    }
+  }
+}
+
+// Offsets of the RAM page records of `block`, in stream order.
+std::vector<uint64_t> page_order(const std::vector<uint8_t>& s, const std::string& block) {
+  Parsed p = parse_all(s);
+  std::vector<uint64_t> offs;
+  for (size_t i = 0; i < p.items.size(); ++i) {
+    if (p.items[i].kind == ItemKind::kRamRecord && p.block[i] == block) {
+      offs.push_back(p.items[i].ram.offset);
+    }
+  }
+  return offs;
+}
+
+// With post-copy a block backed by 2 MiB host pages announces its page size; its host pages
+// must reach the destination whole and in order, so all its pages stay on shard 0. A block of
+// 4 KiB pages is spread over the shards (its pages may then swap places).
+TEST(PageStream, HostPagesLargerThanTheTargetPageStayInOrder) {
+  std::mt19937 rng(3);
+  StreamWriter w;
+  w.header().config("pc-i440fx-7.2").advise(0x201000, 4096);
+  w.start(2, "ram")
+      .mem_size({{"pc.ram", 0x800000, 0x200000}, {"vga.vram", 0x40000, 0x1000}})
+      .eos()
+      .footer(2);
+  w.part(2);
+  for (uint64_t i = 0; i < 1024; ++i) {
+    w.word(i * 4096, 0x08, i ? "" : "pc.ram").raw(page_bytes(rng, 0, i));
+  }
+  for (uint64_t i = 0; i < 64; ++i) {
+    w.word(i * 4096, 0x08, i ? "" : "vga.vram").raw(page_bytes(rng, 1, i));
+  }
+  w.eos().footer(2).end(2).eos().footer(2).eof();
+  PageCodecCounters* c = nullptr;
+  std::unique_ptr<PageStreamEncoder> enc;
+  auto out = round_trip(w.bytes, encoders::CodecLevel::kFast, 1, 0, &c, enc, 2);
+  expect_same_items(w.bytes, out, true);
+  EXPECT_EQ(page_order(out, "pc.ram"), page_order(w.bytes, "pc.ram"));
+  EXPECT_NE(page_order(out, "vga.vram"), page_order(w.bytes, "vga.vram"))
+      << "4 KiB pages should be spread over both shards";
+}
+
+TEST(PageStream, AutoClimbsWhileTheLinkIsBehind) {
+  auto in = sample_stream(9);
+  PageCodecCounters* c = nullptr;
+  std::unique_ptr<PageStreamEncoder> enc;
+  auto out = round_trip(in, encoders::CodecLevel::kAuto, 5, 4u << 20, &c, enc);
+  expect_same_items(in, out);
+  EXPECT_GE(c->effort.load(), 3) << "a full link queue should move auto to the zstd stream";
+  EXPECT_GT(c->effort_changes.load(), 0u);
+  EXPECT_LT(c->wire_bytes.load(), c->page_bytes_in.load() / 2);
+}
+
+// The policy moves the effort between reads: zstd levels, LZMA2 and no stream at all take
+// turns, and every shard's zstd and LZMA2 streams resume in step on the receiver.
+TEST(PageStream, EffortChangesBetweenReadsKeepStreamsInStep) {
+  const std::vector<int> efforts = {6, 5, 6, 3, 1, 6, 4, 0, 6, 6, 5};
+  for (unsigned threads : {1u, 2u}) {
+    auto in = sample_stream(4);
+    PageCodecCounters* c = nullptr;
+    std::unique_ptr<PageStreamEncoder> enc;
+    std::vector<unsigned> shards;
+    auto out =
+        round_trip(in, encoders::CodecLevel::kAuto, 4, 0, &c, enc, threads, &shards, &efforts);
+    SCOPED_TRACE("threads " + std::to_string(threads));
+    expect_same_items(in, out, threads > 1);
+    EXPECT_GE(c->effort_changes.load(), 8u);
+  }
+}
+
+// The sender parses its stream once: the encoder's counts (--stats-json's pages, commands,
+// multifd packets, role and note) equal what a StreamStats tap finds in the same bytes, on the
+// main channel (where the encoder parses), on a multifd channel (which it forwards unparsed), on
+// a main stream cut mid-record, and on a channel of fewer than 4 bytes.
+TEST(PageStream, EncoderCountsTheStreamAsATapWould) {
+  StreamWriter mf;
+  mf.multifd_init(1).multifd_packet(0, "pc.ram", {0x1000, 0x5000}, 7).multifd_packet(1, "", {}, 8);
+  std::vector<uint8_t> cut = sample_stream(5);
+  cut.resize(cut.size() / 2 + 7);
+  const std::vector<std::vector<uint8_t>> streams = {sample_stream(6), mf.bytes, cut, {0x51, 0x45}};
+  for (size_t k = 0; k < streams.size(); ++k) {
+    SCOPED_TRACE("stream " + std::to_string(k));
+    const std::vector<uint8_t>& in = streams[k];
+    PageCodecOptions opt;
+    opt.cache_bytes = 4u << 20;
+    PageStreamEncoder enc(opt);
+    StreamStats tap(false);
+    ByteQueue wire;
+    uint64_t seq = 0, frames = 0;
+    FrameWriter fw(wire, seq, frames);
+    std::mt19937 rng(static_cast<uint32_t>(k));
+    for (size_t at = 0; at < in.size();) {
+      const size_t n = std::min(in.size() - at, size_t{1} + rng() % 9000);
+      std::vector<uint8_t> chunk(in.begin() + static_cast<long>(at),
+                                 in.begin() + static_cast<long>(at + n));
+      tap.on_bytes(chunk);
+      ASSERT_TRUE(enc.encode(chunk, fw).is_ok());
+      at += n;
+    }
+    tap.on_end();
+    ASSERT_TRUE(enc.finish(fw).is_ok());
+    const StreamStats& got = enc.stream_stats();
+    EXPECT_EQ(got.zero.load(), tap.zero.load());
+    EXPECT_EQ(got.normal.load(), tap.normal.load());
+    EXPECT_EQ(got.xbzrle.load(), tap.xbzrle.load());
+    EXPECT_EQ(got.compressed.load(), tap.compressed.load());
+    EXPECT_EQ(got.commands.load(), tap.commands.load());
+    EXPECT_EQ(got.multifd_packets.load(), tap.multifd_packets.load());
+    EXPECT_EQ(got.rp_messages.load(), tap.rp_messages.load());
+    EXPECT_STREQ(got.role(), tap.role());
+    EXPECT_EQ(got.note(), tap.note());
+    if (k == 1) {
+      EXPECT_EQ(got.multifd_packets.load(), 2u);
+    }
+    if (k == 2) {
+      EXPECT_NE(got.note(), "") << "a cut stream stops counting";
+    }
+  }
+  // Not vacuous: the main stream has pages of each class the tap counts.
+  StreamStats tap(false);
+  tap.on_bytes(streams[0]);
+  tap.on_end();
+  EXPECT_GT(tap.normal.load(), 0u);
+  EXPECT_GT(tap.zero.load(), 0u);
+  EXPECT_GT(tap.xbzrle.load(), 0u);
+}
+
+TEST(PageStreamDecoder, RejectsHostileFrames) {
+  PageStreamDecoder dec(1u << 20);
+  ByteQueue out;
+  // PAGES before CODEC.
+  std::vector<uint8_t> pages = {0, 6, 'p', 'c', '.', 'r', 'a', 'm', 0, 1, 0, 0, 0, 0, 0};
+  EXPECT_FALSE(dec.decode(FrameType::kPages, pages, out).is_ok());
+  // A cache larger than allowed.
+  std::vector<uint8_t> codec = {3, 0, 0, 0x10, 0, 0, 0, 0, 0, 0x40, 0, 0, 0, 1};
+  auto st = dec.decode(FrameType::kCodec, codec, out);
+  EXPECT_FALSE(st.is_ok());
+  EXPECT_NE(st.message().find("--max-cache-mib"), std::string::npos);
+  // Version 1 (no shard count), version 2 (no stream kinds), no shards, too many shards.
+  const std::vector<std::vector<uint8_t>> bad_codecs = {
+      {1, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0},
+      {2, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 1},
+      {3, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0},
+      {3, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 65},
+  };
+  for (const auto& c : bad_codecs) {
+    EXPECT_FALSE(dec.decode(FrameType::kCodec, c, out).is_ok());
+  }
+  codec = {3, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 2};  // 4 KiB pages, 1 MiB, 2 shards
+  ASSERT_TRUE(dec.decode(FrameType::kCodec, codec, out).is_ok());
+  // A shard beyond the CODEC frame's, zero-length block, count beyond the payload, truncated
+  // records, an unknown stream kind, a bad zstd block, a bad LZMA2 block, a stream header cut
+  // short.
+  std::vector<std::vector<uint8_t>> bad = {
+      {0x04, 1, 'x', 0, 1, 0, 0, 0, 0, 0},
+      {0, 0, 0, 1, 0, 0, 0, 0, 0},
+      {0, 1, 'x', 0xff, 0xff, 0, 0, 0, 0},
+      {0, 1, 'x', 0, 1, 0, 0, 0, 0, 2, 1, 2, 3},
+      {1, 1, 'x', 0, 1, 3, 0, 0, 0x10, 0x04, 0x28, 0xb5, 0x2f, 0xfd, 0},
+      {1, 1, 'x', 0, 1, 1, 0, 0, 0x10, 0x04, 0x28, 0xb5, 0x2f, 0xfd, 0},
+      {1, 1, 'x', 0, 1, 2, 0, 0, 0x10, 0x04, 0xe0, 0x0f, 0xff, 0x00, 0x20, 0x5d, 0, 0, 0},
+      {1, 1, 'x', 0, 1, 2, 0, 0},
+  };
+  for (const auto& b : bad) {
+    ByteQueue o;
+    auto s = dec.decode(FrameType::kPages, b, o);
+    EXPECT_FALSE(s.is_ok());
+    EXPECT_FALSE(s.message().empty());
+  }
+}
+
+}  // namespace
+}  // namespace ferry::pipeline

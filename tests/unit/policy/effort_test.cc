@@ -1,0 +1,36 @@
+// Unit tests of policy/effort.h: `--codec auto`'s ladder as the encoder walks it.
+#include "policy/effort.h"
+
+#include <gtest/gtest.h>
+
+namespace ferry::policy {
+namespace {
+
+// auto's ladder: 1, 3, 4, 5 while bytes pile up; LZMA2 (6) only while zstd -9 leaves the
+// encoder mostly idle; down one rung when the link waits and the encoder is busy.
+TEST(AutoEffort, Ladder) {
+  const size_t full = kBacklogLinkLimits + 1, empty = kBacklogLinkWaits - 1,
+               mid = kBacklogLinkWaits + 1;
+  EXPECT_EQ(next_auto_effort(1, full, 0.9), 3);
+  EXPECT_EQ(next_auto_effort(3, full, 0.9), 4);
+  EXPECT_EQ(next_auto_effort(4, full, 0.9), 5);
+  EXPECT_EQ(next_auto_effort(5, full, 0.5), 5) << "LZMA2 would make the encoder the bottleneck";
+  EXPECT_EQ(next_auto_effort(5, full, -1), 5) << "not measured yet";
+  EXPECT_EQ(next_auto_effort(5, full, 0.1), 6);
+  EXPECT_EQ(next_auto_effort(6, full, 0.1), 6);
+  EXPECT_EQ(next_auto_effort(6, empty, 0.9), 5);
+  EXPECT_EQ(next_auto_effort(6, empty, 0.5), 6) << "the link waits, but not for the encoder";
+  EXPECT_EQ(next_auto_effort(3, empty, 0.9), 1);
+  EXPECT_EQ(next_auto_effort(1, empty, 0.9), 1);
+  EXPECT_EQ(next_auto_effort(4, mid, 0.9), 4);
+}
+
+// The thresholds are the ones the policy engine reads the link by (engine.cc): the socket
+// buffer full above 64 KiB, the link waiting below 16 KiB.
+TEST(AutoEffort, Thresholds) {
+  EXPECT_EQ(kBacklogLinkLimits, 64u << 10);
+  EXPECT_EQ(kBacklogLinkWaits, 16u << 10);
+}
+
+}  // namespace
+}  // namespace ferry::policy
