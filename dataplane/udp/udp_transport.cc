@@ -1,42 +1,53 @@
-// dataplane/udp/udp_transport.cc — the `udp` transport's control path: a Listener over
-// PortListener, connect, and the one function that hands a port to reliable/.
+// dataplane/udp/udp_transport.cc — the `udp` transport's control path: reliable/ over a
+// UdpPort, a Listener over PortListener, and connect with the handshake.
 #include "dataplane/udp/udp_transport.h"
 
+#include <algorithm>
+#include <chrono>
 #include <span>
 #include <utility>
 
 #include "common/clock.h"
+#include "dataplane/reliable/reliable_transport.h"
 #include "dataplane/udp/udp_port.h"
 
 namespace ferry::dataplane::udp {
 namespace {
 
-enum class Role { kClient, kServer };
+using reliable::ReliableTransport;
+using reliable::Role;
 
 // The glue to reliable/: a Transport that owns the port. A server passes the peer's first
-// datagram (its SYN), which reached the listening socket, not the port.
-Result<std::unique_ptr<Transport>> make_transport(std::unique_ptr<UdpPort> port,
-                                                  std::span<const uint8_t> first, Role role,
-                                                  int timeout_ms) {
-  (void)port;
-  (void)first;
-  (void)role;
-  (void)timeout_ms;
-  return error(ErrorCode::kUnavailable,
-               "the udp transport needs dataplane/reliable/, which this build does not have yet");
+// datagram (its SYN), which reached the listening socket, not the port. No I/O here.
+Result<std::unique_ptr<ReliableTransport>> make_transport(std::unique_ptr<UdpPort> port,
+                                                          std::span<const uint8_t> first,
+                                                          Role role) {
+  return ReliableTransport::create(std::move(port), reliable::ReliableOptions{}, role, first);
+}
+
+// The listener's first-datagram check: a reliable SYN, told apart by its connection id.
+Result<uint64_t> syn_id(std::span<const uint8_t> datagram) {
+  auto syn = reliable::parse_syn(datagram);
+  if (!syn) return syn.status();
+  return uint64_t{syn->conn_id};
+}
+
+int ms_left(TimePoint deadline) {
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+  return std::max<int>(static_cast<int>(left.count()), 0);
 }
 
 class UdpListener final : public Listener {
  public:
   explicit UdpListener(std::unique_ptr<PortListener> ports) : ports_(std::move(ports)) {}
 
+  // The server's SYN-ACK leaves on the transport's first progress(), in its owner's loop.
   Result<std::unique_ptr<Transport>> accept(int timeout_ms) override {
-    const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
     auto accepted = ports_->accept(timeout_ms);
     if (!accepted) return accepted.status();
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-    return make_transport(std::move(accepted->port), accepted->first, Role::kServer,
-                          std::max<int>(static_cast<int>(left.count()), 0));
+    auto link = make_transport(std::move(accepted->port), accepted->first, Role::kServer);
+    if (!link) return link.status();
+    return std::unique_ptr<Transport>(std::move(*link));
   }
   int wait_fd() const noexcept override { return ports_->wait_fd(); }
   std::string where() const override { return "udp:" + ports_->where(); }
@@ -48,15 +59,33 @@ class UdpListener final : public Listener {
 }  // namespace
 
 Result<std::unique_ptr<Listener>> listen(const std::string& address) {
-  auto ports = PortListener::create(address);
+  auto ports = PortListener::create(address, {}, syn_id);
   if (!ports) return ports.status();
   return std::unique_ptr<Listener>(new UdpListener(std::move(*ports)));
 }
 
+// A name may resolve to several addresses (::1 and 127.0.0.1 for localhost) and only the
+// handshake shows which one a ferry listens on: one that refuses (ICMP port unreachable) passes
+// on to the next, as TCP's connect does.
 Result<std::unique_ptr<Transport>> connect(const std::string& address, int timeout_ms) {
-  auto port = connect_port(address);
-  if (!port) return port.status();
-  return make_transport(std::move(*port), {}, Role::kClient, timeout_ms);
+  const TimePoint deadline = Clock::now() + std::chrono::milliseconds(std::max(timeout_ms, 0));
+  auto peers = resolve(address);
+  if (!peers) return peers.status();
+  for (const sockaddr_storage& peer : *peers) {
+    auto port = connect_port(peer);
+    if (!port) return port.status();
+    const UdpPort* raw = port->get();
+    auto link = make_transport(std::move(*port), {}, Role::kClient);
+    if (!link) return link.status();
+    Status st = reliable::wait_established(**link, ms_left(deadline));
+    if (st) return std::unique_ptr<Transport>(std::move(*link));
+    if (!raw->failed() || raw->error().code() != ErrorCode::kClosed) {
+      return error(st.code(), "cannot connect to udp:" + address + ": " + st.message());
+    }
+  }
+  return error(ErrorCode::kClosed, "cannot connect to udp:" + address +
+                                       ": nothing listens there (ICMP port unreachable); is "
+                                       "ferry recv running?");
 }
 
 }  // namespace ferry::dataplane::udp

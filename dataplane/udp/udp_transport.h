@@ -11,10 +11,14 @@
 namespace ferry::dataplane::udp {
 
 // address: "HOST:PORT" (IPv6 hosts in brackets; an empty host listens on every address).
-// Each peer that sends its first datagram gets its own connected socket and Transport, so
-// every channel of a migration is its own connection.
+// accept() returns once a new peer's SYN arrived: its own connected socket under a
+// reliable::ReliableTransport (kind() "udp") that answers on its first progress(). Every
+// channel of a migration is its own connection; repeated SYNs and strangers' datagrams are
+// dropped.
 Result<std::unique_ptr<Listener>> listen(const std::string& address);
-// Runs the reliable layer's handshake; gives up after timeout_ms.
+// Runs the reliable handshake on each address of HOST in turn until one answers, within
+// timeout_ms. Nothing listening: kClosed ("nothing listens there"), at once, not at the
+// timeout.
 Result<std::unique_ptr<Transport>> connect(const std::string& address, int timeout_ms);
 
 }  // namespace ferry::dataplane::udp
