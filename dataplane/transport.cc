@@ -10,6 +10,7 @@
 
 #include "dataplane/loopback/loopback_transport.h"
 #include "dataplane/tcp/tcp_transport.h"
+#include "dataplane/udp/udp_transport.h"
 
 namespace ferry::dataplane {
 namespace {
@@ -18,10 +19,13 @@ namespace {
 // messages say why they are missing rather than pretending they do not exist.
 const TransportInfo kTransports[] = {
     {"tcp", "kernel TCP, non-blocking (default)", true, false, "", &tcp::listen, &tcp::connect},
+    {"udp", "kernel UDP (sendmmsg/recvmmsg, GSO/GRO) under ferry's reliable layer", true, false, "",
+     &udp::listen, &udp::connect},
     {"loopback", "in-process rings (tests)", true, true, "", &loopback::listen, &loopback::connect},
-    {"dpdk", "DPDK ethdev (af_packet, af_xdp, memif)", false, false, "not implemented yet", nullptr,
-     nullptr},
-    {"rdma", "RDMA via libfabric", false, false, "not implemented yet", nullptr, nullptr},
+    {"dpdk", "DPDK ethdev (af_packet, af_xdp, memif)", false, false,
+     "not in ferry yet (planned: DPDK 22.11 ethdev under reliable/)", nullptr, nullptr},
+    {"rdma", "RDMA via libfabric", false, false,
+     "not in ferry yet (planned: libfabric reliable endpoints, verbs provider)", nullptr, nullptr},
 };
 
 Result<const TransportInfo*> lookup(const std::string& spec, std::string& address) {

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Two network namespaces joined by a veth pair, shaped with tc tbf on both directions.
 #
-#   scripts/netns.sh up NAME RATE           create NAME-a / NAME-b (10.77.0.1 / 10.77.0.2)
+#   scripts/netns.sh up NAME RATE [QUEUE]   create NAME-a / NAME-b (10.77.0.1 / 10.77.0.2)
 #                                           RATE: tc rate (30mbit, 1gbit, ...) or "none"
 #                                           (no netem delay: sch_netem is not in this kernel)
+#                                           QUEUE: how long tbf's queue is, as time at the
+#                                           rate (default 100ms); a short one (5ms) drops
+#                                           what a sender pushes beyond the rate
 #   scripts/netns.sh down NAME              delete both namespaces (and so the veth pair)
 #   scripts/netns.sh stats NAME             tx/rx bytes of each veth end, one line each
 #
@@ -12,14 +15,14 @@
 # Link bytes: /sys/class/net/NAME-va/statistics/tx_bytes inside NAME-a, or `stats`.
 set -euo pipefail
 
-usage() { sed -n '2,11p' "$0" >&2; exit 2; }
+usage() { sed -n '2,14p' "$0" >&2; exit 2; }
 [[ $# -ge 2 ]] || usage
 cmd=$1 name=$2
 [[ $name =~ ^[a-z0-9]{1,8}$ ]] || { echo "netns.sh: bad name '$name'" >&2; exit 2; }
 nsa="$name-a" nsb="$name-b" va="$name-va" vb="$name-vb"
 
-shape() {  # ns dev rate
-  local ns=$1 dev=$2 rate=$3
+shape() {  # ns dev rate queue
+  local ns=$1 dev=$2 rate=$3 queue=$4
   [[ $rate == none ]] && return 0
   # burst: 10 ms at the rate, at least 32 KiB, so tbf holds the rate at 1 Gbit/s with HZ=250.
   local bps
@@ -35,13 +38,13 @@ PY
   local burst=$(( bps / 8 / 100 ))
   (( burst < 32768 )) && burst=32768
   ip netns exec "$ns" tc qdisc add dev "$dev" root handle 10: tbf rate "$rate" \
-    burst "$burst" latency 100ms
+    burst "$burst" latency "$queue"
 }
 
 case $cmd in
   up)
     [[ $# -ge 3 ]] || usage
-    rate=$3
+    rate=$3 queue=${4:-100ms}
     ip netns add "$nsa"
     ip netns add "$nsb" || { ip netns del "$nsa"; exit 1; }
     trap 'ip netns del "$nsa" 2>/dev/null; ip netns del "$nsb" 2>/dev/null' ERR
@@ -51,9 +54,9 @@ case $cmd in
     for ns in "$nsa" "$nsb"; do ip -n "$ns" link set lo up; done
     ip -n "$nsa" link set "$va" up
     ip -n "$nsb" link set "$vb" up
-    shape "$nsa" "$va" "$rate"
-    shape "$nsb" "$vb" "$rate"
-    echo "netns: $nsa($va 10.77.0.1) <-> $nsb($vb 10.77.0.2) rate=$rate"
+    shape "$nsa" "$va" "$rate" "$queue"
+    shape "$nsb" "$vb" "$rate" "$queue"
+    echo "netns: $nsa($va 10.77.0.1) <-> $nsb($vb 10.77.0.2) rate=$rate queue=$queue"
     ;;
   down)
     ip netns del "$nsa" 2>/dev/null || true

@@ -733,7 +733,7 @@ class Link:
     addr_a = '10.77.0.1'
     addr_b = '10.77.0.2'
 
-    def __init__(self, rate='none', name=None):
+    def __init__(self, rate='none', name=None, queue=None):
         global _link_counter
         require_root_netns()
         _link_counter += 1
@@ -744,8 +744,8 @@ class Link:
         self._up = False
         subprocess.run([NETNS_SH, 'down', self.name], check=False, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
-        r = subprocess.run([NETNS_SH, 'up', self.name, rate], capture_output=True, text=True,
-                           timeout=30)
+        r = subprocess.run([NETNS_SH, 'up', self.name, rate] + ([queue] if queue else []),
+                           capture_output=True, text=True, timeout=30)
         if r.returncode != 0:
             raise RigError('netns.sh up failed: %s' % r.stderr.strip())
         self._up = True
@@ -762,6 +762,16 @@ class Link:
 
     def tx_bytes(self, side='a'):
         return self._stat(side, 'tx_bytes')
+
+    def qdisc_drops(self, side='a'):
+        """Packets tbf dropped on that side's veth (its queue was full)."""
+        ns, dev = (self.ns_a, self.veth_a) if side == 'a' else (self.ns_b, self.veth_b)
+        r = subprocess.run(['ip', 'netns', 'exec', ns, 'tc', '-s', 'qdisc', 'show', 'dev', dev],
+                           capture_output=True, text=True, timeout=10)
+        m = re.search(r'dropped (\d+)', r.stdout)
+        if r.returncode != 0 or not m:
+            raise RigError('cannot read the qdisc of %s: %s' % (dev, r.stderr.strip()))
+        return int(m.group(1))
 
     def rx_bytes(self, side='a'):
         return self._stat(side, 'rx_bytes')

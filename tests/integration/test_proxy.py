@@ -30,6 +30,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import rig  # noqa: E402
@@ -60,16 +61,17 @@ def read_text(path):
         return ''
 
 
-def proc_listening_tcp(pid, port):
-    """True when process pid's network namespace has a socket listening on `port`
-    (/proc/PID/net shows the namespace of that process)."""
+def proc_listening(pid, port, transport='tcp'):
+    """True when process pid's network namespace has a socket listening on `port` (tcp) or
+    bound to it (udp) (/proc/PID/net shows the namespace of that process)."""
     want = ':%04X' % port
-    for name in ('tcp', 'tcp6'):
+    state = '0A' if transport == 'tcp' else '07'  # LISTEN, or an unconnected UDP socket
+    for name in (transport, transport + '6'):
         try:
             with open('/proc/%d/net/%s' % (pid, name)) as f:
                 for line in f.readlines()[1:]:
                     cols = line.split()
-                    if cols[1].endswith(want) and cols[3] == '0A':
+                    if cols[1].endswith(want) and cols[3] == state:
                         return True
         except OSError:
             pass
@@ -94,12 +96,14 @@ class Ferries:
     ferry send runs in namespace a and ferry recv in namespace b, so every link byte crosses
     the shaped veth; QEMU's unix sockets are filesystem paths and work across namespaces."""
 
-    def __init__(self, wd, tag='f', link=None, port=None, codec='none', send_args=()):
+    def __init__(self, wd, tag='f', link=None, port=None, codec='none', send_args=(),
+                 transport='tcp'):
         self.wd, self.tag, self.link, self.codec = wd, tag, link, codec
         self.send_args = list(send_args)
         self.port = port or free_port()
         self.host = link.addr_b if link else '127.0.0.1'
-        self.peer = 'tcp:%s:%d' % (self.host, self.port)
+        self.transport = transport
+        self.peer = '%s:%s:%d' % (transport, self.host, self.port)
         self.send_sock = wd.path(tag + '-send.sock')
         self.send_p = self.recv_p = None
         self.send_err, self.recv_err = wd.path(tag + '-send.err'), wd.path(tag + '-recv.err')
@@ -116,7 +120,8 @@ class Ferries:
                 '--stats-json', self.recv_json]
         self.recv_p = self._spawn('b', argv, self.recv_err)
         p = self.recv_p
-        rig.wait_until(lambda: proc_listening_tcp(p.pid, self.port) or p.poll() is not None,
+        rig.wait_until(lambda: proc_listening(p.pid, self.port, self.transport) or
+                       p.poll() is not None,
                        rig.scaled(20), 'ferry recv listening on %s' % self.peer)
         check(p.poll() is None, 'ferry recv exited %s early: %s' % (p.poll(),
                                                                    read_text(self.recv_err)))
@@ -243,7 +248,7 @@ def report(label, info):
 
 
 def precopy(workload, caps=None, params=None, link_rate=None, stdio=False, channels=1,
-            min_syncs=1, timeout=180, codec='none', encode_threads=1):
+            min_syncs=1, timeout=180, codec='none', encode_threads=1, transport='tcp'):
     def body(wd, link):
         ns_a = link.ns_a if link else None
         ns_b = link.ns_b if link else None
@@ -251,7 +256,7 @@ def precopy(workload, caps=None, params=None, link_rate=None, stdio=False, chann
                 rig.Guest.destination(src, 'dst', 'unix:' + wd.path('in.sock'),
                                       netns=ns_b) as dst:
             fr = Ferries(wd, link=link, codec=codec,
-                         send_args=['--encode-threads', str(encode_threads)])
+                         send_args=['--encode-threads', str(encode_threads)], transport=transport)
             try:
                 for g in (src, dst):
                     g.configure_migration(caps, params)
@@ -301,7 +306,7 @@ def check_shards(s, codec, encode_threads):
           'pages per encode shard %s for --encode-threads %d' % (per_shard, encode_threads))
 
 
-def postcopy(codec='none', encode_threads=1):
+def postcopy(codec='none', encode_threads=1, transport='tcp'):
     """Pre-copy through ferry, then migrate-start-postcopy; the destination runs while pages
     are still missing, so its faults go back as page requests through ferry recv and ferry
     send to the source QEMU."""
@@ -309,7 +314,8 @@ def postcopy(codec='none', encode_threads=1):
     with rig.Workdir('proxypc') as wd, \
             rig.Guest('src', workload=wl, workdir=wd) as src, \
             rig.Guest.destination(src, 'dst', 'unix:' + wd.path('in.sock')) as dst:
-        fr = Ferries(wd, codec=codec, send_args=['--encode-threads', str(encode_threads)])
+        fr = Ferries(wd, codec=codec, send_args=['--encode-threads', str(encode_threads)],
+                     transport=transport)
         try:
             for g in (src, dst):
                 g.set_capabilities({'postcopy-ram': True})
@@ -458,6 +464,47 @@ def garbage_handshake():
             fr.close()
 
 
+def udp_lossy():
+    """udp over a 100 Mbit/s tbf link whose queue holds only 5 ms: whatever ferry pushes beyond
+    the rate is dropped, so its pacing has to find the rate. Goodput (QEMU's stream bytes per
+    second while pre-copy streams incompressible pages) must reach 0.9x the shaped rate."""
+    rate_bps = 100e6
+    wl = {'ws': '160M', 'pattern': 'random', 'rate': 100}
+    with rig.Workdir('proxyl') as wd, rig.Link('100mbit', queue='5ms') as link, \
+            rig.Guest('src', workload=wl, workdir=wd, netns=link.ns_a) as src, \
+            rig.Guest.destination(src, 'dst', 'unix:' + wd.path('in.sock'),
+                                  netns=link.ns_b) as dst:
+        fr = Ferries(wd, link=link, transport='udp')
+        try:
+            src.wait_ready()
+            src.wait_heartbeats(2)
+            fr.start_recv(wd.path('in.sock'))
+            drops0 = link.qdisc_drops('a')
+            src.migrate(fr.start_send())
+            # Steady state: from 3 s in, over 4 s of the bulk of the first pass.
+            rig.wait_until(lambda: src.query_migrate().get('ram', {}).get('transferred', 0) >
+                           (24 << 20), rig.scaled(60), 'pre-copy under way')
+            t0, b0 = time.monotonic(), src.query_migrate()['ram']['transferred']
+            time.sleep(4)  # the measuring window itself, not a wait for an event
+            t1, b1 = time.monotonic(), src.query_migrate()['ram']['transferred']
+            goodput = (b1 - b0) * 8 / (t1 - t0)
+            info = src.wait_migration(timeout=rig.scaled(180))
+            dst.wait_incoming_done()
+            src.wait_status('postmigrate')
+            report('udp over a lossy 100 Mbit/s link', info)
+            drops = link.qdisc_drops('a') - drops0
+            s, _ = check_ferry_counts(fr, info, 1)
+            print('goodput %.1f Mbit/s = %.3fx the shaped rate; tbf dropped %d packets; '
+                  'link: %s' % (goodput / 1e6, goodput / rate_bps, drops, s.get('link')))
+            check(drops > 0, 'the short queue dropped nothing: the test did not exercise loss')
+            check(goodput >= 0.9 * rate_bps,
+                  'goodput %.1f Mbit/s is below 0.9x the shaped 100 Mbit/s' % (goodput / 1e6))
+            diff = rig.check_ram_and_resume(src, dst)
+            print('RAM identical over %d pages; destination heartbeats advance' % diff.pages)
+        finally:
+            fr.close()
+
+
 SCENARIOS = {
     'precopy_idle': lambda: precopy({'pattern': 'idle'}),
     'precopy_live': lambda: precopy({'ws': '64M', 'pattern': 'mix', 'rate': 20000},
@@ -498,6 +545,14 @@ SCENARIOS = {
     'codec_threads': lambda: precopy({'ws': '64M', 'pattern': 'mix', 'rate': 1500},
                                      min_syncs=2, codec='max', encode_threads=2),
     'codec_threads_postcopy': lambda: postcopy(codec='auto', encode_threads=3),
+    # The udp transport: kernel UDP under ferry's own reliability (dataplane/reliable/).
+    'udp_precopy_netns': lambda: precopy({'ws': '32M', 'pattern': 'mix', 'rate': 500},
+                                         link_rate='100mbit', min_syncs=2, transport='udp'),
+    'udp_postcopy': lambda: postcopy(transport='udp'),
+    'udp_multifd': lambda: precopy({'ws': '64M', 'pattern': 'mix', 'rate': 5000},
+                                   caps={'multifd': True}, params={'multifd-channels': 2},
+                                   channels=3, codec='fast', transport='udp'),
+    'udp_lossy_netns': udp_lossy,
     'recv_unreachable': recv_unreachable,
     'recv_killed': recv_killed,
     'garbage_handshake': garbage_handshake,
