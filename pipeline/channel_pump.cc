@@ -241,7 +241,7 @@ size_t ChannelPump::Impl::link_receive() {
         st = on_frame(f);
       }
     }
-    pool.free(b);
+    b->pool->free(b);  // its own pool: a transport may receive into a pool of its own
   }
   if (!st) {
     finish(std::move(st));
