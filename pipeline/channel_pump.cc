@@ -36,6 +36,8 @@ constexpr size_t kReadReserve = 3;
 constexpr size_t kBurst = 32;
 // How often the abort eventfd is looked at while the pump is busy (it also wakes a sleep).
 constexpr auto kAbortCheck = std::chrono::milliseconds(5);
+// How long the receiver waits for the acknowledgement of its end before it exits anyway.
+constexpr auto kCloseLinger = std::chrono::seconds(2);
 
 }  // namespace
 
@@ -154,7 +156,7 @@ struct ChannelPump::Impl final : FrameSink {
   bool sent_end = false;      // END is queued
   bool closed_tx = false;     // receiver: close_tx() called, waiting for the link to drain
 
-  TimePoint rate_t0{}, next_abort_check{};
+  TimePoint rate_t0{}, next_abort_check{}, linger_until{};
   uint64_t rate_tx0 = 0;
   size_t buffer_hint = 0;
 
@@ -442,36 +444,40 @@ size_t ChannelPump::Impl::step(TimePoint now) {
   work += link.progress(now);  // 6
   measure_link(now);
   if (link.state() == LinkState::kFailed) {
-    finish(fail(ErrorCode::kClosed,
-                "link to " + std::string(peer_name) + " failed: " + link.error().message()));
+    // After the receiver's end every frame both ways was delivered: a peer that went away
+    // before acknowledging the end itself changes nothing.
+    finish(closed_tx ? Status::ok()
+                     : fail(ErrorCode::kClosed, "link to " + std::string(peer_name) +
+                                                    " failed: " + link.error().message()));
     return work + 1;
   }
 
   // Done? The receiver ends once its END is on the link (QEMU closed after the whole
   // stream) and the peer's END arrived; the sender once the receiver's END arrived and the
   // link closed.
-  if (sent_end && tx_idle()) {
-    // The receiver needs the sender's END too: in post-copy the destination QEMU closes
-    // first (after its SHUT message), and the source closes only after reading that SHUT.
-    if (!sender && got_end && !qemu.queued()) {
-      if (!closed_tx) {
-        link.close_tx();
-        closed_tx = true;
-        return work + 1;
-      }
-      // Wait until the end itself left (a datagram transport acks it).
-      if (link.tx_in_flight_bytes() == 0) finish(Status::ok());
-      return work;
-    }
-    if (link.state() == LinkState::kPeerClosed && (!qemu.queued() || qemu_wr_dead)) {
-      if (!got_end) {
-        finish(fail(ErrorCode::kClosed, std::string(peer_name) +
-                                            " closed the link without END (it failed; see "
-                                            "its log)"));
-      } else {
-        finish(Status::ok());
-      }
-    }
+  if (closed_tx) {
+    // The receiver waits (boundedly) until its end is acknowledged, so that a datagram
+    // transport's peer is not left retransmitting into silence.
+    if (link.tx_in_flight_bytes() == 0 || now >= linger_until) finish(Status::ok());
+    return work;
+  }
+  if (!sent_end) return work;
+  // The receiver needs the sender's END too: in post-copy the destination QEMU closes first
+  // (after its SHUT message), and the source closes only after reading that SHUT.
+  if (!sender && got_end && !qemu.queued() && tx_idle()) {
+    link.close_tx();
+    closed_tx = true;
+    linger_until = now + kCloseLinger;
+    return work + 1;
+  }
+  // The receiver closes only after the sender's END, so once it closed, the sender's frames
+  // all arrived even if their acknowledgements did not.
+  if (link.state() == LinkState::kPeerClosed && (!qemu.queued() || qemu_wr_dead) &&
+      (got_end || tx_idle())) {
+    finish(got_end ? Status::ok()
+                   : fail(ErrorCode::kClosed, std::string(peer_name) +
+                                                  " closed the link without END (it failed; "
+                                                  "see its log)"));
   }
   return work;
 }
@@ -501,6 +507,7 @@ void ChannelPump::add_waits(WaitSet& set) noexcept {
   set.add(m.link.wait_fd(), m.link.wait_events(m.want_link_read(), m.tx_count > 0));
   set.deadline(m.link.next_deadline());
   if (m.opt.abort_fd >= 0) set.add(m.opt.abort_fd, kWaitReadable);
+  if (m.closed_tx) set.deadline(m.linger_until);
   if (m.sender && m.opt.link_buffer_s > 0) set.deadline(m.rate_t0 + std::chrono::seconds(1));
 }
 

@@ -94,13 +94,25 @@ LinkPair connect_pair(const std::string& scheme) {
   } else {
     // A free port: bind to 0 through the registry is not offered; probe a few.
     for (int port = 42000 + (::getpid() % 1000) * 7 + counter++ * 3;; ++port) {
-      address = "tcp:127.0.0.1:" + std::to_string(port);
+      address = scheme + ":127.0.0.1:" + std::to_string(port);
       auto l = listen_transport(address);
       if (l) {
-        auto c = connect_transport(address, 2000);
-        EXPECT_TRUE(c.has_value());
-        auto a = (*l)->accept(2000);
-        EXPECT_TRUE(a.has_value());
+        // udp's connect waits for the accepted end to answer (on its progress()), so accept
+        // runs beside it and drives that end until the connect returned.
+        Result<std::unique_ptr<Transport>> a = error(ErrorCode::kTimeout, "not accepted");
+        std::atomic<bool> connected{false};
+        std::thread acceptor([&] {
+          a = (*l)->accept(5000);
+          while (a && !connected.load()) {
+            (*a)->progress(Clock::now());
+            std::this_thread::yield();
+          }
+        });
+        auto c = connect_transport(address, 5000);
+        connected.store(true);
+        acceptor.join();
+        EXPECT_TRUE(c.has_value()) << c.status().message();
+        EXPECT_TRUE(a.has_value()) << a.status().message();
         return {std::move(*c), std::move(*a)};
       }
     }
@@ -276,7 +288,8 @@ TEST_P(Pumps, BackPressureBoundsWhatIsBuffered) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, Pumps,
-                         ::testing::Values("loopback", "tcp", "loopback+busy", "tcp+busy"));
+                         ::testing::Values("loopback", "tcp", "udp", "loopback+busy", "tcp+busy",
+                                           "udp+busy"));
 
 TEST(TransportRegistry, ErrorsNameWhatTheBuildHas) {
   auto u = connect_transport("carrier-pigeon:x", 100);
