@@ -61,11 +61,14 @@ size_t ReliableLink::tx_burst(std::span<FrameBuf* const> frames) noexcept {
   size_t k = 0;
   for (FrameBuf* f : frames) {
     if (txf_tail_ - txf_head_ > txf_mask_) break;
+    // A buffer holds one or more whole ferry frames (frame_pool.h); the first header is
+    // checked here, the rest by the receiving pump.
     if (f->len < kFrameHeaderSize || f->len > max_frame_ ||
-        wire::get32(f->data + 4) != f->len - kFrameHeaderSize) {
+        wire::get32(f->data + 4) > f->len - kFrameHeaderSize) {
       fail(ErrorCode::kInvalidArgument,
-           "reliable transport: tx frame of " + std::to_string(f->len) +
-               " bytes is not one whole ferry frame of at most " + std::to_string(max_frame_));
+           "reliable transport: a tx buffer of " + std::to_string(f->len) +
+               " bytes does not start with a whole ferry frame (at most " +
+               std::to_string(max_frame_) + " bytes a buffer)");
       break;
     }
     txf_[txf_tail_ & txf_mask_] = {f, f->len, 0, 0};
@@ -253,10 +256,9 @@ void ReliableLink::on_data(const uint8_t* d, size_t n, int64_t now) noexcept {
       s.got += len;
       if (s.got >= s.len) {
         s.buf->len = s.len;
-        if (wire::get32(s.buf->data + 4) != s.len - kFrameHeaderSize) {
-          fail(ErrorCode::kProtocol, "frame " + std::to_string(frame) +
-                                         " from the peer: its header's length does not match "
-                                         "the " +
+        if (wire::get32(s.buf->data + 4) > s.len - kFrameHeaderSize) {
+          fail(ErrorCode::kProtocol, "frame buffer " + std::to_string(frame) +
+                                         " from the peer: its first frame is longer than the " +
                                          std::to_string(s.len) + " bytes that arrived");
           return;
         }
