@@ -25,6 +25,7 @@
 #include <string>
 
 #include "common/clock.h"
+#include "common/json.h"
 #include "common/status.h"
 #include "dataplane/frame_pool.h"
 
@@ -96,6 +97,11 @@ class Transport {
   // is not stuck behind seconds of queued data (its downtime estimate would be wrong).
   // A hint: backends may ignore it.
   virtual void set_buffer_hint(size_t /*bytes*/) noexcept {}
+
+  // What the backend measured about the link (retransmits, RTT, pacing rate, ...) for
+  // --stats-json, or null when it has nothing beyond the byte counts. Owner thread, or any
+  // thread once the data path stopped.
+  virtual json::Value link_stats() const { return {}; }
 };
 
 // Accepts transports from peers.

@@ -232,14 +232,17 @@ json::Value ChannelSet::stats_json(const std::string& outcome, const std::string
     for (int i = 0; i < 4; ++i) pages[i] += p[i];
     rp += c->return_path.rp_messages.load();
     packets += s.multifd_packets.load();
-    per.push_back(Value::object({{"index", Value(unsigned{c->index})},
-                                 {"role", s.role()},
-                                 {"bytes_from_qemu", v[0]},
-                                 {"bytes_to_qemu", v[1]},
-                                 {"link_tx_bytes", v[2]},
-                                 {"link_rx_bytes", v[3]},
-                                 {"pages", page_classes(p)},
-                                 {"note", s.note()}}));
+    Value ch = Value::object({{"index", Value(unsigned{c->index})},
+                              {"role", s.role()},
+                              {"bytes_from_qemu", v[0]},
+                              {"bytes_to_qemu", v[1]},
+                              {"link_tx_bytes", v[2]},
+                              {"link_rx_bytes", v[3]},
+                              {"pages", page_classes(p)},
+                              {"note", s.note()},
+                              {"transport", c->link->kind()}});
+    if (Value link = c->link->link_stats(); !link.is_null()) ch.set("link", std::move(link));
+    per.push_back(std::move(ch));
   }
   Value doc = Value::object({{"side", role_ == PumpRole::kSender ? "send" : "recv"},
                              {"outcome", outcome},
