@@ -12,6 +12,8 @@ struct ChannelSet::Channel {
   QemuEnd qemu;
   bool own_fds = false;
   std::unique_ptr<dataplane::Transport> link;
+  const char* link_kind = "";
+  json::Value link_stats;  // what the transport measured, kept when the channel ends
   std::unique_ptr<StreamCodec> codec;
   PageStreamEncoder* encoder = nullptr;  // codec, when this side encodes pages
   // The QEMU migration stream (counted by class) and the return path, whichever way each
@@ -90,6 +92,7 @@ void ChannelSet::start_channel(std::unique_ptr<Channel> ch) {
   opt.abort_fd = abort_fd_;
   opt.poll_mode = poll_mode_;
   opt.codec = ch->codec.get();
+  ch->link_kind = ch->link->kind();
   ch->pump = std::make_unique<ChannelPump>(role_, ch->qemu, *ch->link, opt);
   Channel* c = ch.get();
   int wake = wake_fd_;
@@ -98,6 +101,7 @@ void ChannelSet::start_channel(std::unique_ptr<Channel> ch) {
     c->result = c->pump->run();
     // Close QEMU's end right away: on failure QEMU must see it now, not at process exit.
     c->close_fds();
+    c->link_stats = c->link->link_stats();
     c->link.reset();
     c->finished.store(true, std::memory_order_release);
     signal_fd(wake);
@@ -240,8 +244,11 @@ json::Value ChannelSet::stats_json(const std::string& outcome, const std::string
                               {"link_rx_bytes", v[3]},
                               {"pages", page_classes(p)},
                               {"note", s.note()},
-                              {"transport", c->link->kind()}});
-    if (Value link = c->link->link_stats(); !link.is_null()) ch.set("link", std::move(link));
+                              {"transport", c->link_kind}});
+    // Measured by the transport, once the channel ended (the data path owns it until then).
+    if (c->finished.load(std::memory_order_acquire) && !c->link_stats.is_null()) {
+      ch.set("link", c->link_stats);
+    }
     per.push_back(std::move(ch));
   }
   Value doc = Value::object({{"side", role_ == PumpRole::kSender ? "send" : "recv"},
