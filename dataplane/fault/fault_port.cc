@@ -85,8 +85,10 @@ void FaultPort::emit(const DatagramOut& d, DatagramOut* now_batch, size_t& now_c
       ++stats_.queue_drops;
       return;
     }
-    link_free_ns_ = std::max(link_free_ns_, release) + wire * 1e9 / opt_.rate;
-    release = link_free_ns_;
+    // The schedule may lag `now` by up to a bucket's worth of tokens: that much leaves at once.
+    const double bucket_ns = static_cast<double>(opt_.burst) * 1e9 / opt_.rate;
+    link_free_ns_ = std::max(link_free_ns_, release - bucket_ns) + wire * 1e9 / opt_.rate;
+    release = std::max(release, link_free_ns_);
   }
   release += static_cast<double>(opt_.delay.count());
   if (opt_.jitter.count() > 0) release += uniform() * static_cast<double>(opt_.jitter.count());

@@ -17,6 +17,8 @@
 //   cut=BYTES                 after this many bytes sent, silence both ways forever
 //   rate=R queue=BYTES        bottleneck rate (bit, kbit, mbit, gbit; bps, kbps, mbps, gbps
 //                             are bytes/s) and its queue (default 64k)
+//   burst=BYTES               the bottleneck's token bucket (tbf's burst): after idling, this
+//                             much passes at once (default 0: a plain FIFO at the rate)
 //   overhead=BYTES            bytes the rate limit adds per datagram (42: Ethernet+IPv4+UDP)
 //   slots=N                   datagrams held at most (default 2048; more are dropped)
 //   seed=N                    random seed (default 1)
@@ -47,6 +49,7 @@ struct FaultOptions {
   uint64_t cut_after = 0;                       // bytes; 0 = never
   double rate = 0;                              // bytes per second; 0 = unlimited
   size_t queue = 64 * 1024;
+  size_t burst = 0;
   size_t overhead = 0;
   size_t slots = 2048;
   uint64_t seed = 1;

@@ -89,8 +89,8 @@ Status bad(std::string_view item, const std::string& need) {
 
 Result<FaultOptions> parse_fault_spec(std::string_view spec) {
   static constexpr const char* kKeys =
-      "drop, dup, reorder, reorder_gap, delay, jitter, blackout, cut, rate, queue, overhead, "
-      "slots, seed";
+      "drop, dup, reorder, reorder_gap, delay, jitter, blackout, cut, rate, queue, burst, "
+      "overhead, slots, seed";
   FaultOptions o;
   std::set<std::string> seen;
   while (!spec.empty()) {
@@ -122,13 +122,15 @@ Result<FaultOptions> parse_fault_spec(std::string_view spec) {
       if (!len || !start) return bad(item, "need LENGTH@START, e.g. blackout=2s@3s");
       o.blackout_length = *len;
       o.blackout_start = *start;
-    } else if (key == "cut" || key == "queue" || key == "overhead") {
+    } else if (key == "cut" || key == "queue" || key == "overhead" || key == "burst") {
       const auto b = bytes(val);
       if (!b) return bad(item, "need a byte count, optionally with k, m or g (e.g. 64k)");
       if (key == "cut") {
         o.cut_after = *b;
       } else if (key == "queue") {
         o.queue = *b;
+      } else if (key == "burst") {
+        o.burst = *b;
       } else {
         o.overhead = *b;
       }

@@ -13,6 +13,10 @@ constexpr int64_t kMinRttWindowNs = 10'000'000'000;
 // Pacing never drops below 100 full datagrams a second (a bandwidth estimate from a handful
 // of app-limited packets must not strand a link).
 constexpr uint64_t kMinPacketsPerSecond = 100;
+// The round trip that sizes the window and the probing phases is at least this: below it
+// (a veth's 20 us) acks, timers and pacing move in steps of about a millisecond (delayed
+// acks, late wake-ups), and a window of 2 x 20 us at the bandwidth could not cover one.
+constexpr int64_t kRttFloorNs = 2'000'000;
 constexpr int kExtraAckedRounds = 5;
 // The window never grows by more than this much time at the bandwidth for late acks.
 constexpr int64_t kExtraAckedMaxNs = 100'000'000;
@@ -61,8 +65,8 @@ void RateControl::init(uint32_t mss, uint64_t initial_cwnd_packets, int64_t rtt_
 
 uint64_t RateControl::bdp(double gain) const {
   if (bw_.get() == 0 || min_rtt_ns_ <= 0) return cwnd_;
-  const double bytes =
-      static_cast<double>(bw_.get()) * static_cast<double>(min_rtt_ns_) * 1e-9 * gain;
+  const double rtt = static_cast<double>(std::max(min_rtt_ns_, kRttFloorNs));
+  const double bytes = static_cast<double>(bw_.get()) * rtt * 1e-9 * gain;
   return static_cast<uint64_t>(bytes);
 }
 
@@ -73,8 +77,6 @@ void RateControl::set_pacing(double gain, bool only_up) {
   if (max_rate_) rate = std::min(rate, max_rate_);
   if (!only_up || rate > pacing_rate_) pacing_rate_ = rate;
 }
-
-void RateControl::on_rto() { rto_clamp_ = true; }
 
 // How many more bytes were acked since the epoch began than the bandwidth estimate explains.
 void RateControl::update_ack_aggregation(uint64_t acked, bool round_start, int64_t now) {
@@ -98,8 +100,6 @@ void RateControl::update_ack_aggregation(uint64_t acked, bool round_start, int64
 }
 
 void RateControl::on_ack(const RateSample& rs, uint64_t delivered, uint64_t inflight, int64_t now) {
-  if (rs.acked) rto_clamp_ = false;
-
   // A round trip ends when a packet sent after the previous round's end is acked.
   bool round_start = false;
   if (rs.acked && rs.prior_delivered >= next_round_delivered_) {
@@ -148,7 +148,7 @@ void RateControl::on_ack(const RateSample& rs, uint64_t delivered, uint64_t infl
     cwnd_gain_ = 2.0;
   }
   if (mode_ == Mode::kProbeBw) {
-    const bool phase_done = now - cycle_start_ > min_rtt_ns_;
+    const bool phase_done = now - cycle_start_ > std::max(min_rtt_ns_, kRttFloorNs);
     // Draining ends early once the queue that probing built is gone.
     const bool drained = pacing_gain_ < 1.0 && inflight <= bdp(1.0);
     if (phase_done || drained) {

@@ -11,8 +11,8 @@
 //   4. an ack if one is due (every second packet, at once on a gap or a window update,
 //      else after max_ack_delay);
 //   5. timers: liveness, the RACK reorder timer, the retransmit timeout, heartbeats;
-//   6. data: retransmissions first, then new packets, within the pacing rate, cwnd, the
-//      packet window and the peer's frame grant.
+//   6. data: a timeout's probe, then retransmissions, then new packets, within the pacing
+//      rate, cwnd, the packet window and the peer's frame grant.
 #include <algorithm>
 #include <bit>
 #include <cstring>
@@ -60,7 +60,8 @@ size_t ReliableLink::tx_burst(std::span<FrameBuf* const> frames) noexcept {
   if (failed_ || close_requested_) return 0;
   size_t k = 0;
   for (FrameBuf* f : frames) {
-    if (txf_tail_ - txf_head_ > txf_mask_) break;
+    // Unsent bytes wait here, not on the link: beyond the owner's hint they stay with it.
+    if (txf_tail_ - txf_head_ > txf_mask_ || (buffer_hint_ && tx_unsent_ >= buffer_hint_)) break;
     // A buffer holds one or more whole ferry frames (frame_pool.h); the first header is
     // checked here, the rest by the receiving pump.
     if (f->len < kFrameHeaderSize || f->len > max_frame_ ||
@@ -74,6 +75,7 @@ size_t ReliableLink::tx_burst(std::span<FrameBuf* const> frames) noexcept {
     txf_[txf_tail_ & txf_mask_] = {f, f->len, 0, 0};
     ++txf_tail_;
     tx_bytes_ += f->len;
+    tx_unsent_ += f->len;
     ++k;
   }
   if (k && phase_ == Phase::kEstablished) send_data(now_);
@@ -313,6 +315,7 @@ void ReliableLink::on_ack(const uint8_t* d, size_t n, int64_t now) noexcept {
     ++stats_.stray;
     return;
   }
+  const bool complete = d[1] & wire::kFlagComplete;
   const uint64_t cum = wire::unwrap(wire::get32(d + 8), snd_una_);
   const uint64_t from = wire::unwrap(wire::get32(d + 12), snd_una_);
   const uint64_t complete_to = wire::unwrap(wire::get32(d + 16), snd_una_);
@@ -324,9 +327,10 @@ void ReliableLink::on_ack(const uint8_t* d, size_t n, int64_t now) noexcept {
   }
   ++stats_.acks_received;
   peer_frame_limit_ = std::max(peer_frame_limit_, limit);
-  // The reports add up: a list that starts where what we know ends extends it.
+  // The reports add up: a list that starts where what we know ends extends it; one that
+  // reached the receiver's newest packet covers everything sent.
   if (from <= std::max(known_to_, cum) && complete_to <= snd_nxt_) {
-    known_to_ = std::max(known_to_, complete_to);
+    known_to_ = std::max(known_to_, complete ? snd_nxt_ : complete_to);
   }
 
   AckCtx ctx;
@@ -356,10 +360,8 @@ void ReliableLink::on_ack(const uint8_t* d, size_t n, int64_t now) noexcept {
   if (ctx.have_prior) {
     rs.delivered = delivered_ - rs.prior_delivered;
     rs.interval_ns = std::max(ctx.send_elapsed, ctx.ack_elapsed);
-    // Shorter than an RTT: ack compression, not a rate (the estimation draft's rule). From a
-    // resent packet: the ack may also cover a window of first copies that arrived long ago
-    // (a timeout that was spurious), which would count them all within one round trip.
-    if ((have_rtt_ && rs.interval_ns < min_rtt_ns_) || ctx.prior_retransmitted) {
+    // Shorter than an RTT: ack compression, not a rate (the estimation draft's rule).
+    if ((have_rtt_ && rs.interval_ns < min_rtt_ns_) || ctx.from_lost) {
       rs.interval_ns = 0;
     }
   }
@@ -389,6 +391,9 @@ void ReliableLink::on_packet_acked(uint64_t pkt, AckCtx& ctx, int64_t now) noexc
     list_remove(idx);
     inflight_ -= p.size;
   }
+  // Declared lost (or resent) yet delivered: its bytes come from outside the flight that the
+  // sample's interval measures (after a timeout, a whole window of them in one round trip).
+  if (p.state == PktState::kLost || p.retransmitted) ctx.from_lost = true;
   p.state = PktState::kAcked;  // a lost one still queued for resending is skipped there
   delivered_ += p.size;
   delivered_ns_ = now;
@@ -398,7 +403,6 @@ void ReliableLink::on_packet_acked(uint64_t pkt, AckCtx& ctx, int64_t now) noexc
     ctx.have_prior = true;
     ctx.rs.prior_delivered = p.delivered;
     ctx.rs.app_limited = p.app_limited;
-    ctx.prior_retransmitted = p.retransmitted;
     ctx.send_elapsed = p.sent_ns - p.first_sent_ns;
     ctx.ack_elapsed = now - p.delivered_ns;
     first_sent_ns_ = p.sent_ns;
@@ -529,31 +533,43 @@ size_t ReliableLink::timers(int64_t now) noexcept {
     ++work;
   }
   if (list_head_ != kNil && now >= rto_start_ns_ + rto_ns()) {
-    on_rto(now);
+    // RFC 6298 5.4-5.6: resend the earliest unacked packet and back off. Nothing else is
+    // presumed lost: the probe's ack lets RACK find what was, and a timeout that was only a
+    // stalled peer costs one packet, not a window resent into a small queue.
+    probe_due_ = true;
+    ++stats_.rto_timeouts;
+    if (rto_ns() < opt_.max_rto.count()) ++rto_backoff_;
+    rto_start_ns_ = now;
     ++work;
   }
   if (now - last_tx_ns_ >= opt_.heartbeat_interval.count() && send_ack(now)) ++work;
   return work;
 }
 
-// Everything not acked is presumed lost and queued again in packet order from snd_una_ (the
-// oldest hole first: it is what unblocks the receiver); one packet probes until an ack.
-void ReliableLink::on_rto(int64_t now) noexcept {
-  while (list_head_ != kNil) {
-    const uint32_t idx = list_head_;
+// The timeout's probe: the earliest unacked packet again, past cwnd and the pacer.
+size_t ReliableLink::send_probe(int64_t now) noexcept {
+  probe_due_ = false;
+  if (snd_una_ == snd_nxt_) return 0;
+  const uint64_t pkt = snd_una_;
+  const uint32_t idx = static_cast<uint32_t>(pkt & pkt_mask_);
+  const SentPacket& p = pkts_[idx];
+  wire::put_data(tx_hdr_[0], p.fin ? wire::kFlagFin : 0, conn_, pkt, p.frame, p.offset,
+                 p.fin ? 0 : txf_[p.frame & txf_mask_].len);
+  const uint8_t* body = p.fin ? nullptr : txf_[p.frame & txf_mask_].buf->data + p.offset;
+  tx_out_[0] = {{tx_hdr_[0], wire::kDataHeaderSize}, {body, p.len}};
+  if (port_->send_burst({tx_out_, 1}) != 1) {
+    port_blocked_ = true;
+    probe_due_ = true;
+    return 0;
+  }
+  // In flight or queued as lost, it becomes in flight again (a queued entry goes stale).
+  if (p.state == PktState::kInFlight) {
     list_remove(idx);
-    inflight_ -= pkts_[idx].size;
-    pkts_[idx].state = PktState::kLost;
-    ++stats_.losses_detected;
+    inflight_ -= p.size;
   }
-  retx_head_ = retx_tail_;
-  for (uint64_t pkt = snd_una_; pkt < snd_nxt_; ++pkt) {
-    if (pkts_[pkt & pkt_mask_].state == PktState::kLost) retx_[retx_tail_++ & retx_mask_] = pkt;
-  }
-  ++stats_.rto_timeouts;
-  if (rto_ns() < opt_.max_rto.count()) ++rto_backoff_;
-  cc_.on_rto();
-  rto_start_ns_ = now;
+  const double ns_per_byte = 1e9 / static_cast<double>(std::max<uint64_t>(cc_.pacing_rate(), 1));
+  commit({pkt, p.frame, p.offset, p.len, true, p.fin}, now, ns_per_byte);
+  return 1;
 }
 
 size_t ReliableLink::maybe_ack(int64_t now) noexcept {
@@ -588,7 +604,8 @@ bool ReliableLink::send_ack(int64_t now) noexcept {
   }
   const uint64_t complete_to = std::max(at, from);
   const int64_t delay = rx_unacked_ ? now - newest_rx_ns_ : 0;
-  wire::put_common(ack_buf_, wire::kAck, 0, static_cast<uint16_t>(n), conn_);
+  const uint8_t flags = at >= rcv_high_ ? wire::kFlagComplete : 0;
+  wire::put_common(ack_buf_, wire::kAck, flags, static_cast<uint16_t>(n), conn_);
   wire::put32(ack_buf_ + 8, static_cast<uint32_t>(rcv_cum_));
   wire::put32(ack_buf_ + 12, static_cast<uint32_t>(from));
   wire::put32(ack_buf_ + 16, static_cast<uint32_t>(complete_to));
@@ -658,6 +675,7 @@ ReliableLink::Plan ReliableLink::plan_next(TxItem& item, Cursor& c) noexcept {
 
 size_t ReliableLink::send_data(int64_t now) noexcept {
   if (failed_) return 0;
+  size_t sent = probe_due_ ? send_probe(now) : 0;
   // A late engine may catch up, by at most pacing_slack (kCatchUp x when it was waiting for
   // the pacer, not idle). Later than that, the sender and not the path held the rate back:
   // the samples of this stretch are app-limited, or the estimate would spiral down.
@@ -668,7 +686,6 @@ size_t ReliableLink::send_data(int64_t now) noexcept {
   }
   pacing_limited_ = false;
   const double ns_per_byte = 1e9 / static_cast<double>(std::max<uint64_t>(cc_.pacing_rate(), 1));
-  size_t sent = 0;
   for (size_t burst = 0; burst < kMaxTxBursts; ++burst) {
     Cursor c;
     c.retx = retx_head_;
@@ -740,6 +757,7 @@ void ReliableLink::commit(const TxItem& it, int64_t now, double ns_per_byte) noe
       TxFrame& f = txf_[it.frame & txf_mask_];
       ++f.unacked;
       f.next_offset = it.offset + it.len;
+      tx_unsent_ -= it.len;
       if (f.next_offset == f.len) txf_send_ = it.frame + 1;
     }
   } else {

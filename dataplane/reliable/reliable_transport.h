@@ -29,6 +29,8 @@
 //     frames not acked stay with the transport (they die with it).
 //   - After close_tx, tx_in_flight_bytes() stays above zero until the peer acked the end
 //     (FIN), so a caller that waits for zero before closing does not cut the peer off.
+//   - set_buffer_hint(bytes): tx_burst takes frames only while fewer bytes than this wait
+//     unsent (what is in flight is bounded by the window); 0, the default, = tx_frames only.
 #pragma once
 
 #include <chrono>

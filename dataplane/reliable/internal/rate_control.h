@@ -6,8 +6,7 @@
 // arriving in bursts need (a receiver or a host that acks late and then all at once, measured
 // as in Linux BBR's extra_acked: without it a late-acking peer caps the window, the capped
 // window caps the delivery rate, and the estimate spirals down). Loss does not
-// lower the rate by itself (a random-loss link keeps its throughput); a retransmit timeout
-// shrinks the window to one packet until an ack arrives.
+// lower the rate by itself (a random-loss link keeps its throughput).
 //
 // Pure: the link feeds it rate samples and times in ns; no I/O, no clock.
 #pragma once
@@ -57,11 +56,9 @@ class RateControl {
   void on_ack(const RateSample& rs, uint64_t delivered, uint64_t inflight, int64_t now);
   // Bytes acked beyond what the bandwidth explains, max over the last 5-10 rounds.
   uint64_t extra_acked() const { return std::max(extra_acked_[0], extra_acked_[1]); }
-  // A retransmit timeout: one packet in flight until the next ack.
-  void on_rto();
 
   uint64_t pacing_rate() const { return pacing_rate_; }  // bytes per second
-  uint64_t cwnd() const { return rto_clamp_ ? mss_ : cwnd_; }
+  uint64_t cwnd() const { return cwnd_; }
   uint64_t bandwidth() const { return bw_.get(); }
   int64_t min_rtt_ns() const { return min_rtt_ns_; }
 
@@ -88,7 +85,6 @@ class RateControl {
   double cwnd_gain_ = 0;
   uint64_t pacing_rate_ = 0;
   uint64_t cwnd_ = 0;
-  bool rto_clamp_ = false;
   // Ack aggregation: two windows of 5 rounds each, the current one at extra_idx_.
   uint64_t extra_acked_[2] = {0, 0};
   int extra_idx_ = 0;

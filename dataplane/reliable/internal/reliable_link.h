@@ -53,6 +53,7 @@ class ReliableLink final : public ReliableTransport {
   size_t tx_in_flight_bytes() const noexcept override;
   int wait_fd() const noexcept override { return port_->wait_fd(); }
   uint32_t wait_events(bool want_rx, bool want_tx) const noexcept override;
+  void set_buffer_hint(size_t bytes) noexcept override { buffer_hint_ = bytes; }
   bool established() const noexcept override { return phase_ == Phase::kEstablished; }
   const ReliableStats& stats() const noexcept override;
   DatagramPort& port() noexcept override { return *port_; }
@@ -126,7 +127,7 @@ class ReliableLink final : public ReliableTransport {
     int64_t largest_sent_ns = 0;
     bool largest_retransmitted = false;
     bool have_prior = false;
-    bool prior_retransmitted = false;
+    bool from_lost = false;  // delivered a packet declared lost or resent: no rate sample
     RateSample rs;
     int64_t prior_ns = 0;
     int64_t send_elapsed = 0;
@@ -151,7 +152,7 @@ class ReliableLink final : public ReliableTransport {
   void on_packet_acked(uint64_t pkt, AckCtx& ctx, int64_t now) noexcept;
   void update_rtt(int64_t rtt_ns) noexcept;
   void detect_losses(int64_t now) noexcept;
-  void on_rto(int64_t now) noexcept;
+  size_t send_probe(int64_t now) noexcept;
   void mark_lost(uint64_t pkt) noexcept;
   size_t timers(int64_t now) noexcept;
   size_t send_data(int64_t now) noexcept;
@@ -213,6 +214,8 @@ class ReliableLink final : public ReliableTransport {
   uint64_t txf_send_ = 0;  // frame being cut into packets
   uint64_t txf_tail_ = 0;  // next frame number
   size_t tx_bytes_ = 0;
+  size_t tx_unsent_ = 0;    // bytes of taken frames not yet cut into packets
+  size_t buffer_hint_ = 0;  // set_buffer_hint: tx_burst stops at this much unsent (0 = off)
   bool close_requested_ = false;
   bool fin_sent_ = false;
   bool fin_acked_ = false;
@@ -240,6 +243,7 @@ class ReliableLink final : public ReliableTransport {
   int64_t rttvar_ns_ = 0;
   int64_t min_rtt_ns_ = 0;
   uint32_t rto_backoff_ = 0;
+  bool probe_due_ = false;    // the retransmit timer fired: resend the earliest unacked packet
   int64_t rto_start_ns_ = 0;  // the retransmit timer runs from here (last ack of new data)
   int64_t rack_xmit_ns_ = 0;  // RACK: the newest transmission delivered
   uint64_t rack_pkt_ = 0;

@@ -22,13 +22,16 @@
 //     body     bytes [offset, offset + n) of frame number `frame`, whose length is frame_len:
 //              the receiver copies it straight to that offset of the frame's pool buffer
 //     FIN      no body; frame = the number of frames sent before the end (reliable like data)
-//   ack      := common(kind=4, aux=n) cum:u32 from:u32 complete_to:u32 frame_limit:u32
+//   ack      := common(kind=4, flags=COMPLETE?, aux=n) cum:u32 from:u32 complete_to:u32
+//   frame_limit:u32
 //               ack_delay_us:u32 range[n]                                           (28 + 8n)
 //     cum          every packet below it was received
 //     range        lo:u32 hi:u32: packets [lo, hi) received, above cum, ascending
 //     from, complete_to  every received packet in [from, complete_to) is in a range; a list
 //                  too long for one ack goes out in turns (the next ack goes on from
 //                  complete_to, and starts over at cum after reaching the newest packet)
+//     COMPLETE     flag: the list reached the newest packet received; nothing above it
+//                  arrived (the sender may take any gap for a loss, tails included)
 //     frame_limit  the sender may send frames numbered below it (flow control: the
 //                  receiver's free rx buffers); never decreases
 //     ack_delay_us how long the receiver held this ack after its newest packet arrived
@@ -45,7 +48,8 @@ namespace ferry::dataplane::reliable::wire {
 inline constexpr uint16_t kVersion = 1;
 
 enum Kind : uint8_t { kSyn = 1, kSynAck = 2, kData = 3, kAck = 4, kReset = 5 };
-inline constexpr uint8_t kFlagFin = 1u << 0;
+inline constexpr uint8_t kFlagFin = 1u << 0;       // DATA
+inline constexpr uint8_t kFlagComplete = 1u << 0;  // ACK
 inline constexpr uint16_t kResetProtocol = 1;
 
 struct Common {

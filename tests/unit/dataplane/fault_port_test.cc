@@ -24,7 +24,7 @@ const TimePoint kT0 = TimePoint(std::chrono::seconds(100));
 TEST(FaultSpec, ParsesEveryKey) {
   auto o = parse_fault_spec(
       "drop=0.05,dup=0.01,reorder=0.02,delay=5ms,jitter=250us,reorder_gap=3ms,seed=7,"
-      "cut=1000000,blackout=2s@3s,rate=100mbit,queue=64k,overhead=42,slots=128");
+      "cut=1000000,blackout=2s@3s,rate=100mbit,queue=64k,burst=32k,overhead=42,slots=128");
   ASSERT_TRUE(o.has_value()) << o.status().message();
   EXPECT_DOUBLE_EQ(o->drop, 0.05);
   EXPECT_DOUBLE_EQ(o->dup, 0.01);
@@ -38,6 +38,7 @@ TEST(FaultSpec, ParsesEveryKey) {
   EXPECT_EQ(o->blackout_start, 3s);
   EXPECT_DOUBLE_EQ(o->rate, 12.5e6);
   EXPECT_EQ(o->queue, 65536u);
+  EXPECT_EQ(o->burst, 32768u);
   EXPECT_EQ(o->overhead, 42u);
   EXPECT_EQ(o->slots, 128u);
   auto empty = parse_fault_spec("");
@@ -183,6 +184,20 @@ TEST(FaultPort, RateLimitDrainsAtTheRateAndDropsWhenTheQueueIsFull) {
     got += r.received().size();
     EXPECT_EQ(got, static_cast<size_t>(ms));
   }
+}
+
+TEST(FaultPort, TokenBucketLetsABurstThroughAfterIdling) {
+  // 8 Mbit/s, a 3000-byte bucket: after idling, three 1000-byte datagrams leave at once,
+  // then one per ms.
+  Rig r("rate=8mbit,queue=10000,burst=3000");
+  r.advance(10ms);
+  for (uint32_t i = 0; i < 6; ++i) r.send(i, 1000);
+  EXPECT_EQ(r.received().size(), 3u);
+  for (int ms = 1; ms <= 3; ++ms) {
+    r.advance(1ms);
+    EXPECT_EQ(r.received().size(), 1u) << ms;
+  }
+  EXPECT_EQ(r.port->stats().queue_drops, 0u);
 }
 
 TEST(FaultPort, BlackoutSilencesBothWaysForItsWindow) {

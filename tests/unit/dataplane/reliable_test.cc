@@ -69,6 +69,7 @@ struct Sender {
   uint64_t next = 0;
   uint64_t reaped = 0;
   bool closed = false;
+  FrameBuf* pending = nullptr;
 
   size_t pump() {
     size_t work = 0;
@@ -79,16 +80,17 @@ struct Sender {
       work += n;
     }
     while (next < total && link->state() != LinkState::kFailed) {
-      FrameBuf* f = link->pool().alloc();
-      if (!f) break;
-      const uint32_t n = spec.payload_len(next);
-      spec.fill(next, f->payload(), n);
-      encode_frame_header(FrameType::kOpaque, next, f->payload(), n, f->data);
-      f->len = kFrameHeaderSize + n;
-      if (link->tx_burst({&f, 1}) == 0) {
-        link->pool().free(f);
-        break;
+      // A frame the link refused waits here for the next offer (filling one costs a lot).
+      if (!pending) {
+        pending = link->pool().alloc();
+        if (!pending) break;
+        const uint32_t n = spec.payload_len(next);
+        spec.fill(next, pending->payload(), n);
+        encode_frame_header(FrameType::kOpaque, next, pending->payload(), n, pending->data);
+        pending->len = kFrameHeaderSize + n;
       }
+      if (link->tx_burst({&pending, 1}) == 0) break;
+      pending = nullptr;
       ++next;
       ++work;
     }
@@ -151,8 +153,12 @@ struct Sim {
   fault::FaultPort* server_fault = nullptr;
   uint64_t iterations = 0;
   uint64_t stalls = 0;  // iterations with no work while a deadline had passed
-  // How late a woken engine runs after a deadline (a real one oversleeps).
+  // How late a woken engine runs after a deadline (a real one oversleeps): `lateness`, plus
+  // with probability hiccup_p a uniformly random extra up to `hiccup` (a loaded host).
   std::chrono::nanoseconds lateness{0};
+  double hiccup_p = 0;
+  std::chrono::nanoseconds hiccup{0};
+  uint64_t hiccup_rng = 12345;
   // A busy receiving host: every stall_every the server stops for stall_for (acks come late
   // and in bursts, while packets that arrive between stalls see the path's true RTT).
   std::chrono::nanoseconds stall_every{0};
@@ -182,6 +188,13 @@ struct Sim {
       // A deadline in the past with no work would spin a real engine: count it, step on.
       if (next <= now) ++stalls;
       now = next > now ? next + lateness : now + 1us;
+      if (hiccup_p > 0) {
+        const double u = static_cast<double>(splitmix(hiccup_rng) >> 11) * 0x1p-53;
+        if (u < hiccup_p) {
+          now += std::chrono::nanoseconds(
+              static_cast<int64_t>(static_cast<double>(hiccup.count()) * u / hiccup_p));
+        }
+      }
     }
     return false;
   }
@@ -479,6 +492,28 @@ TEST(Reliable, SlowReceiverBackPressuresWithoutLoss) {
   EXPECT_EQ(rx.bad, 0u) << rx.first_bad;
   EXPECT_EQ(sim->server->stats().no_buffer_drops, 0u);
   std::printf("slow receiver: %s\n", describe("client", *sim->client).c_str());
+}
+
+TEST(Reliable, BufferHintBoundsWhatWaitsUnsent) {
+  auto sim = open_link("delay=1ms,rate=100mbit,queue=512k", "delay=1ms,seed=2");
+  sim->client->set_buffer_hint(1);  // nothing may wait unsent beyond the frame being cut up
+  Sender tx(sim->client.get());
+  tx.total = UINT64_MAX;
+  tx.spec.fixed_payload = kMaxPayload;
+  Receiver rx(sim->server.get());
+  rx.spec = tx.spec;
+  size_t most_unsent = 0;
+  sim->run(
+      [&] {
+        const size_t w = tx.pump() + rx.pump();
+        // Taken minus reaped frames: one being cut up plus those in flight (at most cwnd).
+        most_unsent = std::max<size_t>(most_unsent, tx.next - tx.reaped);
+        return w;
+      },
+      [] { return false; }, 2s);
+  EXPECT_GT(rx.expected, 10u);  // still flows
+  EXPECT_LE(most_unsent, 4u);
+  EXPECT_EQ(rx.bad, 0u) << rx.first_bad;
 }
 
 TEST(Reliable, CloseReachesPeerAfterEveryFrame) {
