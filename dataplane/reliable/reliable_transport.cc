@@ -316,4 +316,19 @@ Status wait_established(ReliableTransport& link, int timeout_ms) {
   }
 }
 
+json::Value ReliableTransport::link_stats() const {
+  const ReliableStats& s = stats();
+  return json::Value::object({{"packets_sent", s.packets_sent},
+                              {"retransmits", s.retransmits},
+                              {"losses_detected", s.losses_detected},
+                              {"rto_timeouts", s.rto_timeouts},
+                              {"packets_received", s.packets_received},
+                              {"duplicates", s.duplicates},
+                              {"no_buffer_drops", s.no_buffer_drops},
+                              {"srtt_us", s.srtt_us},
+                              {"min_rtt_us", s.min_rtt_us},
+                              {"delivery_rate", s.delivery_rate},
+                              {"pacing_rate", s.pacing_rate}});
+}
+
 }  // namespace ferry::dataplane::reliable

@@ -127,6 +127,8 @@ class ReliableTransport : public Transport {
   // True once the handshake completed (data flows).
   virtual bool established() const noexcept = 0;
   virtual const ReliableStats& stats() const noexcept = 0;
+  // The stats above for --stats-json.
+  json::Value link_stats() const override;
   // The port under this transport (its own counters, e.g. a fault port's).
   virtual DatagramPort& port() noexcept = 0;
 };

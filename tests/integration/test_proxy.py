@@ -494,8 +494,11 @@ def udp_lossy():
             report('udp over a lossy 100 Mbit/s link', info)
             drops = link.qdisc_drops('a') - drops0
             s, _ = check_ferry_counts(fr, info, 1)
+            link_stats = s['per_channel'][0].get('link')
             print('goodput %.1f Mbit/s = %.3fx the shaped rate; tbf dropped %d packets; '
-                  'link: %s' % (goodput / 1e6, goodput / rate_bps, drops, s.get('link')))
+                  'ferry send measured %s' % (goodput / 1e6, goodput / rate_bps, drops, link_stats))
+            check(link_stats is not None and link_stats['retransmits'] > 0,
+                  'no retransmits reported for a link that dropped packets: %s' % link_stats)
             check(drops > 0, 'the short queue dropped nothing: the test did not exercise loss')
             check(goodput >= 0.9 * rate_bps,
                   'goodput %.1f Mbit/s is below 0.9x the shaped 100 Mbit/s' % (goodput / 1e6))
