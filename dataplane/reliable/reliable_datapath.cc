@@ -219,6 +219,8 @@ void ReliableLink::on_data(const uint8_t* d, size_t n, int64_t now) noexcept {
   const uint32_t frame_len = wire::get32(d + 20);
   const uint8_t* body = d + wire::kDataHeaderSize;
   const uint32_t len = static_cast<uint32_t>(n - wire::kDataHeaderSize);
+  newest_pkt_ = pkt;
+  newest_tx_ = wire::get16(d + 2);
 
   if (pkt < rcv_cum_ || (pkt < rcv_high_ && test_bit(rcv_bits_, pkt & pkt_mask_))) {
     ++stats_.duplicates;
@@ -321,6 +323,9 @@ void ReliableLink::on_ack(const uint8_t* d, size_t n, int64_t now) noexcept {
   const uint64_t complete_to = wire::unwrap(wire::get32(d + 16), snd_una_);
   const uint64_t limit = wire::unwrap(wire::get32(d + 20), peer_frame_limit_);
   const int64_t ack_delay = int64_t{wire::get32(d + 24)} * 1000;
+  AckCtx ctx;
+  ctx.echo_pkt = wire::unwrap(wire::get32(d + 28), snd_una_);
+  ctx.echo_tx = wire::get16(d + 32);
   if (cum > snd_nxt_) {
     ++stats_.stray;  // acks what was never sent
     return;
@@ -333,7 +338,6 @@ void ReliableLink::on_ack(const uint8_t* d, size_t n, int64_t now) noexcept {
     known_to_ = std::max(known_to_, complete ? snd_nxt_ : complete_to);
   }
 
-  AckCtx ctx;
   if (cum > snd_una_) ack_range(snd_una_, cum, ctx, now);
   for (size_t i = 0; i < ranges; ++i) {
     const uint8_t* r = d + wire::kAckHeaderSize + i * wire::kRangeSize;
@@ -348,7 +352,7 @@ void ReliableLink::on_ack(const uint8_t* d, size_t n, int64_t now) noexcept {
   rto_backoff_ = 0;
   rto_start_ns_ = now;  // RFC 6298 5.3: an ack of new data restarts the timer
   int64_t rtt = -1;
-  // Karn: a retransmitted packet's ack may be for either copy.
+  // Karn: a resent packet's ack may be for either copy, unless the echo says which.
   if (ctx.have_largest && !ctx.largest_retransmitted) {
     rtt = now - ctx.largest_sent_ns;
     if (rtt - ack_delay >= (have_rtt_ ? min_rtt_ns_ : 0)) rtt -= ack_delay;
@@ -407,7 +411,8 @@ void ReliableLink::on_packet_acked(uint64_t pkt, AckCtx& ctx, int64_t now) noexc
     ctx.ack_elapsed = now - p.delivered_ns;
     first_sent_ns_ = p.sent_ns;
   }
-  const bool ambiguous = p.retransmitted && have_rtt_ && now - p.sent_ns < min_rtt_ns_;
+  // A resent packet dates a delivery only when the echo shows its latest copy arrived.
+  const bool ambiguous = p.retransmitted && !(pkt == ctx.echo_pkt && p.tx == ctx.echo_tx);
   if (!ambiguous &&
       (p.sent_ns > rack_xmit_ns_ || (p.sent_ns == rack_xmit_ns_ && pkt > rack_pkt_))) {
     rack_xmit_ns_ = p.sent_ns;
@@ -418,7 +423,7 @@ void ReliableLink::on_packet_acked(uint64_t pkt, AckCtx& ctx, int64_t now) noexc
     ctx.have_largest = true;
     ctx.largest = pkt;
     ctx.largest_sent_ns = p.sent_ns;
-    ctx.largest_retransmitted = p.retransmitted;
+    ctx.largest_retransmitted = ambiguous;
   }
   if (p.fin) {
     fin_acked_ = true;
@@ -553,8 +558,8 @@ size_t ReliableLink::send_probe(int64_t now) noexcept {
   const uint64_t pkt = snd_una_;
   const uint32_t idx = static_cast<uint32_t>(pkt & pkt_mask_);
   const SentPacket& p = pkts_[idx];
-  wire::put_data(tx_hdr_[0], p.fin ? wire::kFlagFin : 0, conn_, pkt, p.frame, p.offset,
-                 p.fin ? 0 : txf_[p.frame & txf_mask_].len);
+  wire::put_data(tx_hdr_[0], p.fin ? wire::kFlagFin : 0, static_cast<uint16_t>(p.tx + 1), conn_,
+                 pkt, p.frame, p.offset, p.fin ? 0 : txf_[p.frame & txf_mask_].len);
   const uint8_t* body = p.fin ? nullptr : txf_[p.frame & txf_mask_].buf->data + p.offset;
   tx_out_[0] = {{tx_hdr_[0], wire::kDataHeaderSize}, {body, p.len}};
   if (port_->send_burst({tx_out_, 1}) != 1) {
@@ -611,6 +616,9 @@ bool ReliableLink::send_ack(int64_t now) noexcept {
   wire::put32(ack_buf_ + 16, static_cast<uint32_t>(complete_to));
   wire::put32(ack_buf_ + 20, static_cast<uint32_t>(granted_));
   wire::put32(ack_buf_ + 24, static_cast<uint32_t>(std::min<int64_t>(delay / 1000, UINT32_MAX)));
+  wire::put32(ack_buf_ + 28, static_cast<uint32_t>(newest_pkt_));
+  wire::put16(ack_buf_ + 32, newest_tx_);
+  wire::put16(ack_buf_ + 34, 0);
   if (!send_control(ack_buf_, wire::kAckHeaderSize + n * wire::kRangeSize, now)) return false;
   // A list cut short goes on in the next ack; a complete one starts over at cum.
   sack_from_ = complete_to < rcv_high_ ? complete_to : 0;
@@ -700,8 +708,10 @@ size_t ReliableLink::send_data(int64_t now) noexcept {
       plan = plan_next(it, c);
       if (plan != Plan::kItem) break;
       if (it.retransmit) tx_retx_pos_[k] = c.retx - 1;
-      wire::put_data(tx_hdr_[k], it.fin ? wire::kFlagFin : 0, conn_, it.pkt, it.frame, it.offset,
-                     it.fin ? 0 : txf_[it.frame & txf_mask_].len);
+      const uint16_t tx =
+          it.retransmit ? static_cast<uint16_t>(pkts_[it.pkt & pkt_mask_].tx + 1) : 0;
+      wire::put_data(tx_hdr_[k], it.fin ? wire::kFlagFin : 0, tx, conn_, it.pkt, it.frame,
+                     it.offset, it.fin ? 0 : txf_[it.frame & txf_mask_].len);
       const uint8_t* body = it.fin ? nullptr : txf_[it.frame & txf_mask_].buf->data + it.offset;
       tx_out_[k] = {{tx_hdr_[k], wire::kDataHeaderSize}, {body, it.len}};
       const size_t size = wire::kDataHeaderSize + it.len;
@@ -762,6 +772,7 @@ void ReliableLink::commit(const TxItem& it, int64_t now, double ns_per_byte) noe
     }
   } else {
     p.retransmitted = true;
+    ++p.tx;
     ++stats_.retransmits;
   }
   if (inflight_ == 0) {

@@ -83,6 +83,7 @@ class ReliableLink final : public ReliableTransport {
     uint32_t next = kNil;
     uint16_t size = 0;  // datagram bytes
     PktState state = PktState::kAcked;
+    uint16_t tx = 0;  // transmissions after the first (its latest copy's number)
     bool retransmitted = false;
     bool app_limited = false;
     bool fin = false;
@@ -128,6 +129,8 @@ class ReliableLink final : public ReliableTransport {
     bool largest_retransmitted = false;
     bool have_prior = false;
     bool from_lost = false;  // delivered a packet declared lost or resent: no rate sample
+    uint64_t echo_pkt = 0;   // the receiver's newest arrival: packet and transmission
+    uint16_t echo_tx = 0;
     RateSample rs;
     int64_t prior_ns = 0;
     int64_t send_elapsed = 0;
@@ -271,6 +274,8 @@ class ReliableLink final : public ReliableTransport {
   bool ack_now_ = false;
   int64_t ack_due_ = kNeverNs;
   int64_t newest_rx_ns_ = 0;
+  uint64_t newest_pkt_ = 0;  // the packet that arrived last (acks echo it), and its copy
+  uint16_t newest_tx_ = 0;
 
   // Scratch, sized at create.
   std::vector<uint8_t> rx_buf_;

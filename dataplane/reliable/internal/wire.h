@@ -16,15 +16,16 @@
 //     pkt_window    packets it tracks beyond its cumulative ack (the peer sends no further)
 //     frame_credit  frames the peer may send before the first ACK (its free rx buffers)
 //     max_frame     the largest frame it accepts
-//   data     := common(kind=3, flags=FIN?) pkt:u32 frame:u32 offset:u32 frame_len:u32 body
-//                                                                                   (24 + n)
+//   data     := common(kind=3, flags=FIN?, aux=tx) pkt:u32 frame:u32 offset:u32
+//               frame_len:u32 body                                                 (24 + n)
 //     pkt      packet number 0, 1, ... per direction; a retransmission reuses its number
+//     tx       which transmission of pkt this is: 0 the first, 1.. resends (mod 2^16)
 //     body     bytes [offset, offset + n) of frame number `frame`, whose length is frame_len:
 //              the receiver copies it straight to that offset of the frame's pool buffer
 //     FIN      no body; frame = the number of frames sent before the end (reliable like data)
 //   ack      := common(kind=4, flags=COMPLETE?, aux=n) cum:u32 from:u32 complete_to:u32
-//   frame_limit:u32
-//               ack_delay_us:u32 range[n]                                           (28 + 8n)
+//               frame_limit:u32 ack_delay_us:u32 newest:u32 newest_tx:u16 0:u16
+//               range[n]                                                            (36 + 8n)
 //     cum          every packet below it was received
 //     range        lo:u32 hi:u32: packets [lo, hi) received, above cum, ascending
 //     from, complete_to  every received packet in [from, complete_to) is in a range; a list
@@ -35,6 +36,10 @@
 //     frame_limit  the sender may send frames numbered below it (flow control: the
 //                  receiver's free rx buffers); never decreases
 //     ack_delay_us how long the receiver held this ack after its newest packet arrived
+//     newest, newest_tx  the packet (and its transmission) that arrived last: tells which
+//                  copy of a resent packet got there (an ack of the first copy is no news
+//                  of the resend: without this, a late ack would date the delivery from the
+//                  resend and make every packet sent before it look lost)
 //     An ACK with nothing new is also the heartbeat.
 //   reset    := common(kind=5, aux=reason)                                               (8)
 //     reason   1 protocol error; the receiver fails the link
@@ -82,6 +87,9 @@ struct WireAck {
   uint8_t complete_to[4];
   uint8_t frame_limit[4];
   uint8_t ack_delay_us[4];
+  uint8_t newest[4];
+  uint8_t newest_tx[2];
+  uint8_t reserved[2];
 };
 struct WireRange {
   uint8_t lo[4];
@@ -91,7 +99,7 @@ struct WireRange {
 inline constexpr size_t kCommonSize = 8;
 inline constexpr size_t kSynSize = 24;
 inline constexpr size_t kDataHeaderSize = 24;
-inline constexpr size_t kAckHeaderSize = 28;
+inline constexpr size_t kAckHeaderSize = 36;
 inline constexpr size_t kRangeSize = 8;
 inline constexpr size_t kMaxAckRanges = 64;
 inline constexpr size_t kMaxAckSize = kAckHeaderSize + kMaxAckRanges * kRangeSize;
@@ -147,9 +155,9 @@ inline SynParams get_syn(const uint8_t* p) {
   return {get32(p + 8), get32(p + 12), get32(p + 16), get32(p + 20)};
 }
 
-inline void put_data(uint8_t* p, uint8_t flags, uint32_t conn, uint64_t pkt, uint64_t frame,
-                     uint32_t offset, uint32_t frame_len) {
-  put_common(p, kData, flags, 0, conn);
+inline void put_data(uint8_t* p, uint8_t flags, uint16_t tx, uint32_t conn, uint64_t pkt,
+                     uint64_t frame, uint32_t offset, uint32_t frame_len) {
+  put_common(p, kData, flags, tx, conn);
   put32(p + 8, static_cast<uint32_t>(pkt));
   put32(p + 12, static_cast<uint32_t>(frame));
   put32(p + 16, offset);

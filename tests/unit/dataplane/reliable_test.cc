@@ -397,6 +397,22 @@ TEST(Reliable, SurvivesTwoSecondBlackout) {
               describe("client", *sim->client).c_str());
 }
 
+TEST(Reliable, StalledPeerCostsOneProbePerTimeout) {
+  // A clean link; the receiving host freezes for 20 ms every 200 ms, past the retransmit
+  // timeout. Each timeout resends one packet, not the window.
+  auto sim = open_link("delay=1ms,rate=100mbit,queue=512k,seed=45", "delay=1ms,seed=46");
+  sim->stall_every = 200ms;
+  sim->stall_for = 20ms;
+  const Transfer t = transfer(*sim, 96);
+  const ReliableStats& s = sim->client->stats();
+  EXPECT_GT(s.rto_timeouts, 5u);
+  EXPECT_LE(s.retransmits, s.rto_timeouts + 2);
+  EXPECT_EQ(sim->client_fault->stats().queue_drops, 0u);
+  std::printf("stalled peer: %.1f MB in %.2f s virtual, %llu timeouts, %llu retransmits\n",
+              t.bytes / 1e6, t.seconds, (unsigned long long)s.rto_timeouts,
+              (unsigned long long)s.retransmits);
+}
+
 TEST(Reliable, CutFailsBothEndsAfterLivenessTimeout) {
   auto sim = open_link("delay=1ms,rate=100mbit,queue=128k,seed=51,cut=3m", "delay=1ms,seed=52");
   Sender tx{sim->client.get()};
