@@ -92,6 +92,16 @@ void wait_link(Transport& link, bool want_rx, bool want_tx, TimePoint until) {
   ::poll(&p, link.wait_fd() >= 0 && ev ? 1 : 0, static_cast<int>(std::max<int64_t>(ms, 1)));
 }
 
+// Returns every transmitted frame to its pool; the count.
+size_t reap_all(Transport& link) {
+  size_t total = 0;
+  FrameBuf* done[8];
+  for (size_t n; (n = link.reap_tx(done)) > 0; total += n) {
+    for (size_t i = 0; i < n; ++i) done[i]->pool->free(done[i]);
+  }
+  return total;
+}
+
 Status link_error(Transport& link, const char* doing) {
   if (link.state() == LinkState::kFailed) return link.error();
   return Status(ErrorCode::kClosed, std::string("peer closed the link while ") + doing);
@@ -104,10 +114,7 @@ Status send_frame(Transport& link, FrameType type, uint64_t seq, std::span<const
   const TimePoint deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
   FrameBuf* f = nullptr;
   while (!(f = link.pool().alloc())) {
-    FrameBuf* done[8];
-    size_t n = link.reap_tx(done);
-    for (size_t i = 0; i < n; ++i) done[i]->pool->free(done[i]);
-    if (n) continue;
+    if (reap_all(link)) continue;
     if (Clock::now() >= deadline) return Status(ErrorCode::kTimeout, "no free frame buffer");
     link.progress(Clock::now());
     wait_link(link, false, true, deadline);
@@ -138,9 +145,7 @@ Status drain_tx(Transport& link, int timeout_ms) {
   const TimePoint deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
   for (;;) {
     link.progress(Clock::now());
-    FrameBuf* done[8];
-    size_t n = link.reap_tx(done);
-    for (size_t i = 0; i < n; ++i) done[i]->pool->free(done[i]);
+    reap_all(link);
     if (link.tx_in_flight_bytes() == 0) return Status::ok();
     if (link.state() == LinkState::kFailed) return link.error();
     if (Clock::now() >= deadline) {
@@ -156,9 +161,7 @@ Result<FrameBuf*> recv_frame(Transport& link, int timeout_ms) {
   const TimePoint deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
   for (;;) {
     link.progress(Clock::now());
-    FrameBuf* done[8];
-    size_t n = link.reap_tx(done);
-    for (size_t i = 0; i < n; ++i) done[i]->pool->free(done[i]);
+    reap_all(link);
     FrameBuf* f = nullptr;
     if (link.rx_burst({&f, 1}) == 1) return f;
     if (link.state() != LinkState::kOpen) return link_error(link, "waiting for a frame");
