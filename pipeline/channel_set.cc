@@ -60,29 +60,26 @@ ChannelSet::~ChannelSet() {
 void ChannelSet::start(uint16_t index, QemuEnd qemu, bool own_fds,
                        std::unique_ptr<dataplane::Transport> link,
                        std::unique_ptr<PageStreamEncoder> encoder) {
-  auto ch = std::make_unique<Channel>();
-  ch->index = index;
-  ch->qemu = qemu;
-  ch->own_fds = own_fds;
-  ch->link = std::move(link);
-  ch->encoder = encoder.get();
-  ch->codec = std::move(encoder);
-  start_channel(std::move(ch));
+  PageStreamEncoder* typed = encoder.get();
+  start_channel(index, qemu, own_fds, std::move(link), std::move(encoder), typed);
 }
 
 void ChannelSet::start(uint16_t index, QemuEnd qemu, bool own_fds,
                        std::unique_ptr<dataplane::Transport> link,
                        std::unique_ptr<PageStreamDecoder> decoder) {
+  start_channel(index, qemu, own_fds, std::move(link), std::move(decoder), nullptr);
+}
+
+void ChannelSet::start_channel(uint16_t index, QemuEnd qemu, bool own_fds,
+                               std::unique_ptr<dataplane::Transport> link,
+                               std::unique_ptr<StreamCodec> codec, PageStreamEncoder* encoder) {
   auto ch = std::make_unique<Channel>();
   ch->index = index;
   ch->qemu = qemu;
   ch->own_fds = own_fds;
   ch->link = std::move(link);
-  ch->codec = std::move(decoder);
-  start_channel(std::move(ch));
-}
-
-void ChannelSet::start_channel(std::unique_ptr<Channel> ch) {
+  ch->codec = std::move(codec);
+  ch->encoder = encoder;
   const bool sender = role_ == PumpRole::kSender;
   // The stream is parsed once: by the encoder when there is one, else by the tap.
   StreamTap* stream_tap = ch->encoder ? nullptr : &ch->tap;

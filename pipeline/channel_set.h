@@ -81,7 +81,11 @@ class ChannelSet {
 
  private:
   struct Channel;
-  void start_channel(std::unique_ptr<Channel> ch);
+  // The one way a channel starts: codec owns the page codec (either side), encoder is the same
+  // object typed when this side encodes.
+  void start_channel(uint16_t index, QemuEnd qemu, bool own_fds,
+                     std::unique_ptr<dataplane::Transport> link, std::unique_ptr<StreamCodec> codec,
+                     PageStreamEncoder* encoder);
   void reap_locked();
   void join_all_locked();
 
