@@ -24,15 +24,9 @@ void reject(dataplane::Transport& t, const std::string& why) {
 }  // namespace
 
 RecvSession::RecvSession(RecvOptions options)
-    : opt_(std::move(options)), stop_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
-  set_.set_poll_mode(opt_.poll_mode);
-}
+    : SessionBase(PumpRole::kReceiver, options.poll_mode), opt_(std::move(options)) {}
 
-RecvSession::~RecvSession() {
-  abort();
-  if (acceptor_.joinable()) acceptor_.join();
-  ::close(stop_fd_);
-}
+RecvSession::~RecvSession() { stop(); }
 
 Status RecvSession::listen(const std::string& listen_spec, const std::string& qemu_spec) {
   auto qemu = dataplane::parse_endpoint(qemu_spec);
@@ -124,23 +118,6 @@ void RecvSession::accept_loop() {
   set_.join_all();
   error_ = error;
   done_.set();
-}
-
-std::string RecvSession::wait(const std::function<void()>& tick) {
-  if (tick && acceptor_.joinable()) {
-    while (!done_.wait_for(std::chrono::seconds(1))) tick();
-  }
-  if (acceptor_.joinable()) acceptor_.join();
-  set_.join_all();
-  if (error_.empty() && set_.failed()) return set_.first_error();
-  return error_;
-}
-
-void RecvSession::abort() {
-  uint64_t one = 1;
-  ssize_t r = ::write(stop_fd_, &one, sizeof one);
-  (void)r;
-  set_.abort_all();
 }
 
 }  // namespace ferry::pipeline

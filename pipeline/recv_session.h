@@ -17,7 +17,7 @@
 #include "dataplane/net.h"
 #include "dataplane/transport.h"
 #include "pipeline/channel_set.h"
-#include "pipeline/internal/done_latch.h"
+#include "pipeline/internal/session_base.h"
 
 namespace ferry::pipeline {
 
@@ -30,12 +30,10 @@ struct RecvOptions {
   std::function<void(const std::string& where, const std::string& why)> on_refused;
 };
 
-class RecvSession {
+class RecvSession : public internal::SessionBase {
  public:
   explicit RecvSession(RecvOptions options);
   ~RecvSession();  // stops everything still running
-  RecvSession(const RecvSession&) = delete;
-  RecvSession& operator=(const RecvSession&) = delete;
 
   // Listens for ferry send on listen_spec (TRANSPORT:ADDRESS); qemu_spec (unix:PATH) is the
   // destination QEMU's incoming socket, connected to once per channel. Fails with one
@@ -44,15 +42,7 @@ class RecvSession {
   // Begins accepting on a thread.
   void start();
 
-  // Blocks until every channel ended (or the session failed and was stopped). Returns "" on
-  // success, else the first error as one sentence. tick, when given, runs on the calling
-  // thread about once a second meanwhile (a progress line).
-  std::string wait(const std::function<void()>& tick = nullptr);
-  bool done() const { return done_.is_set(); }
-  // Stops the session now: the destination QEMU sees its incoming migration fail.
-  void abort();
-
-  ChannelSet& channels() { return set_; }
+  // wait(), done(), abort(), channels(): internal/session_base.h.
 
  private:
   void accept_loop();
@@ -61,11 +51,6 @@ class RecvSession {
   std::string qemu_spec_;
   dataplane::Endpoint qemu_;
   std::unique_ptr<dataplane::Listener> listener_;
-  ChannelSet set_{PumpRole::kReceiver};
-  std::thread acceptor_;
-  int stop_fd_ = -1;   // eventfd: ends the accept loop early
-  std::string error_;  // written by the accept thread before it ends
-  internal::DoneLatch done_;
 };
 
 }  // namespace ferry::pipeline

@@ -14,23 +14,18 @@
 #include "pipeline/page_stream.h"
 
 namespace ferry::pipeline {
-namespace {}  // namespace
 
 SendSession::SendSession(SendOptions options)
-    : opt_(std::move(options)),
-      session_id_(std::random_device{}() | (static_cast<uint64_t>(std::random_device{}()) << 32)),
-      stop_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
-  set_.set_poll_mode(opt_.poll_mode);
-}
+    : SessionBase(PumpRole::kSender, options.poll_mode),
+      opt_(std::move(options)),
+      session_id_(std::random_device{}() | (static_cast<uint64_t>(std::random_device{}()) << 32)) {}
 
 SendSession::~SendSession() {
-  abort();
-  if (acceptor_.joinable()) acceptor_.join();
+  stop();
   if (listen_fd_ >= 0) {
     ::close(listen_fd_);
     ::unlink(unix_path_.c_str());
   }
-  ::close(stop_fd_);
 }
 
 std::unique_ptr<PageStreamEncoder> SendSession::make_codec() const {
@@ -119,23 +114,6 @@ Status SendSession::start_stdio() {
     done_.set();
   });
   return Status::ok();
-}
-
-std::string SendSession::wait(const std::function<void()>& tick) {
-  if (tick && acceptor_.joinable()) {
-    while (!done_.wait_for(std::chrono::seconds(1))) tick();
-  }
-  if (acceptor_.joinable()) acceptor_.join();
-  set_.join_all();
-  if (error_.empty() && set_.failed()) return set_.first_error();
-  return error_;
-}
-
-void SendSession::abort() {
-  uint64_t one = 1;
-  ssize_t r = ::write(stop_fd_, &one, sizeof one);
-  (void)r;
-  set_.abort_all();
 }
 
 }  // namespace ferry::pipeline

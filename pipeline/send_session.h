@@ -16,7 +16,7 @@
 
 #include "encoders/page_codec.h"
 #include "pipeline/channel_set.h"
-#include "pipeline/internal/done_latch.h"
+#include "pipeline/internal/session_base.h"
 
 namespace ferry::pipeline {
 
@@ -29,12 +29,10 @@ struct SendOptions {
   dataplane::PollMode poll_mode = dataplane::PollMode::kAdaptive;  // each channel's engine
 };
 
-class SendSession {
+class SendSession : public internal::SessionBase {
  public:
   explicit SendSession(SendOptions options);
   ~SendSession();  // stops everything still running
-  SendSession(const SendSession&) = delete;
-  SendSession& operator=(const SendSession&) = delete;
 
   // Socket mode. listen() makes the socket (QEMU may connect from then on); start() begins
   // accepting on a thread.
@@ -43,16 +41,7 @@ class SendSession {
   // stdio mode: opens the link and starts the one channel on fds 0 (stream) and 1 (RP).
   Status start_stdio();
 
-  // Blocks until every channel ended (or the session failed and was stopped). Returns "" on
-  // success, else the first error as one sentence. tick, when given, runs on the calling
-  // thread about once a second meanwhile (a progress line).
-  std::string wait(const std::function<void()>& tick = nullptr);
-  // Non-blocking: the session has ended (wait() would return at once).
-  bool done() const { return done_.is_set(); }
-  // Stops the session now (a policy decision): QEMU sees its migration fail.
-  void abort();
-
-  ChannelSet& channels() { return set_; }
+  // wait(), done(), abort(), channels(): internal/session_base.h.
 
  private:
   Result<std::unique_ptr<dataplane::Transport>> open_link(uint16_t index);
@@ -61,13 +50,8 @@ class SendSession {
 
   SendOptions opt_;
   uint64_t session_id_;
-  ChannelSet set_{PumpRole::kSender};
   int listen_fd_ = -1;
   std::string unix_path_;
-  std::thread acceptor_;
-  int stop_fd_ = -1;   // eventfd: ends the accept loop early
-  std::string error_;  // written by the accept thread before it ends
-  internal::DoneLatch done_;
 };
 
 }  // namespace ferry::pipeline
