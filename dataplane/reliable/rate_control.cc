@@ -113,7 +113,9 @@ void RateControl::on_ack(const RateSample& rs, uint64_t delivered, uint64_t infl
   if (rs.interval_ns > 0 && rs.delivered > 0) {
     const uint64_t rate = static_cast<uint64_t>(static_cast<double>(rs.delivered) * 1e9 /
                                                 static_cast<double>(rs.interval_ns));
-    if (!rs.app_limited || rate >= bw_.get()) {
+    // A no_raise sample at or above the max would raise or renew it (the filter takes >=).
+    const bool counts = rs.no_raise ? rate < bw_.get() : !rs.app_limited || rate >= bw_.get();
+    if (counts) {
       bw_.update(static_cast<int64_t>(round_), kBwWindowRounds, rate);
     }
   }

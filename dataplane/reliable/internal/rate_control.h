@@ -45,6 +45,12 @@ struct RateSample {
   bool app_limited = false;      // the sender had nothing to send back then
   int64_t rtt_ns = -1;           // an RTT sample with this ack, or -1
   uint64_t acked = 0;            // bytes newly acked by this ack
+  // The ack delivered packets declared lost or resent: their bytes may come from outside
+  // the flight the interval measures (after a timeout, a whole window in one round trip),
+  // so the sample may lower the estimate but never raise (or renew) it. It still counts:
+  // on a link losing much, most acks carry a resent packet, and skipping them would freeze
+  // the max filter (it ages only with samples) at whatever spurious peak it held.
+  bool no_raise = false;
 };
 
 class RateControl {

@@ -20,6 +20,7 @@
 #include "dataplane/fault/fault_port.h"
 #include "dataplane/loopback/loopback_datagram.h"
 #include "dataplane/protocol.h"
+#include "dataplane/reliable/internal/rate_control.h"
 #include "dataplane/reliable/reliable_transport.h"
 
 namespace ferry::dataplane::reliable {
@@ -688,6 +689,37 @@ TEST(ReliableRate, LateEngineDoesNotShrinkTheRate) {
   const double ratio = saturate("rate=100mbit,queue=64k,overhead=42,delay=5ms,seed=95", 100e6 / 8,
                                 10, "100mbit, engine 2 ms late", 2ms);
   EXPECT_GE(ratio, 0.9);
+}
+
+TEST(ReliableRate, SpuriousPeakAgesOutWhileEveryAckCarriesAResend) {
+  // A first flight sent in one burst and absorbed by the path at once gave a 600 MB/s sample
+  // on a 12.5 MB/s link; from then on, pacing at that rate, nearly every ack delivers a
+  // resent packet. Those samples may not raise the estimate, but they must age the peak out
+  // (skipping them froze it for the whole run).
+  RateControl cc;
+  const uint32_t mss = 1400;
+  cc.init(mss, 32, 100'000, 0);
+  int64_t now = 1'000'000;
+  uint64_t delivered = 0;
+  auto ack = [&](uint64_t bytes, int64_t interval_ns, bool no_raise) {
+    RateSample rs;
+    rs.prior_delivered = delivered;
+    delivered += bytes;
+    rs.delivered = bytes;
+    rs.interval_ns = interval_ns;
+    rs.acked = bytes;
+    rs.rtt_ns = 5'000'000;
+    rs.no_raise = no_raise;
+    now += interval_ns;
+    cc.on_ack(rs, delivered, 64 * mss, now);
+  };
+  ack(47'104, 78'000, false);
+  EXPECT_GT(cc.bandwidth(), 500'000'000u);
+  for (int round = 0; round < 30; ++round) ack(62'500, 5'000'000, true);
+  EXPECT_LE(cc.bandwidth(), 12'500'000u);
+  // And a no_raise sample above the estimate neither raises nor renews it.
+  ack(62'500, 50'000, true);
+  EXPECT_LE(cc.bandwidth(), 12'500'000u);
 }
 
 TEST(ReliableRate, HonoursMaxRate) {
