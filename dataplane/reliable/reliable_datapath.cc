@@ -373,6 +373,11 @@ void ReliableLink::on_ack(const uint8_t* d, size_t n, int64_t now) noexcept {
     if (have_rtt_ && ctx.send_elapsed < min_rtt_ns_) {
       rs.interval_ns = std::max(rs.interval_ns, kBurstSampleFloorNs);
     }
+    // Acks compressed by a receiver that drains a backlog at once: an interval shorter than
+    // the smoothed RTT (up to the floor) is not a rate either. Held to it, not discarded:
+    // the sample can only come out lower.
+    if (have_rtt_)
+      rs.interval_ns = std::max(rs.interval_ns, std::min(srtt_ns_, kBurstSampleFloorNs));
     // Shorter than an RTT: ack compression, not a rate (the estimation draft's rule).
     if (have_rtt_ && rs.interval_ns < min_rtt_ns_) rs.interval_ns = 0;
     rs.no_raise = ctx.from_lost;

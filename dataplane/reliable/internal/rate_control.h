@@ -81,6 +81,9 @@ class RateControl {
   WindowedFilter min_rtt_{false};  // ns over time
   int64_t min_rtt_ns_ = 0;
   uint64_t round_ = 0;
+  uint64_t bw_round_ = 0;         // the round of the last sample the max filter counted
+  uint64_t round_best_ = 0;       // the best delivery rate of this round, of any sample
+  uint64_t last_round_best_ = 0;  // and of the previous round
   uint64_t next_round_delivered_ = 0;
   uint64_t full_bw_ = 0;
   int full_bw_rounds_ = 0;

@@ -722,6 +722,31 @@ TEST(ReliableRate, SpuriousPeakAgesOutWhileEveryAckCarriesAResend) {
   EXPECT_LE(cc.bandwidth(), 12'500'000u);
 }
 
+TEST(ReliableRate, SpuriousPeakAgesOutWhileEverySampleIsAppLimited) {
+  // Pacing far above the link, the sender empties its queue at once: every sample is
+  // app-limited and below the peak, so none is counted; the peak must still go stale.
+  RateControl cc;
+  cc.init(1400, 32, 100'000, 0);
+  int64_t now = 1'000'000;
+  uint64_t delivered = 0;
+  auto ack = [&](uint64_t bytes, int64_t interval_ns, bool app_limited) {
+    RateSample rs;
+    rs.prior_delivered = delivered;
+    delivered += bytes;
+    rs.delivered = bytes;
+    rs.interval_ns = interval_ns;
+    rs.acked = bytes;
+    rs.rtt_ns = 5'000'000;
+    rs.app_limited = app_limited;
+    now += interval_ns;
+    cc.on_ack(rs, delivered, 64 * 1400, now);
+  };
+  ack(47'104, 78'000, false);
+  EXPECT_GT(cc.bandwidth(), 500'000'000u);
+  for (int round = 0; round < 30; ++round) ack(62'500, 5'000'000, true);
+  EXPECT_LE(cc.bandwidth(), 12'500'000u);
+}
+
 TEST(ReliableRate, HonoursMaxRate) {
   ReliableOptions o = test_options();
   o.max_rate = 2'000'000;
