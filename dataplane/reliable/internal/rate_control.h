@@ -47,9 +47,7 @@ struct RateSample {
   uint64_t acked = 0;            // bytes newly acked by this ack
   // The ack delivered packets declared lost or resent: their bytes may come from outside
   // the flight the interval measures (after a timeout, a whole window in one round trip),
-  // so the sample may lower the estimate but never raise (or renew) it. It still counts:
-  // on a link losing much, most acks carry a resent packet, and skipping them would freeze
-  // the max filter (it ages only with samples) at whatever spurious peak it held.
+  // so the sample is not counted; it marks the round as lossy (see RateControl::on_ack).
   bool no_raise = false;
 };
 
@@ -84,6 +82,7 @@ class RateControl {
   uint64_t bw_round_ = 0;         // the round of the last sample the max filter counted
   uint64_t round_best_ = 0;       // the best delivery rate of this round, of any sample
   uint64_t last_round_best_ = 0;  // and of the previous round
+  bool round_lossy_ = false;      // this round delivered resent packets
   uint64_t next_round_delivered_ = 0;
   uint64_t full_bw_ = 0;
   int full_bw_rounds_ = 0;

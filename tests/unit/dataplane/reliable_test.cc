@@ -691,45 +691,16 @@ TEST(ReliableRate, LateEngineDoesNotShrinkTheRate) {
   EXPECT_GE(ratio, 0.9);
 }
 
-TEST(ReliableRate, SpuriousPeakAgesOutWhileEveryAckCarriesAResend) {
-  // A first flight sent in one burst and absorbed by the path at once gave a 600 MB/s sample
-  // on a 12.5 MB/s link; from then on, pacing at that rate, nearly every ack delivers a
-  // resent packet. Those samples may not raise the estimate, but they must age the peak out
-  // (skipping them froze it for the whole run).
+// A first flight sent in one burst and absorbed by the path at once gave a 600 MB/s sample on
+// a 12.5 MB/s link. Pacing far above the link, the sender then empties its queue at once, so
+// every sample is app-limited (below the peak: not counted) or delivers a resent packet (not
+// counted): the max filter, which ages only when fed, held the peak for the whole run.
+struct PeakRig {
   RateControl cc;
-  const uint32_t mss = 1400;
-  cc.init(mss, 32, 100'000, 0);
   int64_t now = 1'000'000;
   uint64_t delivered = 0;
-  auto ack = [&](uint64_t bytes, int64_t interval_ns, bool no_raise) {
-    RateSample rs;
-    rs.prior_delivered = delivered;
-    delivered += bytes;
-    rs.delivered = bytes;
-    rs.interval_ns = interval_ns;
-    rs.acked = bytes;
-    rs.rtt_ns = 5'000'000;
-    rs.no_raise = no_raise;
-    now += interval_ns;
-    cc.on_ack(rs, delivered, 64 * mss, now);
-  };
-  ack(47'104, 78'000, false);
-  EXPECT_GT(cc.bandwidth(), 500'000'000u);
-  for (int round = 0; round < 30; ++round) ack(62'500, 5'000'000, true);
-  EXPECT_LE(cc.bandwidth(), 12'500'000u);
-  // And a no_raise sample above the estimate neither raises nor renews it.
-  ack(62'500, 50'000, true);
-  EXPECT_LE(cc.bandwidth(), 12'500'000u);
-}
-
-TEST(ReliableRate, SpuriousPeakAgesOutWhileEverySampleIsAppLimited) {
-  // Pacing far above the link, the sender empties its queue at once: every sample is
-  // app-limited and below the peak, so none is counted; the peak must still go stale.
-  RateControl cc;
-  cc.init(1400, 32, 100'000, 0);
-  int64_t now = 1'000'000;
-  uint64_t delivered = 0;
-  auto ack = [&](uint64_t bytes, int64_t interval_ns, bool app_limited) {
+  PeakRig() { cc.init(1400, 32, 100'000, 0); }
+  void ack(uint64_t bytes, int64_t interval_ns, bool app_limited, bool no_raise) {
     RateSample rs;
     rs.prior_delivered = delivered;
     delivered += bytes;
@@ -738,13 +709,29 @@ TEST(ReliableRate, SpuriousPeakAgesOutWhileEverySampleIsAppLimited) {
     rs.acked = bytes;
     rs.rtt_ns = 5'000'000;
     rs.app_limited = app_limited;
+    rs.no_raise = no_raise;
     now += interval_ns;
     cc.on_ack(rs, delivered, 64 * 1400, now);
-  };
-  ack(47'104, 78'000, false);
-  EXPECT_GT(cc.bandwidth(), 500'000'000u);
-  for (int round = 0; round < 30; ++round) ack(62'500, 5'000'000, true);
-  EXPECT_LE(cc.bandwidth(), 12'500'000u);
+  }
+};
+
+TEST(ReliableRate, SpuriousPeakAgesOutWhenPacingOverrunsThePath) {
+  PeakRig r;
+  r.ack(47'104, 78'000, false, false);
+  EXPECT_GT(r.cc.bandwidth(), 500'000'000u);
+  for (int round = 0; round < 30; ++round) {
+    r.ack(62'500, 5'000'000, true, false);
+    r.ack(1'400, 100'000, false, true);  // the same round delivered a resent packet
+  }
+  EXPECT_LE(r.cc.bandwidth(), 12'500'000u);
+}
+
+TEST(ReliableRate, AppLimitedWithoutLossKeepsTheEstimate) {
+  PeakRig r;
+  r.ack(47'104, 4'000'000, false, false);  // 11.8 MB/s
+  const uint64_t bw = r.cc.bandwidth();
+  for (int round = 0; round < 30; ++round) r.ack(6'250, 5'000'000, true, false);
+  EXPECT_EQ(r.cc.bandwidth(), bw);
 }
 
 TEST(ReliableRate, HonoursMaxRate) {
