@@ -113,9 +113,28 @@ void RateControl::on_ack(const RateSample& rs, uint64_t delivered, uint64_t infl
   if (rs.interval_ns > 0 && rs.delivered > 0) {
     const uint64_t rate = static_cast<uint64_t>(static_cast<double>(rs.delivered) * 1e9 /
                                                 static_cast<double>(rs.interval_ns));
-    if (!rs.app_limited || rate >= bw_.get()) {
+    const bool counts = !rs.no_raise && (!rs.app_limited || rate >= bw_.get());
+    if (counts) {
       bw_.update(static_cast<int64_t>(round_), kBwWindowRounds, rate);
+      bw_round_ = round_;
     }
+    if (!rs.no_raise) round_best_ = std::max(round_best_, rate);
+  }
+  if (rs.no_raise) round_lossy_ = true;
+  // The max filter ages only when fed. A sender pacing far above a spurious peak sends all
+  // it has at once, so every sample is app-limited (and below the peak: not counted), and
+  // the peak would stand for good. A whole window without a counted sample makes it stale:
+  // the best delivery rate of the last round (app-limited ones included: the path carried at
+  // least that) takes its place, but only after a round that delivered resent packets (the
+  // pacing overran the path): an application that merely sends less must not pull it down.
+  if (round_start) {
+    if (round_ > bw_round_ + kBwWindowRounds && last_round_best_ > 0 && round_lossy_) {
+      bw_.update(static_cast<int64_t>(round_), kBwWindowRounds, last_round_best_);
+      bw_round_ = round_;
+    }
+    last_round_best_ = round_best_;
+    round_best_ = 0;
+    round_lossy_ = false;
   }
   // The pipe is full when three rounds in a row did not raise the bandwidth by 25 %.
   if (!filled_pipe_ && round_start && !rs.app_limited) {

@@ -31,6 +31,8 @@ constexpr int64_t kMinReorderNs = kMs;
 constexpr int64_t kCatchUp = 4;
 // The RTO's clock-granularity term (RFC 6298's G).
 constexpr int64_t kRtoGranularityNs = kMs;
+// The shortest interval a rate sample from a flight sent in one burst may claim.
+constexpr int64_t kBurstSampleFloorNs = 2 * kMs;
 
 bool test_bit(const std::vector<uint64_t>& bits, uint64_t i) {
   return (bits[i >> 6] >> (i & 63)) & 1;
@@ -364,10 +366,21 @@ void ReliableLink::on_ack(const uint8_t* d, size_t n, int64_t now) noexcept {
   if (ctx.have_prior) {
     rs.delivered = delivered_ - rs.prior_delivered;
     rs.interval_ns = std::max(ctx.send_elapsed, ctx.ack_elapsed);
-    // Shorter than an RTT: ack compression, not a rate (the estimation draft's rule).
-    if ((have_rtt_ && rs.interval_ns < min_rtt_ns_) || ctx.from_lost) {
-      rs.interval_ns = 0;
+    // A flight sent in one burst (from idle: its send interval is below an RTT) measures
+    // how much the path absorbs at once (a tbf bucket, socket and device queues), not its
+    // rate: 46 KiB acked 80 us later is not a 600 MB/s link. Such a sample spans at least
+    // the window's RTT floor.
+    if (have_rtt_ && ctx.send_elapsed < min_rtt_ns_) {
+      rs.interval_ns = std::max(rs.interval_ns, kBurstSampleFloorNs);
     }
+    // Acks compressed by a receiver that drains a backlog at once: an interval shorter than
+    // the smoothed RTT (up to the floor) is not a rate either. Held to it, not discarded:
+    // the sample can only come out lower.
+    if (have_rtt_)
+      rs.interval_ns = std::max(rs.interval_ns, std::min(srtt_ns_, kBurstSampleFloorNs));
+    // Shorter than an RTT: ack compression, not a rate (the estimation draft's rule).
+    if (have_rtt_ && rs.interval_ns < min_rtt_ns_) rs.interval_ns = 0;
+    rs.no_raise = ctx.from_lost;
   }
   if (app_limited_until_ && delivered_ > app_limited_until_) app_limited_until_ = 0;
   detect_losses(now);

@@ -45,6 +45,10 @@ struct RateSample {
   bool app_limited = false;      // the sender had nothing to send back then
   int64_t rtt_ns = -1;           // an RTT sample with this ack, or -1
   uint64_t acked = 0;            // bytes newly acked by this ack
+  // The ack delivered packets declared lost or resent: their bytes may come from outside
+  // the flight the interval measures (after a timeout, a whole window in one round trip),
+  // so the sample is not counted; it marks the round as lossy (see RateControl::on_ack).
+  bool no_raise = false;
 };
 
 class RateControl {
@@ -75,6 +79,10 @@ class RateControl {
   WindowedFilter min_rtt_{false};  // ns over time
   int64_t min_rtt_ns_ = 0;
   uint64_t round_ = 0;
+  uint64_t bw_round_ = 0;         // the round of the last sample the max filter counted
+  uint64_t round_best_ = 0;       // the best delivery rate of this round, of any sample
+  uint64_t last_round_best_ = 0;  // and of the previous round
+  bool round_lossy_ = false;      // this round delivered resent packets
   uint64_t next_round_delivered_ = 0;
   uint64_t full_bw_ = 0;
   int full_bw_rounds_ = 0;

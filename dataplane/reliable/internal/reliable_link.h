@@ -128,7 +128,7 @@ class ReliableLink final : public ReliableTransport {
     int64_t largest_sent_ns = 0;
     bool largest_retransmitted = false;
     bool have_prior = false;
-    bool from_lost = false;  // delivered a packet declared lost or resent: no rate sample
+    bool from_lost = false;  // delivered a packet declared lost or resent: a no_raise sample
     uint64_t echo_pkt = 0;   // the receiver's newest arrival: packet and transmission
     uint16_t echo_tx = 0;
     RateSample rs;

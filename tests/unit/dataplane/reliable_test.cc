@@ -20,6 +20,7 @@
 #include "dataplane/fault/fault_port.h"
 #include "dataplane/loopback/loopback_datagram.h"
 #include "dataplane/protocol.h"
+#include "dataplane/reliable/internal/rate_control.h"
 #include "dataplane/reliable/reliable_transport.h"
 
 namespace ferry::dataplane::reliable {
@@ -688,6 +689,49 @@ TEST(ReliableRate, LateEngineDoesNotShrinkTheRate) {
   const double ratio = saturate("rate=100mbit,queue=64k,overhead=42,delay=5ms,seed=95", 100e6 / 8,
                                 10, "100mbit, engine 2 ms late", 2ms);
   EXPECT_GE(ratio, 0.9);
+}
+
+// A first flight sent in one burst and absorbed by the path at once gave a 600 MB/s sample on
+// a 12.5 MB/s link. Pacing far above the link, the sender then empties its queue at once, so
+// every sample is app-limited (below the peak: not counted) or delivers a resent packet (not
+// counted): the max filter, which ages only when fed, held the peak for the whole run.
+struct PeakRig {
+  RateControl cc;
+  int64_t now = 1'000'000;
+  uint64_t delivered = 0;
+  PeakRig() { cc.init(1400, 32, 100'000, 0); }
+  void ack(uint64_t bytes, int64_t interval_ns, bool app_limited, bool no_raise) {
+    RateSample rs;
+    rs.prior_delivered = delivered;
+    delivered += bytes;
+    rs.delivered = bytes;
+    rs.interval_ns = interval_ns;
+    rs.acked = bytes;
+    rs.rtt_ns = 5'000'000;
+    rs.app_limited = app_limited;
+    rs.no_raise = no_raise;
+    now += interval_ns;
+    cc.on_ack(rs, delivered, 64 * 1400, now);
+  }
+};
+
+TEST(ReliableRate, SpuriousPeakAgesOutWhenPacingOverrunsThePath) {
+  PeakRig r;
+  r.ack(47'104, 78'000, false, false);
+  EXPECT_GT(r.cc.bandwidth(), 500'000'000u);
+  for (int round = 0; round < 30; ++round) {
+    r.ack(62'500, 5'000'000, true, false);
+    r.ack(1'400, 100'000, false, true);  // the same round delivered a resent packet
+  }
+  EXPECT_LE(r.cc.bandwidth(), 12'500'000u);
+}
+
+TEST(ReliableRate, AppLimitedWithoutLossKeepsTheEstimate) {
+  PeakRig r;
+  r.ack(47'104, 4'000'000, false, false);  // 11.8 MB/s
+  const uint64_t bw = r.cc.bandwidth();
+  for (int round = 0; round < 30; ++round) r.ack(6'250, 5'000'000, true, false);
+  EXPECT_EQ(r.cc.bandwidth(), bw);
 }
 
 TEST(ReliableRate, HonoursMaxRate) {
