@@ -1,8 +1,9 @@
 // dataplane/transport.h — the Transport contract: one bidirectional link between a ferry
 // sender and a ferry receiver that carries whole ferry frames (protocol.h) in FrameBufs of the
-// transport's own pool (frame_pool.h). Backends live in subfolders (tcp/, udp/, loopback/,
-// fault/; dpdk/ and rdma/) and are listed in one registration table (transport.cc, the only
-// file with #if on optional backends).
+// transport's own pool (frame_pool.h). Backends live in subfolders (tcp/, udp/ over
+// reliable/, loopback/; dpdk/ and rdma/ to come; fault/ decorates a datagram port for tests)
+// and are listed in one registration table (transport.cc: the one file where optional
+// backends may have an #if).
 //
 // Control methods (listen, accept, connect) may block and return Result<T>. Data methods take
 // a burst, never block, are noexcept and return the count handled; one virtual call per
@@ -13,9 +14,10 @@
 //   sender:   f = pool().alloc(); write header+payload; tx_burst({f}) -> transport owns f
 //             ... reap_tx() returns f once its bytes have left (copied to the kernel, acked
 //             by the peer, or DMA done: caps().tx_done says which) -> pool().free(f)
-//   receiver: rx_burst() returns frames in the transport's pool buffers, in order, each
-//             checked for length (not CRC or sequence: FrameChecker does that above) -> the
-//             consumer frees each to its pool when done with it.
+//   receiver: rx_burst() returns buffers of the transport (pool(), or a receive pool of its
+//             own), in order, each checked for length (not CRC or sequence: FrameChecker
+//             does that above) -> the consumer frees each to frame->pool when done with it.
+// A buffer holds one or more whole frames back to back (a codec's small frames share one).
 #pragma once
 
 #include <cstddef>
@@ -55,7 +57,7 @@ class Transport {
  public:
   virtual ~Transport() = default;
 
-  // Backend name ("tcp", "udp", "loopback", "fault").
+  // Backend name ("tcp", "udp", "loopback").
   virtual const char* kind() const noexcept = 0;
   virtual TransportCaps caps() const noexcept = 0;
   // The buffers this transport sends from and receives into.
