@@ -75,7 +75,8 @@ void SendSession::accept_loop() {
   uint16_t next_index = 0;
   while (error.empty() && !set_.main_done() && !set_.failed()) {
     pollfd fds[3] = {{listen_fd_, POLLIN, 0}, {set_.wake_fd(), POLLIN, 0}, {stop_fd_, POLLIN, 0}};
-    int r = ::poll(fds, 3, -1);
+    // Bounded like every wait in ferry; the loop re-checks its conditions each time.
+    int r = ::poll(fds, 3, internal::kAcceptPollMs);
     if (r < 0 && errno != EINTR) error = std::string("poll: ") + std::strerror(errno);
     if (fds[2].revents & POLLIN) break;
     if (fds[1].revents & POLLIN) set_.reap();

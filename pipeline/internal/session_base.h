@@ -14,6 +14,9 @@
 
 namespace ferry::pipeline::internal {
 
+// The accept loops' longest single wait.
+inline constexpr int kAcceptPollMs = 1000;
+
 // "This session has ended", set once by the thread that ends it, awaited (with a timeout, so a
 // caller can show progress meanwhile) by another.
 class DoneLatch {
