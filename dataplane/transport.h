@@ -65,8 +65,10 @@ class Transport {
 
   // Data path, owner thread only.
   // Takes the first n frames (n <= frames.size(), in order) for the peer; the transport owns
-  // them until reap_tx. 0 = no room now (retry after reap_tx/progress, or when the wait fd
-  // says writable). After close_tx or a failure, takes nothing.
+  // them until reap_tx. It may send them at once or at the next progress(now) (timed
+  // backends: only progress knows the time), so the owner calls progress after tx_burst.
+  // 0 = no room now (retry after reap_tx/progress, or when the wait fd says writable).
+  // After close_tx or a failure, takes nothing.
   virtual size_t tx_burst(std::span<FrameBuf* const> frames) noexcept = 0;
   // Hands back up to out.size() frames whose transmission completed, oldest first.
   virtual size_t reap_tx(std::span<FrameBuf*> out) noexcept = 0;

@@ -440,8 +440,12 @@ size_t ChannelPump::Impl::step(TimePoint now) {
   if (done) return work;
   work += qemu_write();  // 4
   if (done) return work;
-  work += link_transmit();     // 5
-  work += link.progress(now);  // 6
+  work += link_transmit();  // 5
+  // 6: at the time of the call, not of the step's start: the steps above may have taken a
+  // while (encoding, QEMU's socket), and the link stamps packets it sends and datagrams it
+  // receives with it (a receiver's acks carry how long they were held: an arrival dated too
+  // early made RTT samples of 3 us on a 20 us path).
+  work += link.progress(Clock::now());
   measure_link(now);
   if (link.state() == LinkState::kFailed) {
     // After the receiver's end every frame both ways was delivered: a peer that went away

@@ -111,8 +111,16 @@ void RateControl::on_ack(const RateSample& rs, uint64_t delivered, uint64_t infl
   // Bandwidth: the max delivery rate; an app-limited sample only counts when it is higher
   // (the sender, not the path, was the limit).
   if (rs.interval_ns > 0 && rs.delivered > 0) {
-    const uint64_t rate = static_cast<uint64_t>(static_cast<double>(rs.delivered) * 1e9 /
-                                                static_cast<double>(rs.interval_ns));
+    uint64_t rate = static_cast<uint64_t>(static_cast<double>(rs.delivered) * 1e9 /
+                                          static_cast<double>(rs.interval_ns));
+    // Faster than the pacer sends at its highest gain is measurement error (acks bunched
+    // by a stalled receiver or a late engine, a burst a bucket absorbed): counted, it would
+    // raise the pacing, whose next bunch reads faster still.
+    if (bw_.get() > 0) {
+      const double most =
+          static_cast<double>(bw_.get()) * (filled_pipe_ ? kCycleGains[0] : kHighGain);
+      rate = std::min(rate, static_cast<uint64_t>(most));
+    }
     const bool counts = !rs.no_raise && (!rs.app_limited || rate >= bw_.get());
     if (counts) {
       bw_.update(static_cast<int64_t>(round_), kBwWindowRounds, rate);
@@ -127,9 +135,12 @@ void RateControl::on_ack(const RateSample& rs, uint64_t delivered, uint64_t infl
   // the best delivery rate of the last round (app-limited ones included: the path carried at
   // least that) takes its place, but only after a round that delivered resent packets (the
   // pacing overran the path): an application that merely sends less must not pull it down.
+  // It falls by at most half a window: one round's samples, taken while the sender was
+  // mostly idle, say little of the path.
   if (round_start) {
     if (round_ > bw_round_ + kBwWindowRounds && last_round_best_ > 0 && round_lossy_) {
-      bw_.update(static_cast<int64_t>(round_), kBwWindowRounds, last_round_best_);
+      bw_.update(static_cast<int64_t>(round_), kBwWindowRounds,
+                 std::max(last_round_best_, bw_.get() / 2));
       bw_round_ = round_;
     }
     last_round_best_ = round_best_;

@@ -33,6 +33,8 @@ constexpr int64_t kCatchUp = 4;
 constexpr int64_t kRtoGranularityNs = kMs;
 // The shortest interval a rate sample from a flight sent in one burst may claim.
 constexpr int64_t kBurstSampleFloorNs = 2 * kMs;
+// Sending resumed after at least this long without data packets starts from idle.
+constexpr int64_t kIdleRestartNs = 2 * kMs;
 
 bool test_bit(const std::vector<uint64_t>& bits, uint64_t i) {
   return (bits[i >> 6] >> (i & 63)) & 1;
@@ -80,7 +82,9 @@ size_t ReliableLink::tx_burst(std::span<FrameBuf* const> frames) noexcept {
     tx_unsent_ += f->len;
     ++k;
   }
-  if (k && phase_ == Phase::kEstablished) send_data(now_);
+  // Sent by the next progress(now), not here: the owner may have slept since the last one,
+  // and packets stamped with that stale time would fire the RTO at once and date every RTT
+  // and rate sample of the flight too early (next_deadline() is now due).
   return k;
 }
 
@@ -789,7 +793,11 @@ void ReliableLink::commit(const TxItem& it, int64_t now, double ns_per_byte) noe
     ++stats_.retransmits;
   }
   if (inflight_ == 0) {
-    delivered_ns_ = first_sent_ns_ = now;
+    // From idle, the rate samples start afresh (idle time is no part of a delivery rate).
+    // Not after a mere gap between paced packets: behind a token bucket whose RTT (20 us)
+    // is below that gap, the pipe empties between any two packets, and every sample would
+    // be a burst's, read over the floor above whatever the pacer sent.
+    if (now - last_data_tx_ns_ >= kIdleRestartNs) delivered_ns_ = first_sent_ns_ = now;
     if (list_head_ == kNil) rto_start_ns_ = now;  // the timer starts with the first packet
   }
   p.sent_ns = now;
@@ -801,7 +809,7 @@ void ReliableLink::commit(const TxItem& it, int64_t now, double ns_per_byte) noe
   list_append(idx);
   inflight_ += size;
   next_send_ns_ += static_cast<int64_t>(static_cast<double>(size) * ns_per_byte);
-  last_tx_ns_ = now;
+  last_tx_ns_ = last_data_tx_ns_ = now;
   ++stats_.packets_sent;
   stats_.bytes_sent += size;
 }

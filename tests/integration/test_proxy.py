@@ -493,10 +493,12 @@ def udp_lossy():
             src.wait_status('postmigrate')
             report('udp over a lossy 100 Mbit/s link', info)
             drops = link.qdisc_drops('a') - drops0
-            s, _ = check_ferry_counts(fr, info, 1)
+            s, r = check_ferry_counts(fr, info, 1)
             link_stats = s['per_channel'][0].get('link')
             print('goodput %.1f Mbit/s = %.3fx the shaped rate; tbf dropped %d packets; '
-                  'ferry send measured %s' % (goodput / 1e6, goodput / rate_bps, drops, link_stats))
+                  'ferry send measured %s; ferry recv measured %s' %
+                  (goodput / 1e6, goodput / rate_bps, drops, link_stats,
+                   r['per_channel'][0].get('link')))
             check(link_stats is not None, 'ferry send reported no link stats')
             # Pacing that finds the rate from the first round may drop nothing at all; what
             # the queue did drop must show up as retransmits.

@@ -200,6 +200,7 @@ class ReliableLink final : public ReliableTransport {
   int64_t now_ = 0;  // the last progress() time, for the data calls
   int64_t last_rx_ns_ = 0;
   int64_t last_tx_ns_ = 0;
+  int64_t last_data_tx_ns_ = INT64_MIN / 2;  // the last data packet sent
   bool port_blocked_ = false;
   // Handshake.
   int64_t hs_start_ns_ = 0;
