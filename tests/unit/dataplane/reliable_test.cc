@@ -655,82 +655,79 @@ TEST(Reliable, RealClockAcrossThreads) {
 
 // ---- rate ----------------------------------------------------------------------------------
 
-// Saturates a bottleneck for `seconds` of virtual time; returns goodput / rate.
-double saturate(const std::string& client_faults, double rate_bytes, double seconds,
-                const char* label, std::chrono::nanoseconds lateness = {},
-                std::chrono::nanoseconds stall_every = {},
-                std::chrono::nanoseconds stall_for = {}) {
+// One sender saturating a bottleneck in virtual time.
+struct SaturateRun {
+  const char* label = "";
+  std::string client_faults;  // the bottleneck: its rate must be `rate_bytes`
+  std::string server_faults = "delay=5ms,seed=92";
+  double rate_bytes = 100e6 / 8;
+  std::chrono::nanoseconds warmup{0};  // not measured
+  std::chrono::nanoseconds measured{10s};
+  std::chrono::nanoseconds lateness{0};
+  std::chrono::nanoseconds stall_every{0};
+  std::chrono::nanoseconds stall_for{0};
+};
+struct Saturation {
+  double goodput = 0;     // of the rate
+  double drop_share = 0;  // of the packets sent, by the bottleneck
+};
+
+Saturation saturate(const SaturateRun& run) {
   ReliableOptions o = test_options();
   o.pool_frames = 64;
   o.rx_frames = 64;
-  auto sim = open_link(client_faults, "delay=5ms,seed=92", o);
-  sim->lateness = lateness;
-  sim->stall_every = stall_every;
-  sim->stall_for = stall_for;
+  auto sim = open_link(run.client_faults, run.server_faults, o);
+  sim->lateness = run.lateness;
+  sim->stall_every = run.stall_every;
+  sim->stall_for = run.stall_for;
   Sender tx{sim->client.get()};
   tx.total = UINT64_MAX;
   tx.spec.fixed_payload = 256 * 1024 - kFrameHeaderSize;
   Receiver rx{sim->server.get()};
   rx.spec = tx.spec;
+  auto pump = [&] { return tx.pump() + rx.pump(); };
+  if (run.warmup.count())
+    sim->run(
+        pump, [] { return false; }, run.warmup);
   const TimePoint start = sim->now;
+  const uint64_t bytes0 = rx.bytes;
   sim->run(
-      [&] { return tx.pump() + rx.pump(); }, [] { return false; },
-      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(seconds)));
+      pump, [] { return false; }, run.measured);
   EXPECT_EQ(rx.bad, 0u) << rx.first_bad;
   EXPECT_EQ(sim->client->state(), LinkState::kOpen);
   EXPECT_LE(sim->stalls, 2u) << "deadlines in the past without work";
   const double elapsed = std::chrono::duration<double>(sim->now - start).count();
-  const double ratio = static_cast<double>(rx.bytes) / elapsed / rate_bytes;
+  const double bytes = static_cast<double>(rx.bytes - bytes0);
   const auto& f = sim->client_fault->stats();
+  const Saturation r{bytes / elapsed / run.rate_bytes,
+                     static_cast<double>(f.queue_drops) / static_cast<double>(f.sent)};
   std::printf("%s: goodput %.2f Mbit/s = %.3f x the rate; bottleneck drops %llu of %llu\n  %s\n",
-              label, rx.bytes * 8e-6 / elapsed, ratio, (unsigned long long)f.queue_drops,
+              run.label, bytes * 8e-6 / elapsed, r.goodput, (unsigned long long)f.queue_drops,
               (unsigned long long)f.sent, describe("client", *sim->client).c_str());
-  return ratio;
+  return r;
 }
 
 TEST(ReliableRate, FindsBottleneckRateWithSmallQueue) {
   // 100 Mbit/s counted on the wire (42 bytes of Ethernet/IP/UDP per datagram), a 64 KiB
   // queue (half the path's BDP) that drops when full, 10 ms RTT.
-  const double ratio =
-      saturate("rate=100mbit,queue=64k,overhead=42,delay=5ms,seed=91", 100e6 / 8, 10, "100mbit");
-  EXPECT_GE(ratio, 0.9);
+  const Saturation r =
+      saturate({.label = "100mbit",
+                .client_faults = "rate=100mbit,queue=64k,overhead=42,delay=5ms,seed=91"});
+  EXPECT_GE(r.goodput, 0.9);
 }
 
 // A veth shaped by tbf: its 125 KiB bucket lets packets through at once while the sender is
 // below the rate, so the RTT is ~20 us and the pipe empties between any two paced packets.
-struct BucketRun {
-  double goodput = 0;     // of the rate
-  double drop_share = 0;  // of the packets sent
-};
-BucketRun behind_token_bucket(std::chrono::nanoseconds stall_every,
-                              std::chrono::nanoseconds stall_for, const char* label) {
-  ReliableOptions o = test_options();
-  o.pool_frames = 64;
-  o.rx_frames = 64;
-  auto sim = open_link("rate=100mbit,queue=64k,burst=125k,overhead=42,delay=10us,seed=98",
-                       "delay=10us,seed=99", o);
-  sim->stall_every = stall_every;
-  sim->stall_for = stall_for;
-  Sender tx{sim->client.get()};
-  tx.total = UINT64_MAX;
-  tx.spec.fixed_payload = 256 * 1024 - kFrameHeaderSize;
-  Receiver rx{sim->server.get()};
-  rx.spec = tx.spec;
-  sim->run([&] { return tx.pump() + rx.pump(); }, [] { return false; }, 2s);
-  const uint64_t b0 = rx.bytes;
-  sim->run([&] { return tx.pump() + rx.pump(); }, [] { return false; }, 3s);
-  const double ratio = static_cast<double>(rx.bytes - b0) / 3.0 / (100e6 / 8);
-  const auto& f = sim->client_fault->stats();
-  std::printf("%s: goodput %.3f x the rate, bottleneck drops %llu of %llu\n  %s\n", label, ratio,
-              (unsigned long long)f.queue_drops, (unsigned long long)f.sent,
-              describe("client", *sim->client).c_str());
-  EXPECT_EQ(rx.bad, 0u) << rx.first_bad;
-  EXPECT_EQ(sim->client->state(), LinkState::kOpen);
-  return {ratio, static_cast<double>(f.queue_drops) / static_cast<double>(f.sent)};
+SaturateRun behind_token_bucket(const char* label) {
+  return {.label = label,
+          .client_faults = "rate=100mbit,queue=64k,burst=125k,overhead=42,delay=10us,seed=98",
+          .server_faults = "delay=10us,seed=99",
+          .warmup = 2s,
+          .measured = 3s};
 }
 
 TEST(ReliableRate, FindsRateBehindTokenBucketOnShortPath) {
-  const BucketRun r = behind_token_bucket({}, {}, "token bucket, 20 us RTT");
+  const Saturation r = saturate(behind_token_bucket("token bucket, 20 us RTT"));
   EXPECT_GE(r.goodput, 0.9);
   EXPECT_LE(r.drop_share, 0.08);
 }
@@ -741,31 +738,40 @@ TEST(ReliableRate, BusyReceiverBehindTokenBucketDoesNotStrandTheRate) {
   // packets per 2 ms, 1.47 MB/s, for good (goodput 0.12; in CI: a migration at 7 Mbit/s of
   // 100 that never converged). And the acks a stalled receiver sends at once must not read
   // as a faster path: counted, they raised the pacing far past the bucket (18 % dropped).
-  const BucketRun r = behind_token_bucket(50ms, 10ms, "token bucket, receiver stalls 10 of 50 ms");
+  SaturateRun run = behind_token_bucket("token bucket, receiver stalls 10 of 50 ms");
+  run.stall_every = 50ms;
+  run.stall_for = 10ms;
+  const Saturation r = saturate(run);
   EXPECT_GE(r.goodput, 0.85);
   EXPECT_LE(r.drop_share, 0.08);
 }
 
 TEST(ReliableRate, RandomLossDoesNotCollapseRate) {
-  const double ratio = saturate("rate=100mbit,queue=64k,overhead=42,delay=5ms,drop=0.01,seed=93",
-                                100e6 / 8, 10, "100mbit + 1% loss");
-  EXPECT_GE(ratio, 0.85);
+  const Saturation r =
+      saturate({.label = "100mbit + 1% loss",
+                .client_faults = "rate=100mbit,queue=64k,overhead=42,delay=5ms,drop=0.01,seed=93"});
+  EXPECT_GE(r.goodput, 0.85);
 }
 
 TEST(ReliableRate, LateAckingReceiverDoesNotShrinkTheRate) {
   // The receiving host stalls 5 ms of every 10: acks come late and in bursts, while packets
   // that arrive between stalls still see the path's minimum RTT. A window of 2 x bandwidth x
   // minimum RTT alone would cap the delivery rate (0.76 of it here) and the estimate with it.
-  const double ratio = saturate("rate=100mbit,queue=64k,overhead=42,delay=1ms,seed=94", 100e6 / 8,
-                                10, "100mbit, receiver stalls 5 of 10 ms", {}, 10ms, 5ms);
-  EXPECT_GE(ratio, 0.9);
+  const Saturation r =
+      saturate({.label = "100mbit, receiver stalls 5 of 10 ms",
+                .client_faults = "rate=100mbit,queue=64k,overhead=42,delay=1ms,seed=94",
+                .stall_every = 10ms,
+                .stall_for = 5ms});
+  EXPECT_GE(r.goodput, 0.9);
 }
 
 TEST(ReliableRate, LateEngineDoesNotShrinkTheRate) {
   // Every wake-up 2 ms late, twice the pacing slack.
-  const double ratio = saturate("rate=100mbit,queue=64k,overhead=42,delay=5ms,seed=95", 100e6 / 8,
-                                10, "100mbit, engine 2 ms late", 2ms);
-  EXPECT_GE(ratio, 0.9);
+  const Saturation r =
+      saturate({.label = "100mbit, engine 2 ms late",
+                .client_faults = "rate=100mbit,queue=64k,overhead=42,delay=5ms,seed=95",
+                .lateness = 2ms});
+  EXPECT_GE(r.goodput, 0.9);
 }
 
 TEST(ReliableRate, BurstsAfterIdleKeepTheRate) {
@@ -793,6 +799,7 @@ TEST(ReliableRate, BurstsAfterIdleKeepTheRate) {
     ASSERT_TRUE(
         sim->run([&] { return tx.pump() + rx.pump(); }, [&] { return tx.reaped == tx.total; }, 2s));
   }
+  EXPECT_EQ(sim->client->stats().rto_timeouts, 0u) << describe("client", *sim->client);
   tx.total = UINT64_MAX;
   run_for(500ms);
   const uint64_t b0 = rx.bytes;
