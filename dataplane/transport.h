@@ -49,6 +49,12 @@ enum class LinkState : uint8_t {
   kFailed,      // a hard error or the peer went silent past the liveness timeout: error()
 };
 
+// A peer silent this long fails the link, on every backend (reliable/'s liveness, tcp's
+// TCP_USER_TIMEOUT and keepalive): long enough for a switch to reconverge or a busy host
+// to answer, short enough that a migration whose peer vanished fails while the source
+// still runs the VM.
+inline constexpr std::chrono::seconds kLinkTimeout{10};
+
 // Readiness bits for an adaptive engine's sleep (no <poll.h> here; the engine translates).
 inline constexpr uint32_t kWaitReadable = 1u << 0;
 inline constexpr uint32_t kWaitWritable = 1u << 1;

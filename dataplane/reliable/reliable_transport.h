@@ -68,7 +68,7 @@ struct ReliableOptions {
   std::chrono::nanoseconds max_ack_delay{std::chrono::milliseconds(1)};
   std::chrono::nanoseconds heartbeat_interval{std::chrono::milliseconds(250)};
   // Silence from the peer longer than this fails the link.
-  std::chrono::nanoseconds liveness_timeout{std::chrono::seconds(10)};
+  std::chrono::nanoseconds liveness_timeout{kLinkTimeout};
   // The client gives up the handshake after this.
   std::chrono::nanoseconds connect_timeout{std::chrono::seconds(10)};
   // Late timers may send this much (in time at the pacing rate) at once to catch up.

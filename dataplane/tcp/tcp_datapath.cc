@@ -21,8 +21,18 @@ constexpr size_t kReadAlone = 64u << 10;
 
 void TcpTransport::fail(const char* what, int err) noexcept {
   if (!error_.is_ok()) return;
-  ErrorCode code = (err == ECONNRESET || err == EPIPE) ? ErrorCode::kClosed : ErrorCode::kIo;
   // Building the message allocates, but this happens once, when the connection dies.
+  // TCP_USER_TIMEOUT (tcp_transport.cc) ended the connection; the kernel reports the last
+  // soft error it saw instead of ETIMEDOUT when there was one (the peer's address stopped
+  // answering ARP: no route to host).
+  if (err == ETIMEDOUT || err == EHOSTUNREACH || err == ENETUNREACH) {
+    error_ = Status(ErrorCode::kTimeout,
+                    std::string(what) + ": no answer from the peer for " +
+                        std::to_string(kLinkTimeout.count()) + " s (link timeout" +
+                        (err == ETIMEDOUT ? "" : std::string(": ") + std::strerror(err)) + ")");
+    return;
+  }
+  ErrorCode code = (err == ECONNRESET || err == EPIPE) ? ErrorCode::kClosed : ErrorCode::kIo;
   error_ = Status(code, std::string(what) + ": " + std::strerror(err));
 }
 

@@ -17,11 +17,31 @@
 namespace ferry::dataplane::tcp {
 namespace {
 
-// The pump already writes whole batches of frames; Nagle would only add latency to the
-// small return-path frames that post-copy waits on.
+// Keepalive probes of an idle link: the first after this much silence, then one a second;
+// TCP_USER_TIMEOUT (kLinkTimeout) ends them, as it ends retransmissions of unacked data.
+constexpr int kKeepaliveIdleS = 2;
+constexpr int kKeepaliveIntervalS = 1;
+
 Status prepare(int fd) {
+  // The pump already writes whole batches of frames; Nagle would only add latency to the
+  // small return-path frames that post-copy waits on.
   int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  // A peer that vanished without a FIN or RST (host down, cable pulled, a half-open link)
+  // fails the link after kLinkTimeout, whether data was waiting for its ack or not.
+  const int user_timeout_ms =
+      static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(kLinkTimeout).count());
+  const int probes = static_cast<int>(kLinkTimeout.count()) / kKeepaliveIntervalS;
+  if (::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one) != 0 ||
+      ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &kKeepaliveIdleS, sizeof kKeepaliveIdleS) != 0 ||
+      ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &kKeepaliveIntervalS,
+                   sizeof kKeepaliveIntervalS) != 0 ||
+      ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &probes, sizeof probes) != 0 ||
+      ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms) !=
+          0) {
+    return error(ErrorCode::kIo,
+                 std::string("tcp: cannot set the link timeout: ") + std::strerror(errno));
+  }
   return set_nonblocking(fd);
 }
 

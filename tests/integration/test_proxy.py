@@ -430,6 +430,60 @@ def recv_killed():
                 fr.close()
 
 
+def tcp_half_open():
+    """The destination's end of the veth taken down mid pre-copy: the link goes silent with no
+    FIN or RST (a host gone, a cable pulled). Both ferries must notice within the link timeout
+    (10 s: TCP_USER_TIMEOUT and keepalive) and exit 1 saying so; QEMU's migration fails and the
+    source keeps running the VM."""
+    link_timeout_s = 10
+    wl = {'ws': '64M', 'pattern': 'random', 'rate': 3000}
+    with rig.Workdir('proxyh') as wd, rig.Link('100mbit') as link, \
+            rig.Guest('src', workload=wl, workdir=wd, netns=link.ns_a) as src, \
+            rig.Guest.destination(src, 'dst', 'unix:' + wd.path('in.sock'),
+                                  netns=link.ns_b):
+        fr = Ferries(wd, link=link)
+        try:
+            src.wait_ready()
+            src.wait_heartbeats(2)
+            # Slow enough that it is surely mid pre-copy when the link goes.
+            src.set_parameters({'max-bandwidth': 4 << 20})
+            fr.start_recv(wd.path('in.sock'))
+            src.migrate(fr.start_send())
+            rig.wait_until(lambda: src.query_migrate().get('ram', {}).get(
+                'transferred', 0) > (8 << 20), rig.scaled(60), 'pre-copy progress')
+            r = link.run('b', ['ip', 'link', 'set', link.veth_b, 'down'], capture_output=True,
+                         text=True, timeout=10)
+            check(r.returncode == 0, 'cannot take the link down: %s' % r.stderr.strip())
+            t0 = time.monotonic()
+            rc_send = fr.wait_exit('send', timeout=60)
+            t_send = time.monotonic() - t0
+            rc_recv = fr.wait_exit('recv', timeout=60)
+            t_recv = time.monotonic() - t0
+            info = src.wait_migration(timeout=60, raise_on_fail=False)
+            err_send = read_text(fr.send_err).strip()
+            err_recv = read_text(fr.recv_err).strip()
+            print('link down: ferry send exit %d after %.1f s: %s' % (rc_send, t_send, err_send))
+            print('           ferry recv exit %d after %.1f s: %s' % (rc_recv, t_recv, err_recv))
+            print('           QEMU %s, source %s' % (info['status'], src.status()))
+            for rc, t, err, who in ((rc_send, t_send, err_send, 'send'),
+                                    (rc_recv, t_recv, err_recv, 'recv')):
+                check(rc == 1 and 'link timeout' in err,
+                      'ferry %s: exit %d, %r; expected 1 and the link timeout' % (who, rc, err))
+                # The timeout counts from the last byte the peer acknowledged, a little before
+                # the link went down; the engine notices within its 100 ms sleep.
+                check(link_timeout_s - 3 <= t <= link_timeout_s + 3,
+                      'ferry %s noticed after %.1f s, not within the %d s link timeout' %
+                      (who, t, link_timeout_s))
+            check(info['status'] == 'failed', 'migration status %s' % info['status'])
+            check(src.status() == 'running', 'source is %s' % src.status())
+            before = src.heartbeats()[-1][0]
+            rig.wait_until(lambda: src.heartbeats()[-1][0] > before + 1, rig.scaled(30),
+                           'source heartbeats after the failure')
+            print('source keeps running')
+        finally:
+            fr.close()
+
+
 def garbage_handshake():
     with rig.Workdir('proxyg') as wd, \
             rig.Guest('src', workload={'pattern': 'idle'}, workdir=wd) as src, \
@@ -564,6 +618,7 @@ SCENARIOS = {
     'recv_unreachable': recv_unreachable,
     'recv_killed': recv_killed,
     'garbage_handshake': garbage_handshake,
+    'tcp_half_open_netns': tcp_half_open,
 }
 
 
