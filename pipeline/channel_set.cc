@@ -153,6 +153,16 @@ void ChannelSet::reap_locked() {
                                     : "channel " + std::to_string(c->index) + ": ") +
                      c->result.message();
     }
+    // Every byte crossed, but the stream itself stopped short: the migration did not
+    // complete, whatever the link said.
+    if (c->result.is_ok() && c->stream().ended_early() && first_error_.empty()) {
+      first_error_ = std::string(
+                         "main channel: QEMU's stream ended before its end marker "
+                         "(QEMU_VM_EOF): the migration did not complete (") +
+                     (role_ == PumpRole::kSender ? "the source QEMU stopped sending mid-stream"
+                                                 : "the source side stopped mid-stream") +
+                     ")";
+    }
     if (c->index == 0) main_done_ = true;
   }
 }

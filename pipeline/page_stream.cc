@@ -131,9 +131,10 @@ Status PageStreamEncoder::drain(std::span<const uint8_t> pushed, FrameWriter& ou
     if (r == StreamParser::Next::kNeedMore || r == StreamParser::Next::kEnd) break;
     if (r == StreamParser::Next::kError) {
       const auto* e = parser_->error();
-      stats_.stop("stopped counting at byte offset " + std::to_string(e->offset) + ": " +
-                  e->message);
-      if (parser_->consumed() == e->offset && e->message.find("truncated") != std::string::npos) {
+      stats_.stop(
+          "stopped counting at byte offset " + std::to_string(e->offset) + ": " + e->message,
+          parser_->truncated());
+      if (parser_->truncated()) {
         break;  // finish() on a stream cut mid-item: QEMU will say why
       }
       return Status(ErrorCode::kProtocol, "the source QEMU's stream is not valid at byte offset " +

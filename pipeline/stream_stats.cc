@@ -38,7 +38,8 @@ void StreamStats::feed(std::span<const uint8_t> bytes) {
     if (r == StreamParser::Next::kNeedMore || r == StreamParser::Next::kEnd) return;
     if (r == StreamParser::Next::kError) {
       stop("stopped counting at byte offset " + std::to_string(parser_->error()->offset) + ": " +
-           parser_->error()->message);
+               parser_->error()->message,
+           parser_->truncated());
       return;
     }
     count(it, *parser_);
@@ -50,8 +51,9 @@ void StreamStats::adopt(qemu::ChannelRole role) {
   role_known_ = true;
 }
 
-void StreamStats::stop(std::string note) {
+void StreamStats::stop(std::string note, bool truncated) {
   note_ = std::move(note);
+  truncated_ = truncated;
   stopped_ = true;
 }
 
@@ -83,6 +85,12 @@ void StreamStats::count(const qemu::Item& it, const StreamParser& parser) noexce
       break;
     case ItemKind::kCommand:
       commands.fetch_add(1, std::memory_order_relaxed);
+      break;
+    case ItemKind::kHeader:
+      saw_header_ = true;
+      break;
+    case ItemKind::kEof:
+      saw_eof_ = true;
       break;
     case ItemKind::kPassthrough:
       if (note_.empty()) {

@@ -34,7 +34,8 @@ class StreamStats final : public StreamTap {
   // when that parser gives up early (note: where and why, as in --stats-json).
   void adopt(qemu::ChannelRole role);
   void count(const qemu::Item& it, const qemu::StreamParser& parser) noexcept;
-  void stop(std::string note);
+  // truncated: the parser's finish() found the stream cut short (StreamParser::truncated()).
+  void stop(std::string note, bool truncated = false);
 
   // Safe to read from any thread while the pump runs.
   std::atomic<uint64_t> zero{0}, normal{0}, xbzrle{0}, compressed{0};
@@ -44,6 +45,9 @@ class StreamStats final : public StreamTap {
   const char* role() const { return role_known_ ? qemu::channel_role_name(role_) : "none"; }
   // The parser stopped counting here (pass-through or a parse error), or "".
   const std::string& note() const { return note_; }
+  // A main stream that began with QEMU's header ("QEVM") and was parsed to its last byte,
+  // where it stopped before its end marker (QEMU_VM_EOF): QEMU stopped mid-migration.
+  bool ended_early() const { return saw_header_ && !saw_eof_ && truncated_; }
 
  private:
   void begin();
@@ -55,6 +59,7 @@ class StreamStats final : public StreamTap {
   std::vector<uint8_t> head_;  // first bytes, until the role is known
   std::unique_ptr<qemu::StreamParser> parser_;
   bool stopped_ = false;
+  bool saw_header_ = false, saw_eof_ = false, truncated_ = false;
   std::string note_;
 };
 

@@ -280,6 +280,7 @@ StreamParser::Next StreamParser::next(Item& out) {
   // End of input.
   size_t pending = carry_.size() + (in_len_ - in_pos_);
   if (pending > 0) {
+    truncated_ = true;
     fail(offset_, fmt("the %s stream ends inside an item at offset %llu: %zu byte(s) present, "
                       "at least %zu needed; the capture is truncated",
                       channel_role_name(opt_.role), static_cast<unsigned long long>(offset_),
@@ -288,6 +289,7 @@ StreamParser::Next StreamParser::next(Item& out) {
   }
   std::string why;
   if (!at_clean_end(why)) {
+    truncated_ = true;
     fail(offset_,
          fmt("the %s stream ends at offset %llu %s; the capture is truncated",
              channel_role_name(opt_.role), static_cast<unsigned long long>(offset_), why.c_str()));

@@ -312,6 +312,9 @@ class StreamParser {
 
   // Offset of the first byte emitted as kPassthrough, or -1.
   int64_t passthrough_from() const { return passthrough_from_; }
+  // finish() found the stream cut short: inside an item, or before its role's clean end (a
+  // main stream before QEMU_VM_EOF). error() says where.
+  bool truncated() const { return truncated_; }
   // Why the pass-through began (a static sentence), or "" if it has not.
   const char* passthrough_reason() const { return passthrough_reason_; }
   // Section headers recognised at top level (also inside PACKAGED), indexed by SectionType
@@ -374,6 +377,7 @@ class StreamParser {
   bool recovery_ = false;
   bool header_done_ = false;
   bool seen_eof_ = false;
+  bool truncated_ = false;
   bool footers_seen_ = false;
   bool expect_footer_ = false;
   bool in_package_ = false;

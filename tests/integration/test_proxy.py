@@ -484,6 +484,40 @@ def tcp_half_open():
             fr.close()
 
 
+def source_killed():
+    """The source QEMU killed mid pre-copy: its stream stops without QEMU's end marker. Every
+    byte it did write crosses, so the link itself ends cleanly; both ferries must still say
+    the migration did not complete and exit 1."""
+    wl = {'ws': '64M', 'pattern': 'random', 'rate': 3000}
+    with rig.Workdir('proxys') as wd, rig.Guest('src', workload=wl, workdir=wd) as src, \
+            rig.Guest.destination(src, 'dst', 'unix:' + wd.path('in.sock')):
+        fr = Ferries(wd)
+        try:
+            src.wait_ready()
+            src.wait_heartbeats(2)
+            src.set_parameters({'max-bandwidth': 16 << 20})
+            fr.start_recv(wd.path('in.sock'))
+            src.migrate(fr.start_send())
+            rig.wait_until(lambda: src.query_migrate().get('ram', {}).get(
+                'transferred', 0) > (16 << 20), rig.scaled(60), 'pre-copy progress')
+            src.proc.kill()
+            rc_send = fr.wait_exit('send', timeout=30)
+            rc_recv = fr.wait_exit('recv', timeout=30)
+            err_send = read_text(fr.send_err).strip()
+            err_recv = read_text(fr.recv_err).strip()
+            print('source QEMU killed: ferry send exit %d: %s' % (rc_send, err_send))
+            print('                    ferry recv exit %d: %s' % (rc_recv, err_recv))
+            for rc, err, who in ((rc_send, err_send, 'send'), (rc_recv, err_recv, 'recv')):
+                check(rc == 1 and len(err.splitlines()) == 1 and 'did not complete' in err,
+                      'ferry %s: exit %d, %r; expected 1 and one line saying the migration '
+                      'did not complete' % (who, rc, err))
+            s, r = fr.stats()
+            check(s['outcome'] != 'completed' and r['outcome'] != 'completed',
+                  'stats say %s / %s' % (s['outcome'], r['outcome']))
+        finally:
+            fr.close()
+
+
 def garbage_handshake():
     with rig.Workdir('proxyg') as wd, \
             rig.Guest('src', workload={'pattern': 'idle'}, workdir=wd) as src, \
@@ -619,6 +653,7 @@ SCENARIOS = {
     'recv_killed': recv_killed,
     'garbage_handshake': garbage_handshake,
     'tcp_half_open_netns': tcp_half_open,
+    'source_killed': source_killed,
 }
 
 
