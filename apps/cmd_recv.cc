@@ -9,6 +9,7 @@
 
 #include "apps/cli.h"
 #include "apps/commands.h"
+#include "apps/stop_signals.h"
 #include "dataplane/net.h"
 #include "pipeline/recv_session.h"
 
@@ -28,6 +29,8 @@ void recv_usage(FILE* out) {
       "waiting for its sender. Channels are connected to QEMU in the order the source QEMU\n"
       "opened them. Exits 0 once the destination QEMU took the whole stream and closed;\n"
       "otherwise 1 with a one-line reason.\n"
+      "SIGINT, SIGTERM or SIGHUP in pre-copy cancels the migration (the source keeps the VM);\n"
+      "in post-copy the first is refused (the VM would be lost), a second within 5 s forces.\n"
       "\n"
       "  --listen tcp:HOST:PORT  where ferry send connects; transports in this build: %s\n"
       "  --qemu unix:PATH        the destination QEMU's -incoming socket\n"
@@ -86,13 +89,18 @@ int run_recv(int argc, char** argv) {
   opt.on_refused = [](const std::string& where, const std::string& why) {
     std::fprintf(stderr, "ferry recv: refused a link on %s: %s\n", where.c_str(), why.c_str());
   };
+  StopSignals signals;  // before the session's threads: they inherit the blocked signals
   pipeline::RecvSession session(std::move(opt));
   if (auto st = session.listen(listen_s, qemu_s); !st) {
     std::fprintf(stderr, "ferry recv: %s\n", st.message().c_str());
     return 1;
   }
   session.start();
-  std::string error = session.wait(progress ? progress_tick(session.channels()) : nullptr);
+  std::string cancelled;
+  std::string error = session.wait(stop_on_signal(
+      "ferry recv", signals, session.channels(), [&session] { session.abort(); },
+      progress ? progress_tick(session.channels()) : nullptr, cancelled));
+  if (!cancelled.empty()) error = cancelled;
   if (progress) std::fprintf(stderr, "\n");
   return finish_session("ferry recv", session.channels(), stats_path, error, quiet);
 }

@@ -10,6 +10,7 @@
 
 #include "apps/cli.h"
 #include "apps/commands.h"
+#include "apps/stop_signals.h"
 #include "dataplane/net.h"
 #include "dataplane/protocol.h"
 #include "dataplane/transport.h"
@@ -39,6 +40,8 @@ void send_usage(FILE* out) {
       "one. Exits 0 once QEMU closed every connection and ferry recv confirmed the end;\n"
       "otherwise 1 with a one-line reason (QEMU then sees its migration fail and the source\n"
       "VM keeps running).\n"
+      "SIGINT, SIGTERM or SIGHUP in pre-copy cancels the migration (the source keeps the VM);\n"
+      "in post-copy the first is refused (the VM would be lost), a second within 5 s forces.\n"
       "\n"
       "  --listen unix:PATH     where the source QEMU connects (created; removed at exit)\n"
       "  --stdio                the stream on stdin, the return path on stdout (one channel);\n"
@@ -136,6 +139,7 @@ int run_send(int argc, char** argv) {
     }
     if (pid > 0) _exit(0);
   }
+  StopSignals signals;  // before the session's threads: they inherit the blocked signals
   SendSession session(a.session);
   if (a.stdio) {
     (void)session.start_stdio();  // a failure is reported by wait()
@@ -151,7 +155,11 @@ int run_send(int argc, char** argv) {
     }
     session.start();
   }
-  std::string error = session.wait(progress ? progress_tick(session.channels()) : nullptr);
+  std::string cancelled;
+  std::string error = session.wait(stop_on_signal(
+      "ferry send", signals, session.channels(), [&session] { session.abort(); },
+      progress ? progress_tick(session.channels()) : nullptr, cancelled));
+  if (!cancelled.empty()) error = cancelled;
   if (progress) std::fprintf(stderr, "\n");
   return finish_session("ferry send", session.channels(), a.stats_path, error, a.quiet);
 }

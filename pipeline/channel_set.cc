@@ -140,6 +140,14 @@ bool ChannelSet::all_done() const {
   return true;
 }
 
+bool ChannelSet::postcopy_started() const {
+  std::lock_guard lk(mu_);
+  for (const auto& c : channels_) {
+    if (c->stream().postcopy.load(std::memory_order_relaxed)) return true;
+  }
+  return false;
+}
+
 void ChannelSet::reap_locked() {
   uint64_t v;
   ssize_t r = ::read(wake_fd_, &v, sizeof v);

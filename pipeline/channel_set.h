@@ -65,6 +65,8 @@ class ChannelSet {
   size_t size() const;
   // Every channel has ended (and been reaped) and at least one ran.
   bool all_done() const;
+  // QEMU's stream went past POSTCOPY_LISTEN: the VM may be running on the destination.
+  bool postcopy_started() const;
 
   // Stops every channel (their pumps return at once) and waits for them.
   void abort_all();

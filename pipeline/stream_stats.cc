@@ -85,6 +85,9 @@ void StreamStats::count(const qemu::Item& it, const StreamParser& parser) noexce
       break;
     case ItemKind::kCommand:
       commands.fetch_add(1, std::memory_order_relaxed);
+      if (it.command.cmd == qemu::kCmdPostcopyListen) {
+        postcopy.store(true, std::memory_order_relaxed);
+      }
       break;
     case ItemKind::kHeader:
       saw_header_ = true;

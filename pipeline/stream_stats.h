@@ -40,6 +40,8 @@ class StreamStats final : public StreamTap {
   // Safe to read from any thread while the pump runs.
   std::atomic<uint64_t> zero{0}, normal{0}, xbzrle{0}, compressed{0};
   std::atomic<uint64_t> rp_messages{0}, commands{0}, multifd_packets{0};
+  // POSTCOPY_LISTEN went by: from here the destination may run the VM with pages missing.
+  std::atomic<bool> postcopy{false};
 
   // After the pump ended (pump thread joined):
   const char* role() const { return role_known_ ? qemu::channel_role_name(role_) : "none"; }

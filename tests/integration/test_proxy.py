@@ -27,6 +27,7 @@ Scenarios:
 """
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -306,10 +307,11 @@ def check_shards(s, codec, encode_threads):
           'pages per encode shard %s for --encode-threads %d' % (per_shard, encode_threads))
 
 
-def postcopy(codec='none', encode_threads=1, transport='tcp'):
+def postcopy(codec='none', encode_threads=1, transport='tcp', signal_in_postcopy=False):
     """Pre-copy through ferry, then migrate-start-postcopy; the destination runs while pages
     are still missing, so its faults go back as page requests through ferry recv and ferry
-    send to the source QEMU."""
+    send to the source QEMU. signal_in_postcopy: both ferries get SIGTERM once post-copy
+    began; they must refuse it (the VM would be lost) and complete."""
     wl = {'ws': '96M', 'pattern': 'mix', 'rate': 0}
     with rig.Workdir('proxypc') as wd, \
             rig.Guest('src', workload=wl, workdir=wd) as src, \
@@ -331,6 +333,15 @@ def postcopy(codec='none', encode_threads=1, transport='tcp'):
             check(info['status'] == 'postcopy-active',
                   'migration completed before switching to post-copy: %s' % info['status'])
             dst.wait_status('paused')
+            if signal_in_postcopy:
+                # The destination loaded the device state: both ferries forwarded
+                # POSTCOPY_LISTEN. A terminal's Ctrl-C or a service stop: one signal each.
+                fr.send_p.send_signal(signal.SIGTERM)
+                fr.recv_p.send_signal(signal.SIGTERM)
+                rig.wait_until(lambda: 'not stopping' in read_text(fr.send_err) and
+                               'not stopping' in read_text(fr.recv_err), rig.scaled(10),
+                               'both ferries to refuse the signal')
+                print('SIGTERM in post-copy: %s' % read_text(fr.send_err).strip())
             dst.cont()
             info = src.wait_migration(timeout=150)
             dst.wait_incoming_done()
@@ -518,6 +529,49 @@ def source_killed():
             fr.close()
 
 
+def signal_precopy():
+    """SIGTERM to ferry send mid pre-copy cancels the migration: ferry send exits 1 saying so
+    within a couple of seconds, writes its stats, removes its socket; QEMU's migration fails
+    and the source keeps running the VM."""
+    wl = {'ws': '64M', 'pattern': 'random', 'rate': 3000}
+    with rig.Workdir('proxyt') as wd, rig.Guest('src', workload=wl, workdir=wd) as src, \
+            rig.Guest.destination(src, 'dst', 'unix:' + wd.path('in.sock')):
+        fr = Ferries(wd)
+        try:
+            src.wait_ready()
+            src.wait_heartbeats(2)
+            src.set_parameters({'max-bandwidth': 16 << 20})
+            fr.start_recv(wd.path('in.sock'))
+            src.migrate(fr.start_send())
+            rig.wait_until(lambda: src.query_migrate().get('ram', {}).get(
+                'transferred', 0) > (16 << 20), rig.scaled(60), 'pre-copy progress')
+            t0 = time.monotonic()
+            fr.send_p.send_signal(signal.SIGTERM)
+            rc_send = fr.wait_exit('send', timeout=30)
+            t_send = time.monotonic() - t0
+            rc_recv = fr.wait_exit('recv', timeout=30)
+            info = src.wait_migration(timeout=60, raise_on_fail=False)
+            err = read_text(fr.send_err).strip()
+            print('SIGTERM: ferry send exit %d after %.1f s: %s' % (rc_send, t_send, err))
+            print('         ferry recv exit %d: %s' % (rc_recv, read_text(fr.recv_err).strip()))
+            check(rc_send == 1 and 'cancelled by SIGTERM' in err and len(err.splitlines()) == 1,
+                  'ferry send: exit %d, %r' % (rc_send, err))
+            check(t_send < 3, 'ferry send took %.1f s to stop' % t_send)
+            check(rc_recv == 1, 'ferry recv exit %d after its peer was cancelled' % rc_recv)
+            s, _ = fr.stats()
+            check(s['outcome'] == 'failed' and 'SIGTERM' in (s['error'] or ''),
+                  'stats: %s, %s' % (s['outcome'], s['error']))
+            check(not os.path.exists(fr.send_sock), 'ferry send left its socket %s' % fr.send_sock)
+            check(info['status'] == 'failed', 'migration status %s' % info['status'])
+            check(src.status() == 'running', 'source is %s' % src.status())
+            before = src.heartbeats()[-1][0]
+            rig.wait_until(lambda: src.heartbeats()[-1][0] > before + 1, rig.scaled(30),
+                           'source heartbeats after the cancel')
+            print('source keeps running')
+        finally:
+            fr.close()
+
+
 def garbage_handshake():
     with rig.Workdir('proxyg') as wd, \
             rig.Guest('src', workload={'pattern': 'idle'}, workdir=wd) as src, \
@@ -654,6 +708,8 @@ SCENARIOS = {
     'garbage_handshake': garbage_handshake,
     'tcp_half_open_netns': tcp_half_open,
     'source_killed': source_killed,
+    'signal_precopy': signal_precopy,
+    'signal_postcopy': lambda: postcopy(signal_in_postcopy=True),
 }
 
 
