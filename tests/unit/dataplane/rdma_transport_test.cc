@@ -2,11 +2,12 @@
 // provider, registration included): whole frames both ways, credits that never let a sender
 // overrun the receives its peer posted (a slow receiver stalls it, nothing is lost), a peer
 // that goes away, and the one-sentence errors of provider choice, connection and registration.
-#include <rdma/fi_errno.h>
-#include <poll.h>
-#include <unistd.h>
+#include "dataplane/rdma/rdma_transport.h"
 
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <rdma/fi_errno.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstring>
@@ -17,7 +18,6 @@
 
 #include "dataplane/protocol.h"
 #include "dataplane/rdma/internal/rdma_link.h"
-#include "dataplane/rdma/rdma_transport.h"
 #include "dataplane/transport.h"
 
 namespace ferry::dataplane::rdma {
@@ -251,8 +251,7 @@ TEST(RdmaTransport, ProviderAndConnectionErrorsAreOneSentence) {
   std::fprintf(stderr, "%s\n%s\n", m.c_str(), refused.status().message().c_str());
   auto bad = listen_transport("rdma:nohost", kTcpProvider);
   ASSERT_FALSE(bad.has_value());
-  EXPECT_NE(bad.status().message().find("HOST:PORT"), std::string::npos)
-      << bad.status().message();
+  EXPECT_NE(bad.status().message().find("HOST:PORT"), std::string::npos) << bad.status().message();
 }
 
 TEST(RdmaTransport, RegistrationFailureIsOneSentence) {
