@@ -93,7 +93,8 @@ void RdmaTransport::return_credits() noexcept {
 
 void RdmaTransport::on_completion(const fi_cq_data_entry& e) noexcept {
   if (in(rx_ctx_, e.op_context)) {
-    const auto index = static_cast<uint32_t>(static_cast<fi_context2*>(e.op_context) - rx_ctx_.data());
+    const auto index =
+        static_cast<uint32_t>(static_cast<fi_context2*>(e.op_context) - rx_ctx_.data());
     FrameBuf* f = &rx_pool_->at(index);
     --posted_;
     ++received_total_;
@@ -148,8 +149,8 @@ void RdmaTransport::on_cq_error() noexcept {
   if (in(rx_ctx_, err.op_context)) {
     // A flushed receive: its buffer comes back, the link is going away.
     --posted_;
-    rx_pool_->free(&rx_pool_->at(static_cast<uint32_t>(static_cast<fi_context2*>(err.op_context) -
-                                                       rx_ctx_.data())));
+    rx_pool_->free(&rx_pool_->at(
+        static_cast<uint32_t>(static_cast<fi_context2*>(err.op_context) - rx_ctx_.data())));
     // After the peer's end and with nothing of ours in flight, teardown is not a failure.
     if (fin_received_ && tx_count_ == 0) {
       disconnected_ = true;
@@ -161,8 +162,8 @@ void RdmaTransport::on_cq_error() noexcept {
   fail(err.err == FI_ECONNRESET || err.err == FI_ECANCELED || err.err == FI_ENOTCONN
            ? ErrorCode::kClosed
            : ErrorCode::kIo,
-       "rdma: the link to the peer failed (provider " + provider() + "): " +
-           fi_strerror(err.err) + (detail && *detail ? std::string(" (") + detail + ")" : ""));
+       "rdma: the link to the peer failed (provider " + provider() + "): " + fi_strerror(err.err) +
+           (detail && *detail ? std::string(" (") + detail + ")" : ""));
 }
 
 size_t RdmaTransport::poll_cq() noexcept {

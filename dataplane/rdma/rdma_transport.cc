@@ -5,7 +5,6 @@
 
 #include <rdma/fi_cm.h>
 #include <rdma/fi_errno.h>
-
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -59,8 +58,8 @@ struct HostPort {
 Result<HostPort> parse_address(const std::string& address) {
   auto ep = parse_endpoint("tcp:" + address);
   if (!ep) {
-    return Status(ErrorCode::kInvalidArgument,
-                  "rdma address '" + address + "' is not HOST:PORT (" + ep.status().message() + ")");
+    return Status(ErrorCode::kInvalidArgument, "rdma address '" + address + "' is not HOST:PORT (" +
+                                                   ep.status().message() + ")");
   }
   return HostPort{ep->host, ep->port};
 }
@@ -74,7 +73,8 @@ int query(const std::string& provider, const HostPort& hp, bool source, fi_info*
   hints->domain_attr->mr_mode = kMrModes;
   hints->domain_attr->threading = FI_THREAD_DOMAIN;  // one owner thread per link
   hints->fabric_attr->prov_name = strdup(provider.c_str());
-  const char* node = hp.host.empty() || (source && hp.host == "0.0.0.0") ? nullptr : hp.host.c_str();
+  const char* node =
+      hp.host.empty() || (source && hp.host == "0.0.0.0") ? nullptr : hp.host.c_str();
   int rc = fi_getinfo(kFabricVersion, node, hp.port.c_str(), source ? FI_SOURCE : 0, hints, out);
   fi_freeinfo(hints);
   if (rc == 0 && (*out)->domain_attr->cq_data_size < 4) {
@@ -106,7 +106,10 @@ Result<fi_info*> choose(const TransportSettings& settings, const HostPort& hp, b
   if (rc != 0) {
     return Status(ErrorCode::kUnavailable,
                   "rdma: libfabric provider '" + provider + "' offers no reliable connected " +
-                      "endpoint for " + hp.host + ":" + hp.port + " (" + (rc == -FI_ENODATA ? std::string("unknown provider, or no device of it serves that address") : fi_reason(rc)) +
+                      "endpoint for " + hp.host + ":" + hp.port + " (" +
+                      (rc == -FI_ENODATA
+                           ? std::string("unknown provider, or no device of it serves that address")
+                           : fi_reason(rc)) +
                       "; providers with one here: " + msg_providers() +
                       "; check with fi_info -t FI_EP_MSG)");
   }
@@ -177,7 +180,8 @@ class RdmaListener final : public Listener {
 
   Status open(fi_info* info) {
     event_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (event_fd_ < 0) return Status(ErrorCode::kIo, "rdma: eventfd: " + std::string(std::strerror(errno)));
+    if (event_fd_ < 0)
+      return Status(ErrorCode::kIo, "rdma: eventfd: " + std::string(std::strerror(errno)));
     fi_eq_attr attr{};
     attr.size = 64;
     attr.wait_obj = FI_WAIT_UNSPEC;
@@ -252,8 +256,8 @@ class RdmaListener final : public Listener {
         r.error = Status(ErrorCode::kIo, "rdma: a connection request on " + where_ +
                                              " failed: " + fi_reason(err.err));
       } else if (rd < 0) {
-        r.error = Status(ErrorCode::kIo, "rdma: reading connection requests on " + where_ +
-                                             ": " + fi_reason(static_cast<int>(rd)));
+        r.error = Status(ErrorCode::kIo, "rdma: reading connection requests on " + where_ + ": " +
+                                             fi_reason(static_cast<int>(rd)));
       } else if (event != FI_CONNREQ) {
         if (entry->info) fi_freeinfo(entry->info);
         continue;
@@ -323,8 +327,9 @@ Result<std::unique_ptr<RdmaTransport>> RdmaTransport::create(std::shared_ptr<Fab
   const char* step = "";
   if (auto st = t->open(&err, &step); !st) return st;
   if (err) {
-    return Status(ErrorCode::kIo, "rdma: cannot " + std::string(step) + " with libfabric provider " +
-                                      t->provider() + ": " + fi_reason(err));
+    return Status(ErrorCode::kIo, "rdma: cannot " + std::string(step) +
+                                      " with libfabric provider " + t->provider() + ": " +
+                                      fi_reason(err));
   }
   return t;
 }
@@ -406,8 +411,8 @@ Status RdmaTransport::open(int* err, const char** step) {
   if (!error_.is_ok()) return error_;
   if (posted_ != kRxDepth) {
     return Status(ErrorCode::kIo, "rdma: provider " + provider() + " took only " +
-                                      std::to_string(posted_) + " of " +
-                                      std::to_string(kRxDepth) + " receives");
+                                      std::to_string(posted_) + " of " + std::to_string(kRxDepth) +
+                                      " receives");
   }
   return Status::ok();
 }
@@ -418,12 +423,14 @@ Status RdmaTransport::wait_connected(const std::string& where, int timeout_ms) {
   uint32_t event = 0;
   const TimePoint deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
   for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-    ssize_t rd = fi_eq_sread(eq_, &event, buf, sizeof buf, static_cast<int>(std::max<int64_t>(left.count(), 0)), 0);
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    ssize_t rd = fi_eq_sread(eq_, &event, buf, sizeof buf,
+                             static_cast<int>(std::max<int64_t>(left.count(), 0)), 0);
     if (rd == -FI_EAGAIN || rd == -FI_ETIMEDOUT) {
       if (Clock::now() < deadline) continue;
-      return Status(ErrorCode::kTimeout, "rdma: connecting to " + where + " with provider " +
-                                             provider() + " timed out");
+      return Status(ErrorCode::kTimeout,
+                    "rdma: connecting to " + where + " with provider " + provider() + " timed out");
     }
     if (rd == -FI_EAVAIL) {
       fi_eq_err_entry err{};

@@ -27,9 +27,9 @@
 
 namespace ferry::dataplane::rdma {
 
-inline constexpr size_t kRxDepth = 32;     // receives posted per link (the peer's credits)
-inline constexpr size_t kTxFrames = 64;    // frames of the send pool
-inline constexpr size_t kCtlSlots = 8;     // control messages in flight at most
+inline constexpr size_t kRxDepth = 32;   // receives posted per link (the peer's credits)
+inline constexpr size_t kTxFrames = 64;  // frames of the send pool
+inline constexpr size_t kCtlSlots = 8;   // control messages in flight at most
 inline constexpr size_t kControlReserve = 2;
 inline constexpr uint32_t kCreditReturnAt = kRxDepth / 4;  // owed credits worth a message
 inline constexpr uint32_t kImmFin = 1u << 31;
@@ -59,9 +59,9 @@ struct Fabric {
 struct RdmaStats {
   uint64_t messages_sent = 0, messages_received = 0;
   uint64_t control_sent = 0, control_received = 0;
-  uint64_t credit_stalls = 0;     // tx_burst calls that stopped for lack of credits
-  uint64_t peak_unreturned = 0;   // most sends ever outstanding against the peer's receives
-  uint64_t peer_rx_depth = 0;     // receives the peer posted (its announced depth)
+  uint64_t credit_stalls = 0;    // tx_burst calls that stopped for lack of credits
+  uint64_t peak_unreturned = 0;  // most sends ever outstanding against the peer's receives
+  uint64_t peer_rx_depth = 0;    // receives the peer posted (its announced depth)
 };
 
 class RdmaTransport final : public Transport {
@@ -147,8 +147,8 @@ class RdmaTransport final : public Transport {
   // Credits: what we may still send; what we re-posted and have not yet told the peer.
   uint32_t credits_ = 0;
   uint32_t owed_ = 0;
-  uint64_t returned_total_ = 0;  // credits we gave back (beyond the initial depth)
-  uint64_t received_total_ = 0;  // messages we received
+  uint64_t returned_total_ = 0;                   // credits we gave back (beyond the initial depth)
+  uint64_t received_total_ = 0;                   // messages we received
   uint64_t sent_total_ = 0, credited_total_ = 0;  // for peak_unreturned
   size_t posted_ = 0;
   bool posting_initial_ = true;
