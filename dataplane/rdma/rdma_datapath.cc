@@ -157,13 +157,20 @@ void RdmaTransport::on_cq_error() noexcept {
       return;
     }
   }
+  if (err.err == FI_ECANCELED || err.err == FI_ECONNRESET || err.err == FI_ENOTCONN) {
+    // Flushed operations: the connection went down under them.
+    fail(ErrorCode::kClosed,
+         "rdma: the connection to the peer was lost before it ended its stream (it exited or "
+         "failed, or the network went down; provider " +
+             provider() + ": " + fi_strerror(err.err) + ")");
+    return;
+  }
   char buf[128] = "";
-  const char* detail = fi_cq_strerror(cq_, err.prov_errno, err.err_data, buf, sizeof buf);
-  fail(err.err == FI_ECONNRESET || err.err == FI_ECANCELED || err.err == FI_ENOTCONN
-           ? ErrorCode::kClosed
-           : ErrorCode::kIo,
-       "rdma: the link to the peer failed (provider " + provider() + "): " + fi_strerror(err.err) +
-           (detail && *detail ? std::string(" (") + detail + ")" : ""));
+  const char* detail =
+      err.prov_errno ? fi_cq_strerror(cq_, err.prov_errno, err.err_data, buf, sizeof buf) : "";
+  fail(ErrorCode::kIo, "rdma: the link to the peer failed (provider " + provider() +
+                           "): " + fi_strerror(err.err) +
+                           (detail && *detail ? std::string(" (") + detail + ")" : ""));
 }
 
 size_t RdmaTransport::poll_cq() noexcept {
