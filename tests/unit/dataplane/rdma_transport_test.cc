@@ -234,6 +234,25 @@ TEST(RdmaTransport, PeerGoneFailsTheLinkInOneSentence) {
   EXPECT_EQ(c->error().message().find('\n'), std::string::npos);
 }
 
+TEST(RdmaTransport, HungPeerFailsAtTheLivenessTimeout) {
+  // The peer's process is alive (its connection stays up) but never runs its engine: no
+  // heartbeat comes, and the link fails at the liveness timeout, not before, not never.
+  auto [c, s] = connected_pair();
+  ASSERT_TRUE(c && s);
+  const auto t0 = Clock::now();
+  while (c->state() == LinkState::kOpen &&
+         Clock::now() - t0 < kLiveness + std::chrono::seconds(3)) {
+    c->progress(Clock::now());
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  const auto took = Clock::now() - t0;
+  ASSERT_EQ(c->state(), LinkState::kFailed);
+  EXPECT_GE(took, kLiveness - std::chrono::milliseconds(500));  // counted from the connect
+  EXPECT_LT(took, kLiveness + std::chrono::seconds(2));
+  EXPECT_NE(c->error().message().find("liveness timeout"), std::string::npos)
+      << c->error().message();
+}
+
 TEST(RdmaTransport, ProviderAndConnectionErrorsAreOneSentence) {
   auto unknown = connect_transport("rdma:127.0.0.1:1", 1000, {.fabric_provider = "carrier"});
   ASSERT_FALSE(unknown.has_value());
