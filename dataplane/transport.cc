@@ -47,8 +47,8 @@ const TransportInfo kTransports[] = {
      &rdma::listen, &rdma::connect},
 #else
     {"rdma", "RDMA via libfabric", false, false,
-     "built without RDMA (libfabric was not found at build time: apt-get install libfabric-dev, "
-     "then reconfigure)",
+     "built without RDMA (libfabric-dev was missing when Meson configured this build, or "
+     "-Drdma=disabled: apt-get install libfabric-dev, then reconfigure)",
      nullptr, nullptr},
 #endif
 };
