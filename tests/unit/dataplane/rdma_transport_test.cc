@@ -327,7 +327,6 @@ TEST(RdmaTransport, ProviderAndConnectionErrorsAreOneSentence) {
             std::string::npos)
       << refused.status().message();
 
-  std::fprintf(stderr, "%s\n%s\n", m.c_str(), refused.status().message().c_str());
   auto bad = listen_transport("rdma:nohost", kTcpProvider);
   ASSERT_FALSE(bad.has_value());
   EXPECT_NE(bad.status().message().find("HOST:PORT"), std::string::npos) << bad.status().message();
