@@ -311,7 +311,7 @@ size_t RdmaTransport::progress(TimePoint now) noexcept {
   } else if (now - last_heard_ > kLiveness && error_.is_ok()) {
     fail(ErrorCode::kTimeout, "rdma: no message from the peer for " +
                                   std::to_string(kLiveness.count()) +
-                                  " s (liveness timeout: it hung, or the network is down)");
+                                  " s (link timeout: it hung, or the network is down)");
     return work + 1;
   }
   heard_ = false;

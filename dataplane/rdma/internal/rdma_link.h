@@ -35,7 +35,7 @@ inline constexpr uint32_t kCreditReturnAt = kRxDepth / 4;  // owed credits worth
 inline constexpr uint32_t kImmFin = 1u << 31;
 inline constexpr uint32_t kImmCredits = 0xffff;
 inline constexpr auto kHeartbeat = std::chrono::milliseconds(250);
-inline constexpr auto kLiveness = std::chrono::seconds(10);  // as reliable/
+inline constexpr auto kLiveness = kLinkTimeout;  // transport.h: as tcp and reliable/
 
 // Private data of fi_connect / fi_accept: what each side posted, checked by the other.
 struct ConnectParams {
