@@ -44,6 +44,7 @@ void migrate_usage(FILE* out) {
       "                     [--max-downtime MS] [--deadline S] [--allow-postcopy]\n"
       "                     [--allow-throttle] [--codec auto|fast|max|none] [--cache-mib N]\n"
       "                     [--encode-threads N] [--poll adaptive|busy]\n"
+      "                     [--fabric-provider NAME]\n"
       "                     [--sock PATH] [--json]\n"
       "\n"
       "Migrates the VM of the source QEMU (its QMP socket: --src-qmp) to the destination QEMU\n"
@@ -64,8 +65,8 @@ void migrate_usage(FILE* out) {
       "                      seconds (default 600)\n"
       "  --allow-postcopy    may switch to post-copy (sets postcopy-ram on both QEMUs)\n"
       "  --allow-throttle    may let QEMU slow the guest's vCPUs (auto-converge)\n"
-      "  --codec, --cache-mib, --encode-threads, --poll  as ferry send (default auto, 256, 1,\n"
-      "                     adaptive)\n"
+      "  --codec, --cache-mib, --encode-threads, --poll, --fabric-provider  as ferry send\n"
+      "                     (default auto, 256, 1, adaptive, verbs)\n"
       "  --sock PATH         the unix socket the source QEMU migrates into (default\n"
       "                      /tmp/ferry-migrate-<pid>.sock)\n"
       "  --json              one JSON object per line on stdout: progress samples, decisions,\n"
@@ -153,6 +154,8 @@ int run_migrate(int argc, char** argv) {
       a.send.encode_threads = static_cast<unsigned>(args.count(1, pipeline::kMaxShards));
     } else if (args.is("--poll")) {
       a.send.poll_mode = args.poll_mode();
+    } else if (args.is("--fabric-provider")) {
+      a.send.transport.fabric_provider = args.value();
     } else if (args.is("--sock")) {
       a.sock = args.value();
     } else if (args.is("--json")) {

@@ -20,7 +20,8 @@ void recv_usage(FILE* out) {
   std::fprintf(
       out,
       "usage: ferry recv --listen TRANSPORT:ADDRESS --qemu unix:PATH [--stats-json FILE]\n"
-      "                  [--max-cache-mib N] [--poll adaptive|busy] [--quiet]\n"
+      "                  [--max-cache-mib N] [--poll adaptive|busy] [--fabric-provider NAME]\n"
+      "                  [--quiet]\n"
       "\n"
       "The destination side of a migration through ferry. Start the destination QEMU with\n"
       "-incoming unix:PATH, then ferry recv, then ferry send and the migration on the source.\n"
@@ -37,6 +38,7 @@ void recv_usage(FILE* out) {
       "  --max-cache-mib N       refuse a sender whose --cache-mib is larger (default 4096):\n"
       "                          ferry recv keeps a page cache of the sender's size\n"
       "  --poll adaptive|busy    how the dataplane waits (as ferry send; default adaptive)\n"
+      "  --fabric-provider NAME  rdma: the libfabric provider (as ferry send; default verbs)\n"
       "  --stats-json FILE       write the final counters: bytes to/from QEMU, bytes on the\n"
       "                          link, pages by class, return-path messages, channels, duration\n"
       "  --quiet                 no progress line (it is shown only on a terminal anyway)\n",
@@ -50,6 +52,7 @@ int run_recv(int argc, char** argv) {
   bool quiet = false;
   size_t max_cache_mib = 4096;
   dataplane::PollMode poll_mode = dataplane::PollMode::kAdaptive;
+  dataplane::TransportSettings transport;
   ArgReader args("ferry recv", argc, argv);
   while (args.next()) {
     if (args.is("--help") || args.is("-h")) {
@@ -67,6 +70,8 @@ int run_recv(int argc, char** argv) {
       max_cache_mib = static_cast<size_t>(args.count(0, 1 << 20));
     } else if (args.is("--poll")) {
       poll_mode = args.poll_mode();
+    } else if (args.is("--fabric-provider")) {
+      transport.fabric_provider = args.value();
     } else {
       args.unknown();
     }
@@ -86,6 +91,7 @@ int run_recv(int argc, char** argv) {
   pipeline::RecvOptions opt;
   opt.max_cache_bytes = max_cache_mib << 20;
   opt.poll_mode = poll_mode;
+  opt.transport = transport;
   opt.on_refused = [](const std::string& where, const std::string& why) {
     std::fprintf(stderr, "ferry recv: refused a link on %s: %s\n", where.c_str(), why.c_str());
   };

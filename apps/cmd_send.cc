@@ -29,7 +29,7 @@ void send_usage(FILE* out) {
       out,
       "usage: ferry send (--listen unix:PATH | --stdio) --peer TRANSPORT:ADDRESS\n"
       "                  [--codec none|fast|max|auto] [--cache-mib N] [--encode-threads N]\n"
-      "                  [--poll adaptive|busy]\n"
+      "                  [--poll adaptive|busy] [--fabric-provider NAME]\n"
       "                  [--connect-timeout S] [--stats-json FILE] [--quiet]\n"
       "\n"
       "The source side of a migration through ferry. Start it, then tell the source QEMU\n"
@@ -68,6 +68,9 @@ void send_usage(FILE* out) {
       "  --poll adaptive|busy   how the dataplane waits: adaptive (default) spins while there\n"
       "                         is work and then sleeps on its fds and timers; busy never\n"
       "                         sleeps (a core of its own per channel: for dedicated cores)\n"
+      "  --fabric-provider NAME rdma: the libfabric provider (default verbs, for RoCE and\n"
+      "                         InfiniBand; tcp when no verbs device serves the address, with\n"
+      "                         a notice); fi_info -t FI_EP_MSG lists what this host has\n"
       "  --connect-timeout S    give up reaching ferry recv after S seconds (default 10)\n"
       "  --stats-json FILE      write the final counters: bytes from/to QEMU, bytes on the\n"
       "                         link, pages by class, return-path messages, channels, duration\n"
@@ -106,6 +109,8 @@ int run_send(int argc, char** argv) {
       a.session.encode_threads = static_cast<unsigned>(args.count(1, pipeline::kMaxShards));
     } else if (args.is("--poll")) {
       a.session.poll_mode = args.poll_mode();
+    } else if (args.is("--fabric-provider")) {
+      a.session.transport.fabric_provider = args.value();
     } else if (args.is("--stdio")) {
       a.stdio = true;
     } else if (args.is("--quiet")) {

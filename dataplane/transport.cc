@@ -11,21 +11,46 @@
 #include "dataplane/loopback/loopback_transport.h"
 #include "dataplane/tcp/tcp_transport.h"
 #include "dataplane/udp/udp_transport.h"
+#if FERRY_HAVE_RDMA
+#include "dataplane/rdma/rdma_transport.h"
+#endif
 
 namespace ferry::dataplane {
 namespace {
 
-// One row per transport of DESIGN.md §5. dpdk and rdma are listed so `--version` and error
-// messages say why they are missing rather than pretending they do not exist.
+// Adapters for backends that take no settings.
+template <Result<std::unique_ptr<Listener>> (*L)(const std::string&)>
+Result<std::unique_ptr<Listener>> plain_listen(const std::string& address,
+                                               const TransportSettings&) {
+  return L(address);
+}
+template <Result<std::unique_ptr<Transport>> (*C)(const std::string&, int)>
+Result<std::unique_ptr<Transport>> plain_connect(const std::string& address, int timeout_ms,
+                                                 const TransportSettings&) {
+  return C(address, timeout_ms);
+}
+
+// One row per transport of DESIGN.md §5. dpdk (and rdma, when libfabric was not found) are
+// listed so `--version` and error messages say why they are missing rather than pretending
+// they do not exist.
 const TransportInfo kTransports[] = {
-    {"tcp", "kernel TCP, non-blocking (default)", true, false, "", &tcp::listen, &tcp::connect},
+    {"tcp", "kernel TCP, non-blocking (default)", true, false, "", &plain_listen<&tcp::listen>,
+     &plain_connect<&tcp::connect>},
     {"udp", "kernel UDP (sendmmsg/recvmmsg, GSO/GRO) under ferry's reliable layer", true, false, "",
-     &udp::listen, &udp::connect},
-    {"loopback", "in-process rings (tests)", true, true, "", &loopback::listen, &loopback::connect},
+     &plain_listen<&udp::listen>, &plain_connect<&udp::connect>},
+    {"loopback", "in-process rings (tests)", true, true, "", &plain_listen<&loopback::listen>,
+     &plain_connect<&loopback::connect>},
     {"dpdk", "DPDK ethdev (af_packet, af_xdp, memif)", false, false,
      "not in ferry yet (planned: DPDK 22.11 ethdev under reliable/)", nullptr, nullptr},
+#if FERRY_HAVE_RDMA
+    {"rdma", "RDMA via libfabric (verbs on RoCE/InfiniBand; --fabric-provider)", true, false, "",
+     &rdma::listen, &rdma::connect},
+#else
     {"rdma", "RDMA via libfabric", false, false,
-     "not in ferry yet (planned: libfabric reliable endpoints, verbs provider)", nullptr, nullptr},
+     "built without RDMA (libfabric-dev was missing when Meson configured this build, or "
+     "-Drdma=disabled: apt-get install libfabric-dev, then reconfigure)",
+     nullptr, nullptr},
+#endif
 };
 
 Result<const TransportInfo*> lookup(const std::string& spec, std::string& address) {
@@ -55,18 +80,20 @@ Result<const TransportInfo*> lookup(const std::string& spec, std::string& addres
 
 std::span<const TransportInfo> transports() { return kTransports; }
 
-Result<std::unique_ptr<Listener>> listen_transport(const std::string& spec) {
+Result<std::unique_ptr<Listener>> listen_transport(const std::string& spec,
+                                                   const TransportSettings& settings) {
   std::string address;
   auto t = lookup(spec, address);
   if (!t) return t.status();
-  return (*t)->listen(address);
+  return (*t)->listen(address, settings);
 }
 
-Result<std::unique_ptr<Transport>> connect_transport(const std::string& spec, int timeout_ms) {
+Result<std::unique_ptr<Transport>> connect_transport(const std::string& spec, int timeout_ms,
+                                                     const TransportSettings& settings) {
   std::string address;
   auto t = lookup(spec, address);
   if (!t) return t.status();
-  return (*t)->connect(address, timeout_ms);
+  return (*t)->connect(address, timeout_ms, settings);
 }
 
 Status check_transport_spec(const std::string& spec) {

@@ -1,8 +1,8 @@
 // dataplane/transport.h — the Transport contract: one bidirectional link between a ferry
 // sender and a ferry receiver that carries whole ferry frames (protocol.h) in FrameBufs of the
 // transport's own pool (frame_pool.h). Backends live in subfolders (tcp/, udp/ over
-// reliable/, loopback/; dpdk/ and rdma/ to come; fault/ decorates a datagram port for tests)
-// and are listed in one registration table (transport.cc: the one file where optional
+// reliable/, loopback/, rdma/ on libfabric; dpdk/ to come; fault/ decorates a datagram port for
+// tests) and are listed in one registration table (transport.cc: the one file where optional
 // backends may have an #if).
 //
 // Control methods (listen, accept, connect) may block and return Result<T>. Data methods take
@@ -126,6 +126,13 @@ class Listener {
   virtual std::string where() const = 0;
 };
 
+// Settings of particular backends, from the command line; each backend reads its own and
+// ignores the rest.
+struct TransportSettings {
+  // rdma: the libfabric provider ("verbs", "tcp", ...); empty = verbs, else tcp with a notice.
+  std::string fabric_provider;
+};
+
 // One row of the registration table.
 struct TransportInfo {
   const char* name;     // the scheme in "name:ADDRESS"
@@ -133,8 +140,10 @@ struct TransportInfo {
   bool available;       // built into this binary
   bool in_process;      // both ends must live in one process (loopback)
   const char* why_not;  // when not available: the reason and how to get it, one sentence
-  Result<std::unique_ptr<Listener>> (*listen)(const std::string& address);
-  Result<std::unique_ptr<Transport>> (*connect)(const std::string& address, int timeout_ms);
+  Result<std::unique_ptr<Listener>> (*listen)(const std::string& address,
+                                              const TransportSettings& settings);
+  Result<std::unique_ptr<Transport>> (*connect)(const std::string& address, int timeout_ms,
+                                                const TransportSettings& settings);
 };
 
 // Every transport ferry knows, available or not.
@@ -142,8 +151,10 @@ std::span<const TransportInfo> transports();
 
 // "tcp:HOST:PORT", "udp:HOST:PORT", "loopback:NAME": picks the backend by scheme. Unknown or
 // unavailable schemes give an error listing what this build has.
-Result<std::unique_ptr<Listener>> listen_transport(const std::string& spec);
-Result<std::unique_ptr<Transport>> connect_transport(const std::string& spec, int timeout_ms);
+Result<std::unique_ptr<Listener>> listen_transport(const std::string& spec,
+                                                   const TransportSettings& settings = {});
+Result<std::unique_ptr<Transport>> connect_transport(const std::string& spec, int timeout_ms,
+                                                     const TransportSettings& settings = {});
 // Checks a spec without connecting (for command lines, before any waiting).
 Status check_transport_spec(const std::string& spec);
 

@@ -31,7 +31,7 @@ RecvSession::~RecvSession() { stop(); }
 Status RecvSession::listen(const std::string& listen_spec, const std::string& qemu_spec) {
   auto qemu = dataplane::parse_endpoint(qemu_spec);
   if (!qemu) return qemu.status();
-  auto listener = dataplane::listen_transport(listen_spec);
+  auto listener = dataplane::listen_transport(listen_spec, opt_.transport);
   if (!listener) return listener.status();
   qemu_spec_ = qemu_spec;
   qemu_ = *qemu;

@@ -25,6 +25,7 @@ struct RecvOptions {
   // The largest page cache a sender may ask for (the receiver allocates one of that size).
   size_t max_cache_bytes = size_t{4096} << 20;
   dataplane::PollMode poll_mode = dataplane::PollMode::kAdaptive;  // each channel's engine
+  dataplane::TransportSettings transport;  // backend settings (--fabric-provider)
   // A link was refused (where: the listener's address; why: one sentence). Called on the
   // session's thread; may be empty.
   std::function<void(const std::string& where, const std::string& why)> on_refused;

@@ -39,7 +39,7 @@ std::unique_ptr<PageStreamEncoder> SendSession::make_codec() const {
 
 // Opens channel `index` to ferry recv: connect, handshake, wait for the accept byte.
 Result<std::unique_ptr<dataplane::Transport>> SendSession::open_link(uint16_t index) {
-  auto link = dataplane::connect_transport(opt_.peer, opt_.connect_timeout_ms);
+  auto link = dataplane::connect_transport(opt_.peer, opt_.connect_timeout_ms, opt_.transport);
   if (!link) {
     return Status(link.status().code(),
                   "cannot reach ferry recv at " + opt_.peer + ": " + link.status().message());

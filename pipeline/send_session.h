@@ -27,6 +27,7 @@ struct SendOptions {
   size_t cache_mib = 256;
   unsigned encode_threads = 1;  // encode shards of the main stream, one thread each
   dataplane::PollMode poll_mode = dataplane::PollMode::kAdaptive;  // each channel's engine
+  dataplane::TransportSettings transport;  // backend settings (--fabric-provider)
 };
 
 class SendSession : public internal::SessionBase {

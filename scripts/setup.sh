@@ -22,6 +22,9 @@ PACKAGES=(
   # benchmark matrix (scripts/bench.sh): the apps guest and the plots; the loopback
   # throughput benchmark's plain copy and sink (scripts/bench/throughput.py)
   debootstrap python3-matplotlib socat
+  # rdma transport (dataplane/rdma): libfabric, fi_info, and rdma-core's verbs stack that
+  # libfabric's verbs provider runs on (RoCE/InfiniBand; here the tcp provider runs instead)
+  libfabric-dev libfabric-bin rdma-core libibverbs-dev ibverbs-providers
 )
 
 need_install=()

@@ -3,7 +3,7 @@
 `ferry send --stdio` -> `ferry recv` into a sink, against a plain TCP copy of the same bytes.
 
     throughput.py [--capture FILE] [--mib 800] [--recapture]
-    throughput.py --ferry NAME=PATH [--ferry NAME=PATH ...] [--transports tcp,udp]
+    throughput.py --ferry NAME=PATH [--ferry NAME=PATH ...] [--transports tcp,udp,rdma]
                   [--codecs none,fast] [--reps 3] [--out DIR] [--no-verify] [--capture FILE]
 
 The stream (--capture, default .cache/throughput/live-800mib.stream): a rig guest
@@ -18,7 +18,7 @@ Each repetition runs, in a random order: the plain copy (`socat -b 1048576 -u OP
 TCP:127.0.0.1:PORT` into `socat -b 1048576 -u TCP-LISTEN:PORT - > /dev/null`) and, for every
 --ferry binary x transport x codec, `ferry send --stdio --peer T:127.0.0.1:PORT --codec C
 --quiet` (stdin the file, stdout /dev/null) -> `ferry recv --listen T:127.0.0.1:PORT --qemu
-unix:SOCK --quiet`, where a `socat -u UNIX-LISTEN:SOCK -` sink (stdout /dev/null) plays the
+unix:SOCK --quiet` (rdma: both with `--fabric-provider tcp`, libfabric's tcp provider), where a `socat -u UNIX-LISTEN:SOCK -` sink (stdout /dev/null) plays the
 destination QEMU. Wall time: from starting the sender until every process exited (0 required);
 CPU seconds per side: user+sys from wait4 (ferry send --stdio forks and its parent exits at
 once: this script is a child subreaper, so the child carrying the stream is reaped here and
@@ -307,6 +307,8 @@ def free_port():
 
 def bound(port, proto):
     """True when something listens (tcp) or is bound (udp) on 127.0.0.1/any:port."""
+    if proto == 'rdma':
+        proto = 'tcp'  # libfabric's tcp provider: a listening socket
     for name in ('/proc/net/%s' % proto, '/proc/net/%s6' % proto):
         try:
             with open(name) as f:
@@ -431,14 +433,16 @@ def run_ferry(binary, transport, codec, stream, wd, timeout, sink_out=None):
     sink = spawn(['socat', '-b', str(BUF), '-u', 'UNIX-LISTEN:%s' % sock, '-'],
                  stdout=sink_out, stderr=errs['sink'])
     wait_for(lambda: os.path.exists(sock), 'the sink socket')
+    # rdma runs on libfabric's tcp provider here (no RDMA device): named, not a fallback.
+    fabric = ['--fabric-provider', 'tcp'] if transport == 'rdma' else []
     recv = spawn([binary.path, 'recv', '--listen', '%s:127.0.0.1:%d' % (transport, port),
-                  '--qemu', 'unix:' + sock] + quiet, stderr=errs['recv'])
+                  '--qemu', 'unix:' + sock] + quiet + fabric, stderr=errs['recv'])
     wait_for(lambda: bound(port, transport), 'ferry recv on %s port %d' % (transport, port))
     c0 = _cpu_times()
     t0 = time.monotonic()
     send = spawn([binary.path, 'send', '--stdio', '--peer',
                   '%s:127.0.0.1:%d' % (transport, port), '--codec', codec, '--stats-json',
-                  stats] + quiet, stdin=stream, stderr=errs['send'])
+                  stats] + quiet + fabric, stdin=stream, stderr=errs['send'])
     done = reap_all(timeout)
     wall = max(t for _, _, t in done.values()) - t0
     # Every pid that is not sink/recv/send is send's --stdio child (the only forking side).

@@ -26,6 +26,7 @@ Scenarios:
                     real sender then migrates through the same ferry recv
 """
 import json
+import re
 import os
 import signal
 import socket
@@ -66,8 +67,10 @@ def proc_listening(pid, port, transport='tcp'):
     """True when process pid's network namespace has a socket listening on `port` (tcp) or
     bound to it (udp) (/proc/PID/net shows the namespace of that process)."""
     want = ':%04X' % port
-    state = '0A' if transport == 'tcp' else '07'  # LISTEN, or an unconnected UDP socket
-    for name in (transport, transport + '6'):
+    # rdma runs on libfabric's tcp provider here: its passive endpoint is a listening socket.
+    proto = 'tcp' if transport == 'rdma' else transport
+    state = '0A' if proto == 'tcp' else '07'  # LISTEN, or an unconnected UDP socket
+    for name in (proto, proto + '6'):
         try:
             with open('/proc/%d/net/%s' % (pid, name)) as f:
                 for line in f.readlines()[1:]:
@@ -105,6 +108,9 @@ class Ferries:
         self.host = link.addr_b if link else '127.0.0.1'
         self.transport = transport
         self.peer = '%s:%s:%d' % (transport, self.host, self.port)
+        # No RDMA hardware here: libfabric's tcp provider, named so that no fallback notice
+        # adds a line to the one-line errors the tests check.
+        self.transport_args = ['--fabric-provider', 'tcp'] if transport == 'rdma' else []
         self.send_sock = wd.path(tag + '-send.sock')
         self.send_p = self.recv_p = None
         self.send_err, self.recv_err = wd.path(tag + '-send.err'), wd.path(tag + '-recv.err')
@@ -118,7 +124,7 @@ class Ferries:
 
     def start_recv(self, qemu_sock):
         argv = [ferry_bin(), 'recv', '--listen', self.peer, '--qemu', 'unix:' + qemu_sock,
-                '--stats-json', self.recv_json]
+                '--stats-json', self.recv_json] + self.transport_args
         self.recv_p = self._spawn('b', argv, self.recv_err)
         p = self.recv_p
         rig.wait_until(lambda: proc_listening(p.pid, self.port, self.transport) or
@@ -129,7 +135,8 @@ class Ferries:
 
     def start_send(self):
         argv = [ferry_bin(), 'send', '--listen', 'unix:' + self.send_sock, '--peer', self.peer,
-                '--codec', self.codec, '--stats-json', self.send_json] + self.send_args
+                '--codec', self.codec, '--stats-json', self.send_json] + self.send_args + \
+            self.transport_args
         self.send_p = self._spawn('a', argv, self.send_err)
         p = self.send_p
         rig.wait_until(lambda: proc_listening_unix(p.pid, self.send_sock) or
@@ -141,7 +148,7 @@ class Ferries:
     def stdio_uri(self):
         """A QEMU exec: URI that runs ferry send --stdio (QEMU spawns it with sh -c)."""
         argv = [ferry_bin(), 'send', '--stdio', '--peer', self.peer, '--codec', self.codec,
-                '--stats-json', self.send_json]
+                '--stats-json', self.send_json] + self.transport_args
         return 'exec:%s 2>>%s' % (' '.join(argv), self.send_err)
 
     def wait_exit(self, which, timeout=30):
@@ -156,6 +163,13 @@ class Ferries:
     def close(self):
         rig.reap(self.send_p)
         rig.reap(self.recv_p)
+
+
+def require_rdma():
+    """Skips (77) only when this ferry was built without libfabric."""
+    out = subprocess.run([ferry_bin(), '--version'], capture_output=True, text=True).stdout
+    if not re.search(r'^\s*rdma\s+yes', out, re.M):
+        rig.skip('ferry was built without RDMA (libfabric-dev missing at configure time)')
 
 
 def ferry_bin():
@@ -307,17 +321,28 @@ def check_shards(s, codec, encode_threads):
           'pages per encode shard %s for --encode-threads %d' % (per_shard, encode_threads))
 
 
-def postcopy(codec='none', encode_threads=1, transport='tcp', signal_in_postcopy=False):
+def postcopy(codec='none', encode_threads=1, transport='tcp', link_rate=None,
+             signal_in_postcopy=False):
     """Pre-copy through ferry, then migrate-start-postcopy; the destination runs while pages
     are still missing, so its faults go back as page requests through ferry recv and ferry
-    send to the source QEMU. signal_in_postcopy: both ferries get SIGTERM once post-copy
-    began; they must refuse it (the VM would be lost) and complete."""
+    send to the source QEMU. With link_rate, source and destination sit in two namespaces.
+    signal_in_postcopy: both ferries get SIGTERM once post-copy began; they must refuse it
+    (the VM would be lost) and complete."""
+    with rig.Workdir('proxypc') as wd:
+        if link_rate:
+            with rig.Link(link_rate) as link:
+                postcopy_body(wd, codec, encode_threads, transport, link, signal_in_postcopy)
+        else:
+            postcopy_body(wd, codec, encode_threads, transport, None, signal_in_postcopy)
+
+
+def postcopy_body(wd, codec, encode_threads, transport, link, signal_in_postcopy):
     wl = {'ws': '96M', 'pattern': 'mix', 'rate': 0}
-    with rig.Workdir('proxypc') as wd, \
-            rig.Guest('src', workload=wl, workdir=wd) as src, \
-            rig.Guest.destination(src, 'dst', 'unix:' + wd.path('in.sock')) as dst:
-        fr = Ferries(wd, codec=codec, send_args=['--encode-threads', str(encode_threads)],
-                     transport=transport)
+    with rig.Guest('src', workload=wl, workdir=wd, netns=link.ns_a if link else None) as src, \
+            rig.Guest.destination(src, 'dst', 'unix:' + wd.path('in.sock'),
+                                  netns=link.ns_b if link else None) as dst:
+        fr = Ferries(wd, link=link, codec=codec,
+                     send_args=['--encode-threads', str(encode_threads)], transport=transport)
         try:
             for g in (src, dst):
                 g.set_capabilities({'postcopy-ram': True})
@@ -401,23 +426,41 @@ def recv_unreachable():
             fr.close()
 
 
-def recv_killed():
+def recv_killed(transport='tcp', link_rate=None):
+    """ferry recv killed mid pre-copy: ferry send fails with one line naming it, QEMU's
+    migration fails, the source keeps running and a second attempt completes."""
+    with rig.Workdir('proxyk') as wd:
+        if link_rate:
+            with rig.Link(link_rate) as link:
+                recv_killed_body(wd, transport, link)
+        else:
+            recv_killed_body(wd, transport, None)
+
+
+def recv_killed_body(wd, transport, link):
     wl = {'ws': '64M', 'pattern': 'random', 'rate': 3000}
-    with rig.Workdir('proxyk') as wd, rig.Guest('src', workload=wl, workdir=wd) as src:
+    ns_a, ns_b = (link.ns_a, link.ns_b) if link else (None, None)
+    with rig.Guest('src', workload=wl, workdir=wd, netns=ns_a) as src:
         src.wait_ready()
         src.wait_heartbeats(2)
         # Attempt 1: slow enough that it is surely mid pre-copy when ferry recv dies.
         src.set_parameters({'max-bandwidth': 16 << 20})
-        with rig.Guest.destination(src, 'dst1', 'unix:' + wd.path('in1.sock')) as dst1:
-            fr = Ferries(wd, tag='a1')
+        with rig.Guest.destination(src, 'dst1', 'unix:' + wd.path('in1.sock'),
+                                   netns=ns_b) as dst1:
+            fr = Ferries(wd, tag='a1', link=link, transport=transport)
             try:
                 fr.start_recv(wd.path('in1.sock'))
                 src.migrate(fr.start_send())
                 rig.wait_until(lambda: src.query_migrate().get('ram', {}).get(
                     'transferred', 0) > (24 << 20), rig.scaled(60), 'pre-copy progress')
                 fr.recv_p.kill()
+                killed = time.monotonic()
                 info = src.wait_migration(timeout=60, raise_on_fail=False)
                 rc = fr.wait_exit('send')
+                # Within the liveness timeout (10 s): a dead peer is noticed, not waited out.
+                took = time.monotonic() - killed
+                print('ferry send exited %.1f s after ferry recv was killed' % took)
+                check(took < 10, 'ferry send took %.1f s to notice its dead peer' % took)
                 err = read_text(fr.send_err).strip()
                 print('after killing ferry recv: QEMU %s; ferry send exit %d: %s' %
                       (info['status'], rc, err))
@@ -432,8 +475,9 @@ def recv_killed():
                        'source heartbeats after the failure')
         print('source keeps running; second attempt')
         src.set_parameters({'max-bandwidth': 0})
-        with rig.Guest.destination(src, 'dst2', 'unix:' + wd.path('in2.sock')) as dst2:
-            fr = Ferries(wd, tag='a2')
+        with rig.Guest.destination(src, 'dst2', 'unix:' + wd.path('in2.sock'),
+                                   netns=ns_b) as dst2:
+            fr = Ferries(wd, tag='a2', link=link, transport=transport)
             try:
                 fr.start_recv(wd.path('in2.sock'))
                 migrate_and_verify(src, dst2, fr, 'second attempt')
@@ -703,6 +747,16 @@ SCENARIOS = {
                                    caps={'multifd': True}, params={'multifd-channels': 2},
                                    channels=3, codec='fast', transport='udp'),
     'udp_lossy_netns': udp_lossy,
+    # The rdma transport on libfabric's tcp provider (the verbs provider's code path, memory
+    # registration included), source and destination in two namespaces.
+    'rdma_precopy_netns': lambda: precopy({'ws': '32M', 'pattern': 'mix', 'rate': 500},
+                                          link_rate='1gbit', min_syncs=2, transport='rdma'),
+    'rdma_postcopy_netns': lambda: postcopy(transport='rdma', link_rate='1gbit'),
+    'rdma_multifd_netns': lambda: precopy({'ws': '64M', 'pattern': 'mix', 'rate': 5000},
+                                          caps={'multifd': True}, params={'multifd-channels': 2},
+                                          channels=3, codec='fast', transport='rdma',
+                                          link_rate='1gbit'),
+    'rdma_recv_killed_netns': lambda: recv_killed(transport='rdma', link_rate='1gbit'),
     'recv_unreachable': recv_unreachable,
     'recv_killed': recv_killed,
     'garbage_handshake': garbage_handshake,
@@ -721,6 +775,8 @@ def main(argv):
         return 2
     if which.endswith('netns'):
         rig.require_root_netns()
+    if which.startswith('rdma_'):
+        require_rdma()
     SCENARIOS[which]()
     print('PASS %s' % which)
     return 0

@@ -153,6 +153,22 @@ std::pair<std::unique_ptr<Transport>, std::unique_ptr<Transport>> link_pair(
     auto [tl, ta] = tcp_listener();
     l = std::move(tl);
     address = ta;
+  } else if (scheme == "rdma") {
+    // An rdma connect completes only once the other side accepted: accept runs beside it.
+    for (int port = 46000 + (::getpid() % 1000) * 5 + n++;; ++port) {
+      address = "rdma:127.0.0.1:" + std::to_string(port);
+      if (auto r = listen_transport(address, {.fabric_provider = "tcp"})) {
+        l = std::move(*r);
+        break;
+      }
+    }
+    Result<std::unique_ptr<Transport>> a = error(ErrorCode::kTimeout, "not accepted");
+    std::thread acceptor([&] { a = l->accept(5000); });
+    auto c = connect_transport(address, 5000, {.fabric_provider = "tcp"});
+    acceptor.join();
+    EXPECT_TRUE(c.has_value()) << c.status().message();
+    EXPECT_TRUE(a.has_value()) << a.status().message();
+    return {std::move(*c), std::move(*a)};
   } else {
     address = "loopback:hs" + std::to_string(n++);
     auto r = listen_transport(address);
@@ -205,7 +221,13 @@ TEST_P(Handshakes, SilentPeerTimesOut) {
   EXPECT_LT(Clock::now() - t0, std::chrono::seconds(3));
 }
 
-INSTANTIATE_TEST_SUITE_P(Transports, Handshakes, ::testing::Values("loopback", "tcp"));
+INSTANTIATE_TEST_SUITE_P(Transports, Handshakes,
+                         ::testing::Values("loopback", "tcp"
+#if FERRY_HAVE_RDMA
+                                           ,
+                                           "rdma"
+#endif
+                                           ));
 
 TEST(Handshake, StrangersBytesFailAtOffsetZero) {
   auto [listener, address] = tcp_listener();

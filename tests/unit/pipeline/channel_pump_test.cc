@@ -289,7 +289,12 @@ TEST_P(Pumps, BackPressureBoundsWhatIsBuffered) {
 
 INSTANTIATE_TEST_SUITE_P(Transports, Pumps,
                          ::testing::Values("loopback", "tcp", "udp", "loopback+busy", "tcp+busy",
-                                           "udp+busy"));
+                                           "udp+busy"
+#if FERRY_HAVE_RDMA
+                                           ,
+                                           "rdma", "rdma+busy"
+#endif
+                                           ));
 
 TEST(TransportRegistry, ErrorsNameWhatTheBuildHas) {
   auto u = connect_transport("carrier-pigeon:x", 100);
