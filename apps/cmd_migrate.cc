@@ -5,6 +5,7 @@
 // with a report of what happened and why. `ferry recv` must already run on the destination.
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -16,6 +17,7 @@
 #include "apps/cli.h"
 #include "apps/commands.h"
 #include "apps/cpu_idle.h"
+#include "apps/stop_signals.h"
 #include "common/json.h"
 #include "pipeline/page_stream.h"
 #include "pipeline/send_session.h"
@@ -59,6 +61,10 @@ void migrate_usage(FILE* out) {
       "Ends with a report: outcome, total time, downtime, bytes, and every decision with the\n"
       "numbers behind it. Exit 0 when the migration completed, 1 otherwise (failed, or\n"
       "stopped by the policy: the VM then keeps running on the source).\n"
+      "The migration capabilities and parameters it changes in both QEMUs are put back as\n"
+      "they were however it ends. SIGINT, SIGTERM or SIGHUP in pre-copy cancels the migration\n"
+      "(the source keeps the VM); in post-copy the first is refused (the VM would be lost), a\n"
+      "second within 5 s forces ferry migrate to exit.\n"
       "\n"
       "  --max-downtime MS   the pause the guest may see at switchover (default 300)\n"
       "  --deadline S        give up (migrate_cancel, VM keeps running on the source) after S\n"
@@ -93,6 +99,62 @@ Status set_param(qemu::QmpClient& q, const char* name, int64_t value) {
   auto r = q.execute("migrate-set-parameters", Value::object({{name, Value(value)}}));
   return r ? Status::ok() : r.status();
 }
+
+// The migration capabilities and parameters ferry migrate changes in one QEMU, put back as
+// they were on every way out: an operator's settings must not depend on whether a migration
+// through ferry ran, or how it ended.
+class QemuSettings {
+ public:
+  QemuSettings(qemu::QmpClient& q, const char* which) : q_(q), which_(which) {}
+  ~QemuSettings() { restore(); }
+  QemuSettings(const QemuSettings&) = delete;
+  QemuSettings& operator=(const QemuSettings&) = delete;
+
+  Status set_caps(const std::vector<std::pair<std::string, bool>>& caps) {
+    auto now = q_.execute("query-migrate-capabilities");
+    if (!now) return now.status();
+    for (const auto& [name, on] : caps) {
+      if (std::any_of(caps_.begin(), caps_.end(), [&](const auto& c) { return c.first == name; }))
+        continue;
+      for (size_t i = 0; i < now->size(); ++i) {
+        if ((*now)[i]["capability"].as_string() == name) {
+          caps_.push_back({name, (*now)[i]["state"].as_bool()});
+        }
+      }
+    }
+    return ::ferry::apps::set_caps(q_, caps);
+  }
+  Status set_param(const char* name, int64_t value) {
+    if (std::none_of(params_.begin(), params_.end(),
+                     [&](const auto& p) { return p.first == name; })) {
+      auto now = q_.execute("query-migrate-parameters");
+      if (!now) return now.status();
+      params_.push_back({name, (*now)[name].as_int()});
+    }
+    return ::ferry::apps::set_param(q_, name, value);
+  }
+
+ private:
+  void restore() {
+    std::string failed;
+    if (!caps_.empty()) {
+      if (auto st = ::ferry::apps::set_caps(q_, caps_); !st) failed = st.message();
+    }
+    for (const auto& [name, value] : params_) {
+      if (auto st = ::ferry::apps::set_param(q_, name.c_str(), value); !st) failed = st.message();
+    }
+    if (!failed.empty()) {
+      std::fprintf(stderr,
+                   "ferry migrate: could not restore the %s QEMU's migration settings: %s\n",
+                   which_, failed.c_str());
+    }
+  }
+
+  qemu::QmpClient& q_;
+  const char* which_;
+  std::vector<std::pair<std::string, bool>> caps_;
+  std::vector<std::pair<std::string, int64_t>> params_;
+};
 
 std::string fmt_bytes(double b) {
   char buf[32];
@@ -199,17 +261,19 @@ int run_migrate(int argc, char** argv) {
           "-incoming unix:PATH and run ferry recv --qemu unix:PATH)");
     }
   }
+  QemuSettings src_settings(**src, "source"), dst_settings(**dst, "destination");
   std::vector<std::pair<std::string, bool>> caps = {{"postcopy-ram", a.limits.allow_postcopy}};
-  if (auto st = set_caps(**dst, caps); !st) return fail("destination: " + st.message());
+  if (auto st = dst_settings.set_caps(caps); !st) return fail("destination: " + st.message());
   caps.push_back({"auto-converge", a.limits.allow_throttle});
-  if (auto st = set_caps(**src, caps); !st) return fail("source: " + st.message());
+  if (auto st = src_settings.set_caps(caps); !st) return fail("source: " + st.message());
   // QEMU sizes its last pass from the bandwidth it measures; ferry's back-pressure makes that
   // the real link rate, so QEMU's own cap (128 MiB/s by default) only gets in the way.
-  if (auto st = set_param(**src, "max-bandwidth", int64_t{1} << 40); !st) {
+  if (auto st = src_settings.set_param("max-bandwidth", int64_t{1} << 40); !st) {
     return fail("source: " + st.message());
   }
 
   // 2. The ferry path, then the migration.
+  StopSignals signals;  // before the session's threads: they inherit the blocked signals
   SendSession session(a.send);
   if (auto st = session.listen(a.sock); !st) return fail(st.message());
   session.start();
@@ -233,6 +297,8 @@ int run_migrate(int argc, char** argv) {
   std::vector<Decision> decisions;
   QemuSample q;
   std::string outcome, reason;
+  std::string cancelled_by;       // a signal made us cancel the migration
+  TimePoint signal_refused_at{};  // a signal refused in post-copy (a second forces)
   for (;;) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     auto m = (*src)->execute("query-migrate");
@@ -280,17 +346,47 @@ int run_migrate(int argc, char** argv) {
       const bool we_stopped = !decisions.empty() && decisions.back().action == Action::kStop;
       outcome = we_stopped ? "stopped" : q.status;
       reason = we_stopped ? decisions.back().reason : (*m)["error-desc"].as_string();
+      if (!cancelled_by.empty() && !we_stopped) {
+        outcome = "cancelled";
+        reason = "cancelled by " + cancelled_by + " (the source keeps the VM)";
+      }
       if (reason.empty()) reason = "QEMU reports the migration " + q.status;
       break;
+    }
+    // A stop signal: in pre-copy, cancel (QEMU keeps the VM on the source); in post-copy the
+    // VM runs on the destination with pages still here, so the first one is refused.
+    if (const char* name = signals.take()) {
+      const bool postcopy = q.status.rfind("postcopy", 0) == 0;
+      const TimePoint wall = Clock::now();
+      if (!postcopy) {
+        if (cancelled_by.empty()) {
+          std::fprintf(stderr, "%sferry migrate: %s: cancelling the migration\n",
+                       tty ? "\r\033[K" : "", name);
+          (void)(*src)->execute("migrate_cancel");
+          cancelled_by = name;
+        }
+      } else if (signal_refused_at == TimePoint{} || wall - signal_refused_at > kForceWithin) {
+        signal_refused_at = wall;
+        std::fprintf(stderr,
+                     "%sferry migrate: %s: not stopping: the migration is in post-copy, so the VM "
+                     "runs on the destination and still needs pages from the source; stopping "
+                     "now would lose it. Send it again within %lld s to force.\n",
+                     tty ? "\r\033[K" : "", name, static_cast<long long>(kForceWithin.count()));
+      } else {
+        outcome = "abandoned";
+        reason = std::string("forced by a second ") + name +
+                 " in post-copy: unless QEMU's post-copy recovery resumes it, the VM is lost";
+        break;
+      }
     }
     for (Decision& d : engine.step(s)) {
       d.time_s = now_s;
       if (d.action == Action::kSetEffort) {
         session.channels().set_effort(static_cast<int>(d.value));
       } else if (d.action == Action::kSetMaxBandwidth) {
-        (void)set_param(**src, "max-bandwidth", static_cast<int64_t>(d.value));
+        (void)src_settings.set_param("max-bandwidth", static_cast<int64_t>(d.value));
       } else if (d.action == Action::kSetDowntimeLimit) {
-        (void)set_param(**src, "downtime-limit", static_cast<int64_t>(d.value));
+        (void)src_settings.set_param("downtime-limit", static_cast<int64_t>(d.value));
       } else if (d.action == Action::kStartPostcopy) {
         auto r = (*src)->execute("migrate-start-postcopy");
         if (!r) d.reason += " (QEMU refused: " + r.status().message() + ")";

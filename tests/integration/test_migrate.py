@@ -11,9 +11,13 @@ postcopy    random pages dirtied faster than the link can carry even encoded: th
             passes, not after a timeout; the migration completes, RAM identical
 stop        the same without --allow-postcopy: ferry migrate stops early with the reason,
             exits 1, and the VM keeps running on the source
+cancel      SIGTERM to ferry migrate in pre-copy: it cancels, exits 1, the VM keeps running
+Every scenario also checks that ferry migrate put back the migration capabilities and
+parameters it changed in both QEMUs.
 """
 import json
 import os
+import signal
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -24,7 +28,21 @@ RAM_KIB = 524296  # 512 MiB + 8 KiB (never a multiple of 64 pages)
 MAX_DOWNTIME_MS = 500
 
 
-def scenario(workload, extra_args, expect_rc, checks):
+def migration_settings(src, dst):
+    """Every migration capability of both QEMUs and the source's parameters, by name (a
+    destination whose incoming migration failed has exited: none of its)."""
+    out = {}
+    for g in (src, dst):
+        if not g.alive():
+            continue
+        for c in g.qmp('query-migrate-capabilities'):
+            out['%s cap %s' % (g.name, c['capability'])] = c['state']
+    for k, v in src.qmp('query-migrate-parameters').items():
+        out['src param %s' % k] = v
+    return out
+
+
+def scenario(workload, extra_args, expect_rc, checks, during=None):
     """Runs ferry migrate --json with extra_args, checks its report with checks(report), then
     verifies the end state: RAM identical after a completed migration, the VM still running on
     the source after a stop."""
@@ -44,13 +62,21 @@ def scenario(workload, extra_args, expect_rc, checks):
             src.wait_ready()
             src.wait_heartbeats(3)
             fr.start_recv(wd.path('in.sock'))
+            settings_before = migration_settings(src, dst)
             argv = [rig.find_ferry(), 'migrate', '--src-qmp', 'unix:' + wd.path('src-m.qmp'),
                     '--dst-qmp', 'unix:' + wd.path('dst-m.qmp'), '--peer', fr.peer,
                     '--max-downtime', str(MAX_DOWNTIME_MS), '--deadline', '300',
                     '--sock', wd.path('mig.sock'), '--json'] + extra_args
             out_path, err_path = wd.path('migrate.out'), wd.path('migrate.err')
             mig = lk.spawn('a', argv, stdout=open(out_path, 'wb'), stderr=open(err_path, 'wb'))
+            if during:
+                during(mig, src)
             rig.wait_until(lambda: mig.poll() is not None, rig.scaled(400), 'ferry migrate')
+            settings_after = migration_settings(src, dst)
+            changed = ['%s %s -> %s' % (k, settings_before[k], v)
+                       for k, v in settings_after.items() if settings_before[k] != v]
+            check(not changed, 'ferry migrate left QEMU migration settings changed: %s' %
+                  ', '.join(changed))
             lines = [json.loads(x) for x in read_text(out_path).splitlines() if x.strip()]
             reports = [x for x in lines if x.get('event') == 'report']
             check(len(reports) == 1, 'expected one report, stderr: %s' % read_text(err_path))
@@ -126,10 +152,29 @@ def stop():
     scenario(wl, [], 1, checks)
 
 
+def cancel():
+    """SIGTERM to ferry migrate in pre-copy: it cancels the migration, says so, exits 1; the VM
+    keeps running on the source; the capabilities and parameters it changed in both QEMUs are
+    back as they were."""
+    wl = {'ws': '192M', 'pattern': 'random', 'rate': 12000}
+
+    def during(mig, src):
+        rig.wait_until(lambda: src.query_migrate().get('ram', {}).get('transferred', 0) >
+                       (16 << 20), rig.scaled(60), 'pre-copy progress')
+        mig.send_signal(signal.SIGTERM)
+
+    def checks(rep):
+        check(rep['outcome'] == 'cancelled' and 'SIGTERM' in rep['reason'],
+              'outcome %s: %s' % (rep['outcome'], rep['reason']))
+
+    # scenario() checks that the source keeps running and that the settings are back.
+    scenario(wl, ['--allow-postcopy'], 1, checks, during)
+
+
 def main(argv):
     rig.require_qemu_and_guest()
     which = argv[1] if len(argv) > 1 else 'converging'
-    {'converging': converging, 'postcopy': postcopy, 'stop': stop}[which]()
+    {'converging': converging, 'postcopy': postcopy, 'stop': stop, 'cancel': cancel}[which]()
     print('PASS migrate %s' % which)
     return 0
 
