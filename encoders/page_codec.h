@@ -93,10 +93,11 @@ EncodeParams params_for_effort(int effort);
 int effort_for_level(CodecLevel level);
 
 struct CodecConfig {
-  size_t page_size = 4096;           // power of two, 512 .. kMaxPageSize; identical on both ends
-  size_t cache_bytes = 0;            // this shard's cache; identical on both ends; 0 = no cache
-  const Kernels* kernels = nullptr;  // null: kernels(); tests force a variant
-  bool use_isal_zero = true;         // ISA-L zero detection when built with it
+  size_t page_size = 4096;  // power of two, 512 .. kMaxPageSize; identical on both ends
+  size_t cache_bytes = 0;   // this shard's cache; identical on both ends; 0 = no cache
+  CachePolicy cache_policy = kDefaultCachePolicy;  // identical on both ends
+  const Kernels* kernels = nullptr;                // null: kernels(); tests force a variant
+  bool use_isal_zero = true;                       // ISA-L zero detection when built with it
 };
 
 // The shard (0 .. shards-1) that owns a page, for --encode-threads.
