@@ -134,30 +134,31 @@ TEST(PageCacheSweep, WorkingSetTwiceTheCache) {
 // scattered over RAM is re-sent in address order, pass after pass: 1.25x the cache, and 0.75x
 // (which then must be cached whole).
 TEST(PageCacheSweep, AfterAFullFirstPass) {
-  const size_t ram = kCachePages * 4;
-  for (const uint64_t of16 : {5, 3}) {  // 5/16 of RAM = 1.25x the cache, 3/16 = 0.75x
-    std::vector<uint64_t> ws;
-    for (uint64_t k = 0; k < ram; ++k) {
-      if (k % 16 < of16) ws.push_back(k);
+  for (const size_t times : {4, 16})
+    for (const uint64_t of16 : {5, 3}) {  // 5/16 of 4x = 1.25x the cache, 3/16 = 0.75x
+      const size_t ram = kCachePages * times;
+      std::vector<uint64_t> ws;
+      for (uint64_t k = 0; k < ram; ++k) {
+        if (k % (4 * times) < of16) ws.push_back(k);
+      }
+      std::vector<std::vector<uint64_t>> passes{range(0, ram)};
+      for (int i = 0; i < 10; ++i) passes.push_back(ws);
+      const PassShares lru = measure(CachePolicy::kLru, ram, passes);
+      const PassShares aged = measure(CachePolicy::kAgedClock, ram, passes);
+      print(("full first pass over " + std::to_string(times) + "x the cache, then " +
+             std::to_string(of16 * 100 / 4) + "% of the cache scattered")
+                .c_str(),
+            lru, aged);
+      if (of16 == 5) {
+        EXPECT_LT(lru.mean_from(1), 0.05);
+        EXPECT_GE(aged.mean_from(2), 0.70) << "from the second pass of the working set on";
+      } else {
+        // Known cost: the first pass's evictions come back as ghosts with reuse distances of a
+        // whole RAM pass, so aged-clock admits the smaller set one pass later than LRU does.
+        EXPECT_GE(lru.mean_from(2), 0.99);
+        EXPECT_GE(aged.mean_from(3), 0.99) << "from the third pass of the working set on";
+      }
     }
-    std::vector<std::vector<uint64_t>> passes{range(0, ram)};
-    for (int i = 0; i < 10; ++i) passes.push_back(ws);
-    const PassShares lru = measure(CachePolicy::kLru, ram, passes);
-    const PassShares aged = measure(CachePolicy::kAgedClock, ram, passes);
-    print(("full first pass over 4x the cache, then " + std::to_string(of16 * 100 / 4) +
-           "% of the cache scattered")
-              .c_str(),
-          lru, aged);
-    if (of16 == 5) {
-      EXPECT_LT(lru.mean_from(1), 0.05);
-      EXPECT_GE(aged.mean_from(2), 0.70) << "from the second pass of the working set on";
-    } else {
-      // Known cost: the first pass's evictions come back as ghosts with reuse distances of a
-      // whole RAM pass, so aged-clock admits the smaller set one pass later than LRU does.
-      EXPECT_GE(lru.mean_from(2), 0.99);
-      EXPECT_GE(aged.mean_from(3), 0.99) << "from the third pass of the working set on";
-    }
-  }
 }
 
 // Real passes do not re-dirty every page of the working set: each pass here sends a random
