@@ -1,10 +1,11 @@
 // encoders/page_codec.h — turn batches of guest pages into page records and back.
 //
 // The sender runs one Encoder per encode shard, the receiver one Decoder per shard. Each owns a
-// PageCache (page_cache.h) of the same capacity; records of one shard must be decoded in the
-// order they were encoded, all of them: the caches evolve from the record sequence, so a record
-// dropped or reordered after encode() desynchronises the two ends. (Drop superseded pages
-// *before* encoding.) A decode error leaves the Decoder's cache undefined: end the session.
+// PageCache (page_cache.h) of the same capacity and policy; records of one shard must be
+// decoded in the order they were encoded, all of them: the caches evolve from the record
+// sequence, so a record dropped or reordered after encode() desynchronises the two ends. (Drop
+// superseded pages *before* encoding.) A decode error leaves the Decoder's cache undefined: end
+// the session.
 //
 // Sharding for --encode-threads N: shard_of(page_index, N) = page_index % N. Give each shard
 // its own Encoder/Decoder pair with cache_bytes = cache-mib / N; a page then always meets the
