@@ -354,7 +354,7 @@ int run_migrate(int argc, char** argv) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const bool downtime_ok = outcome != "completed" || q.downtime_ms <= a.limits.max_downtime_ms;
   // The page cache's policy and how well it served (null without page encoding).
-  const Value cache = session.channels().stats_json(outcome, reason).get({"encoding", "cache"});
+  const Value cache = session.channels().stats_json(outcome, reason).get({"page_cache"});
 
   if (a.json) {
     Value ds = Value::array();

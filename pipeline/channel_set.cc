@@ -318,11 +318,13 @@ json::Value ChannelSet::stats_json(const std::string& outcome, const std::string
     enc.set("pages_per_effort", std::move(per_effort));
     enc.set("encode_threads", shard_pages.size());
     enc.set("pages_per_shard", std::move(shard_pages));
+    doc.set("encoding", std::move(enc));
     // Lookups of non-zero pages: a hit can go as same or delta, a miss goes whole; declined
-    // misses were not admitted (aged-clock keeping a working set larger than the cache).
+    // misses were not admitted (aged-clock keeping a working set larger than the cache). Not
+    // inside "encoding", whose objects are the forms.
     const uint64_t lookups = cache_hits + cache_misses;
-    enc.set(
-        "cache",
+    doc.set(
+        "page_cache",
         Value::object({{"policy", cache_policy},
                        {"bytes", cache_bytes},
                        {"hits", cache_hits},
@@ -331,7 +333,6 @@ json::Value ChannelSet::stats_json(const std::string& outcome, const std::string
                        {"declined", cache_declined},
                        {"hit_rate",
                         json::rounded(lookups ? double(cache_hits) / double(lookups) : 0.0, 4)}}));
-    doc.set("encoding", std::move(enc));
   }
   // CPU seconds of this whole process (all channel threads, encoding included).
   rusage ru{};

@@ -131,6 +131,7 @@ def run(wd, lk, workload_name, method, index, workload=None, ram_kib=RAM_KIB,
                     row['ferry_ratio'] = s['encoding']['ratio']
                     row['ferry_final_effort'] = s['encoding']['final_effort']
                     row['ferry_encoding'] = s['encoding']
+                    row['ferry_page_cache'] = s['page_cache']
             row['link_bytes'] = lk.tx_bytes('a') + lk.tx_bytes('b') - tx0
             if outcome == 'completed':
                 diff = rig.check_ram_and_resume(src, dst)
@@ -140,8 +141,8 @@ def run(wd, lk, workload_name, method, index, workload=None, ram_kib=RAM_KIB,
         finally:
             if fr:
                 fr.close()
-    if 'ferry_encoding' in row and 'cache' in row['ferry_encoding']:
-        c = row['ferry_encoding']['cache']
+    if 'ferry_page_cache' in row:
+        c = row['ferry_page_cache']
         print('  ferry page cache: %s, %d MiB, hit rate %.3f (%d hits, %d misses, %d declined)' %
               (c['policy'], c['bytes'] >> 20, c['hit_rate'], c['hits'], c['misses'],
                c['declined']))
@@ -304,7 +305,7 @@ def large_working_set(out, only=None, methods=None):
         elif not f.get('ram_verified'):
             failures.append('RAM differs after ferry')
         else:
-            cache = f['ferry_encoding']['cache']
+            cache = f['ferry_page_cache']
             if cache['policy'] != 'aged-clock' or cache['bytes'] != LARGE_WS_CACHE_MIB << 20:
                 failures.append('ferry send did not use its defaults: %s' % cache)
             # Lookups include the first pass's (all misses); strict LRU gets ~0 here and
