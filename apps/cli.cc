@@ -62,6 +62,16 @@ encoders::CodecLevel ArgReader::codec() {
   return encoders::CodecLevel::kAuto;
 }
 
+encoders::CachePolicy ArgReader::cache_policy() {
+  const std::string flag = current();
+  const std::string v = value();
+  for (auto p : {encoders::CachePolicy::kLru, encoders::CachePolicy::kAgedClock}) {
+    if (v == encoders::cache_policy_name(p)) return p;
+  }
+  fail(flag + " wants aged-clock or lru, got '" + v + "'");
+  return encoders::kDefaultCachePolicy;
+}
+
 dataplane::PollMode ArgReader::poll_mode() {
   const std::string flag = current();
   auto mode = dataplane::parse_poll_mode(value());

@@ -36,6 +36,8 @@ class ArgReader {
   long long count(long long min, long long max);
   // The value as a --codec level (none|fast|max|auto).
   encoders::CodecLevel codec();
+  // The value as a page cache policy (lru|aged-clock).
+  encoders::CachePolicy cache_policy();
   // The value as a polling mode (adaptive|busy).
   dataplane::PollMode poll_mode();
   void unknown();

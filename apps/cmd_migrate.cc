@@ -45,8 +45,8 @@ void migrate_usage(FILE* out) {
       "usage: ferry migrate --src-qmp unix:PATH --dst-qmp unix:PATH --peer tcp:HOST:PORT\n"
       "                     [--max-downtime MS] [--deadline S] [--allow-postcopy]\n"
       "                     [--allow-throttle] [--codec auto|fast|max|none] [--cache-mib N]\n"
-      "                     [--encode-threads N] [--poll adaptive|busy]\n"
-      "                     [--fabric-provider NAME]\n"
+      "                     [--cache-policy aged-clock|lru] [--encode-threads N]\n"
+      "                     [--poll adaptive|busy] [--fabric-provider NAME]\n"
       "                     [--sock PATH] [--json]\n"
       "\n"
       "Migrates the VM of the source QEMU (its QMP socket: --src-qmp) to the destination QEMU\n"
@@ -71,8 +71,8 @@ void migrate_usage(FILE* out) {
       "                      seconds (default 600)\n"
       "  --allow-postcopy    may switch to post-copy (sets postcopy-ram on both QEMUs)\n"
       "  --allow-throttle    may let QEMU slow the guest's vCPUs (auto-converge)\n"
-      "  --codec, --cache-mib, --encode-threads, --poll, --fabric-provider  as ferry send\n"
-      "                     (default auto, 256, 1, adaptive, verbs)\n"
+      "  --codec, --cache-mib, --cache-policy, --encode-threads, --poll, --fabric-provider\n"
+      "                     as ferry send (default auto, 256, aged-clock, 1, adaptive, verbs)\n"
       "  --sock PATH         the unix socket the source QEMU migrates into (default\n"
       "                      /tmp/ferry-migrate-<pid>.sock)\n"
       "  --json              one JSON object per line on stdout: progress samples, decisions,\n"
@@ -212,6 +212,8 @@ int run_migrate(int argc, char** argv) {
       a.send.codec = args.codec();
     } else if (args.is("--cache-mib")) {
       a.send.cache_mib = static_cast<size_t>(args.count(0, 1 << 20));
+    } else if (args.is("--cache-policy")) {
+      a.send.cache_policy = args.cache_policy();
     } else if (args.is("--encode-threads")) {
       a.send.encode_threads = static_cast<unsigned>(args.count(1, pipeline::kMaxShards));
     } else if (args.is("--poll")) {
@@ -449,6 +451,8 @@ int run_migrate(int argc, char** argv) {
   const double total_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const bool downtime_ok = outcome != "completed" || q.downtime_ms <= a.limits.max_downtime_ms;
+  // The page cache's policy and how well it served (null without page encoding).
+  const Value cache = session.channels().stats_json(outcome, reason).get({"page_cache"});
 
   if (a.json) {
     Value ds = Value::array();
@@ -472,6 +476,7 @@ int run_migrate(int argc, char** argv) {
                      {"postcopy_requests", Value(static_cast<int64_t>(q.postcopy_requests))},
                      {"passes", Value(static_cast<int64_t>(q.dirty_sync_count))},
                      {"sampled_dirty_bytes_per_s", Value(sampled_dirty_bytes_per_s)},
+                     {"page_cache", cache},
                      {"decisions", ds}})
                     .dump()
                     .c_str());
@@ -489,6 +494,13 @@ int run_migrate(int argc, char** argv) {
                  static_cast<unsigned long long>(q.dirty_sync_count),
                  fmt_bytes(static_cast<double>(c.bytes_from_qemu)).c_str(),
                  fmt_bytes(static_cast<double>(c.link_tx_bytes + c.link_rx_bytes)).c_str());
+    if (cache.is_object()) {
+      std::fprintf(
+          stderr, "  page cache   %s, %s, %.1f %% of %llu lookups hit\n",
+          cache["policy"].as_string().c_str(), fmt_bytes(cache["bytes"].as_double()).c_str(),
+          100.0 * cache["hit_rate"].as_double(),
+          static_cast<unsigned long long>(cache["hits"].as_int() + cache["misses"].as_int()));
+    }
     if (decisions.empty()) std::fprintf(stderr, "  decisions    none (pre-copy converged)\n");
     for (const auto& d : decisions) {
       std::fprintf(stderr, "  [%6.1f s] %s: %s\n", d.time_s, action_name(d.action),

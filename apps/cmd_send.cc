@@ -28,8 +28,8 @@ void send_usage(FILE* out) {
   std::fprintf(
       out,
       "usage: ferry send (--listen unix:PATH | --stdio) --peer TRANSPORT:ADDRESS\n"
-      "                  [--codec none|fast|max|auto] [--cache-mib N] [--encode-threads N]\n"
-      "                  [--poll adaptive|busy] [--fabric-provider NAME]\n"
+      "                  [--codec none|fast|max|auto] [--cache-mib N] [--cache-policy P]\n"
+      "                  [--encode-threads N] [--poll adaptive|busy] [--fabric-provider NAME]\n"
       "                  [--connect-timeout S] [--stats-json FILE] [--quiet]\n"
       "\n"
       "The source side of a migration through ferry. Start it, then tell the source QEMU\n"
@@ -60,6 +60,10 @@ void send_usage(FILE* out) {
       "                                 while zstd -9 leaves the encoder mostly idle\n"
       "  --cache-mib N          last-sent page copies kept for same/delta, on both ends\n"
       "                         (default 256; ferry recv allocates the same)\n"
+      "  --cache-policy P       which copies the cache keeps when the pages re-sent exceed it:\n"
+      "                         aged-clock (default) keeps a stable part of a larger working\n"
+      "                         set; lru (strict, as before) gets nothing once QEMU's passes\n"
+      "                         sweep more pages than fit\n"
       "  --encode-threads N     encode the main stream's pages on N threads (1..64, default 1):\n"
       "                         page i goes to shard i %% N, each with its own thread, 1/N of\n"
       "                         the cache and its own streams. Pays off with the stream\n"
@@ -105,6 +109,8 @@ int run_send(int argc, char** argv) {
       a.session.codec = args.codec();
     } else if (args.is("--cache-mib")) {
       a.session.cache_mib = static_cast<size_t>(args.count(0, 1 << 20));
+    } else if (args.is("--cache-policy")) {
+      a.session.cache_policy = args.cache_policy();
     } else if (args.is("--encode-threads")) {
       a.session.encode_threads = static_cast<unsigned>(args.count(1, pipeline::kMaxShards));
     } else if (args.is("--poll")) {

@@ -203,7 +203,8 @@ Result<std::unique_ptr<Encoder>> Encoder::create(const CodecConfig& config) {
   if (config.use_isal_zero && isal_is_zero() != nullptr && e->k_->level != KernelLevel::kScalar) {
     e->is_zero_ = isal_is_zero();
   }
-  auto cache = PageCache::create(config.page_size, config.cache_bytes / config.page_size);
+  auto cache = PageCache::create(config.page_size, config.cache_bytes / config.page_size,
+                                 config.cache_policy);
   if (!cache) return cache.status();
   e->cache_ = std::move(cache).value();
   try {
@@ -399,7 +400,8 @@ Result<std::unique_ptr<Decoder>> Decoder::create(const CodecConfig& config) {
   FERRY_RETURN_IF_ERROR(check_config(config));
   std::unique_ptr<Decoder> d(new Decoder());
   d->page_size_ = config.page_size;
-  auto cache = PageCache::create(config.page_size, config.cache_bytes / config.page_size);
+  auto cache = PageCache::create(config.page_size, config.cache_bytes / config.page_size,
+                                 config.cache_policy);
   if (!cache) return cache.status();
   d->cache_ = std::move(cache).value();
   try {

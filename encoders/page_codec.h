@@ -1,10 +1,11 @@
 // encoders/page_codec.h — turn batches of guest pages into page records and back.
 //
 // The sender runs one Encoder per encode shard, the receiver one Decoder per shard. Each owns a
-// PageCache (page_cache.h) of the same capacity; records of one shard must be decoded in the
-// order they were encoded, all of them: the caches evolve from the record sequence, so a record
-// dropped or reordered after encode() desynchronises the two ends. (Drop superseded pages
-// *before* encoding.) A decode error leaves the Decoder's cache undefined: end the session.
+// PageCache (page_cache.h) of the same capacity and policy; records of one shard must be
+// decoded in the order they were encoded, all of them: the caches evolve from the record
+// sequence, so a record dropped or reordered after encode() desynchronises the two ends. (Drop
+// superseded pages *before* encoding.) A decode error leaves the Decoder's cache undefined: end
+// the session.
 //
 // Sharding for --encode-threads N: shard_of(page_index, N) = page_index % N. Give each shard
 // its own Encoder/Decoder pair with cache_bytes = cache-mib / N; a page then always meets the
@@ -93,10 +94,11 @@ EncodeParams params_for_effort(int effort);
 int effort_for_level(CodecLevel level);
 
 struct CodecConfig {
-  size_t page_size = 4096;           // power of two, 512 .. kMaxPageSize; identical on both ends
-  size_t cache_bytes = 0;            // this shard's cache; identical on both ends; 0 = no cache
-  const Kernels* kernels = nullptr;  // null: kernels(); tests force a variant
-  bool use_isal_zero = true;         // ISA-L zero detection when built with it
+  size_t page_size = 4096;  // power of two, 512 .. kMaxPageSize; identical on both ends
+  size_t cache_bytes = 0;   // this shard's cache; identical on both ends; 0 = no cache
+  CachePolicy cache_policy = kDefaultCachePolicy;  // identical on both ends
+  const Kernels* kernels = nullptr;                // null: kernels(); tests force a variant
+  bool use_isal_zero = true;                       // ISA-L zero detection when built with it
 };
 
 // The shard (0 .. shards-1) that owns a page, for --encode-threads.

@@ -288,6 +288,9 @@ json::Value ChannelSet::stats_json(const std::string& outcome, const std::string
   uint64_t effort_changes = 0;
   uint64_t effort_pages[encoders::kMaxEffort + 1] = {};
   Value shard_pages = Value::array();
+  uint64_t cache_hits = 0, cache_misses = 0, cache_evictions = 0, cache_declined = 0;
+  size_t cache_bytes = 0;
+  const char* cache_policy = "";
   for (const auto& c : channels_) {
     const PageStreamEncoder* enc = c->encoder;
     if (!enc) continue;
@@ -301,7 +304,13 @@ json::Value ChannelSet::stats_json(const std::string& outcome, const std::string
     wire_bytes += k.wire_bytes.load();
     effort_changes += k.effort_changes.load();
     for (int e = 0; e <= encoders::kMaxEffort; ++e) effort_pages[e] += k.effort_pages[e].load();
+    cache_hits += k.cache_hits.load();
+    cache_misses += k.cache_misses.load();
+    cache_evictions += k.cache_evictions.load();
+    cache_declined += k.cache_declined.load();
     if (c->index == 0) {
+      cache_bytes = enc->options().cache_bytes;
+      cache_policy = encoders::cache_policy_name(enc->options().cache_policy);
       effort = k.effort.load();
       const unsigned shards = k.shards.load();
       for (unsigned i = 0; i < shards && i < kMaxShards; ++i) {
@@ -328,6 +337,20 @@ json::Value ChannelSet::stats_json(const std::string& outcome, const std::string
     enc.set("encode_threads", shard_pages.size());
     enc.set("pages_per_shard", std::move(shard_pages));
     doc.set("encoding", std::move(enc));
+    // Lookups of non-zero pages: a hit can go as same or delta, a miss goes whole; declined
+    // misses were not admitted (aged-clock keeping a working set larger than the cache). Not
+    // inside "encoding", whose objects are the forms.
+    const uint64_t lookups = cache_hits + cache_misses;
+    doc.set(
+        "page_cache",
+        Value::object({{"policy", cache_policy},
+                       {"bytes", cache_bytes},
+                       {"hits", cache_hits},
+                       {"misses", cache_misses},
+                       {"evictions", cache_evictions},
+                       {"declined", cache_declined},
+                       {"hit_rate",
+                        json::rounded(lookups ? double(cache_hits) / double(lookups) : 0.0, 4)}}));
   }
   // CPU seconds of this whole process (all channel threads, encoding included).
   rusage ru{};

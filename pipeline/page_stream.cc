@@ -15,8 +15,9 @@ using qemu::StreamParser;
 
 namespace {
 
-constexpr uint8_t kCodecVersion = 3;
-constexpr uint8_t kPagesStream = 1;  // PAGES flags bit 0; bits 1..7: the shard
+constexpr uint8_t kCodecVersion = 4;
+constexpr uint8_t kCodecVersionLru = 3;  // before the policy byte: always lru
+constexpr uint8_t kPagesStream = 1;      // PAGES flags bit 0; bits 1..7: the shard
 constexpr int kPagesShardShift = 1;
 constexpr size_t kStreamHeader = 5;  // kind:u8 content_len:u32
 
@@ -35,7 +36,8 @@ StreamChoice stream_for_effort(int effort) {
   }
   return {true, StreamKind::kZstd, effort >= 5 ? 9 : effort == 4 ? 3 : 1};
 }
-constexpr size_t kCodecPayload = 14;
+constexpr size_t kCodecPayload = 15;
+constexpr size_t kCodecPayloadV3 = 14;
 // OPAQUE frames are cut at this size (the link sees steady frames, the receiver small ones).
 constexpr size_t kOpaqueFrame = 256u << 10;
 
@@ -291,6 +293,7 @@ Status PageStreamEncoder::flush_pages(FrameWriter& out) {
     encoders::CodecConfig cfg;
     cfg.page_size = tp;
     cfg.cache_bytes = opt_.cache_bytes / shards_.size();
+    cfg.cache_policy = opt_.cache_policy;
     for (Shard& sh : shards_) {
       auto e = encoders::Encoder::create(cfg);
       if (!e) return e.status();
@@ -308,6 +311,7 @@ Status PageStreamEncoder::flush_pages(FrameWriter& out) {
     put_be(p + 1, tp, 4);
     put_be(p + 5, opt_.cache_bytes, 8);
     p[13] = static_cast<uint8_t>(shards_.size());
+    p[14] = static_cast<uint8_t>(opt_.cache_policy);
     out.end_frame(FrameType::kCodec, kCodecPayload);
     codec_sent_ = true;
   }
@@ -356,6 +360,18 @@ Status PageStreamEncoder::flush_pages(FrameWriter& out) {
     b.pages.clear();
     b.index.clear();
   }
+  uint64_t hits = 0, misses = 0, evictions = 0, declined = 0;
+  for (const Shard& sh : shards_) {
+    const encoders::PageCache& c = sh.encoder->cache();
+    hits += c.hits();
+    misses += c.misses();
+    evictions += c.evictions();
+    declined += c.declined();
+  }
+  counters_.cache_hits.store(hits, std::memory_order_relaxed);
+  counters_.cache_misses.store(misses, std::memory_order_relaxed);
+  counters_.cache_evictions.store(evictions, std::memory_order_relaxed);
+  counters_.cache_declined.store(declined, std::memory_order_relaxed);
   nclosed_ = 0;
   nstaged_ = 0;
   return Status::ok();
@@ -448,11 +464,22 @@ Status PageStreamDecoder::decode(FrameType type, std::span<const uint8_t> payloa
   }
   if (type == FrameType::kCodec) {
     if (!decoders_.empty()) return Status(ErrorCode::kProtocol, "a second CODEC frame");
-    if (payload.size() != kCodecPayload || payload[0] != kCodecVersion) {
+    const bool v4 = payload.size() == kCodecPayload && payload[0] == kCodecVersion;
+    const bool v3 = payload.size() == kCodecPayloadV3 && payload[0] == kCodecVersionLru;
+    if (!v4 && !v3) {
       return Status(ErrorCode::kProtocol,
                     "CODEC frame: unsupported version or length " + std::to_string(payload.size()));
     }
     encoders::CodecConfig cfg;
+    cfg.cache_policy = encoders::CachePolicy::kLru;
+    if (v4) {
+      if (!encoders::valid_cache_policy(payload[14])) {
+        return Status(ErrorCode::kProtocol, "CODEC frame: unknown page cache policy " +
+                                                std::to_string(payload[14]) +
+                                                "; update ferry recv to the sender's version");
+      }
+      cfg.cache_policy = static_cast<encoders::CachePolicy>(payload[14]);
+    }
     cfg.page_size = get_be(payload.data() + 1, 4);
     cfg.cache_bytes = get_be(payload.data() + 5, 8);
     if (cfg.cache_bytes > max_cache_bytes_) {

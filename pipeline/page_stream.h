@@ -4,9 +4,11 @@
 // Wires qemu-channel (parser, rebuilder) to encoders/ and dataplane/ frames.
 //
 // Frame payloads (big-endian unless noted; frame types in dataplane/protocol.h):
-//   CODEC := version:u8(=3) page_size:u32 cache_bytes:u64 shards:u8            (14 bytes)
-//            once, before the first PAGES frame; the receiver builds one Decoder per shard
-//            from it, each with cache_bytes / shards
+//   CODEC := version:u8(=4) page_size:u32 cache_bytes:u64 shards:u8 cache_policy:u8
+//            (15 bytes) once, before the first PAGES frame; the receiver builds one Decoder
+//            per shard from it, each with cache_bytes / shards and the sender's replacement
+//            policy (encoders::CachePolicy: 0 lru, 1 aged-clock). Version 3 (14 bytes, no
+//            policy byte) is still accepted and means lru.
 //   PAGES := flags:u8 block_len:u8 block[block_len] count:u16 body
 //     flags      bit 0 STREAM: body = kind:u8 content_len:u32 block, the content compressed
 //                as the next block of the shard's stream of that kind (1 zstd, 2 LZMA2;
@@ -72,7 +74,8 @@ struct PageCodecOptions {
   // >= 0: this effort, fixed, whatever the level (ferry inspect --simulate-codec).
   int fixed_effort = -1;
   size_t cache_bytes = 256u << 20;  // all shards together
-  unsigned encode_threads = 1;      // shards, each encoded on its own thread; 1 .. kMaxShards
+  encoders::CachePolicy cache_policy = encoders::kDefaultCachePolicy;
+  unsigned encode_threads = 1;  // shards, each encoded on its own thread; 1 .. kMaxShards
 };
 
 // What went out, by form; readable from another thread.
@@ -86,6 +89,8 @@ struct PageCodecCounters {
   std::atomic<uint64_t> wire_bytes{0};         // PAGES bodies as sent (after the zstd stream)
   std::atomic<unsigned> shards{0};             // encode shards in use (0 until the first page)
   std::atomic<uint64_t> shard_pages[64] = {};  // pages encoded per shard (kMaxShards)
+  // The page caches of all shards (encoders::PageCache counters), as of the last batch.
+  std::atomic<uint64_t> cache_hits{0}, cache_misses{0}, cache_evictions{0}, cache_declined{0};
 };
 
 inline constexpr unsigned kMaxShards = 64;  // the shard fits PAGES flags bits 1..7
@@ -105,6 +110,7 @@ class PageStreamEncoder final : public StreamCodec {
   }
 
   const PageCodecCounters& counters() const { return counters_; }
+  const PageCodecOptions& options() const { return opt_; }
   // The QEMU stream's counts (pages by class, commands, multifd packets), from the parse this
   // encoder runs anyway on the main channel (and from a counting parser on other channels,
   // which it forwards unparsed): the channel needs no StreamStats tap of its own. Counters

@@ -33,6 +33,7 @@ std::unique_ptr<PageStreamEncoder> SendSession::make_codec() const {
   PageCodecOptions opt;
   opt.level = opt_.codec;
   opt.cache_bytes = opt_.cache_mib << 20;
+  opt.cache_policy = opt_.cache_policy;
   opt.encode_threads = opt_.encode_threads;
   return std::make_unique<PageStreamEncoder>(opt);
 }

@@ -25,6 +25,7 @@ struct SendOptions {
   int connect_timeout_ms = 10000;
   encoders::CodecLevel codec = encoders::CodecLevel::kAuto;
   size_t cache_mib = 256;
+  encoders::CachePolicy cache_policy = encoders::kDefaultCachePolicy;
   unsigned encode_threads = 1;  // encode shards of the main stream, one thread each
   dataplane::PollMode poll_mode = dataplane::PollMode::kAdaptive;  // each channel's engine
   dataplane::TransportSettings transport;  // backend settings (--fabric-provider)

@@ -163,6 +163,8 @@ def run(spec, parent):
                     # How the encoder spent the run (--codec auto moves between efforts).
                     row['ferry_pages_per_effort'] = enc.get('pages_per_effort')
                     row['ferry_effort_changes'] = enc.get('effort_changes')
+                    # The page cache's policy and hit rate (issue 18).
+                    row['ferry_page_cache'] = s.get('page_cache')
                 if completed:
                     diff = rig.compare_ram(src, dst)
                     row['ram_verified'] = diff.ok

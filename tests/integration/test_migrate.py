@@ -120,6 +120,10 @@ def converging():
               'a converging migration was not left alone')
         check(rep['downtime_ms'] <= MAX_DOWNTIME_MS, 'downtime %d ms over the budget' %
               rep['downtime_ms'])
+        # The page cache's policy and how it served are in the report (issue 18).
+        cache = rep.get('page_cache') or {}
+        check(cache.get('policy') == 'aged-clock' and cache.get('hits', 0) > 0,
+              'page cache missing from the report or unused: %s' % cache)
     scenario({'ws': '96M', 'pattern': 'mix', 'rate': 1000}, [], 0, checks)
 
 

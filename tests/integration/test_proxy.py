@@ -135,8 +135,9 @@ class Ferries:
 
     def start_send(self):
         argv = [ferry_bin(), 'send', '--listen', 'unix:' + self.send_sock, '--peer', self.peer,
-                '--codec', self.codec, '--stats-json', self.send_json] + self.send_args + \
-            self.transport_args
+                '--stats-json', self.send_json] + self.send_args + self.transport_args
+        if self.codec is not None:  # None: ferry send's default
+            argv += ['--codec', self.codec]
         self.send_p = self._spawn('a', argv, self.send_err)
         p = self.send_p
         rig.wait_until(lambda: proc_listening_unix(p.pid, self.send_sock) or

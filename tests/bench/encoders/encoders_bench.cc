@@ -292,6 +292,34 @@ void BM_EncoderEffort(benchmark::State& st, size_t set, int effort, bool resend)
   finish(st, set, in, outb);
 }
 
+// Issue 18: the whole Encoder (effort 1) on a working set swept pass after pass, with one word
+// changed per page per pass, its cache 1/1.25 or 1/2 of the set, per cache policy: speed, and
+// "cached", the share of pages that left as same or delta.
+void BM_CacheSweep(benchmark::State& st, size_t set, CachePolicy policy, int ws_percent) {
+  const auto& s = sets();
+  CodecConfig cfg;
+  cfg.cache_bytes = kPages * 100 / static_cast<size_t>(ws_percent) * kPage;
+  cfg.cache_policy = policy;
+  auto enc = std::move(Encoder::create(cfg)).value();
+  std::vector<uint8_t> out(enc->max_record_size());
+  const auto& pages = s[set];
+  for (size_t j = 0; j < kPages; ++j) {
+    enc->encode_page(j, pages.pages[j].data(), out.data(), nullptr);
+  }
+  size_t i = 0, outb = 0, in = 0, cached = 0;
+  for (auto _ : st) {
+    const size_t j = i % kPages;
+    const Page& pg = ((i / kPages) & 1) == 0 ? pages.changed[j] : pages.pages[j];
+    Form f;
+    outb += enc->encode_page(j, pg.data(), out.data(), &f);
+    cached += f == Form::kSame || f == Form::kDelta;
+    in += kPage;
+    ++i;
+  }
+  finish(st, set, in, outb);
+  st.counters["cached"] = static_cast<double>(cached) / static_cast<double>(i ? i : 1);
+}
+
 void register_all() {
   const auto& s = sets();
   std::vector<const Kernels*> ks;
@@ -333,6 +361,14 @@ void register_all() {
                                    h.c, h.level, false);
       benchmark::RegisterBenchmark((std::string(h.name) + "_decode/" + n).c_str(), BM_Heavy, set,
                                    h.c, h.level, true);
+    }
+    for (const CachePolicy policy : {CachePolicy::kLru, CachePolicy::kAgedClock}) {
+      for (const int ws_percent : {125, 200}) {
+        benchmark::RegisterBenchmark(("cache_sweep/" + n + "/" + cache_policy_name(policy) + "/ws" +
+                                      std::to_string(ws_percent) + "pct")
+                                         .c_str(),
+                                     BM_CacheSweep, set, policy, ws_percent);
+      }
     }
     for (int effort : {0, 1, 2, 3, 5}) {
       benchmark::RegisterBenchmark(

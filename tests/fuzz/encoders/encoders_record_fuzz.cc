@@ -112,6 +112,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (std::memcmp(out.data() + i * kPage, pages[i].data(), kPage) != 0) fuzz::fuzz_fail();
     }
     if (enc->cache().keys_by_recency() != dec->cache().keys_by_recency()) fuzz::fuzz_fail();
+    if (enc->cache().state_digest() != dec->cache().state_digest()) fuzz::fuzz_fail();
   }
   return 0;
 }

@@ -1,10 +1,13 @@
-// PageCache against a trivially correct LRU model (std::list), under random operations.
+// PageCache against trivially correct models of its policies (std::list for LRU, a plain
+// array of slots for the aged CLOCK), under random operations.
 #include "encoders/page_cache.h"
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <list>
+#include <map>
 #include <random>
 
 namespace ferry::encoders {
@@ -12,7 +15,7 @@ namespace {
 
 TEST(PageCache, MatchesReferenceLru) {
   for (size_t cap : {0, 1, 2, 7, 64, 1000}) {
-    auto c = PageCache::create(64, cap);
+    auto c = PageCache::create(64, cap, CachePolicy::kLru);
     ASSERT_TRUE(c.has_value()) << c.status().message();
     PageCache& cache = **c;
     std::list<uint64_t> model;  // front = most recent
@@ -51,6 +54,133 @@ TEST(PageCache, MatchesReferenceLru) {
       if (op % 997 == 0) {
         ASSERT_EQ(cache.keys_by_recency(), std::vector<uint64_t>(model.begin(), model.end()));
       }
+    }
+  }
+}
+
+// The aged CLOCK written as plainly as possible: slots in an array, the clock, the hand, the
+// running reuse distance. Slot numbers must match too (both ends index data by slot).
+struct AgedClockModel {
+  struct Slot {
+    bool used = false;
+    uint64_t key = 0, last_use = 0;
+  };
+  std::vector<Slot> slots;
+  std::vector<uint32_t> freed;  // most recently freed last
+  uint32_t never_used = 0, hand = 0;
+  uint64_t now = 0, reuse, deviation = 0;
+  // Ghosts: direct-mapped by the cache's documented hash, 2 * capacity rounded up to a power
+  // of two buckets (at least 16).
+  std::vector<std::pair<uint64_t, uint64_t>> ghosts;  // key, 1 + tick; 0 = empty
+  int ghost_bits = 4;
+  explicit AgedClockModel(size_t cap) : slots(cap), reuse(cap) {
+    while ((size_t{1} << ghost_bits) < 2 * cap) ++ghost_bits;
+    ghosts.resize(size_t{1} << ghost_bits);
+  }
+  std::pair<uint64_t, uint64_t>& ghost(uint64_t key) {
+    return ghosts[(key * 0x9E3779B97F4A7C15ull) >> (64 - ghost_bits)];
+  }
+  void note_reuse(uint64_t distance) {
+    const int64_t d = static_cast<int64_t>(distance), r = static_cast<int64_t>(reuse);
+    const int64_t v = static_cast<int64_t>(deviation);
+    deviation = static_cast<uint64_t>(v + (std::abs(d - r) - v) / 4);  // C++ truncates to 0
+    reuse = static_cast<uint64_t>(r + (d - r) / 8);
+  }
+
+  int find(uint64_t key) const {
+    for (size_t s = 0; s < slots.size(); ++s) {
+      if (slots[s].used && slots[s].key == key) return static_cast<int>(s);
+    }
+    return -1;
+  }
+  size_t size() const {
+    return static_cast<size_t>(
+        std::count_if(slots.begin(), slots.end(), [](const Slot& s) { return s.used; }));
+  }
+  void free_slot(int s) {
+    slots[s].used = false;
+    freed.push_back(static_cast<uint32_t>(s));
+  }
+  void touch(int s) {
+    note_reuse(now - slots[s].last_use);
+    slots[s].last_use = now++;
+  }
+  void remove(uint64_t key) {
+    if (slots.empty()) return;
+    ++now;
+    if (const int s = find(key); s >= 0) free_slot(s);
+  }
+  int insert(uint64_t key) {
+    if (slots.empty()) return -1;
+    if (auto& g = ghost(key); g.second != 0 && g.first == key) {
+      note_reuse(now - (g.second - 1));
+      g.second = 0;
+    }
+    if (size() == slots.size()) {
+      int victim = -1;
+      for (unsigned i = 0; i < PageCache::kAdmissionScan && victim < 0; ++i) {
+        if (now - slots[hand].last_use > reuse + std::max(reuse / 8, 4 * deviation)) {
+          victim = static_cast<int>(hand);
+        }
+        hand = (hand + 1) % slots.size();
+      }
+      if (victim < 0) {
+        ghost(key) = {key, 1 + now++};
+        return -1;
+      }
+      ghost(slots[victim].key) = {slots[victim].key, 1 + slots[victim].last_use};
+      free_slot(victim);
+    }
+    uint32_t s;
+    if (!freed.empty()) {
+      s = freed.back();
+      freed.pop_back();
+    } else {
+      s = never_used++;
+    }
+    slots[s] = {true, key, now++};
+    return static_cast<int>(s);
+  }
+};
+
+TEST(PageCache, AgedClockMatchesReferenceModel) {
+  for (size_t cap : {0, 1, 2, 7, 64, 1000}) {
+    auto c = PageCache::create(64, cap, CachePolicy::kAgedClock);
+    ASSERT_TRUE(c.has_value()) << c.status().message();
+    PageCache& cache = **c;
+    AgedClockModel model(cap);
+    std::mt19937_64 rng(cap + 100);
+    // Alternate phases: a hot set that fits, then a sweep over a larger one, so that both
+    // admissions and refusals happen.
+    uint64_t declined = 0;
+    for (int op = 0; op < 200000; ++op) {
+      const bool sweep_phase = (op / 20000) % 2 == 1;
+      const uint64_t key_space = sweep_phase ? cap * 3 / 2 + 3 : cap / 2 + 3;
+      const uint64_t key =
+          (sweep_phase ? static_cast<uint64_t>(op) % key_space : rng() % key_space) *
+          0x100000001ull;  // collide in low bits
+      const int want = model.find(key);
+      const uint32_t slot = cache.find(key);
+      ASSERT_EQ(slot, want < 0 ? PageCache::kNone : static_cast<uint32_t>(want)) << "op " << op;
+      if (rng() % 8 == 0) {  // a zero page
+        cache.remove(key);
+        model.remove(key);
+      } else if (slot != PageCache::kNone) {
+        cache.touch(slot);
+        model.touch(want);
+      } else {
+        const uint32_t s = cache.insert(key);
+        const int m = model.insert(key);
+        ASSERT_EQ(s, m < 0 ? PageCache::kNone : static_cast<uint32_t>(m)) << "op " << op;
+        if (s == PageCache::kNone && cap > 0) ++declined;
+      }
+      ASSERT_EQ(cache.size(), model.size());
+      ASSERT_EQ(cache.reuse_distance(), model.reuse) << "op " << op;
+      ASSERT_EQ(cache.reuse_deviation(), model.deviation) << "op " << op;
+    }
+    EXPECT_EQ(cache.declined(), declined);
+    if (cap >= 7) {
+      EXPECT_GT(declined, 0u) << "the sweeps must have been refused admission";
     }
   }
 }

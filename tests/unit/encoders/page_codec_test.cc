@@ -21,11 +21,13 @@ struct Pair {
   std::unique_ptr<Decoder> dec;
 };
 
-Pair make_pair(size_t cache_pages, const Kernels* k = nullptr, size_t page = kPage) {
+Pair make_pair(size_t cache_pages, const Kernels* k = nullptr, size_t page = kPage,
+               CachePolicy policy = kDefaultCachePolicy) {
   CodecConfig c;
   c.page_size = page;
   c.cache_bytes = cache_pages * page;
   c.kernels = k;
+  c.cache_policy = policy;
   auto e = Encoder::create(c);
   auto d = Decoder::create(c);
   EXPECT_TRUE(e.has_value() && d.has_value());
@@ -109,7 +111,7 @@ TEST(PageCodec, EveryHeavyCodecRoundTrips) {
 }
 
 TEST(PageCodec, EvictedPageIsSentWhole) {
-  Pair p = make_pair(2);
+  Pair p = make_pair(2, nullptr, kPage, CachePolicy::kLru);
   std::mt19937_64 rng(8);
   const Page a = testing::random_page(rng, kPage);
   EXPECT_EQ(round_trip(p, 1, a), Form::kRaw);
@@ -128,75 +130,86 @@ TEST(PageCodec, EvictedPageIsSentWhole) {
 // ways, batches encoded and decoded; destination memory and both caches must stay identical.
 TEST(PageCodec, SimulatedMigrationKeepsCachesIdentical) {
   const size_t keys = 96;
-  for (const KernelVariant& kv : kernel_variants()) {
-    if (!kv.available) continue;
-    for (int effort = 0; effort <= kMaxEffort; ++effort) {
-      SCOPED_TRACE(std::string(kv.kernels->name) + " effort " + std::to_string(effort));
-      Pair p = make_pair(40, kv.kernels);
-      p.enc->set_params(params_for_effort(effort));
-      std::mt19937_64 rng(effort * 31 + static_cast<int>(kv.kernels->level));
-      std::vector<Page> src(keys, Page(kPage, 0)), dst(keys, Page(kPage, 0x77));
-      uint64_t forms_seen = 0;
-      for (int round = 0; round < 25; ++round) {
-        std::vector<PageRef> batch;
-        std::vector<uint64_t> batch_keys;
-        for (size_t k = 0; k < keys; ++k) {
-          if (round > 0 && rng() % 3 != 0) continue;
-          Page& pg = src[k];
-          switch (rng() % 8) {
-            case 0:
-              pg = Page(kPage, 0);
-              break;
-            case 1:
-              pg = testing::random_page(rng, kPage);
-              break;
-            case 2:
-              pg = testing::text_page(rng, kPage);
-              break;
-            case 3:
-              pg = testing::sparse_page(rng, kPage);
-              break;
-            case 4:
-              pg = testing::structured_page(rng, kPage);
-              break;
-            case 5:
-              break;  // re-sent unchanged
-            default:
-              pg = testing::one_word_changed(rng, pg);
-              break;
+  for (const CachePolicy policy : {CachePolicy::kLru, CachePolicy::kAgedClock}) {
+    for (const KernelVariant& kv : kernel_variants()) {
+      if (!kv.available) continue;
+      for (int effort = 0; effort <= kMaxEffort; ++effort) {
+        SCOPED_TRACE(std::string(cache_policy_name(policy)) + " " + kv.kernels->name + " effort " +
+                     std::to_string(effort));
+        Pair p = make_pair(40, kv.kernels, kPage, policy);
+        p.enc->set_params(params_for_effort(effort));
+        std::mt19937_64 rng(effort * 31 + static_cast<int>(kv.kernels->level));
+        std::vector<Page> src(keys, Page(kPage, 0)), dst(keys, Page(kPage, 0x77));
+        uint64_t forms_seen = 0;
+        for (int round = 0; round < 25; ++round) {
+          std::vector<PageRef> batch;
+          std::vector<uint64_t> batch_keys;
+          for (size_t k = 0; k < keys; ++k) {
+            if (round > 0 && rng() % 3 != 0) continue;
+            Page& pg = src[k];
+            switch (rng() % 8) {
+              case 0:
+                pg = Page(kPage, 0);
+                break;
+              case 1:
+                pg = testing::random_page(rng, kPage);
+                break;
+              case 2:
+                pg = testing::text_page(rng, kPage);
+                break;
+              case 3:
+                pg = testing::sparse_page(rng, kPage);
+                break;
+              case 4:
+                pg = testing::structured_page(rng, kPage);
+                break;
+              case 5:
+                break;  // re-sent unchanged
+              default:
+                pg = testing::one_word_changed(rng, pg);
+                break;
+            }
+            batch.push_back({k, pg.data()});
+            batch_keys.push_back(k);
           }
-          batch.push_back({k, pg.data()});
-          batch_keys.push_back(k);
+          std::vector<uint8_t> wire(p.enc->max_encoded_size(batch.size()));
+          std::vector<uint32_t> ends(batch.size());
+          std::vector<Form> forms(batch.size()), dforms(batch.size());
+          const BatchResult br = p.enc->encode_batch(batch, wire, ends, forms);
+          ASSERT_EQ(br.pages, batch.size());
+          std::vector<uint8_t> out(batch.size() * kPage);
+          const DecodeResult r =
+              p.dec->decode_batch(batch_keys, {wire.data(), br.bytes}, out.data(), dforms);
+          ASSERT_TRUE(r.ok()) << decode_error_name(r.error) << " at " << r.offset;
+          ASSERT_EQ(forms, dforms);
+          for (size_t i = 0; i < batch.size(); ++i) {
+            forms_seen |= 1u << static_cast<int>(forms[i]);
+            std::copy(out.begin() + i * kPage, out.begin() + (i + 1) * kPage,
+                      dst[batch_keys[i]].begin());
+          }
+          ASSERT_EQ(src, dst) << "round " << round;
+          ASSERT_EQ(p.enc->cache().keys_by_recency(), p.dec->cache().keys_by_recency());
+          ASSERT_EQ(p.enc->cache().state_digest(), p.dec->cache().state_digest());
+          for (uint64_t key : p.enc->cache().keys_by_recency()) {
+            const uint32_t a = p.enc->cache().find(key), b = p.dec->cache().find(key);
+            ASSERT_EQ(0, std::memcmp(p.enc->cache().data(a), p.dec->cache().data(b), kPage));
+          }
         }
-        std::vector<uint8_t> wire(p.enc->max_encoded_size(batch.size()));
-        std::vector<uint32_t> ends(batch.size());
-        std::vector<Form> forms(batch.size()), dforms(batch.size());
-        const BatchResult br = p.enc->encode_batch(batch, wire, ends, forms);
-        ASSERT_EQ(br.pages, batch.size());
-        std::vector<uint8_t> out(batch.size() * kPage);
-        const DecodeResult r =
-            p.dec->decode_batch(batch_keys, {wire.data(), br.bytes}, out.data(), dforms);
-        ASSERT_TRUE(r.ok()) << decode_error_name(r.error) << " at " << r.offset;
-        ASSERT_EQ(forms, dforms);
-        for (size_t i = 0; i < batch.size(); ++i) {
-          forms_seen |= 1u << static_cast<int>(forms[i]);
-          std::copy(out.begin() + i * kPage, out.begin() + (i + 1) * kPage,
-                    dst[batch_keys[i]].begin());
+        if (effort >= 1) {
+          EXPECT_TRUE(forms_seen & (1u << static_cast<int>(Form::kSame)));
+          EXPECT_TRUE(forms_seen & (1u << static_cast<int>(Form::kDelta)));
+          EXPECT_TRUE(forms_seen & (1u << static_cast<int>(Form::kRle)));
+        } else {
+          EXPECT_EQ(forms_seen,
+                    (1u << static_cast<int>(Form::kZero)) | (1u << static_cast<int>(Form::kRaw)));
         }
-        ASSERT_EQ(src, dst) << "round " << round;
-        ASSERT_EQ(p.enc->cache().keys_by_recency(), p.dec->cache().keys_by_recency());
-        for (uint64_t key : p.enc->cache().keys_by_recency()) {
-          const uint32_t a = p.enc->cache().find(key), b = p.dec->cache().find(key);
-          ASSERT_EQ(0, std::memcmp(p.enc->cache().data(a), p.dec->cache().data(b), kPage));
+        // Hits, misses, evictions and (aged CLOCK) refused admissions all happened.
+        const PageCache& c = p.enc->cache();
+        EXPECT_GT(c.hits(), 0u);
+        EXPECT_GT(c.evictions(), 0u);
+        if (policy == CachePolicy::kAgedClock) {
+          EXPECT_GT(c.declined(), 0u);
         }
-      }
-      if (effort >= 1) {
-        EXPECT_TRUE(forms_seen & (1u << static_cast<int>(Form::kSame)));
-        EXPECT_TRUE(forms_seen & (1u << static_cast<int>(Form::kDelta)));
-        EXPECT_TRUE(forms_seen & (1u << static_cast<int>(Form::kRle)));
-      } else {
-        EXPECT_EQ(forms_seen,
-                  (1u << static_cast<int>(Form::kZero)) | (1u << static_cast<int>(Form::kRaw)));
       }
     }
   }

@@ -131,10 +131,12 @@ std::vector<uint8_t> round_trip(const std::vector<uint8_t>& in, encoders::CodecL
                                 uint32_t split_seed, size_t prefill, PageCodecCounters** counters,
                                 std::unique_ptr<PageStreamEncoder>& enc, unsigned threads = 1,
                                 std::vector<unsigned>* shards_seen = nullptr,
-                                const std::vector<int>* efforts = nullptr) {
+                                const std::vector<int>* efforts = nullptr,
+                                encoders::CachePolicy policy = encoders::kDefaultCachePolicy) {
   PageCodecOptions opt;
   opt.level = level;
   opt.cache_bytes = 4u << 20;
+  opt.cache_policy = policy;
   opt.encode_threads = threads;
   enc = std::make_unique<PageStreamEncoder>(opt);
   ByteQueue wire;
@@ -265,6 +267,26 @@ TEST(PageStream, RoundTripEveryLevelSplitAndShardCount) {
         for (unsigned i = 0; i < threads; ++i) EXPECT_TRUE(seen[i]) << "shard " << i;
       }
     }
+  }
+}
+
+// The sender's cache policy reaches the receiver in CODEC: with either, the receiver's caches
+// follow the sender's (a mismatch would fail "same"/delta decoding), and the cache counters
+// are kept.
+TEST(PageStream, CachePolicyTravelsInCodec) {
+  for (auto policy : {encoders::CachePolicy::kLru, encoders::CachePolicy::kAgedClock}) {
+    SCOPED_TRACE(encoders::cache_policy_name(policy));
+    auto in = sample_stream(1);
+    PageCodecCounters* c = nullptr;
+    std::unique_ptr<PageStreamEncoder> enc;
+    auto out =
+        round_trip(in, encoders::CodecLevel::kFast, 1, 0, &c, enc, 2, nullptr, nullptr, policy);
+    expect_same_items(in, out, true);
+    EXPECT_GT(c->cache_hits.load(), 0u);
+    EXPECT_GT(c->cache_misses.load(), 0u);
+    // A hit goes as same or delta, or as RLE when that is shorter than the delta.
+    EXPECT_GE(c->cache_hits.load(), c->pages[static_cast<int>(encoders::Form::kSame)].load() +
+                                        c->pages[static_cast<int>(encoders::Form::kDelta)].load());
   }
 }
 
@@ -410,11 +432,19 @@ TEST(PageStreamDecoder, RejectsHostileFrames) {
       {2, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 1},
       {3, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0},
       {3, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 65},
+      {4, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 1},     // version 4 without its policy
+      {4, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 1, 2},  // an unknown policy
+      {3, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 1, 1},  // version 3 with one
   };
   for (const auto& c : bad_codecs) {
     EXPECT_FALSE(dec.decode(FrameType::kCodec, c, out).is_ok());
   }
-  codec = {3, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 2};  // 4 KiB pages, 1 MiB, 2 shards
+  {
+    PageStreamDecoder v4(1u << 20);  // 4 KiB pages, 1 MiB, 2 shards, aged-clock
+    const std::vector<uint8_t> c = {4, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 2, 1};
+    EXPECT_TRUE(v4.decode(FrameType::kCodec, c, out).is_ok());
+  }
+  codec = {3, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 2};  // version 3: lru
   ASSERT_TRUE(dec.decode(FrameType::kCodec, codec, out).is_ok());
   // A shard beyond the CODEC frame's, zero-length block, count beyond the payload, truncated
   // records, an unknown stream kind, a bad zstd block, a bad LZMA2 block, a stream header cut
