@@ -243,7 +243,13 @@ class Qmp:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         self.sock.connect(path)
-        self.greeting = self._read_msg(time.monotonic() + timeout)
+        deadline = time.monotonic() + timeout
+        self.greeting = self._read_msg(deadline)
+        # A QEMU started with -incoming may emit its first MIGRATION event ahead of the
+        # greeting when a client connects while it starts up: keep it, read on.
+        while 'event' in self.greeting:
+            self.events.append(self.greeting)
+            self.greeting = self._read_msg(deadline)
         if 'QMP' not in self.greeting:
             raise RigError('bad QMP greeting: %r' % self.greeting)
         self.cmd('qmp_capabilities')
