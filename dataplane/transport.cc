@@ -11,19 +11,30 @@
 #include "dataplane/loopback/loopback_transport.h"
 #include "dataplane/tcp/tcp_transport.h"
 #include "dataplane/udp/udp_transport.h"
+#if FERRY_HAVE_DPDK
+#include "dataplane/dpdk/dpdk_transport.h"
+#endif
 
 namespace ferry::dataplane {
 namespace {
 
-// One row per transport of DESIGN.md §5. dpdk and rdma are listed so `--version` and error
-// messages say why they are missing rather than pretending they do not exist.
+// One row per transport of DESIGN.md §5. dpdk (without libdpdk) and rdma are listed so `--version`
+// and error messages say why they are missing rather than pretending they do not exist.
 const TransportInfo kTransports[] = {
     {"tcp", "kernel TCP, non-blocking (default)", true, false, "", &tcp::listen, &tcp::connect},
     {"udp", "kernel UDP (sendmmsg/recvmmsg, GSO/GRO) under ferry's reliable layer", true, false, "",
      &udp::listen, &udp::connect},
     {"loopback", "in-process rings (tests)", true, true, "", &loopback::listen, &loopback::connect},
-    {"dpdk", "DPDK ethdev (af_packet, af_xdp, memif)", false, false,
-     "not in ferry yet (planned: DPDK 22.11 ethdev under reliable/)", nullptr, nullptr},
+#if FERRY_HAVE_DPDK
+    {"dpdk",
+     "DPDK ethdev (NIC/VF, af_packet, af_xdp, memif), UDP/IPv4 under ferry's reliable layer", true,
+     false, "", &dpdk::listen, &dpdk::connect},
+#else
+    {"dpdk", "DPDK ethdev (NIC/VF, af_packet, af_xdp, memif)", false, false,
+     "ferry was built without DPDK: install dpdk-dev libdpdk-dev (scripts/setup.sh) and rebuild "
+     "(meson setup --reconfigure build -Ddpdk=enabled)",
+     nullptr, nullptr},
+#endif
     {"rdma", "RDMA via libfabric", false, false,
      "not in ferry yet (planned: libfabric reliable endpoints, verbs provider)", nullptr, nullptr},
 };

@@ -22,6 +22,9 @@ PACKAGES=(
   # benchmark matrix (scripts/bench.sh): the apps guest and the plots; the loopback
   # throughput benchmark's plain copy and sink (scripts/bench/throughput.py)
   debootstrap python3-matplotlib socat
+  # the dpdk transport (dataplane/dpdk: built when Meson finds libdpdk) and its tools
+  # (dpdk-testpmd for the benchmark's PMD ceiling, dpdk-devbind.py for real NICs)
+  dpdk dpdk-dev libdpdk-dev
 )
 
 need_install=()
