@@ -27,6 +27,7 @@ Scenarios:
 """
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -78,6 +79,30 @@ def proc_listening(pid, port, transport='tcp'):
     return False
 
 
+def proc_has_packet_socket(pid):
+    """True when process pid holds an AF_PACKET socket (a DPDK af_packet port is up: ferry
+    recv made its device and so listens; /proc/PID/net/packet lists the namespace's)."""
+    try:
+        with open('/proc/%d/net/packet' % pid) as f:
+            inodes = {line.split()[8] for line in f.readlines()[1:] if len(line.split()) > 8}
+        fds = os.listdir('/proc/%d/fd' % pid)
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            target = os.readlink('/proc/%d/fd/%s' % (pid, fd))
+        except OSError:
+            continue
+        if target.startswith('socket:[') and target[8:-1] in inodes:
+            return True
+    return False
+
+
+def dpdk_args(iface):
+    """EAL arguments for an af_packet port on iface; qdisc_bypass=0 so tbf shapes it."""
+    return '--no-pci --vdev net_af_packet0,iface=%s,qdisc_bypass=0' % iface
+
+
 def proc_listening_unix(pid, path):
     try:
         with open('/proc/%d/net/unix' % pid) as f:
@@ -91,18 +116,30 @@ def proc_listening_unix(pid, path):
     return False
 
 
+DPDK_ADDR_A = '10.77.0.101'
+DPDK_ADDR_B = '10.77.0.102'
+
+
 class Ferries:
     """One ferry recv (destination side) and one ferry send (source side). With a rig.Link,
     ferry send runs in namespace a and ferry recv in namespace b, so every link byte crosses
     the shaped veth; QEMU's unix sockets are filesystem paths and work across namespaces."""
 
     def __init__(self, wd, tag='f', link=None, port=None, codec='none', send_args=(),
-                 transport='tcp'):
+                 transport='tcp', recv_args=()):
         self.wd, self.tag, self.link, self.codec = wd, tag, link, codec
         self.send_args = list(send_args)
+        self.recv_args = list(recv_args)
         self.port = port or free_port()
         self.host = link.addr_b if link else '127.0.0.1'
         self.transport = transport
+        if transport == 'dpdk':
+            # ferry's own addresses on the veth, which the kernel does not own: only ferry
+            # answers ARP for them, and the kernel drops (does not refuse) their datagrams.
+            check(link is not None, 'dpdk over af_packet needs the two namespaces')
+            self.host = DPDK_ADDR_B
+            self.send_args += ['--dpdk-args', dpdk_args(link.veth_a), '--dpdk-local', DPDK_ADDR_A]
+            self.recv_args += ['--dpdk-args', dpdk_args(link.veth_b)]
         self.peer = '%s:%s:%d' % (transport, self.host, self.port)
         self.send_sock = wd.path(tag + '-send.sock')
         self.send_p = self.recv_p = None
@@ -117,11 +154,15 @@ class Ferries:
 
     def start_recv(self, qemu_sock):
         argv = [ferry_bin(), 'recv', '--listen', self.peer, '--qemu', 'unix:' + qemu_sock,
-                '--stats-json', self.recv_json]
+                '--stats-json', self.recv_json] + self.recv_args
         self.recv_p = self._spawn('b', argv, self.recv_err)
         p = self.recv_p
-        rig.wait_until(lambda: proc_listening(p.pid, self.port, self.transport) or
-                       p.poll() is not None,
+
+        def listening():
+            if self.transport == 'dpdk':
+                return proc_has_packet_socket(p.pid)
+            return proc_listening(p.pid, self.port, self.transport)
+        rig.wait_until(lambda: listening() or p.poll() is not None,
                        rig.scaled(20), 'ferry recv listening on %s' % self.peer)
         check(p.poll() is None, 'ferry recv exited %s early: %s' % (p.poll(),
                                                                    read_text(self.recv_err)))
@@ -559,6 +600,10 @@ SCENARIOS = {
                                    caps={'multifd': True}, params={'multifd-channels': 2},
                                    channels=3, codec='fast', transport='udp'),
     'udp_lossy_netns': udp_lossy,
+    # The dpdk transport: DPDK af_packet ports on the two ends of the veth, ferry's own
+    # UDP/IPv4 and ARP, reliable/ above.
+    'dpdk_precopy_netns': lambda: precopy({'ws': '32M', 'pattern': 'mix', 'rate': 500},
+                                          link_rate='100mbit', min_syncs=2, transport='dpdk'),
     'recv_unreachable': recv_unreachable,
     'recv_killed': recv_killed,
     'garbage_handshake': garbage_handshake,
@@ -571,8 +616,12 @@ def main(argv):
     if which not in SCENARIOS:
         print('unknown scenario %s; one of %s' % (which, ', '.join(SCENARIOS)))
         return 2
-    if which.endswith('netns'):
+    if which.endswith('netns') or which.startswith('dpdk'):
         rig.require_root_netns()
+    if which.startswith('dpdk'):
+        version = subprocess.run([ferry_bin(), '--version'], capture_output=True, text=True).stdout
+        if not re.search(r'^\s*dpdk\s+yes', version, re.M):
+            rig.skip('this ferry was built without DPDK (libdpdk-dev not found by Meson)')
     SCENARIOS[which]()
     print('PASS %s' % which)
     return 0

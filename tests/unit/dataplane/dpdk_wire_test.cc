@@ -84,8 +84,7 @@ TEST(DpdkWire, MalformedFrames) {
   }
   auto bad_sum = f;
   bad_sum[kEthHeader + 12] ^= 1;  // source address changed, checksum not
-  EXPECT_EQ(parse_frame(bad_sum.data(), bad_sum.size(), true).kind,
-            ParsedFrame::Kind::kMalformed);
+  EXPECT_EQ(parse_frame(bad_sum.data(), bad_sum.size(), true).kind, ParsedFrame::Kind::kMalformed);
   auto fragment = datagram(100);
   fragment[kEthHeader + 6] = 0x20;  // MF
   fragment[kEthHeader + 10] = fragment[kEthHeader + 11] = 0;
