@@ -36,6 +36,13 @@ void signal(int fd) {
 size_t Device::poll_rx(const Flow* self) noexcept {
   std::unique_lock lk(rx_mu_, std::try_to_lock);
   if (!lk.owns_lock()) return 0;  // another thread is draining the port right now
+  if (rx_intr_fd_ >= 0) {
+    // Clear the interrupt before draining: a datagram that lands after the drain sets it
+    // again. (memif's is an eventfd; other PMDs' fds read the same way or not at all.)
+    uint64_t v;
+    ssize_t r = ::read(rx_intr_fd_, &v, sizeof v);
+    (void)r;
+  }
   rte_mbuf* m[kBurst];
   Flow* woken[kBurst * kMaxBursts];
   size_t n_woken = 0;

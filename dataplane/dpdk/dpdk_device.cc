@@ -3,6 +3,7 @@
 // code is in dpdk_datapath.cc.
 #include "dataplane/dpdk/internal/dpdk_device.h"
 
+#include <poll.h>
 #include <pthread.h>
 #include <rte_eal.h>
 #include <rte_errno.h>
@@ -11,7 +12,9 @@
 #include <rte_mbuf.h>
 #include <rte_ring.h>
 #include <sched.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -187,8 +190,15 @@ Status Device::init() {
     conf.rxmode.offloads |= RTE_ETH_RX_OFFLOAD_IPV4_CKSUM;
     rx_ip_cksum_ = true;
   }
-  if (int e = rte_eth_dev_configure(port_id_, 1, 1, &conf); e != 0) {
-    return error(ErrorCode::kIo, "dpdk: configuring " + name_ + ": " + rte_strerror(-e));
+  // Rx interrupts where the PMD has them (memif, af_xdp, most NICs): an fd that becomes
+  // readable when datagrams arrive, for links and the watcher to sleep on. af_packet has
+  // none: the watcher polls.
+  conf.intr_conf.rxq = 1;
+  if (rte_eth_dev_configure(port_id_, 1, 1, &conf) != 0) {
+    conf.intr_conf.rxq = 0;
+    if (int e = rte_eth_dev_configure(port_id_, 1, 1, &conf); e != 0) {
+      return error(ErrorCode::kIo, "dpdk: configuring " + name_ + ": " + rte_strerror(-e));
+    }
   }
   uint16_t nb_rx = kRxDesc, nb_tx = kTxDesc;
   rte_eth_dev_adjust_nb_rx_tx_desc(port_id_, &nb_rx, &nb_tx);
@@ -204,6 +214,9 @@ Status Device::init() {
   if (int e = rte_eth_dev_start(port_id_); e != 0) {
     return error(ErrorCode::kIo, "dpdk: starting " + name_ + ": " + rte_strerror(-e));
   }
+  if (conf.intr_conf.rxq && rte_eth_dev_rx_intr_enable(port_id_, 0) == 0) {
+    rx_intr_fd_ = rte_eth_dev_rx_intr_ctl_q_get_fd(port_id_, 0);
+  }
   rte_ether_addr mac;
   rte_eth_macaddr_get(port_id_, &mac);
   std::memcpy(local_mac_.data(), mac.addr_bytes, 6);
@@ -216,15 +229,22 @@ Status Device::init() {
 // While every link sleeps, someone must drain the port: the af_packet and memif PMDs give no
 // fd to sleep on here. Polls often while datagrams flow (an ack waits at most this long), rarely
 // when the port has been quiet, and not at all while links poll it themselves.
+// With an rx interrupt fd it sleeps on that instead (links sleep on it too, see wait_fd).
 void Device::watch() {
+  prctl(PR_SET_TIMERSLACK, 1000UL);  // 1 us: the default 50 us would stretch every interval
   for (;;) {
     const int64_t now = now_ns();
     const bool busy = now - last_rx_ns_.load(std::memory_order_relaxed) < 100'000'000;
-    const int64_t interval = busy ? 100'000 : 1'000'000;
+    const int64_t interval = busy ? 50'000 : 1'000'000;
     if (now - last_poll_ns_.load(std::memory_order_relaxed) >= interval) {
       if (poll_rx(nullptr) > 0) counters_.watcher_polls.fetch_add(1, std::memory_order_relaxed);
     }
-    std::this_thread::sleep_for(std::chrono::nanoseconds(interval));
+    if (rx_intr_fd_ >= 0) {
+      pollfd p{rx_intr_fd_, POLLIN, 0};
+      ::poll(&p, 1, 10);  // bounded: a wake-up lost to a race costs 10 ms at most
+    } else {
+      std::this_thread::sleep_for(std::chrono::nanoseconds(interval));
+    }
   }
 }
 
@@ -261,6 +281,20 @@ Result<std::shared_ptr<Flow>> Device::open_flow(uint32_t peer_ip, uint16_t peer_
                  std::string("dpdk: cannot make a flow ring: ") + rte_strerror(rte_errno));
   }
   flow->key = key;
+  // What the link sleeps on: its own eventfd (the demux queued datagrams for it) and, where
+  // the port has one, the rx interrupt fd (datagrams arrived: drain them itself).
+  flow->wait_fd = flow->event_fd;
+  if (rx_intr_fd_ >= 0) {
+    const int ep = ::epoll_create1(EPOLL_CLOEXEC);
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    if (ep >= 0 && ::epoll_ctl(ep, EPOLL_CTL_ADD, flow->event_fd, &ev) == 0 &&
+        ::epoll_ctl(ep, EPOLL_CTL_ADD, rx_intr_fd_, &ev) == 0) {
+      flow->wait_fd = ep;
+    } else if (ep >= 0) {
+      ::close(ep);
+    }
+  }
   flows_[key.packed()] = flow.get();
   return flow;
 }
@@ -277,8 +311,9 @@ void Device::close_flow(Flow& flow) {
   }
   rte_ring_free(flow.ring);
   flow.ring = nullptr;
+  if (flow.wait_fd != flow.event_fd) ::close(flow.wait_fd);
   ::close(flow.event_fd);
-  flow.event_fd = -1;
+  flow.event_fd = flow.wait_fd = -1;
 }
 
 Status Device::listen(uint16_t port, bool (*is_first)(std::span<const uint8_t>), int event_fd) {

@@ -52,6 +52,7 @@ struct Flow {
   Mac peer_mac{};
   rte_ring* ring = nullptr;  // mbufs trimmed to the UDP payload
   int event_fd = -1;         // readable when the demux queued datagrams for this flow
+  int wait_fd = -1;          // event_fd, or an epoll set of it and the port's rx interrupt fd
   std::atomic<bool> signaled{false};
   std::atomic<uint64_t> ring_full_drops{0};
   uint16_t ip_id = 0;  // owner thread only
@@ -90,6 +91,8 @@ class Device {
   // Largest UDP payload that fits the port's MTU and one mbuf.
   size_t max_datagram() const { return max_datagram_; }
   const std::string& name() const { return name_; }
+  // The rx interrupt fd, or -1 when the PMD has none (af_packet).
+  int rx_intr_fd() const { return rx_intr_fd_; }
 
   // A flow to peer from a fresh local port (client) or from local_port (a listener's peer).
   Result<std::shared_ptr<Flow>> open_flow(uint32_t peer_ip, uint16_t peer_port, Mac peer_mac,
@@ -130,6 +133,7 @@ class Device {
   size_t ring_size_ = 0;
   bool tx_ip_cksum_ = false;
   bool rx_ip_cksum_ = false;
+  int rx_intr_fd_ = -1;  // readable when the rx queue has datagrams (PMDs with rx interrupts)
   rte_mempool* pool_ = nullptr;
 
   std::mutex tx_mu_;

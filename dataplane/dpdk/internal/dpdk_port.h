@@ -24,7 +24,7 @@ class DpdkPort final : public DatagramPort {
   size_t recv_burst(std::span<DatagramIn> in) noexcept override;
   size_t progress(TimePoint now) noexcept override;
   TimePoint next_deadline() const noexcept override;
-  int wait_fd() const noexcept override { return flow_->event_fd; }
+  int wait_fd() const noexcept override { return flow_->wait_fd; }
   uint32_t wait_events(bool want_rx, bool want_tx) const noexcept override;
   bool failed() const noexcept override { return false; }
   const Status& error() const noexcept override { return ok_; }
