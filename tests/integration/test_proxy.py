@@ -126,14 +126,24 @@ class Ferries:
     the shaped veth; QEMU's unix sockets are filesystem paths and work across namespaces."""
 
     def __init__(self, wd, tag='f', link=None, port=None, codec='none', send_args=(),
-                 transport='tcp', recv_args=()):
+                 transport='tcp', recv_args=(), dpdk_port='af_packet'):
         self.wd, self.tag, self.link, self.codec = wd, tag, link, codec
         self.send_args = list(send_args)
         self.recv_args = list(recv_args)
         self.port = port or free_port()
         self.host = link.addr_b if link else '127.0.0.1'
         self.transport = transport
-        if transport == 'dpdk':
+        self.memif_sock = None
+        if transport == 'dpdk' and dpdk_port == 'memif':
+            # Two processes on one host joined by shared memory: ferry recv is the memif
+            # server (it creates the socket), ferry send the client.
+            self.host = DPDK_ADDR_B
+            self.memif_sock = wd.path(tag + '-memif.sock')
+            memif = 'net_memif0,socket=%s,bsize=2048' % self.memif_sock
+            self.recv_args += ['--dpdk-args', '--no-pci --vdev %s,role=server' % memif]
+            self.send_args += ['--dpdk-args', '--no-pci --vdev %s,role=client' % memif,
+                               '--dpdk-local', DPDK_ADDR_A]
+        elif transport == 'dpdk':
             # ferry's own addresses on the veth, which the kernel does not own: only ferry
             # answers ARP for them, and the kernel drops (does not refuse) their datagrams.
             check(link is not None, 'dpdk over af_packet needs the two namespaces')
@@ -159,6 +169,9 @@ class Ferries:
         p = self.recv_p
 
         def listening():
+            if self.memif_sock:
+                # memif's socket is abstract by default: @PATH in /proc/net/unix.
+                return proc_listening_unix(p.pid, '@' + self.memif_sock)
             if self.transport == 'dpdk':
                 return proc_has_packet_socket(p.pid)
             return proc_listening(p.pid, self.port, self.transport)
@@ -289,7 +302,8 @@ def report(label, info):
 
 
 def precopy(workload, caps=None, params=None, link_rate=None, stdio=False, channels=1,
-            min_syncs=1, timeout=180, codec='none', encode_threads=1, transport='tcp'):
+            min_syncs=1, timeout=180, codec='none', encode_threads=1, transport='tcp',
+            dpdk_port='af_packet'):
     def body(wd, link):
         ns_a = link.ns_a if link else None
         ns_b = link.ns_b if link else None
@@ -297,7 +311,8 @@ def precopy(workload, caps=None, params=None, link_rate=None, stdio=False, chann
                 rig.Guest.destination(src, 'dst', 'unix:' + wd.path('in.sock'),
                                       netns=ns_b) as dst:
             fr = Ferries(wd, link=link, codec=codec,
-                         send_args=['--encode-threads', str(encode_threads)], transport=transport)
+                         send_args=['--encode-threads', str(encode_threads)], transport=transport,
+                         dpdk_port=dpdk_port)
             try:
                 for g in (src, dst):
                     g.configure_migration(caps, params)
@@ -347,16 +362,25 @@ def check_shards(s, codec, encode_threads):
           'pages per encode shard %s for --encode-threads %d' % (per_shard, encode_threads))
 
 
-def postcopy(codec='none', encode_threads=1, transport='tcp'):
+def postcopy(codec='none', encode_threads=1, transport='tcp', link_rate=None):
     """Pre-copy through ferry, then migrate-start-postcopy; the destination runs while pages
     are still missing, so its faults go back as page requests through ferry recv and ferry
     send to the source QEMU."""
+    with rig.Workdir('proxypc') as wd:
+        if link_rate:
+            with rig.Link(link_rate) as link:
+                _postcopy(wd, link, codec, encode_threads, transport)
+        else:
+            _postcopy(wd, None, codec, encode_threads, transport)
+
+
+def _postcopy(wd, link, codec, encode_threads, transport):
     wl = {'ws': '96M', 'pattern': 'mix', 'rate': 0}
-    with rig.Workdir('proxypc') as wd, \
-            rig.Guest('src', workload=wl, workdir=wd) as src, \
-            rig.Guest.destination(src, 'dst', 'unix:' + wd.path('in.sock')) as dst:
-        fr = Ferries(wd, codec=codec, send_args=['--encode-threads', str(encode_threads)],
-                     transport=transport)
+    with rig.Guest('src', workload=wl, workdir=wd, netns=link.ns_a if link else None) as src, \
+            rig.Guest.destination(src, 'dst', 'unix:' + wd.path('in.sock'),
+                                  netns=link.ns_b if link else None) as dst:
+        fr = Ferries(wd, link=link, codec=codec,
+                     send_args=['--encode-threads', str(encode_threads)], transport=transport)
         try:
             for g in (src, dst):
                 g.set_capabilities({'postcopy-ram': True})
@@ -604,6 +628,15 @@ SCENARIOS = {
     # UDP/IPv4 and ARP, reliable/ above.
     'dpdk_precopy_netns': lambda: precopy({'ws': '32M', 'pattern': 'mix', 'rate': 500},
                                           link_rate='100mbit', min_syncs=2, transport='dpdk'),
+    'dpdk_postcopy': lambda: postcopy(transport='dpdk', link_rate='1gbit'),
+    # One DPDK flow per channel (3 links on one port at each end).
+    'dpdk_multifd': lambda: precopy({'ws': '64M', 'pattern': 'mix', 'rate': 5000},
+                                    caps={'multifd': True}, params={'multifd-channels': 2},
+                                    channels=3, codec='fast', transport='dpdk',
+                                    link_rate='1gbit'),
+    # memif: two ferry processes on one host over shared memory.
+    'dpdk_memif': lambda: precopy({'ws': '64M', 'pattern': 'mix', 'rate': 5000},
+                                  transport='dpdk', dpdk_port='memif'),
     'recv_unreachable': recv_unreachable,
     'recv_killed': recv_killed,
     'garbage_handshake': garbage_handshake,
