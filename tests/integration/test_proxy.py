@@ -103,6 +103,21 @@ def dpdk_args(iface):
     return '--no-pci --vdev net_af_packet0,iface=%s,qdisc_bypass=0' % iface
 
 
+def send_strangers(link, fr, count=50):
+    """Datagrams to ferry recv's dpdk address and port from the kernel of namespace a (a
+    stranger: not ferry send, not a SYN). ferry recv must drop and count them (rx_unknown).
+    Returns how many left; the kernel finds ferry recv's MAC by ARP, which ferry answers."""
+    link.run('a', ['ip', 'route', 'replace', DPDK_ADDR_B + '/32', 'dev', link.veth_a],
+             check=True, timeout=10)
+    code = ('import socket\n'
+            's = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n'
+            'for i in range(%d):\n'
+            '    s.sendto(b"stranger %%d" %% i + bytes(64), ("%s", %d))\n' %
+            (count, DPDK_ADDR_B, fr.port))
+    link.run('a', [sys.executable, '-c', code], check=True, timeout=30)
+    return count
+
+
 def proc_listening_unix(pid, path):
     try:
         with open('/proc/%d/net/unix' % pid) as f:
@@ -320,6 +335,7 @@ def precopy(workload, caps=None, params=None, link_rate=None, stdio=False, chann
                 if workload.get('pattern') != 'idle':
                     src.wait_heartbeats(3)
                 fr.start_recv(wd.path('in.sock'))
+                strangers = send_strangers(link, fr) if transport == 'dpdk' and link else 0
                 uri = fr.stdio_uri() if stdio else fr.start_send()
                 tx0 = (link.tx_bytes('a'), link.tx_bytes('b')) if link else None
                 src.migrate(uri)
@@ -329,11 +345,17 @@ def precopy(workload, caps=None, params=None, link_rate=None, stdio=False, chann
                 report('via ferry', info)
                 check(info['ram']['dirty-sync-count'] >= min_syncs,
                       'expected at least %d dirty syncs: %r' % (min_syncs, info['ram']))
-                s, _ = check_ferry_counts(fr, info, channels, pages_exact=channels == 1,
+                s, r = check_ferry_counts(fr, info, channels, pages_exact=channels == 1,
                                           stdio=stdio)
                 if caps and caps.get('xbzrle'):
                     check(s['pages']['xbzrle'] > 0, 'no XBZRLE records went through ferry')
                 check_shards(s, codec, encode_threads)
+                if strangers:
+                    dpdk = r['per_channel'][0]['link']['dpdk']
+                    print('ferry recv dropped %d datagrams of unknown flows (%d sent): %s' %
+                          (dpdk['rx_unknown'], strangers, dpdk))
+                    check(dpdk['rx_unknown'] >= strangers,
+                          'the strangers\' datagrams were not dropped and counted: %s' % dpdk)
                 if link:
                     # Every frame byte crossed the veth (plus TCP/IP headers).
                     veth = link.tx_bytes('a') - tx0[0]
@@ -495,6 +517,55 @@ def recv_killed():
                 fr.close()
 
 
+def dpdk_recv_killed():
+    """ferry recv killed mid pre-copy on a dpdk link: nothing closes a datagram link, so ferry
+    send learns it from the silence (reliable/'s liveness timeout, 10 s). The migration fails
+    cleanly within it, the source keeps running, and a second attempt through new ferries on
+    the same ports and addresses succeeds."""
+    wl = {'ws': '64M', 'pattern': 'random', 'rate': 3000}
+    with rig.Workdir('proxydk') as wd, rig.Link('1gbit') as link, \
+            rig.Guest('src', workload=wl, workdir=wd, netns=link.ns_a) as src:
+        src.wait_ready()
+        src.wait_heartbeats(2)
+        src.set_parameters({'max-bandwidth': 16 << 20})
+        with rig.Guest.destination(src, 'dst1', 'unix:' + wd.path('in1.sock'),
+                                   netns=link.ns_b):
+            fr = Ferries(wd, tag='a1', link=link, transport='dpdk')
+            try:
+                fr.start_recv(wd.path('in1.sock'))
+                src.migrate(fr.start_send())
+                rig.wait_until(lambda: src.query_migrate().get('ram', {}).get(
+                    'transferred', 0) > (24 << 20), rig.scaled(60), 'pre-copy progress')
+                killed = time.monotonic()
+                fr.recv_p.kill()
+                rc = fr.wait_exit('send', timeout=30)
+                took = time.monotonic() - killed
+                info = src.wait_migration(timeout=60, raise_on_fail=False)
+                err = read_text(fr.send_err).strip()
+                print('ferry recv killed: ferry send exit %d after %.1f s: %s; QEMU %s' %
+                      (rc, took, err, info['status']))
+                check(info['status'] == 'failed', 'migration status %s' % info['status'])
+                check(rc == 1 and len(err.splitlines()) == 1 and 'ferry recv' in err,
+                      'expected one line naming ferry recv, got %r (exit %d)' % (err, rc))
+                check(took <= rig.scaled(10 + 5), 'ferry send took %.1f s to give up' % took)
+                check(src.status() == 'running', 'source is %s' % src.status())
+            finally:
+                fr.close()
+        before = src.heartbeats()[-1][0]
+        rig.wait_until(lambda: src.heartbeats()[-1][0] > before + 1, rig.scaled(30),
+                       'source heartbeats after the failure')
+        print('source keeps running; second attempt')
+        src.set_parameters({'max-bandwidth': 0})
+        with rig.Guest.destination(src, 'dst2', 'unix:' + wd.path('in2.sock'),
+                                   netns=link.ns_b) as dst2:
+            fr = Ferries(wd, tag='a2', link=link, transport='dpdk')
+            try:
+                fr.start_recv(wd.path('in2.sock'))
+                migrate_and_verify(src, dst2, fr, 'second attempt')
+            finally:
+                fr.close()
+
+
 def garbage_handshake():
     with rig.Workdir('proxyg') as wd, \
             rig.Guest('src', workload={'pattern': 'idle'}, workdir=wd) as src, \
@@ -529,17 +600,18 @@ def garbage_handshake():
             fr.close()
 
 
-def udp_lossy():
-    """udp over a 100 Mbit/s tbf link whose queue holds only 5 ms: whatever ferry pushes beyond
-    the rate is dropped, so its pacing has to find the rate. Goodput (QEMU's stream bytes per
-    second while pre-copy streams incompressible pages) must reach 0.9x the shaped rate."""
+def lossy(transport='udp'):
+    """udp (or dpdk over af_packet, qdisc_bypass=0) over a 100 Mbit/s tbf link whose queue
+    holds only 5 ms: whatever ferry pushes beyond the rate is dropped, so its pacing has to
+    find the rate. Goodput (QEMU's stream bytes per second while pre-copy streams
+    incompressible pages) must reach 0.9x the shaped rate."""
     rate_bps = 100e6
     wl = {'ws': '160M', 'pattern': 'random', 'rate': 100}
     with rig.Workdir('proxyl') as wd, rig.Link('100mbit', queue='5ms') as link, \
             rig.Guest('src', workload=wl, workdir=wd, netns=link.ns_a) as src, \
             rig.Guest.destination(src, 'dst', 'unix:' + wd.path('in.sock'),
                                   netns=link.ns_b) as dst:
-        fr = Ferries(wd, link=link, transport='udp')
+        fr = Ferries(wd, link=link, transport=transport)
         try:
             src.wait_ready()
             src.wait_heartbeats(2)
@@ -556,7 +628,7 @@ def udp_lossy():
             info = src.wait_migration(timeout=rig.scaled(180))
             dst.wait_incoming_done()
             src.wait_status('postmigrate')
-            report('udp over a lossy 100 Mbit/s link', info)
+            report('%s over a lossy 100 Mbit/s link' % transport, info)
             drops = link.qdisc_drops('a') - drops0
             s, _ = check_ferry_counts(fr, info, 1)
             link_stats = s['per_channel'][0].get('link')
@@ -623,7 +695,7 @@ SCENARIOS = {
     'udp_multifd': lambda: precopy({'ws': '64M', 'pattern': 'mix', 'rate': 5000},
                                    caps={'multifd': True}, params={'multifd-channels': 2},
                                    channels=3, codec='fast', transport='udp'),
-    'udp_lossy_netns': udp_lossy,
+    'udp_lossy_netns': lossy,
     # The dpdk transport: DPDK af_packet ports on the two ends of the veth, ferry's own
     # UDP/IPv4 and ARP, reliable/ above.
     'dpdk_precopy_netns': lambda: precopy({'ws': '32M', 'pattern': 'mix', 'rate': 500},
@@ -634,6 +706,8 @@ SCENARIOS = {
                                     caps={'multifd': True}, params={'multifd-channels': 2},
                                     channels=3, codec='fast', transport='dpdk',
                                     link_rate='1gbit'),
+    'dpdk_lossy_netns': lambda: lossy(transport='dpdk'),
+    'dpdk_recv_killed': dpdk_recv_killed,
     # memif: two ferry processes on one host over shared memory.
     'dpdk_memif': lambda: precopy({'ws': '64M', 'pattern': 'mix', 'rate': 5000},
                                   transport='dpdk', dpdk_port='memif'),
