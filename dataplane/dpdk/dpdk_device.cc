@@ -3,6 +3,7 @@
 // code is in dpdk_datapath.cc.
 #include "dataplane/dpdk/internal/dpdk_device.h"
 
+#include <dirent.h>
 #include <poll.h>
 #include <pthread.h>
 #include <rte_eal.h>
@@ -15,8 +16,10 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -94,6 +97,24 @@ constexpr uint16_t kRxDesc = 1024;
 constexpr uint16_t kTxDesc = 1024;
 constexpr size_t kMaxFlows = 16;
 
+// This process's AF_PACKET sockets.
+std::vector<int> packet_sockets() {
+  std::vector<int> out;
+  DIR* d = ::opendir("/proc/self/fd");
+  if (!d) return out;
+  while (dirent* e = ::readdir(d)) {
+    const int fd = std::atoi(e->d_name);
+    if (e->d_name[0] < '0' || e->d_name[0] > '9' || fd == ::dirfd(d)) continue;
+    int domain = 0;
+    socklen_t len = sizeof domain;
+    if (::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 && domain == AF_PACKET) {
+      out.push_back(fd);
+    }
+  }
+  ::closedir(d);
+  return out;
+}
+
 std::once_flag g_once;
 Device* g_device = nullptr;
 Status g_error;
@@ -134,6 +155,7 @@ Status Device::init() {
   // later (the channels) would inherit that: give the thread its CPUs back.
   cpu_set_t saved;
   const bool have_saved = pthread_getaffinity_np(pthread_self(), sizeof saved, &saved) == 0;
+  const std::vector<int> fds_before = packet_sockets();
   const int r = rte_eal_init(static_cast<int>(args.size()), argv.data());
   if (have_saved) pthread_setaffinity_np(pthread_self(), sizeof saved, &saved);
   if (r < 0) {
@@ -217,6 +239,19 @@ Status Device::init() {
   if (conf.intr_conf.rxq && rte_eth_dev_rx_intr_enable(port_id_, 0) == 0) {
     rx_intr_fd_ = rte_eth_dev_rx_intr_ctl_q_get_fd(port_id_, 0);
   }
+  if (rx_intr_fd_ < 0 && name_.find("af_packet") != std::string::npos) {
+    // af_packet has no rx interrupt, but its queue is a PACKET_MMAP socket, and poll() on
+    // one says readable while its ring holds frames the PMD has not taken (level-triggered,
+    // nothing to clear). The PMD does not hand it out: it is the one AF_PACKET socket the EAL
+    // opened (one queue pair).
+    std::vector<int> opened;
+    for (int fd : packet_sockets()) {
+      if (std::find(fds_before.begin(), fds_before.end(), fd) == fds_before.end()) {
+        opened.push_back(fd);
+      }
+    }
+    if (opened.size() == 1) rx_ring_fd_ = opened[0];
+  }
   rte_ether_addr mac;
   rte_eth_macaddr_get(port_id_, &mac);
   std::memcpy(local_mac_.data(), mac.addr_bytes, 6);
@@ -239,8 +274,8 @@ void Device::watch() {
     if (now - last_poll_ns_.load(std::memory_order_relaxed) >= interval) {
       if (poll_rx(nullptr) > 0) counters_.watcher_polls.fetch_add(1, std::memory_order_relaxed);
     }
-    if (rx_intr_fd_ >= 0) {
-      pollfd p{rx_intr_fd_, POLLIN, 0};
+    if (rx_wake_fd() >= 0) {
+      pollfd p{rx_wake_fd(), POLLIN, 0};
       ::poll(&p, 1, 10);  // bounded: a wake-up lost to a race costs 10 ms at most
     } else {
       std::this_thread::sleep_for(std::chrono::nanoseconds(interval));
@@ -284,12 +319,12 @@ Result<std::shared_ptr<Flow>> Device::open_flow(uint32_t peer_ip, uint16_t peer_
   // What the link sleeps on: its own eventfd (the demux queued datagrams for it) and, where
   // the port has one, the rx interrupt fd (datagrams arrived: drain them itself).
   flow->wait_fd = flow->event_fd;
-  if (rx_intr_fd_ >= 0) {
+  if (rx_wake_fd() >= 0) {
     const int ep = ::epoll_create1(EPOLL_CLOEXEC);
     epoll_event ev{};
     ev.events = EPOLLIN;
     if (ep >= 0 && ::epoll_ctl(ep, EPOLL_CTL_ADD, flow->event_fd, &ev) == 0 &&
-        ::epoll_ctl(ep, EPOLL_CTL_ADD, rx_intr_fd_, &ev) == 0) {
+        ::epoll_ctl(ep, EPOLL_CTL_ADD, rx_wake_fd(), &ev) == 0) {
       flow->wait_fd = ep;
     } else if (ep >= 0) {
       ::close(ep);
