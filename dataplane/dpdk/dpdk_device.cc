@@ -261,25 +261,33 @@ Status Device::init() {
   return Status::ok();
 }
 
-// While every link sleeps, someone must drain the port: the af_packet and memif PMDs give no
-// fd to sleep on here. Polls often while datagrams flow (an ack waits at most this long), rarely
-// when the port has been quiet, and not at all while links poll it themselves.
-// With an rx interrupt fd it sleeps on that instead (links sleep on it too, see wait_fd).
+// While every link sleeps, someone must drain the port. With a wake fd (rx interrupt,
+// af_packet's ring socket) the watcher sleeps on it; when it turns readable the links, which
+// sleep on it too, get the first 50 us to drain it themselves (no thread hop), and the watcher
+// drains only what is still there after that. Without one it polls: every 50 us while
+// datagrams flow, every 1 ms when the port has been quiet. Never a busy loop: a readable fd
+// that someone else is draining is looked at again after a pause, not at once.
 void Device::watch() {
   prctl(PR_SET_TIMERSLACK, 1000UL);  // 1 us: the default 50 us would stretch every interval
+  constexpr int64_t kGrace = 50'000;
   for (;;) {
+    const int fd = rx_wake_fd();
+    if (fd >= 0) {
+      pollfd p{fd, POLLIN, 0};
+      const int r = ::poll(&p, 1, 10);  // bounded: a lost wake-up costs 10 ms at most
+      if (r > 0) std::this_thread::sleep_for(std::chrono::nanoseconds(kGrace));
+      if (r <= 0 || now_ns() - last_poll_ns_.load(std::memory_order_relaxed) >= kGrace) {
+        if (poll_rx(nullptr) > 0) counters_.watcher_polls.fetch_add(1, std::memory_order_relaxed);
+      }
+      continue;
+    }
     const int64_t now = now_ns();
     const bool busy = now - last_rx_ns_.load(std::memory_order_relaxed) < 100'000'000;
-    const int64_t interval = busy ? 50'000 : 1'000'000;
+    const int64_t interval = busy ? kGrace : 1'000'000;
     if (now - last_poll_ns_.load(std::memory_order_relaxed) >= interval) {
       if (poll_rx(nullptr) > 0) counters_.watcher_polls.fetch_add(1, std::memory_order_relaxed);
     }
-    if (rx_wake_fd() >= 0) {
-      pollfd p{rx_wake_fd(), POLLIN, 0};
-      ::poll(&p, 1, 10);  // bounded: a wake-up lost to a race costs 10 ms at most
-    } else {
-      std::this_thread::sleep_for(std::chrono::nanoseconds(interval));
-    }
+    std::this_thread::sleep_for(std::chrono::nanoseconds(interval));
   }
 }
 

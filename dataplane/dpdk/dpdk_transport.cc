@@ -46,6 +46,16 @@ int ms_left(TimePoint deadline) {
   return std::max<int>(static_cast<int>(left.count()), 0);
 }
 
+// reliable/'s defaults, but a retransmit timeout of at least 20 ms: a dpdk link's datagrams
+// pass a thread hop (the demux) and its RTT on a veth or memif is tens of microseconds, so the
+// 5 ms floor fired on every scheduling stall of a loaded host (spurious resends, each a lossy
+// round for the rate estimate). Real losses are found by RACK well before the timeout.
+reliable::ReliableOptions link_options() {
+  reliable::ReliableOptions o;
+  o.min_rto = std::chrono::milliseconds(20);
+  return o;
+}
+
 bool is_syn(std::span<const uint8_t> datagram) {
   return static_cast<bool>(reliable::parse_syn(datagram));
 }
@@ -92,7 +102,7 @@ class DpdkLink final : public Transport {
 Result<std::unique_ptr<Transport>> make_link(Device& device, std::shared_ptr<Flow> flow, Role role,
                                              std::span<const uint8_t> first) {
   auto port = std::make_unique<DpdkPort>(device, std::move(flow));
-  auto link = ReliableTransport::create(std::move(port), reliable::ReliableOptions{}, role, first);
+  auto link = ReliableTransport::create(std::move(port), link_options(), role, first);
   if (!link) return link.status();
   return std::unique_ptr<Transport>(new DpdkLink(std::move(*link), device));
 }
@@ -176,8 +186,7 @@ Result<std::unique_ptr<Transport>> connect(const std::string& address, int timeo
   auto flow = (*device)->open_flow(a->ip, a->port, *mac);
   if (!flow) return flow.status();
   auto port = std::make_unique<DpdkPort>(**device, std::move(*flow));
-  auto link =
-      ReliableTransport::create(std::move(port), reliable::ReliableOptions{}, Role::kClient);
+  auto link = ReliableTransport::create(std::move(port), link_options(), Role::kClient);
   if (!link) return link.status();
   Status st = reliable::wait_established(**link, ms_left(deadline));
   if (!st) {
