@@ -91,9 +91,8 @@ class Device {
   // Largest UDP payload that fits the port's MTU and one mbuf.
   size_t max_datagram() const { return max_datagram_; }
   const std::string& name() const { return name_; }
-  // What becomes readable when the rx queue has datagrams: the rx interrupt fd (memif,
-  // af_xdp, NICs), af_packet's ring socket, or -1 (the watcher polls).
-  int rx_wake_fd() const { return rx_intr_fd_ >= 0 ? rx_intr_fd_ : rx_ring_fd_; }
+  // The rx interrupt fd, or -1 when the PMD has none (af_packet).
+  int rx_intr_fd() const { return rx_intr_fd_; }
 
   // A flow to peer from a fresh local port (client) or from local_port (a listener's peer).
   Result<std::shared_ptr<Flow>> open_flow(uint32_t peer_ip, uint16_t peer_port, Mac peer_mac,
@@ -135,7 +134,6 @@ class Device {
   bool tx_ip_cksum_ = false;
   bool rx_ip_cksum_ = false;
   int rx_intr_fd_ = -1;  // readable when the rx queue has datagrams (PMDs with rx interrupts)
-  int rx_ring_fd_ = -1;  // af_packet: the queue's PACKET_MMAP socket (poll only, never read)
   rte_mempool* pool_ = nullptr;
 
   std::mutex tx_mu_;
