@@ -109,11 +109,21 @@ def send_strangers(link, fr, count=50):
     Returns how many left; the kernel finds ferry recv's MAC by ARP, which ferry answers."""
     link.run('a', ['ip', 'route', 'replace', DPDK_ADDR_B + '/32', 'dev', link.veth_a],
              check=True, timeout=10)
-    code = ('import socket\n'
+    # First the kernel learns ferry recv's MAC (ferry answers ARP once its port runs; until
+    # then the kernel drops what it queued for the address after its ARP retries): probes
+    # (strangers too, not counted here) until the neighbour entry has an address, then the
+    # counted strangers.
+    code = ('import socket, subprocess, time\n'
             's = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n'
+            'deadline = time.monotonic() + 30\n'
+            'while b"lladdr" not in subprocess.run(["ip", "neigh", "show", "%s"],\n'
+            '                                      capture_output=True).stdout:\n'
+            '    if time.monotonic() > deadline: raise SystemExit("no ARP answer from ferry")\n'
+            '    s.sendto(b"probe", ("%s", %d))\n'
+            '    time.sleep(0.2)\n'
             'for i in range(%d):\n'
             '    s.sendto(b"stranger %%d" %% i + bytes(64), ("%s", %d))\n' %
-            (count, DPDK_ADDR_B, fr.port))
+            (DPDK_ADDR_B, DPDK_ADDR_B, fr.port, count, DPDK_ADDR_B, fr.port))
     link.run('a', [sys.executable, '-c', code], check=True, timeout=30)
     return count
 
