@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "dataplane/dpdk/dpdk_wire.h"
 #include "dataplane/transport.h"
 #include "pipeline/channel_set.h"
 
@@ -81,6 +82,44 @@ dataplane::PollMode ArgReader::poll_mode() {
   }
   return *mode;
 }
+
+bool take_dpdk_flag(ArgReader& args, dataplane::dpdk::DpdkSettings& out) {
+  if (args.is("--dpdk-args")) {
+    out.eal_args = args.value();
+    return true;
+  }
+  if (args.is("--dpdk-local")) {
+    out.local_ip = args.value();
+    return true;
+  }
+  return false;
+}
+
+Status apply_dpdk_settings(const dataplane::dpdk::DpdkSettings& given) {
+  if (!given.eal_args.empty() || !given.local_ip.empty()) {
+    for (const auto& t : dataplane::transports()) {
+      if (std::string(t.name) == "dpdk" && !t.available) {
+        return Status(ErrorCode::kUnavailable,
+                      std::string("--dpdk-args/--dpdk-local: ") + t.why_not);
+      }
+    }
+  }
+  if (!given.local_ip.empty() && !dataplane::dpdk::parse_ipv4(given.local_ip)) {
+    return Status(ErrorCode::kInvalidArgument,
+                  "--dpdk-local wants an IPv4 address, got '" + given.local_ip + "'");
+  }
+  dataplane::dpdk::configure(given);
+  return Status::ok();
+}
+
+const char* const kDpdkUsage =
+    "  --dpdk-args \"EAL ARGS\" for dpdk: links, the DPDK EAL arguments naming the port, e.g.\n"
+    "                         \"--no-pci --vdev net_af_packet0,iface=eth1,qdisc_bypass=0\" or\n"
+    "                         \"-a 0000:3b:00.1\" (default: $FERRY_DPDK_ARGS; ferry adds -l, a\n"
+    "                         --file-prefix, and --no-huge -m 512 when no hugepages are free)\n"
+    "  --dpdk-local IPV4      this end's address on the DPDK port, answered by ferry's ARP; not\n"
+    "                         one the kernel owns (default: $FERRY_DPDK_LOCAL; ferry recv: the\n"
+    "                         --listen address)\n";
 
 void ArgReader::unknown() { fail("unknown argument '" + current() + "'"); }
 

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "common/status.h"
+#include "dataplane/dpdk/dpdk_settings.h"
 #include "dataplane/engine.h"
 #include "encoders/page_codec.h"
 
@@ -52,6 +53,16 @@ class ArgReader {
   int i_ = 0;
   bool ok_ = true;
 };
+
+// The dpdk transport's flags, shared by send, recv and migrate: if the current flag is
+// --dpdk-args or --dpdk-local, takes its value into `out` and returns true.
+bool take_dpdk_flag(ArgReader& args, dataplane::dpdk::DpdkSettings& out);
+// Hands the settings to the dpdk transport (empty fields fall back to FERRY_DPDK_ARGS /
+// FERRY_DPDK_LOCAL). Fails at once, in one sentence, when they were given but this build has
+// no DPDK, or the address is not IPv4.
+Status apply_dpdk_settings(const dataplane::dpdk::DpdkSettings& given);
+// The usage lines of those flags.
+extern const char* const kDpdkUsage;
 
 // Writes text to path (replacing it); the error names the file.
 Status write_text_file(const std::string& path, const std::string& text);

@@ -47,6 +47,7 @@ void migrate_usage(FILE* out) {
       "                     [--allow-throttle] [--codec auto|fast|max|none] [--cache-mib N]\n"
       "                     [--cache-policy aged-clock|lru] [--encode-threads N]\n"
       "                     [--poll adaptive|busy] [--fabric-provider NAME]\n"
+      "                     [--dpdk-args \"EAL ARGS\"] [--dpdk-local IPV4]\n"
       "                     [--sock PATH] [--json]\n"
       "\n"
       "Migrates the VM of the source QEMU (its QMP socket: --src-qmp) to the destination QEMU\n"
@@ -73,6 +74,7 @@ void migrate_usage(FILE* out) {
       "  --allow-throttle    may let QEMU slow the guest's vCPUs (auto-converge)\n"
       "  --codec, --cache-mib, --cache-policy, --encode-threads, --poll, --fabric-provider\n"
       "                     as ferry send (default auto, 256, aged-clock, 1, adaptive, verbs)\n"
+      "  --dpdk-args, --dpdk-local  as ferry send (for a dpdk: --peer)\n"
       "  --sock PATH         the unix socket the source QEMU migrates into (default\n"
       "                      /tmp/ferry-migrate-<pid>.sock)\n"
       "  --json              one JSON object per line on stdout: progress samples, decisions,\n"
@@ -83,6 +85,7 @@ struct MigrateArgs {
   std::string src_qmp, dst_qmp, sock;
   Limits limits;
   SendOptions send;
+  dataplane::dpdk::DpdkSettings dpdk;
   bool json = false;
 };
 
@@ -220,6 +223,7 @@ int run_migrate(int argc, char** argv) {
       a.send.poll_mode = args.poll_mode();
     } else if (args.is("--fabric-provider")) {
       a.send.transport.fabric_provider = args.value();
+    } else if (take_dpdk_flag(args, a.dpdk)) {
     } else if (args.is("--sock")) {
       a.sock = args.value();
     } else if (args.is("--json")) {
@@ -236,6 +240,10 @@ int run_migrate(int argc, char** argv) {
   }
   if (auto st = dataplane::check_transport_spec(a.send.peer); !st) {
     std::fprintf(stderr, "ferry migrate: --peer: %s\n", st.message().c_str());
+    return 2;
+  }
+  if (auto st = apply_dpdk_settings(a.dpdk); !st) {
+    std::fprintf(stderr, "ferry migrate: %s\n", st.message().c_str());
     return 2;
   }
   if (a.sock.empty()) a.sock = "/tmp/ferry-migrate-" + std::to_string(::getpid()) + ".sock";

@@ -21,7 +21,7 @@ void recv_usage(FILE* out) {
       out,
       "usage: ferry recv --listen TRANSPORT:ADDRESS --qemu unix:PATH [--stats-json FILE]\n"
       "                  [--max-cache-mib N] [--poll adaptive|busy] [--fabric-provider NAME]\n"
-      "                  [--quiet]\n"
+      "                  [--dpdk-args \"EAL ARGS\"] [--dpdk-local IPV4] [--quiet]\n"
       "\n"
       "The destination side of a migration through ferry. Start the destination QEMU with\n"
       "-incoming unix:PATH, then ferry recv, then ferry send and the migration on the source.\n"
@@ -41,8 +41,9 @@ void recv_usage(FILE* out) {
       "  --fabric-provider NAME  rdma: the libfabric provider (as ferry send; default verbs)\n"
       "  --stats-json FILE       write the final counters: bytes to/from QEMU, bytes on the\n"
       "                          link, pages by class, return-path messages, channels, duration\n"
-      "  --quiet                 no progress line (it is shown only on a terminal anyway)\n",
-      transport_names().c_str());
+      "  --quiet                 no progress line (it is shown only on a terminal anyway)\n"
+      "%s",
+      transport_names().c_str(), kDpdkUsage);
 }
 
 }  // namespace
@@ -53,6 +54,7 @@ int run_recv(int argc, char** argv) {
   size_t max_cache_mib = 4096;
   dataplane::PollMode poll_mode = dataplane::PollMode::kAdaptive;
   dataplane::TransportSettings transport;
+  dataplane::dpdk::DpdkSettings dpdk;
   ArgReader args("ferry recv", argc, argv);
   while (args.next()) {
     if (args.is("--help") || args.is("-h")) {
@@ -72,6 +74,7 @@ int run_recv(int argc, char** argv) {
       poll_mode = args.poll_mode();
     } else if (args.is("--fabric-provider")) {
       transport.fabric_provider = args.value();
+    } else if (take_dpdk_flag(args, dpdk)) {
     } else {
       args.unknown();
     }
@@ -85,6 +88,10 @@ int run_recv(int argc, char** argv) {
   auto qemu_ep = dataplane::parse_endpoint(qemu_s);
   if (!qemu_ep || qemu_ep->kind != dataplane::Endpoint::Kind::kUnix) {
     std::fprintf(stderr, "ferry recv: --qemu must be unix:PATH, got '%s'\n", qemu_s.c_str());
+    return 2;
+  }
+  if (auto st = apply_dpdk_settings(dpdk); !st) {
+    std::fprintf(stderr, "ferry recv: %s\n", st.message().c_str());
     return 2;
   }
   const bool progress = !quiet && ::isatty(2);

@@ -30,6 +30,7 @@ void send_usage(FILE* out) {
       "usage: ferry send (--listen unix:PATH | --stdio) --peer TRANSPORT:ADDRESS\n"
       "                  [--codec none|fast|max|auto] [--cache-mib N] [--cache-policy P]\n"
       "                  [--encode-threads N] [--poll adaptive|busy] [--fabric-provider NAME]\n"
+      "                  [--dpdk-args \"EAL ARGS\"] [--dpdk-local IPV4]\n"
       "                  [--connect-timeout S] [--stats-json FILE] [--quiet]\n"
       "\n"
       "The source side of a migration through ferry. Start it, then tell the source QEMU\n"
@@ -78,14 +79,16 @@ void send_usage(FILE* out) {
       "  --connect-timeout S    give up reaching ferry recv after S seconds (default 10)\n"
       "  --stats-json FILE      write the final counters: bytes from/to QEMU, bytes on the\n"
       "                         link, pages by class, return-path messages, channels, duration\n"
-      "  --quiet                no progress line (it is shown only on a terminal anyway)\n",
-      transport_names().c_str());
+      "  --quiet                no progress line (it is shown only on a terminal anyway)\n"
+      "%s",
+      transport_names().c_str(), kDpdkUsage);
 }
 
 struct SendArgs {
   std::string listen, stats_path;
   bool stdio = false, quiet = false;
   SendOptions session;
+  dataplane::dpdk::DpdkSettings dpdk;
 };
 
 }  // namespace
@@ -117,6 +120,7 @@ int run_send(int argc, char** argv) {
       a.session.poll_mode = args.poll_mode();
     } else if (args.is("--fabric-provider")) {
       a.session.transport.fabric_provider = args.value();
+    } else if (take_dpdk_flag(args, a.dpdk)) {
     } else if (args.is("--stdio")) {
       a.stdio = true;
     } else if (args.is("--quiet")) {
@@ -134,6 +138,10 @@ int run_send(int argc, char** argv) {
 
   if (auto st = dataplane::check_transport_spec(a.session.peer); !st) {
     std::fprintf(stderr, "ferry send: --peer: %s\n", st.message().c_str());
+    return 2;
+  }
+  if (auto st = apply_dpdk_settings(a.dpdk); !st) {
+    std::fprintf(stderr, "ferry send: %s\n", st.message().c_str());
     return 2;
   }
   const bool progress = !a.quiet && ::isatty(2) && !a.stdio;

@@ -14,6 +14,9 @@
 #if FERRY_HAVE_RDMA
 #include "dataplane/rdma/rdma_transport.h"
 #endif
+#if FERRY_HAVE_DPDK
+#include "dataplane/dpdk/dpdk_transport.h"
+#endif
 
 namespace ferry::dataplane {
 namespace {
@@ -30,9 +33,9 @@ Result<std::unique_ptr<Transport>> plain_connect(const std::string& address, int
   return C(address, timeout_ms);
 }
 
-// One row per transport of DESIGN.md §5. dpdk (and rdma, when libfabric was not found) are
-// listed so `--version` and error messages say why they are missing rather than pretending
-// they do not exist.
+// One row per transport of DESIGN.md §5. dpdk and rdma, when their libraries were not found,
+// are listed so `--version` and error messages say why they are missing rather than
+// pretending they do not exist.
 const TransportInfo kTransports[] = {
     {"tcp", "kernel TCP, non-blocking (default)", true, false, "", &plain_listen<&tcp::listen>,
      &plain_connect<&tcp::connect>},
@@ -40,8 +43,16 @@ const TransportInfo kTransports[] = {
      &plain_listen<&udp::listen>, &plain_connect<&udp::connect>},
     {"loopback", "in-process rings (tests)", true, true, "", &plain_listen<&loopback::listen>,
      &plain_connect<&loopback::connect>},
-    {"dpdk", "DPDK ethdev (af_packet, af_xdp, memif)", false, false,
-     "not in ferry yet (planned: DPDK 22.11 ethdev under reliable/)", nullptr, nullptr},
+#if FERRY_HAVE_DPDK
+    {"dpdk",
+     "DPDK ethdev (NIC/VF, af_packet, af_xdp, memif), UDP/IPv4 under ferry's reliable layer", true,
+     false, "", &plain_listen<&dpdk::listen>, &plain_connect<&dpdk::connect>},
+#else
+    {"dpdk", "DPDK ethdev (NIC/VF, af_packet, af_xdp, memif)", false, false,
+     "ferry was built without DPDK: install dpdk-dev libdpdk-dev (scripts/setup.sh) and rebuild "
+     "(meson setup --reconfigure build -Ddpdk=enabled)",
+     nullptr, nullptr},
+#endif
 #if FERRY_HAVE_RDMA
     {"rdma", "RDMA via libfabric (verbs on RoCE/InfiniBand; --fabric-provider)", true, false, "",
      &rdma::listen, &rdma::connect},

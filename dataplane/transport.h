@@ -1,9 +1,9 @@
 // dataplane/transport.h — the Transport contract: one bidirectional link between a ferry
 // sender and a ferry receiver that carries whole ferry frames (protocol.h) in FrameBufs of the
-// transport's own pool (frame_pool.h). Backends live in subfolders (tcp/, udp/ over
-// reliable/, loopback/, rdma/ on libfabric; dpdk/ to come; fault/ decorates a datagram port for
-// tests) and are listed in one registration table (transport.cc: the one file where optional
-// backends may have an #if).
+// transport's own pool (frame_pool.h). Backends live in subfolders (tcp/, udp/ and dpdk/ over
+// reliable/, loopback/, rdma/ on libfabric; fault/ decorates a datagram port for tests) and
+// are listed in one registration table (transport.cc: the one file where optional backends
+// may have an #if).
 //
 // Control methods (listen, accept, connect) may block and return Result<T>. Data methods take
 // a burst, never block, are noexcept and return the count handled; one virtual call per

@@ -25,6 +25,9 @@ PACKAGES=(
   # rdma transport (dataplane/rdma): libfabric, fi_info, and rdma-core's verbs stack that
   # libfabric's verbs provider runs on (RoCE/InfiniBand; here the tcp provider runs instead)
   libfabric-dev libfabric-bin rdma-core libibverbs-dev ibverbs-providers
+  # the dpdk transport (dataplane/dpdk: built when Meson finds libdpdk) and its tools
+  # (dpdk-testpmd for the benchmark's PMD ceiling, dpdk-devbind.py for real NICs)
+  dpdk dpdk-dev libdpdk-dev
 )
 
 need_install=()

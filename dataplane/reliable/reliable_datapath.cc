@@ -374,6 +374,7 @@ void ReliableLink::on_ack(const uint8_t* d, size_t n, int64_t now) noexcept {
     // how much the path absorbs at once (a tbf bucket, socket and device queues), not its
     // rate: 46 KiB acked 80 us later is not a 600 MB/s link. Such a sample spans at least
     // the window's RTT floor.
+    const int64_t measured = rs.interval_ns;
     if (have_rtt_ && ctx.send_elapsed < min_rtt_ns_) {
       rs.interval_ns = std::max(rs.interval_ns, kBurstSampleFloorNs);
     }
@@ -382,6 +383,11 @@ void ReliableLink::on_ack(const uint8_t* d, size_t n, int64_t now) noexcept {
     // the sample can only come out lower.
     if (have_rtt_)
       rs.interval_ns = std::max(rs.interval_ns, std::min(srtt_ns_, kBurstSampleFloorNs));
+    // A floored sample is a lower bound, not a measurement: it may raise the estimate but
+    // never stand for it (as an app-limited one). Else a sender whose late timers send in
+    // bursts (a loaded host, a short RTT) sees every flight floored to flight/2 ms, paces at
+    // that, sends smaller flights, and the estimate falls to two packets per 2 ms for good.
+    if (rs.interval_ns > measured) rs.app_limited = true;
     // Shorter than an RTT: ack compression, not a rate (the estimation draft's rule).
     if (have_rtt_ && rs.interval_ns < min_rtt_ns_) rs.interval_ns = 0;
     rs.no_raise = ctx.from_lost;

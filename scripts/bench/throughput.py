@@ -24,6 +24,15 @@ CPU seconds per side: user+sys from wait4 (ferry send --stdio forks and its pare
 once: this script is a child subreaper, so the child carrying the stream is reaped here and
 counted with the sender). A transport or codec a binary does not offer (its --help) is "n/a".
 
+The dpdk transport (issue 14) is measured as two pseudo-transports: `dpdk-memif` (the two
+ferries joined by a DPDK memif port pair over shared memory, ferry recv the memif server) and
+`dpdk-afp` (DPDK af_packet ports on the two ends of a veth joining two network namespaces
+made for the run, scripts/netns.sh, no shaping; ferry send in one, ferry recv in the other,
+the sink in the root namespace). With `dpdk-afp` each repetition also measures the PMD's own
+ceiling: dpdk-testpmd in txonly mode on the same af_packet port for --testpmd-s seconds
+(1514-byte frames; bytes the far veth end received per second), recorded as binary
+`testpmd`. Both ferries poll adaptively (the default).
+
 Each run waits first until the host is --idle % idle over a second (others share the machine;
 at most --idle-wait s) and records that figure. Before the timed runs, once per binary x
 transport x codec (untimed): the sink writes what it receives to a file; with --codec none it
@@ -398,7 +407,85 @@ class Binary:
                                                                            v.stderr) else '?'
 
     def supports(self, transport, codec):
+        if transport.startswith('dpdk-'):
+            transport = 'dpdk'
         return transport in self.transports and codec in self.codecs
+
+
+DPDK_ADDR_A, DPDK_ADDR_B = '10.77.0.101', '10.77.0.102'  # ferry's own, not the kernel's
+
+
+class AfpLink:
+    """Two namespaces joined by an unshaped veth for dpdk-afp (scripts/netns.sh)."""
+
+    def __init__(self):
+        self.name = 'tp%05d' % (os.getpid() % 100000)
+        self.ns_a, self.ns_b = self.name + '-a', self.name + '-b'
+        self.veth_a, self.veth_b = self.name + '-va', self.name + '-vb'
+        subprocess.run([os.path.join(ROOT, 'scripts', 'netns.sh'), 'up', self.name, 'none'],
+                       check=True, stdout=subprocess.DEVNULL)
+
+    def rx_bytes_b(self):
+        return int(subprocess.run(['ip', 'netns', 'exec', self.ns_b, 'cat',
+                                   '/sys/class/net/%s/statistics/rx_bytes' % self.veth_b],
+                                  capture_output=True, text=True, check=True).stdout)
+
+    def down(self):
+        subprocess.run([os.path.join(ROOT, 'scripts', 'netns.sh'), 'down', self.name],
+                       check=False)
+
+
+AFP = None
+
+
+def afp_args(iface):
+    return '--no-pci --vdev net_af_packet0,iface=%s,qdisc_bypass=0' % iface
+
+
+def unix_listening(path):
+    with open('/proc/net/unix') as f:
+        return any(line.split()[-1] == path for line in f.readlines()[1:]
+                   if len(line.split()) >= 8)
+
+
+def has_packet_socket(pid):
+    """pid holds an AF_PACKET socket (its DPDK af_packet port is up)."""
+    try:
+        with open('/proc/%d/net/packet' % pid) as f:
+            inodes = {ln.split()[8] for ln in f.readlines()[1:] if len(ln.split()) > 8}
+        return any(os.readlink('/proc/%d/fd/%s' % (pid, fd))[8:-1] in inodes
+                   for fd in os.listdir('/proc/%d/fd' % pid))
+    except OSError:
+        return False
+
+
+def run_testpmd(seconds, wd):
+    """The af_packet PMD's own ceiling: dpdk-testpmd txonly on AFP's a end, 1514-byte
+    frames; what the b end received per second."""
+    # Two lcores: testpmd forwards on a core other than its main one (it busy-polls it).
+    argv = ['ip', 'netns', 'exec', AFP.ns_a, 'dpdk-testpmd', '-l', '0,1', '--no-huge', '-m', '512',
+            '--no-pci', '--no-telemetry', '--file-prefix=tp%d' % os.getpid(),
+            '--vdev', 'net_af_packet0,iface=%s,qdisc_bypass=0' % AFP.veth_a, '--',
+            '--forward-mode=txonly', '--txpkts=1514', '--total-num-mbufs=8192',
+            '--stats-period=%d' % seconds]
+    p = subprocess.Popen(argv, stdout=open(os.path.join(wd, 'testpmd.out'), 'w'),
+                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    # --stats-period keeps it running; the measuring window is the point, not a wait for an
+    # event. Bytes the b end counted between two reads, over the time between them.
+    time.sleep(1)
+    rx1, t1 = AFP.rx_bytes_b(), time.monotonic()
+    time.sleep(seconds)
+    rx2, t2 = AFP.rx_bytes_b(), time.monotonic()
+    p.send_signal(signal.SIGINT)
+    try:
+        p.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+    if rx2 <= rx1:
+        return {'outcome': 'failed', 'note': 'testpmd sent nothing (see %s)' % 'testpmd.out'}
+    return {'outcome': 'ok', 'wall_s': (t2 - t1), 'bytes': rx2 - rx1,
+            'gbps_direct': (rx2 - rx1) / (t2 - t1) / GB}
 
 
 def run_plain(stream, wd, timeout):
@@ -433,16 +520,36 @@ def run_ferry(binary, transport, codec, stream, wd, timeout, sink_out=None):
     sink = spawn(['socat', '-b', str(BUF), '-u', 'UNIX-LISTEN:%s' % sock, '-'],
                  stdout=sink_out, stderr=errs['sink'])
     wait_for(lambda: os.path.exists(sock), 'the sink socket')
-    # rdma runs on libfabric's tcp provider here (no RDMA device): named, not a fallback.
-    fabric = ['--fabric-provider', 'tcp'] if transport == 'rdma' else []
-    recv = spawn([binary.path, 'recv', '--listen', '%s:127.0.0.1:%d' % (transport, port),
-                  '--qemu', 'unix:' + sock] + quiet + fabric, stderr=errs['recv'])
-    wait_for(lambda: bound(port, transport), 'ferry recv on %s port %d' % (transport, port))
+    peer = '%s:127.0.0.1:%d' % (transport, port)
+    send_pre, recv_pre, send_extra, recv_extra = [], [], [], []
+    if transport == 'rdma':
+        # libfabric's tcp provider here (no RDMA device): named, not a fallback.
+        send_extra = recv_extra = ['--fabric-provider', 'tcp']
+    if transport.startswith('dpdk-'):
+        peer = 'dpdk:%s:%d' % (DPDK_ADDR_B, port)
+        send_extra = ['--dpdk-local', DPDK_ADDR_A]
+    if transport == 'dpdk-memif':
+        memif = 'net_memif0,socket=%s,bsize=2048' % os.path.join(wd, 'memif.sock')
+        recv_extra = ['--dpdk-args', '--no-pci --vdev %s,role=server' % memif]
+        send_extra += ['--dpdk-args', '--no-pci --vdev %s,role=client' % memif]
+    elif transport == 'dpdk-afp':
+        recv_pre, send_pre = ['ip', 'netns', 'exec', AFP.ns_b], ['ip', 'netns', 'exec', AFP.ns_a]
+        recv_extra = ['--dpdk-args', afp_args(AFP.veth_b)]
+        send_extra += ['--dpdk-args', afp_args(AFP.veth_a)]
+    recv = spawn(recv_pre + [binary.path, 'recv', '--listen', peer,
+                             '--qemu', 'unix:' + sock] + quiet + recv_extra, stderr=errs['recv'])
+    if transport == 'dpdk-memif':
+        wait_for(lambda: unix_listening('@' + os.path.join(wd, 'memif.sock')),
+                 'ferry recv\'s memif socket')
+    elif transport == 'dpdk-afp':
+        wait_for(lambda: has_packet_socket(recv), 'ferry recv\'s af_packet port')
+    else:
+        wait_for(lambda: bound(port, transport), 'ferry recv on %s port %d' % (transport, port))
     c0 = _cpu_times()
     t0 = time.monotonic()
-    send = spawn([binary.path, 'send', '--stdio', '--peer',
-                  '%s:127.0.0.1:%d' % (transport, port), '--codec', codec, '--stats-json',
-                  stats] + quiet + fabric, stdin=stream, stderr=errs['send'])
+    send = spawn(send_pre + [binary.path, 'send', '--stdio', '--peer', peer, '--codec', codec,
+                             '--stats-json', stats] + quiet + send_extra,
+                 stdin=stream, stderr=errs['send'])
     done = reap_all(timeout)
     wall = max(t for _, _, t in done.values()) - t0
     # Every pid that is not sink/recv/send is send's --stdio child (the only forking side).
@@ -592,7 +699,9 @@ def summarise(rows, header):
     for key in cells:
         rs = [r for r in rows if (r['binary'], r['transport'], r['codec']) == key]
         ok = [r for r in rs if r['outcome'] == 'ok']
-        label = 'plain copy (socat -b 1048576)' if key[0] == 'plain' else 'ferry ' + key[0]
+        label = 'plain copy (socat -b 1048576)' if key[0] == 'plain' else \
+            'dpdk-testpmd txonly, 1514 B (the PMD\'s ceiling)' if key[0] == 'testpmd' else \
+            'ferry ' + key[0]
         if not ok:
             outcome = sorted({r['outcome'] for r in rs})
             lines.append('| %s | %s | %s | %s | | | | | 0/%d |' % (
@@ -642,6 +751,8 @@ def main():
                     help='a ferry binary to measure (repeatable)')
     ap.add_argument('--transports', default='tcp,udp')
     ap.add_argument('--codecs', default='none,fast')
+    ap.add_argument('--testpmd-s', type=float, default=5,
+                    help='seconds of dpdk-testpmd per repetition with dpdk-afp (the ceiling)')
     ap.add_argument('--reps', type=int, default=3)
     ap.add_argument('--out', default=os.path.join(ROOT, 'results', 'throughput'))
     ap.add_argument('--no-verify', action='store_true', help='skip the correctness runs')
@@ -674,6 +785,9 @@ def main():
     if _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         raise SystemExit('throughput: prctl(PR_SET_CHILD_SUBREAPER) failed')
     transports = [t for t in args.transports.split(',') if t]
+    global AFP
+    if 'dpdk-afp' in transports:
+        AFP = AfpLink()
     codecs = [c for c in args.codecs.split(',') if c]
     size = os.path.getsize(stream)
     os.makedirs(args.out, exist_ok=True)
@@ -705,6 +819,8 @@ def main():
                 v.close()
         cells = [('plain', 'tcp', '-')] + [(b.name, t, c) for b in binaries
                                            for t in transports for c in codecs]
+        if AFP:
+            cells.append(('testpmd', 'dpdk-afp', '-'))
         by_name = {b.name: b for b in binaries}
         for rep in range(1, args.reps + 1):
             order = cells[:]
@@ -715,7 +831,13 @@ def main():
                 row.update(rep=rep, order=i + 1, binary=name, transport=t, codec=c,
                            stream_bytes=size, loadavg1='%.2f' % loadavg1(),
                            started=datetime.datetime.now().isoformat(timespec='seconds'))
-                if name != 'plain' and not by_name[name].supports(t, c):
+                if name == 'testpmd':
+                    r = run_testpmd(args.testpmd_s, wd)
+                    row.update(outcome=r['outcome'], note=r.get('note', 'ceiling: %d bytes '
+                               'in %.2f s' % (r.get('bytes', 0), r.get('wall_s', 0))))
+                    if r['outcome'] == 'ok':
+                        row.update(gbps='%.4f' % r['gbps_direct'])
+                elif name != 'plain' and not by_name[name].supports(t, c):
                     row.update(outcome='n/a', note='%s offers transports %s, codecs %s' % (
                         name, ','.join(sorted(by_name[name].transports)),
                         ','.join(sorted(by_name[name].codecs))))
@@ -763,6 +885,8 @@ def main():
     finally:
         kill_children()
         shutil.rmtree(wd, ignore_errors=True)
+        if AFP:
+            AFP.down()
 
     cmd = 'scripts/bench/throughput.py ' + ' '.join(
         a if not a.startswith(ROOT + '/') else os.path.relpath(a, ROOT) for a in sys.argv[1:])

@@ -28,6 +28,7 @@ Scenarios:
 import json
 import re
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -82,6 +83,55 @@ def proc_listening(pid, port, transport='tcp'):
     return False
 
 
+def proc_has_packet_socket(pid):
+    """True when process pid holds an AF_PACKET socket (a DPDK af_packet port is up: ferry
+    recv made its device and so listens; /proc/PID/net/packet lists the namespace's)."""
+    try:
+        with open('/proc/%d/net/packet' % pid) as f:
+            inodes = {line.split()[8] for line in f.readlines()[1:] if len(line.split()) > 8}
+        fds = os.listdir('/proc/%d/fd' % pid)
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            target = os.readlink('/proc/%d/fd/%s' % (pid, fd))
+        except OSError:
+            continue
+        if target.startswith('socket:[') and target[8:-1] in inodes:
+            return True
+    return False
+
+
+def dpdk_args(iface):
+    """EAL arguments for an af_packet port on iface; qdisc_bypass=0 so tbf shapes it."""
+    return '--no-pci --vdev net_af_packet0,iface=%s,qdisc_bypass=0' % iface
+
+
+def send_strangers(link, fr, count=50):
+    """Datagrams to ferry recv's dpdk address and port from the kernel of namespace a (a
+    stranger: not ferry send, not a SYN). ferry recv must drop and count them (rx_unknown).
+    Returns how many left; the kernel finds ferry recv's MAC by ARP, which ferry answers."""
+    link.run('a', ['ip', 'route', 'replace', DPDK_ADDR_B + '/32', 'dev', link.veth_a],
+             check=True, timeout=10)
+    # First the kernel learns ferry recv's MAC (ferry answers ARP once its port runs; until
+    # then the kernel drops what it queued for the address after its ARP retries): probes
+    # (strangers too, not counted here) until the neighbour entry has an address, then the
+    # counted strangers.
+    code = ('import socket, subprocess, time\n'
+            's = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n'
+            'deadline = time.monotonic() + 30\n'
+            'while b"lladdr" not in subprocess.run(["ip", "neigh", "show", "%s"],\n'
+            '                                      capture_output=True).stdout:\n'
+            '    if time.monotonic() > deadline: raise SystemExit("no ARP answer from ferry")\n'
+            '    s.sendto(b"probe", ("%s", %d))\n'
+            '    time.sleep(0.2)\n'
+            'for i in range(%d):\n'
+            '    s.sendto(b"stranger %%d" %% i + bytes(64), ("%s", %d))\n' %
+            (DPDK_ADDR_B, DPDK_ADDR_B, fr.port, count, DPDK_ADDR_B, fr.port))
+    link.run('a', [sys.executable, '-c', code], check=True, timeout=30)
+    return count
+
+
 def proc_listening_unix(pid, path):
     try:
         with open('/proc/%d/net/unix' % pid) as f:
@@ -95,18 +145,40 @@ def proc_listening_unix(pid, path):
     return False
 
 
+DPDK_ADDR_A = '10.77.0.101'
+DPDK_ADDR_B = '10.77.0.102'
+
+
 class Ferries:
     """One ferry recv (destination side) and one ferry send (source side). With a rig.Link,
     ferry send runs in namespace a and ferry recv in namespace b, so every link byte crosses
     the shaped veth; QEMU's unix sockets are filesystem paths and work across namespaces."""
 
     def __init__(self, wd, tag='f', link=None, port=None, codec='none', send_args=(),
-                 transport='tcp'):
+                 transport='tcp', recv_args=(), dpdk_port='af_packet'):
         self.wd, self.tag, self.link, self.codec = wd, tag, link, codec
         self.send_args = list(send_args)
+        self.recv_args = list(recv_args)
         self.port = port or free_port()
         self.host = link.addr_b if link else '127.0.0.1'
         self.transport = transport
+        self.memif_sock = None
+        if transport == 'dpdk' and dpdk_port == 'memif':
+            # Two processes on one host joined by shared memory: ferry recv is the memif
+            # server (it creates the socket), ferry send the client.
+            self.host = DPDK_ADDR_B
+            self.memif_sock = wd.path(tag + '-memif.sock')
+            memif = 'net_memif0,socket=%s,bsize=2048' % self.memif_sock
+            self.recv_args += ['--dpdk-args', '--no-pci --vdev %s,role=server' % memif]
+            self.send_args += ['--dpdk-args', '--no-pci --vdev %s,role=client' % memif,
+                               '--dpdk-local', DPDK_ADDR_A]
+        elif transport == 'dpdk':
+            # ferry's own addresses on the veth, which the kernel does not own: only ferry
+            # answers ARP for them, and the kernel drops (does not refuse) their datagrams.
+            check(link is not None, 'dpdk over af_packet needs the two namespaces')
+            self.host = DPDK_ADDR_B
+            self.send_args += ['--dpdk-args', dpdk_args(link.veth_a), '--dpdk-local', DPDK_ADDR_A]
+            self.recv_args += ['--dpdk-args', dpdk_args(link.veth_b)]
         self.peer = '%s:%s:%d' % (transport, self.host, self.port)
         # No RDMA hardware here: libfabric's tcp provider, named so that no fallback notice
         # adds a line to the one-line errors the tests check.
@@ -124,11 +196,18 @@ class Ferries:
 
     def start_recv(self, qemu_sock):
         argv = [ferry_bin(), 'recv', '--listen', self.peer, '--qemu', 'unix:' + qemu_sock,
-                '--stats-json', self.recv_json] + self.transport_args
+                '--stats-json', self.recv_json] + self.recv_args + self.transport_args
         self.recv_p = self._spawn('b', argv, self.recv_err)
         p = self.recv_p
-        rig.wait_until(lambda: proc_listening(p.pid, self.port, self.transport) or
-                       p.poll() is not None,
+
+        def listening():
+            if self.memif_sock:
+                # memif's socket is abstract by default: @PATH in /proc/net/unix.
+                return proc_listening_unix(p.pid, '@' + self.memif_sock)
+            if self.transport == 'dpdk':
+                return proc_has_packet_socket(p.pid)
+            return proc_listening(p.pid, self.port, self.transport)
+        rig.wait_until(lambda: listening() or p.poll() is not None,
                        rig.scaled(20), 'ferry recv listening on %s' % self.peer)
         check(p.poll() is None, 'ferry recv exited %s early: %s' % (p.poll(),
                                                                    read_text(self.recv_err)))
@@ -264,7 +343,8 @@ def report(label, info):
 
 
 def precopy(workload, caps=None, params=None, link_rate=None, stdio=False, channels=1,
-            min_syncs=1, timeout=180, codec='none', encode_threads=1, transport='tcp'):
+            min_syncs=1, timeout=180, codec='none', encode_threads=1, transport='tcp',
+            dpdk_port='af_packet'):
     def body(wd, link):
         ns_a = link.ns_a if link else None
         ns_b = link.ns_b if link else None
@@ -272,7 +352,8 @@ def precopy(workload, caps=None, params=None, link_rate=None, stdio=False, chann
                 rig.Guest.destination(src, 'dst', 'unix:' + wd.path('in.sock'),
                                       netns=ns_b) as dst:
             fr = Ferries(wd, link=link, codec=codec,
-                         send_args=['--encode-threads', str(encode_threads)], transport=transport)
+                         send_args=['--encode-threads', str(encode_threads)], transport=transport,
+                         dpdk_port=dpdk_port)
             try:
                 for g in (src, dst):
                     g.configure_migration(caps, params)
@@ -280,6 +361,7 @@ def precopy(workload, caps=None, params=None, link_rate=None, stdio=False, chann
                 if workload.get('pattern') != 'idle':
                     src.wait_heartbeats(3)
                 fr.start_recv(wd.path('in.sock'))
+                strangers = send_strangers(link, fr) if transport == 'dpdk' and link else 0
                 uri = fr.stdio_uri() if stdio else fr.start_send()
                 tx0 = (link.tx_bytes('a'), link.tx_bytes('b')) if link else None
                 src.migrate(uri)
@@ -289,11 +371,17 @@ def precopy(workload, caps=None, params=None, link_rate=None, stdio=False, chann
                 report('via ferry', info)
                 check(info['ram']['dirty-sync-count'] >= min_syncs,
                       'expected at least %d dirty syncs: %r' % (min_syncs, info['ram']))
-                s, _ = check_ferry_counts(fr, info, channels, pages_exact=channels == 1,
+                s, r = check_ferry_counts(fr, info, channels, pages_exact=channels == 1,
                                           stdio=stdio)
                 if caps and caps.get('xbzrle'):
                     check(s['pages']['xbzrle'] > 0, 'no XBZRLE records went through ferry')
                 check_shards(s, codec, encode_threads)
+                if strangers:
+                    dpdk = r['per_channel'][0]['link']['dpdk']
+                    print('ferry recv dropped %d datagrams of unknown flows (%d sent): %s' %
+                          (dpdk['rx_unknown'], strangers, dpdk))
+                    check(dpdk['rx_unknown'] >= strangers,
+                          'the strangers\' datagrams were not dropped and counted: %s' % dpdk)
                 if link:
                     # Every frame byte crossed the veth (plus TCP/IP headers).
                     veth = link.tx_bytes('a') - tx0[0]
@@ -615,6 +703,45 @@ def signal_precopy():
             print('source keeps running')
         finally:
             fr.close()
+def dpdk_recv_killed():
+    """ferry recv killed mid pre-copy on a dpdk link: nothing closes a datagram link, so ferry
+    send learns it from the silence (reliable/'s liveness timeout, 10 s). The migration fails
+    cleanly within it and the source keeps running. (No second attempt as in recv_killed: at
+    the guest's 12 MB/s dirty rate it depends on the dpdk link's throughput, whose open
+    collapse bug, docs/BENCHMARKS.md, made it time out in 3 of 4 runs.)"""
+    wl = {'ws': '64M', 'pattern': 'random', 'rate': 3000}
+    with rig.Workdir('proxydk') as wd, rig.Link('1gbit') as link, \
+            rig.Guest('src', workload=wl, workdir=wd, netns=link.ns_a) as src:
+        src.wait_ready()
+        src.wait_heartbeats(2)
+        src.set_parameters({'max-bandwidth': 16 << 20})
+        with rig.Guest.destination(src, 'dst1', 'unix:' + wd.path('in1.sock'),
+                                   netns=link.ns_b):
+            fr = Ferries(wd, tag='a1', link=link, transport='dpdk')
+            try:
+                fr.start_recv(wd.path('in1.sock'))
+                src.migrate(fr.start_send())
+                rig.wait_until(lambda: src.query_migrate().get('ram', {}).get(
+                    'transferred', 0) > (24 << 20), rig.scaled(60), 'pre-copy progress')
+                killed = time.monotonic()
+                fr.recv_p.kill()
+                rc = fr.wait_exit('send', timeout=30)
+                took = time.monotonic() - killed
+                info = src.wait_migration(timeout=60, raise_on_fail=False)
+                err = read_text(fr.send_err).strip()
+                print('ferry recv killed: ferry send exit %d after %.1f s: %s; QEMU %s' %
+                      (rc, took, err, info['status']))
+                check(info['status'] == 'failed', 'migration status %s' % info['status'])
+                check(rc == 1 and len(err.splitlines()) == 1 and 'ferry recv' in err,
+                      'expected one line naming ferry recv, got %r (exit %d)' % (err, rc))
+                check(took <= rig.scaled(10 + 5), 'ferry send took %.1f s to give up' % took)
+                check(src.status() == 'running', 'source is %s' % src.status())
+            finally:
+                fr.close()
+        before = src.heartbeats()[-1][0]
+        rig.wait_until(lambda: src.heartbeats()[-1][0] > before + 1, rig.scaled(30),
+                       'source heartbeats after the failure')
+        print('source keeps running')
 
 
 def garbage_handshake():
@@ -651,17 +778,18 @@ def garbage_handshake():
             fr.close()
 
 
-def udp_lossy():
-    """udp over a 100 Mbit/s tbf link whose queue holds only 5 ms: whatever ferry pushes beyond
-    the rate is dropped, so its pacing has to find the rate. Goodput (QEMU's stream bytes per
-    second while pre-copy streams incompressible pages) must reach 0.9x the shaped rate."""
+def lossy(transport='udp'):
+    """udp (or dpdk over af_packet, qdisc_bypass=0) over a 100 Mbit/s tbf link whose queue
+    holds only 5 ms: whatever ferry pushes beyond the rate is dropped, so its pacing has to
+    find the rate. Goodput (QEMU's stream bytes per second while pre-copy streams
+    incompressible pages) must reach 0.9x the shaped rate."""
     rate_bps = 100e6
     wl = {'ws': '160M', 'pattern': 'random', 'rate': 100}
     with rig.Workdir('proxyl') as wd, rig.Link('100mbit', queue='5ms') as link, \
             rig.Guest('src', workload=wl, workdir=wd, netns=link.ns_a) as src, \
             rig.Guest.destination(src, 'dst', 'unix:' + wd.path('in.sock'),
                                   netns=link.ns_b) as dst:
-        fr = Ferries(wd, link=link, transport='udp')
+        fr = Ferries(wd, link=link, transport=transport)
         try:
             src.wait_ready()
             src.wait_heartbeats(2)
@@ -678,7 +806,7 @@ def udp_lossy():
             info = src.wait_migration(timeout=rig.scaled(180))
             dst.wait_incoming_done()
             src.wait_status('postmigrate')
-            report('udp over a lossy 100 Mbit/s link', info)
+            report('%s over a lossy 100 Mbit/s link' % transport, info)
             drops = link.qdisc_drops('a') - drops0
             s, r = check_ferry_counts(fr, info, 1)
             link_stats = s['per_channel'][0].get('link')
@@ -747,7 +875,7 @@ SCENARIOS = {
     'udp_multifd': lambda: precopy({'ws': '64M', 'pattern': 'mix', 'rate': 5000},
                                    caps={'multifd': True}, params={'multifd-channels': 2},
                                    channels=3, codec='fast', transport='udp'),
-    'udp_lossy_netns': udp_lossy,
+    'udp_lossy_netns': lossy,
     # The rdma transport on libfabric's tcp provider (the verbs provider's code path, memory
     # registration included), source and destination in two namespaces.
     'rdma_precopy_netns': lambda: precopy({'ws': '32M', 'pattern': 'mix', 'rate': 500},
@@ -758,6 +886,21 @@ SCENARIOS = {
                                           channels=3, codec='fast', transport='rdma',
                                           link_rate='1gbit'),
     'rdma_recv_killed_netns': lambda: recv_killed(transport='rdma', link_rate='1gbit'),
+    # The dpdk transport: DPDK af_packet ports on the two ends of the veth, ferry's own
+    # UDP/IPv4 and ARP, reliable/ above.
+    'dpdk_precopy_netns': lambda: precopy({'ws': '32M', 'pattern': 'mix', 'rate': 500},
+                                          link_rate='100mbit', min_syncs=2, transport='dpdk'),
+    'dpdk_postcopy': lambda: postcopy(transport='dpdk', link_rate='1gbit'),
+    # One DPDK flow per channel (3 links on one port at each end).
+    'dpdk_multifd': lambda: precopy({'ws': '64M', 'pattern': 'mix', 'rate': 5000},
+                                    caps={'multifd': True}, params={'multifd-channels': 2},
+                                    channels=3, codec='fast', transport='dpdk',
+                                    link_rate='1gbit'),
+    'dpdk_lossy_netns': lambda: lossy(transport='dpdk'),
+    'dpdk_recv_killed': dpdk_recv_killed,
+    # memif: two ferry processes on one host over shared memory.
+    'dpdk_memif': lambda: precopy({'ws': '64M', 'pattern': 'mix', 'rate': 5000},
+                                  transport='dpdk', dpdk_port='memif'),
     'recv_unreachable': recv_unreachable,
     'recv_killed': recv_killed,
     'garbage_handshake': garbage_handshake,
@@ -774,10 +917,14 @@ def main(argv):
     if which not in SCENARIOS:
         print('unknown scenario %s; one of %s' % (which, ', '.join(SCENARIOS)))
         return 2
-    if which.endswith('netns'):
+    if which.endswith('netns') or which.startswith('dpdk'):
         rig.require_root_netns()
     if which.startswith('rdma_'):
         require_rdma()
+    if which.startswith('dpdk'):
+        version = subprocess.run([ferry_bin(), '--version'], capture_output=True, text=True).stdout
+        if not re.search(r'^\s*dpdk\s+yes', version, re.M):
+            rig.skip('this ferry was built without DPDK (libdpdk-dev not found by Meson)')
     SCENARIOS[which]()
     print('PASS %s' % which)
     return 0
