@@ -518,6 +518,7 @@ json::Value RdmaTransport::link_stats() const {
 
 Result<std::unique_ptr<Listener>> listen(const std::string& address,
                                          const TransportSettings& settings) {
+  FERRY_RETURN_IF_ERROR(load_libfabric());
   auto hp = parse_address(address);
   if (!hp) return hp.status();
   auto info = choose(settings, *hp, /*source=*/true);
@@ -536,6 +537,7 @@ Result<std::unique_ptr<Listener>> listen(const std::string& address,
 
 Result<std::unique_ptr<Transport>> connect(const std::string& address, int timeout_ms,
                                            const TransportSettings& settings) {
+  FERRY_RETURN_IF_ERROR(load_libfabric());
   auto hp = parse_address(address);
   if (!hp) return hp.status();
   auto info = choose(settings, *hp, /*source=*/false);

@@ -22,6 +22,9 @@ Result<std::unique_ptr<Listener>> listen(const std::string& address,
 Result<std::unique_ptr<Transport>> connect(const std::string& address, int timeout_ms,
                                            const TransportSettings& settings);
 
+// Loads libfabric (once; fabric_loader.cc): ferry does not link it. Errors say how to get it.
+Status load_libfabric();
+
 // The one sentence a failed memory registration gives (provider, size, libfabric's reason,
 // and the usual fix); here so that the wording can be tested without a failing NIC.
 Status registration_error(const std::string& provider, size_t bytes, int fi_err);
