@@ -18,8 +18,7 @@ namespace ferry::dataplane::rdma {
 namespace {
 
 struct Fabric {
-  int (*getinfo)(uint32_t, const char*, const char*, uint64_t, const fi_info*, fi_info**) =
-      nullptr;
+  int (*getinfo)(uint32_t, const char*, const char*, uint64_t, const fi_info*, fi_info**) = nullptr;
   void (*freeinfo)(fi_info*) = nullptr;
   fi_info* (*dupinfo)(const fi_info*) = nullptr;
   int (*fabric)(fi_fabric_attr*, fid_fabric**, void*) = nullptr;
