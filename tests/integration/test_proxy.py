@@ -574,6 +574,28 @@ def recv_killed_body(wd, transport, link):
                 fr.close()
 
 
+def check_source_keeps_vm(src, info):
+    """QEMU reports the migration failed, and the guest keeps running on the source."""
+    check(info['status'] == 'failed', 'migration status %s' % info['status'])
+    check(src.status() == 'running', 'source is %s' % src.status())
+    before = src.heartbeats()[-1][0]
+    rig.wait_until(lambda: src.heartbeats()[-1][0] > before + 1, rig.scaled(30),
+                   'source heartbeats after the failure')
+    print('source keeps running')
+
+
+def start_slow_precopy(src, fr, wd, max_bandwidth=16 << 20, past=16 << 20):
+    """Starts a pre-copy of src through fr (QEMU capped at max_bandwidth, so that it is surely
+    still mid-way when the caller breaks something) and returns once `past` bytes crossed."""
+    src.wait_ready()
+    src.wait_heartbeats(2)
+    src.set_parameters({'max-bandwidth': max_bandwidth})
+    fr.start_recv(wd.path('in.sock'))
+    src.migrate(fr.start_send())
+    rig.wait_until(lambda: src.query_migrate().get('ram', {}).get('transferred', 0) > past,
+                   rig.scaled(60), 'pre-copy progress')
+
+
 def tcp_half_open():
     """The destination's end of the veth taken down mid pre-copy: the link goes silent with no
     FIN or RST (a host gone, a cable pulled). Both ferries must notice within the link timeout
@@ -587,14 +609,7 @@ def tcp_half_open():
                                   netns=link.ns_b):
         fr = Ferries(wd, link=link)
         try:
-            src.wait_ready()
-            src.wait_heartbeats(2)
-            # Slow enough that it is surely mid pre-copy when the link goes.
-            src.set_parameters({'max-bandwidth': 4 << 20})
-            fr.start_recv(wd.path('in.sock'))
-            src.migrate(fr.start_send())
-            rig.wait_until(lambda: src.query_migrate().get('ram', {}).get(
-                'transferred', 0) > (8 << 20), rig.scaled(60), 'pre-copy progress')
+            start_slow_precopy(src, fr, wd, max_bandwidth=4 << 20, past=8 << 20)
             r = link.run('b', ['ip', 'link', 'set', link.veth_b, 'down'], capture_output=True,
                          text=True, timeout=10)
             check(r.returncode == 0, 'cannot take the link down: %s' % r.stderr.strip())
@@ -618,12 +633,7 @@ def tcp_half_open():
                 check(link_timeout_s - 3 <= t <= link_timeout_s + 3,
                       'ferry %s noticed after %.1f s, not within the %d s link timeout' %
                       (who, t, link_timeout_s))
-            check(info['status'] == 'failed', 'migration status %s' % info['status'])
-            check(src.status() == 'running', 'source is %s' % src.status())
-            before = src.heartbeats()[-1][0]
-            rig.wait_until(lambda: src.heartbeats()[-1][0] > before + 1, rig.scaled(30),
-                           'source heartbeats after the failure')
-            print('source keeps running')
+            check_source_keeps_vm(src, info)
         finally:
             fr.close()
 
@@ -637,13 +647,7 @@ def source_killed():
             rig.Guest.destination(src, 'dst', 'unix:' + wd.path('in.sock')):
         fr = Ferries(wd)
         try:
-            src.wait_ready()
-            src.wait_heartbeats(2)
-            src.set_parameters({'max-bandwidth': 16 << 20})
-            fr.start_recv(wd.path('in.sock'))
-            src.migrate(fr.start_send())
-            rig.wait_until(lambda: src.query_migrate().get('ram', {}).get(
-                'transferred', 0) > (16 << 20), rig.scaled(60), 'pre-copy progress')
+            start_slow_precopy(src, fr, wd)
             src.proc.kill()
             rc_send = fr.wait_exit('send', timeout=30)
             rc_recv = fr.wait_exit('recv', timeout=30)
@@ -671,13 +675,7 @@ def signal_precopy():
             rig.Guest.destination(src, 'dst', 'unix:' + wd.path('in.sock')):
         fr = Ferries(wd)
         try:
-            src.wait_ready()
-            src.wait_heartbeats(2)
-            src.set_parameters({'max-bandwidth': 16 << 20})
-            fr.start_recv(wd.path('in.sock'))
-            src.migrate(fr.start_send())
-            rig.wait_until(lambda: src.query_migrate().get('ram', {}).get(
-                'transferred', 0) > (16 << 20), rig.scaled(60), 'pre-copy progress')
+            start_slow_precopy(src, fr, wd)
             t0 = time.monotonic()
             fr.send_p.send_signal(signal.SIGTERM)
             rc_send = fr.wait_exit('send', timeout=30)
@@ -695,14 +693,11 @@ def signal_precopy():
             check(s['outcome'] == 'failed' and 'SIGTERM' in (s['error'] or ''),
                   'stats: %s, %s' % (s['outcome'], s['error']))
             check(not os.path.exists(fr.send_sock), 'ferry send left its socket %s' % fr.send_sock)
-            check(info['status'] == 'failed', 'migration status %s' % info['status'])
-            check(src.status() == 'running', 'source is %s' % src.status())
-            before = src.heartbeats()[-1][0]
-            rig.wait_until(lambda: src.heartbeats()[-1][0] > before + 1, rig.scaled(30),
-                           'source heartbeats after the cancel')
-            print('source keeps running')
+            check_source_keeps_vm(src, info)
         finally:
             fr.close()
+
+
 def dpdk_recv_killed():
     """ferry recv killed mid pre-copy on a dpdk link: nothing closes a datagram link, so ferry
     send learns it from the silence (reliable/'s liveness timeout, 10 s). The migration fails
