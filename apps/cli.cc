@@ -121,6 +121,77 @@ const char* const kDpdkUsage =
     "                         one the kernel owns (default: $FERRY_DPDK_LOCAL; ferry recv: the\n"
     "                         --listen address)\n";
 
+bool take_security_flag(ArgReader& args, SecurityFlags& out) {
+  if (args.is("--tls-x509-dir")) {
+    out.tls.x509_dir = args.value();
+  } else if (args.is("--tls-psk-file")) {
+    out.tls.psk_file = args.value();
+  } else if (args.is("--tls-hostname")) {
+    out.tls.hostname = args.value();
+  } else if (args.is("--tls-authz")) {
+    const std::string list = args.value();
+    for (size_t at = 0; at <= list.size();) {
+      size_t comma = list.find(',', at);
+      if (comma == std::string::npos) comma = list.size();
+      if (comma > at) out.tls.authz.push_back(list.substr(at, comma - at));
+      at = comma + 1;
+    }
+  } else if (args.is("--insecure")) {
+    out.insecure = true;
+  } else {
+    return false;
+  }
+  return true;
+}
+
+Result<std::shared_ptr<const dataplane::LinkSecurity>> load_security(const char* command,
+                                                                     const SecurityFlags& flags,
+                                                                     dataplane::TlsRole role,
+                                                                     const std::string& spec) {
+  const bool server = role == dataplane::TlsRole::kServer;
+  if (flags.insecure && flags.tls.any()) {
+    return error(ErrorCode::kInvalidArgument,
+                 "--insecure and --tls-x509-dir/--tls-psk-file exclude each other");
+  }
+  if (flags.tls.any()) return dataplane::LinkSecurity::load(flags.tls, role);
+  if (!flags.tls.authz.empty() || !flags.tls.hostname.empty()) {
+    return error(ErrorCode::kInvalidArgument,
+                 "--tls-authz and --tls-hostname need --tls-x509-dir or --tls-psk-file");
+  }
+  if (dataplane::spec_is_local(spec)) return std::shared_ptr<const dataplane::LinkSecurity>();
+  if (!flags.insecure) {
+    return error(
+        ErrorCode::kInvalidArgument,
+        std::string(server ? "refusing to listen on " : "refusing to send to ") + spec +
+            " without credentials: " +
+            (server ? "anyone who reaches it could feed the destination QEMU"
+                    : "the VM's memory would cross the network unauthenticated and in clear") +
+            ". Give --tls-psk-file FILE or --tls-x509-dir DIR (scripts/make-credentials.sh "
+            "makes test ones), or --insecure on a network you trust");
+  }
+  std::fprintf(stderr, "%s: --insecure: %s %s without authentication or encryption: %s\n", command,
+               server ? "listening on" : "sending to", spec.c_str(),
+               server ? "anyone who reaches it can feed the destination QEMU and read the VM"
+                      : "anyone on the path can read the VM's memory or pose as ferry recv");
+  return std::shared_ptr<const dataplane::LinkSecurity>();
+}
+
+const char* const kSecurityUsage =
+    "  --tls-x509-dir DIR     authenticate both ends with x509 certificates, in QEMU's layout:\n"
+    "                         ca-cert.pem, server-cert.pem + server-key.pem (ferry recv),\n"
+    "                         client-cert.pem + client-key.pem (ferry send), ca-crl.pem if any\n"
+    "  --tls-psk-file FILE    authenticate with a pre-shared key: identity:hexkey lines, as\n"
+    "                         QEMU's keys.psk (ferry send uses the first line)\n"
+    "  --tls-authz NAME,...   accept only these peers: a certificate's CN or full subject\n"
+    "                         (RFC 2253, e.g. CN=src,O=Example), or PSK identities\n"
+    "  --tls-hostname NAME    ferry send, x509: the name ferry recv's certificate must carry\n"
+    "                         (default: the host of --peer)\n"
+    "  --insecure             no credentials on a link that leaves this host: unauthenticated\n"
+    "                         and unencrypted (without credentials, ferry talks only to or\n"
+    "                         from 127.0.0.1/::1 unless given this). With credentials, TLS 1.3\n"
+    "                         authenticates every link and AES-256-GCM seals every frame\n"
+    "                         (docs/SECURITY.md)\n";
+
 void ArgReader::unknown() { fail("unknown argument '" + current() + "'"); }
 
 Status write_text_file(const std::string& path, const std::string& text) {

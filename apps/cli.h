@@ -9,6 +9,7 @@
 #include "common/status.h"
 #include "dataplane/dpdk/dpdk_settings.h"
 #include "dataplane/engine.h"
+#include "dataplane/security/link_security.h"
 #include "encoders/page_codec.h"
 
 namespace ferry::pipeline {
@@ -63,6 +64,24 @@ bool take_dpdk_flag(ArgReader& args, dataplane::dpdk::DpdkSettings& out);
 Status apply_dpdk_settings(const dataplane::dpdk::DpdkSettings& given);
 // The usage lines of those flags.
 extern const char* const kDpdkUsage;
+
+// The link security flags, shared by send, recv and migrate.
+struct SecurityFlags {
+  dataplane::SecurityOptions tls;
+  bool insecure = false;
+};
+// If the current flag is one of --tls-x509-dir, --tls-psk-file, --tls-authz (a list; may
+// repeat), --tls-hostname or --insecure, takes it into `out` and returns true.
+bool take_security_flag(ArgReader& args, SecurityFlags& out);
+// Loads the credentials for this side. Without them ferry talks only to or from this host
+// (spec: --peer or --listen), unless --insecure (then one line on stderr says what that gives
+// up). Null = no credentials (allowed); an error is one sentence for the user.
+Result<std::shared_ptr<const dataplane::LinkSecurity>> load_security(const char* command,
+                                                                     const SecurityFlags& flags,
+                                                                     dataplane::TlsRole role,
+                                                                     const std::string& spec);
+// The usage lines of those flags.
+extern const char* const kSecurityUsage;
 
 // Writes text to path (replacing it); the error names the file.
 Status write_text_file(const std::string& path, const std::string& text);

@@ -48,6 +48,8 @@ void migrate_usage(FILE* out) {
       "                     [--cache-policy aged-clock|lru] [--encode-threads N]\n"
       "                     [--poll adaptive|busy] [--fabric-provider NAME]\n"
       "                     [--dpdk-args \"EAL ARGS\"] [--dpdk-local IPV4]\n"
+      "                     [--tls-x509-dir DIR | --tls-psk-file FILE | --insecure]\n"
+      "                     [--tls-authz NAME,...] [--tls-hostname NAME]\n"
       "                     [--sock PATH] [--json]\n"
       "\n"
       "Migrates the VM of the source QEMU (its QMP socket: --src-qmp) to the destination QEMU\n"
@@ -75,6 +77,9 @@ void migrate_usage(FILE* out) {
       "  --codec, --cache-mib, --cache-policy, --encode-threads, --poll, --fabric-provider\n"
       "                     as ferry send (default auto, 256, aged-clock, 1, adaptive, verbs)\n"
       "  --dpdk-args, --dpdk-local  as ferry send (for a dpdk: --peer)\n"
+      "  --tls-x509-dir, --tls-psk-file, --tls-authz, --tls-hostname, --insecure\n"
+      "                     as ferry send: credentials for the link to ferry recv (without\n"
+      "                     them, only a ferry recv on this host unless --insecure)\n"
       "  --sock PATH         the unix socket the source QEMU migrates into (default\n"
       "                      /tmp/ferry-migrate-<pid>.sock)\n"
       "  --json              one JSON object per line on stdout: progress samples, decisions,\n"
@@ -86,6 +91,7 @@ struct MigrateArgs {
   Limits limits;
   SendOptions send;
   dataplane::dpdk::DpdkSettings dpdk;
+  SecurityFlags security;
   bool json = false;
 };
 
@@ -224,6 +230,7 @@ int run_migrate(int argc, char** argv) {
     } else if (args.is("--fabric-provider")) {
       a.send.transport.fabric_provider = args.value();
     } else if (take_dpdk_flag(args, a.dpdk)) {
+    } else if (take_security_flag(args, a.security)) {
     } else if (args.is("--sock")) {
       a.sock = args.value();
     } else if (args.is("--json")) {
@@ -246,6 +253,13 @@ int run_migrate(int argc, char** argv) {
     std::fprintf(stderr, "ferry migrate: %s\n", st.message().c_str());
     return 2;
   }
+  auto credentials =
+      load_security("ferry migrate", a.security, dataplane::TlsRole::kClient, a.send.peer);
+  if (!credentials) {
+    std::fprintf(stderr, "ferry migrate: %s\n", credentials.status().message().c_str());
+    return 2;
+  }
+  a.send.security = *credentials;
   if (a.sock.empty()) a.sock = "/tmp/ferry-migrate-" + std::to_string(::getpid()) + ".sock";
   const bool tty = !a.json && ::isatty(2);
   auto fail = [&](const std::string& msg) {

@@ -22,13 +22,18 @@ void recv_usage(FILE* out) {
       "usage: ferry recv --listen TRANSPORT:ADDRESS --qemu unix:PATH [--stats-json FILE]\n"
       "                  [--max-cache-mib N] [--poll adaptive|busy] [--fabric-provider NAME]\n"
       "                  [--dpdk-args \"EAL ARGS\"] [--dpdk-local IPV4] [--quiet]\n"
+      "                  [--tls-x509-dir DIR | --tls-psk-file FILE | --insecure]\n"
+      "                  [--tls-authz NAME,...]\n"
       "\n"
       "The destination side of a migration through ferry. Start the destination QEMU with\n"
       "-incoming unix:PATH, then ferry recv, then ferry send and the migration on the source.\n"
-      "Each link ferry send opens is checked (magic, version, features, session) before\n"
-      "anything reaches QEMU; a bad one is refused with a one-line reason and ferry recv keeps\n"
-      "waiting for its sender. Channels are connected to QEMU in the order the source QEMU\n"
-      "opened them. Exits 0 once the destination QEMU took the whole stream and closed;\n"
+      "Each link ferry send opens is authenticated (TLS 1.3 with the credentials given) and\n"
+      "checked (magic, version, features, session) before anything reaches QEMU; a bad one is\n"
+      "refused with a one-line reason and ferry recv keeps waiting for its sender; every frame\n"
+      "after that is sealed (AES-256-GCM), and one that fails its check fails the migration.\n"
+      "Without credentials ferry recv listens only on 127.0.0.1/::1 unless given --insecure.\n"
+      "Channels are connected to QEMU in the order the source QEMU opened them. Exits 0 once the "
+      "destination QEMU took the whole stream and closed;\n"
       "otherwise 1 with a one-line reason.\n"
       "SIGINT, SIGTERM or SIGHUP in pre-copy cancels the migration (the source keeps the VM);\n"
       "in post-copy the first is refused (the VM would be lost), a second within 5 s forces.\n"
@@ -42,8 +47,8 @@ void recv_usage(FILE* out) {
       "  --stats-json FILE       write the final counters: bytes to/from QEMU, bytes on the\n"
       "                          link, pages by class, return-path messages, channels, duration\n"
       "  --quiet                 no progress line (it is shown only on a terminal anyway)\n"
-      "%s",
-      transport_names().c_str(), kDpdkUsage);
+      "%s%s",
+      transport_names().c_str(), kSecurityUsage, kDpdkUsage);
 }
 
 }  // namespace
@@ -55,6 +60,7 @@ int run_recv(int argc, char** argv) {
   dataplane::PollMode poll_mode = dataplane::PollMode::kAdaptive;
   dataplane::TransportSettings transport;
   dataplane::dpdk::DpdkSettings dpdk;
+  SecurityFlags security;
   ArgReader args("ferry recv", argc, argv);
   while (args.next()) {
     if (args.is("--help") || args.is("-h")) {
@@ -75,6 +81,7 @@ int run_recv(int argc, char** argv) {
     } else if (args.is("--fabric-provider")) {
       transport.fabric_provider = args.value();
     } else if (take_dpdk_flag(args, dpdk)) {
+    } else if (take_security_flag(args, security)) {
     } else {
       args.unknown();
     }
@@ -94,8 +101,14 @@ int run_recv(int argc, char** argv) {
     std::fprintf(stderr, "ferry recv: %s\n", st.message().c_str());
     return 2;
   }
+  auto credentials = load_security("ferry recv", security, dataplane::TlsRole::kServer, listen_s);
+  if (!credentials) {
+    std::fprintf(stderr, "ferry recv: %s\n", credentials.status().message().c_str());
+    return 2;
+  }
   const bool progress = !quiet && ::isatty(2);
   pipeline::RecvOptions opt;
+  opt.security = *credentials;
   opt.max_cache_bytes = max_cache_mib << 20;
   opt.poll_mode = poll_mode;
   opt.transport = transport;

@@ -32,13 +32,18 @@ void send_usage(FILE* out) {
       "                  [--encode-threads N] [--poll adaptive|busy] [--fabric-provider NAME]\n"
       "                  [--dpdk-args \"EAL ARGS\"] [--dpdk-local IPV4]\n"
       "                  [--connect-timeout S] [--stats-json FILE] [--quiet]\n"
+      "                  [--tls-x509-dir DIR | --tls-psk-file FILE | --insecure]\n"
+      "                  [--tls-authz NAME,...] [--tls-hostname NAME]\n"
       "\n"
       "The source side of a migration through ferry. Start it, then tell the source QEMU\n"
       "  migrate unix:PATH                       (with --listen unix:PATH), or\n"
       "  migrate exec:ferry send --stdio --peer ...\n"
       "Each connection QEMU opens (the main stream, then one per multifd channel) gets its own\n"
       "link to ferry recv, opened in the same order; the return path flows back on the main\n"
-      "one. Exits 0 once QEMU closed every connection and ferry recv confirmed the end;\n"
+      "one. With credentials every link is authenticated both ways (TLS 1.3) and every frame\n"
+      "sealed (AES-256-GCM); without, ferry send talks only to a ferry recv on this host\n"
+      "unless given --insecure. Exits 0 once QEMU closed every connection and ferry recv confirmed "
+      "the end;\n"
       "otherwise 1 with a one-line reason (QEMU then sees its migration fail and the source\n"
       "VM keeps running).\n"
       "SIGINT, SIGTERM or SIGHUP in pre-copy cancels the migration (the source keeps the VM);\n"
@@ -80,8 +85,8 @@ void send_usage(FILE* out) {
       "  --stats-json FILE      write the final counters: bytes from/to QEMU, bytes on the\n"
       "                         link, pages by class, return-path messages, channels, duration\n"
       "  --quiet                no progress line (it is shown only on a terminal anyway)\n"
-      "%s",
-      transport_names().c_str(), kDpdkUsage);
+      "%s%s",
+      transport_names().c_str(), kSecurityUsage, kDpdkUsage);
 }
 
 struct SendArgs {
@@ -89,6 +94,7 @@ struct SendArgs {
   bool stdio = false, quiet = false;
   SendOptions session;
   dataplane::dpdk::DpdkSettings dpdk;
+  SecurityFlags security;
 };
 
 }  // namespace
@@ -121,6 +127,7 @@ int run_send(int argc, char** argv) {
     } else if (args.is("--fabric-provider")) {
       a.session.transport.fabric_provider = args.value();
     } else if (take_dpdk_flag(args, a.dpdk)) {
+    } else if (take_security_flag(args, a.security)) {
     } else if (args.is("--stdio")) {
       a.stdio = true;
     } else if (args.is("--quiet")) {
@@ -144,6 +151,13 @@ int run_send(int argc, char** argv) {
     std::fprintf(stderr, "ferry send: %s\n", st.message().c_str());
     return 2;
   }
+  auto credentials =
+      load_security("ferry send", a.security, dataplane::TlsRole::kClient, a.session.peer);
+  if (!credentials) {
+    std::fprintf(stderr, "ferry send: %s\n", credentials.status().message().c_str());
+    return 2;
+  }
+  a.session.security = *credentials;
   const bool progress = !a.quiet && ::isatty(2) && !a.stdio;
 
   if (a.stdio) {

@@ -20,6 +20,7 @@ enum class ErrorCode {
   kClosed,           // the peer went away
   kTimeout,
   kUnavailable,  // a backend or feature missing in this build or on this host
+  kAuth,         // a peer that failed authentication, authorization or a frame's AEAD check
   kInternal,
 };
 

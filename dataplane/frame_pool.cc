@@ -43,6 +43,21 @@ Result<std::unique_ptr<FramePool>> FramePool::create(const FramePoolOptions& opt
   return pool;
 }
 
+std::unique_ptr<FramePool> FramePool::view(FramePool& backing, size_t head, size_t tail) {
+  std::unique_ptr<FramePool> v(new FramePool());
+  v->backing_ = &backing;
+  v->capacity_ = backing.capacity_ - head - tail;
+  v->bufs_.resize(backing.bufs_.size());
+  for (size_t i = 0; i < v->bufs_.size(); ++i) {
+    FrameBuf& f = v->bufs_[i];
+    f.data = backing.bufs_[i].data + head;
+    f.cap = static_cast<uint32_t>(v->capacity_);
+    f.pool = v.get();
+    f.index = static_cast<uint32_t>(i);
+  }
+  return v;
+}
+
 FramePool::~FramePool() {
   if (base_) ::munmap(base_, bytes_);
 }

@@ -46,12 +46,22 @@ struct FramePoolOptions {
 class FramePool {
  public:
   static Result<std::unique_ptr<FramePool>> create(const FramePoolOptions& options = {});
+  // A view of backing's buffers with `head` bytes kept free before each and `tail` after (link
+  // protection writes its header and tag there): the same memory and slot indexes, data and
+  // cap shifted; alloc, free and available go through to backing. backing must outlive it.
+  static std::unique_ptr<FramePool> view(FramePool& backing, size_t head, size_t tail);
   ~FramePool();
   FramePool(const FramePool&) = delete;
   FramePool& operator=(const FramePool&) = delete;
 
   // A free buffer (len = 0), or nullptr when every buffer is in use. Owner thread only.
   FrameBuf* alloc() noexcept {
+    if (backing_) {
+      FrameBuf* b = backing_->alloc();
+      if (!b) return nullptr;
+      bufs_[b->index].len = 0;
+      return &bufs_[b->index];
+    }
     if (free_.empty()) return nullptr;
     FrameBuf* f = free_.back();
     free_.pop_back();
@@ -59,9 +69,15 @@ class FramePool {
     return f;
   }
   // Returns a buffer taken from this pool. Owner thread only.
-  void free(FrameBuf* f) noexcept { free_.push_back(f); }
+  void free(FrameBuf* f) noexcept {
+    if (backing_) {
+      backing_->free(&backing_->bufs_[f->index]);
+    } else {
+      free_.push_back(f);
+    }
+  }
 
-  size_t available() const noexcept { return free_.size(); }
+  size_t available() const noexcept { return backing_ ? backing_->available() : free_.size(); }
   size_t size() const noexcept { return bufs_.size(); }
   size_t frame_capacity() const noexcept { return capacity_; }
   // The one region every buffer lives in (registration with a NIC).
@@ -75,7 +91,8 @@ class FramePool {
   size_t bytes_ = 0;
   size_t capacity_ = 0;
   std::vector<FrameBuf> bufs_;
-  std::vector<FrameBuf*> free_;  // reserved to size() at create: push/pop never allocate
+  std::vector<FrameBuf*> free_;   // reserved to size() at create: push/pop never allocate
+  FramePool* backing_ = nullptr;  // a view's pool (base_ stays null: the view maps nothing)
 };
 
 }  // namespace ferry::dataplane

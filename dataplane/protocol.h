@@ -15,6 +15,10 @@
 //              | 7 ACCEPT (receiver -> sender, seq 0: verdict:u8 (1 accepted, 0 rejected)
 //                          reason[len-1] (UTF-8, why it was rejected); the receiver closes
 //                          after a rejection)
+//              | 8 TLS    (either way, seq 0, feature TLS, between HELLO and ACCEPT: TLS 1.3
+//                          handshake records; dataplane/security/link_security.h)
+//              | 9 SEALED (either way, feature TLS, every frame after ACCEPT: AEAD-protected
+//                          frames; dataplane/security/protected_transport.h)
 //     len     <= kMaxPayload (1 MiB)
 //     seq     = 0, 1, 2, ... per direction, no gaps (data frames start at kFirstDataSeq)
 //     crc     = CRC32C(payload)
@@ -25,6 +29,8 @@
 //                 connects to the destination QEMU in the same order.
 //     features  = bits the sender will use; a receiver rejects any bit it does not know.
 //                 bit 0 PAGES: CODEC and PAGES frames may follow (ferry send --codec).
+//                 bit 1 TLS: TLS frames follow HELLO (mutual authentication), and every
+//                 frame after ACCEPT travels SEALED.
 //     session_id = random, the same on every channel of one migration.
 // A frame buffer (frame_pool.h) holds one or more whole frames back to back.
 // No QEMU stream parsing happens here: payloads are opaque bytes.
@@ -44,7 +50,8 @@ inline constexpr char kMagic[4] = {'F', 'E', 'R', 'Y'};
 inline constexpr uint16_t kVersion = 2;
 inline constexpr size_t kHandshakeSize = 20;
 inline constexpr uint32_t kFeaturePages = 1u << 0;
-inline constexpr uint32_t kKnownFeatures = kFeaturePages;
+inline constexpr uint32_t kFeatureTls = 1u << 1;
+inline constexpr uint32_t kKnownFeatures = kFeaturePages | kFeatureTls;
 inline constexpr size_t kFrameHeaderSize = 20;
 inline constexpr uint32_t kMaxPayload = 1u << 20;
 inline constexpr uint8_t kAccept = 1;
@@ -60,8 +67,10 @@ enum class FrameType : uint32_t {
   kPages = 5,
   kHello = 6,
   kAccept = 7,
+  kTls = 8,
+  kSealed = 9,
 };
-inline constexpr uint32_t kMaxFrameType = 7;
+inline constexpr uint32_t kMaxFrameType = 9;
 
 struct Handshake {
   uint16_t version = kVersion;

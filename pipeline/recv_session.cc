@@ -17,16 +17,22 @@ namespace ferry::pipeline {
 namespace {
 
 // A refused link learns why; a sender that does not listen is not waited for long.
-void reject(dataplane::Transport& t, const std::string& why) {
-  (void)dataplane::receiver_answer(t, false, why, 1000);
+void refuse(dataplane::Transport& t, const std::string& why) {
+  (void)dataplane::receiver_refuse(t, why, 1000);
 }
 
 }  // namespace
 
 RecvSession::RecvSession(RecvOptions options)
-    : SessionBase(PumpRole::kReceiver, options.poll_mode), opt_(std::move(options)) {}
+    : SessionBase(PumpRole::kReceiver, options.poll_mode),
+      opt_(std::move(options)),
+      greet_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
 
-RecvSession::~RecvSession() { stop(); }
+RecvSession::~RecvSession() {
+  stop();
+  reap_greeters(true);
+  ::close(greet_fd_);
+}
 
 Status RecvSession::listen(const std::string& listen_spec, const std::string& qemu_spec) {
   auto qemu = dataplane::parse_endpoint(qemu_spec);
@@ -43,78 +49,153 @@ void RecvSession::start() {
   acceptor_ = std::thread([this] { accept_loop(); });
 }
 
+void RecvSession::refused(const std::string& why) {
+  if (!opt_.on_refused) return;
+  std::lock_guard lk(refused_mu_);
+  opt_.on_refused(listener_where_, why);
+}
+
+// On its own thread: HELLO and TLS within the total deadline; a failure is told to the
+// sender here, so that a slow stranger delays nobody else.
+void RecvSession::greet(std::unique_ptr<dataplane::Transport> link, Greeter* self) {
+  const TimePoint deadline = Clock::now() + std::chrono::milliseconds(opt_.handshake_timeout_ms);
+  auto g = dataplane::receiver_greet(*link, opt_.security.get(), deadline, &cancel_greetings_);
+  Greeted out;
+  if (g) {
+    out.greeting = std::move(*g);
+    out.link = std::move(link);
+  } else {
+    out.refused = g.status().message();
+    if (!cancel_greetings_.load()) refuse(*link, out.refused);
+    link.reset();
+  }
+  std::lock_guard lk(greet_mu_);
+  greeted_.push_back(std::move(out));
+  self->done = true;
+  uint64_t one = 1;
+  ssize_t r = ::write(greet_fd_, &one, sizeof one);
+  (void)r;
+}
+
+void RecvSession::reap_greeters(bool all) {
+  if (all) cancel_greetings_.store(true);
+  std::list<Greeter> ended;
+  {
+    std::lock_guard lk(greet_mu_);
+    for (auto it = greeters_.begin(); it != greeters_.end();) {
+      auto next = std::next(it);
+      if (all || it->done) ended.splice(ended.end(), greeters_, it);
+      it = next;
+    }
+  }
+  for (auto& g : ended) g.thread.join();
+}
+
 // Accepts links until the main channel ended. Channel k reaches QEMU only after 0..k-1: links
 // that arrive early wait, already accepted, for their turn.
 void RecvSession::accept_loop() {
   bool have_session = false;
   uint64_t session = 0;
-  uint16_t next_channel = 0;  // the next channel to connect to QEMU
-  struct Waiting {
-    std::unique_ptr<dataplane::Transport> link;
-    uint32_t features = 0;
-  };
-  std::map<uint16_t, Waiting> waiting;  // arrived before their turn
+  std::string session_peer;             // the identity that authenticated the session's first link
+  uint16_t next_channel = 0;            // the next channel to connect to QEMU
+  std::map<uint16_t, Greeted> waiting;  // greeted, before their turn
   std::string error;
+  listener_where_ = listener_->where();
 
   while (error.empty() && !set_.main_done() && !set_.failed()) {
-    pollfd fds[3] = {
-        {listener_->wait_fd(), POLLIN, 0}, {set_.wake_fd(), POLLIN, 0}, {stop_fd_, POLLIN, 0}};
+    pollfd fds[4] = {{listener_->wait_fd(), POLLIN, 0},
+                     {set_.wake_fd(), POLLIN, 0},
+                     {stop_fd_, POLLIN, 0},
+                     {greet_fd_, POLLIN, 0}};
     // Bounded like every wait in ferry; the loop re-checks its conditions each time.
-    int r = ::poll(fds, 3, internal::kAcceptPollMs);
+    int r = ::poll(fds, 4, internal::kAcceptPollMs);
     if (r < 0 && errno != EINTR) error = std::string("poll: ") + std::strerror(errno);
     if (fds[2].revents & POLLIN) break;
     if (fds[1].revents & POLLIN) set_.reap();
-    if (!(fds[0].revents & POLLIN)) continue;
-
-    auto t = listener_->accept(0);
-    if (!t) continue;
-    auto hs = dataplane::receiver_read_hello(**t);
-    std::string why;
-    if (!hs) {
-      why = hs.status().message();
-    } else if (have_session && hs->session_id != session) {
-      why =
-          "handshake: session id at byte offset 12 belongs to another migration (one at a "
-          "time)";
-    } else if (hs->channel < next_channel || waiting.count(hs->channel)) {
-      why = "handshake: channel " + std::to_string(hs->channel) +
-            " at byte offset 6 is already connected";
+    if (fds[0].revents & POLLIN) {
+      while (auto t = listener_->accept(0)) {
+        std::lock_guard lk(greet_mu_);
+        if (greeters_.size() >= opt_.max_handshakes) {
+          // Closed unanswered: answering would let a flood hold buffers and time.
+          t->reset();
+          refused("too many links in their handshake (" + std::to_string(opt_.max_handshakes) +
+                  "); closed a new one");
+          continue;
+        }
+        Greeter& g = greeters_.emplace_back();
+        g.thread = std::thread(
+            [this, link = std::move(*t), gp = &g]() mutable { greet(std::move(link), gp); });
+      }
     }
-    if (!why.empty()) {
-      // Refuse this link only; the real sender may still come.
-      reject(**t, why);
-      if (opt_.on_refused) opt_.on_refused(listener_->where(), why);
-      continue;
+    if (!(fds[3].revents & POLLIN)) continue;
+    uint64_t drained;
+    ssize_t rd = ::read(greet_fd_, &drained, sizeof drained);
+    (void)rd;
+    reap_greeters(false);
+    std::vector<Greeted> batch;
+    {
+      std::lock_guard lk(greet_mu_);
+      batch.swap(greeted_);
     }
-    have_session = true;
-    session = hs->session_id;
-    waiting[hs->channel] = {std::move(*t), hs->features};
-    // Connect QEMU in channel order: channel k only after 0..k-1.
-    for (auto it = waiting.find(next_channel); it != waiting.end();
+    for (Greeted& gr : batch) {
+      if (!gr.link) {
+        refused(gr.refused);
+        continue;
+      }
+      const dataplane::Handshake& hs = gr.greeting.hello;
+      std::string why;
+      if (have_session && hs.session_id != session) {
+        why =
+            "handshake: another migration is running (session id at byte offset 12 differs; "
+            "one at a time)";
+      } else if (have_session && gr.greeting.peer() != session_peer) {
+        why = "handshake: the peer '" + gr.greeting.peer() +
+              "' is not the one this migration belongs to";
+      } else if (hs.channel < next_channel || waiting.count(hs.channel)) {
+        why = "handshake: channel " + std::to_string(hs.channel) +
+              " at byte offset 6 is already connected";
+      }
+      if (!why.empty()) {
+        // Refuse this link only; the session (or the real sender still to come) goes on.
+        refuse(*gr.link, why);
+        refused(why);
+        continue;
+      }
+      have_session = true;
+      session = hs.session_id;
+      session_peer = gr.greeting.peer();
+      waiting[hs.channel] = std::move(gr);
+    }
+    // Connect QEMU in channel order: channel k only after 0..k-1. The verdict goes out once
+    // QEMU is connected, so a sender never streams into a receiver that has nowhere to go.
+    for (auto it = waiting.find(next_channel); error.empty() && it != waiting.end();
          it = waiting.find(next_channel)) {
+      Greeted& w = it->second;
       auto q = dataplane::connect_to(qemu_);
       if (!q) {
-        reject(*it->second.link, "ferry recv cannot reach the destination QEMU");
+        refuse(*w.link, "ferry recv cannot reach the destination QEMU");
         error = "cannot connect to the destination QEMU at " + qemu_spec_ + ": " +
                 q.status().message() + " (is it running with -incoming " + qemu_spec_ + "?)";
         break;
       }
-      if (auto st = dataplane::receiver_answer(*it->second.link, true); !st) {
+      auto link = dataplane::receiver_accept(std::move(w.link), w.greeting);
+      if (!link) {
         ::close(*q);
-        error = "channel " + std::to_string(next_channel) + ": handshake: " + st.message();
+        error = "channel " + std::to_string(next_channel) + ": " + link.status().message();
         break;
       }
       std::unique_ptr<PageStreamDecoder> decoder;
-      if (it->second.features & dataplane::kFeaturePages) {
+      if (w.greeting.hello.features & dataplane::kFeaturePages) {
         decoder = std::make_unique<PageStreamDecoder>(opt_.max_cache_bytes);
       }
-      set_.start(next_channel++, {*q, *q}, /*own_fds=*/true, std::move(it->second.link),
-                 std::move(decoder));
+      set_.start(next_channel++, {*q, *q}, /*own_fds=*/true, std::move(*link), std::move(decoder));
       waiting.erase(it);
     }
   }
-  // No more links: a sender trying one now is refused by the kernel.
+  // No more links: a sender trying one now is refused by the kernel; strangers still in their
+  // handshake are dropped.
   listener_.reset();
+  reap_greeters(true);
   if (!error.empty() || set_.failed()) set_.abort_all();
   set_.join_all();
   error_ = error;

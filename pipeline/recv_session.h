@@ -1,19 +1,28 @@
 // pipeline/recv_session.h — the destination side of one migration through ferry, the mirror of
 // SendSession: `ferry recv` runs it.
 //
-// listen() opens the link listener; start() accepts links from one `ferry send` session on a
-// thread, validates each handshake before anything reaches QEMU (a bad link is refused and the
-// real sender may still come), and connects to the destination QEMU's incoming socket once per
-// channel in the sender's channel order (QEMU takes the first connection as the main stream),
-// until the main channel ended. wait() returns when every channel ended. It prints nothing:
-// refused links are reported through RecvOptions::on_refused, errors by wait().
+// listen() opens the link listener; start() accepts links on a thread. Each new link is greeted
+// on a thread of its own (HELLO, and TLS with credentials), at most max_handshakes at once and
+// each within handshake_timeout_ms in total, so that idle or slow strangers neither block the
+// real sender nor pile up. The first accepted link binds the session: its id and, with TLS,
+// the peer's identity; links of another session or peer are refused without disturbing it.
+// Nothing reaches QEMU before a link is accepted. The session connects to the destination
+// QEMU's incoming socket once per channel in the sender's channel order (QEMU takes the first
+// connection as the main stream), until the main channel ended. wait() returns when every
+// channel ended. It prints nothing: refused links are reported through
+// RecvOptions::on_refused, errors by wait().
 #pragma once
 
+#include <atomic>
 #include <functional>
+#include <list>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
+#include "dataplane/handshake.h"
 #include "dataplane/net.h"
 #include "dataplane/transport.h"
 #include "pipeline/channel_set.h"
@@ -26,8 +35,13 @@ struct RecvOptions {
   size_t max_cache_bytes = size_t{4096} << 20;
   dataplane::PollMode poll_mode = dataplane::PollMode::kAdaptive;  // each channel's engine
   dataplane::TransportSettings transport;  // backend settings (--fabric-provider)
+  // Credentials senders must authenticate against (then every frame is sealed); null = none
+  // (loopback, or --insecure).
+  std::shared_ptr<const dataplane::LinkSecurity> security;
+  size_t max_handshakes = 32;        // links greeted at once; more are closed at once
+  int handshake_timeout_ms = 10000;  // from accept to a verdict, in total
   // A link was refused (where: the listener's address; why: one sentence). Called on the
-  // session's thread; may be empty.
+  // session's threads (one at a time); may be empty.
   std::function<void(const std::string& where, const std::string& why)> on_refused;
 };
 
@@ -46,12 +60,35 @@ class RecvSession : public internal::SessionBase {
   // wait(), done(), abort(), channels(): internal/session_base.h.
 
  private:
+  // A link whose greeting ended: accepted ones carry the greeting, refused ones the reason
+  // (already told to the sender).
+  struct Greeted {
+    std::unique_ptr<dataplane::Transport> link;
+    dataplane::Greeting greeting;
+    std::string refused;
+  };
+  struct Greeter {
+    std::thread thread;
+    bool done = false;  // guarded by greet_mu_
+  };
+
   void accept_loop();
+  void greet(std::unique_ptr<dataplane::Transport> link, Greeter* self);
+  void refused(const std::string& why);
+  // Joins the greeters that ended; all of them (cancelled) when stopping.
+  void reap_greeters(bool all);
 
   RecvOptions opt_;
+  std::mutex greet_mu_;
+  std::list<Greeter> greeters_;
+  std::vector<Greeted> greeted_;
+  int greet_fd_ = -1;  // eventfd: a greeting ended
+  std::atomic<bool> cancel_greetings_{false};
+  std::mutex refused_mu_;
   std::string qemu_spec_;
   dataplane::Endpoint qemu_;
   std::unique_ptr<dataplane::Listener> listener_;
+  std::string listener_where_;
 };
 
 }  // namespace ferry::pipeline

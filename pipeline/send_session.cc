@@ -45,15 +45,19 @@ Result<std::unique_ptr<dataplane::Transport>> SendSession::open_link(uint16_t in
     return Status(link.status().code(),
                   "cannot reach ferry recv at " + opt_.peer + ": " + link.status().message());
   }
-  dataplane::Handshake hs;
-  hs.channel = index;
-  hs.session_id = session_id_;
-  if (opt_.codec != encoders::CodecLevel::kNone) hs.features |= dataplane::kFeaturePages;
-  if (auto st = dataplane::sender_handshake(**link, hs); !st) {
-    return Status(st.code(), "ferry recv at " + opt_.peer + " did not accept channel " +
-                                 std::to_string(index) + ": " + st.message() + " (see its log)");
+  dataplane::SenderHello hello;
+  hello.hello.channel = index;
+  hello.hello.session_id = session_id_;
+  if (opt_.codec != encoders::CodecLevel::kNone) hello.hello.features |= dataplane::kFeaturePages;
+  hello.security = opt_.security.get();
+  hello.peer_host = dataplane::spec_host(opt_.peer);
+  auto opened = dataplane::sender_handshake(std::move(*link), std::move(hello));
+  if (!opened) {
+    return Status(opened.status().code(), "ferry recv at " + opt_.peer +
+                                              " did not accept channel " + std::to_string(index) +
+                                              ": " + opened.status().message() + " (see its log)");
   }
-  return link;
+  return opened;
 }
 
 Status SendSession::listen(const std::string& unix_path) {

@@ -14,6 +14,7 @@
 #include <string>
 #include <thread>
 
+#include "dataplane/security/link_security.h"
 #include "encoders/page_codec.h"
 #include "pipeline/channel_set.h"
 #include "pipeline/internal/session_base.h"
@@ -29,6 +30,9 @@ struct SendOptions {
   unsigned encode_threads = 1;  // encode shards of the main stream, one thread each
   dataplane::PollMode poll_mode = dataplane::PollMode::kAdaptive;  // each channel's engine
   dataplane::TransportSettings transport;  // backend settings (--fabric-provider)
+  // Credentials every link authenticates with (then every frame is sealed); null = none
+  // (a peer on this host, or --insecure).
+  std::shared_ptr<const dataplane::LinkSecurity> security;
 };
 
 class SendSession : public internal::SessionBase {

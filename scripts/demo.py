@@ -65,7 +65,8 @@ def migrate_ferry(wd, lk, workload, ram_kib):
                                  '--src-qmp', 'unix:' + wd.path('src-f-m.qmp'),
                                  '--dst-qmp', 'unix:' + wd.path('dst-f-m.qmp'),
                                  '--peer', fr.peer, '--deadline', str(DEADLINE_S),
-                                 '--allow-postcopy', '--sock', wd.path('mig.sock'), '--json'],
+                                 '--allow-postcopy', '--sock', wd.path('mig.sock'), '--json'] +
+                           fr.security_args,
                            stdout=open(out, 'wb'), stderr=open(err, 'wb'))
             rig.wait_until(lambda: mig.poll() is not None, rig.scaled(DEADLINE_S + 60),
                            'ferry migrate')

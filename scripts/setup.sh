@@ -12,6 +12,9 @@ PACKAGES=(
   g++ meson ninja-build pkg-config
   libgtest-dev libgmock-dev libbenchmark-dev
   libisal-dev liblz4-dev libzstd-dev liblzma-dev
+  # link protection (TLS 1.3, AES-256-GCM) and the test credentials
+  # (scripts/make-credentials.sh); tcpdump for the test that the link shows no plaintext
+  libssl-dev openssl tcpdump
   # fuzzing (clang + libFuzzer runtime)
   clang libclang-rt-14-dev
   # style check (scripts/check-format.sh, the unit suite's clang_format test)

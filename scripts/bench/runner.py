@@ -244,7 +244,7 @@ def _run_ferry_migrate(wd, lk, fr, spec, row, cpu):
             '--dst-qmp', 'unix:' + wd.path('dst-m.qmp'), '--peer', fr.peer,
             '--max-downtime', str(spec['max_downtime_ms']), '--deadline',
             str(spec['deadline_s']), '--allow-postcopy', '--cache-mib', str(spec['cache_mib']),
-            '--sock', wd.path('mig.sock'), '--json']
+            '--sock', wd.path('mig.sock'), '--json'] + fr.security_args
     mig = lk.spawn('a', argv, stdout=open(out, 'wb'), stderr=open(err, 'wb'))
     cpu['ferry_send'] = probes.CpuTracker(mig.pid)
     rig.wait_until(lambda: mig.poll() is not None, rig.scaled(spec['deadline_s'] + 120),

@@ -66,7 +66,7 @@ def scenario(workload, extra_args, expect_rc, checks, during=None):
             argv = [rig.find_ferry(), 'migrate', '--src-qmp', 'unix:' + wd.path('src-m.qmp'),
                     '--dst-qmp', 'unix:' + wd.path('dst-m.qmp'), '--peer', fr.peer,
                     '--max-downtime', str(MAX_DOWNTIME_MS), '--deadline', '300',
-                    '--sock', wd.path('mig.sock'), '--json'] + extra_args
+                    '--sock', wd.path('mig.sock'), '--json'] + fr.security_args + extra_args
             out_path, err_path = wd.path('migrate.out'), wd.path('migrate.err')
             mig = lk.spawn('a', argv, stdout=open(out_path, 'wb'), stderr=open(err_path, 'wb'))
             if during:

@@ -102,6 +102,28 @@ def proc_has_packet_socket(pid):
     return False
 
 
+def make_psk(wd, tag):
+    """A PSK file (QEMU's keys.psk format) in the workdir."""
+    path = wd.path(tag + '-keys.psk')
+    with open(path, 'w') as f:
+        f.write('ferry:%s\n' % os.urandom(32).hex())
+    return path
+
+
+def make_credentials(wd, tag, *extra):
+    """Test x509 credentials (scripts/make-credentials.sh) in the workdir; the receiver's
+    certificate names every address ferry recv listens on in these tests."""
+    d = wd.path(tag + '-cred')
+    san = ','.join(['DNS:localhost', 'IP:127.0.0.1', 'IP:' + rig.Link.addr_b,
+                    'IP:' + DPDK_ADDR_B])
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'scripts',
+                          'make-credentials.sh')
+    r = subprocess.run([script, d, '--san', san] + list(extra), capture_output=True, text=True)
+    if r.returncode != 0:
+        raise rig.RigError('make-credentials.sh failed: %s' % r.stderr.strip())
+    return d
+
+
 def dpdk_args(iface):
     """EAL arguments for an af_packet port on iface; qdisc_bypass=0 so tbf shapes it."""
     return '--no-pci --vdev net_af_packet0,iface=%s,qdisc_bypass=0' % iface
@@ -155,10 +177,23 @@ class Ferries:
     the shaped veth; QEMU's unix sockets are filesystem paths and work across namespaces."""
 
     def __init__(self, wd, tag='f', link=None, port=None, codec='none', send_args=(),
-                 transport='tcp', recv_args=(), dpdk_port='af_packet'):
+                 transport='tcp', recv_args=(), dpdk_port='af_packet', security='auto'):
+        """security: 'psk' or 'x509' (credentials made in wd, both ends), 'insecure', None
+        (no flags), or 'auto': PSK when the link leaves loopback (ferry refuses it without
+        credentials), none on loopback."""
         self.wd, self.tag, self.link, self.codec = wd, tag, link, codec
         self.send_args = list(send_args)
         self.recv_args = list(recv_args)
+        if security == 'auto':
+            security = 'psk' if (link or transport == 'dpdk') else None
+        self.security = security
+        self.security_args = []
+        if security == 'psk':
+            self.security_args = ['--tls-psk-file', make_psk(wd, tag)]
+        elif security == 'x509':
+            self.security_args = ['--tls-x509-dir', make_credentials(wd, tag) + '/x509']
+        elif security == 'insecure':
+            self.security_args = ['--insecure']
         self.port = port or free_port()
         self.host = link.addr_b if link else '127.0.0.1'
         self.transport = transport
@@ -196,7 +231,8 @@ class Ferries:
 
     def start_recv(self, qemu_sock):
         argv = [ferry_bin(), 'recv', '--listen', self.peer, '--qemu', 'unix:' + qemu_sock,
-                '--stats-json', self.recv_json] + self.recv_args + self.transport_args
+                '--stats-json', self.recv_json] + self.recv_args + self.transport_args + \
+            self.security_args
         self.recv_p = self._spawn('b', argv, self.recv_err)
         p = self.recv_p
 
@@ -214,7 +250,8 @@ class Ferries:
 
     def start_send(self):
         argv = [ferry_bin(), 'send', '--listen', 'unix:' + self.send_sock, '--peer', self.peer,
-                '--stats-json', self.send_json] + self.send_args + self.transport_args
+                '--stats-json', self.send_json] + self.send_args + self.transport_args + \
+            self.security_args
         if self.codec is not None:  # None: ferry send's default
             argv += ['--codec', self.codec]
         self.send_p = self._spawn('a', argv, self.send_err)
@@ -228,7 +265,7 @@ class Ferries:
     def stdio_uri(self):
         """A QEMU exec: URI that runs ferry send --stdio (QEMU spawns it with sh -c)."""
         argv = [ferry_bin(), 'send', '--stdio', '--peer', self.peer, '--codec', self.codec,
-                '--stats-json', self.send_json] + self.transport_args
+                '--stats-json', self.send_json] + self.transport_args + self.security_args
         return 'exec:%s 2>>%s' % (' '.join(argv), self.send_err)
 
     def wait_exit(self, which, timeout=30):
@@ -344,7 +381,7 @@ def report(label, info):
 
 def precopy(workload, caps=None, params=None, link_rate=None, stdio=False, channels=1,
             min_syncs=1, timeout=180, codec='none', encode_threads=1, transport='tcp',
-            dpdk_port='af_packet'):
+            dpdk_port='af_packet', security='auto'):
     def body(wd, link):
         ns_a = link.ns_a if link else None
         ns_b = link.ns_b if link else None
@@ -353,7 +390,7 @@ def precopy(workload, caps=None, params=None, link_rate=None, stdio=False, chann
                                       netns=ns_b) as dst:
             fr = Ferries(wd, link=link, codec=codec,
                          send_args=['--encode-threads', str(encode_threads)], transport=transport,
-                         dpdk_port=dpdk_port)
+                         dpdk_port=dpdk_port, security=security)
             try:
                 for g in (src, dst):
                     g.configure_migration(caps, params)
@@ -411,7 +448,7 @@ def check_shards(s, codec, encode_threads):
 
 
 def postcopy(codec='none', encode_threads=1, transport='tcp', link_rate=None,
-             signal_in_postcopy=False):
+             signal_in_postcopy=False, security='auto'):
     """Pre-copy through ferry, then migrate-start-postcopy; the destination runs while pages
     are still missing, so its faults go back as page requests through ferry recv and ferry
     send to the source QEMU. With link_rate, source and destination sit in two namespaces.
@@ -420,18 +457,21 @@ def postcopy(codec='none', encode_threads=1, transport='tcp', link_rate=None,
     with rig.Workdir('proxypc') as wd:
         if link_rate:
             with rig.Link(link_rate) as link:
-                postcopy_body(wd, codec, encode_threads, transport, link, signal_in_postcopy)
+                postcopy_body(wd, codec, encode_threads, transport, link, signal_in_postcopy,
+                              security)
         else:
-            postcopy_body(wd, codec, encode_threads, transport, None, signal_in_postcopy)
+            postcopy_body(wd, codec, encode_threads, transport, None, signal_in_postcopy,
+                          security)
 
 
-def postcopy_body(wd, codec, encode_threads, transport, link, signal_in_postcopy):
+def postcopy_body(wd, codec, encode_threads, transport, link, signal_in_postcopy, security):
     wl = {'ws': '96M', 'pattern': 'mix', 'rate': 0}
     with rig.Guest('src', workload=wl, workdir=wd, netns=link.ns_a if link else None) as src, \
             rig.Guest.destination(src, 'dst', 'unix:' + wd.path('in.sock'),
                                   netns=link.ns_b if link else None) as dst:
         fr = Ferries(wd, link=link, codec=codec,
-                     send_args=['--encode-threads', str(encode_threads)], transport=transport)
+                     send_args=['--encode-threads', str(encode_threads)], transport=transport,
+                     security=security)
         try:
             for g in (src, dst):
                 g.set_capabilities({'postcopy-ram': True})

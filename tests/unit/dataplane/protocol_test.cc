@@ -118,8 +118,8 @@ TEST(FrameChecker, RejectsBadTypeLengthSeqAndTruncation) {
   std::vector<uint8_t> wire;
   append_frame(wire, FrameType::kOpaque, 0, "x", 1);
   auto bad_type = wire;
-  bad_type[3] = 9;
-  fails_with(bad_type, "bad type 9 at byte offset 0");
+  bad_type[3] = kMaxFrameType + 1;
+  fails_with(bad_type, "bad type 10 at byte offset 0");
   auto bad_len = wire;
   bad_len[4] = 0x10;  // len = 0x10000001 > 1 MiB
   fails_with(bad_len, "bad length");

@@ -182,43 +182,70 @@ std::pair<std::unique_ptr<Transport>, std::unique_ptr<Transport>> link_pair(
   return {std::move(*c), std::move(*a)};
 }
 
+// Runs the sender's handshake on a thread; the link (or the error) is there after join().
+struct SenderThread {
+  SenderThread(std::unique_ptr<Transport> link, SenderHello hello)
+      : thread([this, l = std::move(link), h = std::move(hello)]() mutable {
+          result = sender_handshake(std::move(l), std::move(h));
+        }) {}
+  void join() { thread.join(); }
+  Result<std::unique_ptr<Transport>> result = Status(ErrorCode::kInternal, "not run");
+  std::thread thread;
+};
+
 TEST_P(Handshakes, AcceptedThenDataFramesFollow) {
   auto [send, recv] = link_pair(GetParam());
-  Handshake hello;
-  hello.channel = 2;
-  hello.features = kFeaturePages;
-  hello.session_id = 0xfeedULL;
-  Status sst;
-  std::thread t([&, s = send.get()] { sst = sender_handshake(*s, hello); });
-  auto got = receiver_read_hello(*recv);
+  SenderHello hello;
+  hello.hello.channel = 2;
+  hello.hello.features = kFeaturePages;
+  hello.hello.session_id = 0xfeedULL;
+  SenderThread sender(std::move(send), hello);
+  auto got = receiver_greet(*recv, nullptr, Clock::now() + std::chrono::seconds(10));
   ASSERT_TRUE(got.has_value()) << got.status().message();
-  EXPECT_EQ(got->channel, 2);
-  EXPECT_EQ(got->features, kFeaturePages);
-  EXPECT_EQ(got->session_id, 0xfeedULL);
-  EXPECT_TRUE(receiver_answer(*recv, true).is_ok());
-  t.join();
-  EXPECT_TRUE(sst.is_ok()) << sst.message();
+  EXPECT_EQ(got->hello.channel, 2);
+  EXPECT_EQ(got->hello.features, kFeaturePages);
+  EXPECT_EQ(got->hello.session_id, 0xfeedULL);
+  EXPECT_FALSE(got->keys.has_value());
+  auto accepted = receiver_accept(std::move(recv), *got);
+  EXPECT_TRUE(accepted.has_value()) << accepted.status().message();
+  sender.join();
+  EXPECT_TRUE(sender.result.has_value()) << sender.result.status().message();
 }
 
 TEST_P(Handshakes, RejectionCarriesTheReason) {
   auto [send, recv] = link_pair(GetParam());
-  Status sst;
-  std::thread t([&, s = send.get()] { sst = sender_handshake(*s, Handshake{}); });
-  ASSERT_TRUE(receiver_read_hello(*recv).has_value());
-  EXPECT_TRUE(receiver_answer(*recv, false, "channel 0 is already connected").is_ok());
-  t.join();
-  EXPECT_FALSE(sst.is_ok());
-  EXPECT_NE(sst.message().find("rejected: channel 0 is already connected"), std::string::npos)
-      << sst.message();
+  SenderThread sender(std::move(send), SenderHello{});
+  ASSERT_TRUE(receiver_greet(*recv, nullptr, Clock::now() + std::chrono::seconds(10)).has_value());
+  EXPECT_TRUE(receiver_refuse(*recv, "channel 0 is already connected", 2000).is_ok());
+  sender.join();
+  ASSERT_FALSE(sender.result.has_value());
+  EXPECT_NE(sender.result.status().message().find("rejected: channel 0 is already connected"),
+            std::string::npos)
+      << sender.result.status().message();
 }
 
 TEST_P(Handshakes, SilentPeerTimesOut) {
   auto [send, recv] = link_pair(GetParam());
   const auto t0 = Clock::now();
-  auto got = receiver_read_hello(*recv, 200);
+  auto got = receiver_greet(*recv, nullptr, t0 + std::chrono::milliseconds(200));
   EXPECT_FALSE(got.has_value());
   EXPECT_EQ(got.status().code(), ErrorCode::kTimeout);
   EXPECT_LT(Clock::now() - t0, std::chrono::seconds(3));
+}
+
+TEST_P(Handshakes, CancelEndsTheWaitEarly) {
+  auto [send, recv] = link_pair(GetParam());
+  std::atomic<bool> cancel{false};
+  const auto t0 = Clock::now();
+  std::thread stopper([&] {
+    // Usually while the greeting waits; set before it starts, the outcome is the same.
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    cancel = true;
+  });
+  auto got = receiver_greet(*recv, nullptr, t0 + std::chrono::seconds(30), &cancel);
+  stopper.join();
+  EXPECT_FALSE(got.has_value());
+  EXPECT_LT(Clock::now() - t0, std::chrono::seconds(2));
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, Handshakes,
@@ -237,7 +264,7 @@ TEST(Handshake, StrangersBytesFailAtOffsetZero) {
   ASSERT_TRUE(link.has_value());
   const char junk[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
   ASSERT_TRUE(write_all(*raw, junk, sizeof junk - 1, 1000).is_ok());
-  auto got = receiver_read_hello(**link, 2000);
+  auto got = receiver_greet(**link, nullptr, Clock::now() + std::chrono::seconds(2));
   ASSERT_FALSE(got.has_value());
   EXPECT_NE(got.status().message().find("byte offset 0"), std::string::npos)
       << got.status().message();
@@ -252,7 +279,7 @@ TEST(Handshake, StrangerRefusedOnItsFirstFourBytes) {
   ASSERT_TRUE(link.has_value());
   ASSERT_TRUE(write_all(*raw, "SSH-", 4, 1000).is_ok());
   const auto t0 = Clock::now();
-  auto got = receiver_read_hello(**link, 5000);
+  auto got = receiver_greet(**link, nullptr, Clock::now() + std::chrono::seconds(5));
   ASSERT_FALSE(got.has_value());
   EXPECT_LT(Clock::now() - t0, std::chrono::seconds(2)) << "waited for a whole header";
   EXPECT_NE(got.status().message().find("byte offset 0"), std::string::npos);
