@@ -62,6 +62,7 @@ struct ChannelPump::Impl final : FrameSink {
 
   // --- the steps ---
   size_t link_receive();
+  bool decode_held(Status& st);
   Status on_frame(const FrameChecker::Frame& f);
   size_t qemu_read();
   size_t qemu_write();
@@ -146,8 +147,11 @@ struct ChannelPump::Impl final : FrameSink {
   uint64_t frames_tx = 0;
   std::unique_ptr<uint8_t[]> codec_in;  // the sender's read buffer when a codec encodes
 
-  // from the link (what QEMU has not taken yet waits in qemu.queue())
+  // from the link (what QEMU has not taken yet waits in qemu.queue()): the last burst, and
+  // where its decoding stopped
   FrameChecker checker{kFirstDataSeq};
+  FrameBuf* rx_held[kBurst] = {};
+  size_t rx_held_n = 0, rx_held_i = 0, rx_held_pos = 0;
 
   bool qemu_eof = false;      // QEMU closed its sending side
   bool qemu_wr_dead = false;  // QEMU stopped reading (sender: it is done with the RP)
@@ -223,18 +227,16 @@ Status ChannelPump::Impl::on_frame(const FrameChecker::Frame& f) {
                                         peer_name + " at byte offset " + std::to_string(f.offset));
 }
 
-size_t ChannelPump::Impl::link_receive() {
-  if (!want_link_read()) return 0;
-  FrameBuf* in[kBurst];
-  const size_t n = link.rx_burst(in);
-  Status st;
-  for (size_t i = 0; i < n; ++i) {
-    FrameBuf* b = in[i];
-    k.link_rx_bytes.fetch_add(b->len, std::memory_order_relaxed);
-    size_t pos = 0;
+// The frames of the received buffers, in order, while QEMU's queue stays under max_pending:
+// a receiver stops between frames (a buffer of "same" pages may rebuild into far more than
+// it carries) and resumes at the same frame once QEMU took its bytes. false = stopped there.
+bool ChannelPump::Impl::decode_held(Status& st) {
+  while (st && rx_held_i < rx_held_n) {
+    FrameBuf* b = rx_held[rx_held_i];
     FrameChecker::Frame f;
     while (st) {
-      auto got = checker.next(b->data, b->len, &pos, f);
+      if (!sender && qemu.queued() >= opt.max_pending) return false;
+      auto got = checker.next(b->data, b->len, &rx_held_pos, f);
       if (!got) {
         st = fail(ErrorCode::kProtocol, "link: " + got.status().message());
       } else if (!*got) {
@@ -244,7 +246,31 @@ size_t ChannelPump::Impl::link_receive() {
       }
     }
     b->pool->free(b);  // its own pool: a transport may receive into a pool of its own
+    ++rx_held_i;
+    rx_held_pos = 0;
   }
+  return true;
+}
+
+size_t ChannelPump::Impl::link_receive() {
+  Status st;
+  if (rx_held_i < rx_held_n) {
+    const bool drained = decode_held(st);
+    if (!st) {
+      finish(std::move(st));
+      return 1;
+    }
+    if (!drained) return 0;
+  }
+  if (!want_link_read()) return 0;
+  const size_t n = link.rx_burst(rx_held);
+  rx_held_n = n;
+  rx_held_i = 0;
+  rx_held_pos = 0;
+  for (size_t i = 0; i < n; ++i) {
+    k.link_rx_bytes.fetch_add(rx_held[i]->len, std::memory_order_relaxed);
+  }
+  decode_held(st);
   if (!st) {
     finish(std::move(st));
     return n;
@@ -495,6 +521,9 @@ ChannelPump::~ChannelPump() {
   m.seal_current();
   for (; m.tx_count; --m.tx_count, m.tx_head = (m.tx_head + 1) % m.tx_ring.size()) {
     m.pool.free(m.tx_ring[m.tx_head]);
+  }
+  for (; m.rx_held_i < m.rx_held_n; ++m.rx_held_i) {
+    m.rx_held[m.rx_held_i]->pool->free(m.rx_held[m.rx_held_i]);
   }
 }
 

@@ -51,9 +51,13 @@ def migrate_ferry(wd, lk, workload, ram_kib):
                    extra_args=qmp2('src-f')) as src, \
             rig.Guest.destination(src, 'dst-f', 'unix:' + wd.path('in.sock'), netns=lk.ns_b,
                                   extra_args=qmp2('dst-f')) as dst:
-        fr = Ferries(wd, link=lk, tag='demo')
+        # Test credentials from scripts/make-credentials.sh: the link is authenticated (x509)
+        # and every frame encrypted, as ferry requires between hosts.
+        fr = Ferries(wd, link=lk, tag='demo', security='x509')
         mig = None
         try:
+            say('credentials: scripts/make-credentials.sh %s (x509 for ferry recv and ferry '
+                'migrate: TLS 1.3, AES-256-GCM frames)' % os.path.dirname(fr.security_args[1]))
             say('booting the guests for the ferry run ...')
             src.wait_ready()
             src.wait_heartbeats(3)

@@ -69,7 +69,8 @@ class ProtectedTransport final : public Transport {
         tx_(keys.tx_key, keys.tx_iv, true),
         rx_(keys.rx_key, keys.rx_iv, false),
         tx_view_(FramePool::view(inner_->pool(), kFrameHeaderSize, kSealTagSize)),
-        pending_(inner_->pool().size()) {
+        pending_(inner_->pool().size()),
+        peer_(keys.peer) {
     if (!tx_.ok() || !rx_.ok()) fail("AES-256-GCM is not available in this OpenSSL");
   }
 
@@ -135,7 +136,13 @@ class ProtectedTransport final : public Transport {
     return inner_->wait_events(want_rx, want_tx || pending_count_ > 0);
   }
   void set_buffer_hint(size_t bytes) noexcept override { inner_->set_buffer_hint(bytes); }
-  json::Value link_stats() const override { return inner_->link_stats(); }
+  json::Value link_stats() const override {
+    json::Value v = inner_->link_stats();
+    if (!v.is_object()) v = json::Value::object();
+    v.set("protection", json::Value("tls1.3/aes-256-gcm"));
+    v.set("peer", json::Value(peer_));
+    return v;
+  }
 
  private:
   void fail(std::string why) noexcept {
@@ -244,6 +251,7 @@ class ProtectedTransport final : public Transport {
   size_t pending_head_ = 0, pending_count_ = 0, pending_bytes_ = 0;
   uint64_t tx_seq_ = kFirstDataSeq, rx_seq_ = kFirstDataSeq;
   uint64_t rx_offset_ = 0;
+  std::string peer_;  // who authenticated (for stats)
   bool closing_ = false, inner_closed_ = false;
   bool failed_ = false;
   Status error_;

@@ -24,6 +24,10 @@ CPU seconds per side: user+sys from wait4 (ferry send --stdio forks and its pare
 once: this script is a child subreaper, so the child carrying the stream is reaped here and
 counted with the sender). A transport or codec a binary does not offer (its --help) is "n/a".
 
+A transport named T+psk runs T with both ends authenticated by a pre-shared key and every
+frame sealed (AES-256-GCM, docs/SECURITY.md); without +psk the links are unprotected
+(loopback needs nothing; dpdk, whose addresses are not loopback, runs --insecure).
+
 The dpdk transport (issue 14) is measured as two pseudo-transports: `dpdk-memif` (the two
 ferries joined by a DPDK memif port pair over shared memory, ferry recv the memif server) and
 `dpdk-afp` (DPDK af_packet ports on the two ends of a veth joining two network namespaces
@@ -407,6 +411,7 @@ class Binary:
                                                                            v.stderr) else '?'
 
     def supports(self, transport, codec):
+        transport = transport.split('+')[0]
         if transport.startswith('dpdk-'):
             transport = 'dpdk'
         return transport in self.transports and codec in self.codecs
@@ -520,11 +525,14 @@ def run_ferry(binary, transport, codec, stream, wd, timeout, sink_out=None):
     sink = spawn(['socat', '-b', str(BUF), '-u', 'UNIX-LISTEN:%s' % sock, '-'],
                  stdout=sink_out, stderr=errs['sink'])
     wait_for(lambda: os.path.exists(sock), 'the sink socket')
+    # TRANSPORT+psk: both ends authenticate with a pre-shared key and seal every frame
+    # (docs/SECURITY.md); without it a link off loopback (dpdk) runs --insecure.
+    transport, _, security = transport.partition('+')
     peer = '%s:127.0.0.1:%d' % (transport, port)
     send_pre, recv_pre, send_extra, recv_extra = [], [], [], []
     if transport == 'rdma':
         # libfabric's tcp provider here (no RDMA device): named, not a fallback.
-        send_extra = recv_extra = ['--fabric-provider', 'tcp']
+        send_extra, recv_extra = ['--fabric-provider', 'tcp'], ['--fabric-provider', 'tcp']
     if transport.startswith('dpdk-'):
         peer = 'dpdk:%s:%d' % (DPDK_ADDR_B, port)
         send_extra = ['--dpdk-local', DPDK_ADDR_A]
@@ -536,6 +544,15 @@ def run_ferry(binary, transport, codec, stream, wd, timeout, sink_out=None):
         recv_pre, send_pre = ['ip', 'netns', 'exec', AFP.ns_b], ['ip', 'netns', 'exec', AFP.ns_a]
         recv_extra = ['--dpdk-args', afp_args(AFP.veth_b)]
         send_extra += ['--dpdk-args', afp_args(AFP.veth_a)]
+    if security == 'psk':
+        psk = os.path.join(wd, 'keys.psk')
+        with open(psk, 'w') as f:
+            f.write('ferry:%s\n' % os.urandom(32).hex())
+        send_extra += ['--tls-psk-file', psk]
+        recv_extra += ['--tls-psk-file', psk]
+    elif transport.startswith('dpdk-'):
+        send_extra += ['--insecure']
+        recv_extra += ['--insecure']
     recv = spawn(recv_pre + [binary.path, 'recv', '--listen', peer,
                              '--qemu', 'unix:' + sock] + quiet + recv_extra, stderr=errs['recv'])
     if transport == 'dpdk-memif':
