@@ -4,8 +4,10 @@
 #include <rte_ethdev.h>
 #include <rte_mbuf.h>
 #include <rte_ring.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstring>
 
@@ -153,8 +155,27 @@ bool Device::send_arp(ArpOp op, const Mac& eth_dst, const Mac& target_mac,
   std::memset(p, 0, kArpFrame + 18);  // padded to Ethernet's 60-byte minimum
   write_arp(p, op, eth_dst, local_mac_, local_ip_, target_mac, target_ip);
   std::lock_guard lk(tx_mu_);
-  if (rte_eth_tx_burst(port_id_, 0, &m, 1) == 1) return true;
+  if (rte_eth_tx_burst(port_id_, 0, &m, 1) == 1) {
+    if (tx_kick_fd_ >= 0) tx_unflushed_.store(true, std::memory_order_relaxed);
+    return true;
+  }
   rte_pktmbuf_free(m);
+  return false;
+}
+
+bool Device::flush_tx() noexcept {
+  if (tx_kick_fd_ < 0 || !tx_unflushed_.load(std::memory_order_relaxed)) return false;
+  std::lock_guard lk(tx_mu_);
+  // What the PMD's own kick does: the kernel sends the ring's waiting frames until the ring
+  // is empty (returns 0 when it held none) or the socket buffer is full again (the bytes it
+  // sent, or EAGAIN when it could send none; ENOBUFS when the qdisc dropped one).
+  const ssize_t r = ::sendto(tx_kick_fd_, nullptr, 0, MSG_DONTWAIT, nullptr, 0);
+  if (r > 0) {
+    counters_.tx_flushes.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+  if (r < 0 && (errno == EAGAIN || errno == ENOBUFS || errno == EINTR)) return true;
+  tx_unflushed_.store(false, std::memory_order_relaxed);  // nothing waits (or the port is down)
   return false;
 }
 
@@ -197,6 +218,7 @@ size_t Device::send(Flow& flow, std::span<const DatagramOut> out) noexcept {
   if (built > 0) {
     std::lock_guard lk(tx_mu_);
     sent = rte_eth_tx_burst(port_id_, 0, m, built);
+    if (sent && tx_kick_fd_ >= 0) tx_unflushed_.store(true, std::memory_order_relaxed);
   }
   if (sent < want) rte_pktmbuf_free_bulk(m + sent, want - sent);
   counters_.tx_datagrams.fetch_add(sent, std::memory_order_relaxed);

@@ -3,6 +3,8 @@
 // code is in dpdk_datapath.cc.
 #include "dataplane/dpdk/internal/dpdk_device.h"
 
+#include <dirent.h>
+#include <linux/if_packet.h>
 #include <poll.h>
 #include <pthread.h>
 #include <rte_eal.h>
@@ -15,8 +17,11 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -90,6 +95,43 @@ std::vector<std::string> eal_argv(const std::string& user) {
   return args;
 }
 
+// This process's AF_PACKET sockets.
+std::vector<int> packet_sockets() {
+  std::vector<int> out;
+  DIR* d = ::opendir("/proc/self/fd");
+  if (!d) return out;
+  while (dirent* e = ::readdir(d)) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    const int fd = std::atoi(e->d_name);
+    if (fd == ::dirfd(d)) continue;
+    int domain = 0;
+    socklen_t len = sizeof domain;
+    if (::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 && domain == AF_PACKET) {
+      out.push_back(fd);
+    }
+  }
+  ::closedir(d);
+  return out;
+}
+
+// The AF_PACKET socket of an af_packet port: the one the EAL opened (one queue pair) that is
+// bound to the port's interface; -1 if that is not exactly one socket.
+int af_packet_socket(const std::vector<int>& before, uint32_t if_index) {
+  int found = -1;
+  for (int fd : packet_sockets()) {
+    if (std::find(before.begin(), before.end(), fd) != before.end()) continue;
+    sockaddr_ll sll{};
+    socklen_t len = sizeof sll;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&sll), &len) != 0 ||
+        static_cast<uint32_t>(sll.sll_ifindex) != if_index) {
+      continue;
+    }
+    if (found >= 0) return -1;
+    found = fd;
+  }
+  return found;
+}
+
 constexpr uint16_t kRxDesc = 1024;
 constexpr uint16_t kTxDesc = 1024;
 constexpr size_t kMaxFlows = 16;
@@ -134,6 +176,7 @@ Status Device::init() {
   // later (the channels) would inherit that: give the thread its CPUs back.
   cpu_set_t saved;
   const bool have_saved = pthread_getaffinity_np(pthread_self(), sizeof saved, &saved) == 0;
+  const std::vector<int> sockets_before = packet_sockets();
   const int r = rte_eal_init(static_cast<int>(args.size()), argv.data());
   if (have_saved) pthread_setaffinity_np(pthread_self(), sizeof saved, &saved);
   if (r < 0) {
@@ -217,6 +260,16 @@ Status Device::init() {
   if (conf.intr_conf.rxq && rte_eth_dev_rx_intr_enable(port_id_, 0) == 0) {
     rx_intr_fd_ = rte_eth_dev_rx_intr_ctl_q_get_fd(port_id_, 0);
   }
+  if (info.driver_name && std::strstr(info.driver_name, "af_packet")) {
+    // af_packet's tx_burst copies datagrams into the socket's PACKET_MMAP tx ring and kicks
+    // the kernel once (sendto, MSG_DONTWAIT). What the kernel does not take then (its socket
+    // buffer is full while a qdisc such as tbf holds earlier frames) waits in the ring until
+    // the next kick, and the PMD counts it as sent: without one, a link that stops sending
+    // (its window full, waiting for the acks of exactly those datagrams) stalls until its
+    // retransmit timeout. The PMD does not hand the socket out; it is the one the EAL opened
+    // on the port's interface.
+    tx_kick_fd_ = af_packet_socket(sockets_before, info.if_index);
+  }
   rte_ether_addr mac;
   rte_eth_macaddr_get(port_id_, &mac);
   std::memcpy(local_mac_.data(), mac.addr_bytes, 6);
@@ -233,6 +286,8 @@ Status Device::init() {
 // datagrams flow, every 1 ms when the port has been quiet; each poll hands a batch to the
 // links through their eventfds. (af_packet's ring socket would do as a wake fd, but waking a
 // link per arrival instead of per batch measured 2-3x slower on the loaded 2-core host.)
+// af_packet's transmits need it too: datagrams the kernel did not take at a transmit's kick
+// wait in the tx ring, and the watcher kicks it (flush_tx) every 50 us until none wait.
 // Never a busy loop: a readable fd that someone else is draining is looked at after a pause.
 void Device::watch() {
   prctl(PR_SET_TIMERSLACK, 1000UL);  // 1 us: the default 50 us would stretch every interval
@@ -248,9 +303,12 @@ void Device::watch() {
       }
       continue;
     }
+    // Frames left in af_packet's tx ring go out now (flush_tx), and every 50 us until the
+    // kernel has taken them all.
+    const bool tx_waiting = flush_tx();
     const int64_t now = now_ns();
     const bool busy = now - last_rx_ns_.load(std::memory_order_relaxed) < 100'000'000;
-    const int64_t interval = busy ? kGrace : 1'000'000;
+    const int64_t interval = busy || tx_waiting ? kGrace : 1'000'000;
     if (now - last_poll_ns_.load(std::memory_order_relaxed) >= interval) {
       if (poll_rx(nullptr) > 0) counters_.watcher_polls.fetch_add(1, std::memory_order_relaxed);
     }
@@ -388,6 +446,7 @@ json::Value Device::stats_json() const {
                               {"tx_datagrams", get(c.tx_datagrams)},
                               {"tx_full", get(c.tx_full)},
                               {"tx_too_big", get(c.tx_too_big)},
+                              {"tx_flushes", get(c.tx_flushes)},
                               {"watcher_polls", get(c.watcher_polls)}});
 }
 

@@ -4,7 +4,9 @@
 // UDP flow's datagrams to that flow's ring.
 //
 // Threads: each link is driven by its own channel thread (pipeline/channel_set), so the
-// device's queues are shared. Transmit takes tx_mu_ per burst. Receive is drained by whichever
+// device's queues are shared. Transmit takes tx_mu_ per burst. On af_packet, datagrams the
+// PMD took may still wait in the socket's tx ring (the kernel takes them only when kicked):
+// the watcher kicks it while that may be so (flush_tx). Receive is drained by whichever
 // thread gets rx_mu_ first (try_lock, never waits on the data path): the link polling anyway,
 // or, while every link sleeps, the device's watcher thread, which polls the port every few
 // hundred microseconds (the af_packet and memif PMDs of DPDK 22.11 give no rx fd here) and
@@ -77,6 +79,7 @@ struct DeviceCounters {
   std::atomic<uint64_t> tx_datagrams{0};
   std::atomic<uint64_t> tx_full{0};  // datagrams the tx queue did not take
   std::atomic<uint64_t> tx_too_big{0};
+  std::atomic<uint64_t> tx_flushes{0};     // af_packet: kicks that sent datagrams left waiting
   std::atomic<uint64_t> watcher_polls{0};  // receive drains done by the watcher thread
 };
 
@@ -114,6 +117,9 @@ class Device {
   size_t poll_rx(const Flow* self) noexcept;
   // Builds and sends datagrams of one flow; returns how many the tx queue took.
   size_t send(Flow& flow, std::span<const DatagramOut> out) noexcept;
+  // af_packet: hands the kernel what still waits in the socket's tx ring; true while some may
+  // still wait (the kernel's socket buffer is full). Other PMDs: nothing to do, false.
+  bool flush_tx() noexcept;
 
   const DeviceCounters& counters() const { return counters_; }
   json::Value stats_json() const;
@@ -134,6 +140,10 @@ class Device {
   bool tx_ip_cksum_ = false;
   bool rx_ip_cksum_ = false;
   int rx_intr_fd_ = -1;  // readable when the rx queue has datagrams (PMDs with rx interrupts)
+  int tx_kick_fd_ = -1;  // af_packet: the PMD's socket, kicked by flush_tx (not ours to close)
+  // Datagrams may wait in the tx ring: set by transmits, cleared by a kick that found none
+  // (both under tx_mu_); the watcher reads it without the lock.
+  std::atomic<bool> tx_unflushed_{false};
   rte_mempool* pool_ = nullptr;
 
   std::mutex tx_mu_;
