@@ -241,9 +241,9 @@ size_t DpdkPort::send_burst(std::span<const DatagramOut> out) noexcept {
 
 size_t DpdkPort::recv_burst(std::span<DatagramIn> in) noexcept {
   // Clear the wake-up before looking at the ring, so a datagram queued after the look
-  // signals again: the eventfd first, then the flag. (The other order lost wake-ups: a
-  // signal written between the two was read away while the flag stayed set, and no later
-  // datagram signalled until the link's next deadline.)
+  // signals again: the eventfd first, then the flag. In the other order a signal written
+  // between the two would be read away with the flag left set, and no later datagram would
+  // signal until the link's next deadline.
   if (flow_->signaled.load(std::memory_order_acquire)) {
     uint64_t v;
     ssize_t r = ::read(flow_->event_fd, &v, sizeof v);
