@@ -474,7 +474,16 @@ int run_migrate(int argc, char** argv) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const bool downtime_ok = outcome != "completed" || q.downtime_ms <= a.limits.max_downtime_ms;
   // The page cache's policy and how well it served (null without page encoding).
-  const Value cache = session.channels().stats_json(outcome, reason).get({"page_cache"});
+  const Value stats = session.channels().stats_json(outcome, reason);
+  const Value cache = stats.get({"page_cache"});
+  // How the link was protected, and who the receiver proved to be.
+  const std::string protection =
+      a.send.security ? std::string("TLS 1.3 + AES-256-GCM (") + a.send.security->mode() + ")"
+                      : std::string(dataplane::spec_is_local(a.send.peer)
+                                        ? "none (loopback)"
+                                        : "none (--insecure)");
+  const std::string receiver =
+      stats.get({"per_channel"})[size_t{0}].get({"link", "peer"}).as_string();
 
   if (a.json) {
     Value ds = Value::array();
@@ -499,6 +508,8 @@ int run_migrate(int argc, char** argv) {
                      {"passes", Value(static_cast<int64_t>(q.dirty_sync_count))},
                      {"sampled_dirty_bytes_per_s", Value(sampled_dirty_bytes_per_s)},
                      {"page_cache", cache},
+                     {"link_protection", Value(protection)},
+                     {"receiver_identity", Value(receiver)},
                      {"decisions", ds}})
                     .dump()
                     .c_str());
@@ -516,6 +527,8 @@ int run_migrate(int argc, char** argv) {
                  static_cast<unsigned long long>(q.dirty_sync_count),
                  fmt_bytes(static_cast<double>(c.bytes_from_qemu)).c_str(),
                  fmt_bytes(static_cast<double>(c.link_tx_bytes + c.link_rx_bytes)).c_str());
+    std::fprintf(stderr, "  link         %s%s%s\n", protection.c_str(),
+                 receiver.empty() ? "" : ", receiver ", receiver.c_str());
     if (cache.is_object()) {
       std::fprintf(
           stderr, "  page cache   %s, %s, %.1f %% of %llu lookups hit\n",

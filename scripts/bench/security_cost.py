@@ -7,8 +7,8 @@ AES-256-GCM frames), in a random order per repetition.
     security_cost.py [--reps 3] [--rate 1gbit] [--out DIR]
 
 Guest: 1 GiB (+8 KiB, the QEMU 7.2 TCG workaround) whose workload fills 768 MiB with random
-(incompressible) pages at start and then idles, so every run moves the same ~800 MB. Per run:
-QEMU's total-time, the bytes QEMU sent, user+sys CPU seconds of ferry send and ferry recv
+(incompressible) pages at start and then re-dirties only 100 pages/s, so every run moves
+about the same ~800 MB. Per run: QEMU's total-time, the bytes QEMU sent, user+sys CPU seconds of ferry send and ferry recv
 (their --stats-json), and the guest's RAM compared page by page with the destination's.
 Output: DIR/runs.csv and DIR/summary.md (median, min-max; time ratio protected/insecure of
 the same repetition). Published runs go to docs/bench/security/.
@@ -28,7 +28,7 @@ import rig  # noqa: E402
 from test_proxy import Ferries, check_ferry_counts  # noqa: E402
 
 RAM_KIB = 1048584
-WORKLOAD = {'ws': '768M', 'pattern': 'random', 'rate': 0}
+WORKLOAD = {'ws': '768M', 'pattern': 'random', 'rate': 100}
 GB = 1e9
 
 
