@@ -448,7 +448,7 @@ def check_shards(s, codec, encode_threads):
 
 
 def postcopy(codec='none', encode_threads=1, transport='tcp', link_rate=None,
-             signal_in_postcopy=False, security='auto'):
+             signal_in_postcopy=False, security='auto', preempt=False):
     """Pre-copy through ferry, then migrate-start-postcopy; the destination runs while pages
     are still missing, so its faults go back as page requests through ferry recv and ferry
     send to the source QEMU. With link_rate, source and destination sit in two namespaces.
@@ -458,13 +458,14 @@ def postcopy(codec='none', encode_threads=1, transport='tcp', link_rate=None,
         if link_rate:
             with rig.Link(link_rate) as link:
                 postcopy_body(wd, codec, encode_threads, transport, link, signal_in_postcopy,
-                              security)
+                              security, preempt)
         else:
             postcopy_body(wd, codec, encode_threads, transport, None, signal_in_postcopy,
-                          security)
+                          security, preempt)
 
 
-def postcopy_body(wd, codec, encode_threads, transport, link, signal_in_postcopy, security):
+def postcopy_body(wd, codec, encode_threads, transport, link, signal_in_postcopy, security,
+                  preempt):
     wl = {'ws': '96M', 'pattern': 'mix', 'rate': 0}
     with rig.Guest('src', workload=wl, workdir=wd, netns=link.ns_a if link else None) as src, \
             rig.Guest.destination(src, 'dst', 'unix:' + wd.path('in.sock'),
@@ -474,7 +475,8 @@ def postcopy_body(wd, codec, encode_threads, transport, link, signal_in_postcopy
                      security=security)
         try:
             for g in (src, dst):
-                g.set_capabilities({'postcopy-ram': True})
+                g.set_capabilities({'postcopy-ram': True, 'postcopy-preempt': preempt})
+            dst.set_capabilities({'postcopy-blocktime': True})
             src.set_parameters({'max-bandwidth': 32 << 20, 'max-postcopy-bandwidth': 16 << 20})
             src.wait_ready()
             src.wait_heartbeats(2)
@@ -501,8 +503,11 @@ def postcopy_body(wd, codec, encode_threads, transport, link, signal_in_postcopy
             dst.wait_incoming_done()
             report('post-copy via ferry', info)
             requests = info['ram'].get('postcopy-requests', 0)
+            blocked = dst.query_migrate().get('postcopy-blocktime')
+            print('destination vCPUs blocked on missing pages: %s ms in all, %d requests' %
+                  (blocked, requests))
             check(requests > 0, 'the running destination requested no pages: %r' % info['ram'])
-            s, r = check_ferry_counts(fr, info, 1)
+            s, r = check_ferry_counts(fr, info, 2 if preempt else 1, pages_exact=not preempt)
             check_shards(s, codec, encode_threads)
             print('return path: %d messages, %d bytes; QEMU postcopy-requests %d' %
                   (s['return_path_messages'], s['bytes_to_qemu'], requests))
@@ -888,6 +893,7 @@ SCENARIOS = {
                                      caps={'multifd': True}, params={'multifd-channels': 2},
                                      channels=3, codec='fast'),
     'codec_postcopy': lambda: postcopy(codec='auto'),
+    'postcopy_preempt': lambda: postcopy(preempt=True, link_rate='100mbit'),
     # --encode-threads: pages spread over 2 (3) shards, each with its own thread, cache and
     # zstd stream; the destination still gets every page, RAM identical.
     'codec_threads': lambda: precopy({'ws': '64M', 'pattern': 'mix', 'rate': 1500},
