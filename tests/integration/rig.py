@@ -965,6 +965,7 @@ def guest_pauses(src, dst, t0, t1, baseline_s=5.0, holds=(), now=None):
       guest_resumed         whether a tick arrived after the last gap (False: the guest had
                             not ticked again by `now`; the open gap is counted up to now)
       guest_pause_at_s      where the longest gap started, seconds after t0
+      guest_long_gaps       [[start s after t0, ms], ...] of every gap over LONG_GAP_MS
     holds: [(h0, h1)] host times when the rig kept the destination paused on purpose (the
     RAM comparison between its completed migration and cont): removed from any gap they fall
     in, so a pre-copy run reports the pause the guest would have seen had the destination
@@ -990,6 +991,8 @@ def guest_pauses(src, dst, t0, t1, baseline_s=5.0, holds=(), now=None):
         'guest_ticks': sum(1 for t in ticks if t0 <= t[0] <= t1),
         'guest_resumed': resumed,
         'guest_pause_at_s': None if longest[1] is None else round(longest[1] - t0, 2),
+        'guest_long_gaps': [[round(a - t0, 2), round(x, 1)] for x, a in lens
+                            if x > LONG_GAP_MS],
     }
 
 
