@@ -48,7 +48,8 @@ def _cell(rows, link, wl, method):
         return None
     c = {'n': len(rs), 'ok': sum(_ok(r) for r in rs),
          'outcomes': sorted(set(r['outcome'] for r in rs))}
-    for k in ('total_s', 'downtime_ms', 'guest_max_pause_ms', 'guest_stalled_ms', 'link_mb', 'tput_before', 'tput_during', 'tput_after',
+    for k in ('total_s', 'downtime_ms', 'guest_max_pause_ms', 'guest_stalled_ms', 'link_mb',
+              'tput_before', 'tput_during', 'tput_after',
               'src_qemu_mig_cpu_s', 'ferry_send_cpu_s', 'ferry_recv_cpu_s'):
         c[k] = _median(_f(r.get(k)) for r in rs if r['outcome'] == 'completed' or
                        k.startswith('tput') or k.endswith('cpu_s'))
