@@ -37,7 +37,9 @@ import report  # noqa: E402
 DEFAULTS = {'repetitions': 1, 'deadline_s': 90, 'postcopy_after_s': 30,
             'max_downtime_ms': 300, 'cache_mib': 128, 'window_s': 5, 'run_timeout_s': 420}
 COLUMNS = ['id', 'link', 'workload', 'method', 'rep', 'outcome', 'success', 'total_s',
-           'downtime_ms', 'within_budget', 'link_mb', 'ram_verified', 'passes',
+           'downtime_ms', 'guest_max_pause_ms', 'guest_stalled_ms', 'guest_baseline_ms',
+           'guest_held_ms', 'within_budget', 'link_mb', 'ram_verified', 'verified_by',
+           'guest_check', 'passes',
            'postcopy_at_s', 'tput_unit', 'tput_before', 'tput_during', 'tput_after',
            'src_qemu_cpu_s', 'src_qemu_mig_cpu_s', 'dst_qemu_cpu_s', 'ferry_send_cpu_s',
            'ferry_recv_cpu_s', 'ferry_ratio', 'wall_s', 'reason', 'error', 'started',

@@ -7,12 +7,27 @@ spec: {'link': '100mbit'|'none', 'workload': name (workloads.py), 'method': name
        'rep': n, 'netns': 8-char name, 'deadline_s', 'postcopy_after_s', 'max_downtime_ms',
        'cache_mib', 'window_s'}
 
-Timeline of a run: boot both guests (the destination waits with -S -incoming), let the
-workload run `window_s` (throughput "before"), migrate (throughput "during", from the source's
-and then the destination's heartbeats on one host time line), compare the RAM of both guests
-page by page (the destination is still paused), resume the destination and measure `window_s`
-of throughput "after". A run that does not complete within `deadline_s` is cancelled: outcome
-"did not converge" and the guest keeps running on the source.
+Timeline of a run: boot both guests, let the workload run `window_s` (throughput "before"),
+migrate (throughput "during", from the source's and then the destination's heartbeats on one
+host time line), check the guest's memory, and measure `window_s` of throughput "after". A run
+that does not complete within `deadline_s` is cancelled: outcome "did not converge" and the
+guest keeps running on the source.
+
+How the destination starts and how memory is checked depend on the method:
+  pre-copy only (native, xbzrle, multifd, auto-converge, ferry send/recv): the destination
+      waits with -S; after the migration both RAMs are compared page by page, then the
+      destination is resumed (cont). The rig's hold (destination completed .. cont) is
+      removed from the guest's pause (guest_held_ms says how much).
+  post-copy capable (postcopy-timeout, ferry-migrate --allow-postcopy): the destination starts
+      without -S, so QEMU runs the guest there right at the switch to post-copy (or when a
+      pre-copy completes) while pages still arrive, as in production; its RAM changes at once,
+      so memory is checked by the workload itself (self-check: every page against the
+      checksum it keeps; the apps guest has none: verified_by "none").
+
+The pause the guest sees (rig.guest_pauses): heartbeats tick every 20 ms and are stamped by the
+host on arrival from both QEMUs' serial consoles; guest_max_pause_ms is the longest gap between
+consecutive ticks of either side over the migration, guest_stalled_ms the sum of gaps over
+50 ms, guest_baseline_ms the longest gap in the `window_s` before the migration.
 
 Used by bench.py, which runs each spec in a child process with a hard timeout.
 """
@@ -66,6 +81,24 @@ def _methods():
 METHODS = _methods()
 
 
+def dst_autostart(m):
+    """Whether the method's destination runs as soon as QEMU hands it the guest (no -S):
+    every method that may switch to post-copy, so the guest runs there during post-copy."""
+    return m.kind in ('postcopy', 'migrate')
+
+
+def _event_time(guest, event, status=None):
+    """Host time.monotonic() of the first QMP event `event` (with data.status == status) the
+    guest emitted, from the event's own timestamp (host wall clock, microseconds)."""
+    for e in guest.events():
+        if e.get('event') == event and (status is None or
+                                        e.get('data', {}).get('status') == status):
+            ts = e['timestamp']
+            wall = ts['seconds'] + ts['microseconds'] / 1e6
+            return wall - (time.time() - time.monotonic())
+    return None
+
+
 def _qmp2(wd, name):
     # ferry migrate needs a QMP monitor of its own on each QEMU (one client per socket).
     return ['-qmp', 'unix:%s,server=on,wait=off' % wd.path(name + '-m.qmp')]
@@ -99,10 +132,12 @@ def run(spec, parent):
             'tcp:%s:4444' % lk.addr_b
         extra = _qmp2(wd, 'src') if m.kind == 'migrate' else []
         boot_timeout = 180 if wl.guest == 'apps' else 90
+        autostart = dst_autostart(m)
         with rig.Guest('src', ram_kib=wl.ram_kib, workload=wl.params, workdir=wd,
                        netns=lk.ns_a, extra_args=extra, initrd=wl.initrd) as src, \
                 rig.Guest.destination(src, 'dst', incoming, netns=lk.ns_b,
-                                      extra_args=_qmp2(wd, 'dst') if extra else []) as dst:
+                                      extra_args=_qmp2(wd, 'dst') if extra else [],
+                                      autostart=autostart) as dst:
             hb_src = probes.HeartbeatMonitor(src.serial_log)
             hb_dst = probes.HeartbeatMonitor(dst.serial_log)
             fr, mig = None, None
@@ -114,6 +149,8 @@ def run(spec, parent):
                     params['xbzrle-cache-size'] = spec['cache_mib'] << 20
                 for g in (src, dst):
                     g.configure_migration(caps, params)
+                # The destination's MIGRATION events date the rig's hold (completed .. cont).
+                dst.set_capabilities({'events': True})
                 t_before = _wait_window(hb_src, time.monotonic(), window, src)
                 cpu = {'src_qemu': probes.CpuTracker(src.proc.pid),
                        'dst_qemu': probes.CpuTracker(dst.proc.pid)}
@@ -165,16 +202,33 @@ def run(spec, parent):
                     row['ferry_effort_changes'] = enc.get('effort_changes')
                     # The page cache's policy and hit rate (issue 18).
                     row['ferry_page_cache'] = s.get('page_cache')
-                if completed:
+                holds = []
+                if completed and not autostart:
                     diff = rig.compare_ram(src, dst)
                     row['ram_verified'] = diff.ok
+                    row['verified_by'] = 'ram'
                     if not diff.ok:
                         row['error'] = 'RAM differs: %r' % diff
                     dst.cont()
                     t_cont = time.monotonic()
+                    t_ready = _event_time(dst, 'MIGRATION', 'completed')
+                    holds.append((t_ready if t_ready is not None else t_end, t_cont))
+                elif completed:
+                    t_cont = t_end  # the destination has been running since the switch
+                if completed:
                     # The window starts 0.5 s after cont (the guest's first heartbeat); wait
                     # until it is covered, so the rate is not diluted by time not yet seen.
                     _wait_window(hb_dst, t_cont + 0.5, window, dst)
+                    if wl.guest == 'synthetic':
+                        ok, line = dst.self_check(timeout=120)
+                        row['guest_check'] = line
+                        if autostart:
+                            row['ram_verified'] = ok
+                            row['verified_by'] = 'self-check'
+                        if not ok:
+                            row['error'] = 'guest self-check: %s' % line
+                    elif autostart:
+                        row['verified_by'] = 'none'  # the apps guest has no self-check
                     # With the source's heartbeats too: the counter carries over, and a slow
                     # heartbeat (pgbench: 1 s) may not have come yet at the window's start.
                     pts = probes.merge_points(hb_src.snapshot(), hb_dst.snapshot())
@@ -182,6 +236,14 @@ def run(spec, parent):
                                                                   t_cont + 0.5 + window))
                 else:
                     row['ram_verified'] = None
+                # Both consoles on one time line (a destination that never ran has no ticks).
+                row.update(rig.guest_pauses(src, dst, t0, t_end, baseline_s=window,
+                                            holds=holds))
+                if row.get('postcopy_at_s') is not None:
+                    # The guest ran on the destination during post-copy (it must: no -S).
+                    row['dst_ticks_postcopy'] = sum(
+                        1 for t, _, _ in dst.ticks()
+                        if t0 + row['postcopy_at_s'] <= t <= t_end)
                 pts = probes.merge_points(hb_src.snapshot(), hb_dst.snapshot())
                 row['tput_before'] = _rate(probes.rate_between(pts, t_before - window,
                                                                t_before))
@@ -189,8 +251,11 @@ def run(spec, parent):
                 row['tput_unit'] = wl.unit + '/s'
                 row['within_budget'] = completed and row['downtime_ms'] is not None and \
                     row['downtime_ms'] <= budget
-                row['success'] = bool(completed and row['ram_verified'] and
-                                      row['within_budget'])
+                # Memory must be verified; only the apps guest in a post-copy-capable run
+                # cannot be (verified_by "none": no RAM comparison, no self-check).
+                row['success'] = bool(completed and row['within_budget'] and
+                                      (row['ram_verified'] or
+                                       row.get('verified_by') == 'none'))
             except Exception as e:  # recorded in the row (the outcome stays if one was reached)
                 row['error'] = ('%s: %s' % (type(e).__name__, e))[:500]
                 row['success'] = False

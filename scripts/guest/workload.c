@@ -10,21 +10,39 @@
 //   --mode M          page order: uniform (random pages), seq (sweep), hot (90% of writes
 //                     hit the first 10% of the set)
 //   --seed N          PRNG seed (default 1)
-//   --hb-ms N         heartbeat period in ms (default 200)
+//   --hb-ms N         heartbeat (tick) period in ms (default 20: the host stamps each tick on
+//                     arrival, and the longest gap between ticks is the pause the guest saw)
 //
 // Console protocol (one line each, read by tests/integration/rig.py):
 //   FERRY-READY ws=<bytes> pages=<n> pattern=<p> mode=<m> rate=<n> fill_ms=<ms>
 //   FERRY-HB <seq> <pages_written_total>
+//   FERRY-CHECK OK <pages>                         answer to CHECK: every page verified
+//   FERRY-CHECK BAD <first_bad_page> bad=<n> pages=<pages>
+//   FERRY-CORRUPTED <page>                         answer to CORRUPT <page>
+//
+// Commands, one line each on the console's input (the rig writes them to the serial chardev;
+// read at each tick, so within ~20 ms):
+//   CHECK          verify every page of the working set against its checksum (ticks go on
+//                  during the check)
+//   CORRUPT <n>    flip one byte of page n without updating its checksum (for the test that
+//                  the check catches a bad page)
+//
+// Self-check: every page has a checksum (sums[], in guest memory too) kept in step with every
+// write: full rewrites recompute it, word and record updates adjust it incrementally. A page
+// whose content does not match its checksum was lost or damaged in transit (post-copy runs
+// cannot compare RAM dumps: the destination runs while pages still arrive).
 //
 // Pages are meant to look like real memory: every page differs (a page index or a random
 // stream is always mixed in), so there is no single repeated pattern a codec could learn.
 #define _GNU_SOURCE
 #include <errno.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -61,6 +79,31 @@ static uint64_t now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+// Per-page checksums: sum over the page's words of term(word, index). term is a bijection of
+// the word for each index, so changing any one word changes the sum; a word write adjusts the
+// sum by the difference of two terms.
+static uint64_t* sums;
+
+static inline uint64_t term(uint64_t w, uint64_t i) {
+  uint64_t x = (w ^ (i * 0x9E3779B97F4A7C15ull)) * 0xbf58476d1ce4e5b9ull;
+  return x ^ (x >> 31);
+}
+
+static uint64_t page_sum(const uint8_t* p) {
+  const uint64_t* w = (const uint64_t*)p;
+  uint64_t s = 0;
+  for (uint64_t i = 0; i < kPage / 8; i++) s += term(w[i], i);
+  return s;
+}
+
+// The sum of the terms of words [first, first + n) of a page.
+static uint64_t words_sum(const uint8_t* p, uint64_t first, uint64_t n) {
+  const uint64_t* w = (const uint64_t*)p;
+  uint64_t s = 0;
+  for (uint64_t i = first; i < first + n; i++) s += term(w[i], i);
+  return s;
 }
 
 // A small dictionary: text pages are low-entropy but not repetitive.
@@ -164,8 +207,12 @@ static void dirty_page(uint8_t* p, enum Pattern pat, uint64_t page, uint64_t seq
   switch (page_pattern(pat, page)) {
     case P_WORD: {
       uint64_t r = rnd();
-      ((uint64_t*)p)[r % (kPage / 8)] = seq ^ (r << 20);
-      break;
+      uint64_t k = r % (kPage / 8);
+      uint64_t* w = (uint64_t*)p;
+      uint64_t old = w[k];
+      w[k] = seq ^ (r << 20);
+      sums[page] += term(w[k], k) - term(old, k);
+      return;
     }
     case P_RANDOM: fill_random(p); break;
     case P_TEXT: fill_text(p, page ^ (seq << 24)); break;
@@ -173,19 +220,94 @@ static void dirty_page(uint8_t* p, enum Pattern pat, uint64_t page, uint64_t seq
     case P_STRUCTURED: {
       // Update a few records in place, as a program mutating objects would.
       struct Record* r = (struct Record*)p;
+      const uint64_t rw = sizeof(struct Record) / 8;  // words per record
       int n = 1 + (int)(rnd() % 4);
       for (int i = 0; i < n; i++) {
         uint64_t x = rnd();
-        struct Record* rec = &r[x % (kPage / sizeof(struct Record))];
+        uint64_t j = x % (kPage / sizeof(struct Record));
+        struct Record* rec = &r[j];
+        uint64_t before = words_sum(p, j * rw, rw);
         rec->counter++;
         rec->value += 1.5;
         rec->flags ^= (uint32_t)(x >> 60);
         rec->crc = (uint32_t)mix64(rec->counter ^ rec->id);
+        sums[page] += words_sum(p, j * rw, rw) - before;
       }
-      break;
+      return;
     }
     default: fill_random(p); break;
   }
+  sums[page] = page_sum(p);  // a full rewrite
+}
+
+// ---- ticks and console commands ----
+
+static uint64_t hb_ns;
+static uint64_t hb_seq;
+static uint64_t next_hb;
+static uint64_t written;
+static uint8_t* mem;
+static uint64_t pages;
+static int check_requested;
+static char cmd_buf[256];
+static size_t cmd_len;
+
+static void run_command(const char* line) {
+  if (strcmp(line, "CHECK") == 0) {
+    check_requested = 1;
+  } else if (strncmp(line, "CORRUPT ", 8) == 0) {
+    uint64_t page = strtoull(line + 8, NULL, 0);
+    if (page < pages) {
+      mem[page * kPage + 100] ^= 0x5a;  // the checksum is deliberately left as it was
+      printf("FERRY-CORRUPTED %llu\n", (unsigned long long)page);
+    } else {
+      printf("FERRY-ERROR CORRUPT page %llu out of range\n", (unsigned long long)page);
+    }
+  }
+}
+
+// Reads whatever the host wrote to the console (never blocks) and runs complete lines.
+static void poll_commands(void) {
+  struct pollfd pfd = {0, POLLIN, 0};
+  while (poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLIN)) {
+    char buf[128];
+    ssize_t n = read(0, buf, sizeof(buf));
+    if (n <= 0) return;
+    for (ssize_t i = 0; i < n; i++) {
+      char c = buf[i];
+      if (c == '\n' || c == '\r') {
+        cmd_buf[cmd_len] = 0;
+        if (cmd_len) run_command(cmd_buf);
+        cmd_len = 0;
+      } else if (cmd_len + 1 < sizeof(cmd_buf)) {
+        cmd_buf[cmd_len++] = c;
+      }
+    }
+  }
+}
+
+// Prints a tick when one is due (and then reads commands).
+static void maybe_tick(uint64_t t) {
+  if (t < next_hb) return;
+  printf("FERRY-HB %llu %llu\n", (unsigned long long)hb_seq++, (unsigned long long)written);
+  next_hb += hb_ns;
+  if (next_hb <= t) next_hb = t + hb_ns;  // after a pause (migration) do not burst
+  poll_commands();
+}
+
+static void self_check(void) {
+  uint64_t bad = 0, first = 0;
+  for (uint64_t i = 0; i < pages; i++) {
+    if (page_sum(mem + i * kPage) != sums[i]) {
+      if (bad++ == 0) first = i;
+    }
+    if ((i & 255) == 255) maybe_tick(now_ns());  // keep ticking through a long check
+  }
+  if (bad == 0)
+    printf("FERRY-CHECK OK %llu\n", (unsigned long long)pages);
+  else
+    printf("FERRY-CHECK BAD %llu bad=%llu pages=%llu\n", (unsigned long long)first,
+           (unsigned long long)bad, (unsigned long long)pages);
 }
 
 static uint64_t parse_size(const char* s) {
@@ -212,7 +334,7 @@ int main(int argc, char** argv) {
   enum Pattern pat = P_MIX;
   enum Mode mode = M_UNIFORM;
   uint64_t seed = 1;
-  uint64_t hb_ms = 200;
+  uint64_t hb_ms = 20;
   for (int i = 1; i + 1 < argc; i += 2) {
     const char* k = argv[i];
     const char* v = argv[i + 1];
@@ -238,7 +360,7 @@ int main(int argc, char** argv) {
       seed = strtoull(v, NULL, 0);
     } else if (strcmp(k, "--hb-ms") == 0) {
       hb_ms = strtoull(v, NULL, 0);
-      if (hb_ms == 0) hb_ms = 200;
+      if (hb_ms == 0) hb_ms = 20;
     } else {
       printf("FERRY-ERROR unknown option %s\n", k);
       return 2;
@@ -246,37 +368,51 @@ int main(int argc, char** argv) {
   }
   setvbuf(stdout, NULL, _IOLBF, 0);
   rng_state = mix64(seed) | 1;
+  // Commands come in on the console: no echo (it would interleave with the ticks).
+  struct termios tio;
+  if (tcgetattr(0, &tio) == 0) {
+    tio.c_lflag &= ~(tcflag_t)(ECHO | ECHONL);
+    tcsetattr(0, TCSANOW, &tio);
+  }
 
-  uint64_t pages = ws / kPage;
+  pages = ws / kPage;
   if (pages == 0) pages = 1;
-  uint8_t* mem = mmap(NULL, pages * kPage, PROT_READ | PROT_WRITE,
-                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+  mem = mmap(NULL, pages * kPage, PROT_READ | PROT_WRITE,
+             MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
   if (mem == MAP_FAILED) {
     printf("FERRY-ERROR mmap %llu bytes: %s\n", (unsigned long long)(pages * kPage),
            strerror(errno));
     return 1;
   }
+  sums = mmap(NULL, pages * sizeof(uint64_t), PROT_READ | PROT_WRITE,
+              MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+  if (sums == MAP_FAILED) {
+    printf("FERRY-ERROR mmap checksums: %s\n", strerror(errno));
+    return 1;
+  }
   uint64_t t0 = now_ns();
-  for (uint64_t i = 0; i < pages; i++) fill_page(mem + i * kPage, pat, i);
+  for (uint64_t i = 0; i < pages; i++) {
+    fill_page(mem + i * kPage, pat, i);
+    sums[i] = page_sum(mem + i * kPage);
+  }
   uint64_t t1 = now_ns();
   printf("FERRY-READY ws=%llu pages=%llu pattern=%s mode=%s rate=%llu fill_ms=%llu\n",
          (unsigned long long)(pages * kPage), (unsigned long long)pages, kPatternNames[pat],
          kModeNames[mode], (unsigned long long)rate, (unsigned long long)((t1 - t0) / 1000000));
 
-  const uint64_t hb_ns = hb_ms * 1000000ull;
-  uint64_t hb_seq = 0;
-  uint64_t written = 0;
-  uint64_t next_hb = now_ns() + hb_ns;
+  hb_ns = hb_ms * 1000000ull;
+  next_hb = now_ns() + hb_ns;
   uint64_t start = now_ns();
   uint64_t cursor = 0;
   const uint64_t hot_pages = pages / 10 ? pages / 10 : 1;
 
   for (;;) {
     uint64_t t = now_ns();
-    if (t >= next_hb) {
-      printf("FERRY-HB %llu %llu\n", (unsigned long long)hb_seq++, (unsigned long long)written);
-      next_hb += hb_ns;
-      if (next_hb <= t) next_hb = t + hb_ns;  // after a pause (migration) do not burst
+    maybe_tick(t);
+    if (check_requested) {
+      check_requested = 0;
+      self_check();
+      continue;
     }
     if (pat == P_IDLE) {
       uint64_t wait = next_hb > t ? next_hb - t : 0;

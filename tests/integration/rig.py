@@ -30,6 +30,10 @@ API summary:
       start_postcopy(), query_migrate(), wait_migration(timeout, until), wait_status(states),
       wait_incoming_done(), wait_ready(), wait_heartbeats(n, timeout), heartbeats(),
       pmemsave(path), serial_text(), stderr_text(), kill(), quit(), close()
+      ticks() (host-stamped heartbeats), self_check() -> (ok, line), corrupt(page),
+      serial_write(text), console_lines(since); Guest(..., autostart=True): no -S
+  guest_pauses(src, dst, t0, t1, baseline_s, holds) -> {guest_max_pause_ms, guest_stalled_ms,
+      guest_baseline_ms, ...}; merged_ticks(src, dst); tick_gaps(ticks, t0, t1)
   compare_ram(src, dst) -> RamDiff(pages, differing, first, ok); compare_files(a, b)
   check_ram_and_resume(src, dst): compare (must be identical), cont dst, heartbeats advance
   Link(rate): netns pair ns_a/ns_b, veth_a/veth_b, addr_a/addr_b, tx_bytes(side),
@@ -313,6 +317,124 @@ class Qmp:
 # --------------------------------------------------------------------------------------------
 
 _HB_RE = re.compile(rb'FERRY-HB (\d+) (\d+)')
+_HB_LINE_RE = re.compile(rb'FERRY-HB (\d+) (\d+)\r?$')
+
+
+class SerialReader:
+    """The guest's serial console, read as it arrives: QEMU connects its serial chardev to a
+    unix socket this reader listens on (`-chardev socket,path=...`, QEMU the client, so no byte
+    is lost before the rig connects). A thread appends everything to the serial log file (what
+    serial_text() and heartbeats() read) and stamps every complete line with the host's
+    time.monotonic() at the recv() that completed it.
+
+    ticks   [(t_host, seq, counter)] of FERRY-HB lines
+    lines   [(t_host, text)] of every other complete line (FERRY-CHECK answers, ...)
+    head    (t_host, bytes) of the bytes before the stream's first newline: on a migration
+            destination, the end of a line the source started (see guest_pauses)
+    tail    bytes after the last newline so far (a line not finished yet)
+    """
+
+    def __init__(self, sock_path, log_path):
+        self.sock_path = sock_path
+        self.log_path = log_path
+        self.ticks = []
+        self.lines = []
+        self.head = None
+        self.tail = b''
+        self.conn = None
+        self._lock = threading.Lock()
+        self._thread = None
+        self._stop = False
+        if os.path.exists(sock_path):
+            os.unlink(sock_path)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(sock_path)
+        self.listener.listen(1)
+        self._log = open(log_path, 'ab', buffering=0)
+
+    def accept(self, timeout, alive):
+        """Waits for QEMU to connect (it does during its start-up), then starts the thread.
+        alive() raises if QEMU exited."""
+        deadline = time.monotonic() + timeout
+        while True:
+            alive()
+            r, _, _ = select.select([self.listener], [], [], 0.1)
+            if r:
+                self.conn, _ = self.listener.accept()
+                break
+            if time.monotonic() >= deadline:
+                raise RigError('QEMU did not connect its serial chardev to %s' % self.sock_path)
+        self._thread = threading.Thread(target=self._loop, daemon=True,
+                                        name='serial-' + os.path.basename(self.sock_path))
+        self._thread.start()
+
+    def _loop(self):
+        first = True
+        while not self._stop:
+            try:
+                r, _, _ = select.select([self.conn], [], [], 0.2)
+                if not r:
+                    continue
+                data = self.conn.recv(65536)
+            except (OSError, ValueError):
+                break
+            now = time.monotonic()
+            if not data:
+                break
+            try:
+                self._log.write(data)
+            except (OSError, ValueError):
+                pass
+            buf = self.tail + data
+            parts = buf.split(b'\n')
+            complete, tail = parts[:-1], parts[-1]
+            ticks, lines, head = [], [], None
+            for i, line in enumerate(complete):
+                if first and i == 0:
+                    head = (now, line)
+                m = _HB_LINE_RE.search(line)
+                if m:
+                    ticks.append((now, int(m.group(1)), int(m.group(2))))
+                elif line.strip():
+                    lines.append((now, line.decode(errors='replace').strip()))
+            with self._lock:
+                self.tail = tail
+                if head is not None:
+                    self.head = head
+                if complete:
+                    first = False
+                self.ticks.extend(ticks)
+                self.lines.extend(lines)
+
+    def write(self, data):
+        if self.conn is None:
+            raise RigError('serial %s not connected' % self.sock_path)
+        self.conn.sendall(data)
+
+    def snapshot(self):
+        """(ticks, lines, head, tail) copies."""
+        with self._lock:
+            return list(self.ticks), list(self.lines), self.head, self.tail
+
+    def close(self):
+        self._stop = True
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        for s in (self.conn, self.listener):
+            if s is not None:
+                try:
+                    s.close()
+                except OSError:
+                    pass
+        try:
+            self._log.close()
+        except OSError:
+            pass
+        if os.path.exists(self.sock_path):
+            try:
+                os.unlink(self.sock_path)
+            except OSError:
+                pass
 
 
 class Guest:
@@ -324,8 +446,11 @@ class Guest:
               (pages/s, 0 = unlimited), pattern (word|random|text|sparse|structured|mix|idle),
               mode (uniform|seq|hot), seed, hb_ms
     incoming  None (boots the guest), 'defer', or a URI ('unix:PATH', 'tcp:HOST:PORT',
-              'exec:CMD'); a destination always starts with -S so its RAM can be compared
-              before cont()
+              'exec:CMD'); a destination starts with -S so its RAM can be compared before
+              cont(), unless autostart
+    autostart a destination without -S: QEMU runs the guest as soon as it can (post-copy: at
+              the switch, while pages still arrive; pre-copy: when the migration completes).
+              Its RAM cannot be compared then: use self_check()
     netns     run QEMU inside this network namespace
     extra_args more QEMU arguments
     workdir   a Workdir (default: a private one removed at close)
@@ -334,12 +459,16 @@ class Guest:
               benchmark's apps guest is .cache/guest-apps/initramfs.cpio.gz)
 
     Files: self.serial_log (console), self.qmp_path, self.stderr_log.
+    Console: QEMU's serial chardev is a unix socket the rig reads on a thread (SerialReader):
+    every heartbeat line is stamped with the host's monotonic clock on arrival (ticks()), and
+    the rig can write commands to the workload (self_check(), corrupt()).
     """
 
     def __init__(self, name, ram_kib=DEFAULT_RAM_KIB, workload=None, incoming=None,
                  netns=None, extra_args=(), workdir=None, start=True, append_extra='',
-                 initrd=None):
+                 initrd=None, autostart=False):
         self.name = name
+        self.autostart = autostart
         self.initrd = initrd or INITRD
         self.ram_kib = ram_kib
         self.workload = dict(workload or {})
@@ -352,6 +481,8 @@ class Guest:
         self.qmp_path = self.wd.path('%s.qmp' % name)
         self.serial_log = self.wd.path('%s.serial' % name)
         self.stderr_log = self.wd.path('%s.stderr' % name)
+        self.serial_sock = self.wd.path('%s.ser' % name)
+        self.serial = None  # SerialReader while QEMU runs
         self.proc = None
         self._qmp = None
         if start:
@@ -365,7 +496,7 @@ class Guest:
     @classmethod
     def destination(cls, src, name='dst', incoming='defer', **kw):
         """A destination matching src (same RAM size, kernel command line, netns unless given,
-        workdir), started with -S -incoming <incoming>."""
+        workdir), started with -S -incoming <incoming> (without -S if autostart=True)."""
         kw.setdefault('ram_kib', src.ram_kib)
         kw.setdefault('workload', src.workload)
         kw.setdefault('workdir', src.wd)
@@ -387,10 +518,11 @@ class Guest:
         argv = [QEMU, '-M', 'pc', '-accel', 'tcg', '-m', '%dK' % self.ram_kib, '-nodefaults',
                 '-display', 'none', '-vga', 'none', '-no-user-config',
                 '-kernel', KERNEL, '-initrd', self.initrd, '-append', ' '.join(append),
-                '-chardev', 'file,id=ser0,path=%s' % self.serial_log, '-serial', 'chardev:ser0',
+                '-chardev', 'socket,id=ser0,path=%s' % self.serial_sock,
+                '-serial', 'chardev:ser0',
                 '-qmp', 'unix:%s,server=on,wait=off' % self.qmp_path, '-name', self.name + ',debug-threads=on']
         if self.incoming is not None:
-            argv += ['-S', '-incoming', self.incoming]
+            argv += ([] if self.autostart else ['-S']) + ['-incoming', self.incoming]
         return argv + self.extra_args
 
     def launch(self, timeout=30):
@@ -400,8 +532,10 @@ class Guest:
         argv = self.cmdline()
         log('%s: %s' % (self.name, ' '.join(argv)))
         self._stderr = open(self.stderr_log, 'ab')
+        self.serial = SerialReader(self.serial_sock, self.serial_log)
         self.proc = spawn(argv, netns=self.netns, stdin=subprocess.DEVNULL,
                           stdout=self._stderr, stderr=self._stderr)
+        self.serial.accept(scaled(timeout), self._check_alive)
         wait_until(lambda: os.path.exists(self.qmp_path) or self._check_alive(),
                    scaled(timeout), '%s QMP socket' % self.name)
 
@@ -558,6 +692,51 @@ class Guest:
                           (self.name, self.stderr_text()[-500:]), interval=0.1)
 
     # ---- console ----
+    def ticks(self):
+        """[(t_host, seq, counter), ...]: heartbeats stamped with time.monotonic() when they
+        arrived on the host (see SerialReader)."""
+        return self.serial.snapshot()[0] if self.serial else []
+
+    def console_lines(self, since=0.0):
+        """[(t_host, text)] of non-heartbeat console lines that arrived at or after since."""
+        if not self.serial:
+            return []
+        return [x for x in self.serial.snapshot()[1] if x[0] >= since]
+
+    def serial_write(self, text):
+        """Writes to the guest's console input (the workload reads commands from it)."""
+        self.serial.write(text.encode() if isinstance(text, str) else text)
+
+    def _command(self, cmd, answer, timeout):
+        t = time.monotonic()
+        self.serial_write(cmd + '\n')
+
+        def answered():
+            self._check_alive()
+            for _, line in self.console_lines(t):
+                if line.startswith(answer) or line.startswith('FERRY-ERROR'):
+                    return line
+            return None
+        line = wait_until(answered, scaled(timeout), '%s: answer to %r' % (self.name, cmd))
+        if line.startswith('FERRY-ERROR'):
+            raise RigError('%s: %s' % (self.name, line))
+        return line
+
+    def self_check(self, timeout=60):
+        """Asks the workload to verify every page of its working set against the checksums
+        it keeps (scripts/guest/workload.c). Returns (ok, answer line), e.g. (True,
+        'FERRY-CHECK OK 16384') or (False, 'FERRY-CHECK BAD 5 bad=1 pages=16384'). The guest
+        must be running."""
+        line = self._command('CHECK', 'FERRY-CHECK ', timeout)
+        ok = line.split()[1] == 'OK'
+        log('%s self-check: %s' % (self.name, line))
+        return ok, line
+
+    def corrupt(self, page, timeout=30):
+        """Has the workload flip a byte of page `page` of its working set without updating
+        its checksum (the test that self_check() catches a bad page)."""
+        return self._command('CORRUPT %d' % page, 'FERRY-CORRUPTED ', timeout)
+
     def heartbeats(self):
         """[(seq, pages_written_total), ...] parsed from the serial log."""
         try:
@@ -612,6 +791,9 @@ class Guest:
             self._qmp.close()
             self._qmp = None
         reap(self.proc)
+        if self.serial is not None:
+            self.serial.close()
+            self.serial = None
         if getattr(self, '_stderr', None):
             self._stderr.close()
             self._stderr = None
@@ -720,6 +902,98 @@ def check_ram_and_resume(src, dst, heartbeats=3, timeout=60):
     if before and last[0] <= before[-1][0]:
         raise RigError('%s: heartbeat sequence did not advance after cont' % dst.name)
     return diff
+
+
+# --------------------------------------------------------------------------------------------
+# The pause the guest sees: host-stamped heartbeats ("ticks") of a source and its destination.
+
+LONG_GAP_MS = 50  # gaps longer than this count as stalls (ticks are due every 20 ms)
+
+
+def merged_ticks(*guests):
+    """The ticks of a source and its destination(s) on one host time line, [(t, seq,
+    counter)] sorted by t. A line the source started and the destination finished (the guest
+    was stopped while its UART sent it) is joined and stamped on its arrival at the
+    destination; a sequence number seen twice keeps its first arrival."""
+    snaps = [g.serial.snapshot() if g.serial else ([], [], None, b'') for g in guests]
+    out = []
+    for i, (ticks, _, head, tail) in enumerate(snaps):
+        out.extend(ticks)
+        if i + 1 < len(snaps) and tail:
+            nhead = snaps[i + 1][2]
+            if nhead is not None:
+                m = _HB_LINE_RE.search(tail + nhead[1])
+                if m and not _HB_LINE_RE.search(nhead[1]):
+                    out.append((nhead[0], int(m.group(1)), int(m.group(2))))
+    out.sort(key=lambda x: x[0])
+    seen, uniq = set(), []
+    for t in out:
+        if t[1] not in seen:
+            seen.add(t[1])
+            uniq.append(t)
+    return uniq
+
+
+def _overlap(a0, a1, b0, b1):
+    return max(0.0, min(a1, b1) - max(a0, b0))
+
+
+def tick_gaps(ticks, t0, t1, now=None):
+    """[(start, end)] between consecutive ticks, for every gap that overlaps [t0, t1]. When no
+    tick came after the last one, the open gap runs until `now` (default: now)."""
+    times = [t for t, _, _ in ticks]
+    out = [(a, b) for a, b in zip(times, times[1:]) if b > t0 and a < t1]
+    if times and times[-1] < t1:
+        out.append((times[-1], max(now or time.monotonic(), t1)))
+    return out
+
+
+def guest_pauses(src, dst, t0, t1, baseline_s=5.0, holds=(), now=None):
+    """What the guest saw of a migration in host time window [t0, t1] (time.monotonic():
+    migrate command .. migration completed and the guest running on the destination). dst may
+    be None (a pause of the source alone, e.g. stop/cont).
+
+    Returns a dict:
+      guest_max_pause_ms    the longest gap between consecutive ticks, from either side,
+                            among the gaps overlapping the window (so a pause that starts
+                            before t0 or ends after t1 counts whole)
+      guest_stalled_ms      the sum of those gaps longer than LONG_GAP_MS
+      guest_baseline_ms     the longest gap in [t0 - baseline_s, t0]: how irregular ticks
+                            already were before the migration (TCG, a busy host)
+      guest_held_ms         time subtracted for `holds`
+      guest_ticks           ticks in the window
+      guest_resumed         whether a tick arrived after the last gap (False: the guest had
+                            not ticked again by `now`; the open gap is counted up to now)
+      guest_pause_at_s      where the longest gap started, seconds after t0
+      guest_long_gaps       [[start s after t0, ms], ...] of every gap over LONG_GAP_MS
+    holds: [(h0, h1)] host times when the rig kept the destination paused on purpose (the
+    RAM comparison between its completed migration and cont): removed from any gap they fall
+    in, so a pre-copy run reports the pause the guest would have seen had the destination
+    resumed at once; reported as guest_held_ms.
+    """
+    ticks = merged_ticks(*[g for g in (src, dst) if g is not None])
+    gaps = tick_gaps(ticks, t0, t1, now)
+    resumed = bool(ticks) and ticks[-1][0] >= t1
+    held = 0.0
+    lens = []
+    for a, b in gaps:
+        h = sum(_overlap(a, b, h0, h1) for h0, h1 in holds)
+        held += h
+        lens.append(((b - a - h) * 1000.0, a))
+    base = [(b - a) * 1000.0 for a, b in tick_gaps(ticks, t0 - baseline_s, t0, now)
+            if a >= t0 - baseline_s and b <= t0]
+    longest = max(lens) if lens else (None, None)
+    return {
+        'guest_max_pause_ms': None if longest[0] is None else round(longest[0], 1),
+        'guest_stalled_ms': round(sum(x for x, _ in lens if x > LONG_GAP_MS), 1),
+        'guest_baseline_ms': round(max(base), 1) if base else None,
+        'guest_held_ms': round(held * 1000.0, 1),
+        'guest_ticks': sum(1 for t in ticks if t0 <= t[0] <= t1),
+        'guest_resumed': resumed,
+        'guest_pause_at_s': None if longest[1] is None else round(longest[1] - t0, 2),
+        'guest_long_gaps': [[round(a - t0, 2), round(x, 1)] for x, a in lens
+                            if x > LONG_GAP_MS],
+    }
 
 
 # --------------------------------------------------------------------------------------------

@@ -101,7 +101,7 @@ def main():
         check(row['outcome'] == 'run timeout' and row['success'] == 'False', str(row))
         with open(os.path.join(out2, 'logs', row['id'] + '.log')) as f:
             log = f.read()
-        m = re.search(r'-chardev file,id=ser0,path=(\S+)/src\.serial', log)
+        m = re.search(r'-chardev socket,id=ser0,path=(\S+)/src\.ser\b', log)
         check(m is not None, 'the run log does not show the source QEMU:\n' + log[-2000:])
         rig.wait_until(lambda: not processes_using(m.group(1)), rig.scaled(20),
                        'the killed run\'s QEMUs to exit')

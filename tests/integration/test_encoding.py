@@ -262,8 +262,9 @@ def guest_pages(out, only=None, methods=None):
         src.wait_heartbeats(3)
         earlier, later = wd.path('earlier.ram'), wd.path('later.ram')
         src.pmemsave(earlier)
-        # Two more heartbeats: the workload has written more pages in between.
-        src.wait_heartbeats(2)
+        # 20 more heartbeats (~400 ms at 20 ms a tick; it was 2 at 200 ms): the workload has
+        # written more pages in between.
+        src.wait_heartbeats(20)
         src.pmemsave(later)
         p = subprocess.run([check_bin, earlier, later], capture_output=True, text=True,
                            timeout=rig.scaled(600))
