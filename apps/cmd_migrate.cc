@@ -479,9 +479,8 @@ int run_migrate(int argc, char** argv) {
   // How the link was protected, and who the receiver proved to be.
   const std::string protection =
       a.send.security ? std::string("TLS 1.3 + AES-256-GCM (") + a.send.security->mode() + ")"
-                      : std::string(dataplane::spec_is_local(a.send.peer)
-                                        ? "none (loopback)"
-                                        : "none (--insecure)");
+                      : std::string(dataplane::spec_is_local(a.send.peer) ? "none (loopback)"
+                                                                          : "none (--insecure)");
   const std::string receiver =
       stats.get({"per_channel"})[size_t{0}].get({"link", "peer"}).as_string();
 

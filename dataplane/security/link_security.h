@@ -29,13 +29,13 @@ class Transport;
 class HandshakeReader;
 
 struct SecurityOptions {
-  std::string x509_dir;            // --tls-x509-dir
-  std::string psk_file;            // --tls-psk-file
-  std::vector<std::string> authz;  // --tls-authz: peer identities allowed; empty = any the
-                                   // credentials authenticate
+  std::string x509_dir{};            // --tls-x509-dir
+  std::string psk_file{};            // --tls-psk-file
+  std::vector<std::string> authz{};  // --tls-authz: peer identities allowed; empty = any the
+                                     // credentials authenticate
   // ferry send with x509: the name the receiver's certificate must carry (--tls-hostname);
   // empty = the host part of --peer.
-  std::string hostname;
+  std::string hostname{};
   bool any() const { return !x509_dir.empty() || !psk_file.empty(); }
 };
 
