@@ -1,5 +1,6 @@
 #include "apps/build_info.h"
 
+#include "dataplane/security/link_security.h"
 #include "dataplane/transport.h"
 #include "encoders/kernels.h"
 #include "encoders/page_codec.h"
@@ -17,6 +18,8 @@ void print_build_info(FILE* out) {
   for (const auto& c : encoders::heavy_codecs()) {
     std::fprintf(out, "  %-8s %s\n", c.name, c.available ? "yes" : c.why_not);
   }
+  std::fprintf(out, "link protection:\n  TLS 1.3 (x509, PSK) + AES-256-GCM frames  (%s)\n",
+               dataplane::tls_library_version());
   std::fprintf(out, "transports:\n");
   for (const auto& t : dataplane::transports()) {
     std::fprintf(out, "  %-8s %s  (%s)\n", t.name, t.available ? "yes" : t.why_not, t.summary);

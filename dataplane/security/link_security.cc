@@ -381,6 +381,8 @@ Result<SessionKeys> LinkSecurity::handshake(Transport& link, HandshakeReader& re
   return keys;
 }
 
+const char* tls_library_version() { return OpenSSL_version(OPENSSL_VERSION); }
+
 std::string spec_host(const std::string& spec) {
   const size_t colon = spec.find(':');
   if (colon == std::string::npos) return "";

@@ -81,6 +81,9 @@ class LinkSecurity {
   std::unique_ptr<Impl> impl_;
 };
 
+// The TLS library in use ("OpenSSL 3.0.19 ..."), for --version.
+const char* tls_library_version();
+
 // The host part of a TRANSPORT:HOST:PORT spec ("[::1]" without brackets), for name checks and
 // the loopback rule; empty when there is none (loopback:NAME).
 std::string spec_host(const std::string& spec);
