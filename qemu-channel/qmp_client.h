@@ -57,6 +57,12 @@ class QmpClient {
   static Result<std::unique_ptr<QmpClient>> connect(std::string_view address,
                                                     int timeout_ms = kDefaultTimeoutMs);
 
+  // Completes the handshake on `fd`, an already connected stream socket (a socketpair, an fd
+  // passed by a parent), which the client then owns (closed even on failure). `name` stands
+  // for the address in messages. Errors as connect().
+  static Result<std::unique_ptr<QmpClient>> connect_fd(int fd, std::string_view name,
+                                                       int timeout_ms = kDefaultTimeoutMs);
+
   ~QmpClient();
   QmpClient(const QmpClient&) = delete;
   QmpClient& operator=(const QmpClient&) = delete;
@@ -97,6 +103,8 @@ class QmpClient {
 
  private:
   QmpClient(int fd, std::string address);
+  static Result<std::unique_ptr<QmpClient>> handshake(int fd, std::string address,
+                                                      uint64_t deadline_ns, int timeout_ms);
 
   // Reads until one complete non-event message (greeting or reply) is available, or the
   // deadline passes, and returns it. Events met on the way are queued.
@@ -112,6 +120,7 @@ class QmpClient {
   int fd_ = -1;
   std::string address_;
   std::string inbuf_;      // bytes read but not yet split into lines
+  size_t scanned_ = 0;     // bytes of inbuf_ already searched for the end of the line
   uint64_t consumed_ = 0;  // connection bytes before inbuf_[0] (for error offsets)
   uint64_t next_id_ = 1;
   json::Value greeting_;
