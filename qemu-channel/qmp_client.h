@@ -46,7 +46,10 @@ struct QmpEvent {
 class QmpClient {
  public:
   static constexpr int kDefaultTimeoutMs = 5000;
-  static constexpr size_t kMaxLineBytes = 64u << 20;  // query-qmp-schema is ~200 KiB
+  // The replies ferry asks for are a few KiB (query-qmp-schema, the largest QEMU has, ~200
+  // KiB). The bound is also on memory: a parsed line costs up to ~30x its bytes (a Value per
+  // "[]," of input), so a hostile line of 4 MiB costs ~120 MiB, not gigabytes.
+  static constexpr size_t kMaxLineBytes = 4u << 20;
   static constexpr size_t kMaxQueuedEvents = 4096;
 
   // Connects to `address` and completes the handshake (greeting + qmp_capabilities).

@@ -592,6 +592,32 @@ TEST(QmpConnectFd, SplitsLinesAcrossReadsAndManyLinesInOneRead) {
   ::close(sv[1]);
 }
 
+TEST(QmpConnectFd, AnOverlongLineIsAProtocolError) {
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  send_all(sv[1], kPairGreeting);
+  auto c = QmpClient::connect_fd(sv[0], "pair", 1000);
+  ASSERT_TRUE(c) << c.status().message();
+  // Written from a thread: the line is larger than the socket's buffer.
+  std::thread writer([fd = sv[1]] {
+    std::string line = "[";
+    while (line.size() <= QmpClient::kMaxLineBytes) line += "[],";
+    for (size_t at = 0; at < line.size();) {
+      ssize_t n = ::send(fd, line.data() + at, line.size() - at, MSG_NOSIGNAL);
+      if (n <= 0) break;  // the client gave up and closed
+      at += size_t(n);
+    }
+    ::shutdown(fd, SHUT_WR);
+  });
+  Status st = (*c)->poll(5000);
+  for (int i = 0; i < 100 && st.is_ok(); ++i) st = (*c)->poll(100);
+  EXPECT_EQ(st.code(), ErrorCode::kProtocol) << st.message();
+  EXPECT_NE(st.message().find("longer than"), std::string::npos) << st.message();
+  c->reset();  // closes the client's end: the writer stops
+  writer.join();
+  ::close(sv[1]);
+}
+
 TEST(QmpConnectFd, DuplicateKeysAreAProtocolError) {
   int sv[2];
   ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
