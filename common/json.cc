@@ -1,8 +1,10 @@
 // common/json.cc — see json.h.
 #include "common/json.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 
@@ -116,6 +118,7 @@ class Parser {
   bool parse_object(Value& out, int depth) {
     ++pos_;  // '{'
     Object members;
+    std::vector<size_t> key_at;  // byte offset of each member's key, for the duplicate error
     skip_ws();
     if (!at_end() && peek() == '}') {
       ++pos_;
@@ -126,6 +129,7 @@ class Parser {
       skip_ws();
       if (at_end() || peek() != '"') return fail("expected a string object key");
       std::string key;
+      key_at.push_back(pos_);
       if (!parse_string(key)) return false;
       skip_ws();
       if (at_end() || peek() != ':') return fail("expected ':' after object key");
@@ -146,11 +150,42 @@ class Parser {
       }
       return fail("expected ',' or '}' in object");
     }
-    // Duplicate keys: the last one wins (as most parsers do); keep one entry per key.
-    Value obj = Value::object();
-    for (auto& [k, v] : members) obj.set(k, std::move(v));
-    out = std::move(obj);
+    if (const size_t dup = first_duplicate(members); dup != kNoDuplicate) {
+      pos_ = key_at[dup];
+      return fail("duplicate object key");
+    }
+    out = Value(std::move(members));
     return true;
+  }
+
+  static constexpr size_t kNoDuplicate = SIZE_MAX;
+
+  // Index of the first member (in text order) whose key an earlier member already has, or
+  // kNoDuplicate. O(n log n): a hostile peer's object of n distinct keys must not cost n^2
+  // comparisons (nor may it flood a hash table, whose hash is not seeded).
+  static size_t first_duplicate(const Object& members) {
+    const size_t n = members.size();
+    if (n < 2) return kNoDuplicate;
+    if (n <= 8) {
+      for (size_t i = 1; i < n; ++i) {
+        for (size_t j = 0; j < i; ++j) {
+          if (members[j].first == members[i].first) return i;
+        }
+      }
+      return kNoDuplicate;
+    }
+    std::vector<size_t> order(n);
+    for (size_t i = 0; i < n; ++i) order[i] = i;
+    // Ties keep text order, so the second of each run of equal keys is its first repeat.
+    std::stable_sort(order.begin(), order.end(),
+                     [&](size_t a, size_t b) { return members[a].first < members[b].first; });
+    size_t first = kNoDuplicate;
+    for (size_t i = 1; i < n; ++i) {
+      if (members[order[i]].first == members[order[i - 1]].first) {
+        first = std::min<size_t>(first, order[i]);
+      }
+    }
+    return first;
   }
 
   bool parse_array(Value& out, int depth) {

@@ -9,6 +9,10 @@
 //  * Objects keep insertion order (so written events read in a stable, intended order); a
 //    lookup is linear, which is right for the small objects QMP and ferry exchange. set()
 //    replaces an existing key instead of adding a duplicate.
+//  * parse() rejects an object with a duplicate key (an error naming the repeated key's byte
+//    offset): QEMU's QDicts cannot hold one, so only a broken or hostile peer sends it, and
+//    picking one of the values silently would leave ferry and the peer disagreeing on what
+//    was said. The check is O(n log n) in the object's members.
 //  * Numbers: an integer literal that fits int64 is kept exactly (QEMU counters are 64-bit);
 //    any other number is a double. as_int()/as_double() convert between the two.
 //  * parse() is strict RFC 8259 (no comments, no trailing commas, no NaN), treats input as

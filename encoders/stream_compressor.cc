@@ -6,6 +6,7 @@
 
 #if FERRY_HAVE_ZSTD
 #include <zstd.h>
+#include <zstd_errors.h>
 #endif
 #if FERRY_HAVE_LZMA
 #include <lzma.h>
@@ -49,17 +50,37 @@ const char* lzma_error(lzma_ret r) {
   }
 }
 
-// Raw LZMA2 (no .xz container: ferry's frames carry lengths). preset's dictionary, capped.
-lzma_ret lzma2_init(lzma_stream* s, int preset, bool encoder) {
+// Raw LZMA2 (no .xz container: ferry's frames carry lengths). The encoder uses the preset's
+// dictionary, capped; the decoder `dict` bytes (the sender's announced dictionary). A raw
+// decoder takes no memory limit: its memory is fixed here by `dict` (LZMA2 bounds lc + lp, so
+// nothing in the stream grows it), and checked against what that dictionary should cost.
+lzma_ret lzma2_init(lzma_stream* s, int preset, bool encoder, uint32_t dict = kLzmaDictMax) {
   lzma_options_lzma opt;
   if (lzma_lzma_preset(&opt, static_cast<uint32_t>(preset))) return LZMA_OPTIONS_ERROR;
-  opt.dict_size = encoder ? std::min(opt.dict_size, kLzmaDictMax) : kLzmaDictMax;
+  opt.dict_size = encoder ? std::min(opt.dict_size, kLzmaDictMax) : dict;
   const lzma_filter filters[] = {{LZMA_FILTER_LZMA2, &opt}, {LZMA_VLI_UNKNOWN, nullptr}};
-  return encoder ? lzma_raw_encoder(s, filters) : lzma_raw_decoder(s, filters);
+  if (encoder) return lzma_raw_encoder(s, filters);
+  constexpr uint64_t kDecoderOverhead = 1u << 20;  // probabilities and buffers besides dict
+  if (lzma_raw_decoder_memusage(filters) > uint64_t{dict} + kDecoderOverhead) {
+    return LZMA_MEMLIMIT_ERROR;
+  }
+  return lzma_raw_decoder(s, filters);
 }
 #endif
 
 }  // namespace
+
+uint32_t lzma_dict_bytes(int preset) {
+  preset = std::clamp(preset, 0, kLzmaPresetMax);
+#if FERRY_HAVE_LZMA
+  lzma_options_lzma opt;
+  if (!lzma_lzma_preset(&opt, static_cast<uint32_t>(preset))) {
+    return std::min(opt.dict_size, kLzmaDictMax);
+  }
+#endif
+  static constexpr uint32_t kPresetDict[] = {256u << 10, 1u << 20, 2u << 20};  // liblzma's
+  return std::min(kPresetDict[preset], kLzmaDictMax);
+}
 
 struct StreamCompressor::Ctx {
 #if FERRY_HAVE_ZSTD
@@ -117,9 +138,9 @@ Result<std::unique_ptr<StreamCompressor>> StreamCompressor::create(StreamKind ki
   c->ctx_->cctx = ZSTD_createCCtx();
   if (!c->ctx_->cctx) return Status(ErrorCode::kInternal, "zstd: cannot create a context");
   ZSTD_CCtx_setParameter(c->ctx_->cctx, ZSTD_c_compressionLevel, level);
-  // 8 MiB: the receiver refuses windows above kStreamWindowLogMax. Long-distance matching
-  // over 128 MiB was tried (docs/ENCODING.md): 35 % slower at zstd -1 for ~1 % fewer bytes.
-  ZSTD_CCtx_setParameter(c->ctx_->cctx, ZSTD_c_windowLog, 23);
+  // 8 MiB, announced in CODEC (the receiver holds no more). Long-distance matching over
+  // 128 MiB was tried (docs/ENCODING.md): 35 % slower at zstd -1 for ~1 % fewer bytes.
+  ZSTD_CCtx_setParameter(c->ctx_->cctx, ZSTD_c_windowLog, kStreamWindowLog);
 #endif
   return c;
 }
@@ -153,23 +174,46 @@ Result<size_t> StreamCompressor::compress(std::span<const uint8_t> in, std::span
   return kind_ == StreamKind::kLzma ? compress_lzma(in, out) : compress_zstd(in, out);
 }
 
-Result<std::unique_ptr<StreamDecompressor>> StreamDecompressor::create(StreamKind kind) {
+Result<std::unique_ptr<StreamDecompressor>> StreamDecompressor::create(StreamKind kind,
+                                                                       uint64_t window_bytes) {
   if (!stream_compression_available(kind)) return unavailable(kind);
   std::unique_ptr<StreamDecompressor> d(new StreamDecompressor());
   d->ctx_ = std::make_unique<Ctx>();
   d->kind_ = kind;
   if (kind == StreamKind::kLzma) {
+    if (window_bytes == 0) window_bytes = kLzmaDictMax;
+    if (window_bytes < kLzmaDictMin || window_bytes > kLzmaDictMax) {
+      return Status(ErrorCode::kInvalidArgument,
+                    "LZMA2 dictionary of " + std::to_string(window_bytes) + " bytes (" +
+                        std::to_string(kLzmaDictMin) + ".." + std::to_string(kLzmaDictMax) + ")");
+    }
+    d->window_ = window_bytes;
 #if FERRY_HAVE_LZMA
-    if (lzma_ret r = lzma2_init(&d->ctx_->lz, 0, false); r != LZMA_OK) {
+    if (lzma_ret r = lzma2_init(&d->ctx_->lz, 0, false, static_cast<uint32_t>(window_bytes));
+        r != LZMA_OK) {
       return Status(ErrorCode::kInternal, std::string("lzma: ") + lzma_error(r));
     }
 #endif
     return d;
   }
+  if (window_bytes == 0) window_bytes = uint64_t{1} << kStreamWindowLogMax;
+  int log = 0;
+  while (log < 63 && (uint64_t{1} << log) < window_bytes) ++log;
+  if ((uint64_t{1} << log) != window_bytes || log < kStreamWindowLogMin ||
+      log > kStreamWindowLogMax) {
+    return Status(ErrorCode::kInvalidArgument, "zstd window of " + std::to_string(window_bytes) +
+                                                   " bytes (a power of two, 2^" +
+                                                   std::to_string(kStreamWindowLogMin) + "..2^" +
+                                                   std::to_string(kStreamWindowLogMax) + ")");
+  }
+  d->window_ = window_bytes;
 #if FERRY_HAVE_ZSTD
   d->ctx_->dctx = ZSTD_createDCtx();
   if (!d->ctx_->dctx) return Status(ErrorCode::kInternal, "zstd: cannot create a context");
-  ZSTD_DCtx_setParameter(d->ctx_->dctx, ZSTD_d_windowLogMax, kStreamWindowLogMax);
+  if (ZSTD_isError(ZSTD_DCtx_setParameter(d->ctx_->dctx, ZSTD_d_windowLogMax, log))) {
+    return Status(ErrorCode::kInternal,
+                  "zstd: cannot limit the window to 2^" + std::to_string(log));
+  }
 #endif
   return d;
 }
@@ -225,6 +269,11 @@ Status StreamDecompressor::decompress_zstd(std::span<const uint8_t> in, std::spa
     ZSTD_outBuffer pb{&probe, 1, 0};
     ZSTD_outBuffer* o = ob.pos < ob.size ? &ob : &pb;
     size_t r = ZSTD_decompressStream(ctx_->dctx, o, &ib);
+    if (ZSTD_isError(r) && ZSTD_getErrorCode(r) == ZSTD_error_frameParameter_windowTooLarge) {
+      return Status(ErrorCode::kProtocol,
+                    "zstd stream: a frame needs a window above the " + std::to_string(window_) +
+                        " bytes the sender announced, at byte offset " + std::to_string(ib.pos));
+    }
     if (ZSTD_isError(r)) {
       return Status(ErrorCode::kProtocol, std::string("zstd stream: ") + ZSTD_getErrorName(r) +
                                               " at byte offset " + std::to_string(ib.pos));
@@ -322,6 +371,12 @@ Status StreamDecompressor::decompress_lzma(std::span<const uint8_t> in, std::spa
       // An end marker: ferry never finishes its streams, so the block is forged.
       return Status(ErrorCode::kProtocol,
                     "lzma stream: end of stream at byte offset " + std::to_string(at));
+    }
+    if (r == LZMA_DATA_ERROR) {
+      return Status(ErrorCode::kProtocol,
+                    "lzma stream: corrupt data (or a match beyond the " + std::to_string(window_) +
+                        "-byte dictionary the sender announced) at byte offset " +
+                        std::to_string(at));
     }
     if (r != LZMA_OK && r != LZMA_BUF_ERROR) {
       return Status(ErrorCode::kProtocol, std::string("lzma stream: ") + lzma_error(r) +

@@ -28,12 +28,22 @@
 
 namespace ferry::encoders {
 
-// Largest window the decompressor accepts (bounds the receiver's memory): 2^27 = 128 MiB.
-inline constexpr int kStreamWindowLogMax = 27;
-// LZMA2 dictionary the decompressor holds; the compressor's preset must not exceed it
-// (presets 0..2 use 256 KiB .. 2 MiB).
+// Stream windows, which bound the receiver's memory per stream. The sender announces the
+// window it uses (pipeline/page_stream.h, CODEC); the receiver refuses an announcement above its
+// maximum and builds each decompressor to hold exactly the announced window, so a block that
+// needs more fails instead of allocating.
+//   zstd: the compressor's window, 2^23 = 8 MiB; the most a decompressor accepts, 2^24.
+inline constexpr int kStreamWindowLog = 23;
+inline constexpr int kStreamWindowLogMin = 10;  // ZSTD_WINDOWLOG_ABSOLUTEMIN
+inline constexpr int kStreamWindowLogMax = 24;
+//   LZMA2 (raw: no dictionary size on the wire): the compressor's preset dictionary, capped at
+//   kLzmaDictMax (presets 0..2 use 256 KiB .. 2 MiB); the decompressor holds the announced
+//   one, and a match reaching beyond it is corrupt data.
+inline constexpr uint32_t kLzmaDictMin = 4096;  // LZMA_DICT_SIZE_MIN
 inline constexpr uint32_t kLzmaDictMax = 2u << 20;
 inline constexpr int kLzmaPresetMax = 2;
+// The dictionary the compressor uses at an LZMA preset (0..kLzmaPresetMax).
+uint32_t lzma_dict_bytes(int preset);
 
 // On the wire (pipeline/page_stream.h) as the first byte of a stream block.
 enum class StreamKind : uint8_t { kZstd = 1, kLzma = 2 };
@@ -71,7 +81,11 @@ class StreamCompressor {
 
 class StreamDecompressor {
  public:
-  static Result<std::unique_ptr<StreamDecompressor>> create(StreamKind kind);
+  // window_bytes: the sender's announced window (zstd: a power of two, 2^kStreamWindowLogMin
+  // .. 2^kStreamWindowLogMax; LZMA2: its dictionary, kLzmaDictMin .. kLzmaDictMax), the most
+  // this decompressor holds; 0: the maximum. kInvalidArgument outside those bounds.
+  static Result<std::unique_ptr<StreamDecompressor>> create(StreamKind kind,
+                                                            uint64_t window_bytes = 0);
   ~StreamDecompressor();
   StreamDecompressor(const StreamDecompressor&) = delete;
   StreamDecompressor& operator=(const StreamDecompressor&) = delete;
@@ -88,6 +102,7 @@ class StreamDecompressor {
   struct Ctx;
   std::unique_ptr<Ctx> ctx_;
   StreamKind kind_ = StreamKind::kZstd;
+  uint64_t window_ = 0;
 };
 
 bool stream_compression_available(StreamKind kind);

@@ -15,9 +15,7 @@ using qemu::StreamParser;
 
 namespace {
 
-constexpr uint8_t kCodecVersion = 4;
-constexpr uint8_t kCodecVersionLru = 3;  // before the policy byte: always lru
-constexpr uint8_t kPagesStream = 1;      // PAGES flags bit 0; bits 1..7: the shard
+constexpr uint8_t kPagesStream = 1;  // PAGES flags bit 0; bits 1..7: the shard
 constexpr int kPagesShardShift = 1;
 constexpr size_t kStreamHeader = 5;  // kind:u8 content_len:u32
 
@@ -27,17 +25,17 @@ struct StreamChoice {
   encoders::StreamKind kind = encoders::StreamKind::kZstd;
   int level = 0;
 };
+// The one LZMA2 preset ferry send uses: its dictionary is announced in CODEC.
+constexpr int kLzmaPreset = 0;
 StreamChoice stream_for_effort(int effort) {
   using encoders::StreamKind;
   if (effort < 3) return {};
   // Without LZMA in the build, 6 is 5.
   if (effort >= 6 && encoders::stream_compression_available(StreamKind::kLzma)) {
-    return {true, StreamKind::kLzma, 0};
+    return {true, StreamKind::kLzma, kLzmaPreset};
   }
   return {true, StreamKind::kZstd, effort >= 5 ? 9 : effort == 4 ? 3 : 1};
 }
-constexpr size_t kCodecPayload = 15;
-constexpr size_t kCodecPayloadV3 = 14;
 // OPAQUE frames are cut at this size (the link sees steady frames, the receiver small ones).
 constexpr size_t kOpaqueFrame = 256u << 10;
 
@@ -53,7 +51,23 @@ uint64_t get_be(const uint8_t* p, int n) {
   return v;
 }
 
+std::string mib(uint64_t bytes) {
+  return bytes % (1u << 20) == 0 ? std::to_string(bytes >> 20) + " MiB"
+                                 : std::to_string(bytes >> 10) + " KiB";
+}
+
 }  // namespace
+
+void encode_codec(const CodecAnnouncement& c, uint8_t out[kCodecPayloadSize]) {
+  out[0] = kCodecVersion;
+  put_be(out + 1, c.page_size, 4);
+  put_be(out + 5, c.cache_bytes, 8);
+  out[13] = static_cast<uint8_t>(c.shards);
+  out[14] = static_cast<uint8_t>(c.cache_policy);
+  put_be(out + 15, c.max_pages, 2);
+  out[17] = static_cast<uint8_t>(c.zstd_window_log);
+  put_be(out + 18, c.lzma_dict, 4);
+}
 
 // ---------------------------------------------------------------------------- sender
 
@@ -306,13 +320,22 @@ Status PageStreamEncoder::flush_pages(FrameWriter& out) {
     counters_.shards.store(static_cast<unsigned>(shards_.size()), std::memory_order_relaxed);
   }
   if (!codec_sent_) {
-    uint8_t* p = out.begin_frame(kCodecPayload);
-    p[0] = kCodecVersion;
-    put_be(p + 1, tp, 4);
-    put_be(p + 5, opt_.cache_bytes, 8);
-    p[13] = static_cast<uint8_t>(shards_.size());
-    p[14] = static_cast<uint8_t>(opt_.cache_policy);
-    out.end_frame(FrameType::kCodec, kCodecPayload);
+    // The limits this encoder keeps: kBatch pages per frame, the compressors' windows.
+    CodecAnnouncement c;
+    c.page_size = tp;
+    c.cache_bytes = opt_.cache_bytes;
+    c.shards = static_cast<unsigned>(shards_.size());
+    c.cache_policy = opt_.cache_policy;
+    c.max_pages = kBatch;
+    using encoders::StreamKind;
+    c.zstd_window_log =
+        encoders::stream_compression_available(StreamKind::kZstd) ? encoders::kStreamWindowLog : 0;
+    c.lzma_dict = encoders::stream_compression_available(StreamKind::kLzma)
+                      ? encoders::lzma_dict_bytes(kLzmaPreset)
+                      : 0;
+    uint8_t* p = out.begin_frame(kCodecPayloadSize);
+    encode_codec(c, p);
+    out.end_frame(FrameType::kCodec, kCodecPayloadSize);
     codec_sent_ = true;
   }
   // Block ids in order of first appearance, assigned here so both ends agree.
@@ -455,6 +478,98 @@ uint32_t PageStreamDecoder::block_id(std::string_view name) {
   return it->second;
 }
 
+// Each announced limit is checked against this receiver's own before anything is allocated;
+// the decoders, caches and buffers are then sized by the announcement, not by the maximums.
+Status PageStreamDecoder::read_codec(std::span<const uint8_t> payload) {
+  auto refuse = [](std::string what) {
+    return Status(ErrorCode::kInvalidArgument, "CODEC frame: " + std::move(what));
+  };
+  if (!decoders_.empty()) return Status(ErrorCode::kProtocol, "a second CODEC frame");
+  if (payload.empty() || payload[0] != kCodecVersion) {
+    const std::string v = payload.empty() ? "none" : std::to_string(payload[0]);
+    return Status(ErrorCode::kProtocol, "CODEC frame: version " + v + ", this receiver speaks " +
+                                            std::to_string(kCodecVersion) +
+                                            "; run the same ferry version on both hosts");
+  }
+  if (payload.size() != kCodecPayloadSize) {
+    return Status(ErrorCode::kProtocol, "CODEC frame: " + std::to_string(payload.size()) +
+                                            " bytes, version " + std::to_string(kCodecVersion) +
+                                            " has " + std::to_string(kCodecPayloadSize));
+  }
+  const uint8_t* p = payload.data();
+  if (!encoders::valid_cache_policy(p[14])) {
+    return Status(ErrorCode::kProtocol, "CODEC frame: unknown page cache policy " +
+                                            std::to_string(p[14]) +
+                                            "; update ferry recv to the sender's version");
+  }
+  encoders::CodecConfig cfg;
+  cfg.cache_policy = static_cast<encoders::CachePolicy>(p[14]);
+  const uint64_t page_size = get_be(p + 1, 4);
+  const uint64_t cache_bytes = get_be(p + 5, 8);
+  const unsigned shards = p[13];
+  const unsigned max_pages = static_cast<unsigned>(get_be(p + 15, 2));
+  const int zstd_log = p[17];
+  const uint32_t lzma_dict = static_cast<uint32_t>(get_be(p + 18, 4));
+  if (page_size < 512 || page_size > encoders::kMaxPageSize || (page_size & (page_size - 1))) {
+    return refuse("page size " + std::to_string(page_size) +
+                  " is not a power of two between 512 and " +
+                  std::to_string(encoders::kMaxPageSize));
+  }
+  if (cache_bytes > limits_.max_cache_bytes) {
+    return refuse("the sender's page cache (" + mib(cache_bytes) + ") is larger than " +
+                  "--max-cache-mib (" + mib(limits_.max_cache_bytes) + ")");
+  }
+  if (shards == 0 || shards > kMaxShards) {
+    return Status(ErrorCode::kProtocol, "CODEC frame: " + std::to_string(shards) +
+                                            " encode shards (1.." + std::to_string(kMaxShards) +
+                                            ")");
+  }
+  if (max_pages == 0 || max_pages > limits_.max_pages ||
+      max_pages * page_size > limits_.max_frame_page_bytes) {
+    return refuse("the sender's " + std::to_string(max_pages) + " pages of " +
+                  std::to_string(page_size) + " bytes per PAGES frame are outside this " +
+                  "receiver's 1.." + std::to_string(limits_.max_pages) + " pages and " +
+                  mib(limits_.max_frame_page_bytes) + " per frame");
+  }
+  if (zstd_log != 0 &&
+      (zstd_log < encoders::kStreamWindowLogMin || zstd_log > limits_.max_zstd_window_log)) {
+    return refuse("the sender's zstd window of 2^" + std::to_string(zstd_log) +
+                  " bytes is outside this receiver's 2^" +
+                  std::to_string(encoders::kStreamWindowLogMin) + "..2^" +
+                  std::to_string(limits_.max_zstd_window_log));
+  }
+  if (lzma_dict != 0 && (lzma_dict < encoders::kLzmaDictMin || lzma_dict > limits_.max_lzma_dict)) {
+    return refuse("the sender's LZMA2 dictionary of " + std::to_string(lzma_dict) +
+                  " bytes is outside this receiver's " + std::to_string(encoders::kLzmaDictMin) +
+                  ".." + std::to_string(limits_.max_lzma_dict));
+  }
+  const uint64_t zstd_window = zstd_log ? uint64_t{1} << zstd_log : 0;
+  const uint64_t stream_bytes = uint64_t{shards} * (zstd_window + lzma_dict);
+  if (stream_bytes > limits_.max_stream_bytes) {
+    return refuse(std::to_string(shards) + " shards with " + mib(zstd_window) + " zstd and " +
+                  mib(lzma_dict) + " LZMA2 windows need " + mib(stream_bytes) +
+                  ", more than this receiver's " + mib(limits_.max_stream_bytes));
+  }
+  cfg.page_size = page_size;
+  cfg.cache_bytes = cache_bytes / shards;  // as the sender splits it
+  for (unsigned i = 0; i < shards; ++i) {
+    auto d = encoders::Decoder::create(cfg);
+    if (!d) {
+      decoders_.clear();
+      return Status(d.status().code(), "CODEC frame: " + d.status().message());
+    }
+    decoders_.push_back(std::move(*d));
+  }
+  zstd_streams_.resize(shards);
+  lzma_streams_.resize(shards);
+  page_size_ = cfg.page_size;
+  max_pages_ = max_pages;
+  zstd_window_ = zstd_window;
+  lzma_dict_ = lzma_dict;
+  rebuilder_ = std::make_unique<qemu::StreamRebuilder>(static_cast<uint32_t>(page_size_));
+  return Status::ok();
+}
+
 Status PageStreamDecoder::decode(FrameType type, std::span<const uint8_t> payload, ByteQueue& out) {
   if (type == FrameType::kOpaque) {
     out.append(payload.data(), payload.size());
@@ -462,51 +577,7 @@ Status PageStreamDecoder::decode(FrameType type, std::span<const uint8_t> payloa
     if (rebuilder_) rebuilder_->reset();
     return Status::ok();
   }
-  if (type == FrameType::kCodec) {
-    if (!decoders_.empty()) return Status(ErrorCode::kProtocol, "a second CODEC frame");
-    const bool v4 = payload.size() == kCodecPayload && payload[0] == kCodecVersion;
-    const bool v3 = payload.size() == kCodecPayloadV3 && payload[0] == kCodecVersionLru;
-    if (!v4 && !v3) {
-      return Status(ErrorCode::kProtocol,
-                    "CODEC frame: unsupported version or length " + std::to_string(payload.size()));
-    }
-    encoders::CodecConfig cfg;
-    cfg.cache_policy = encoders::CachePolicy::kLru;
-    if (v4) {
-      if (!encoders::valid_cache_policy(payload[14])) {
-        return Status(ErrorCode::kProtocol, "CODEC frame: unknown page cache policy " +
-                                                std::to_string(payload[14]) +
-                                                "; update ferry recv to the sender's version");
-      }
-      cfg.cache_policy = static_cast<encoders::CachePolicy>(payload[14]);
-    }
-    cfg.page_size = get_be(payload.data() + 1, 4);
-    cfg.cache_bytes = get_be(payload.data() + 5, 8);
-    if (cfg.cache_bytes > max_cache_bytes_) {
-      return Status(ErrorCode::kInvalidArgument, "CODEC frame: the sender's page cache (" +
-                                                     std::to_string(cfg.cache_bytes >> 20) +
-                                                     " MiB) is larger than --max-cache-mib (" +
-                                                     std::to_string(max_cache_bytes_ >> 20) +
-                                                     " MiB)");
-    }
-    const unsigned shards = payload[13];
-    if (shards == 0 || shards > kMaxShards) {
-      return Status(ErrorCode::kProtocol, "CODEC frame: " + std::to_string(shards) +
-                                              " encode shards (1.." + std::to_string(kMaxShards) +
-                                              ")");
-    }
-    cfg.cache_bytes /= shards;  // as the sender splits it
-    for (unsigned i = 0; i < shards; ++i) {
-      auto d = encoders::Decoder::create(cfg);
-      if (!d) return Status(d.status().code(), "CODEC frame: " + d.status().message());
-      decoders_.push_back(std::move(*d));
-    }
-    zstd_streams_.resize(shards);
-    lzma_streams_.resize(shards);
-    page_size_ = cfg.page_size;
-    rebuilder_ = std::make_unique<qemu::StreamRebuilder>(static_cast<uint32_t>(page_size_));
-    return Status::ok();
-  }
+  if (type == FrameType::kCodec) return read_codec(payload);
   if (type != FrameType::kPages) {
     return Status(ErrorCode::kProtocol,
                   "unexpected frame type " + std::to_string(static_cast<uint32_t>(type)));
@@ -527,9 +598,16 @@ Status PageStreamDecoder::decode(FrameType type, std::span<const uint8_t> payloa
   const size_t at_count = 2 + p[1];
   const size_t n = get_be(p + at_count, 2);
   const size_t at_content = at_count + 2;
-  if (n == 0 || n > 4096) {
-    return Status(ErrorCode::kProtocol, "PAGES frame: bad page count " + std::to_string(n) +
-                                            " at byte offset " + std::to_string(at_count));
+  if (n == 0 || n > max_pages_) {
+    return Status(ErrorCode::kProtocol, "PAGES frame: " + std::to_string(n) +
+                                            " pages at byte offset " + std::to_string(at_count) +
+                                            " (the sender announced 1.." +
+                                            std::to_string(max_pages_) + " per frame)");
+  }
+  if (!block_ids_.contains(std::string(block)) && block_ids_.size() >= limits_.max_blocks) {
+    return Status(ErrorCode::kProtocol,
+                  "PAGES frame: block '" + std::string(block) + "' is one more than the " +
+                      std::to_string(limits_.max_blocks) + " RAM blocks this receiver keeps apart");
   }
   // content = page_index[n] record[n], in the frame or as the next block of a stream.
   std::span<const uint8_t> content = payload.subspan(at_content);
@@ -553,10 +631,17 @@ Status PageStreamDecoder::decode(FrameType type, std::span<const uint8_t> payloa
                                               " exceeds " + std::to_string(n) + " pages");
     }
     const auto stream_kind = static_cast<encoders::StreamKind>(kind);
-    auto& dstream =
-        stream_kind == encoders::StreamKind::kLzma ? lzma_streams_[shard] : zstd_streams_[shard];
+    const bool lzma = stream_kind == encoders::StreamKind::kLzma;
+    const uint64_t window = lzma ? lzma_dict_ : zstd_window_;
+    if (window == 0) {
+      return Status(ErrorCode::kProtocol,
+                    std::string("PAGES frame: a ") + (lzma ? "LZMA2" : "zstd") +
+                        " stream block at byte offset " + std::to_string(at_content) +
+                        ", but the sender announced none in its CODEC frame");
+    }
+    auto& dstream = lzma ? lzma_streams_[shard] : zstd_streams_[shard];
     if (!dstream) {
-      auto z = encoders::StreamDecompressor::create(stream_kind);
+      auto z = encoders::StreamDecompressor::create(stream_kind, window);
       if (!z) return Status(z.status().code(), "PAGES frame: " + z.status().message());
       dstream = std::move(*z);
     }

@@ -4,11 +4,21 @@
 // Wires qemu-channel (parser, rebuilder) to encoders/ and dataplane/ frames.
 //
 // Frame payloads (big-endian unless noted; frame types in dataplane/protocol.h):
-//   CODEC := version:u8(=4) page_size:u32 cache_bytes:u64 shards:u8 cache_policy:u8
-//            (15 bytes) once, before the first PAGES frame; the receiver builds one Decoder
-//            per shard from it, each with cache_bytes / shards and the sender's replacement
-//            policy (encoders::CachePolicy: 0 lru, 1 aged-clock). Version 3 (14 bytes, no
-//            policy byte) is still accepted and means lru.
+//   CODEC := version:u8(=5) page_size:u32 cache_bytes:u64 shards:u8 cache_policy:u8
+//            max_pages:u16 zstd_window_log:u8 lzma_dict:u32                      (22 bytes)
+//            once, before the first PAGES frame; the receiver builds one Decoder per shard
+//            from it, each with cache_bytes / shards and the sender's replacement policy
+//            (encoders::CachePolicy: 0 lru, 1 aged-clock). The last three fields are limits
+//            the sender keeps for the whole session:
+//     max_pages        most pages in one PAGES frame (1 .. 4096; ferry send: 64)
+//     zstd_window_log  its zstd streams' window is at most 2^zstd_window_log bytes (10 .. 24;
+//                      ferry send: 23), or 0: it sends no zstd stream block
+//     lzma_dict        its LZMA2 streams' dictionary in bytes (4 KiB .. 2 MiB; ferry send:
+//                      256 KiB, preset 0), or 0: it sends no LZMA2 stream block
+//            The receiver refuses a CODEC frame whose limits exceed its own (DecoderLimits)
+//            with one sentence naming the field, holds exactly the announced sizes, and
+//            fails the session on a PAGES frame beyond them. Other versions (1..4 had no
+//            limits) are refused: both ends must run the same ferry.
 //   PAGES := flags:u8 block_len:u8 block[block_len] count:u16 body
 //     flags      bit 0 STREAM: body = kind:u8 content_len:u32 block, the content compressed
 //                as the next block of the shard's stream of that kind (1 zstd, 2 LZMA2;
@@ -16,7 +26,7 @@
 //                shard (< shards) whose Decoder, page cache and streams the frame belongs to
 //     content    page_index:u32[count] record[count]
 //     block      the RAMBlock idstr of every page in the frame
-//     count      1 .. 4096 (ferry send uses at most 64)
+//     count      1 .. max_pages (CODEC)
 //     page_index offset in the block / page_size
 //     record     encoders/ page record (docs/ENCODING.md; its length field is little-endian)
 //
@@ -93,7 +103,23 @@ struct PageCodecCounters {
   std::atomic<uint64_t> cache_hits{0}, cache_misses{0}, cache_evictions{0}, cache_declined{0};
 };
 
-inline constexpr unsigned kMaxShards = 64;  // the shard fits PAGES flags bits 1..7
+inline constexpr unsigned kMaxShards = 64;           // the shard fits PAGES flags bits 1..7
+inline constexpr unsigned kMaxPagesPerFrame = 4096;  // the grammar's bound on PAGES count
+
+// What a receiver accepts from a sender's CODEC frame; every field bounds memory the receiver
+// allocates on the sender's word. The defaults admit ferry send at any of its settings (64
+// pages of up to 64 KiB per frame, 64 shards, zstd 2^23 and LZMA2 256 KiB per shard) with room.
+struct DecoderLimits {
+  size_t max_cache_bytes = 256u << 20;  // the page caches of all shards (--max-cache-mib)
+  unsigned max_pages = kMaxPagesPerFrame;
+  size_t max_frame_page_bytes = 16u << 20;  // max_pages * page_size: one frame's decoded pages
+  int max_zstd_window_log = encoders::kStreamWindowLogMax;
+  uint32_t max_lzma_dict = encoders::kLzmaDictMax;
+  // All shards' stream windows together (each shard may keep a zstd and an LZMA2 stream).
+  size_t max_stream_bytes = 1u << 30;
+  // Distinct RAMBlock names over the session (a block id each; QEMU has a few dozen).
+  size_t max_blocks = 65536;
+};
 
 // The sender's codec of one channel: QEMU bytes in, OPAQUE/CODEC/PAGES frames out. Owned by
 // the channel (ChannelSet); encode() and finish() run on its pump's thread only. counters(),
@@ -190,8 +216,11 @@ class PageStreamEncoder final : public StreamCodec {
 // channel; decode() runs on its pump's thread only, pages_rebuilt() from any thread.
 class PageStreamDecoder final : public StreamCodec {
  public:
-  // max_cache_bytes: the largest page cache a sender may ask for (it is allocated here).
-  explicit PageStreamDecoder(size_t max_cache_bytes) : max_cache_bytes_(max_cache_bytes) {}
+  // max_cache_bytes: the largest page cache a sender may ask for (it is allocated here);
+  // the other limits at their defaults.
+  explicit PageStreamDecoder(size_t max_cache_bytes)
+      : limits_{.max_cache_bytes = max_cache_bytes} {}
+  explicit PageStreamDecoder(const DecoderLimits& limits) : limits_(limits) {}
   ~PageStreamDecoder() override;
 
   Status encode(std::span<const uint8_t>, FrameWriter&) override {
@@ -204,9 +233,14 @@ class PageStreamDecoder final : public StreamCodec {
   uint64_t pages_rebuilt() const { return pages_.load(std::memory_order_relaxed); }
 
  private:
+  Status read_codec(std::span<const uint8_t> payload);
   uint32_t block_id(std::string_view name);
 
-  size_t max_cache_bytes_;
+  DecoderLimits limits_;
+  // As the CODEC frame announced them.
+  unsigned max_pages_ = 0;
+  uint64_t zstd_window_ = 0;  // bytes; 0: no zstd blocks
+  uint32_t lzma_dict_ = 0;    // bytes; 0: no LZMA2 blocks
   // One per shard (CODEC frame).
   std::vector<std::unique_ptr<encoders::Decoder>> decoders_;
   // Per shard, created on their first block.
@@ -221,6 +255,20 @@ class PageStreamDecoder final : public StreamCodec {
   std::unordered_map<std::string, uint32_t> block_ids_;
   std::atomic<uint64_t> pages_{0};
 };
+
+// The CODEC frame's fields (grammar above), for ferry send and for tests that forge one.
+struct CodecAnnouncement {
+  uint32_t page_size = 4096;
+  uint64_t cache_bytes = 0;
+  unsigned shards = 1;
+  encoders::CachePolicy cache_policy = encoders::kDefaultCachePolicy;
+  unsigned max_pages = 64;
+  int zstd_window_log = encoders::kStreamWindowLog;  // 0: no zstd blocks
+  uint32_t lzma_dict = 0;                            // 0: no LZMA2 blocks
+};
+inline constexpr size_t kCodecPayloadSize = 22;
+inline constexpr uint8_t kCodecVersion = 5;
+void encode_codec(const CodecAnnouncement& c, uint8_t out[kCodecPayloadSize]);
 
 // The page key both ends derive: block ids are numbered in order of first appearance in
 // PAGES frames, so sender and receiver agree without sending a table.

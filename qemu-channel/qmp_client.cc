@@ -170,6 +170,16 @@ Result<std::unique_ptr<QmpClient>> QmpClient::connect(std::string_view address, 
     ::poll(nullptr, 0, left < kConnectRetryMs ? left : kConnectRetryMs);
   }
 
+  return handshake(fd, addr, deadline, timeout_ms);
+}
+
+Result<std::unique_ptr<QmpClient>> QmpClient::connect_fd(int fd, std::string_view name,
+                                                         int timeout_ms) {
+  return handshake(fd, std::string(name), deadline_after(timeout_ms), timeout_ms);
+}
+
+Result<std::unique_ptr<QmpClient>> QmpClient::handshake(int fd, std::string addr, uint64_t deadline,
+                                                        int timeout_ms) {
   std::unique_ptr<QmpClient> client(new QmpClient(fd, addr));
   if (!set_nonblocking(fd)) {
     return error(ErrorCode::kIo,
@@ -279,10 +289,27 @@ void QmpClient::queue_event(const json::Value& msg) {
 Status QmpClient::next_buffered(std::optional<json::Value>& out) {
   out.reset();
   if (!fatal_.is_ok()) return fatal_;
+  // Lines are taken from `head` on and erased once at the end: erasing each line from the
+  // front would move the rest of the buffer once per line (quadratic in a read of many short
+  // lines). scanned_ remembers how far a line still being received was searched, so a long
+  // line arriving in many reads is scanned once, not once per read.
+  size_t head = 0;
+  auto take = [&](size_t n) {
+    head += n;
+    consumed_ += n;
+    scanned_ = 0;
+  };
+  struct Compact {
+    std::string& buf;
+    size_t& head;
+    ~Compact() { buf.erase(0, head); }
+  } compact{inbuf_, head};
   for (;;) {
-    size_t nl = inbuf_.find('\n');
+    const size_t from = head + scanned_;
+    size_t nl = inbuf_.find('\n', from);
     if (nl == std::string::npos) {
-      if (inbuf_.size() > kMaxLineBytes) {
+      scanned_ = inbuf_.size() - head;
+      if (inbuf_.size() - head > kMaxLineBytes) {
         return latch(error(ErrorCode::kProtocol, "QMP '" + address_ + "' sent a line longer than " +
                                                      std::to_string(kMaxLineBytes) +
                                                      " bytes at byte " +
@@ -290,13 +317,12 @@ Status QmpClient::next_buffered(std::optional<json::Value>& out) {
       }
       return Status::ok();
     }
-    std::string_view line(inbuf_.data(), nl);
+    std::string_view line(inbuf_.data() + head, nl - head);
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     const uint64_t line_offset = consumed_;
     const bool blank = line.find_first_not_of(" \t") == std::string_view::npos;
     Result<json::Value> msg = blank ? Result<json::Value>(json::Value()) : json::parse(line);
-    consumed_ += nl + 1;
-    inbuf_.erase(0, nl + 1);
+    take(nl + 1 - head);
     if (blank) continue;
     if (!msg) {
       return latch(error(ErrorCode::kProtocol, "QMP '" + address_ + "' sent a line at byte " +

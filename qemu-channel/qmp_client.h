@@ -46,7 +46,10 @@ struct QmpEvent {
 class QmpClient {
  public:
   static constexpr int kDefaultTimeoutMs = 5000;
-  static constexpr size_t kMaxLineBytes = 64u << 20;  // query-qmp-schema is ~200 KiB
+  // The replies ferry asks for are a few KiB (query-qmp-schema, the largest QEMU has, ~200
+  // KiB). The bound is also on memory: a parsed line costs up to ~30x its bytes (a Value per
+  // "[]," of input), so a hostile line of 4 MiB costs ~120 MiB, not gigabytes.
+  static constexpr size_t kMaxLineBytes = 4u << 20;
   static constexpr size_t kMaxQueuedEvents = 4096;
 
   // Connects to `address` and completes the handshake (greeting + qmp_capabilities).
@@ -56,6 +59,12 @@ class QmpClient {
   // Returns kTimeout, kIo (bad address, connect error) or kProtocol (not a QMP server).
   static Result<std::unique_ptr<QmpClient>> connect(std::string_view address,
                                                     int timeout_ms = kDefaultTimeoutMs);
+
+  // Completes the handshake on `fd`, an already connected stream socket (a socketpair, an fd
+  // passed by a parent), which the client then owns (closed even on failure). `name` stands
+  // for the address in messages. Errors as connect().
+  static Result<std::unique_ptr<QmpClient>> connect_fd(int fd, std::string_view name,
+                                                       int timeout_ms = kDefaultTimeoutMs);
 
   ~QmpClient();
   QmpClient(const QmpClient&) = delete;
@@ -97,6 +106,8 @@ class QmpClient {
 
  private:
   QmpClient(int fd, std::string address);
+  static Result<std::unique_ptr<QmpClient>> handshake(int fd, std::string address,
+                                                      uint64_t deadline_ns, int timeout_ms);
 
   // Reads until one complete non-event message (greeting or reply) is available, or the
   // deadline passes, and returns it. Events met on the way are queued.
@@ -112,6 +123,7 @@ class QmpClient {
   int fd_ = -1;
   std::string address_;
   std::string inbuf_;      // bytes read but not yet split into lines
+  size_t scanned_ = 0;     // bytes of inbuf_ already searched for the end of the line
   uint64_t consumed_ = 0;  // connection bytes before inbuf_[0] (for error offsets)
   uint64_t next_id_ = 1;
   json::Value greeting_;

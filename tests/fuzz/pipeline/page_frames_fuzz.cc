@@ -1,9 +1,11 @@
 // Fuzzing of ferry recv's page-frame decoding (pipeline/page_stream.h PageStreamDecoder: PAGES
 // headers, the zstd frame stream, record decoding, the rebuilder) with hostile frames.
 // Input: a sequence of  type:u8 len:u16le payload[len]  (type % 3: 0 OPAQUE, 1 PAGES,
-// 2 CODEC). A valid CODEC frame (4 KiB pages, 256 KiB cache, 2 encode shards) comes first,
+// 2 CODEC). A valid CODEC frame (4 KiB pages, 256 KiB cache, 2 encode shards, the receiver's
+// largest limits) comes first,
 // so PAGES frames reach the decoders of both shards; a decode error ends the input, as it ends a
 // session. Must never crash, hang or allocate beyond the limits.
+#include <array>
 #include <cstdint>
 #include <cstring>
 
@@ -16,7 +18,18 @@ using ferry::pipeline::PageStreamDecoder;
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   PageStreamDecoder dec(1u << 20);
   ByteQueue out;
-  static const uint8_t kCodec[] = {3, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x04, 0, 0, 2};
+  static const auto kCodec = [] {
+    ferry::pipeline::CodecAnnouncement c;
+    c.cache_bytes = 256u << 10;
+    c.shards = 2;
+    c.cache_policy = ferry::encoders::CachePolicy::kLru;
+    c.max_pages = ferry::pipeline::kMaxPagesPerFrame;  // the grammar's bound, not ferry send's
+    c.zstd_window_log = ferry::encoders::kStreamWindowLogMax;
+    c.lzma_dict = ferry::encoders::kLzmaDictMax;
+    std::array<uint8_t, ferry::pipeline::kCodecPayloadSize> p;
+    ferry::pipeline::encode_codec(c, p.data());
+    return p;
+  }();
   if (!dec.decode(FrameType::kCodec, kCodec, out).is_ok()) __builtin_trap();
   static const FrameType kTypes[] = {FrameType::kOpaque, FrameType::kPages, FrameType::kCodec};
   size_t at = 0;

@@ -415,37 +415,234 @@ TEST(PageStream, EncoderCountsTheStreamAsATapWould) {
   EXPECT_GT(tap.xbzrle.load(), 0u);
 }
 
+// A CODEC frame as ferry send writes it: 4 KiB pages, `cache` bytes, `shards` shards.
+std::vector<uint8_t> codec_frame(const CodecAnnouncement& c) {
+  std::vector<uint8_t> p(kCodecPayloadSize);
+  encode_codec(c, p.data());
+  return p;
+}
+
+CodecAnnouncement real_sender(uint64_t cache = 1u << 20, unsigned shards = 1) {
+  CodecAnnouncement c;
+  c.cache_bytes = cache;
+  c.shards = shards;
+  c.max_pages = 64;
+  c.zstd_window_log = encoders::kStreamWindowLog;
+  c.lzma_dict = encoders::lzma_dict_bytes(0);
+  return c;
+}
+
+// A PAGES frame of shard 0, block "pc.ram", pages 0..n-1 (4 KiB each) as the page encoder
+// writes them, optionally through `stream` (content = page_index[n] record[n]).
+std::vector<uint8_t> pages_frame(const std::vector<std::vector<uint8_t>>& pages,
+                                 encoders::StreamCompressor* stream = nullptr) {
+  encoders::CodecConfig cfg;
+  auto enc = encoders::Encoder::create(cfg);
+  EXPECT_TRUE(enc);
+  encoders::EncodeParams params = encoders::params_for_effort(1);
+  params.cache_forms = false;
+  (*enc)->set_params(params);
+  const size_t n = pages.size();
+  std::vector<encoders::PageRef> refs;
+  for (size_t i = 0; i < n; ++i) refs.push_back({page_key(0, uint32_t(i)), pages[i].data()});
+  std::vector<uint8_t> content(4 * n + (*enc)->max_encoded_size(n));
+  for (size_t i = 0; i < n; ++i) {
+    const uint32_t idx = uint32_t(i);
+    content[4 * i] = uint8_t(idx >> 24);
+    content[4 * i + 1] = uint8_t(idx >> 16);
+    content[4 * i + 2] = uint8_t(idx >> 8);
+    content[4 * i + 3] = uint8_t(idx);
+  }
+  auto r = (*enc)->encode_batch(refs, {content.data() + 4 * n, content.size() - 4 * n});
+  EXPECT_EQ(r.pages, n);
+  content.resize(4 * n + r.bytes);
+  std::vector<uint8_t> f = {uint8_t(stream ? 1 : 0), 6,         'p', 'c', '.', 'r', 'a', 'm',
+                            uint8_t(n >> 8),         uint8_t(n)};
+  if (!stream) {
+    f.insert(f.end(), content.begin(), content.end());
+    return f;
+  }
+  std::vector<uint8_t> z(encoders::StreamCompressor::max_compressed_size(content.size()));
+  auto zl = stream->compress(content, z);
+  EXPECT_TRUE(zl);
+  const size_t len = content.size();
+  f.push_back(uint8_t(stream->kind()));
+  for (int sh = 24; sh >= 0; sh -= 8) f.push_back(uint8_t(len >> sh));
+  f.insert(f.end(), z.begin(), z.begin() + long(*zl));
+  return f;
+}
+
+std::vector<std::vector<uint8_t>> zero_pages(size_t n) {
+  return std::vector<std::vector<uint8_t>>(n, std::vector<uint8_t>(4096, 0));
+}
+
+TEST(PageStreamDecoder, RefusesCodecLimitsAboveItsOwn) {
+  ByteQueue out;
+  struct Case {
+    const char* what;  // in the refusal
+    CodecAnnouncement c;
+  };
+  std::vector<Case> cases;
+  auto add = [&](const char* what, auto change) {
+    CodecAnnouncement c = real_sender();
+    change(c);
+    cases.push_back({what, c});
+  };
+  add("--max-cache-mib", [](CodecAnnouncement& c) { c.cache_bytes = 2u << 20; });
+  add("page size", [](CodecAnnouncement& c) { c.page_size = 3000; });
+  add("encode shards", [](CodecAnnouncement& c) { c.shards = 65; });
+  add("4097 pages", [](CodecAnnouncement& c) { c.max_pages = 4097; });
+  add("0 pages", [](CodecAnnouncement& c) { c.max_pages = 0; });
+  add("per frame", [](CodecAnnouncement& c) {  // 4096 pages of 64 KiB: 256 MiB a frame
+    c.max_pages = 4096;
+    c.page_size = 65536;
+  });
+  add("zstd window of 2^25", [](CodecAnnouncement& c) { c.zstd_window_log = 25; });
+  add("zstd window of 2^9", [](CodecAnnouncement& c) { c.zstd_window_log = 9; });
+  add("LZMA2 dictionary of 4194304", [](CodecAnnouncement& c) { c.lzma_dict = 4u << 20; });
+  add("LZMA2 dictionary of 100", [](CodecAnnouncement& c) { c.lzma_dict = 100; });
+  add("64 shards", [](CodecAnnouncement& c) {  // 64 x (16 MiB + 2 MiB) > 1 GiB
+    c.shards = 64;
+    c.zstd_window_log = 24;
+    c.lzma_dict = 2u << 20;
+  });
+  for (const Case& k : cases) {
+    PageStreamDecoder dec(1u << 20);
+    Status st = dec.decode(FrameType::kCodec, codec_frame(k.c), out);
+    ASSERT_FALSE(st.is_ok()) << k.what;
+    EXPECT_NE(st.message().find(k.what), std::string::npos) << st.message();
+    EXPECT_NE(st.message().find("CODEC frame"), std::string::npos) << st.message();
+    // Refused, nothing built: a PAGES frame still finds no CODEC.
+    EXPECT_FALSE(dec.decode(FrameType::kPages, pages_frame(zero_pages(1)), out).is_ok());
+  }
+  // Other versions, and version 5 cut short or padded.
+  const std::vector<std::vector<uint8_t>> bad = {
+      {},
+      {3, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 2},
+      {4, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 2, 1},
+      {6, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 1, 1, 0, 64, 23, 0, 4, 0, 0},
+  };
+  for (const auto& c : bad) {
+    PageStreamDecoder dec(1u << 20);
+    Status st = dec.decode(FrameType::kCodec, c, out);
+    ASSERT_FALSE(st.is_ok());
+    EXPECT_NE(st.message().find("version"), std::string::npos) << st.message();
+  }
+  std::vector<uint8_t> c = codec_frame(real_sender());
+  c.push_back(0);
+  EXPECT_FALSE(PageStreamDecoder(1u << 20).decode(FrameType::kCodec, c, out).is_ok());
+  c.resize(kCodecPayloadSize - 1);
+  EXPECT_FALSE(PageStreamDecoder(1u << 20).decode(FrameType::kCodec, c, out).is_ok());
+  // The largest real sender: 64 shards, 64 pages of 64 KiB, zstd 2^23 and LZMA2 256 KiB.
+  CodecAnnouncement big = real_sender(256u << 20, 64);
+  big.page_size = 65536;
+  PageStreamDecoder dec(256u << 20);
+  EXPECT_TRUE(dec.decode(FrameType::kCodec, codec_frame(big), out).is_ok());
+}
+
+// Every PAGES frame is held to what CODEC announced: a frame beyond it fails with a sentence
+// naming the limit, while the same frame within the limits decodes.
+TEST(PageStreamDecoder, EnforcesAnnouncedLimitsOnEveryFrame) {
+  ByteQueue out;
+  // Pages per frame: 64 announced; a 65-page frame of valid records is refused.
+  {
+    PageStreamDecoder dec(1u << 20);
+    ASSERT_TRUE(dec.decode(FrameType::kCodec, codec_frame(real_sender()), out).is_ok());
+    ASSERT_TRUE(dec.decode(FrameType::kPages, pages_frame(zero_pages(64)), out).is_ok());
+    Status st = dec.decode(FrameType::kPages, pages_frame(zero_pages(65)), out);
+    ASSERT_FALSE(st.is_ok());
+    EXPECT_NE(st.message().find("65 pages"), std::string::npos) << st.message();
+    EXPECT_NE(st.message().find("announced 1..64"), std::string::npos) << st.message();
+  }
+  if (!encoders::stream_compression_available(encoders::StreamKind::kZstd)) return;
+  // zstd: the sender's compressor uses a 2^23 window; a receiver told 2^22 refuses its block,
+  // told 2^23 decodes it.
+  for (int log : {22, 23}) {
+    auto z = encoders::StreamCompressor::create(encoders::StreamKind::kZstd, 1);
+    ASSERT_TRUE(z);
+    CodecAnnouncement c = real_sender();
+    c.zstd_window_log = log;
+    PageStreamDecoder dec(1u << 20);
+    ASSERT_TRUE(dec.decode(FrameType::kCodec, codec_frame(c), out).is_ok());
+    Status st = dec.decode(FrameType::kPages, pages_frame(zero_pages(8), z->get()), out);
+    if (log == 23) {
+      EXPECT_TRUE(st.is_ok()) << st.message();
+    } else {
+      ASSERT_FALSE(st.is_ok());
+      EXPECT_NE(st.message().find("window above the 4194304 bytes the sender announced"),
+                std::string::npos)
+          << st.message();
+    }
+  }
+  // A stream kind the CODEC frame announced no window for.
+  {
+    auto z = encoders::StreamCompressor::create(encoders::StreamKind::kZstd, 1);
+    CodecAnnouncement c = real_sender();
+    c.zstd_window_log = 0;
+    PageStreamDecoder dec(1u << 20);
+    ASSERT_TRUE(dec.decode(FrameType::kCodec, codec_frame(c), out).is_ok());
+    Status st = dec.decode(FrameType::kPages, pages_frame(zero_pages(1), z->get()), out);
+    ASSERT_FALSE(st.is_ok());
+    EXPECT_NE(st.message().find("announced none"), std::string::npos) << st.message();
+  }
+  if (!encoders::stream_compression_available(encoders::StreamKind::kLzma)) return;
+  // LZMA2: two equal random pages, the second a match 4 KiB back. A receiver told the minimal
+  // 4 KiB dictionary cannot reach it; told the sender's real 256 KiB, it decodes.
+  std::mt19937 rng(7);
+  std::vector<std::vector<uint8_t>> pages(2, std::vector<uint8_t>(4096));
+  for (auto& b : pages[0]) b = uint8_t(rng());
+  pages[1] = pages[0];
+  for (uint32_t dict : {encoders::kLzmaDictMin, encoders::lzma_dict_bytes(0)}) {
+    auto z = encoders::StreamCompressor::create(encoders::StreamKind::kLzma, 0);
+    ASSERT_TRUE(z);
+    CodecAnnouncement c = real_sender();
+    c.lzma_dict = dict;
+    PageStreamDecoder dec(1u << 20);
+    ASSERT_TRUE(dec.decode(FrameType::kCodec, codec_frame(c), out).is_ok());
+    Status st = dec.decode(FrameType::kPages, pages_frame(pages, z->get()), out);
+    if (dict == encoders::kLzmaDictMin) {
+      ASSERT_FALSE(st.is_ok());
+      EXPECT_NE(st.message().find("4096-byte dictionary the sender announced"), std::string::npos)
+          << st.message();
+    } else {
+      EXPECT_TRUE(st.is_ok()) << st.message();
+    }
+  }
+}
+
+// More distinct RAM blocks than the receiver keeps apart.
+TEST(PageStreamDecoder, BoundsDistinctBlocks) {
+  DecoderLimits lim;
+  lim.max_cache_bytes = 1u << 20;
+  lim.max_blocks = 3;
+  PageStreamDecoder dec(lim);
+  ByteQueue out;
+  ASSERT_TRUE(dec.decode(FrameType::kCodec, codec_frame(real_sender()), out).is_ok());
+  for (char b : {'a', 'b', 'c', 'a', 'd'}) {
+    std::vector<uint8_t> f = pages_frame(zero_pages(1));
+    f[1] = 1;
+    f.erase(f.begin() + 2, f.begin() + 8);
+    f.insert(f.begin() + 2, uint8_t(b));
+    Status st = dec.decode(FrameType::kPages, f, out);
+    EXPECT_EQ(st.is_ok(), b != 'd') << b << ": " << st.message();
+  }
+}
+
 TEST(PageStreamDecoder, RejectsHostileFrames) {
   PageStreamDecoder dec(1u << 20);
   ByteQueue out;
   // PAGES before CODEC.
   std::vector<uint8_t> pages = {0, 6, 'p', 'c', '.', 'r', 'a', 'm', 0, 1, 0, 0, 0, 0, 0};
   EXPECT_FALSE(dec.decode(FrameType::kPages, pages, out).is_ok());
-  // A cache larger than allowed.
-  std::vector<uint8_t> codec = {3, 0, 0, 0x10, 0, 0, 0, 0, 0, 0x40, 0, 0, 0, 1};
-  auto st = dec.decode(FrameType::kCodec, codec, out);
-  EXPECT_FALSE(st.is_ok());
-  EXPECT_NE(st.message().find("--max-cache-mib"), std::string::npos);
-  // Version 1 (no shard count), version 2 (no stream kinds), no shards, too many shards.
-  const std::vector<std::vector<uint8_t>> bad_codecs = {
-      {1, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0},
-      {2, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 1},
-      {3, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0},
-      {3, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 65},
-      {4, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 1},     // version 4 without its policy
-      {4, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 1, 2},  // an unknown policy
-      {3, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 1, 1},  // version 3 with one
-  };
-  for (const auto& c : bad_codecs) {
-    EXPECT_FALSE(dec.decode(FrameType::kCodec, c, out).is_ok());
-  }
-  {
-    PageStreamDecoder v4(1u << 20);  // 4 KiB pages, 1 MiB, 2 shards, aged-clock
-    const std::vector<uint8_t> c = {4, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 2, 1};
-    EXPECT_TRUE(v4.decode(FrameType::kCodec, c, out).is_ok());
-  }
-  codec = {3, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 2};  // version 3: lru
+  CodecAnnouncement c = real_sender(1u << 20, 2);
+  c.cache_policy = encoders::CachePolicy::kLru;
+  c.max_pages = kMaxPagesPerFrame;
+  std::vector<uint8_t> codec = codec_frame(c);
+  codec[14] = 2;  // an unknown policy
+  EXPECT_FALSE(dec.decode(FrameType::kCodec, codec, out).is_ok());
+  codec = codec_frame(c);
   ASSERT_TRUE(dec.decode(FrameType::kCodec, codec, out).is_ok());
+  EXPECT_FALSE(dec.decode(FrameType::kCodec, codec, out).is_ok()) << "a second CODEC frame";
   // A shard beyond the CODEC frame's, zero-length block, count beyond the payload, truncated
   // records, an unknown stream kind, a bad zstd block, a bad LZMA2 block, a stream header cut
   // short.

@@ -547,5 +547,88 @@ TEST(QmpClientAddress, TcpConnects) {
   EXPECT_EQ((*c)->qemu_version_major(), 9);
 }
 
+// ---------------------------------------------------------------------------------------------
+// connect_fd on a socketpair: the server's bytes are queued before each step (no thread).
+
+constexpr char kPairGreeting[] =
+    "{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 2, \"major\": 7}}, "
+    "\"capabilities\": []}}\r\n{\"return\": {}, \"id\": 1}\n";
+
+void send_all(int fd, std::string_view bytes) {
+  while (!bytes.empty()) {
+    ssize_t n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    ASSERT_GT(n, 0);
+    bytes.remove_prefix(size_t(n));
+  }
+}
+
+TEST(QmpConnectFd, SplitsLinesAcrossReadsAndManyLinesInOneRead) {
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  send_all(sv[1], kPairGreeting);
+  auto c = QmpClient::connect_fd(sv[0], "pair", 1000);
+  ASSERT_TRUE(c) << c.status().message();
+  EXPECT_EQ((*c)->qemu_version(), "7.2.0");
+  // One event line arriving in three reads (the scan resumes where it stopped).
+  const std::string ev =
+      "{\"event\": \"STOP\", \"timestamp\": {\"seconds\": 1, \"microseconds\": 500000}}\n";
+  for (size_t at = 0; at < ev.size(); at += 30) {
+    send_all(sv[1], std::string_view(ev).substr(at, 30));
+    ASSERT_TRUE((*c)->poll(0).is_ok());
+  }
+  ASSERT_EQ((*c)->queued_events(), 1u);
+  // Many short lines (blank ones and events) in one read, then a line that is not JSON: its
+  // byte offset counts every line before it.
+  std::string many(20000, '\n');
+  for (int i = 0; i < 100; ++i) many += ev;
+  const size_t bad_at = std::string(kPairGreeting).size() + ev.size() + many.size();
+  many += "{oops}\n";
+  send_all(sv[1], many);
+  Status st = (*c)->poll(200);
+  EXPECT_EQ((*c)->queued_events(), 101u);
+  ASSERT_EQ(st.code(), ErrorCode::kProtocol);
+  EXPECT_NE(st.message().find("at byte " + std::to_string(bad_at)), std::string::npos)
+      << st.message();
+  ::close(sv[1]);
+}
+
+TEST(QmpConnectFd, AnOverlongLineIsAProtocolError) {
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  send_all(sv[1], kPairGreeting);
+  auto c = QmpClient::connect_fd(sv[0], "pair", 1000);
+  ASSERT_TRUE(c) << c.status().message();
+  // Written from a thread: the line is larger than the socket's buffer.
+  std::thread writer([fd = sv[1]] {
+    std::string line = "[";
+    while (line.size() <= QmpClient::kMaxLineBytes) line += "[],";
+    for (size_t at = 0; at < line.size();) {
+      ssize_t n = ::send(fd, line.data() + at, line.size() - at, MSG_NOSIGNAL);
+      if (n <= 0) break;  // the client gave up and closed
+      at += size_t(n);
+    }
+    ::shutdown(fd, SHUT_WR);
+  });
+  Status st = (*c)->poll(5000);
+  for (int i = 0; i < 100 && st.is_ok(); ++i) st = (*c)->poll(100);
+  EXPECT_EQ(st.code(), ErrorCode::kProtocol) << st.message();
+  EXPECT_NE(st.message().find("longer than"), std::string::npos) << st.message();
+  c->reset();  // closes the client's end: the writer stops
+  writer.join();
+  ::close(sv[1]);
+}
+
+TEST(QmpConnectFd, DuplicateKeysAreAProtocolError) {
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  send_all(sv[1], "{\"QMP\": {}, \"QMP\": {}}\n");
+  auto c = QmpClient::connect_fd(sv[0], "pair", 1000);
+  ASSERT_FALSE(c);
+  EXPECT_EQ(c.status().code(), ErrorCode::kProtocol);
+  EXPECT_NE(c.status().message().find("duplicate object key"), std::string::npos)
+      << c.status().message();
+  ::close(sv[1]);
+}
+
 }  // namespace
 }  // namespace ferry::qemu
