@@ -5,7 +5,7 @@
 //  * decode_handshake on the input's first 20 bytes: an accepted HELLO payload re-encodes to
 //    the same bytes;
 //  * FrameChecker from seq 0 over the whole input: every frame it returns lies inside it;
-//  * `hello` is sent as a raw frame buffer to a receiver's receiver_read_hello;
+//  * `hello` is sent as a raw frame buffer to a receiver's receiver_greet (no credentials);
 //  * `accept` is queued as the receiver's raw answer before a sender's sender_handshake.
 // Must never crash, hang, or read outside the frame.
 #include <cstdint>
@@ -26,18 +26,25 @@ struct Link {
   std::unique_ptr<Transport> receiver;  // the accepted end (ferry recv)
 };
 
+// A fresh client/accepted pair on the one listener (a failed sender handshake closes its end).
+void connect_pair(Link& k) {
+  k.sender.reset();
+  k.receiver.reset();
+  auto c = loopback::connect("handshake-fuzz", 0);
+  if (!c) __builtin_trap();
+  k.sender = std::move(*c);
+  auto a = k.listener->accept(0);
+  if (!a) __builtin_trap();
+  k.receiver = std::move(*a);
+}
+
 Link& link() {
   static Link* l = [] {
     auto* k = new Link;
     auto li = loopback::listen("handshake-fuzz");
     if (!li) __builtin_trap();
     k->listener = std::move(*li);
-    auto c = loopback::connect("handshake-fuzz", 0);
-    if (!c) __builtin_trap();
-    k->sender = std::move(*c);
-    auto a = k->listener->accept(0);
-    if (!a) __builtin_trap();
-    k->receiver = std::move(*a);
+    connect_pair(*k);
     return k;
   }();
   return *l;
@@ -102,14 +109,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Link& l = link();
 
   send_raw(*l.sender, p, hello_len);
-  auto hello = receiver_read_hello(*l.receiver, 0);
-  if (hello && hello->version != kVersion) __builtin_trap();
+  auto hello = receiver_greet(*l.receiver, nullptr, ferry::Clock::now());
+  if (hello && hello->hello.version != kVersion) __builtin_trap();
 
   send_raw(*l.receiver, p + hello_len, left - hello_len);
-  Handshake h;
-  h.features = kFeaturePages;
-  h.session_id = 42;
-  (void)sender_handshake(*l.sender, h, 0);
+  SenderHello h;
+  h.hello.features = kFeaturePages;
+  h.hello.session_id = 42;
+  h.timeout_ms = 0;
+  auto sent = sender_handshake(std::move(l.sender), std::move(h));
+  if (!sent) {
+    connect_pair(l);
+    return 0;
+  }
+  l.sender = std::move(*sent);
 
   drain(*l.receiver);  // the sender's HELLO
   drain(*l.sender);
