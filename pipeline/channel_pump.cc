@@ -515,8 +515,9 @@ size_t ChannelPump::Impl::step(TimePoint now) {
 ChannelPump::ChannelPump(PumpRole role, QemuEnd qemu, Transport& link, PumpOptions options)
     : impl_(std::make_unique<Impl>(role, qemu, link, options, counters_)) {}
 
-ChannelPump::~ChannelPump() {
-  // Buffers still held go back to the pool (the transport may outlive the pump).
+ChannelPump::~ChannelPump() { release_buffers(); }
+
+void ChannelPump::release_buffers() {
   Impl& m = *impl_;
   m.seal_current();
   for (; m.tx_count; --m.tx_count, m.tx_head = (m.tx_head + 1) % m.tx_ring.size()) {

@@ -99,6 +99,10 @@ class ChannelPump final : public dataplane::Poller {
   // Runs this pump alone on an engine of its own (options.poll_mode) until it finished.
   Status run();
 
+  // Gives every frame buffer the pump still holds back to the transport's pools: before the
+  // transport goes, when the pump outlives it (its counters are read later). Idempotent.
+  void release_buffers();
+
   const PumpCounters& counters() const { return counters_; }
 
  private:

@@ -99,6 +99,7 @@ void ChannelSet::start_channel(uint16_t index, QemuEnd qemu, bool own_fds,
     // Close QEMU's end right away: on failure QEMU must see it now, not at process exit.
     c->close_fds();
     c->link_stats = c->link->link_stats();
+    c->pump->release_buffers();  // into the link's pools, which go with it
     c->link.reset();
     c->finished.store(true, std::memory_order_release);
     signal_fd(wake);
