@@ -464,6 +464,26 @@ def postcopy(codec='none', encode_threads=1, transport='tcp', link_rate=None,
                           security, preempt)
 
 
+def start_postcopy_through(src, dst, fr, wd, preempt=False):
+    """A pre-copy of src through fr with post-copy allowed (QEMU capped at 32 MiB/s, so it is
+    surely mid-way), then migrate-start-postcopy; returns once the source is postcopy-active.
+    The destination's postcopy-blocktime counts how long its vCPUs waited for pages."""
+    for g in (src, dst):
+        g.set_capabilities({'postcopy-ram': True, 'postcopy-preempt': preempt})
+    dst.set_capabilities({'postcopy-blocktime': True})
+    src.set_parameters({'max-bandwidth': 32 << 20, 'max-postcopy-bandwidth': 16 << 20})
+    src.wait_ready()
+    src.wait_heartbeats(2)
+    fr.start_recv(wd.path('in.sock'))
+    src.migrate(fr.start_send())
+    rig.wait_until(lambda: src.query_migrate().get('ram', {}).get('transferred', 0) >
+                   (24 << 20), rig.scaled(60), 'pre-copy progress')
+    src.start_postcopy()
+    info = src.wait_migration(timeout=150, until=('postcopy-active', 'completed'))
+    check(info['status'] == 'postcopy-active',
+          'migration completed before switching to post-copy: %s' % info['status'])
+
+
 def postcopy_body(wd, codec, encode_threads, transport, link, signal_in_postcopy, security,
                   preempt):
     wl = {'ws': '96M', 'pattern': 'mix', 'rate': 0}
@@ -474,20 +494,7 @@ def postcopy_body(wd, codec, encode_threads, transport, link, signal_in_postcopy
                      send_args=['--encode-threads', str(encode_threads)], transport=transport,
                      security=security)
         try:
-            for g in (src, dst):
-                g.set_capabilities({'postcopy-ram': True, 'postcopy-preempt': preempt})
-            dst.set_capabilities({'postcopy-blocktime': True})
-            src.set_parameters({'max-bandwidth': 32 << 20, 'max-postcopy-bandwidth': 16 << 20})
-            src.wait_ready()
-            src.wait_heartbeats(2)
-            fr.start_recv(wd.path('in.sock'))
-            src.migrate(fr.start_send())
-            rig.wait_until(lambda: src.query_migrate().get('ram', {}).get('transferred', 0) >
-                           (24 << 20), rig.scaled(60), 'pre-copy progress')
-            src.start_postcopy()
-            info = src.wait_migration(timeout=150, until=('postcopy-active', 'completed'))
-            check(info['status'] == 'postcopy-active',
-                  'migration completed before switching to post-copy: %s' % info['status'])
+            start_postcopy_through(src, dst, fr, wd, preempt)
             dst.wait_status('paused')
             if signal_in_postcopy:
                 # The destination loaded the device state: both ferries forwarded

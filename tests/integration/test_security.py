@@ -27,14 +27,13 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import rig  # noqa: E402
 from test_proxy import (Ferries, check, check_ferry_counts, check_source_keeps_vm,  # noqa: E402
                         ferry_bin, free_port, make_credentials, migrate_and_verify,
                         postcopy, proc_listening, proc_listening_unix, read_text, report,
-                        start_slow_precopy)
+                        start_postcopy_through, start_slow_precopy)
 
 HANDSHAKE_TIMEOUT_S = 10  # ferry recv's total deadline per link (RecvOptions)
 MAX_HANDSHAKES = 32       # links greeted at once (RecvOptions)
@@ -147,19 +146,7 @@ def x509_postcopy():
                                   netns=link.ns_b) as dst:
         fr = Ferries(wd, link=link, security='x509')
         try:
-            for g in (src, dst):
-                g.set_capabilities({'postcopy-ram': True})
-            src.set_parameters({'max-bandwidth': 32 << 20, 'max-postcopy-bandwidth': 16 << 20})
-            src.wait_ready()
-            src.wait_heartbeats(2)
-            fr.start_recv(wd.path('in.sock'))
-            src.migrate(fr.start_send())
-            rig.wait_until(lambda: src.query_migrate().get('ram', {}).get('transferred', 0) >
-                           (24 << 20), rig.scaled(60), 'pre-copy progress')
-            src.start_postcopy()
-            info = src.wait_migration(timeout=150, until=('postcopy-active', 'completed'))
-            check(info['status'] == 'postcopy-active',
-                  'migration completed before switching to post-copy: %s' % info['status'])
+            start_postcopy_through(src, dst, fr, wd)
             info = src.wait_migration(timeout=150)
             dst.wait_incoming_done()
             report('x509 post-copy (destination paused)', info)
