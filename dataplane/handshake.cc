@@ -9,21 +9,15 @@
 namespace ferry::dataplane {
 namespace {
 
-int ms_until(TimePoint deadline) {
-  const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
-  return static_cast<int>(std::clamp<int64_t>(left.count(), 0, 1 << 30));
-}
-
-// A rejecting ACCEPT's reason ("no reason given" when empty).
-std::string reason_of(const FrameChecker::Frame& f) {
-  std::string why(reinterpret_cast<const char*>(f.payload) + (f.header.len ? 1 : 0),
-                  f.header.len ? f.header.len - 1 : 0);
-  return why.empty() ? std::string("no reason given") : why;
-}
-
 Status in_handshake(const Status& st) { return Status(st.code(), "handshake: " + st.message()); }
 
 }  // namespace
+
+std::string rejection_reason(const FrameChecker::Frame& accept) {
+  std::string why(reinterpret_cast<const char*>(accept.payload) + (accept.header.len ? 1 : 0),
+                  accept.header.len ? accept.header.len - 1 : 0);
+  return why.empty() ? std::string("no reason given") : why;
+}
 
 HandshakeReader::~HandshakeReader() {
   if (buf_) buf_->pool->free(buf_);
@@ -41,7 +35,7 @@ Result<FrameChecker::Frame> HandshakeReader::next(TimePoint deadline) {
     if (buf_) buf_->pool->free(buf_);
     buf_ = nullptr;
     pos_ = 0;
-    auto f = recv_frame(link_, std::min(ms_until(deadline), cancel_ ? 100 : 1 << 30));
+    auto f = recv_frame(link_, std::min(ms_left(deadline), cancel_ ? 100 : 1 << 30));
     if (!f) {
       const bool more_time = Clock::now() < deadline;
       if (cancel_ && cancel_->load(std::memory_order_relaxed)) {
@@ -78,7 +72,7 @@ Result<std::unique_ptr<Transport>> sender_handshake(std::unique_ptr<Transport> l
     return error(ErrorCode::kProtocol, "handshake: the peer did not answer with ACCEPT");
   }
   if (frame->header.len < 1 || frame->payload[0] != kAccept) {
-    return Status(ErrorCode::kProtocol, "rejected: " + reason_of(*frame));
+    return Status(ErrorCode::kProtocol, "rejected: " + rejection_reason(*frame));
   }
   if (!keys) return link;
   return protect_link(std::move(link), *keys);

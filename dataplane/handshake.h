@@ -23,8 +23,7 @@ namespace ferry::dataplane {
 inline constexpr int kHandshakeTimeoutMs = 10000;
 
 // Handshake frames one at a time, each checked (length, CRC, seq 0); a received buffer may
-// hold several.
-// A set cancel flag ends a wait within 100 ms.
+// hold several. A set cancel flag ends a wait within 100 ms.
 class HandshakeReader {
  public:
   explicit HandshakeReader(Transport& link, const std::atomic<bool>* cancel = nullptr)
@@ -41,6 +40,9 @@ class HandshakeReader {
   FrameBuf* buf_ = nullptr;
   size_t pos_ = 0;
 };
+
+// The reason a rejecting ACCEPT frame carries ("no reason given" when empty).
+std::string rejection_reason(const FrameChecker::Frame& accept);
 
 struct SenderHello {
   Handshake hello;

@@ -41,11 +41,6 @@ Result<Address> parse_address(const std::string& text) {
   return Address{*ip, static_cast<uint16_t>(port)};
 }
 
-int ms_left(TimePoint deadline) {
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-  return std::max<int>(static_cast<int>(left.count()), 0);
-}
-
 // reliable/'s defaults, but a retransmit timeout of at least 20 ms: a dpdk link's datagrams
 // pass a thread hop (the demux) and its RTT on a veth or memif is tens of microseconds, so the
 // 5 ms floor fired on every scheduling stall of a loaded host (spurious resends, each a lossy

@@ -319,11 +319,8 @@ Result<SessionKeys> LinkSecurity::handshake(Transport& link, HandshakeReader& re
       chunk.resize(std::min<size_t>(BIO_ctrl_pending(out), kMaxPayload));
       const int n = BIO_read(out, chunk.data(), static_cast<int>(chunk.size()));
       if (n <= 0) break;
-      const int left = static_cast<int>(std::max<int64_t>(
-          0,
-          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count()));
-      if (auto st =
-              send_frame(link, FrameType::kTls, 0, {chunk.data(), static_cast<size_t>(n)}, left);
+      if (auto st = send_frame(link, FrameType::kTls, 0, {chunk.data(), static_cast<size_t>(n)},
+                               ms_left(deadline));
           !st) {
         return Status(st.code(), "TLS handshake: " + st.message());
       }
@@ -337,9 +334,7 @@ Result<SessionKeys> LinkSecurity::handshake(Transport& link, HandshakeReader& re
     auto f = reader.next(deadline);
     if (!f) return Status(f.status().code(), "TLS handshake: " + f.status().message());
     if (f->header.type == FrameType::kAccept && !server) {
-      std::string why(reinterpret_cast<const char*>(f->payload) + (f->header.len ? 1 : 0),
-                      f->header.len ? f->header.len - 1 : 0);
-      return error(ErrorCode::kAuth, "rejected: " + (why.empty() ? "no reason given" : why));
+      return error(ErrorCode::kAuth, "rejected: " + rejection_reason(*f));
     }
     if (f->header.type != FrameType::kTls) {
       return error(ErrorCode::kProtocol, "TLS handshake: a frame of type " +

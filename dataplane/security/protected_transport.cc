@@ -119,9 +119,10 @@ class ProtectedTransport final : public Transport {
   size_t progress(TimePoint now) noexcept override { return flush() + inner_->progress(now); }
   TimePoint next_deadline() const noexcept override { return inner_->next_deadline(); }
 
+  // The inner link closes once every sealed buffer went to it (flush).
   void close_tx() noexcept override {
     closing_ = true;
-    if (pending_count_ == 0) inner_->close_tx();
+    flush();
   }
 
   LinkState state() const noexcept override {

@@ -32,11 +32,6 @@ Result<uint64_t> syn_id(std::span<const uint8_t> datagram) {
   return uint64_t{syn->conn_id};
 }
 
-int ms_left(TimePoint deadline) {
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-  return std::max<int>(static_cast<int>(left.count()), 0);
-}
-
 class UdpListener final : public Listener {
  public:
   explicit UdpListener(std::unique_ptr<PortListener> ports) : ports_(std::move(ports)) {}
