@@ -32,11 +32,11 @@ def stop():
     wl = {'ws': '32M', 'pattern': 'mix', 'rate': 5000}
     with rig.Guest('src', workload=wl) as g:
         g.wait_ready()
-        time.sleep(2.5)  # a baseline of ticks
+        g.wait_heartbeats(120)  # a baseline of ticks (20 ms each)
         t0 = time.monotonic()
         g.stop()
         t_stopped = time.monotonic()
-        time.sleep(1.0)
+        time.sleep(1.0)  # the pause being measured, not a wait for an event
         g.cont()
         t1 = time.monotonic()
         g.wait_heartbeats(5)
@@ -69,7 +69,7 @@ def _postcopy(wd, wl, before=None, during=None):
     src = rig.Guest('src', workload=wl, workdir=wd)
     dst = rig.Guest.destination(src, 'dst', 'unix:' + wd.path('in.sock'), autostart=autostart)
     src.wait_ready()
-    time.sleep(1.0)
+    src.wait_heartbeats(50)  # about a second of ticks before the migration
     if before:
         before(src)
     for g in (src, dst):
@@ -77,7 +77,8 @@ def _postcopy(wd, wl, before=None, during=None):
     src.set_parameters({'max-bandwidth': 32 << 20, 'max-postcopy-bandwidth': 12 << 20})
     t0 = time.monotonic()
     src.migrate('unix:' + wd.path('in.sock'))
-    time.sleep(1.0)
+    rig.wait_until(lambda: src.query_migrate().get('ram', {}).get('transferred', 0) >
+                   (16 << 20), rig.scaled(60), 'pre-copy progress')
     src.start_postcopy()
     src.wait_migration(timeout=60, until=('postcopy-active', 'completed'))
     t_pc = time.monotonic()

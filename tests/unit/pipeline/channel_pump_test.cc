@@ -333,9 +333,11 @@ TEST(ReceiverPump, StopsDecodingBetweenFramesOnceQemuHasEnoughQueued) {
   }
   ASSERT_EQ(link.send_side->tx_burst({&f, 1}), 1u);
   link.send_side->progress(Clock::now());
-  while (codec.calls.load() == 0) std::this_thread::yield();
-  // Without the bound every frame would be decoded in the same step; give it time to show.
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  // The pump writes to QEMU in the step after it decoded (channel_pump.h: link receive comes
+  // first), so once QEMU's socket has bytes, that step's decoding is over: without the bound
+  // it would have taken all 64 frames.
+  pollfd readable{dst.test, POLLIN, 0};
+  ASSERT_EQ(::poll(&readable, 1, 10000), 1) << "nothing reached QEMU";
   EXPECT_LE(codec.calls.load(), 2) << "decoded on while QEMU had megabytes queued";
   // QEMU reads: decoding resumes where it stopped, and every byte arrives in order.
   std::vector<uint8_t> buf(1u << 16);
