@@ -35,7 +35,14 @@ def migration_settings(src, dst):
     for g in (src, dst):
         if not g.alive():
             continue
-        for c in g.qmp('query-migrate-capabilities'):
+        try:
+            caps = g.qmp('query-migrate-capabilities')
+        except (OSError, rig.RigError):
+            # The destination exits when its incoming migration fails, possibly mid-query.
+            if g is dst and g.proc.wait(timeout=rig.scaled(30)) is not None:
+                continue
+            raise
+        for c in caps:
             out['%s cap %s' % (g.name, c['capability'])] = c['state']
     for k, v in src.qmp('query-migrate-parameters').items():
         out['src param %s' % k] = v
