@@ -38,6 +38,11 @@ double ArgReader::seconds() {
   return d;
 }
 
+std::chrono::seconds link_timeout_value(ArgReader& args) {
+  return std::chrono::seconds(
+      args.count(dataplane::kMinLinkTimeout.count(), dataplane::kMaxLinkTimeout.count()));
+}
+
 long long ArgReader::count(long long min, long long max) {
   std::string flag = current();
   std::string v = value();

@@ -2,6 +2,7 @@
 // message per mistake, writing a result file, and the list of transports for --help.
 #pragma once
 
+#include <chrono>
 #include <cstdio>
 #include <functional>
 #include <string>
@@ -54,6 +55,9 @@ class ArgReader {
   int i_ = 0;
   bool ok_ = true;
 };
+
+// --link-timeout's value: whole seconds within dataplane's bounds.
+std::chrono::seconds link_timeout_value(ArgReader& args);
 
 // The dpdk transport's flags, shared by send, recv and migrate: if the current flag is
 // --dpdk-args or --dpdk-local, takes its value into `out` and returns true.

@@ -46,7 +46,7 @@ void migrate_usage(FILE* out) {
       "                     [--max-downtime MS] [--deadline S] [--allow-postcopy]\n"
       "                     [--allow-throttle] [--codec auto|fast|max|none] [--cache-mib N]\n"
       "                     [--cache-policy aged-clock|lru] [--encode-threads N]\n"
-      "                     [--poll adaptive|busy] [--fabric-provider NAME]\n"
+      "                     [--poll adaptive|busy] [--fabric-provider NAME] [--link-timeout S]\n"
       "                     [--dpdk-args \"EAL ARGS\"] [--dpdk-local IPV4]\n"
       "                     [--tls-x509-dir DIR | --tls-psk-file FILE | --insecure]\n"
       "                     [--tls-authz NAME,...] [--tls-hostname NAME]\n"
@@ -74,8 +74,9 @@ void migrate_usage(FILE* out) {
       "                      seconds (default 600)\n"
       "  --allow-postcopy    may switch to post-copy (sets postcopy-ram on both QEMUs)\n"
       "  --allow-throttle    may let QEMU slow the guest's vCPUs (auto-converge)\n"
-      "  --codec, --cache-mib, --cache-policy, --encode-threads, --poll, --fabric-provider\n"
-      "                     as ferry send (default auto, 256, aged-clock, 1, adaptive, verbs)\n"
+      "  --codec, --cache-mib, --cache-policy, --encode-threads, --poll, --fabric-provider,\n"
+      "  --link-timeout      as ferry send (default auto, 256, aged-clock, 1, adaptive, verbs,\n"
+      "                      10 s)\n"
       "  --dpdk-args, --dpdk-local  as ferry send (for a dpdk: --peer)\n"
       "  --tls-x509-dir, --tls-psk-file, --tls-authz, --tls-hostname, --insecure\n"
       "                     as ferry send: credentials for the link to ferry recv (without\n"
@@ -229,6 +230,8 @@ int run_migrate(int argc, char** argv) {
       a.send.poll_mode = args.poll_mode();
     } else if (args.is("--fabric-provider")) {
       a.send.transport.fabric_provider = args.value();
+    } else if (args.is("--link-timeout")) {
+      a.send.transport.link_timeout = link_timeout_value(args);
     } else if (take_dpdk_flag(args, a.dpdk)) {
     } else if (take_security_flag(args, a.security)) {
     } else if (args.is("--sock")) {

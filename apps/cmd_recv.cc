@@ -21,7 +21,8 @@ void recv_usage(FILE* out) {
       out,
       "usage: ferry recv --listen TRANSPORT:ADDRESS --qemu unix:PATH [--stats-json FILE]\n"
       "                  [--max-cache-mib N] [--poll adaptive|busy] [--fabric-provider NAME]\n"
-      "                  [--dpdk-args \"EAL ARGS\"] [--dpdk-local IPV4] [--quiet]\n"
+      "                  [--dpdk-args \"EAL ARGS\"] [--dpdk-local IPV4] [--link-timeout S]\n"
+      "                  [--quiet]\n"
       "                  [--tls-x509-dir DIR | --tls-psk-file FILE | --insecure]\n"
       "                  [--tls-authz NAME,...]\n"
       "\n"
@@ -44,6 +45,8 @@ void recv_usage(FILE* out) {
       "                          ferry recv keeps a page cache of the sender's size\n"
       "  --poll adaptive|busy    how the dataplane waits (as ferry send; default adaptive)\n"
       "  --fabric-provider NAME  rdma: the libfabric provider (as ferry send; default verbs)\n"
+      "  --link-timeout S        fail a link whose peer is silent for S seconds (as ferry\n"
+      "                          send; 2..600, default 10)\n"
       "  --stats-json FILE       write the final counters: bytes to/from QEMU, bytes on the\n"
       "                          link, pages by class, return-path messages, channels, duration\n"
       "  --quiet                 no progress line (it is shown only on a terminal anyway)\n"
@@ -80,6 +83,8 @@ int run_recv(int argc, char** argv) {
       poll_mode = args.poll_mode();
     } else if (args.is("--fabric-provider")) {
       transport.fabric_provider = args.value();
+    } else if (args.is("--link-timeout")) {
+      transport.link_timeout = link_timeout_value(args);
     } else if (take_dpdk_flag(args, dpdk)) {
     } else if (take_security_flag(args, security)) {
     } else {

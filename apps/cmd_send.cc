@@ -31,7 +31,7 @@ void send_usage(FILE* out) {
       "                  [--codec none|fast|max|auto] [--cache-mib N] [--cache-policy P]\n"
       "                  [--encode-threads N] [--poll adaptive|busy] [--fabric-provider NAME]\n"
       "                  [--dpdk-args \"EAL ARGS\"] [--dpdk-local IPV4]\n"
-      "                  [--connect-timeout S] [--stats-json FILE] [--quiet]\n"
+      "                  [--connect-timeout S] [--link-timeout S] [--stats-json FILE] [--quiet]\n"
       "                  [--tls-x509-dir DIR | --tls-psk-file FILE | --insecure]\n"
       "                  [--tls-authz NAME,...] [--tls-hostname NAME]\n"
       "\n"
@@ -82,6 +82,9 @@ void send_usage(FILE* out) {
       "                         InfiniBand; tcp when no verbs device serves the address, with\n"
       "                         a notice); fi_info -t FI_EP_MSG lists what this host has\n"
       "  --connect-timeout S    give up reaching ferry recv after S seconds (default 10)\n"
+      "  --link-timeout S       fail a link whose peer is silent for S seconds (2..600,\n"
+      "                         default 10): heartbeats flow both ways while it is idle, so\n"
+      "                         this bounds how long a dead host or cable goes unnoticed\n"
       "  --stats-json FILE      write the final counters: bytes from/to QEMU, bytes on the\n"
       "                         link, pages by class, return-path messages, channels, duration\n"
       "  --quiet                no progress line (it is shown only on a terminal anyway)\n"
@@ -126,6 +129,8 @@ int run_send(int argc, char** argv) {
       a.session.poll_mode = args.poll_mode();
     } else if (args.is("--fabric-provider")) {
       a.session.transport.fabric_provider = args.value();
+    } else if (args.is("--link-timeout")) {
+      a.session.transport.link_timeout = link_timeout_value(args);
     } else if (take_dpdk_flag(args, a.dpdk)) {
     } else if (take_security_flag(args, a.security)) {
     } else if (args.is("--stdio")) {

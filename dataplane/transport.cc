@@ -37,16 +37,15 @@ Result<std::unique_ptr<Transport>> plain_connect(const std::string& address, int
 // are listed so `--version` and error messages say why they are missing rather than
 // pretending they do not exist.
 const TransportInfo kTransports[] = {
-    {"tcp", "kernel TCP, non-blocking (default)", true, false, "", &plain_listen<&tcp::listen>,
-     &plain_connect<&tcp::connect>},
+    {"tcp", "kernel TCP, non-blocking (default)", true, false, "", &tcp::listen, &tcp::connect},
     {"udp", "kernel UDP (sendmmsg/recvmmsg, GSO/GRO) under ferry's reliable layer", true, false, "",
-     &plain_listen<&udp::listen>, &plain_connect<&udp::connect>},
+     &udp::listen, &udp::connect},
     {"loopback", "in-process rings (tests)", true, true, "", &plain_listen<&loopback::listen>,
      &plain_connect<&loopback::connect>},
 #if FERRY_HAVE_DPDK
     {"dpdk",
      "DPDK ethdev (NIC/VF, af_packet, af_xdp, memif), UDP/IPv4 under ferry's reliable layer", true,
-     false, "", &plain_listen<&dpdk::listen>, &plain_connect<&dpdk::connect>},
+     false, "", &dpdk::listen, &dpdk::connect},
 #else
     {"dpdk", "DPDK ethdev (NIC/VF, af_packet, af_xdp, memif)", false, false,
      "ferry was built without DPDK: install dpdk-dev libdpdk-dev (scripts/setup.sh) and rebuild "

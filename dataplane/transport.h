@@ -50,10 +50,14 @@ enum class LinkState : uint8_t {
 };
 
 // A peer silent this long fails the link, on every backend (reliable/'s liveness, tcp's
-// TCP_USER_TIMEOUT and keepalive): long enough for a switch to reconverge or a busy host
-// to answer, short enough that a migration whose peer vanished fails while the source
-// still runs the VM.
+// TCP_USER_TIMEOUT and keepalive, rdma's heartbeats): long enough for a switch to reconverge
+// or a busy host to answer, short enough that a migration whose peer vanished fails while
+// the source still runs the VM. The default of --link-timeout (TransportSettings).
 inline constexpr std::chrono::seconds kLinkTimeout{10};
+// --link-timeout's bounds: under 2 s a heartbeat (every 250 ms) lost to a scheduling stall
+// of a loaded host would end healthy links; over 10 minutes a dead peer hides too long.
+inline constexpr std::chrono::seconds kMinLinkTimeout{2};
+inline constexpr std::chrono::seconds kMaxLinkTimeout{600};
 
 // Readiness bits for an adaptive engine's sleep (no <poll.h> here; the engine translates).
 inline constexpr uint32_t kWaitReadable = 1u << 0;
@@ -131,6 +135,8 @@ class Listener {
 struct TransportSettings {
   // rdma: the libfabric provider ("verbs", "tcp", ...); empty = verbs, else tcp with a notice.
   std::string fabric_provider;
+  // Every backend: silence from the peer this long fails the link (--link-timeout).
+  std::chrono::seconds link_timeout{kLinkTimeout};
 };
 
 // One row of the registration table.

@@ -45,9 +45,10 @@ Result<Address> parse_address(const std::string& text) {
 // pass a thread hop (the demux) and its RTT on a veth or memif is tens of microseconds, so the
 // 5 ms floor fired on every scheduling stall of a loaded host (spurious resends, each a lossy
 // round for the rate estimate). Real losses are found by RACK well before the timeout.
-reliable::ReliableOptions link_options() {
+reliable::ReliableOptions link_options(const TransportSettings& settings) {
   reliable::ReliableOptions o;
   o.min_rto = std::chrono::milliseconds(20);
+  o.liveness_timeout = settings.link_timeout;
   return o;
 }
 
@@ -95,17 +96,18 @@ class DpdkLink final : public Transport {
 };
 
 Result<std::unique_ptr<Transport>> make_link(Device& device, std::shared_ptr<Flow> flow, Role role,
-                                             std::span<const uint8_t> first) {
+                                             std::span<const uint8_t> first,
+                                             const TransportSettings& settings) {
   auto port = std::make_unique<DpdkPort>(device, std::move(flow));
-  auto link = ReliableTransport::create(std::move(port), link_options(), role, first);
+  auto link = ReliableTransport::create(std::move(port), link_options(settings), role, first);
   if (!link) return link.status();
   return std::unique_ptr<Transport>(new DpdkLink(std::move(*link), device));
 }
 
 class DpdkListener final : public Listener {
  public:
-  DpdkListener(Device& device, Address where, int event_fd)
-      : device_(device), where_(where), event_fd_(event_fd) {}
+  DpdkListener(Device& device, Address where, int event_fd, const TransportSettings& settings)
+      : device_(device), where_(where), event_fd_(event_fd), settings_(settings) {}
   ~DpdkListener() override {
     device_.unlisten(where_.port);
     ::close(event_fd_);
@@ -123,7 +125,7 @@ class DpdkListener final : public Listener {
         auto flow =
             device_.open_flow(syn.key.peer_ip, syn.key.peer_port, syn.peer_mac, where_.port);
         if (!flow) continue;  // a repeated SYN of a flow accepted already
-        return make_link(device_, std::move(*flow), Role::kServer, syn.datagram);
+        return make_link(device_, std::move(*flow), Role::kServer, syn.datagram, settings_);
       }
       const int left = ms_left(deadline);
       if (left == 0) return error(ErrorCode::kTimeout, "no new dpdk link");
@@ -141,11 +143,13 @@ class DpdkListener final : public Listener {
   Device& device_;
   Address where_;
   int event_fd_;
+  TransportSettings settings_;
 };
 
 }  // namespace
 
-Result<std::unique_ptr<Listener>> listen(const std::string& address) {
+Result<std::unique_ptr<Listener>> listen(const std::string& address,
+                                         const TransportSettings& transport) {
   auto a = parse_address(address);
   if (!a) return a.status();
   DpdkSettings s = settings();
@@ -164,10 +168,11 @@ Result<std::unique_ptr<Listener>> listen(const std::string& address) {
     ::close(efd);
     return st;
   }
-  return std::unique_ptr<Listener>(new DpdkListener(**device, *a, efd));
+  return std::unique_ptr<Listener>(new DpdkListener(**device, *a, efd, transport));
 }
 
-Result<std::unique_ptr<Transport>> connect(const std::string& address, int timeout_ms) {
+Result<std::unique_ptr<Transport>> connect(const std::string& address, int timeout_ms,
+                                           const TransportSettings& settings) {
   const TimePoint deadline = Clock::now() + std::chrono::milliseconds(std::max(timeout_ms, 0));
   auto a = parse_address(address);
   if (!a) return a.status();
@@ -181,7 +186,7 @@ Result<std::unique_ptr<Transport>> connect(const std::string& address, int timeo
   auto flow = (*device)->open_flow(a->ip, a->port, *mac);
   if (!flow) return flow.status();
   auto port = std::make_unique<DpdkPort>(**device, std::move(*flow));
-  auto link = ReliableTransport::create(std::move(port), link_options(), Role::kClient);
+  auto link = ReliableTransport::create(std::move(port), link_options(settings), Role::kClient);
   if (!link) return link.status();
   Status st = reliable::wait_established(**link, ms_left(deadline));
   if (!st) {

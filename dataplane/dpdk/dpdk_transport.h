@@ -19,8 +19,10 @@ namespace ferry::dataplane::dpdk {
 // Listens on UDP port PORT of IPV4 (the local address; --dpdk-local, when given, must match).
 // accept() returns once a new flow's SYN arrived; datagrams from unknown flows that are not a
 // SYN are dropped and counted (link_stats "dpdk.rx_unknown").
-Result<std::unique_ptr<Listener>> listen(const std::string& address);
+Result<std::unique_ptr<Listener>> listen(const std::string& address,
+                                         const TransportSettings& settings = {});
 // Resolves the peer by ARP and runs the reliable handshake, within timeout_ms.
-Result<std::unique_ptr<Transport>> connect(const std::string& address, int timeout_ms);
+Result<std::unique_ptr<Transport>> connect(const std::string& address, int timeout_ms,
+                                           const TransportSettings& settings = {});
 
 }  // namespace ferry::dataplane::dpdk

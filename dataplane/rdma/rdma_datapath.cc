@@ -308,9 +308,9 @@ size_t RdmaTransport::progress(TimePoint now) noexcept {
   poll_eq();
   if (heard_ || peer_may_be_silent() || fin_received_) {
     last_heard_ = now;
-  } else if (now - last_heard_ > kLiveness && error_.is_ok()) {
+  } else if (now - last_heard_ > link_timeout_ && error_.is_ok()) {
     fail(ErrorCode::kTimeout, "rdma: no message from the peer for " +
-                                  std::to_string(kLiveness.count()) +
+                                  std::to_string(link_timeout_.count()) +
                                   " s (link timeout: it hung, or the network is down)");
     return work + 1;
   }

@@ -162,8 +162,8 @@ Status check_params(const ConnectParams& p, const char* who, uint32_t* depth) {
 // signals an eventfd, which is the listener's wait_fd.
 class RdmaListener final : public Listener {
  public:
-  RdmaListener(std::shared_ptr<Fabric> fabric, std::string where)
-      : fabric_(std::move(fabric)), where_(std::move(where)) {}
+  RdmaListener(std::shared_ptr<Fabric> fabric, std::string where, std::chrono::seconds link_timeout)
+      : fabric_(std::move(fabric)), where_(std::move(where)), link_timeout_(link_timeout) {}
   ~RdmaListener() override {
     stop_.store(true);
     if (reader_.joinable()) {
@@ -230,7 +230,7 @@ class RdmaListener final : public Listener {
       fi_freeinfo(r.info);
       return st;
     }
-    auto link = RdmaTransport::create(fabric_, r.info);  // owns info from here
+    auto link = RdmaTransport::create(fabric_, r.info, link_timeout_);  // owns info from here
     if (!link) return link.status();
     if (auto st = (*link)->accept_peer(depth, std::max(timeout_ms, kAcceptCompleteMs)); !st) {
       return st;
@@ -286,6 +286,7 @@ class RdmaListener final : public Listener {
 
   std::shared_ptr<Fabric> fabric_;
   std::string where_;
+  std::chrono::seconds link_timeout_;
   fid_eq* eq_ = nullptr;
   fid_pep* pep_ = nullptr;
   int event_fd_ = -1;
@@ -310,8 +311,9 @@ Status registration_error(const std::string& provider, size_t bytes, int fi_err)
                     " (locked memory is limited: raise ulimit -l / LimitMEMLOCK for ferry)");
 }
 
-RdmaTransport::RdmaTransport(std::shared_ptr<Fabric> fabric, fi_info* info)
-    : fabric_(std::move(fabric)), info_(info) {}
+RdmaTransport::RdmaTransport(std::shared_ptr<Fabric> fabric, fi_info* info,
+                             std::chrono::seconds link_timeout)
+    : fabric_(std::move(fabric)), info_(info), link_timeout_(link_timeout) {}
 
 RdmaTransport::~RdmaTransport() {
   if (ep_) {
@@ -327,8 +329,9 @@ RdmaTransport::~RdmaTransport() {
 }
 
 Result<std::unique_ptr<RdmaTransport>> RdmaTransport::create(std::shared_ptr<Fabric> fabric,
-                                                             fi_info* info) {
-  std::unique_ptr<RdmaTransport> t(new RdmaTransport(std::move(fabric), info));
+                                                             fi_info* info,
+                                                             std::chrono::seconds link_timeout) {
+  std::unique_ptr<RdmaTransport> t(new RdmaTransport(std::move(fabric), info, link_timeout));
   int err = 0;
   const char* step = "";
   if (auto st = t->open(&err, &step); !st) return st;
@@ -528,7 +531,7 @@ Result<std::unique_ptr<Listener>> listen(const std::string& address,
     fi_freeinfo(*info);
     return fabric.status();
   }
-  auto l = std::make_unique<RdmaListener>(*fabric, address);
+  auto l = std::make_unique<RdmaListener>(*fabric, address, settings.link_timeout);
   auto st = l->open(*info);
   fi_freeinfo(*info);
   if (!st) return st;
@@ -547,7 +550,7 @@ Result<std::unique_ptr<Transport>> connect(const std::string& address, int timeo
     fi_freeinfo(*info);
     return fabric.status();
   }
-  auto link = RdmaTransport::create(*fabric, *info);
+  auto link = RdmaTransport::create(*fabric, *info, settings.link_timeout);
   if (!link) return link.status();
   if (auto st = (*link)->connect_to_peer(address, timeout_ms); !st) return st;
   return std::unique_ptr<Transport>(std::move(*link));

@@ -28,7 +28,7 @@ void TcpTransport::fail(const char* what, int err) noexcept {
   if (err == ETIMEDOUT || err == EHOSTUNREACH || err == ENETUNREACH) {
     error_ = Status(ErrorCode::kTimeout,
                     std::string(what) + ": no answer from the peer for " +
-                        std::to_string(kLinkTimeout.count()) + " s (link timeout" +
+                        std::to_string(link_timeout_.count()) + " s (link timeout" +
                         (err == ETIMEDOUT ? "" : std::string(": ") + std::strerror(err)) + ")");
     return;
   }

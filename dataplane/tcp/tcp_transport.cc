@@ -18,20 +18,20 @@ namespace ferry::dataplane::tcp {
 namespace {
 
 // Keepalive probes of an idle link: the first after this much silence, then one a second;
-// TCP_USER_TIMEOUT (kLinkTimeout) ends them, as it ends retransmissions of unacked data.
+// TCP_USER_TIMEOUT (the link timeout) ends them, as it ends retransmissions of unacked data.
 constexpr int kKeepaliveIdleS = 2;
 constexpr int kKeepaliveIntervalS = 1;
 
-Status prepare(int fd) {
+Status prepare(int fd, std::chrono::seconds link_timeout) {
   // The pump already writes whole batches of frames; Nagle would only add latency to the
   // small return-path frames that post-copy waits on.
   int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   // A peer that vanished without a FIN or RST (host down, cable pulled, a half-open link)
-  // fails the link after kLinkTimeout, whether data was waiting for its ack or not.
+  // fails the link after link_timeout, whether data was waiting for its ack or not.
   const int user_timeout_ms =
-      static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(kLinkTimeout).count());
-  const int probes = static_cast<int>(kLinkTimeout.count()) / kKeepaliveIntervalS;
+      static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(link_timeout).count());
+  const int probes = static_cast<int>(link_timeout.count()) / kKeepaliveIntervalS;
   if (::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one) != 0 ||
       ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &kKeepaliveIdleS, sizeof kKeepaliveIdleS) != 0 ||
       ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &kKeepaliveIntervalS,
@@ -46,8 +46,8 @@ Status prepare(int fd) {
 }
 
 // Takes fd (closed on failure).
-Result<std::unique_ptr<Transport>> make(int fd) {
-  if (auto st = prepare(fd); !st) {
+Result<std::unique_ptr<Transport>> make(int fd, std::chrono::seconds link_timeout) {
+  if (auto st = prepare(fd, link_timeout); !st) {
     ::close(fd);
     return st;
   }
@@ -56,18 +56,19 @@ Result<std::unique_ptr<Transport>> make(int fd) {
     ::close(fd);
     return pool.status();
   }
-  return std::unique_ptr<Transport>(new TcpTransport(fd, std::move(*pool)));
+  return std::unique_ptr<Transport>(new TcpTransport(fd, std::move(*pool), link_timeout));
 }
 
 class TcpListener final : public Listener {
  public:
-  TcpListener(int fd, std::string where) : fd_(fd), where_(std::move(where)) {}
+  TcpListener(int fd, std::string where, std::chrono::seconds link_timeout)
+      : fd_(fd), where_(std::move(where)), link_timeout_(link_timeout) {}
   ~TcpListener() override { ::close(fd_); }
 
   Result<std::unique_ptr<Transport>> accept(int timeout_ms) override {
     auto fd = accept_one(fd_, timeout_ms);
     if (!fd) return fd.status();
-    return make(*fd);
+    return make(*fd, link_timeout_);
   }
   int wait_fd() const noexcept override { return fd_; }
   std::string where() const override { return "tcp:" + where_; }
@@ -75,12 +76,14 @@ class TcpListener final : public Listener {
  private:
   int fd_;
   std::string where_;
+  std::chrono::seconds link_timeout_;
 };
 
 }  // namespace
 
-TcpTransport::TcpTransport(int fd, std::unique_ptr<FramePool> pool)
-    : fd_(fd), pool_(std::move(pool)), tx_ring_(pool_->size()) {}
+TcpTransport::TcpTransport(int fd, std::unique_ptr<FramePool> pool,
+                           std::chrono::seconds link_timeout)
+    : fd_(fd), pool_(std::move(pool)), link_timeout_(link_timeout), tx_ring_(pool_->size()) {}
 
 TransportCaps TcpTransport::caps() const noexcept {
   TransportCaps c;
@@ -100,20 +103,22 @@ void TcpTransport::set_buffer_hint(size_t bytes) noexcept {
   ::setsockopt(fd_, SOL_SOCKET, SO_SNDBUF, &v, sizeof v);
 }
 
-Result<std::unique_ptr<Listener>> listen(const std::string& address) {
+Result<std::unique_ptr<Listener>> listen(const std::string& address,
+                                         const TransportSettings& settings) {
   auto ep = parse_endpoint("tcp:" + address);
   if (!ep) return ep.status();
   auto fd = listen_on(*ep);
   if (!fd) return fd.status();
-  return std::unique_ptr<Listener>(new TcpListener(*fd, address));
+  return std::unique_ptr<Listener>(new TcpListener(*fd, address, settings.link_timeout));
 }
 
-Result<std::unique_ptr<Transport>> connect(const std::string& address, int timeout_ms) {
+Result<std::unique_ptr<Transport>> connect(const std::string& address, int timeout_ms,
+                                           const TransportSettings& settings) {
   auto ep = parse_endpoint("tcp:" + address);
   if (!ep) return ep.status();
   auto fd = connect_to(*ep, timeout_ms);
   if (!fd) return fd.status();
-  return make(*fd);
+  return make(*fd, settings.link_timeout);
 }
 
 }  // namespace ferry::dataplane::tcp

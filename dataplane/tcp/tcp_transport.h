@@ -10,7 +10,9 @@
 namespace ferry::dataplane::tcp {
 
 // address: "HOST:PORT" (IPv6 hosts in brackets).
-Result<std::unique_ptr<Listener>> listen(const std::string& address);
-Result<std::unique_ptr<Transport>> connect(const std::string& address, int timeout_ms);
+Result<std::unique_ptr<Listener>> listen(const std::string& address,
+                                         const TransportSettings& settings = {});
+Result<std::unique_ptr<Transport>> connect(const std::string& address, int timeout_ms,
+                                           const TransportSettings& settings = {});
 
 }  // namespace ferry::dataplane::tcp

@@ -22,8 +22,8 @@ inline constexpr size_t kPoolFrames = 64;
 
 class TcpTransport final : public Transport {
  public:
-  // Takes ownership of a connected, non-blocking socket.
-  TcpTransport(int fd, std::unique_ptr<FramePool> pool);
+  // Takes ownership of a connected, non-blocking socket whose link timeout is set.
+  TcpTransport(int fd, std::unique_ptr<FramePool> pool, std::chrono::seconds link_timeout);
   ~TcpTransport() override {
     if (fd_ >= 0) ::close(fd_);
   }
@@ -61,6 +61,7 @@ class TcpTransport final : public Transport {
 
   int fd_;
   std::unique_ptr<FramePool> pool_;
+  std::chrono::seconds link_timeout_;  // for the message when it ends the connection
   bool peer_closed_ = false;
   bool tx_closed_ = false;
   bool shut_sent_ = false;

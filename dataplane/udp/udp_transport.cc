@@ -20,9 +20,11 @@ using reliable::Role;
 // The glue to reliable/: a Transport that owns the port. A server passes the peer's first
 // datagram (its SYN), which reached the listening socket, not the port. No I/O here.
 Result<std::unique_ptr<ReliableTransport>> make_transport(std::unique_ptr<UdpPort> port,
-                                                          std::span<const uint8_t> first,
-                                                          Role role) {
-  return ReliableTransport::create(std::move(port), reliable::ReliableOptions{}, role, first);
+                                                          std::span<const uint8_t> first, Role role,
+                                                          const TransportSettings& settings) {
+  reliable::ReliableOptions options;
+  options.liveness_timeout = settings.link_timeout;
+  return ReliableTransport::create(std::move(port), options, role, first);
 }
 
 // The listener's first-datagram check: a reliable SYN, told apart by its connection id.
@@ -34,13 +36,15 @@ Result<uint64_t> syn_id(std::span<const uint8_t> datagram) {
 
 class UdpListener final : public Listener {
  public:
-  explicit UdpListener(std::unique_ptr<PortListener> ports) : ports_(std::move(ports)) {}
+  UdpListener(std::unique_ptr<PortListener> ports, const TransportSettings& settings)
+      : ports_(std::move(ports)), settings_(settings) {}
 
   // The server's SYN-ACK leaves on the transport's first progress(), in its owner's loop.
   Result<std::unique_ptr<Transport>> accept(int timeout_ms) override {
     auto accepted = ports_->accept(timeout_ms);
     if (!accepted) return accepted.status();
-    auto link = make_transport(std::move(accepted->port), accepted->first, Role::kServer);
+    auto link =
+        make_transport(std::move(accepted->port), accepted->first, Role::kServer, settings_);
     if (!link) return link.status();
     return std::unique_ptr<Transport>(std::move(*link));
   }
@@ -49,20 +53,23 @@ class UdpListener final : public Listener {
 
  private:
   std::unique_ptr<PortListener> ports_;
+  TransportSettings settings_;
 };
 
 }  // namespace
 
-Result<std::unique_ptr<Listener>> listen(const std::string& address) {
+Result<std::unique_ptr<Listener>> listen(const std::string& address,
+                                         const TransportSettings& settings) {
   auto ports = PortListener::create(address, {}, syn_id);
   if (!ports) return ports.status();
-  return std::unique_ptr<Listener>(new UdpListener(std::move(*ports)));
+  return std::unique_ptr<Listener>(new UdpListener(std::move(*ports), settings));
 }
 
 // A name may resolve to several addresses (::1 and 127.0.0.1 for localhost) and only the
 // handshake shows which one a ferry listens on: one that refuses (ICMP port unreachable) passes
 // on to the next, as TCP's connect does.
-Result<std::unique_ptr<Transport>> connect(const std::string& address, int timeout_ms) {
+Result<std::unique_ptr<Transport>> connect(const std::string& address, int timeout_ms,
+                                           const TransportSettings& settings) {
   const TimePoint deadline = Clock::now() + std::chrono::milliseconds(std::max(timeout_ms, 0));
   auto peers = resolve(address);
   if (!peers) return peers.status();
@@ -70,7 +77,7 @@ Result<std::unique_ptr<Transport>> connect(const std::string& address, int timeo
     auto port = connect_port(peer);
     if (!port) return port.status();
     const UdpPort* raw = port->get();
-    auto link = make_transport(std::move(*port), {}, Role::kClient);
+    auto link = make_transport(std::move(*port), {}, Role::kClient, settings);
     if (!link) return link.status();
     Status st = reliable::wait_established(**link, ms_left(deadline));
     if (st) return std::unique_ptr<Transport>(std::move(*link));

@@ -15,10 +15,12 @@ namespace ferry::dataplane::udp {
 // reliable::ReliableTransport (kind() "udp") that answers on its first progress(). Every
 // channel of a migration is its own connection; repeated SYNs and strangers' datagrams are
 // dropped.
-Result<std::unique_ptr<Listener>> listen(const std::string& address);
+Result<std::unique_ptr<Listener>> listen(const std::string& address,
+                                         const TransportSettings& settings = {});
 // Runs the reliable handshake on each address of HOST in turn until one answers, within
 // timeout_ms. Nothing listening: kClosed ("nothing listens there"), at once, not at the
 // timeout.
-Result<std::unique_ptr<Transport>> connect(const std::string& address, int timeout_ms);
+Result<std::unique_ptr<Transport>> connect(const std::string& address, int timeout_ms,
+                                           const TransportSettings& settings = {});
 
 }  // namespace ferry::dataplane::udp

@@ -35,7 +35,6 @@ inline constexpr uint32_t kCreditReturnAt = kRxDepth / 4;  // owed credits worth
 inline constexpr uint32_t kImmFin = 1u << 31;
 inline constexpr uint32_t kImmCredits = 0xffff;
 inline constexpr auto kHeartbeat = std::chrono::milliseconds(250);
-inline constexpr auto kLiveness = kLinkTimeout;  // transport.h: as tcp and reliable/
 
 // Private data of fi_connect / fi_accept: what each side posted, checked by the other.
 struct ConnectParams {
@@ -73,7 +72,8 @@ class RdmaTransport final : public Transport {
   // Opens domain, completion queue, event queue and endpoint for info (owned: freed here),
   // registers both pools and posts the receives. The endpoint is not connected yet.
   static Result<std::unique_ptr<RdmaTransport>> create(std::shared_ptr<Fabric> fabric,
-                                                       fi_info* info);
+                                                       fi_info* info,
+                                                       std::chrono::seconds link_timeout);
   // Client: connects to info->dest_addr and waits for the accept.
   Status connect_to_peer(const std::string& where, int timeout_ms);
   // Server: accepts the connection request info came from; the client posted peer_rx_depth.
@@ -107,7 +107,7 @@ class RdmaTransport final : public Transport {
   const std::string& provider() const noexcept { return fabric_->provider; }
 
  private:
-  RdmaTransport(std::shared_ptr<Fabric> fabric, fi_info* info);
+  RdmaTransport(std::shared_ptr<Fabric> fabric, fi_info* info, std::chrono::seconds link_timeout);
   Status open(int* step_err, const char** step);
   Status wait_connected(const std::string& where, int timeout_ms);
 
@@ -125,6 +125,7 @@ class RdmaTransport final : public Transport {
 
   std::shared_ptr<Fabric> fabric_;
   fi_info* info_;
+  std::chrono::seconds link_timeout_;  // no message for this long fails the link
   fid_domain* domain_ = nullptr;
   fid_eq* eq_ = nullptr;
   fid_cq* cq_ = nullptr;

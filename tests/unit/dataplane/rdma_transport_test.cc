@@ -25,6 +25,10 @@ namespace ferry::dataplane::rdma {
 namespace {
 
 const TransportSettings kTcpProvider{.fabric_provider = "tcp"};
+// A short --link-timeout: the liveness test shows the setting is what ends the link.
+constexpr std::chrono::seconds kLiveness{3};
+const TransportSettings kTcpProviderShortTimeout{.fabric_provider = "tcp",
+                                                 .link_timeout = kLiveness};
 
 struct Pair {
   std::unique_ptr<Transport> client, server;
@@ -32,11 +36,11 @@ struct Pair {
 
 // A connected pair on a free port of 127.0.0.1 (accept runs beside connect: an rdma connect
 // completes only once the other side accepted).
-Pair connected_pair() {
+Pair connected_pair(const TransportSettings& settings = kTcpProvider) {
   static int next = 47000 + (::getpid() % 1000) * 5;
   for (int port = next;; ++port) {
     const std::string address = "127.0.0.1:" + std::to_string(port);
-    auto l = listen_transport("rdma:" + address, kTcpProvider);
+    auto l = listen_transport("rdma:" + address, settings);
     if (!l) continue;
     next = port + 1;
     Result<std::unique_ptr<Transport>> a = error(ErrorCode::kTimeout, "not accepted");
@@ -47,7 +51,7 @@ Pair connected_pair() {
       EXPECT_EQ(::poll(&p, 1, 5000), 1);
       a = (*l)->accept(0);
     });
-    auto c = connect_transport("rdma:" + address, 5000, kTcpProvider);
+    auto c = connect_transport("rdma:" + address, 5000, settings);
     acceptor.join();
     EXPECT_TRUE(c.has_value()) << c.status().message();
     EXPECT_TRUE(a.has_value()) << a.status().message();
@@ -230,7 +234,7 @@ TEST(RdmaTransport, PeerGoneFailsTheLinkInOneSentence) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   ASSERT_EQ(c->state(), LinkState::kFailed);
-  EXPECT_LT(Clock::now() - t0, kLiveness);
+  EXPECT_LT(Clock::now() - t0, kLinkTimeout);
   EXPECT_NE(c->error().message().find("rdma: "), std::string::npos) << c->error().message();
   EXPECT_EQ(c->error().message().find('\n'), std::string::npos);
 }
@@ -296,8 +300,9 @@ TEST(RdmaTransport, AdaptiveEngineSleepsOnTheCompletionQueueAndWakesForData) {
 
 TEST(RdmaTransport, HungPeerFailsAtTheLivenessTimeout) {
   // The peer's process is alive (its connection stays up) but never runs its engine: no
-  // heartbeat comes, and the link fails at the liveness timeout, not before, not never.
-  auto [c, s] = connected_pair();
+  // heartbeat comes, and the link fails at the liveness timeout (--link-timeout), not before,
+  // not never.
+  auto [c, s] = connected_pair(kTcpProviderShortTimeout);
   ASSERT_TRUE(c && s);
   const auto t0 = Clock::now();
   while (c->state() == LinkState::kOpen &&

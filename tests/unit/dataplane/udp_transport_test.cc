@@ -167,6 +167,41 @@ TEST(UdpTransport, TwoHundredMegabytesCheckedWithThroughput) {
       static_cast<unsigned long long>(retransmits));
 }
 
+// --link-timeout reaches reliable/ on both ends: a peer that stops answering (alive, but its
+// engine never runs again) fails the link after 2 s, not the default 10.
+TEST(UdpTransport, LinkTimeoutSettingEndsASilentLink) {
+  TransportSettings settings;
+  settings.link_timeout = std::chrono::seconds(2);
+  auto listener = listen("127.0.0.1:0", settings);
+  ASSERT_TRUE(listener) << listener.status().message();
+  const std::string at = (*listener)->where().substr(4);
+  Result<std::unique_ptr<Transport>> client = error(ErrorCode::kInternal, "not run");
+  std::atomic<bool> connected{false};
+  std::thread connector([&] {
+    client = connect(at, 5000, settings);
+    connected = true;
+  });
+  auto server = (*listener)->accept(5000);
+  ASSERT_TRUE(server) << server.status().message();
+  while (!connected) {  // the server answers the handshake from its progress()
+    (*server)->progress(Clock::now());
+    idle(**server, false);
+  }
+  connector.join();
+  ASSERT_TRUE(client) << client.status().message();
+  const auto t0 = Clock::now();
+  while ((*client)->state() == LinkState::kOpen && Clock::now() - t0 < std::chrono::seconds(6)) {
+    (*client)->progress(Clock::now());
+    idle(**client, false);
+  }
+  const double took = std::chrono::duration<double>(Clock::now() - t0).count();
+  ASSERT_EQ((*client)->state(), LinkState::kFailed);
+  EXPECT_GE(took, 1.5);
+  EXPECT_LT(took, 3.5);
+  EXPECT_NE((*client)->error().message().find("for 2.0 s (liveness timeout)"), std::string::npos)
+      << (*client)->error().message();
+}
+
 // Channels of one migration connect to one listener at the same time; each gets its own
 // connection and its own frames.
 TEST(UdpTransport, ChannelsInParallelAreSeparateConnections) {
