@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -50,7 +51,7 @@ void migrate_usage(FILE* out) {
       "                     [--dpdk-args \"EAL ARGS\"] [--dpdk-local IPV4]\n"
       "                     [--tls-x509-dir DIR | --tls-psk-file FILE | --insecure]\n"
       "                     [--tls-authz NAME,...] [--tls-hostname NAME]\n"
-      "                     [--sock PATH] [--json]\n"
+      "                     [--recover-uri unix:PATH] [--sock PATH] [--json]\n"
       "\n"
       "Migrates the VM of the source QEMU (its QMP socket: --src-qmp) to the destination QEMU\n"
       "(--dst-qmp; started with -incoming unix:PATH, where `ferry recv --qemu unix:PATH\n"
@@ -81,6 +82,13 @@ void migrate_usage(FILE* out) {
       "  --tls-x509-dir, --tls-psk-file, --tls-authz, --tls-hostname, --insecure\n"
       "                     as ferry send: credentials for the link to ferry recv (without\n"
       "                     them, only a ferry recv on this host unless --insecure)\n"
+      "  --recover-uri unix:PATH\n"
+      "                      post-copy recovery: when the link fails in post-copy both QEMUs\n"
+      "                      pause (the VM waits on the destination); ferry migrate then has\n"
+      "                      the destination listen on PATH (migrate-recover), where a\n"
+      "                      restarted or --serve ferry recv delivers, opens a new link and\n"
+      "                      resumes the source (migrate resume=true), retrying until\n"
+      "                      --deadline. Without it, a pause is reported and waited out\n"
       "  --sock PATH         the unix socket the source QEMU migrates into (default\n"
       "                      /tmp/ferry-migrate-<pid>.sock)\n"
       "  --json              one JSON object per line on stdout: progress samples, decisions,\n"
@@ -89,6 +97,7 @@ void migrate_usage(FILE* out) {
 
 struct MigrateArgs {
   std::string src_qmp, dst_qmp, sock;
+  std::string recover_uri;  // where the destination QEMU listens for post-copy recovery
   Limits limits;
   SendOptions send;
   dataplane::dpdk::DpdkSettings dpdk;
@@ -194,6 +203,108 @@ QemuSample qemu_sample(const Value& m) {
   return s;
 }
 
+std::string fmt_seconds(std::chrono::nanoseconds d) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f s", std::chrono::duration<double>(d).count());
+  return buf;
+}
+
+// Counters of ferry paths one after another (post-copy recovery replaces the path).
+SetCounters add(SetCounters a, const SetCounters& b) {
+  a.bytes_from_qemu += b.bytes_from_qemu;
+  a.bytes_to_qemu += b.bytes_to_qemu;
+  a.link_tx_bytes += b.link_tx_bytes;
+  a.link_rx_bytes += b.link_rx_bytes;
+  a.pages_normal += b.pages_normal;
+  a.pages_zero += b.pages_zero;
+  a.page_bytes_in += b.page_bytes_in;
+  a.page_wire_bytes += b.page_wire_bytes;
+  a.effort = b.effort;
+  a.link_backlog_bytes = b.link_backlog_bytes;
+  return a;
+}
+
+// One decision, as it is taken: a JSON line, or a line on the terminal.
+void record_decision(const Decision& d, bool json_lines, bool tty) {
+  if (json_lines) {
+    std::printf("%s\n", Value::object({{"event", Value("decision")},
+                                       {"t_s", Value(d.time_s)},
+                                       {"action", Value(action_name(d.action))},
+                                       {"value", Value(d.value)},
+                                       {"reason", Value(d.reason)}})
+                            .dump()
+                            .c_str());
+    std::fflush(stdout);
+  } else {
+    std::fprintf(stderr, "%s[%6.1f s] %s: %s\n", tty ? "\r\033[K" : "", d.time_s,
+                 action_name(d.action), d.reason.c_str());
+  }
+}
+
+// Post-copy paused (the link failed): since when, why, and QEMU's recovery so far.
+struct PostcopyPause {
+  TimePoint since{};         // {} = not paused
+  std::string why;           // how the ferry path ended
+  int attempts = 0;          // recovery attempts in this pause
+  TimePoint next_attempt{};  // back-off
+  bool resuming = false;     // the source was told to resume into the current path
+  bool told_waiting = false;
+  int recoveries = 0;  // pauses recovered from
+  double total_s = 0;  // time paused, summed over recovered pauses
+};
+
+// One attempt of QEMU's post-copy recovery through a new ferry path, in the order that never
+// leaves a QEMU stuck: the destination listens on --recover-uri (migrate-recover, out of band:
+// its main loop may be blocked on a missing page); a new SendSession opens its main link,
+// which ferry recv (restarted, or --serve) accepts only once it reached that socket; only
+// then is the source told to resume into it (migrate resume=true) — QEMU 7.2 cannot leave
+// its recovery state if the path fails after that. A failed step ends the attempt; the next
+// comes after a back-off of 1, 2, 4, then 5 s. Returns the decision to record, or nothing
+// while the destination has not paused yet.
+std::optional<Decision> recover(qemu::QmpClient& src, qemu::QmpClient& dst, const MigrateArgs& a,
+                                std::unique_ptr<SendSession>& session, PostcopyPause& pause,
+                                TimePoint now) {
+  auto listening =
+      dst.execute_oob("migrate-recover", Value::object({{"uri", Value(a.recover_uri)}}));
+  if (!listening && listening.status().message().find("already") == std::string::npos) {
+    if (listening.status().message().find("only be run when postcopy is paused") !=
+        std::string::npos) {
+      return std::nullopt;  // the destination has not noticed the failure yet
+    }
+  }
+  ++pause.attempts;
+  pause.next_attempt = now + std::chrono::seconds(std::min(5, 1 << (pause.attempts - 1)));
+  Decision d;
+  d.action = Action::kRecover;
+  d.value = pause.attempts;
+  d.reason = "post-copy paused for " + fmt_seconds(now - pause.since) + ": recovery attempt " +
+             std::to_string(pause.attempts) + " via " + a.recover_uri;
+  if (!listening && listening.status().message().find("already") == std::string::npos) {
+    d.reason += " failed: the destination refused migrate-recover: " + listening.status().message();
+    return d;
+  }
+  session->abort();
+  (void)session->wait();
+  session = std::make_unique<SendSession>(a.send);
+  Status st = session->listen(a.sock);
+  if (st) st = session->connect_main();
+  if (!st) {
+    d.reason += " failed: " + st.message();
+    session->abort();  // never started: done, so the next attempt may replace it
+    return d;
+  }
+  session->start();
+  auto r = src.execute("migrate",
+                       Value::object({{"uri", Value("unix:" + a.sock)}, {"resume", Value(true)}}));
+  if (!r) {
+    d.reason += " failed: the source refused to resume: " + r.status().message();
+    session->abort();
+    return d;
+  }
+  pause.resuming = true;
+  return d;
+}
+
 }  // namespace
 
 int run_migrate(int argc, char** argv) {
@@ -236,6 +347,13 @@ int run_migrate(int argc, char** argv) {
     } else if (take_security_flag(args, a.security)) {
     } else if (args.is("--sock")) {
       a.sock = args.value();
+    } else if (args.is("--recover-uri")) {
+      a.recover_uri = args.value();
+      if (a.recover_uri.rfind("unix:", 0) != 0 || a.recover_uri.size() == 5) {
+        std::fprintf(stderr, "ferry migrate: --recover-uri wants unix:PATH, got '%s'\n",
+                     a.recover_uri.c_str());
+        return 2;
+      }
     } else if (args.is("--json")) {
       a.json = true;
     } else {
@@ -301,12 +419,13 @@ int run_migrate(int argc, char** argv) {
 
   // 2. The ferry path, then the migration.
   StopSignals signals;  // before the session's threads: they inherit the blocked signals
-  SendSession session(a.send);
-  if (auto st = session.listen(a.sock); !st) return fail(st.message());
-  session.start();
+  // Replaced by a new one for each post-copy recovery attempt.
+  auto session = std::make_unique<SendSession>(a.send);
+  if (auto st = session->listen(a.sock); !st) return fail(st.message());
+  session->start();
   const auto t0 = std::chrono::steady_clock::now();
   if (auto r = (*src)->execute("migrate", Value::object({{"uri", Value("unix:" + a.sock)}})); !r) {
-    session.abort();
+    session->abort();
     return fail("source: " + r.status().message());
   }
 
@@ -326,6 +445,8 @@ int run_migrate(int argc, char** argv) {
   std::string outcome, reason;
   std::string cancelled_by;       // a signal made us cancel the migration
   TimePoint signal_refused_at{};  // a signal refused in post-copy (a second forces)
+  PostcopyPause pause;            // post-copy paused: when, and the recovery attempts
+  SetCounters earlier;            // the ferry paths that recovery replaced, summed
   for (;;) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     auto m = (*src)->execute("query-migrate");
@@ -356,7 +477,7 @@ int run_migrate(int argc, char** argv) {
     s.time_s = now_s;
     s.qemu = q;
     s.qemu.sampled_dirty_bytes_per_s = sampled_dirty_bytes_per_s;
-    const SetCounters c = session.channels().counters();
+    const SetCounters c = add(earlier, session->channels().counters());
     s.ferry.bytes_from_qemu = c.bytes_from_qemu;
     s.ferry.link_tx_bytes = c.link_tx_bytes;
     s.ferry.page_bytes_in = c.page_bytes_in;
@@ -379,6 +500,54 @@ int run_migrate(int argc, char** argv) {
       }
       if (reason.empty()) reason = "QEMU reports the migration " + q.status;
       break;
+    }
+    // The link failed in post-copy: both QEMUs pause, the VM waits on the destination for
+    // pages only the source has. Recover through a new ferry path (QEMU's post-copy recovery)
+    // until the deadline.
+    if (q.status == "postcopy-paused") {
+      const TimePoint wall = Clock::now();
+      if (pause.since == TimePoint{}) {
+        pause.since = wall;
+        pause.why = session->done() ? session->wait() : "";
+        std::fprintf(stderr,
+                     "%sferry migrate: post-copy paused at %.1f s%s%s: the VM waits on "
+                     "the destination%s\n",
+                     tty ? "\r\033[K" : "", now_s, pause.why.empty() ? "" : ": ", pause.why.c_str(),
+                     a.recover_uri.empty() ? " (no --recover-uri: recover it by hand with "
+                                             "migrate-recover and migrate resume=true)"
+                                           : "; recovering");
+      }
+      if (now_s > a.limits.deadline_s) {
+        outcome = "paused";
+        reason = "post-copy paused for " + fmt_seconds(wall - pause.since) +
+                 " and not recovered by the deadline of " +
+                 std::to_string(static_cast<int>(a.limits.deadline_s)) +
+                 " s: the VM waits on the destination for QEMU's post-copy recovery" +
+                 (pause.why.empty() ? "" : " (" + pause.why + ")");
+        break;
+      }
+      // A new attempt once the path the source resumed into (if any) ended, and the last
+      // attempt's back-off passed.
+      if (pause.resuming && session->done()) pause.resuming = false;
+      if (!a.recover_uri.empty() && !pause.resuming && wall >= pause.next_attempt) {
+        const SendSession* before = session.get();
+        const SetCounters retiring = session->channels().counters();
+        if (auto d = recover(**src, **dst, a, session, pause, wall)) {
+          if (session.get() != before) earlier = add(earlier, retiring);
+          d->time_s = now_s;
+          record_decision(*d, a.json, tty);
+          decisions.push_back(*d);
+        }
+      }
+    } else if (pause.since != TimePoint{} && q.status == "postcopy-active") {
+      const double paused_s = std::chrono::duration<double>(Clock::now() - pause.since).count();
+      pause.total_s += paused_s;
+      std::fprintf(stderr, "%sferry migrate: post-copy resumed after %.1f s paused (attempt %d)\n",
+                   tty ? "\r\033[K" : "", paused_s, pause.attempts);
+      const PostcopyPause done = pause;
+      pause = PostcopyPause();
+      pause.recoveries = done.recoveries + 1;
+      pause.total_s = done.total_s;
     }
     // A stop signal: in pre-copy, cancel (QEMU keeps the VM on the source); in post-copy the
     // VM runs on the destination with pages still here, so the first one is refused.
@@ -409,7 +578,7 @@ int run_migrate(int argc, char** argv) {
     for (Decision& d : engine.step(s)) {
       d.time_s = now_s;
       if (d.action == Action::kSetEffort) {
-        session.channels().set_effort(static_cast<int>(d.value));
+        session->channels().set_effort(static_cast<int>(d.value));
       } else if (d.action == Action::kSetMaxBandwidth) {
         (void)src_settings.set_param("max-bandwidth", static_cast<int64_t>(d.value));
       } else if (d.action == Action::kSetDowntimeLimit) {
@@ -420,18 +589,7 @@ int run_migrate(int argc, char** argv) {
       } else if (d.action == Action::kStop) {
         (void)(*src)->execute("migrate_cancel");
       }
-      if (a.json) {
-        std::printf("%s\n", Value::object({{"event", Value("decision")},
-                                           {"t_s", Value(now_s)},
-                                           {"action", Value(action_name(d.action))},
-                                           {"value", Value(d.value)},
-                                           {"reason", Value(d.reason)}})
-                                .dump()
-                                .c_str());
-      } else {
-        std::fprintf(stderr, "%s[%6.1f s] %s: %s\n", tty ? "\r\033[K" : "", now_s,
-                     action_name(d.action), d.reason.c_str());
-      }
+      record_decision(d, a.json, tty);
       decisions.push_back(d);
     }
     const policy::View& v = engine.view();
@@ -465,19 +623,19 @@ int run_migrate(int argc, char** argv) {
   if (tty) std::fprintf(stderr, "\n");
 
   // 4. The end: the ferry path drains (post-copy's last pages, the return path), then report.
-  if (outcome != "completed") session.abort();
-  std::string path_error = session.wait();
+  if (outcome != "completed") session->abort();
+  std::string path_error = session->wait();
   if (outcome == "completed" && !path_error.empty()) {
     outcome = "failed";
     reason = "ferry: " + path_error;
   }
   if (outcome != "completed" && reason.empty()) reason = path_error;
-  const SetCounters c = session.channels().counters();
+  const SetCounters c = add(earlier, session->channels().counters());
   const double total_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const bool downtime_ok = outcome != "completed" || q.downtime_ms <= a.limits.max_downtime_ms;
   // The page cache's policy and how well it served (null without page encoding).
-  const Value stats = session.channels().stats_json(outcome, reason);
+  const Value stats = session->channels().stats_json(outcome, reason);
   const Value cache = stats.get({"page_cache"});
   // How the link was protected, and who the receiver proved to be.
   const std::string protection =
@@ -508,6 +666,8 @@ int run_migrate(int argc, char** argv) {
                      {"link_bytes", Value(static_cast<int64_t>(c.link_tx_bytes + c.link_rx_bytes))},
                      {"postcopy_requests", Value(static_cast<int64_t>(q.postcopy_requests))},
                      {"passes", Value(static_cast<int64_t>(q.dirty_sync_count))},
+                     {"postcopy_recoveries", Value(static_cast<int64_t>(pause.recoveries))},
+                     {"postcopy_paused_s", Value(pause.total_s)},
                      {"sampled_dirty_bytes_per_s", Value(sampled_dirty_bytes_per_s)},
                      {"page_cache", cache},
                      {"link_protection", Value(protection)},
@@ -529,6 +689,10 @@ int run_migrate(int argc, char** argv) {
                  static_cast<unsigned long long>(q.dirty_sync_count),
                  fmt_bytes(static_cast<double>(c.bytes_from_qemu)).c_str(),
                  fmt_bytes(static_cast<double>(c.link_tx_bytes + c.link_rx_bytes)).c_str());
+    if (pause.recoveries > 0) {
+      std::fprintf(stderr, "  post-copy    paused and recovered %d time%s, %.1f s paused in all\n",
+                   pause.recoveries, pause.recoveries == 1 ? "" : "s", pause.total_s);
+    }
     std::fprintf(stderr, "  link         %s%s%s\n", protection.c_str(),
                  receiver.empty() ? "" : ", receiver ", receiver.c_str());
     if (cache.is_object()) {

@@ -70,6 +70,13 @@ Status SendSession::listen(const std::string& unix_path) {
   return Status::ok();
 }
 
+Status SendSession::connect_main() {
+  auto link = open_link(0);
+  if (!link) return link.status();
+  main_link_ = std::move(*link);
+  return Status::ok();
+}
+
 void SendSession::start() {
   acceptor_ = std::thread([this] { accept_loop(); });
 }
@@ -88,7 +95,9 @@ void SendSession::accept_loop() {
     if (fds[0].revents & POLLIN) {
       auto q = dataplane::accept_one(listen_fd_, 0);
       if (!q) continue;
-      auto link = open_link(next_index);
+      auto link = next_index == 0 && main_link_
+                      ? Result<std::unique_ptr<dataplane::Transport>>(std::move(main_link_))
+                      : open_link(next_index);
       if (!link) {
         ::close(*q);  // QEMU sees its migration fail at once
         error = link.status().message();

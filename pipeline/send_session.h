@@ -43,6 +43,10 @@ class SendSession : public internal::SessionBase {
   // Socket mode. listen() makes the socket (QEMU may connect from then on); start() begins
   // accepting on a thread.
   Status listen(const std::string& unix_path);
+  // Optional, before start(): opens the main channel's link now rather than when QEMU
+  // connects, so that a failure shows before QEMU is told to migrate. Post-copy recovery
+  // needs it: QEMU 7.2 cannot leave its recovery state if the path fails under it.
+  Status connect_main();
   void start();
   // stdio mode: opens the link and starts the one channel on fds 0 (stream) and 1 (RP).
   Status start_stdio();
@@ -58,6 +62,7 @@ class SendSession : public internal::SessionBase {
   uint64_t session_id_;
   int listen_fd_ = -1;
   std::string unix_path_;
+  std::unique_ptr<dataplane::Transport> main_link_;  // connect_main()'s, until QEMU connects
 };
 
 }  // namespace ferry::pipeline

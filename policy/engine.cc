@@ -69,6 +69,8 @@ const char* action_name(Action a) {
       return "start-postcopy";
     case Action::kStop:
       return "stop";
+    case Action::kRecover:
+      return "recover";
   }
   return "?";
 }

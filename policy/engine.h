@@ -90,6 +90,8 @@ enum class Action : uint8_t {
   kSetDowntimeLimit,  // value: ms (QEMU downtime-limit)
   kStartPostcopy,     // migrate-start-postcopy
   kStop,              // migrate_cancel
+  kRecover,           // value: attempt; QEMU's post-copy recovery (ferry migrate's, not the
+                      // engine's: recorded with the decisions so the report tells it all)
 };
 const char* action_name(Action a);
 

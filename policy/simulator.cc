@@ -86,6 +86,8 @@ SimResult simulate(const SimConfig& c, const Limits& limits) {
             r.downtime_ms = (c.device_state_bytes / b) * 1000;
           }
           break;
+        case Action::kRecover:  // the engine never decides it: ferry migrate's own
+          break;
         case Action::kStop:
           r.outcome = "stopped";
           r.total_time_s = t;

@@ -202,8 +202,21 @@ Result<std::unique_ptr<QmpClient>> QmpClient::handshake(int fd, std::string addr
                                            greeting->dump().substr(0, 200));
   }
   client->greeting_ = *qmp;
-  auto caps = client->execute("qmp_capabilities", {}, ms_left(deadline));
+  // Out-of-band execution when offered (execute_oob()); replies are matched by id anyway.
+  const json::Value& offered = (*qmp)["capabilities"];
+  bool oob = false;
+  for (size_t i = 0; offered.is_array() && i < offered.size(); ++i) {
+    oob = oob || offered[i].as_string() == "oob";
+  }
+  json::Value enable;
+  if (oob) {
+    json::Value list = json::Value::array();
+    list.push_back(json::Value("oob"));
+    enable = json::Value::object({{"enable", list}});
+  }
+  auto caps = client->execute("qmp_capabilities", enable, ms_left(deadline));
   if (!caps) return caps.status();
+  client->oob_ = oob;
   FERRY_LOG_DEBUG("qmp: connected to %s (QEMU %s)", addr.c_str(), client->qemu_version().c_str());
   return client;
 }
@@ -354,10 +367,20 @@ Result<json::Value> QmpClient::read_message(uint64_t deadline_ns) {
 
 Result<json::Value> QmpClient::execute(std::string_view command, const json::Value& arguments,
                                        int timeout_ms) {
+  return run(command, arguments, timeout_ms, false);
+}
+
+Result<json::Value> QmpClient::execute_oob(std::string_view command, const json::Value& arguments,
+                                           int timeout_ms) {
+  return run(command, arguments, timeout_ms, oob_);
+}
+
+Result<json::Value> QmpClient::run(std::string_view command, const json::Value& arguments,
+                                   int timeout_ms, bool out_of_band) {
   if (!fatal_.is_ok()) return fatal_;
   const uint64_t deadline = deadline_after(timeout_ms);
   const int64_t id = int64_t(next_id_++);
-  json::Value msg = json::Value::object({{"execute", command}});
+  json::Value msg = json::Value::object({{out_of_band ? "exec-oob" : "execute", command}});
   if (!arguments.is_null()) msg.set("arguments", arguments);
   msg.set("id", id);
   std::string text = msg.dump();

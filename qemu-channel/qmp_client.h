@@ -76,6 +76,14 @@ class QmpClient {
   // arrives in time (the connection stays usable); kClosed / kProtocol / kIo otherwise.
   Result<json::Value> execute(std::string_view command, const json::Value& arguments = {},
                               int timeout_ms = kDefaultTimeoutMs);
+  // As execute(), but out of band ("exec-oob") when QEMU offered it (the greeting's "oob"
+  // capability, enabled at the handshake): QEMU runs it on the monitor's own thread at once,
+  // even while its main loop is blocked. Post-copy recovery needs that: a destination whose
+  // guest waits for pages that no longer come may block its main loop, and migrate-recover
+  // is what unblocks it. Only commands QEMU marks allow-oob; without OOB, an execute().
+  Result<json::Value> execute_oob(std::string_view command, const json::Value& arguments = {},
+                                  int timeout_ms = kDefaultTimeoutMs);
+  bool oob() const { return oob_; }
 
   // Reads whatever arrives within `timeout_ms` (0 = only what is already there) and queues
   // events. Returns ok when nothing went wrong, even if nothing arrived.
@@ -118,6 +126,8 @@ class QmpClient {
   Status read_some(uint64_t deadline_ns);  // one poll()+read(); kTimeout at the deadline
   Status write_all(std::string_view bytes, uint64_t deadline_ns);
   void queue_event(const json::Value& msg);
+  Result<json::Value> run(std::string_view command, const json::Value& arguments, int timeout_ms,
+                          bool out_of_band);
   Status latch(Status st);  // remembers a fatal error and returns it
 
   int fd_ = -1;
@@ -127,6 +137,7 @@ class QmpClient {
   uint64_t consumed_ = 0;  // connection bytes before inbuf_[0] (for error offsets)
   uint64_t next_id_ = 1;
   json::Value greeting_;
+  bool oob_ = false;  // out-of-band execution enabled
   std::deque<QmpEvent> events_;
   uint64_t dropped_events_ = 0;
   uint64_t events_total_ = 0;  // events ever queued

@@ -2,7 +2,7 @@
 """`ferry migrate` end to end on real QEMU guests across a 100 Mbit/s tbf veth: the source
 QEMU and ferry migrate in namespace a, ferry recv and the destination QEMU in namespace b.
 
-    test_migrate.py converging | postcopy | stop
+    test_migrate.py converging | postcopy | stop | cancel | recover
 
 converging  a moderate dirty rate: completes in pre-copy, no post-copy, downtime within
             --max-downtime, RAM identical, the report lists what happened
@@ -12,6 +12,9 @@ postcopy    random pages dirtied faster than the link can carry even encoded: th
 stop        the same without --allow-postcopy: ferry migrate stops early with the reason,
             exits 1, and the VM keeps running on the source
 cancel      SIGTERM to ferry migrate in pre-copy: it cancels, exits 1, the VM keeps running
+recover     ferry recv killed in post-copy (VM running on the destination) and restarted:
+            ferry migrate --recover-uri drives QEMU's post-copy recovery; the migration
+            completes and the guest's self-check passes
 Every scenario also checks that ferry migrate put back the migration capabilities and
 parameters it changed in both QEMUs.
 """
@@ -49,10 +52,11 @@ def migration_settings(src, dst):
     return out
 
 
-def scenario(workload, extra_args, expect_rc, checks, during=None):
+def scenario(workload, extra_args, expect_rc, checks, during=None, dst_runs=False):
     """Runs ferry migrate --json with extra_args, checks its report with checks(report), then
-    verifies the end state: RAM identical after a completed migration, the VM still running on
-    the source after a stop."""
+    verifies the end state: RAM identical after a completed migration (the guest's own
+    self-check when during() let the destination run), the VM still running on the source
+    after a stop. during(mig, src, dst, fr, wd) runs while ferry migrate does."""
     rig.require_root_netns()
     # A second QMP monitor on each QEMU for ferry migrate (a QMP socket serves one client;
     # the rig keeps its own).
@@ -73,11 +77,12 @@ def scenario(workload, extra_args, expect_rc, checks, during=None):
             argv = [rig.find_ferry(), 'migrate', '--src-qmp', 'unix:' + wd.path('src-m.qmp'),
                     '--dst-qmp', 'unix:' + wd.path('dst-m.qmp'), '--peer', fr.peer,
                     '--max-downtime', str(MAX_DOWNTIME_MS), '--deadline', '300',
-                    '--sock', wd.path('mig.sock'), '--json'] + fr.security_args + extra_args
+                    '--sock', wd.path('mig.sock'), '--json'] + fr.security_args + \
+                [x.format(wd=wd.path()) for x in extra_args]
             out_path, err_path = wd.path('migrate.out'), wd.path('migrate.err')
             mig = lk.spawn('a', argv, stdout=open(out_path, 'wb'), stderr=open(err_path, 'wb'))
             if during:
-                during(mig, src)
+                during(mig, src, dst, fr, wd)
             rig.wait_until(lambda: mig.poll() is not None, rig.scaled(400), 'ferry migrate')
             settings_after = migration_settings(src, dst)
             changed = ['%s %s -> %s' % (k, settings_before[k], v)
@@ -105,9 +110,14 @@ def scenario(workload, extra_args, expect_rc, checks, during=None):
                 src.wait_status('postmigrate')
                 check(fr.wait_exit('recv', 60) == 0, 'ferry recv failed: %s' %
                       read_text(fr.recv_err))
-                diff = rig.check_ram_and_resume(src, dst)
-                print('RAM identical over %d pages; destination heartbeats advance' %
-                      diff.pages)
+                if dst_runs:
+                    ok, line = dst.self_check()
+                    check(ok, 'the guest found its memory corrupted: %s' % line)
+                    print('the guest checked its memory on the destination: %s' % line)
+                else:
+                    diff = rig.check_ram_and_resume(src, dst)
+                    print('RAM identical over %d pages; destination heartbeats advance' %
+                          diff.pages)
             else:
                 check(src.status() == 'running', 'source is %s after the stop' % src.status())
                 before = src.heartbeats()[-1][0]
@@ -169,7 +179,7 @@ def cancel():
     back as they were."""
     wl = {'ws': '192M', 'pattern': 'random', 'rate': 12000}
 
-    def during(mig, src):
+    def during(mig, src, dst, fr, wd):
         rig.wait_until(lambda: src.query_migrate().get('ram', {}).get('transferred', 0) >
                        (16 << 20), rig.scaled(60), 'pre-copy progress')
         mig.send_signal(signal.SIGTERM)
@@ -182,10 +192,40 @@ def cancel():
     scenario(wl, ['--allow-postcopy'], 1, checks, during)
 
 
+def recover():
+    """ferry recv killed in post-copy, with the VM running on the destination: both QEMUs
+    pause; ferry migrate (--recover-uri) has the destination listen for QEMU's post-copy
+    recovery, opens a new ferry path once ferry recv is back and resumes the source; the
+    migration completes and the guest's memory checks out on the destination."""
+    wl = {'ws': '192M', 'pattern': 'random', 'rate': 12000}
+
+    def during(mig, src, dst, fr, wd):
+        rig.wait_until(lambda: src.query_migrate().get('status') == 'postcopy-active',
+                       rig.scaled(200), 'the switch to post-copy')
+        dst.wait_status('paused')  # -S: the devices are loaded; let the guest run there
+        dst.cont()
+        fr.recv_p.kill()
+        rig.wait_until(lambda: src.query_migrate().get('status') == 'postcopy-paused',
+                       rig.scaled(30), 'the source to pause')
+        fr.recv_p.wait()
+        fr.start_recv(wd.path('in2.sock'))
+
+    def checks(rep):
+        check(rep['outcome'] == 'completed', 'outcome %s: %s' % (rep['outcome'], rep['reason']))
+        rec = [d for d in rep['decisions'] if d['action'] == 'recover']
+        check(rec and rep['postcopy_recoveries'] == 1,
+              'expected a recovery: %s, %s' % (rep['postcopy_recoveries'], rep['decisions']))
+        print('paused %.1f s in post-copy, %d attempt(s)' % (rep['postcopy_paused_s'], len(rec)))
+
+    scenario(wl, ['--allow-postcopy', '--recover-uri', 'unix:{wd}/in2.sock'], 0, checks, during,
+             dst_runs=True)
+
+
 def main(argv):
     rig.require_qemu_and_guest()
     which = argv[1] if len(argv) > 1 else 'converging'
-    {'converging': converging, 'postcopy': postcopy, 'stop': stop, 'cancel': cancel}[which]()
+    {'converging': converging, 'postcopy': postcopy, 'stop': stop, 'cancel': cancel,
+     'recover': recover}[which]()
     print('PASS migrate %s' % which)
     return 0
 

@@ -115,6 +115,26 @@ TEST_F(RealQemu, HandshakeAndQueries) {
   EXPECT_FALSE(mig->contains("status"));
 }
 
+// QEMU offers out-of-band execution; the client enables it, and execute_oob() reaches the
+// monitor's own thread: migrate-pause (allow-oob) answers with its own error, while an
+// ordinary command sent out of band is refused by QEMU as not allowed there.
+TEST_F(RealQemu, OutOfBandCommands) {
+  auto qmp = connect_or_fail();
+  ASSERT_TRUE(qmp);
+  ASSERT_TRUE(qmp->oob());
+  auto pause = qmp->execute_oob("migrate-pause");
+  ASSERT_FALSE(pause);
+  EXPECT_NE(pause.status().message().find("postcopy"), std::string::npos)
+      << pause.status().message();
+  auto status = qmp->execute_oob("query-status");
+  ASSERT_FALSE(status);
+  EXPECT_NE(status.status().message().find("does not support OOB"), std::string::npos)
+      << status.status().message();
+  // In-band commands still work after out-of-band ones.
+  auto st = qmp->execute("query-status");
+  ASSERT_TRUE(st) << st.status().message();
+}
+
 TEST_F(RealQemu, CapabilitiesParametersAndErrors) {
   auto qmp = connect_or_fail();
   ASSERT_TRUE(qmp);
