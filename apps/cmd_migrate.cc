@@ -50,7 +50,7 @@ void migrate_usage(FILE* out) {
       "                     [--dpdk-args \"EAL ARGS\"] [--dpdk-local IPV4]\n"
       "                     [--tls-x509-dir DIR | --tls-psk-file FILE | --insecure]\n"
       "                     [--tls-authz NAME,...] [--tls-hostname NAME]\n"
-      "                     [--sock PATH] [--json]\n"
+      "                     [--sock PATH] [--json] [--metrics tcp:HOST:PORT]\n"
       "\n"
       "Migrates the VM of the source QEMU (its QMP socket: --src-qmp) to the destination QEMU\n"
       "(--dst-qmp; started with -incoming unix:PATH, where `ferry recv --qemu unix:PATH\n"
@@ -83,11 +83,13 @@ void migrate_usage(FILE* out) {
       "  --sock PATH         the unix socket the source QEMU migrates into (default\n"
       "                      /tmp/ferry-migrate-<pid>.sock)\n"
       "  --json              one JSON object per line on stdout: progress samples, decisions,\n"
-      "                      the final report (the terminal line goes away)\n");
+      "                      the final report (the terminal line goes away)\n"
+      "%s",
+      kMetricsUsage);
 }
 
 struct MigrateArgs {
-  std::string src_qmp, dst_qmp, sock;
+  std::string src_qmp, dst_qmp, sock, metrics;
   Limits limits;
   SendOptions send;
   dataplane::dpdk::DpdkSettings dpdk;
@@ -235,6 +237,8 @@ int run_migrate(int argc, char** argv) {
       a.sock = args.value();
     } else if (args.is("--json")) {
       a.json = true;
+    } else if (args.is("--metrics")) {
+      a.metrics = args.value();
     } else {
       args.unknown();
     }
@@ -298,7 +302,15 @@ int run_migrate(int argc, char** argv) {
 
   // 2. The ferry path, then the migration.
   StopSignals signals;  // before the session's threads: they inherit the blocked signals
+  auto exporter = start_metrics(a.metrics);
+  if (!exporter) return fail(exporter.status().message());
+  metrics::MigrationMetrics* mm = nullptr;  // the policy loop's state, when exported
+  if (*exporter) {
+    (*exporter)->registry().enable_migration();
+    mm = &(*exporter)->registry().migration();
+  }
   SendSession session(a.send);
+  metrics::SessionMetrics session_metrics(exporter->get(), session.channels(), "send");
   if (auto st = session.listen(a.sock); !st) return fail(st.message());
   session.start();
   const auto t0 = std::chrono::steady_clock::now();
@@ -429,9 +441,11 @@ int run_migrate(int argc, char** argv) {
         std::fprintf(stderr, "%s[%6.1f s] %s: %s\n", tty ? "\r\033[K" : "", now_s,
                      action_name(d.action), d.reason.c_str());
       }
+      if (mm) mm->decision(d.action);
       decisions.push_back(d);
     }
     const policy::View& v = engine.view();
+    if (mm) mm->update(q.status, q.dirty_sync_count, q.remaining_bytes, v);
     if (a.json) {
       std::printf("%s\n", Value::object(
                               {{"event", Value("progress")},
@@ -469,6 +483,13 @@ int run_migrate(int argc, char** argv) {
     reason = "ferry: " + path_error;
   }
   if (outcome != "completed" && reason.empty()) reason = path_error;
+  session_metrics.end(outcome == "completed"   ? "completed"
+                      : outcome == "cancelled" ? "cancelled"
+                                               : "failed");
+  if (mm) {
+    mm->update(q.status, q.dirty_sync_count, q.remaining_bytes, engine.view());
+    mm->end(outcome);
+  }
   const SetCounters c = session.channels().counters();
   const double total_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
