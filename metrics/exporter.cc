@@ -86,7 +86,9 @@ void MigrationMetrics::end(const std::string& outcome) {
 }
 
 Registry::Registry() {
+  const double now = now_seconds();
   for (const char* side : kSides) {
+    rate_mark_[side] = {now, 0};  // nothing counted yet: the first tick gives a rate
     ended_[side];
     for (const char* o : kSessionOutcomes) outcomes_[side][o] = 0;
   }
@@ -133,7 +135,7 @@ void Registry::sample() {
     const SideTotals t = totals_locked(side, nullptr, nullptr, nullptr, nullptr);
     const uint64_t bytes = t.link_tx + t.link_rx;
     auto mark = rate_mark_.find(side);
-    if (mark != rate_mark_.end() && now > mark->second.first) {
+    if (mark != rate_mark_.end() && now > mark->second.first && bytes >= mark->second.second) {
       link_rate_[side] =
           static_cast<double>(bytes - mark->second.second) / (now - mark->second.first);
     }
