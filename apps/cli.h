@@ -85,8 +85,8 @@ Result<std::shared_ptr<const dataplane::LinkSecurity>> load_security(const char*
 extern const char* const kSecurityUsage;
 
 // --metrics tcp:HOST:PORT, shared by send, recv and migrate: starts the Prometheus endpoint
-// (metrics/exporter.h) on a thread of its own; null when spec is empty. Start it after
-// StopSignals (its thread must not take the stop signals). An error is one sentence (a bad
+// (metrics/exporter.h) on a thread of its own (which blocks every signal, so it may start
+// before or after StopSignals); null when spec is empty. An error is one sentence (a bad
 // address, the port taken).
 Result<std::unique_ptr<metrics::Exporter>> start_metrics(const std::string& spec);
 // A session's outcome for the metrics: completed, cancelled (by a signal) or failed.

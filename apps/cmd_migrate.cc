@@ -276,6 +276,15 @@ int run_migrate(int argc, char** argv) {
     return 1;
   };
 
+  // A taken metrics port fails before either QEMU is touched.
+  auto exporter = start_metrics(a.metrics);
+  if (!exporter) return fail(exporter.status().message());
+  metrics::MigrationMetrics* mm = nullptr;  // the policy loop's state, when exported
+  if (*exporter) {
+    (*exporter)->registry().enable_migration();
+    mm = &(*exporter)->registry().migration();
+  }
+
   // 1. Both QEMUs, prepared.
   auto src = qemu::QmpClient::connect(a.src_qmp);
   if (!src) return fail("source QMP " + a.src_qmp + ": " + src.status().message());
@@ -302,13 +311,6 @@ int run_migrate(int argc, char** argv) {
 
   // 2. The ferry path, then the migration.
   StopSignals signals;  // before the session's threads: they inherit the blocked signals
-  auto exporter = start_metrics(a.metrics);
-  if (!exporter) return fail(exporter.status().message());
-  metrics::MigrationMetrics* mm = nullptr;  // the policy loop's state, when exported
-  if (*exporter) {
-    (*exporter)->registry().enable_migration();
-    mm = &(*exporter)->registry().migration();
-  }
   SendSession session(a.send);
   metrics::SessionMetrics session_metrics(exporter->get(), session.channels(), "send");
   if (auto st = session.listen(a.sock); !st) return fail(st.message());

@@ -4,6 +4,8 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -134,7 +136,14 @@ HttpServer::HttpServer(int listen_fd, uint16_t port, std::function<std::string()
       port_(port),
       body_(std::move(body)),
       opt_(std::move(options)) {
+  // The thread starts with every signal blocked (and keeps them so): a process signal such as
+  // SIGTERM must go to the threads that handle it (apps/stop_signals.h), never end the process
+  // through this one, whenever the server was started.
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
   thread_ = std::thread([this] { run(); });
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
 }
 
 HttpServer::~HttpServer() {

@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -183,6 +185,25 @@ TEST(HttpServer, PortTakenIsAClearError) {
   EXPECT_NE(again.status().message().find("tcp:127.0.0.1:"), std::string::npos);
   EXPECT_FALSE(HttpServer::start("unix:/tmp/x", [] { return std::string(); }).has_value());
   EXPECT_FALSE(HttpServer::start("tcp:127.0.0.1", [] { return std::string(); }).has_value());
+}
+
+TEST(HttpServer, ItsThreadTakesNoSignal) {
+  // SIGUSR1 left to its default action would end the process through any thread that does
+  // not block it; the test thread blocks it, so only the server's thread could take it.
+  sigset_t usr1, old;
+  sigemptyset(&usr1);
+  sigaddset(&usr1, SIGUSR1);
+  auto s = serve([] { return std::string("x\n"); });
+  pthread_sigmask(SIG_BLOCK, &usr1, &old);
+  ::kill(::getpid(), SIGUSR1);
+  // Still here, and still serving; the signal waits, pending, for this thread.
+  EXPECT_EQ(status_line(request(s->port(), "GET /metrics HTTP/1.1\r\n\r\n")), "HTTP/1.1 200 OK");
+  sigset_t pending;
+  sigpending(&pending);
+  EXPECT_TRUE(sigismember(&pending, SIGUSR1));
+  int sig = 0;
+  sigwait(&usr1, &sig);  // take it
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
 }
 
 TEST(HttpServer, TicksOnItsOwn) {
