@@ -251,6 +251,12 @@ void HttpServer::run() {
     }
     for (auto it = clients.begin(); it != clients.end();) {
       if (it->deadline <= now) {
+        if (!it->draining) {
+          // Timed out (or gone) before its response went out: reset, so the kernel does not
+          // keep a stalled reader's unsent megabytes around after the close.
+          const linger reset{.l_onoff = 1, .l_linger = 0};
+          ::setsockopt(it->fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+        }
         ::close(it->fd);
         it = clients.erase(it);
       } else {

@@ -4,8 +4,8 @@
 //
 // One poll() loop over non-blocking sockets: a request head (up to max_request_bytes, ended by
 // an empty line) in, one response out, then the connection closes (Connection: close). A client
-// has client_timeout_ms for its request and again for taking the response; at most max_clients
-// at once (more are closed at accept).
+// has client_timeout_ms for its request and again for taking the response (then it is reset); at
+// most max_clients at once (more are closed at accept).
 //   GET|HEAD /metrics[?...] HTTP/1.x  -> 200, Content-Type: text/plain; version=0.0.4
 //   GET|HEAD anything else            -> 404
 //   another method                    -> 405

@@ -133,6 +133,27 @@ TEST(HttpServer, SlowClientsDoNotBlockScrapesAndTimeOut) {
   ::close(half);
 }
 
+TEST(HttpServer, AReaderThatStallsDoesNotBlockOthers) {
+  HttpServerOptions opt;
+  opt.client_timeout_ms = 300;
+  const std::string big(8u << 20, 'm');  // far more than the socket buffers hold
+  auto s = serve([&] { return big; }, opt);
+  const int stalled = connect_local(s->port());
+  int small = 1 << 12;
+  ::setsockopt(stalled, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  const std::string req = "GET /metrics HTTP/1.1\r\n\r\n";
+  ASSERT_EQ(::send(stalled, req.data(), req.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(req.size()));
+  // It reads nothing; another scrape is served in full meanwhile.
+  const std::string r = request(s->port(), req);
+  EXPECT_EQ(body_of(r).size(), big.size());
+  // At its deadline the stalled one is cut off: what it then reads ends short of the body.
+  const std::string got = read_all(stalled, 5000);
+  EXPECT_LT(got.size(), big.size());
+  EXPECT_EQ(got.find("TIMEOUT"), std::string::npos) << got.size();
+  ::close(stalled);
+}
+
 TEST(HttpServer, TooManyClientsAreTurnedAway) {
   HttpServerOptions opt;
   opt.max_clients = 2;
