@@ -197,6 +197,25 @@ const char* const kSecurityUsage =
     "                         authenticates every link and AES-256-GCM seals every frame\n"
     "                         (docs/SECURITY.md)\n";
 
+const char* const kMetricsUsage =
+    "  --metrics tcp:HOST:PORT  serve Prometheus metrics at http://HOST:PORT/metrics (bytes,\n"
+    "                         pages by form, link rate, sessions by outcome, ...: see\n"
+    "                         docs/METRICS.md). They hold no secrets but tell who migrates\n"
+    "                         what and when: a HOST other than 127.0.0.1/::1 exposes them to\n"
+    "                         whoever reaches it, which is the operator's choice\n";
+
+Result<std::unique_ptr<metrics::Exporter>> start_metrics(const std::string& spec) {
+  if (spec.empty()) return std::unique_ptr<metrics::Exporter>();
+  auto e = metrics::Exporter::start(spec);
+  if (!e) return Status(e.status().code(), "--metrics: " + e.status().message());
+  return e;
+}
+
+const char* session_outcome(const std::string& error, const std::string& cancelled) {
+  if (!cancelled.empty()) return "cancelled";
+  return error.empty() ? "completed" : "failed";
+}
+
 void ArgReader::unknown() { fail("unknown argument '" + current() + "'"); }
 
 Status write_text_file(const std::string& path, const std::string& text) {

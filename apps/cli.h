@@ -12,6 +12,7 @@
 #include "dataplane/engine.h"
 #include "dataplane/security/link_security.h"
 #include "encoders/page_codec.h"
+#include "metrics/exporter.h"
 
 namespace ferry::pipeline {
 class ChannelSet;
@@ -86,6 +87,16 @@ Result<std::shared_ptr<const dataplane::LinkSecurity>> load_security(const char*
                                                                      const std::string& spec);
 // The usage lines of those flags.
 extern const char* const kSecurityUsage;
+
+// --metrics tcp:HOST:PORT, shared by send, recv and migrate: starts the Prometheus endpoint
+// (metrics/exporter.h) on a thread of its own (which blocks every signal, so it may start
+// before or after StopSignals); null when spec is empty. An error is one sentence (a bad
+// address, the port taken).
+Result<std::unique_ptr<metrics::Exporter>> start_metrics(const std::string& spec);
+// A session's outcome for the metrics: completed, cancelled (by a signal) or failed.
+const char* session_outcome(const std::string& error, const std::string& cancelled);
+// The usage lines of --metrics.
+extern const char* const kMetricsUsage;
 
 // Writes text to path (replacing it); the error names the file.
 Status write_text_file(const std::string& path, const std::string& text);

@@ -52,6 +52,7 @@ void migrate_usage(FILE* out) {
       "                     [--tls-x509-dir DIR | --tls-psk-file FILE | --insecure]\n"
       "                     [--tls-authz NAME,...] [--tls-hostname NAME]\n"
       "                     [--recover-uri unix:PATH] [--sock PATH] [--json]\n"
+      "                     [--metrics tcp:HOST:PORT]\n"
       "\n"
       "Migrates the VM of the source QEMU (its QMP socket: --src-qmp) to the destination QEMU\n"
       "(--dst-qmp; started with -incoming unix:PATH, where `ferry recv --qemu unix:PATH\n"
@@ -92,11 +93,13 @@ void migrate_usage(FILE* out) {
       "  --sock PATH         the unix socket the source QEMU migrates into (default\n"
       "                      /tmp/ferry-migrate-<pid>.sock)\n"
       "  --json              one JSON object per line on stdout: progress samples, decisions,\n"
-      "                      the final report (the terminal line goes away)\n");
+      "                      the final report (the terminal line goes away)\n"
+      "%s",
+      kMetricsUsage);
 }
 
 struct MigrateArgs {
-  std::string src_qmp, dst_qmp, sock;
+  std::string src_qmp, dst_qmp, sock, metrics;
   std::string recover_uri;  // where the destination QEMU listens for post-copy recovery
   Limits limits;
   SendOptions send;
@@ -219,6 +222,14 @@ SetCounters add(SetCounters a, const SetCounters& b) {
   a.pages_zero += b.pages_zero;
   a.page_bytes_in += b.page_bytes_in;
   a.page_wire_bytes += b.page_wire_bytes;
+  a.pages_xbzrle += b.pages_xbzrle;
+  a.pages_compressed += b.pages_compressed;
+  for (size_t i = 0; i < encoders::kFormCount; ++i) {
+    a.form_pages[i] += b.form_pages[i];
+    a.form_bytes[i] += b.form_bytes[i];
+  }
+  a.encode_ns += b.encode_ns;
+  a.link_retransmits += b.link_retransmits;
   a.effort = b.effort;
   a.link_backlog_bytes = b.link_backlog_bytes;
   return a;
@@ -241,6 +252,20 @@ void record_decision(const Decision& d, bool json_lines, bool tty) {
   }
 }
 
+// The source side of ferry's path: a SendSession and its metrics. Post-copy recovery replaces
+// both; the old path's metrics end (as failed) before its session goes.
+struct FerryPath {
+  metrics::Exporter* exporter = nullptr;
+  std::unique_ptr<SendSession> session;
+  std::unique_ptr<metrics::SessionMetrics> metrics;
+
+  void open(const SendOptions& options) {
+    metrics.reset();
+    session = std::make_unique<SendSession>(options);
+    metrics = std::make_unique<metrics::SessionMetrics>(exporter, session->channels(), "send");
+  }
+};
+
 // Post-copy paused (the link failed): since when, why, and QEMU's recovery so far.
 struct PostcopyPause {
   TimePoint since{};         // {} = not paused
@@ -262,8 +287,8 @@ struct PostcopyPause {
 // comes after a back-off of 1, 2, 4, then 5 s. Returns the decision to record, or nothing
 // while the destination has not paused yet.
 std::optional<Decision> recover(qemu::QmpClient& src, qemu::QmpClient& dst, const MigrateArgs& a,
-                                std::unique_ptr<SendSession>& session, PostcopyPause& pause,
-                                TimePoint now) {
+                                FerryPath& path, PostcopyPause& pause, TimePoint now) {
+  std::unique_ptr<SendSession>& session = path.session;
   auto listening =
       dst.execute_oob("migrate-recover", Value::object({{"uri", Value(a.recover_uri)}}));
   if (!listening && listening.status().message().find("already") == std::string::npos) {
@@ -285,7 +310,7 @@ std::optional<Decision> recover(qemu::QmpClient& src, qemu::QmpClient& dst, cons
   }
   session->abort();
   (void)session->wait();
-  session = std::make_unique<SendSession>(a.send);
+  path.open(a.send);
   Status st = session->listen(a.sock);
   if (st) st = session->connect_main();
   if (!st) {
@@ -356,6 +381,8 @@ int run_migrate(int argc, char** argv) {
       }
     } else if (args.is("--json")) {
       a.json = true;
+    } else if (args.is("--metrics")) {
+      a.metrics = args.value();
     } else {
       args.unknown();
     }
@@ -393,6 +420,15 @@ int run_migrate(int argc, char** argv) {
     return 1;
   };
 
+  // A taken metrics port fails before either QEMU is touched.
+  auto exporter = start_metrics(a.metrics);
+  if (!exporter) return fail(exporter.status().message());
+  metrics::MigrationMetrics* mm = nullptr;  // the policy loop's state, when exported
+  if (*exporter) {
+    (*exporter)->registry().enable_migration();
+    mm = &(*exporter)->registry().migration();
+  }
+
   // 1. Both QEMUs, prepared.
   auto src = qemu::QmpClient::connect(a.src_qmp);
   if (!src) return fail("source QMP " + a.src_qmp + ": " + src.status().message());
@@ -420,7 +456,10 @@ int run_migrate(int argc, char** argv) {
   // 2. The ferry path, then the migration.
   StopSignals signals;  // before the session's threads: they inherit the blocked signals
   // Replaced by a new one for each post-copy recovery attempt.
-  auto session = std::make_unique<SendSession>(a.send);
+  FerryPath path;
+  path.exporter = exporter->get();
+  path.open(a.send);
+  std::unique_ptr<SendSession>& session = path.session;
   if (auto st = session->listen(a.sock); !st) return fail(st.message());
   session->start();
   const auto t0 = std::chrono::steady_clock::now();
@@ -532,7 +571,7 @@ int run_migrate(int argc, char** argv) {
       if (!a.recover_uri.empty() && !pause.resuming && wall >= pause.next_attempt) {
         const SendSession* before = session.get();
         const SetCounters retiring = session->channels().counters();
-        if (auto d = recover(**src, **dst, a, session, pause, wall)) {
+        if (auto d = recover(**src, **dst, a, path, pause, wall)) {
           if (session.get() != before) earlier = add(earlier, retiring);
           d->time_s = now_s;
           record_decision(*d, a.json, tty);
@@ -590,9 +629,11 @@ int run_migrate(int argc, char** argv) {
         (void)(*src)->execute("migrate_cancel");
       }
       record_decision(d, a.json, tty);
+      if (mm) mm->decision(d.action);
       decisions.push_back(d);
     }
     const policy::View& v = engine.view();
+    if (mm) mm->update(q.status, q.dirty_sync_count, q.remaining_bytes, v);
     if (a.json) {
       std::printf("%s\n", Value::object(
                               {{"event", Value("progress")},
@@ -630,6 +671,13 @@ int run_migrate(int argc, char** argv) {
     reason = "ferry: " + path_error;
   }
   if (outcome != "completed" && reason.empty()) reason = path_error;
+  path.metrics->end(outcome == "completed"   ? "completed"
+                    : outcome == "cancelled" ? "cancelled"
+                                             : "failed");
+  if (mm) {
+    mm->update(q.status, q.dirty_sync_count, q.remaining_bytes, engine.view());
+    mm->end(outcome);
+  }
   const SetCounters c = add(earlier, session->channels().counters());
   const double total_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

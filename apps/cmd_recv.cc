@@ -24,7 +24,7 @@ void recv_usage(FILE* out) {
       "                  [--dpdk-args \"EAL ARGS\"] [--dpdk-local IPV4] [--link-timeout S]\n"
       "                  [--quiet]\n"
       "                  [--tls-x509-dir DIR | --tls-psk-file FILE | --insecure]\n"
-      "                  [--tls-authz NAME,...]\n"
+      "                  [--tls-authz NAME,...] [--metrics tcp:HOST:PORT]\n"
       "\n"
       "The destination side of a migration through ferry. Start the destination QEMU with\n"
       "-incoming unix:PATH, then ferry recv, then ferry send and the migration on the source.\n"
@@ -50,14 +50,14 @@ void recv_usage(FILE* out) {
       "  --stats-json FILE       write the final counters: bytes to/from QEMU, bytes on the\n"
       "                          link, pages by class, return-path messages, channels, duration\n"
       "  --quiet                 no progress line (it is shown only on a terminal anyway)\n"
-      "%s%s",
-      transport_names().c_str(), kSecurityUsage, kDpdkUsage);
+      "%s%s%s",
+      transport_names().c_str(), kSecurityUsage, kDpdkUsage, kMetricsUsage);
 }
 
 }  // namespace
 
 int run_recv(int argc, char** argv) {
-  std::string listen_s, qemu_s, stats_path;
+  std::string listen_s, qemu_s, stats_path, metrics_spec;
   bool quiet = false;
   size_t max_cache_mib = 4096;
   dataplane::PollMode poll_mode = dataplane::PollMode::kAdaptive;
@@ -75,6 +75,8 @@ int run_recv(int argc, char** argv) {
       qemu_s = args.value();
     } else if (args.is("--stats-json")) {
       stats_path = args.value();
+    } else if (args.is("--metrics")) {
+      metrics_spec = args.value();
     } else if (args.is("--quiet")) {
       quiet = true;
     } else if (args.is("--max-cache-mib")) {
@@ -121,7 +123,13 @@ int run_recv(int argc, char** argv) {
     std::fprintf(stderr, "ferry recv: refused a link on %s: %s\n", where.c_str(), why.c_str());
   };
   StopSignals signals;  // before the session's threads: they inherit the blocked signals
+  auto exporter = start_metrics(metrics_spec);
+  if (!exporter) {
+    std::fprintf(stderr, "ferry recv: %s\n", exporter.status().message().c_str());
+    return 2;
+  }
   pipeline::RecvSession session(std::move(opt));
+  metrics::SessionMetrics session_metrics(exporter->get(), session.channels(), "recv");
   if (auto st = session.listen(listen_s, qemu_s); !st) {
     std::fprintf(stderr, "ferry recv: %s\n", st.message().c_str());
     return 1;
@@ -131,6 +139,7 @@ int run_recv(int argc, char** argv) {
   std::string error = session.wait(stop_on_signal(
       "ferry recv", signals, session.channels(), [&session] { session.abort(); },
       progress ? progress_tick(session.channels()) : nullptr, cancelled));
+  session_metrics.end(session_outcome(error, cancelled));
   if (!cancelled.empty()) error = cancelled;
   if (progress) std::fprintf(stderr, "\n");
   return finish_session("ferry recv", session.channels(), stats_path, error, quiet);

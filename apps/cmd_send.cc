@@ -34,6 +34,7 @@ void send_usage(FILE* out) {
       "                  [--connect-timeout S] [--link-timeout S] [--stats-json FILE] [--quiet]\n"
       "                  [--tls-x509-dir DIR | --tls-psk-file FILE | --insecure]\n"
       "                  [--tls-authz NAME,...] [--tls-hostname NAME]\n"
+      "                  [--metrics tcp:HOST:PORT]\n"
       "\n"
       "The source side of a migration through ferry. Start it, then tell the source QEMU\n"
       "  migrate unix:PATH                       (with --listen unix:PATH), or\n"
@@ -88,12 +89,12 @@ void send_usage(FILE* out) {
       "  --stats-json FILE      write the final counters: bytes from/to QEMU, bytes on the\n"
       "                         link, pages by class, return-path messages, channels, duration\n"
       "  --quiet                no progress line (it is shown only on a terminal anyway)\n"
-      "%s%s",
-      transport_names().c_str(), kSecurityUsage, kDpdkUsage);
+      "%s%s%s",
+      transport_names().c_str(), kSecurityUsage, kDpdkUsage, kMetricsUsage);
 }
 
 struct SendArgs {
-  std::string listen, stats_path;
+  std::string listen, stats_path, metrics;
   bool stdio = false, quiet = false;
   SendOptions session;
   dataplane::dpdk::DpdkSettings dpdk;
@@ -133,6 +134,8 @@ int run_send(int argc, char** argv) {
       a.session.transport.link_timeout = link_timeout_value(args);
     } else if (take_dpdk_flag(args, a.dpdk)) {
     } else if (take_security_flag(args, a.security)) {
+    } else if (args.is("--metrics")) {
+      a.metrics = args.value();
     } else if (args.is("--stdio")) {
       a.stdio = true;
     } else if (args.is("--quiet")) {
@@ -178,7 +181,13 @@ int run_send(int argc, char** argv) {
     if (pid > 0) _exit(0);
   }
   StopSignals signals;  // before the session's threads: they inherit the blocked signals
+  auto exporter = start_metrics(a.metrics);
+  if (!exporter) {
+    std::fprintf(stderr, "ferry send: %s\n", exporter.status().message().c_str());
+    return 2;
+  }
   SendSession session(a.session);
+  metrics::SessionMetrics session_metrics(exporter->get(), session.channels(), "send");
   if (a.stdio) {
     (void)session.start_stdio();  // a failure is reported by wait()
   } else {
@@ -197,6 +206,7 @@ int run_send(int argc, char** argv) {
   std::string error = session.wait(stop_on_signal(
       "ferry send", signals, session.channels(), [&session] { session.abort(); },
       progress ? progress_tick(session.channels()) : nullptr, cancelled));
+  session_metrics.end(session_outcome(error, cancelled));
   if (!cancelled.empty()) error = cancelled;
   if (progress) std::fprintf(stderr, "\n");
   return finish_session("ferry send", session.channels(), a.stats_path, error, a.quiet);

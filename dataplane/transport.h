@@ -116,6 +116,9 @@ class Transport {
   // --stats-json, or null when it has nothing beyond the byte counts. Owner thread, or any
   // thread once the data path stopped.
   virtual json::Value link_stats() const { return {}; }
+  // Data packets this transport sent again (reliable/ over datagrams); 0 where the kernel or
+  // the NIC retransmits (tcp, rdma). Owner thread; cheap (a counter), for live metrics.
+  virtual uint64_t retransmits() const noexcept { return 0; }
 };
 
 // Accepts transports from peers.

@@ -36,6 +36,7 @@ constexpr size_t kReadReserve = 3;
 constexpr size_t kBurst = 32;
 // How often the abort eventfd is looked at while the pump is busy (it also wakes a sleep).
 constexpr auto kAbortCheck = std::chrono::milliseconds(5);
+constexpr auto kLinkCount = std::chrono::milliseconds(250);  // link counters copied
 // How long the receiver waits for the acknowledgement of its end before it exits anyway.
 constexpr auto kCloseLinger = std::chrono::seconds(2);
 
@@ -55,6 +56,7 @@ struct ChannelPump::Impl final : FrameSink {
   Status start();
   void finish(Status st) {
     if (done) return;
+    k.link_retransmits.store(link.retransmits(), std::memory_order_relaxed);
     result = std::move(st);
     done = true;
   }
@@ -160,7 +162,7 @@ struct ChannelPump::Impl final : FrameSink {
   bool sent_end = false;      // END is queued
   bool closed_tx = false;     // receiver: close_tx() called, waiting for the link to drain
 
-  TimePoint rate_t0{}, next_abort_check{}, linger_until{};
+  TimePoint rate_t0{}, next_abort_check{}, linger_until{}, next_link_count{};
   uint64_t rate_tx0 = 0;
   size_t buffer_hint = 0;
 
@@ -458,6 +460,12 @@ size_t ChannelPump::Impl::step(TimePoint now) {
       finish(fail(ErrorCode::kClosed, "stopped: another channel of this migration failed"));
       return 1;
     }
+  }
+
+  // For live metrics: a virtual call a few times a second, not per burst.
+  if (now >= next_link_count) {
+    next_link_count = now + kLinkCount;
+    k.link_retransmits.store(link.retransmits(), std::memory_order_relaxed);
   }
 
   size_t work = link_receive();  // 1

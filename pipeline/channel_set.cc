@@ -215,9 +215,17 @@ SetCounters ChannelSet::counters() const {
     t.link_backlog_bytes += k.link_backlog_bytes.load(std::memory_order_relaxed);
     t.pages_normal += c->stream().normal.load(std::memory_order_relaxed);
     t.pages_zero += c->stream().zero.load(std::memory_order_relaxed);
+    t.pages_xbzrle += c->stream().xbzrle.load(std::memory_order_relaxed);
+    t.pages_compressed += c->stream().compressed.load(std::memory_order_relaxed);
+    t.link_retransmits += k.link_retransmits.load(std::memory_order_relaxed);
     if (const PageStreamEncoder* enc = c->encoder) {
       t.page_bytes_in += enc->counters().page_bytes_in.load(std::memory_order_relaxed);
       t.page_wire_bytes += enc->counters().wire_bytes.load(std::memory_order_relaxed);
+      t.encode_ns += enc->counters().encode_ns.load(std::memory_order_relaxed);
+      for (size_t f = 0; f < encoders::kFormCount; ++f) {
+        t.form_pages[f] += enc->counters().pages[f].load(std::memory_order_relaxed);
+        t.form_bytes[f] += enc->counters().bytes[f].load(std::memory_order_relaxed);
+      }
       if (c->index == 0) t.effort = enc->counters().effort.load(std::memory_order_relaxed);
     }
   }

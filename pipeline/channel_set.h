@@ -32,6 +32,12 @@ struct SetCounters {
   uint64_t page_bytes_in = 0, page_wire_bytes = 0;  // page encoding, when on
   int effort = -1;                                  // main channel's encoding effort, -1 = off
   uint64_t link_backlog_bytes = 0;                  // queued for the link, all channels
+  // For metrics (metrics/exporter.h): QEMU's page records by class, the encoder's records
+  // by form (encoders::Form), its time, and the datagram transports' retransmits.
+  uint64_t pages_xbzrle = 0, pages_compressed = 0;
+  uint64_t form_pages[encoders::kFormCount] = {}, form_bytes[encoders::kFormCount] = {};
+  uint64_t encode_ns = 0;
+  uint64_t link_retransmits = 0;
 };
 
 // Thread safety: start(), reap(), abort_all(), join_all() and the read-outs may be called from

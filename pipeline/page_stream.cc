@@ -112,9 +112,11 @@ Status PageStreamEncoder::encode(std::span<const uint8_t> bytes, FrameWriter& ou
   const auto t0 = std::chrono::steady_clock::now();
   parser_->push(bytes);
   Status st = drain(bytes, out);
-  busy_ns_ +=
+  const int64_t ns =
       std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0)
           .count();
+  busy_ns_ += ns;
+  counters_.encode_ns.fetch_add(static_cast<uint64_t>(ns), std::memory_order_relaxed);
   return st;
 }
 

@@ -96,8 +96,9 @@ struct PageCodecCounters {
   std::atomic<int> effort{0};
   std::atomic<uint64_t> effort_changes{0};
   std::atomic<uint64_t> effort_pages[encoders::kMaxEffort + 1] = {};  // pages encoded at each
-  std::atomic<uint64_t> wire_bytes{0};         // PAGES bodies as sent (after the zstd stream)
-  std::atomic<unsigned> shards{0};             // encode shards in use (0 until the first page)
+  std::atomic<uint64_t> wire_bytes{0};  // PAGES bodies as sent (after the zstd stream)
+  std::atomic<uint64_t> encode_ns{0};   // time in encode() on the main channel (parse + encode)
+  std::atomic<unsigned> shards{0};      // encode shards in use (0 until the first page)
   std::atomic<uint64_t> shard_pages[64] = {};  // pages encoded per shard (kMaxShards)
   // The page caches of all shards (encoders::PageCache counters), as of the last batch.
   std::atomic<uint64_t> cache_hits{0}, cache_misses{0}, cache_evictions{0}, cache_declined{0};

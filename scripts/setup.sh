@@ -31,6 +31,9 @@ PACKAGES=(
   # the dpdk transport (dataplane/dpdk: built when Meson finds libdpdk) and its tools
   # (dpdk-testpmd for the benchmark's PMD ceiling, dpdk-devbind.py for real NICs)
   dpdk dpdk-dev libdpdk-dev
+  # metrics (--metrics): promtool checks a live scrape, a real Prometheus scrapes ferry
+  # (tests/integration/test_metrics.py)
+  prometheus
 )
 
 need_install=()

@@ -89,6 +89,7 @@ class DpdkLink final : public Transport {
     v.set("dpdk", device_.stats_json());
     return v;
   }
+  uint64_t retransmits() const noexcept override { return inner_->retransmits(); }
 
  private:
   std::unique_ptr<ReliableTransport> inner_;

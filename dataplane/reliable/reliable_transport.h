@@ -129,6 +129,7 @@ class ReliableTransport : public Transport {
   virtual const ReliableStats& stats() const noexcept = 0;
   // The stats above for --stats-json.
   json::Value link_stats() const override;
+  uint64_t retransmits() const noexcept override { return stats().retransmits; }
   // The port under this transport (its own counters, e.g. a fault port's).
   virtual DatagramPort& port() noexcept = 0;
 };

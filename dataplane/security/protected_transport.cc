@@ -144,6 +144,7 @@ class ProtectedTransport final : public Transport {
     v.set("peer", json::Value(peer_));
     return v;
   }
+  uint64_t retransmits() const noexcept override { return inner_->retransmits(); }
 
  private:
   void fail(std::string why) noexcept {

@@ -359,6 +359,7 @@ TEST_P(Loss, EveryFrameOnceInOrder) {
   const Transfer t = transfer(*sim, 160);
   const ReliableStats& s = sim->client->stats();
   EXPECT_GT(s.retransmits, 0u);
+  EXPECT_EQ(sim->client->retransmits(), s.retransmits);  // what the pump copies for metrics
   EXPECT_GT(s.losses_detected, 0u);
   std::printf("loss %.0f%%: %llu frames, %.1f MB in %.2f s virtual (%.0f Mbit/s)\n  %s\n  %s\n",
               p * 100, (unsigned long long)t.frames, t.bytes / 1e6, t.seconds,
