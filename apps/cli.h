@@ -83,6 +83,10 @@ Result<std::shared_ptr<const dataplane::LinkSecurity>> load_security(const char*
 // The usage lines of those flags.
 extern const char* const kSecurityUsage;
 
+// --vm NAME of send and migrate: empty (not given) or a name HELLO can carry
+// (dataplane::check_vm_name); the error is one sentence naming the flag.
+Status check_vm_flag(const std::string& name);
+
 // Writes text to path (replacing it); the error names the file.
 Status write_text_file(const std::string& path, const std::string& text);
 

@@ -50,7 +50,7 @@ void migrate_usage(FILE* out) {
       "                     [--dpdk-args \"EAL ARGS\"] [--dpdk-local IPV4]\n"
       "                     [--tls-x509-dir DIR | --tls-psk-file FILE | --insecure]\n"
       "                     [--tls-authz NAME,...] [--tls-hostname NAME]\n"
-      "                     [--sock PATH] [--json]\n"
+      "                     [--vm NAME] [--sock PATH] [--json]\n"
       "\n"
       "Migrates the VM of the source QEMU (its QMP socket: --src-qmp) to the destination QEMU\n"
       "(--dst-qmp; started with -incoming unix:PATH, where `ferry recv --qemu unix:PATH\n"
@@ -80,6 +80,8 @@ void migrate_usage(FILE* out) {
       "  --tls-x509-dir, --tls-psk-file, --tls-authz, --tls-hostname, --insecure\n"
       "                     as ferry send: credentials for the link to ferry recv (without\n"
       "                     them, only a ferry recv on this host unless --insecure)\n"
+      "  --vm NAME           as ferry send: the VM's name, for a `ferry recv --serve\n"
+      "                      --qemu-dir DIR` (its destination QEMU listens on DIR/NAME.sock)\n"
       "  --sock PATH         the unix socket the source QEMU migrates into (default\n"
       "                      /tmp/ferry-migrate-<pid>.sock)\n"
       "  --json              one JSON object per line on stdout: progress samples, decisions,\n"
@@ -231,6 +233,8 @@ int run_migrate(int argc, char** argv) {
       a.send.transport.fabric_provider = args.value();
     } else if (take_dpdk_flag(args, a.dpdk)) {
     } else if (take_security_flag(args, a.security)) {
+    } else if (args.is("--vm")) {
+      a.send.vm_name = args.value();
     } else if (args.is("--sock")) {
       a.sock = args.value();
     } else if (args.is("--json")) {
@@ -247,6 +251,10 @@ int run_migrate(int argc, char** argv) {
   }
   if (auto st = dataplane::check_transport_spec(a.send.peer); !st) {
     std::fprintf(stderr, "ferry migrate: --peer: %s\n", st.message().c_str());
+    return 2;
+  }
+  if (auto st = check_vm_flag(a.send.vm_name); !st) {
+    std::fprintf(stderr, "ferry migrate: %s\n", st.message().c_str());
     return 2;
   }
   if (auto st = apply_dpdk_settings(a.dpdk); !st) {
