@@ -1,0 +1,244 @@
+#!/usr/bin/env python3
+"""`ferry recv --serve`: one long-running receiver, migration after migration (issue 21).
+
+    test_serve.py [sessions]
+
+One `ferry recv --serve --qemu-dir DIR --stats-dir DIR` with a PSK, started with
+$NOTIFY_SOCKET pointing at a datagram socket of this test (systemd's readiness protocol):
+  1. READY=1 arrives once it listens.
+  2. VM "k": a slow pre-copy (QEMU capped below the guest's dirty rate) to DIR/k.sock.
+  3. While k runs, VM "a" migrates to DIR/a.sock and completes (two sessions at once): RAM
+     identical, the session's stats file says completed, the stream bytes agree.
+  4. k's ferry send is killed: the server logs one line saying k failed and stays up; k's
+     source keeps the VM.
+  5. A sender for VM "ghost" (no DIR/ghost.sock) is refused with one line naming the missing
+     socket, which ferry send prints.
+  6. k's source migrates again, as VM "b" to DIR/b.sock, and completes: RAM identical.
+  7. The server's open fds are back to what they were before the first session.
+  8. SIGTERM: STOPPING=1 arrives, the server exits 0; its log has one line per session.
+"""
+import glob
+import json
+import os
+import signal
+import socket
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import rig  # noqa: E402
+from test_proxy import (Ferries, check, check_source_keeps_vm, ferry_bin, free_port,  # noqa: E402
+                        make_psk, proc_listening, read_text)
+
+
+def fd_count(pid):
+    return len(os.listdir('/proc/%d/fd' % pid))
+
+
+class Notify:
+    """A datagram socket standing in for systemd's NOTIFY_SOCKET."""
+
+    def __init__(self, path):
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+
+    def expect(self, state, timeout):
+        self.sock.settimeout(timeout)
+        try:
+            got = self.sock.recv(256).decode()
+        except socket.timeout:
+            raise rig.RigError('no %s on NOTIFY_SOCKET within %.0f s' % (state, timeout))
+        check(got == state, 'NOTIFY_SOCKET got %r, expected %r' % (got, state))
+
+    def close(self):
+        self.sock.close()
+
+
+class Server:
+    """ferry recv --serve on loopback with a PSK; QEMU sockets in wd/qemu, stats in
+    wd/stats."""
+
+    def __init__(self, wd, psk):
+        self.wd = wd
+        self.port = free_port()
+        self.qemu_dir = wd.path('qemu')
+        self.stats_dir = wd.path('stats')
+        os.mkdir(self.qemu_dir)
+        os.mkdir(self.stats_dir)
+        self.err = wd.path('serve.err')
+        self.notify = Notify(wd.path('notify.sock'))
+        argv = [ferry_bin(), 'recv', '--serve', '--listen', 'tcp:127.0.0.1:%d' % self.port,
+                '--qemu-dir', self.qemu_dir, '--stats-dir', self.stats_dir,
+                '--tls-psk-file', psk]
+        env = dict(os.environ, NOTIFY_SOCKET=self.notify.path)
+        self.p = rig.spawn(argv, stderr=open(self.err, 'wb'), env=env)
+        self.notify.expect('READY=1', rig.scaled(20))
+        check(proc_listening(self.p.pid, self.port), 'READY=1 came before the listener')
+        check(self.p.poll() is None, 'ferry recv --serve exited: %s' % read_text(self.err))
+
+    def sock(self, vm):
+        return os.path.join(self.qemu_dir, vm + '.sock')
+
+    def log(self):
+        return read_text(self.err)
+
+    def lines(self, vm, word):
+        return [ln for ln in self.log().splitlines() if ('VM %s ' % vm) in ln and word in ln]
+
+    def wait_line(self, vm, word, timeout=30):
+        return rig.wait_until(lambda: self.lines(vm, word), rig.scaled(timeout),
+                              'the server to log VM %s %s (log: %s)' % (vm, word, self.log()))
+
+    def stats(self, vm):
+        files = glob.glob(os.path.join(self.stats_dir, vm + '-*.json'))
+        check(len(files) == 1, 'stats files for VM %s: %s' % (vm, files))
+        with open(files[0]) as f:
+            return json.loads(f.read())
+
+    def close(self):
+        rig.reap(self.p)
+        self.notify.close()
+
+
+def sender(wd, srv, psk, vm):
+    fr = Ferries(wd, tag='s-' + vm, port=srv.port, security=None, send_args=['--vm', vm])
+    fr.security_args = ['--tls-psk-file', psk]
+    return fr
+
+
+def check_completed(srv, fr, src, dst, vm):
+    """The migration of vm through srv completed: ferry send exit 0, both stats say
+    completed and agree on the stream, RAM identical, the destination runs."""
+    info = src.wait_migration(timeout=120)
+    dst.wait_incoming_done()
+    src.wait_status('postmigrate')
+    rc = fr.wait_exit('send')
+    check(rc == 0, 'ferry send --vm %s exit %d: %s' % (vm, rc, read_text(fr.send_err)))
+    line = srv.wait_line(vm, 'completed')
+    print('server: %s' % line[0])
+    s = json.loads(read_text(fr.send_json))
+    r = srv.stats(vm)
+    check(s['outcome'] == 'completed' and r['outcome'] == 'completed',
+          'outcomes %s / %s' % (s['outcome'], r['outcome']))
+    check(r['vm'] == vm, 'stats file names VM %r' % r['vm'])
+    check(s['bytes_from_qemu'] == r['bytes_to_qemu'] and r['bytes_to_qemu'] > 0,
+          'stream bytes differ: send read %d from QEMU, the server wrote %d' %
+          (s['bytes_from_qemu'], r['bytes_to_qemu']))
+    check(info['ram']['total'] > 0, 'query-migrate: %s' % info)
+    diff = rig.check_ram_and_resume(src, dst)
+    print('VM %s: RAM identical over %d pages; destination heartbeats advance' % (vm, diff.pages))
+
+
+def serve_sessions(wd, srv, psk, src_k, light, frs):
+    """Steps 2-6 of the module docstring; src_k outlives its first destination."""
+    with rig.Guest('src-a', workload=light, workdir=wd) as src_a, \
+            rig.Guest.destination(src_k, 'dst-k', 'unix:' + srv.sock('k')) as dst_k, \
+            rig.Guest.destination(src_a, 'dst-a', 'unix:' + srv.sock('a')) as dst_a:
+        for g in (src_k, src_a):
+            g.wait_ready()
+            g.wait_heartbeats(2)
+        # k: capped below its dirty rate (3000 pages/s), so it is still in pre-copy
+        # when a completes and when its sender is killed.
+        src_k.set_parameters({'max-bandwidth': 8 << 20})
+        fr_k = sender(wd, srv, psk, 'k')
+        frs.append(fr_k)
+        src_k.migrate(fr_k.start_send())
+        rig.wait_until(lambda: src_k.query_migrate().get('ram', {}).get(
+            'transferred', 0) > (8 << 20), rig.scaled(60), 'k pre-copy progress')
+        srv.wait_line('k', 'started')
+
+        fr_a = sender(wd, srv, psk, 'a')
+        frs.append(fr_a)
+        src_a.migrate(fr_a.start_send())
+        check_completed(srv, fr_a, src_a, dst_a, 'a')
+        check(src_k.query_migrate().get('status') == 'active' and
+              not srv.lines('k', 'failed') and not srv.lines('k', 'completed'),
+              'k is not running beside a: %s / %s' % (src_k.query_migrate(), srv.log()))
+        print('a completed while k ran beside it')
+
+        fr_k.send_p.kill()
+        line = srv.wait_line('k', 'failed')
+        print('server: %s' % line[0])
+        check(len(line) == 1, 'one line for the failed session: %s' % line)
+        check(srv.p.poll() is None, 'the server exited after k failed: %s' % srv.log())
+        check(srv.stats('k')['outcome'] == 'failed', 'k stats: %s' % srv.stats('k'))
+        info = src_k.wait_migration(timeout=60, raise_on_fail=False)
+        check_source_keeps_vm(src_k, info)
+
+    # A VM without a destination socket: refused, the sender says why in one line.
+    with rig.Guest.destination(src_k, 'dst-b', 'unix:' + srv.sock('b')) as dst_b:
+        fr_g = sender(wd, srv, psk, 'ghost')
+        frs.append(fr_g)
+        src_k.migrate(fr_g.start_send())
+        info = src_k.wait_migration(timeout=60, raise_on_fail=False)
+        rc = fr_g.wait_exit('send')
+        err = read_text(fr_g.send_err).strip()
+        print('ferry send --vm ghost: exit %d: %s' % (rc, err))
+        check(rc == 1 and len(err.splitlines()) == 1 and
+              srv.sock('ghost') + ' does not exist' in err,
+              'expected one line naming the missing socket, got %r' % err)
+        check_source_keeps_vm(src_k, info)
+        check(srv.p.poll() is None, 'the server exited after a refusal')
+
+        # k's source again, now as VM b, to another destination socket.
+        src_k.set_parameters({'max-bandwidth': 0})
+        fr_b = sender(wd, srv, psk, 'b')
+        frs.append(fr_b)
+        src_k.migrate(fr_b.start_send())
+        check_completed(srv, fr_b, src_k, dst_b, 'b')
+
+
+def sessions():
+    busy = {'ws': '64M', 'pattern': 'random', 'rate': 3000}
+    light = {'ws': '32M', 'pattern': 'mix', 'rate': 2000}
+    with rig.Workdir('serve') as wd:
+        psk = make_psk(wd, 'serve')
+        srv = Server(wd, psk)
+        fds0 = fd_count(srv.p.pid)
+        frs = []
+        try:
+            with rig.Guest('src-k', workload=busy, workdir=wd) as src_k:
+                serve_sessions(wd, srv, psk, src_k, light, frs)
+
+            # Everything a session opened is closed once it ended (the log line comes just
+            # before its session object goes).
+            rig.wait_until(lambda: fd_count(srv.p.pid) == fds0, rig.scaled(10),
+                           'the server back to %d fds (now %d)' % (fds0, fd_count(srv.p.pid)))
+            print('server fds: %d before the first session, %d after the last' %
+                  (fds0, fd_count(srv.p.pid)))
+
+            srv.p.send_signal(signal.SIGTERM)
+            srv.notify.expect('STOPPING=1', rig.scaled(10))
+            rig.wait_until(lambda: srv.p.poll() is not None, rig.scaled(15),
+                           'ferry recv --serve to exit after SIGTERM')
+            log = srv.log()
+            print('server log:\n' + log)
+            check(srv.p.returncode == 0, 'ferry recv --serve exit %d' % srv.p.returncode)
+            ended = [ln for ln in log.splitlines() if ': completed, ' in ln or ': failed' in ln]
+            check(len(ended) == 3, 'expected 3 session lines (a, k, b), got %s' % ended)
+            check(len(glob.glob(os.path.join(srv.stats_dir, '*.json'))) == 3,
+                  'stats files: %s' % os.listdir(srv.stats_dir))
+        finally:
+            for fr in frs:
+                fr.close()
+            srv.close()
+
+
+SCENARIOS = {'sessions': sessions}
+
+
+def main(argv):
+    rig.require_qemu_and_guest()
+    which = argv[1] if len(argv) > 1 else 'sessions'
+    if which not in SCENARIOS:
+        print('unknown scenario %s; one of %s' % (which, ', '.join(SCENARIOS)))
+        return 2
+    t0 = time.monotonic()
+    SCENARIOS[which]()
+    print('PASS %s (%.0f s)' % (which, time.monotonic() - t0))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv))
