@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """`ferry recv --serve`: one long-running receiver, migration after migration (issue 21).
 
-    test_serve.py [sessions]
+    test_serve.py sessions|sigterm
 
+sessions:
 One `ferry recv --serve --qemu-dir DIR --stats-dir DIR` with a PSK, started with
 $NOTIFY_SOCKET pointing at a datagram socket of this test (systemd's readiness protocol):
   1. READY=1 arrives once it listens.
@@ -16,6 +17,10 @@ $NOTIFY_SOCKET pointing at a datagram socket of this test (systemd's readiness p
   6. k's source migrates again, as VM "b" to DIR/b.sock, and completes: RAM identical.
   7. The server's open fds are back to what they were before the first session.
   8. SIGTERM: STOPPING=1 arrives, the server exits 0; its log has one line per session.
+
+sigterm: SIGTERM while VM p is in post-copy and VM q in pre-copy: the server stops listening,
+  cancels q (its source keeps the VM), says it waits for p, which completes (the destination
+  ran during post-copy: the workload's self-check of its memory), then exits 0.
 """
 import glob
 import json
@@ -225,7 +230,87 @@ def sessions():
             srv.close()
 
 
-SCENARIOS = {'sessions': sessions}
+def sigterm():
+    busy = {'ws': '64M', 'pattern': 'random', 'rate': 3000}
+    pc = {'ws': '96M', 'pattern': 'mix', 'rate': 0}
+    with rig.Workdir('serves') as wd:
+        psk = make_psk(wd, 'serve')
+        srv = Server(wd, psk)
+        frs = []
+        try:
+            with rig.Guest('src-p', workload=pc, workdir=wd) as src_p, \
+                    rig.Guest('src-q', workload=busy, workdir=wd) as src_q, \
+                    rig.Guest.destination(src_p, 'dst-p', 'unix:' + srv.sock('p')) as dst_p, \
+                    rig.Guest.destination(src_q, 'dst-q', 'unix:' + srv.sock('q')) as dst_q:
+                for g in (src_p, src_q):
+                    g.wait_ready()
+                    g.wait_heartbeats(2)
+                # p: post-copy, its pages trickling (4 MiB/s: ~70 MB left takes ~18 s) so that
+                # it surely outlasts the signal; the cap is lifted once that was checked.
+                for g in (src_p, dst_p):
+                    g.set_capabilities({'postcopy-ram': True})
+                src_p.set_parameters({'max-bandwidth': 32 << 20,
+                                      'max-postcopy-bandwidth': 4 << 20})
+                fr_p = sender(wd, srv, psk, 'p')
+                frs.append(fr_p)
+                src_p.migrate(fr_p.start_send())
+                rig.wait_until(lambda: src_p.query_migrate().get('ram', {}).get(
+                    'transferred', 0) > (24 << 20), rig.scaled(60), 'p pre-copy progress')
+                src_p.start_postcopy()
+                info = src_p.wait_migration(timeout=60, until=('postcopy-active', 'completed'))
+                check(info['status'] == 'postcopy-active', 'p: %s' % info['status'])
+                dst_p.wait_status('paused')
+                # q: a pre-copy that cannot converge (capped below its dirty rate).
+                src_q.set_parameters({'max-bandwidth': 8 << 20})
+                fr_q = sender(wd, srv, psk, 'q')
+                frs.append(fr_q)
+                src_q.migrate(fr_q.start_send())
+                rig.wait_until(lambda: src_q.query_migrate().get('ram', {}).get(
+                    'transferred', 0) > (8 << 20), rig.scaled(60), 'q pre-copy progress')
+
+                srv.p.send_signal(signal.SIGTERM)
+                srv.notify.expect('STOPPING=1', rig.scaled(10))
+                said = rig.wait_until(
+                    lambda: [ln for ln in srv.log().splitlines() if 'SIGTERM' in ln],
+                    rig.scaled(10), 'the server to answer SIGTERM')
+                print('server: %s' % said[0])
+                check('1 session cancelled' in said[0] and 'waiting for 1 in post-copy' in
+                      said[0] and 'VM p ' in said[0], 'unexpected answer: %s' % said[0])
+                line = srv.wait_line('q', 'failed')
+                print('server: %s' % line[0])
+                check('cancelled by SIGTERM' in line[0], 'q: %s' % line[0])
+                check_source_keeps_vm(src_q, src_q.wait_migration(timeout=60,
+                                                                  raise_on_fail=False))
+                rig.wait_until(lambda: not proc_listening(srv.p.pid, srv.port), rig.scaled(10),
+                               'the server to close its listener')
+                check(srv.p.poll() is None and not srv.lines('p', 'completed'),
+                      'the server did not wait for p: %s' % srv.log())
+                print('listener closed; the server waits for p')
+
+                src_p.set_parameters({'max-postcopy-bandwidth': 0})
+                dst_p.cont()
+                info = src_p.wait_migration(timeout=120)
+                dst_p.wait_incoming_done()
+                rc = fr_p.wait_exit('send')
+                check(rc == 0, 'ferry send --vm p exit %d: %s' % (rc, read_text(fr_p.send_err)))
+                print('server: %s' % srv.wait_line('p', 'completed')[0])
+                rig.wait_until(lambda: srv.p.poll() is not None, rig.scaled(15),
+                               'ferry recv --serve to exit after p')
+                check(srv.p.returncode == 0, 'ferry recv --serve exit %d: %s' %
+                      (srv.p.returncode, srv.log()))
+                check(info['ram'].get('postcopy-requests', 0) > 0, 'p: no page requests')
+                dst_p.wait_heartbeats(3)
+                ok, answer = dst_p.self_check()
+                check(ok, 'p\'s destination found bad memory: %s' % answer)
+                print('p completed in post-copy after the signal; its memory checks: %s' % answer)
+                print('server log:\n' + srv.log())
+        finally:
+            for fr in frs:
+                fr.close()
+            srv.close()
+
+
+SCENARIOS = {'sessions': sessions, 'sigterm': sigterm}
 
 
 def main(argv):
