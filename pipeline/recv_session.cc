@@ -53,6 +53,7 @@ Status RecvSession::start_fed(const std::string& qemu_spec, const std::string& w
   qemu_spec_ = qemu_spec;
   qemu_ = *qemu;
   listener_where_ = where;
+  fed_deadline_ = Clock::now() + std::chrono::milliseconds(opt_.handshake_timeout_ms);
   start();
   return Status::ok();
 }
@@ -92,6 +93,14 @@ void RecvSession::accept_loop() {
     if (r < 0 && errno != EINTR) error = std::string("poll: ") + std::strerror(errno);
     if (fds[2].revents & POLLIN) break;
     if (fds[1].revents & POLLIN) set_.reap();
+    // Fed: a session opened by a later channel's link whose main channel never comes would
+    // hold its VM name forever (ferry send opens channel 0 first; that sender gave up).
+    if (!greeters_ && set_.size() == 0 && Clock::now() > fed_deadline_) {
+      error = "no main channel (channel 0) within " +
+              std::to_string(opt_.handshake_timeout_ms / 1000) + " s of the session's first link";
+      for (auto& [ch, w] : waiting) refuse_link(*w.link, error);
+      break;
+    }
     if ((fds[0].revents & POLLIN) && listener_) {
       while (auto t = listener_->accept(0)) {
         if (!greeters_->greet(std::move(*t))) {

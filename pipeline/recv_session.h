@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/clock.h"
 #include "dataplane/handshake.h"
 #include "dataplane/net.h"
 #include "dataplane/transport.h"
@@ -79,6 +80,7 @@ class RecvSession : public internal::SessionBase {
   std::mutex fed_mu_;
   std::vector<internal::Greeted> fed_;  // start_fed(): links handed over, not yet taken
   int fed_fd_ = -1;                     // eventfd: fed_ grew
+  TimePoint fed_deadline_{};            // start_fed(): channel 0 must have started by then
   std::mutex refused_mu_;
   std::string qemu_spec_;
   dataplane::Endpoint qemu_;

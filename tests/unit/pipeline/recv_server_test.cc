@@ -85,8 +85,10 @@ class RecvServerTest : public ::testing::Test {
     std::filesystem::remove_all(dir_);
   }
   // A server on 127.0.0.1 with --qemu-dir dir_ (or the one socket qemu_spec).
-  void serve(const std::string& qemu_spec = "", size_t max_sessions = 16) {
+  void serve(const std::string& qemu_spec = "", size_t max_sessions = 16,
+             int handshake_timeout_ms = 10000) {
     ServeOptions opt;
+    opt.recv.handshake_timeout_ms = handshake_timeout_ms;
     if (qemu_spec.empty()) {
       opt.qemu_dir = dir_;
     } else {
@@ -232,6 +234,24 @@ TEST_F(RecvServerTest, MaxSessions) {
   ASSERT_TRUE(a.has_value()) << why(a);
   auto b = send(2, "b");
   EXPECT_NE(why(b).find("its limit (--max-sessions)"), std::string::npos) << why(b);
+}
+
+// A session opened by channel 1 whose channel 0 never comes ends on its own (and frees the
+// VM's name) instead of waiting forever.
+TEST_F(RecvServerTest, SessionWithoutMainChannelEnds) {
+  serve("", 16, 500);
+  FakeQemu qa(sock("a"));
+  auto ch1 = send(7, "a", 1);
+  EXPECT_NE(why(ch1).find("no main channel"), std::string::npos) << why(ch1);
+  ASSERT_TRUE(ev_.wait_ended(1));
+  {
+    std::lock_guard lk(ev_.mu);
+    EXPECT_NE(ev_.ended[0].second.find("no main channel (channel 0)"), std::string::npos)
+        << ev_.ended[0].second;
+  }
+  EXPECT_FALSE(qa.connected(0)) << "a channel reached QEMU before channel 0";
+  auto again = send(8, "a");
+  EXPECT_TRUE(again.has_value()) << why(again);
 }
 
 TEST_F(RecvServerTest, StoppedServerRefusesConnections) {
