@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cinttypes>
 #include <cstdio>
 #include <string>
@@ -141,8 +142,9 @@ int run_serve(const ServeArgs& a, pipeline::RecvOptions recv) {
   opt.qemu_dir = a.qemu_dir;
   opt.qemu_spec = a.qemu;
   opt.max_sessions = a.max_sessions;
-  bool stopping = false;
-  bool lost = false;  // a session in post-copy failed or was forced after the stop began
+  // Written on this thread, read in on_end on the server's thread, and the other way round.
+  std::atomic<bool> stopping{false};
+  std::atomic<bool> lost{false};  // a session in post-copy failed after the stop began
   opt.on_start = [&](const pipeline::ServedSession& s) {
     if (a.quiet) return;
     std::fprintf(stderr, "%s: %s: started%s%s, destination QEMU %s\n", cmd, session_name(s).c_str(),
