@@ -14,7 +14,8 @@ $NOTIFY_SOCKET pointing at a datagram socket of this test (systemd's readiness p
      source keeps the VM.
   5. A sender for VM "ghost" (no DIR/ghost.sock) is refused with one line naming the missing
      socket, which ferry send prints.
-  6. k's source migrates again, as VM "b" to DIR/b.sock, and completes: RAM identical.
+  6. k's source migrates again, as VM "b" to DIR/b.sock, by `ferry migrate --vm b`, and
+     completes: RAM identical.
   7. The server's open fds are back to what they were before the first session.
   8. SIGTERM: STOPPING=1 arrives, the server exits 0; its log has one line per session.
 
@@ -113,32 +114,42 @@ def sender(wd, srv, psk, vm):
 
 
 def check_completed(srv, fr, src, dst, vm):
-    """The migration of vm through srv completed: ferry send exit 0, both stats say
-    completed and agree on the stream, RAM identical, the destination runs."""
+    """The migration of vm through srv completed: ferry send exit 0 (fr; None when ferry
+    migrate carried it), the stats say completed (and agree on the stream with ferry send's),
+    RAM identical, the destination runs."""
     info = src.wait_migration(timeout=120)
     dst.wait_incoming_done()
     src.wait_status('postmigrate')
-    rc = fr.wait_exit('send')
-    check(rc == 0, 'ferry send --vm %s exit %d: %s' % (vm, rc, read_text(fr.send_err)))
+    r = srv.stats(vm)
+    if fr:
+        rc = fr.wait_exit('send')
+        check(rc == 0, 'ferry send --vm %s exit %d: %s' % (vm, rc, read_text(fr.send_err)))
+        s = json.loads(read_text(fr.send_json))
+        check(s['outcome'] == 'completed', 'ferry send: %s' % s['outcome'])
+        check(s['bytes_from_qemu'] == r['bytes_to_qemu'],
+              'stream bytes differ: send read %d from QEMU, the server wrote %d' %
+              (s['bytes_from_qemu'], r['bytes_to_qemu']))
     line = srv.wait_line(vm, 'completed')
     print('server: %s' % line[0])
-    s = json.loads(read_text(fr.send_json))
-    r = srv.stats(vm)
-    check(s['outcome'] == 'completed' and r['outcome'] == 'completed',
-          'outcomes %s / %s' % (s['outcome'], r['outcome']))
-    check(r['vm'] == vm, 'stats file names VM %r' % r['vm'])
-    check(s['bytes_from_qemu'] == r['bytes_to_qemu'] and r['bytes_to_qemu'] > 0,
-          'stream bytes differ: send read %d from QEMU, the server wrote %d' %
-          (s['bytes_from_qemu'], r['bytes_to_qemu']))
+    check(r['outcome'] == 'completed' and r['vm'] == vm and r['bytes_to_qemu'] > 0,
+          'the server\'s stats for VM %s: %s' % (vm, {k: r[k] for k in r
+                                                     if k != 'per_channel'}))
     check(info['ram']['total'] > 0, 'query-migrate: %s' % info)
     diff = rig.check_ram_and_resume(src, dst)
     print('VM %s: RAM identical over %d pages; destination heartbeats advance' % (vm, diff.pages))
 
 
+def qmp2(wd, name):
+    """A second QMP monitor for ferry migrate (a QMP socket serves one client; the rig keeps
+    its own)."""
+    return ['-qmp', 'unix:%s,server=on,wait=off' % wd.path(name + '-m.qmp')]
+
+
 def serve_sessions(wd, srv, psk, src_k, light, frs):
     """Steps 2-6 of the module docstring; src_k outlives its first destination."""
     with rig.Guest('src-a', workload=light, workdir=wd) as src_a, \
-            rig.Guest.destination(src_k, 'dst-k', 'unix:' + srv.sock('k')) as dst_k, \
+            rig.Guest.destination(src_k, 'dst-k', 'unix:' + srv.sock('k'),
+                                  extra_args=[]) as dst_k, \
             rig.Guest.destination(src_a, 'dst-a', 'unix:' + srv.sock('a')) as dst_a:
         for g in (src_k, src_a):
             g.wait_ready()
@@ -172,7 +183,8 @@ def serve_sessions(wd, srv, psk, src_k, light, frs):
         check_source_keeps_vm(src_k, info)
 
     # A VM without a destination socket: refused, the sender says why in one line.
-    with rig.Guest.destination(src_k, 'dst-b', 'unix:' + srv.sock('b')) as dst_b:
+    with rig.Guest.destination(src_k, 'dst-b', 'unix:' + srv.sock('b'),
+                               extra_args=qmp2(wd, 'dst-b')) as dst_b:
         fr_g = sender(wd, srv, psk, 'ghost')
         frs.append(fr_g)
         src_k.migrate(fr_g.start_send())
@@ -186,12 +198,21 @@ def serve_sessions(wd, srv, psk, src_k, light, frs):
         check_source_keeps_vm(src_k, info)
         check(srv.p.poll() is None, 'the server exited after a refusal')
 
-        # k's source again, now as VM b, to another destination socket.
-        src_k.set_parameters({'max-bandwidth': 0})
-        fr_b = sender(wd, srv, psk, 'b')
-        frs.append(fr_b)
-        src_k.migrate(fr_b.start_send())
-        check_completed(srv, fr_b, src_k, dst_b, 'b')
+        # k's source again, now as VM b, to another destination socket, by ferry migrate.
+        argv = [ferry_bin(), 'migrate', '--src-qmp', 'unix:' + wd.path('src-k-m.qmp'),
+                '--dst-qmp', 'unix:' + wd.path('dst-b-m.qmp'),
+                '--peer', 'tcp:127.0.0.1:%d' % srv.port, '--vm', 'b', '--tls-psk-file', psk,
+                '--sock', wd.path('mig-b.sock'), '--json']
+        err = wd.path('migrate-b.err')
+        mig = rig.spawn(argv, stdout=open(wd.path('migrate-b.out'), 'wb'),
+                        stderr=open(err, 'wb'))
+        try:
+            rig.wait_until(lambda: mig.poll() is not None, rig.scaled(120), 'ferry migrate')
+            check(mig.returncode == 0, 'ferry migrate --vm b exit %d: %s' % (mig.returncode,
+                                                                           read_text(err)))
+        finally:
+            rig.reap(mig)
+        check_completed(srv, None, src_k, dst_b, 'b')
 
 
 def sessions():
@@ -203,7 +224,8 @@ def sessions():
         fds0 = fd_count(srv.p.pid)
         frs = []
         try:
-            with rig.Guest('src-k', workload=busy, workdir=wd) as src_k:
+            with rig.Guest('src-k', workload=busy, workdir=wd,
+                           extra_args=qmp2(wd, 'src-k')) as src_k:
                 serve_sessions(wd, srv, psk, src_k, light, frs)
 
             # Everything a session opened is closed once it ended (the log line comes just
