@@ -1,7 +1,7 @@
 // Unit tests of pipeline/recv_server.h over kernel TCP on 127.0.0.1, with a unix socket
 // standing in for each destination QEMU: which senders start a session and which are refused
 // (and why, as the sender reads it), sessions side by side, a session whose sender went away
-// ending alone, and stop().
+// ending alone, a session without channel 0, stop(); and plain RecvSession taking a named VM.
 #include "pipeline/recv_server.h"
 
 #include <gtest/gtest.h>
@@ -252,6 +252,27 @@ TEST_F(RecvServerTest, SessionWithoutMainChannelEnds) {
   EXPECT_FALSE(qa.connected(0)) << "a channel reached QEMU before channel 0";
   auto again = send(8, "a");
   EXPECT_TRUE(again.has_value()) << why(again);
+}
+
+// Plain ferry recv (one RecvSession with its own listener) takes a sender that names its VM
+// and ignores the name: --vm does not need --serve.
+TEST_F(RecvServerTest, PlainRecvIgnoresTheName) {
+  FakeQemu q(dir_ + "/in.sock");
+  RecvSession session({});
+  static int port = 47000 + (::getpid() % 1000) * 3;
+  std::string where;
+  do {
+    where = "tcp:127.0.0.1:" + std::to_string(port++);
+  } while (!session.listen(where, "unix:" + dir_ + "/in.sock").is_ok());
+  session.start();
+  auto link = dataplane::connect_transport(where, 2000, {});
+  ASSERT_TRUE(link.has_value());
+  dataplane::SenderHello h;
+  h.hello.session_id = 5;
+  h.hello.vm_name = "web-1";
+  auto r = dataplane::sender_handshake(std::move(*link), std::move(h));
+  EXPECT_TRUE(r.has_value()) << why(r);
+  EXPECT_TRUE(q.connected(5000));
 }
 
 TEST_F(RecvServerTest, StoppedServerRefusesConnections) {
