@@ -97,7 +97,8 @@ void RecvSession::accept_loop() {
     // hold its VM name forever (ferry send opens channel 0 first; that sender gave up).
     if (!greeters_ && set_.size() == 0 && Clock::now() > fed_deadline_) {
       error = "no main channel (channel 0) within " +
-              std::to_string(opt_.handshake_timeout_ms / 1000) + " s of the session's first link";
+              std::to_string((opt_.handshake_timeout_ms + 999) / 1000) +
+              " s of the session's first link";
       for (auto& [ch, w] : waiting) refuse_link(*w.link, error);
       break;
     }
