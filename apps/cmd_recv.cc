@@ -281,10 +281,12 @@ int run_recv(int argc, char** argv) {
     recv_usage(stderr);
     return 2;
   }
-  auto qemu_ep = dataplane::parse_endpoint(qemu_s.empty() ? "unix:/" : qemu_s);
-  if (!qemu_s.empty() && (!qemu_ep || qemu_ep->kind != dataplane::Endpoint::Kind::kUnix)) {
-    std::fprintf(stderr, "ferry recv: --qemu must be unix:PATH, got '%s'\n", qemu_s.c_str());
-    return 2;
+  if (!qemu_s.empty()) {  // --serve --qemu-dir has none
+    auto qemu_ep = dataplane::parse_endpoint(qemu_s);
+    if (!qemu_ep || qemu_ep->kind != dataplane::Endpoint::Kind::kUnix) {
+      std::fprintf(stderr, "ferry recv: --qemu must be unix:PATH, got '%s'\n", qemu_s.c_str());
+      return 2;
+    }
   }
   if (auto st = apply_dpdk_settings(dpdk); !st) {
     std::fprintf(stderr, "ferry recv: %s\n", st.message().c_str());
