@@ -309,8 +309,12 @@ def sigterm():
                       'the server did not wait for p: %s' % srv.log())
                 print('listener closed; the server waits for p')
 
-                src_p.set_parameters({'max-postcopy-bandwidth': 0})
+                # The destination runs and faults on missing pages: its requests travel back
+                # through the stopping server. Then the rest may come at full speed.
                 dst_p.cont()
+                rig.wait_until(lambda: src_p.query_migrate().get('ram', {}).get(
+                    'postcopy-requests', 0) > 0, rig.scaled(30), 'page requests from p')
+                src_p.set_parameters({'max-postcopy-bandwidth': 0})
                 info = src_p.wait_migration(timeout=120)
                 dst_p.wait_incoming_done()
                 rc = fr_p.wait_exit('send')
