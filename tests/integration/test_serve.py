@@ -293,7 +293,8 @@ def sigterm():
                 srv.p.send_signal(signal.SIGTERM)
                 srv.notify.expect('STOPPING=1', rig.scaled(10))
                 said = rig.wait_until(
-                    lambda: [ln for ln in srv.log().splitlines() if 'SIGTERM' in ln],
+                    lambda: [ln for ln in srv.log().splitlines()
+                             if ln.startswith('ferry recv: SIGTERM: ')],
                     rig.scaled(10), 'the server to answer SIGTERM')
                 print('server: %s' % said[0])
                 check('1 session cancelled' in said[0] and 'waiting for 1 in post-copy' in
