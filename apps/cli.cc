@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "dataplane/dpdk/dpdk_wire.h"
+#include "dataplane/protocol.h"
 #include "dataplane/transport.h"
 #include "pipeline/channel_set.h"
 
@@ -224,6 +225,16 @@ Status write_text_file(const std::string& path, const std::string& text) {
   bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
   ok = (std::fclose(f) == 0) && ok;
   if (!ok) return Status(ErrorCode::kIo, "cannot write " + path + ": " + std::strerror(errno));
+  return Status::ok();
+}
+
+Status check_vm_flag(const std::string& name) {
+  if (name.empty()) return Status::ok();
+  if (auto st = dataplane::check_vm_name(name); !st) {
+    return Status(
+        ErrorCode::kInvalidArgument,
+        "--vm: " + st.message() + " (use 1-64 of A-Z a-z 0-9 . _ -, not starting with '.')");
+  }
   return Status::ok();
 }
 

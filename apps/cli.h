@@ -97,6 +97,9 @@ Result<std::unique_ptr<metrics::Exporter>> start_metrics(const std::string& spec
 const char* session_outcome(const std::string& error, const std::string& cancelled);
 // The usage lines of --metrics.
 extern const char* const kMetricsUsage;
+// --vm NAME of send and migrate: empty (not given) or a name HELLO can carry
+// (dataplane::check_vm_name); the error is one sentence naming the flag.
+Status check_vm_flag(const std::string& name);
 
 // Writes text to path (replacing it); the error names the file.
 Status write_text_file(const std::string& path, const std::string& text);

@@ -51,7 +51,7 @@ void migrate_usage(FILE* out) {
       "                     [--dpdk-args \"EAL ARGS\"] [--dpdk-local IPV4]\n"
       "                     [--tls-x509-dir DIR | --tls-psk-file FILE | --insecure]\n"
       "                     [--tls-authz NAME,...] [--tls-hostname NAME]\n"
-      "                     [--recover-uri unix:PATH] [--sock PATH] [--json]\n"
+      "                     [--vm NAME] [--recover-uri unix:PATH] [--sock PATH] [--json]\n"
       "                     [--metrics tcp:HOST:PORT]\n"
       "\n"
       "Migrates the VM of the source QEMU (its QMP socket: --src-qmp) to the destination QEMU\n"
@@ -83,6 +83,8 @@ void migrate_usage(FILE* out) {
       "  --tls-x509-dir, --tls-psk-file, --tls-authz, --tls-hostname, --insecure\n"
       "                     as ferry send: credentials for the link to ferry recv (without\n"
       "                     them, only a ferry recv on this host unless --insecure)\n"
+      "  --vm NAME           as ferry send: the VM's name, for a `ferry recv --serve\n"
+      "                      --qemu-dir DIR` (its destination QEMU listens on DIR/NAME.sock)\n"
       "  --recover-uri unix:PATH\n"
       "                      post-copy recovery: when the link fails in post-copy both QEMUs\n"
       "                      pause (the VM waits on the destination); ferry migrate then has\n"
@@ -370,6 +372,8 @@ int run_migrate(int argc, char** argv) {
       a.send.transport.link_timeout = link_timeout_value(args);
     } else if (take_dpdk_flag(args, a.dpdk)) {
     } else if (take_security_flag(args, a.security)) {
+    } else if (args.is("--vm")) {
+      a.send.vm_name = args.value();
     } else if (args.is("--sock")) {
       a.sock = args.value();
     } else if (args.is("--recover-uri")) {
@@ -395,6 +399,10 @@ int run_migrate(int argc, char** argv) {
   }
   if (auto st = dataplane::check_transport_spec(a.send.peer); !st) {
     std::fprintf(stderr, "ferry migrate: --peer: %s\n", st.message().c_str());
+    return 2;
+  }
+  if (auto st = check_vm_flag(a.send.vm_name); !st) {
+    std::fprintf(stderr, "ferry migrate: %s\n", st.message().c_str());
     return 2;
   }
   if (auto st = apply_dpdk_settings(a.dpdk); !st) {

@@ -32,6 +32,7 @@ void send_usage(FILE* out) {
       "                  [--encode-threads N] [--poll adaptive|busy] [--fabric-provider NAME]\n"
       "                  [--dpdk-args \"EAL ARGS\"] [--dpdk-local IPV4]\n"
       "                  [--connect-timeout S] [--link-timeout S] [--stats-json FILE] [--quiet]\n"
+      "                  [--vm NAME]\n"
       "                  [--tls-x509-dir DIR | --tls-psk-file FILE | --insecure]\n"
       "                  [--tls-authz NAME,...] [--tls-hostname NAME]\n"
       "                  [--metrics tcp:HOST:PORT]\n"
@@ -89,6 +90,9 @@ void send_usage(FILE* out) {
       "  --stats-json FILE      write the final counters: bytes from/to QEMU, bytes on the\n"
       "                         link, pages by class, return-path messages, channels, duration\n"
       "  --quiet                no progress line (it is shown only on a terminal anyway)\n"
+      "  --vm NAME              the VM's name, sent in the handshake: a `ferry recv --serve\n"
+      "                         --qemu-dir DIR` feeds the destination QEMU at DIR/NAME.sock\n"
+      "                         (NAME: 1-64 of A-Z a-z 0-9 . _ -, not starting with '.')\n"
       "%s%s%s",
       transport_names().c_str(), kSecurityUsage, kDpdkUsage, kMetricsUsage);
 }
@@ -136,6 +140,8 @@ int run_send(int argc, char** argv) {
     } else if (take_security_flag(args, a.security)) {
     } else if (args.is("--metrics")) {
       a.metrics = args.value();
+    } else if (args.is("--vm")) {
+      a.session.vm_name = args.value();
     } else if (args.is("--stdio")) {
       a.stdio = true;
     } else if (args.is("--quiet")) {
@@ -153,6 +159,10 @@ int run_send(int argc, char** argv) {
 
   if (auto st = dataplane::check_transport_spec(a.session.peer); !st) {
     std::fprintf(stderr, "ferry send: --peer: %s\n", st.message().c_str());
+    return 2;
+  }
+  if (auto st = check_vm_flag(a.session.vm_name); !st) {
+    std::fprintf(stderr, "ferry send: %s\n", st.message().c_str());
     return 2;
   }
   if (auto st = apply_dpdk_settings(a.dpdk); !st) {

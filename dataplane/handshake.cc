@@ -52,8 +52,7 @@ Result<std::unique_ptr<Transport>> sender_handshake(std::unique_ptr<Transport> l
                                                     SenderHello s) {
   const TimePoint deadline = Clock::now() + std::chrono::milliseconds(s.timeout_ms);
   if (s.security) s.hello.features |= kFeatureTls;
-  uint8_t h[kHandshakeSize];
-  encode_handshake(s.hello, h);
+  const std::vector<uint8_t> h = encode_handshake(s.hello);
   if (auto st = send_frame(*link, FrameType::kHello, 0, h, s.timeout_ms); !st) {
     return in_handshake(st);
   }
@@ -87,11 +86,7 @@ Result<Greeting> receiver_greet(Transport& link, const LinkSecurity* security, T
     return error(ErrorCode::kProtocol,
                  "handshake: the peer did not start with HELLO (not ferry send?)");
   }
-  if (frame->header.len != kHandshakeSize) {
-    return error(ErrorCode::kProtocol, "handshake: HELLO of " + std::to_string(frame->header.len) +
-                                           " bytes, expected " + std::to_string(kHandshakeSize));
-  }
-  auto hello = decode_handshake(frame->payload);
+  auto hello = decode_handshake({frame->payload, frame->header.len});
   if (!hello) return in_handshake(hello.status());
   Greeting g;
   g.hello = *hello;
@@ -108,7 +103,8 @@ Result<Greeting> receiver_greet(Transport& link, const LinkSecurity* security, T
                  "--tls-x509-dir or --tls-psk-file)");
   }
   if (tls) {
-    const std::vector<uint8_t> bytes(frame->payload, frame->payload + kHandshakeSize);
+    // The whole HELLO (the VM name included) goes into the TLS transcript: authenticated.
+    const std::vector<uint8_t> bytes(frame->payload, frame->payload + frame->header.len);
     auto k = security->handshake(link, reader, bytes, "", deadline);
     if (!k) return k.status();
     g.keys = std::move(*k);

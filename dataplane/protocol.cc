@@ -26,15 +26,48 @@ std::string hex32(uint32_t v) {
 
 }  // namespace
 
-void encode_handshake(const Handshake& h, uint8_t out[kHandshakeSize]) {
-  std::memcpy(out, kMagic, 4);
-  put_be(out + 4, h.version, 2);
-  put_be(out + 6, h.channel, 2);
-  put_be(out + 8, h.features, 4);
-  put_be(out + 12, h.session_id, 8);
+std::vector<uint8_t> encode_handshake(const Handshake& h) {
+  std::vector<uint8_t> out(kHandshakeSize);
+  const uint32_t features = h.features | (h.vm_name.empty() ? 0 : kFeatureVmName);
+  std::memcpy(out.data(), kMagic, 4);
+  put_be(out.data() + 4, h.version, 2);
+  put_be(out.data() + 6, h.channel, 2);
+  put_be(out.data() + 8, features, 4);
+  put_be(out.data() + 12, h.session_id, 8);
+  if (features & kFeatureVmName) {
+    out.push_back(static_cast<uint8_t>(h.vm_name.size()));
+    out.insert(out.end(), h.vm_name.begin(), h.vm_name.end());
+  }
+  return out;
 }
 
-Result<Handshake> decode_handshake(const uint8_t in[kHandshakeSize]) {
+Status check_vm_name(std::string_view name) {
+  if (name.empty()) return error(ErrorCode::kInvalidArgument, "the VM name is empty");
+  if (name.size() > kMaxVmName) {
+    return error(ErrorCode::kInvalidArgument,
+                 "the VM name is longer than " + std::to_string(kMaxVmName) + " characters");
+  }
+  if (name[0] == '.') {
+    return error(ErrorCode::kInvalidArgument, "the VM name starts with '.'");
+  }
+  for (char c : name) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '.' || c == '_' || c == '-';
+    if (!ok) {
+      return error(ErrorCode::kInvalidArgument,
+                   "the VM name has a character other than A-Z a-z 0-9 . _ -");
+    }
+  }
+  return Status::ok();
+}
+
+Result<Handshake> decode_handshake(std::span<const uint8_t> bytes) {
+  if (bytes.size() < kHandshakeSize) {
+    return error(ErrorCode::kProtocol, "handshake: HELLO of " + std::to_string(bytes.size()) +
+                                           " bytes, expected at least " +
+                                           std::to_string(kHandshakeSize));
+  }
+  const uint8_t* in = bytes.data();
   if (std::memcmp(in, kMagic, 4) != 0) {
     return error(ErrorCode::kProtocol, "handshake: bad magic at byte offset 0 (expected FERY)");
   }
@@ -52,6 +85,27 @@ Result<Handshake> decode_handshake(const uint8_t in[kHandshakeSize]) {
                                            " at byte offset 8 (upgrade ferry recv)");
   }
   h.session_id = get_be(in + 12, 8);
+  size_t want = kHandshakeSize;
+  if (h.features & kFeatureVmName) {
+    if (bytes.size() < kHandshakeSize + 1) {
+      return error(ErrorCode::kProtocol,
+                   "handshake: the VM name's length at byte offset 20 is missing");
+    }
+    const size_t n = in[kHandshakeSize];
+    want = kHandshakeSize + 1 + n;
+    if (bytes.size() == want) {
+      h.vm_name.assign(reinterpret_cast<const char*>(in) + kHandshakeSize + 1, n);
+      if (auto st = check_vm_name(h.vm_name); !st) {
+        h.vm_name.clear();  // never echoed: it may hold anything
+        return error(ErrorCode::kProtocol,
+                     "handshake: bad VM name at byte offset 21: " + st.message());
+      }
+    }
+  }
+  if (bytes.size() != want) {
+    return error(ErrorCode::kProtocol, "handshake: HELLO of " + std::to_string(bytes.size()) +
+                                           " bytes, expected " + std::to_string(want));
+  }
   return h;
 }
 

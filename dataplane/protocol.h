@@ -23,7 +23,7 @@
 //     seq     = 0, 1, 2, ... per direction, no gaps (data frames start at kFirstDataSeq)
 //     crc     = CRC32C(payload)
 //   handshake := magic[4]="FERY" version:u16(=2) channel:u16 features:u32 session_id:u64
-//                                                                                (20 bytes)
+//                [name_len:u8 name[name_len]]              (20 bytes, 21 + name_len with VM_NAME)
 //     channel   = the order in which the source QEMU opened its migration connections:
 //                 0 = the main stream, 1.. = multifd (or other) channels. The receiver
 //                 connects to the destination QEMU in the same order.
@@ -31,6 +31,11 @@
 //                 bit 0 PAGES: CODEC and PAGES frames may follow (ferry send --codec).
 //                 bit 1 TLS: TLS frames follow HELLO (mutual authentication), and every
 //                 frame after ACCEPT travels SEALED.
+//                 bit 2 VM_NAME: name_len and name follow session_id (ferry send --vm): the
+//                 VM this migration is for, so that `ferry recv --serve --qemu-dir DIR`
+//                 finds its destination QEMU at DIR/NAME.sock. name = [A-Za-z0-9._-]{1,64},
+//                 not starting with '.' (a file name that cannot climb out of DIR); the
+//                 receiver refuses any other, and a HELLO whose length is not exactly this.
 //     session_id = random, the same on every channel of one migration.
 // A frame buffer (frame_pool.h) holds one or more whole frames back to back.
 // No QEMU stream parsing happens here: payloads are opaque bytes.
@@ -40,6 +45,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/status.h"
@@ -51,7 +57,11 @@ inline constexpr uint16_t kVersion = 2;
 inline constexpr size_t kHandshakeSize = 20;
 inline constexpr uint32_t kFeaturePages = 1u << 0;
 inline constexpr uint32_t kFeatureTls = 1u << 1;
-inline constexpr uint32_t kKnownFeatures = kFeaturePages | kFeatureTls;
+inline constexpr uint32_t kFeatureVmName = 1u << 2;
+inline constexpr uint32_t kKnownFeatures = kFeaturePages | kFeatureTls | kFeatureVmName;
+inline constexpr size_t kMaxVmName = 64;
+// The largest HELLO payload: the fixed part, name_len and the longest name.
+inline constexpr size_t kMaxHandshakeSize = kHandshakeSize + 1 + kMaxVmName;
 inline constexpr size_t kFrameHeaderSize = 20;
 inline constexpr uint32_t kMaxPayload = 1u << 20;
 inline constexpr uint8_t kAccept = 1;
@@ -77,6 +87,8 @@ struct Handshake {
   uint16_t channel = 0;
   uint32_t features = 0;
   uint64_t session_id = 0;
+  // With kFeatureVmName (encode_handshake sets the bit when this is not empty): the VM.
+  std::string vm_name;
 };
 
 struct FrameHeader {
@@ -103,9 +115,15 @@ struct WireFrameHeader {
 static_assert(sizeof(WireHandshake) == kHandshakeSize);
 static_assert(sizeof(WireFrameHeader) == kFrameHeaderSize);
 
-void encode_handshake(const Handshake& h, uint8_t out[kHandshakeSize]);
-// Validates magic, version and features; errors name the byte offset of the bad field.
-Result<Handshake> decode_handshake(const uint8_t in[kHandshakeSize]);
+// The HELLO payload: kHandshakeSize bytes, more with a VM name (which sets kFeatureVmName;
+// the caller checked it with check_vm_name).
+std::vector<uint8_t> encode_handshake(const Handshake& h);
+// Validates magic, version, features, the length (exactly the fixed part plus the name) and
+// the name; errors name the byte offset of the bad field.
+Result<Handshake> decode_handshake(std::span<const uint8_t> in);
+// A VM name as HELLO carries it: [A-Za-z0-9._-]{1,64}, not starting with '.'. The error says
+// what is wrong with it, in one sentence.
+Status check_vm_name(std::string_view name);
 
 // Writes header (crc computed over payload) to out[kFrameHeaderSize].
 void encode_frame_header(FrameType type, uint64_t seq, const void* payload, uint32_t len,

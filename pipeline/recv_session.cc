@@ -14,24 +14,19 @@
 #include "pipeline/page_stream.h"
 
 namespace ferry::pipeline {
-namespace {
 
-// A refused link learns why; a sender that does not listen is not waited for long.
-void refuse(dataplane::Transport& t, const std::string& why) {
-  (void)dataplane::receiver_refuse(t, why, 1000);
-}
-
-}  // namespace
+using internal::Greeted;
+using internal::refuse_link;
 
 RecvSession::RecvSession(RecvOptions options)
     : SessionBase(PumpRole::kReceiver, options.poll_mode),
       opt_(std::move(options)),
-      greet_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
+      fed_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
 
 RecvSession::~RecvSession() {
   stop();
-  reap_greeters(true);
-  ::close(greet_fd_);
+  greeters_.reset();
+  ::close(fed_fd_);
 }
 
 Status RecvSession::listen(const std::string& listen_spec, const std::string& qemu_spec) {
@@ -42,6 +37,9 @@ Status RecvSession::listen(const std::string& listen_spec, const std::string& qe
   qemu_spec_ = qemu_spec;
   qemu_ = *qemu;
   listener_ = std::move(*listener);
+  listener_where_ = listener_->where();
+  greeters_ = std::make_unique<internal::GreeterPool>(opt_.security.get(), opt_.max_handshakes,
+                                                      opt_.handshake_timeout_ms);
   return Status::ok();
 }
 
@@ -49,46 +47,29 @@ void RecvSession::start() {
   acceptor_ = std::thread([this] { accept_loop(); });
 }
 
+Status RecvSession::start_fed(const std::string& qemu_spec, const std::string& where) {
+  auto qemu = dataplane::parse_endpoint(qemu_spec);
+  if (!qemu) return qemu.status();
+  qemu_spec_ = qemu_spec;
+  qemu_ = *qemu;
+  listener_where_ = where;
+  fed_deadline_ = Clock::now() + std::chrono::milliseconds(opt_.handshake_timeout_ms);
+  start();
+  return Status::ok();
+}
+
+void RecvSession::feed(std::unique_ptr<dataplane::Transport> link, dataplane::Greeting greeting) {
+  std::lock_guard lk(fed_mu_);
+  fed_.push_back({std::move(link), std::move(greeting), {}});
+  uint64_t one = 1;
+  ssize_t r = ::write(fed_fd_, &one, sizeof one);
+  (void)r;
+}
+
 void RecvSession::refused(const std::string& why) {
   if (!opt_.on_refused) return;
   std::lock_guard lk(refused_mu_);
   opt_.on_refused(listener_where_, why);
-}
-
-// On its own thread: HELLO and TLS within the total deadline; a failure is told to the
-// sender here, so that a slow stranger delays nobody else.
-void RecvSession::greet(std::unique_ptr<dataplane::Transport> link, Greeter* self) {
-  const TimePoint deadline = Clock::now() + std::chrono::milliseconds(opt_.handshake_timeout_ms);
-  auto g = dataplane::receiver_greet(*link, opt_.security.get(), deadline, &cancel_greetings_);
-  Greeted out;
-  if (g) {
-    out.greeting = std::move(*g);
-    out.link = std::move(link);
-  } else {
-    out.refused = g.status().message();
-    if (!cancel_greetings_.load()) refuse(*link, out.refused);
-    link.reset();
-  }
-  std::lock_guard lk(greet_mu_);
-  greeted_.push_back(std::move(out));
-  self->done = true;
-  uint64_t one = 1;
-  ssize_t r = ::write(greet_fd_, &one, sizeof one);
-  (void)r;
-}
-
-void RecvSession::reap_greeters(bool all) {
-  if (all) cancel_greetings_.store(true);
-  std::list<Greeter> ended;
-  {
-    std::lock_guard lk(greet_mu_);
-    for (auto it = greeters_.begin(); it != greeters_.end();) {
-      auto next = std::next(it);
-      if (all || it->done) ended.splice(ended.end(), greeters_, it);
-      it = next;
-    }
-  }
-  for (auto& g : ended) g.thread.join();
 }
 
 // Accepts links until the main channel ended. Channel k reaches QEMU only after 0..k-1: links
@@ -100,42 +81,45 @@ void RecvSession::accept_loop() {
   uint16_t next_channel = 0;            // the next channel to connect to QEMU
   std::map<uint16_t, Greeted> waiting;  // greeted, before their turn
   std::string error;
-  listener_where_ = listener_->where();
 
   while (error.empty() && !set_.main_done() && !set_.failed()) {
-    pollfd fds[4] = {{listener_->wait_fd(), POLLIN, 0},
+    // Fed (under a RecvServer): no listener (poll skips a negative fd), links come greeted.
+    pollfd fds[4] = {{listener_ ? listener_->wait_fd() : -1, POLLIN, 0},
                      {set_.wake_fd(), POLLIN, 0},
                      {stop_fd_, POLLIN, 0},
-                     {greet_fd_, POLLIN, 0}};
+                     {greeters_ ? greeters_->ready_fd() : fed_fd_, POLLIN, 0}};
     // Bounded like every wait in ferry; the loop re-checks its conditions each time.
     int r = ::poll(fds, 4, internal::kAcceptPollMs);
     if (r < 0 && errno != EINTR) error = std::string("poll: ") + std::strerror(errno);
     if (fds[2].revents & POLLIN) break;
     if (fds[1].revents & POLLIN) set_.reap();
-    if (fds[0].revents & POLLIN) {
+    // Fed: a session opened by a later channel's link whose main channel never comes would
+    // hold its VM name forever (ferry send opens channel 0 first; that sender gave up).
+    if (!greeters_ && set_.size() == 0 && Clock::now() > fed_deadline_) {
+      error = "no main channel (channel 0) within " +
+              std::to_string((opt_.handshake_timeout_ms + 999) / 1000) +
+              " s of the session's first link";
+      for (auto& [ch, w] : waiting) refuse_link(*w.link, error);
+      break;
+    }
+    if ((fds[0].revents & POLLIN) && listener_) {
       while (auto t = listener_->accept(0)) {
-        std::lock_guard lk(greet_mu_);
-        if (greeters_.size() >= opt_.max_handshakes) {
-          // Closed unanswered: answering would let a flood hold buffers and time.
-          t->reset();
-          refused("too many links in their handshake (" + std::to_string(opt_.max_handshakes) +
+        if (!greeters_->greet(std::move(*t))) {
+          refused("too many links in their handshake (" + std::to_string(greeters_->max()) +
                   "); closed a new one");
-          continue;
         }
-        Greeter& g = greeters_.emplace_back();
-        g.thread = std::thread(
-            [this, link = std::move(*t), gp = &g]() mutable { greet(std::move(link), gp); });
       }
     }
     if (!(fds[3].revents & POLLIN)) continue;
-    uint64_t drained;
-    ssize_t rd = ::read(greet_fd_, &drained, sizeof drained);
-    (void)rd;
-    reap_greeters(false);
     std::vector<Greeted> batch;
-    {
-      std::lock_guard lk(greet_mu_);
-      batch.swap(greeted_);
+    if (greeters_) {
+      batch = greeters_->take();
+    } else {
+      uint64_t drained;
+      ssize_t rd = ::read(fed_fd_, &drained, sizeof drained);
+      (void)rd;
+      std::lock_guard lk(fed_mu_);
+      batch.swap(fed_);
     }
     for (Greeted& gr : batch) {
       if (!gr.link) {
@@ -157,7 +141,7 @@ void RecvSession::accept_loop() {
       }
       if (!why.empty()) {
         // Refuse this link only; the session (or the real sender still to come) goes on.
-        refuse(*gr.link, why);
+        refuse_link(*gr.link, why);
         refused(why);
         continue;
       }
@@ -173,7 +157,7 @@ void RecvSession::accept_loop() {
       Greeted& w = it->second;
       auto q = dataplane::connect_to(qemu_);
       if (!q) {
-        refuse(*w.link, "ferry recv cannot reach the destination QEMU");
+        refuse_link(*w.link, "ferry recv cannot reach the destination QEMU");
         error = "cannot connect to the destination QEMU at " + qemu_spec_ + ": " +
                 q.status().message() + " (is it running with -incoming " + qemu_spec_ + "?)";
         break;
@@ -195,11 +179,12 @@ void RecvSession::accept_loop() {
   // No more links: a sender trying one now is refused by the kernel; strangers still in their
   // handshake are dropped.
   listener_.reset();
-  reap_greeters(true);
+  if (greeters_) greeters_->cancel();
   if (!error.empty() || set_.failed()) set_.abort_all();
   set_.join_all();
   error_ = error;
   done_.set();
+  if (opt_.on_done) opt_.on_done();
 }
 
 }  // namespace ferry::pipeline

@@ -2,10 +2,12 @@
 // SendSession: `ferry recv` runs it.
 //
 // listen() opens the link listener; start() accepts links on a thread. Each new link is greeted
-// on a thread of its own (HELLO, and TLS with credentials), at most max_handshakes at once and
-// each within handshake_timeout_ms in total, so that idle or slow strangers neither block the
-// real sender nor pile up. The first accepted link binds the session: its id and, with TLS,
-// the peer's identity; links of another session or peer are refused without disturbing it.
+// on a thread of its own (internal/greeter_pool.h), at most max_handshakes at once and each
+// within handshake_timeout_ms in total, so that idle or slow strangers neither block the real
+// sender nor pile up. Or, under a RecvServer (recv_server.h), start_fed(): no listener, the
+// server hands over the links it greeted for this session (feed()).
+// The first accepted link binds the session: its id and, with TLS, the peer's identity; links
+// of another session or peer are refused without disturbing it.
 // Nothing reaches QEMU before a link is accepted. The session connects to the destination
 // QEMU's incoming socket once per channel in the sender's channel order (QEMU takes the first
 // connection as the main stream), until the main channel ended. wait() returns when every
@@ -15,17 +17,18 @@
 
 #include <atomic>
 #include <functional>
-#include <list>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "common/clock.h"
 #include "dataplane/handshake.h"
 #include "dataplane/net.h"
 #include "dataplane/transport.h"
 #include "pipeline/channel_set.h"
+#include "pipeline/internal/greeter_pool.h"
 #include "pipeline/internal/session_base.h"
 
 namespace ferry::pipeline {
@@ -43,6 +46,8 @@ struct RecvOptions {
   // A link was refused (where: the listener's address; why: one sentence). Called on the
   // session's threads (one at a time); may be empty.
   std::function<void(const std::string& where, const std::string& why)> on_refused;
+  // The session ended (done() is true): the last thing its accept thread does; may be empty.
+  std::function<void()> on_done;
 };
 
 class RecvSession : public internal::SessionBase {
@@ -57,33 +62,25 @@ class RecvSession : public internal::SessionBase {
   // Begins accepting on a thread.
   void start();
 
+  // Under a RecvServer, instead of listen() and start(): no listener of its own; where names
+  // the server's listener in refusals. Begins waiting for links on a thread.
+  Status start_fed(const std::string& qemu_spec, const std::string& where);
+  // Hands over a greeted link of this session (any thread). One that arrives after the
+  // session ended is closed with it.
+  void feed(std::unique_ptr<dataplane::Transport> link, dataplane::Greeting greeting);
+
   // wait(), done(), abort(), channels(): internal/session_base.h.
 
  private:
-  // A link whose greeting ended: accepted ones carry the greeting, refused ones the reason
-  // (already told to the sender).
-  struct Greeted {
-    std::unique_ptr<dataplane::Transport> link;
-    dataplane::Greeting greeting;
-    std::string refused;
-  };
-  struct Greeter {
-    std::thread thread;
-    bool done = false;  // guarded by greet_mu_
-  };
-
   void accept_loop();
-  void greet(std::unique_ptr<dataplane::Transport> link, Greeter* self);
   void refused(const std::string& why);
-  // Joins the greeters that ended; all of them (cancelled) when stopping.
-  void reap_greeters(bool all);
 
   RecvOptions opt_;
-  std::mutex greet_mu_;
-  std::list<Greeter> greeters_;
-  std::vector<Greeted> greeted_;
-  int greet_fd_ = -1;  // eventfd: a greeting ended
-  std::atomic<bool> cancel_greetings_{false};
+  std::unique_ptr<internal::GreeterPool> greeters_;  // own listener only
+  std::mutex fed_mu_;
+  std::vector<internal::Greeted> fed_;  // start_fed(): links handed over, not yet taken
+  int fed_fd_ = -1;                     // eventfd: fed_ grew
+  TimePoint fed_deadline_{};            // start_fed(): channel 0 must have started by then
   std::mutex refused_mu_;
   std::string qemu_spec_;
   dataplane::Endpoint qemu_;

@@ -48,6 +48,7 @@ Result<std::unique_ptr<dataplane::Transport>> SendSession::open_link(uint16_t in
   dataplane::SenderHello hello;
   hello.hello.channel = index;
   hello.hello.session_id = session_id_;
+  hello.hello.vm_name = opt_.vm_name;
   if (opt_.codec != encoders::CodecLevel::kNone) hello.hello.features |= dataplane::kFeaturePages;
   hello.security = opt_.security.get();
   hello.peer_host = dataplane::spec_host(opt_.peer);

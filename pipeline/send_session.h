@@ -23,6 +23,9 @@ namespace ferry::pipeline {
 
 struct SendOptions {
   std::string peer;  // TRANSPORT:ADDRESS of ferry recv
+  // The VM's name for `ferry recv --serve --qemu-dir` (HELLO's VM_NAME; checked by the caller
+  // with dataplane::check_vm_name); empty = none sent.
+  std::string vm_name;
   int connect_timeout_ms = 10000;
   encoders::CodecLevel codec = encoders::CodecLevel::kAuto;
   size_t cache_mib = 256;

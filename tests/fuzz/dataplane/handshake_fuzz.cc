@@ -2,12 +2,13 @@
 // hostile bytes, over the in-process loopback transport (one thread: every step runs with a
 // zero deadline on frames already queued).
 // Input: hello_len:u16le hello[hello_len] accept[rest].
-//  * decode_handshake on the input's first 20 bytes: an accepted HELLO payload re-encodes to
-//    the same bytes;
+//  * decode_handshake on the input's first kMaxHandshakeSize bytes (or all of a shorter one):
+//    an accepted HELLO payload (VM name included) re-encodes to the same bytes;
 //  * FrameChecker from seq 0 over the whole input: every frame it returns lies inside it;
 //  * `hello` is sent as a raw frame buffer to a receiver's receiver_greet (no credentials);
 //  * `accept` is queued as the receiver's raw answer before a sender's sender_handshake.
 // Must never crash, hang, or read outside the frame.
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -78,12 +79,15 @@ void reap(Transport& t) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  if (size >= kHandshakeSize) {
-    auto h = decode_handshake(data);
+  {
+    // Every length: a HELLO payload may carry a VM name after the fixed part.
+    const size_t n = std::min(size, kMaxHandshakeSize);
+    auto h = decode_handshake({data, n});
     if (h) {
-      uint8_t again[kHandshakeSize];
-      encode_handshake(*h, again);
-      if (std::memcmp(again, data, kHandshakeSize) != 0) __builtin_trap();
+      const auto again = encode_handshake(*h);
+      if (again.size() != n || std::memcmp(again.data(), data, n) != 0) {
+        __builtin_trap();
+      }
     } else if (h.status().message().empty()) {
       __builtin_trap();
     }

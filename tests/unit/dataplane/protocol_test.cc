@@ -18,32 +18,101 @@ std::vector<uint8_t> make_payload(std::mt19937& rng, size_t n) {
 }
 
 TEST(Handshake, RoundTrip) {
-  uint8_t buf[kHandshakeSize];
-  encode_handshake({kVersion, 3, 0, 0x0102030405060708ull}, buf);
-  EXPECT_EQ(std::string(reinterpret_cast<char*>(buf), 4), "FERY");
+  auto buf = encode_handshake({kVersion, 3, 0, 0x0102030405060708ull, ""});
+  ASSERT_EQ(buf.size(), kHandshakeSize);
+  EXPECT_EQ(std::string(reinterpret_cast<char*>(buf.data()), 4), "FERY");
   auto h = decode_handshake(buf);
   ASSERT_TRUE(h.has_value());
   EXPECT_EQ(h->channel, 3);
   EXPECT_EQ(h->session_id, 0x0102030405060708ull);
+  EXPECT_EQ(h->features, 0u);
+  EXPECT_EQ(h->vm_name, "");
 }
 
 TEST(Handshake, RejectsBadMagicAndVersion) {
-  uint8_t buf[kHandshakeSize];
-  encode_handshake({}, buf);
+  auto buf = encode_handshake({});
   buf[0] = 'X';
   auto h = decode_handshake(buf);
   ASSERT_FALSE(h.has_value());
   EXPECT_NE(h.status().message().find("offset 0"), std::string::npos);
-  encode_handshake({}, buf);
+  buf = encode_handshake({});
   buf[5] = 1;  // version 1: the byte-stream handshake before frame transports
   h = decode_handshake(buf);
   ASSERT_FALSE(h.has_value());
   EXPECT_NE(h.status().message().find("offset 4"), std::string::npos);
   // A feature bit this receiver does not know is refused, naming the field.
-  encode_handshake({kVersion, 0, 0x4, 1}, buf);
+  buf = encode_handshake({kVersion, 0, 0x8, 1, ""});
   h = decode_handshake(buf);
   ASSERT_FALSE(h.has_value());
   EXPECT_NE(h.status().message().find("offset 8"), std::string::npos);
+}
+
+TEST(Handshake, VmNameRoundTrip) {
+  Handshake in{kVersion, 1, kFeaturePages, 42, "web-01.prod_A"};
+  auto buf = encode_handshake(in);
+  ASSERT_EQ(buf.size(), kHandshakeSize + 1 + in.vm_name.size());
+  EXPECT_EQ(buf[kHandshakeSize], in.vm_name.size());
+  auto h = decode_handshake(buf);
+  ASSERT_TRUE(h.has_value()) << h.status().message();
+  EXPECT_EQ(h->features, kFeaturePages | kFeatureVmName);
+  EXPECT_EQ(h->vm_name, "web-01.prod_A");
+  EXPECT_EQ(h->session_id, 42u);
+  // The longest name fits the largest HELLO.
+  in.vm_name = std::string(kMaxVmName, 'x');
+  buf = encode_handshake(in);
+  EXPECT_EQ(buf.size(), kMaxHandshakeSize);
+  h = decode_handshake(buf);
+  ASSERT_TRUE(h.has_value());
+  EXPECT_EQ(h->vm_name, in.vm_name);
+}
+
+TEST(Handshake, RejectsBadVmNameAndLength) {
+  auto buf = encode_handshake({kVersion, 0, 0, 1, "vm"});
+  // Trailing bytes, a missing byte, a missing length, bytes without the feature bit.
+  auto longer = buf;
+  longer.push_back('x');
+  EXPECT_FALSE(decode_handshake(longer).has_value());
+  auto shorter = buf;
+  shorter.pop_back();
+  auto h = decode_handshake(shorter);
+  ASSERT_FALSE(h.has_value());
+  EXPECT_NE(h.status().message().find("expected 23"), std::string::npos) << h.status().message();
+  std::vector<uint8_t> no_len(buf.begin(), buf.begin() + kHandshakeSize);
+  h = decode_handshake(no_len);
+  ASSERT_FALSE(h.has_value());
+  EXPECT_NE(h.status().message().find("offset 20"), std::string::npos);
+  auto plain = encode_handshake({});
+  plain.push_back(0);
+  EXPECT_FALSE(decode_handshake(plain).has_value());
+  EXPECT_FALSE(decode_handshake(std::span<const uint8_t>(buf.data(), 10)).has_value());
+  // Names that could leave the directory, hide, or hold anything else are refused.
+  for (std::string bad :
+       {std::string(), std::string(".."), std::string(".hidden"), std::string("a/b"),
+        std::string("a b"), std::string("a\nb"), std::string("vm\0x", 4),
+        std::string(kMaxVmName + 1, 'x'), std::string("caf\xc3\xa9")}) {
+    auto b = encode_handshake({kVersion, 0, 0, 1, ""});
+    b[11] |= kFeatureVmName;  // features, big-endian, at byte offset 8
+    b.push_back(static_cast<uint8_t>(bad.size()));
+    b.insert(b.end(), bad.begin(), bad.end());
+    h = decode_handshake(b);
+    ASSERT_FALSE(h.has_value()) << bad;
+    EXPECT_NE(h.status().message().find("VM name"), std::string::npos) << h.status().message();
+    EXPECT_EQ(h.status().message().find(bad.empty() ? "\x01" : bad), std::string::npos)
+        << "the refusal echoes the name: " << h.status().message();
+  }
+}
+
+TEST(Handshake, CheckVmName) {
+  EXPECT_TRUE(check_vm_name("a"));
+  EXPECT_TRUE(check_vm_name("A.b_c-9"));
+  EXPECT_TRUE(check_vm_name("a.."));
+  EXPECT_TRUE(check_vm_name(std::string(kMaxVmName, 'z')));
+  EXPECT_FALSE(check_vm_name(""));
+  EXPECT_FALSE(check_vm_name("."));
+  EXPECT_FALSE(check_vm_name(".a"));
+  EXPECT_FALSE(check_vm_name("a/b"));
+  EXPECT_FALSE(check_vm_name("a:b"));
+  EXPECT_FALSE(check_vm_name(std::string(kMaxVmName + 1, 'z')));
 }
 
 // Walks every frame of a buffer (as the pump does with each frame buffer).
