@@ -2,7 +2,7 @@
 """`ferry migrate` end to end on real QEMU guests across a 100 Mbit/s tbf veth: the source
 QEMU and ferry migrate in namespace a, ferry recv and the destination QEMU in namespace b.
 
-    test_migrate.py converging | postcopy | stop | cancel | recover
+    test_migrate.py converging | postcopy | stop | cancel | recover | recover_link_cut
 
 converging  a moderate dirty rate: completes in pre-copy, no post-copy, downtime within
             --max-downtime, RAM identical, the report lists what happened
@@ -12,9 +12,10 @@ postcopy    random pages dirtied faster than the link can carry even encoded: th
 stop        the same without --allow-postcopy: ferry migrate stops early with the reason,
             exits 1, and the VM keeps running on the source
 cancel      SIGTERM to ferry migrate in pre-copy: it cancels, exits 1, the VM keeps running
-recover     ferry recv killed in post-copy (VM running on the destination) and restarted:
-            ferry migrate --recover-uri drives QEMU's post-copy recovery; the migration
-            completes and the guest's self-check passes
+recover     ferry recv --serve killed in post-copy (VM running on the destination) and
+            restarted: ferry migrate --recover-uri drives QEMU's post-copy recovery; the
+            migration completes and the guest's self-check passes
+recover_link_cut  the same with ferry's TCP connections aborted (ss -K) instead
 Every scenario also checks that ferry migrate put back the migration capabilities and
 parameters it changed in both QEMUs.
 """
@@ -52,27 +53,36 @@ def migration_settings(src, dst):
     return out
 
 
-def scenario(workload, extra_args, expect_rc, checks, during=None, dst_runs=False):
+def scenario(workload, extra_args, expect_rc, checks, during=None, dst_runs=False, serve=False):
     """Runs ferry migrate --json with extra_args, checks its report with checks(report), then
     verifies the end state: RAM identical after a completed migration (the guest's own
     self-check when during() let the destination run), the VM still running on the source
-    after a stop. during(mig, src, dst, fr, wd) runs while ferry migrate does."""
+    after a stop. during(mig, src, dst, fr, wd) runs while ferry migrate does. serve: the
+    destination side is a `ferry recv --serve --qemu-dir {wd}/q` and the VM is named 'vm'
+    ({wd}/q/vm.sock); '{wd}' in extra_args is the workdir."""
     rig.require_root_netns()
     # A second QMP monitor on each QEMU for ferry migrate (a QMP socket serves one client;
     # the rig keeps its own).
     def qmp2(wd, name):
         return ['-qmp', 'unix:%s,server=on,wait=off' % wd.path(name + '-m.qmp')]
-    with rig.Workdir('migrate') as wd, rig.Link('100mbit') as lk, \
+    wd = rig.Workdir('migrate')
+    incoming = wd.path('q', 'vm.sock') if serve else wd.path('in.sock')
+    os.makedirs(wd.path('q'))
+    with wd, rig.Link('100mbit') as lk, \
             rig.Guest('src', ram_kib=RAM_KIB, workload=workload, workdir=wd,
                       netns=lk.ns_a, extra_args=qmp2(wd, 'src')) as src, \
-            rig.Guest.destination(src, 'dst', 'unix:' + wd.path('in.sock'),
+            rig.Guest.destination(src, 'dst', 'unix:' + incoming,
                                   netns=lk.ns_b, extra_args=qmp2(wd, 'dst')) as dst:
         fr = Ferries(wd, link=lk)
         mig = None
         try:
             src.wait_ready()
             src.wait_heartbeats(3)
-            fr.start_recv(wd.path('in.sock'))
+            if serve:
+                fr.start_recv(qemu_dir=wd.path('q'))
+                extra_args = extra_args + ['--vm', 'vm']
+            else:
+                fr.start_recv(incoming)
             settings_before = migration_settings(src, dst)
             argv = [rig.find_ferry(), 'migrate', '--src-qmp', 'unix:' + wd.path('src-m.qmp'),
                     '--dst-qmp', 'unix:' + wd.path('dst-m.qmp'), '--peer', fr.peer,
@@ -108,6 +118,13 @@ def scenario(workload, extra_args, expect_rc, checks, during=None, dst_runs=Fals
             if rep['outcome'] == 'completed':
                 dst.wait_incoming_done()
                 src.wait_status('postmigrate')
+                if serve:
+                    # The server logs the session's end and keeps serving; SIGTERM ends it.
+                    rig.wait_until(lambda: 'VM vm' in read_text(fr.recv_err) and
+                                   ': completed' in read_text(fr.recv_err), rig.scaled(60),
+                                   'the server to log the completed session: %s' %
+                                   read_text(fr.recv_err))
+                    fr.recv_p.send_signal(signal.SIGTERM)
                 check(fr.wait_exit('recv', 60) == 0, 'ferry recv failed: %s' %
                       read_text(fr.recv_err))
                 if dst_runs:
@@ -192,10 +209,10 @@ def cancel():
     scenario(wl, ['--allow-postcopy'], 1, checks, during)
 
 
-def recover():
-    """ferry recv killed in post-copy, with the VM running on the destination: both QEMUs
-    pause; ferry migrate (--recover-uri) has the destination listen for QEMU's post-copy
-    recovery, opens a new ferry path once ferry recv is back and resumes the source; the
+def recover_body(fault, fault_name):
+    """Post-copy with the VM running on the destination, then fault(fr, lk-side runner):
+    both QEMUs pause; ferry migrate (--recover-uri: the destination's own socket under
+    ferry recv --serve) drives QEMU's post-copy recovery through a new ferry path; the
     migration completes and the guest's memory checks out on the destination."""
     wl = {'ws': '192M', 'pattern': 'random', 'rate': 12000}
 
@@ -204,11 +221,8 @@ def recover():
                        rig.scaled(200), 'the switch to post-copy')
         dst.wait_status('paused')  # -S: the devices are loaded; let the guest run there
         dst.cont()
-        fr.recv_p.kill()
-        rig.wait_until(lambda: src.query_migrate().get('status') == 'postcopy-paused',
-                       rig.scaled(30), 'the source to pause')
-        fr.recv_p.wait()
-        fr.start_recv(wd.path('in2.sock'))
+        fault(fr, wd)
+        print('%s in post-copy' % fault_name)
 
     def checks(rep):
         check(rep['outcome'] == 'completed', 'outcome %s: %s' % (rep['outcome'], rep['reason']))
@@ -217,15 +231,35 @@ def recover():
               'expected a recovery: %s, %s' % (rep['postcopy_recoveries'], rep['decisions']))
         print('paused %.1f s in post-copy, %d attempt(s)' % (rep['postcopy_paused_s'], len(rec)))
 
-    scenario(wl, ['--allow-postcopy', '--recover-uri', 'unix:{wd}/in2.sock'], 0, checks, during,
-             dst_runs=True)
+    scenario(wl, ['--allow-postcopy', '--recover-uri', 'unix:{wd}/q/vm.sock'], 0, checks,
+             during, dst_runs=True, serve=True)
+
+
+def recover():
+    """ferry recv --serve killed (SIGKILL) in post-copy and restarted, as systemd would."""
+    def fault(fr, wd):
+        fr.recv_p.kill()
+        fr.recv_p.wait()
+        fr.start_recv(qemu_dir=wd.path('q'))
+    recover_body(fault, 'ferry recv --serve killed and restarted')
+
+
+def recover_link_cut():
+    """ferry's TCP connections aborted outright in post-copy (ss -K, as a middlebox reset
+    would): ferry recv --serve stays up and takes the recovery session."""
+    def fault(fr, wd):
+        r = fr.link.run('a', ['ss', '-K', 'dst', fr.host, 'dport', '=', ':%d' % fr.port],
+                        capture_output=True, text=True, timeout=10)
+        check(r.returncode == 0, 'ss -K failed: %s' % r.stderr)
+        check(str(fr.port) in r.stdout, 'ss -K found no ferry connection: %r' % r.stdout)
+    recover_body(fault, 'links aborted')
 
 
 def main(argv):
     rig.require_qemu_and_guest()
     which = argv[1] if len(argv) > 1 else 'converging'
     {'converging': converging, 'postcopy': postcopy, 'stop': stop, 'cancel': cancel,
-     'recover': recover}[which]()
+     'recover': recover, 'recover_link_cut': recover_link_cut}[which]()
     print('PASS migrate %s' % which)
     return 0
 

@@ -229,11 +229,19 @@ class Ferries:
             return self.link.spawn(side, argv, stderr=f)
         return rig.spawn(argv, stderr=f)
 
-    def start_recv(self, qemu_sock):
-        argv = [ferry_bin(), 'recv', '--listen', self.peer, '--qemu', 'unix:' + qemu_sock,
-                '--stats-json', self.recv_json] + self.recv_args + self.transport_args + \
-            self.security_args
-        self.recv_p = self._spawn('b', argv, self.recv_err)
+    def start_recv(self, qemu_sock=None, qemu_dir=None):
+        """ferry recv for one migration to qemu_sock, or with qemu_dir a long-running
+        `ferry recv --serve` (destination QEMUs at qemu_dir/NAME.sock), whose log accumulates
+        over restarts."""
+        if qemu_dir:
+            argv = [ferry_bin(), 'recv', '--serve', '--listen', self.peer, '--qemu-dir', qemu_dir]
+        else:
+            argv = [ferry_bin(), 'recv', '--listen', self.peer, '--qemu', 'unix:' + qemu_sock,
+                    '--stats-json', self.recv_json]
+        argv += self.recv_args + self.transport_args + self.security_args
+        f = open(self.recv_err, 'ab' if qemu_dir else 'wb')
+        self.recv_p = self.link.spawn('b', argv, stderr=f) if self.link else \
+            rig.spawn(argv, stderr=f)
         p = self.recv_p
 
         def listening():
