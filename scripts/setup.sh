@@ -31,6 +31,10 @@ PACKAGES=(
   # the dpdk transport (dataplane/dpdk: built when Meson finds libdpdk) and its tools
   # (dpdk-testpmd for the benchmark's PMD ceiling, dpdk-devbind.py for real NICs)
   dpdk dpdk-dev libdpdk-dev
+  # packaging (packaging/, debian/): systemd for the unit directory (systemd.pc) and
+  # `systemd-analyze verify`, bash-completion's loader and groff/man-db for the install
+  # tests, debhelper + fakeroot for scripts/build-deb.sh
+  systemd bash-completion groff-base man-db debhelper fakeroot dpkg-dev
 )
 
 need_install=()
