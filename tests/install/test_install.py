@@ -161,7 +161,15 @@ def test_manpages(tmp):
         with open(path) as a, open(f"{regen}/{name}.1") as b:
             if a.read() != b.read():
                 fail(f"{name}(1) differs from the one its --help makes now")
-    print(f"manpages: {len(pages)} pages, each current")
+    # A command the build does not name (or one it names that ferry lacks) fails the build
+    # rather than leave a page out.
+    for names in (commands(top_help)[1:], commands(top_help) + ["nosuch"]):
+        r = subprocess.run([sys.executable, os.path.join(SRC, "packaging/gen_docs.py"), "man",
+                            "--ferry", inst.at(inst.bindir + "/ferry"), "--outdir", regen,
+                            *names], capture_output=True, text=True)
+        if r.returncode == 0 or "update ferry_commands" not in r.stderr:
+            fail(f"gen_docs.py accepted the command list {names}: {r.stderr}")
+    print(f"manpages: {len(pages)} pages, each current; a command list that differs fails")
 
 
 COMPLETE = r"""
@@ -262,6 +270,12 @@ def test_service(tmp):
         fail(f"ExecStart uses {sorted(used - set(defined))}, not set in {settings_path}")
     if not defined.get("FERRY_LISTEN") or not defined.get("FERRY_SECURITY"):
         fail("the settings give no listen address or no credentials")
+    # The default QEMU directory is the one the unit makes and keeps writable.
+    runtime = re.search(r"^RuntimeDirectory=(.*)$", text, re.M)
+    if not runtime or defined.get("FERRY_QEMU_DIR") not in [
+            "/run/" + d for d in runtime.group(1).split()]:
+        fail(f"FERRY_QEMU_DIR={defined.get('FERRY_QEMU_DIR')} is not a RuntimeDirectory= "
+             f"of the unit ({runtime and runtime.group(0)})")
     print(f"settings: {', '.join(f'{k}={v!r}' for k, v in defined.items())}")
 
     # systemd-analyze verify on the installed unit, its paths moved into the DESTDIR: the
