@@ -34,6 +34,10 @@ PACKAGES=(
   # metrics (--metrics): promtool checks a live scrape, a real Prometheus scrapes ferry
   # (tests/integration/test_metrics.py)
   prometheus
+  # packaging (packaging/, debian/): systemd for the unit directory (systemd.pc) and
+  # `systemd-analyze verify`, bash-completion's loader and groff/man-db for the install
+  # tests, debhelper + fakeroot for scripts/build-deb.sh
+  systemd bash-completion groff-base man-db debhelper fakeroot dpkg-dev
 )
 
 need_install=()
