@@ -214,29 +214,6 @@ std::string fmt_seconds(std::chrono::nanoseconds d) {
   return buf;
 }
 
-// Counters of ferry paths one after another (post-copy recovery replaces the path).
-SetCounters add(SetCounters a, const SetCounters& b) {
-  a.bytes_from_qemu += b.bytes_from_qemu;
-  a.bytes_to_qemu += b.bytes_to_qemu;
-  a.link_tx_bytes += b.link_tx_bytes;
-  a.link_rx_bytes += b.link_rx_bytes;
-  a.pages_normal += b.pages_normal;
-  a.pages_zero += b.pages_zero;
-  a.page_bytes_in += b.page_bytes_in;
-  a.page_wire_bytes += b.page_wire_bytes;
-  a.pages_xbzrle += b.pages_xbzrle;
-  a.pages_compressed += b.pages_compressed;
-  for (size_t i = 0; i < encoders::kFormCount; ++i) {
-    a.form_pages[i] += b.form_pages[i];
-    a.form_bytes[i] += b.form_bytes[i];
-  }
-  a.encode_ns += b.encode_ns;
-  a.link_retransmits += b.link_retransmits;
-  a.effort = b.effort;
-  a.link_backlog_bytes = b.link_backlog_bytes;
-  return a;
-}
-
 // One decision, as it is taken: a JSON line, or a line on the terminal.
 void record_decision(const Decision& d, bool json_lines, bool tty) {
   if (json_lines) {
@@ -524,7 +501,7 @@ int run_migrate(int argc, char** argv) {
     s.time_s = now_s;
     s.qemu = q;
     s.qemu.sampled_dirty_bytes_per_s = sampled_dirty_bytes_per_s;
-    const SetCounters c = add(earlier, session->channels().counters());
+    const SetCounters c = session->channels().counters().after(earlier);
     s.ferry.bytes_from_qemu = c.bytes_from_qemu;
     s.ferry.link_tx_bytes = c.link_tx_bytes;
     s.ferry.page_bytes_in = c.page_bytes_in;
@@ -580,7 +557,7 @@ int run_migrate(int argc, char** argv) {
         const SendSession* before = session.get();
         const SetCounters retiring = session->channels().counters();
         if (auto d = recover(**src, **dst, a, path, pause, wall)) {
-          if (session.get() != before) earlier = add(earlier, retiring);
+          if (session.get() != before) earlier = retiring.after(earlier);
           d->time_s = now_s;
           record_decision(*d, a.json, tty);
           decisions.push_back(*d);
@@ -686,7 +663,7 @@ int run_migrate(int argc, char** argv) {
     mm->update(q.status, q.dirty_sync_count, q.remaining_bytes, engine.view());
     mm->end(outcome);
   }
-  const SetCounters c = add(earlier, session->channels().counters());
+  const SetCounters c = session->channels().counters().after(earlier);
   const double total_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const bool downtime_ok = outcome != "completed" || q.downtime_ms <= a.limits.max_downtime_ms;

@@ -6,22 +6,10 @@
 
 namespace ferry::metrics {
 
-std::string escape_help(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (char c : s) {
-    if (c == '\\') {
-      out += "\\\\";
-    } else if (c == '\n') {
-      out += "\\n";
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
+namespace {
 
-std::string escape_label_value(std::string_view s) {
+// Backslash and newline escaped always; the double quote only inside label values.
+std::string escape(std::string_view s, bool quote) {
   std::string out;
   out.reserve(s.size());
   for (char c : s) {
@@ -29,7 +17,7 @@ std::string escape_label_value(std::string_view s) {
       out += "\\\\";
     } else if (c == '\n') {
       out += "\\n";
-    } else if (c == '"') {
+    } else if (quote && c == '"') {
       out += "\\\"";
     } else {
       out += c;
@@ -37,6 +25,12 @@ std::string escape_label_value(std::string_view s) {
   }
   return out;
 }
+
+}  // namespace
+
+std::string escape_help(std::string_view s) { return escape(s, false); }
+
+std::string escape_label_value(std::string_view s) { return escape(s, true); }
 
 std::string format_value(double v) {
   if (std::isnan(v)) return "NaN";

@@ -7,6 +7,27 @@
 
 namespace ferry::pipeline {
 
+SetCounters SetCounters::after(const SetCounters& earlier) const {
+  SetCounters a = *this;
+  a.bytes_from_qemu += earlier.bytes_from_qemu;
+  a.bytes_to_qemu += earlier.bytes_to_qemu;
+  a.link_tx_bytes += earlier.link_tx_bytes;
+  a.link_rx_bytes += earlier.link_rx_bytes;
+  a.pages_normal += earlier.pages_normal;
+  a.pages_zero += earlier.pages_zero;
+  a.page_bytes_in += earlier.page_bytes_in;
+  a.page_wire_bytes += earlier.page_wire_bytes;
+  a.pages_xbzrle += earlier.pages_xbzrle;
+  a.pages_compressed += earlier.pages_compressed;
+  for (size_t i = 0; i < encoders::kFormCount; ++i) {
+    a.form_pages[i] += earlier.form_pages[i];
+    a.form_bytes[i] += earlier.form_bytes[i];
+  }
+  a.encode_ns += earlier.encode_ns;
+  a.link_retransmits += earlier.link_retransmits;
+  return a;
+}
+
 struct ChannelSet::Channel {
   uint16_t index = 0;
   QemuEnd qemu;

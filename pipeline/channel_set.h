@@ -38,6 +38,10 @@ struct SetCounters {
   uint64_t form_pages[encoders::kFormCount] = {}, form_bytes[encoders::kFormCount] = {};
   uint64_t encode_ns = 0;
   uint64_t link_retransmits = 0;
+
+  // These counters following `earlier`'s, of a set this one replaced (ferry migrate's
+  // post-copy recovery): sums, except the state of now (effort, backlog).
+  SetCounters after(const SetCounters& earlier) const;
 };
 
 // Thread safety: start(), reap(), abort_all(), join_all() and the read-outs may be called from
