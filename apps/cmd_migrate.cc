@@ -252,9 +252,8 @@ struct PostcopyPause {
   int attempts = 0;          // recovery attempts in this pause
   TimePoint next_attempt{};  // back-off
   bool resuming = false;     // the source was told to resume into the current path
-  bool told_waiting = false;
-  int recoveries = 0;  // pauses recovered from
-  double total_s = 0;  // time paused, summed over recovered pauses
+  int recoveries = 0;        // pauses recovered from
+  double total_s = 0;        // time paused, summed over recovered pauses
 };
 
 // One attempt of QEMU's post-copy recovery through a new ferry path, in the order that never
@@ -270,21 +269,22 @@ std::optional<Decision> recover(qemu::QmpClient& src, qemu::QmpClient& dst, cons
   std::unique_ptr<SendSession>& session = path.session;
   auto listening =
       dst.execute_oob("migrate-recover", Value::object({{"uri", Value(a.recover_uri)}}));
-  if (!listening && listening.status().message().find("already") == std::string::npos) {
-    if (listening.status().message().find("only be run when postcopy is paused") !=
-        std::string::npos) {
-      return std::nullopt;  // the destination has not noticed the failure yet
-    }
+  const std::string refused = listening ? "" : listening.status().message();
+  // "Migrate recovery is triggered already": it listens since an earlier attempt.
+  const bool failed = !refused.empty() && refused.find("already") == std::string::npos;
+  if (failed && refused.find("only be run when postcopy is paused") != std::string::npos) {
+    return std::nullopt;  // the destination has not noticed the failure yet
   }
   ++pause.attempts;
-  pause.next_attempt = now + std::chrono::seconds(std::min(5, 1 << (pause.attempts - 1)));
+  pause.next_attempt =
+      now + std::chrono::seconds(pause.attempts > 3 ? 5 : 1 << (pause.attempts - 1));
   Decision d;
   d.action = Action::kRecover;
   d.value = pause.attempts;
   d.reason = "post-copy paused for " + fmt_seconds(now - pause.since) + ": recovery attempt " +
              std::to_string(pause.attempts) + " via " + a.recover_uri;
-  if (!listening && listening.status().message().find("already") == std::string::npos) {
-    d.reason += " failed: the destination refused migrate-recover: " + listening.status().message();
+  if (failed) {
+    d.reason += " failed: the destination refused migrate-recover: " + refused;
     return d;
   }
   session->abort();
@@ -293,8 +293,7 @@ std::optional<Decision> recover(qemu::QmpClient& src, qemu::QmpClient& dst, cons
   Status st = session->listen(a.sock);
   if (st) st = session->connect_main();
   if (!st) {
-    d.reason += " failed: " + st.message();
-    session->abort();  // never started: done, so the next attempt may replace it
+    d.reason += " failed: " + st.message();  // the next attempt replaces this path
     return d;
   }
   session->start();
