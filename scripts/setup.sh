@@ -41,6 +41,8 @@ PACKAGES=(
   # libvirt (tests/integration/test_libvirt.py: two private daemons migrate a domain through
   # ferry with virsh migrate --p2p --migrateuri unix://...; docs/OPERATIONS.md "libvirt")
   libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
+  # ferry migrate --libvirt (apps/libvirt_source.cc: built when Meson finds libvirt)
+  libvirt-dev
 )
 
 need_install=()

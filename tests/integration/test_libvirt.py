@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """`virsh migrate --live --p2p` of a libvirt domain through ferry (issue 20).
 
-    test_libvirt.py precopy|postcopy|parallel
+    test_libvirt.py precopy|postcopy|parallel|policy_postcopy
 
 Two private libvirtd (libvirt_rig.Daemon), the source in namespace a and the destination in
 namespace b of a rig.Link, peers over qemu+tcp on the veth. The domain is the rig's TCG
@@ -22,6 +22,12 @@ parallel: as precopy with `--parallel --parallel-connections 2` (multifd: the so
 Each: the domain runs on the destination and is gone from the source, its heartbeats
 advance on the destination console, the workload's self-check of its working set passes
 there, and ferry send and ferry recv report the migration completed.
+policy_postcopy: `ferry migrate --libvirt vm --dest-uri ... --allow-postcopy` over a
+          100 Mbit/s link, the guest dirtying 49 MB/s of a 128 MiB working set: pre-copy
+          cannot finish, the policy switches to post-copy through libvirt (one start-postcopy
+          decision with its numbers) and the migration completes; progress comes from
+          libvirt's job statistics; the lifecycle events show the post-copy; as above on the
+          destination.
 """
 import json
 import os
@@ -41,6 +47,8 @@ WORKLOAD = {'ws': '32M', 'pattern': 'mix', 'rate': 2000}
 
 
 def migrate(mode):
+    if mode == 'policy_postcopy':
+        return policy_postcopy()
     serve = mode == 'postcopy'
     with rig.Workdir('libvirt') as wd, rig.Link() as link:
         mig, mig_dst = wd.path('mig'), wd.path('mig-dst')
@@ -181,7 +189,101 @@ def migrate(mode):
             src.close()
 
 
-SCENARIOS = ('precopy', 'postcopy', 'parallel')
+def policy_postcopy():
+    """ferry migrate --libvirt: a guest dirtying 49 MB/s over a 100 Mbit/s link, which pre-copy
+    cannot finish; the policy switches to post-copy through libvirt and it completes."""
+    workload = {'ws': '128M', 'pattern': 'random', 'rate': 12000}
+    with rig.Workdir('libvirt') as wd, rig.Link('100mbit') as link:
+        mig, mig_dst = wd.path('mig'), wd.path('mig-dst')
+        os.makedirs(mig)
+        os.makedirs(mig_dst)
+        src = libvirt_rig.Daemon(wd, 'src', link, 'a', UUID_SRC, wait=False)
+        dst = libvirt_rig.Daemon(wd, 'dst', link, 'b', UUID_DST, overlays=[(mig_dst, mig)],
+                                 wait=False)
+        src.wait_up()
+        dst.wait_up()
+        src_events, dst_events = wd.path('src-events.txt'), wd.path('dst-events.txt')
+        src.events(src_events)
+        dst.events(dst_events)
+        fr = Ferries(wd, 'lv', link=link, security='psk')
+        consoles = []
+        out_path, err_path = wd.path('migrate.out'), wd.path('migrate.err')
+        try:
+            con_src = libvirt_rig.Console('src', os.path.join(mig, VM + '.console'), wd)
+            consoles.append(con_src)
+            xml = wd.path(VM + '.xml')
+            with open(xml, 'w') as f:
+                f.write(libvirt_rig.domain_xml(VM, mig, workload))
+            src.virsh('create', xml)
+            con_src.wait_connected()
+            con_src.wait_ready()
+            con_src.wait_heartbeats(3)
+            con_dst = libvirt_rig.Console('dst', os.path.join(mig_dst, VM + '.console'), wd)
+            consoles.append(con_dst)
+            fr.start_recv(qemu_dir=mig_dst)
+            argv = [rig.find_ferry(), 'migrate', '--libvirt', VM, '--connect', src.uri,
+                    '--dest-uri', dst.peer_uri, '--sock', os.path.join(mig, VM + '.sock'),
+                    '--peer', fr.peer, '--allow-postcopy', '--max-downtime', '500',
+                    '--deadline', '300', '--json'] + fr.security_args
+            t0 = time.monotonic()
+            mp = link.spawn('a', argv, stdout=open(out_path, 'wb'), stderr=open(err_path, 'wb'))
+            rig.wait_until(lambda: mp.poll() is not None, rig.scaled(300), 'ferry migrate')
+            t1 = time.monotonic()
+            took = t1 - t0
+            lines = [json.loads(x) for x in read_text(out_path).splitlines() if x.strip()]
+            reports = [x for x in lines if x.get('event') == 'report']
+            check(len(reports) == 1, 'expected one report, stderr: %s' % read_text(err_path))
+            rep = reports[0]
+            print('report: %s' % {k: v for k, v in rep.items() if k != 'decisions'})
+            for d in rep['decisions']:
+                print('  [%6.1f s] %s: %s' % (d['t_s'], d['action'], d['reason']))
+            check(mp.returncode == 0 and rep['outcome'] == 'completed',
+                  'ferry migrate exit %d, outcome %s: %s' % (mp.returncode, rep['outcome'],
+                                                             read_text(err_path)))
+            pc = [d for d in rep['decisions'] if d['action'] == 'start-postcopy']
+            check(len(pc) == 1 and any(ch.isdigit() for ch in pc[0]['reason']),
+                  'expected one switch to post-copy, with its numbers: %s' % rep['decisions'])
+            check('refused' not in pc[0]['reason'], 'libvirt refused post-copy: %s' % pc[0])
+            progress = [x for x in lines if x.get('event') == 'progress']
+            check(len(progress) >= 5 and any(x['pass'] >= 1 and x['remaining_bytes'] > 0
+                                             for x in progress),
+                  'no progress from libvirt\'s job statistics: %s' % progress[-3:])
+            check(dst.domstate(VM) == 'running (migrated)',
+                  'destination domain state %r' % dst.domstate(VM))
+            check(VM not in src.domains(), 'the domain is still on the source')
+            con_dst.wait_connected(5)
+            hb = con_dst.wait_heartbeats(5, timeout=30)
+            ok, answer = con_dst.self_check()
+            check(ok, 'the destination guest found bad memory: %s' % answer)
+            src.stop_events()
+            dst.stop_events()
+            evs, evd = read_text(src_events), read_text(dst_events)
+            check('Suspended Post-copy' in evs and 'Resumed Post-copy' in evd,
+                  'no post-copy in the lifecycle events: source %r, destination %r' %
+                  (evs, evd))
+            # What the guest saw (libvirt reports no pause after post-copy): its heartbeats.
+            pauses = rig.guest_pauses(con_src, con_dst, t0, t1)
+            print('policy_postcopy: ferry migrate --libvirt completed in %.1f s, post-copy at '
+                  '%.1f s; the guest\'s longest pause %.0f ms (heartbeats; %.0f ms before the '
+                  'migration); destination heartbeats advance (last %s), self-check: %s' % (
+                      took, pc[0]['t_s'], pauses['guest_max_pause_ms'],
+                      pauses['guest_baseline_ms'], hb, answer))
+        except BaseException:
+            for d in (src, dst):
+                rig.log('libvirtd %s log tail:\n%s' % (d.name, d.read_log()[-2000:]))
+                rig.log('QEMU log on %s:\n%s' % (d.name, d.qemu_log(VM)[-1500:]))
+            rig.log('ferry migrate: %s' % read_text(err_path)[-2000:])
+            rig.log('ferry recv: %s' % read_text(fr.recv_err)[-1500:])
+            raise
+        finally:
+            fr.close()
+            for c in consoles:
+                c.close()
+            dst.close()
+            src.close()
+
+
+SCENARIOS = ('precopy', 'postcopy', 'parallel', 'policy_postcopy')
 
 
 def main(argv):
