@@ -1,5 +1,6 @@
 #include "apps/build_info.h"
 
+#include "apps/migration_source.h"
 #include "dataplane/security/link_security.h"
 #include "dataplane/transport.h"
 #include "encoders/kernels.h"
@@ -24,6 +25,8 @@ void print_build_info(FILE* out) {
   for (const auto& t : dataplane::transports()) {
     std::fprintf(out, "  %-8s %s  (%s)\n", t.name, t.available ? "yes" : t.why_not, t.summary);
   }
+  std::fprintf(out, "integrations:\n  libvirt  %s  (ferry migrate --libvirt)\n",
+               libvirt_available() ? "yes" : "no: built without libvirt-dev");
 }
 
 }  // namespace ferry::apps

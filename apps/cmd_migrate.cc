@@ -3,6 +3,8 @@
 // the migration, and runs the policy loop (policy/, pure) every 100 ms: it samples QEMU,
 // ferry's counters and host CPU, applies the engine's decisions, shows progress, and ends
 // with a report of what happened and why. `ferry recv` must already run on the destination.
+// With --libvirt the migration runs through the libvirt API instead of QMP
+// (apps/migration_source.h): libvirt owns the domain's monitor.
 #include <unistd.h>
 
 #include <algorithm>
@@ -18,6 +20,7 @@
 #include "apps/cli.h"
 #include "apps/commands.h"
 #include "apps/cpu_idle.h"
+#include "apps/migration_source.h"
 #include "apps/stop_signals.h"
 #include "common/json.h"
 #include "pipeline/page_stream.h"
@@ -44,6 +47,9 @@ void migrate_usage(FILE* out) {
   std::fprintf(
       out,
       "usage: ferry migrate --src-qmp unix:PATH --dst-qmp unix:PATH --peer tcp:HOST:PORT\n"
+      "       ferry migrate --libvirt DOMAIN --dest-uri URI --sock PATH --peer tcp:HOST:PORT\n"
+      "                     [--connect URI]\n"
+      "   and, for both:\n"
       "                     [--max-downtime MS] [--deadline S] [--allow-postcopy]\n"
       "                     [--allow-throttle] [--codec auto|fast|max|none] [--cache-mib N]\n"
       "                     [--cache-policy aged-clock|lru] [--encode-threads N]\n"
@@ -71,6 +77,17 @@ void migrate_usage(FILE* out) {
       "(the source keeps the VM); in post-copy the first is refused (the VM would be lost), a\n"
       "second within 5 s forces ferry migrate to exit.\n"
       "\n"
+      "With --libvirt the source is a libvirt domain and the migration runs through the\n"
+      "libvirt API, as `virsh migrate --live --p2p DOMAIN URI --migrateuri unix://PATH`: the\n"
+      "source libvirtd starts it into ferry's socket PATH (--sock), the destination libvirtd\n"
+      "has its QEMU listen on the same PATH on its host, where a `ferry recv --serve\n"
+      "--qemu-dir DIR` (PATH = DIR/NAME.sock) delivers. The policy engine works through\n"
+      "libvirt's job statistics, maximum downtime and speed, post-copy switch and abort.\n"
+      "\n"
+      "  --libvirt DOMAIN    the domain to migrate (--vm defaults to its name)\n"
+      "  --dest-uri URI      the destination libvirtd as the source libvirtd reaches it\n"
+      "                      (qemu+tls://HOST/system, qemu+ssh://...)\n"
+      "  --connect URI       the source libvirtd (default qemu:///system)\n"
       "  --max-downtime MS   the pause the guest may see at switchover (default 300)\n"
       "  --deadline S        give up (migrate_cancel, VM keeps running on the source) after S\n"
       "                      seconds (default 600)\n"
@@ -102,6 +119,7 @@ void migrate_usage(FILE* out) {
 
 struct MigrateArgs {
   std::string src_qmp, dst_qmp, sock, metrics;
+  LibvirtTarget libvirt;    // --libvirt: the domain, and where it goes
   std::string recover_uri;  // where the destination QEMU listens for post-copy recovery
   Limits limits;
   SendOptions send;
@@ -233,6 +251,29 @@ void record_decision(const Decision& d, bool json_lines, bool tty) {
 
 // The source side of ferry's path: a SendSession and its metrics. Post-copy recovery replaces
 // both; the old path's metrics end (as failed) before its session goes.
+// The source QEMU over QMP, for the policy loop.
+class QmpSource : public MigrationSource {
+ public:
+  QmpSource(qemu::QmpClient& q, QemuSettings& settings) : q_(q), settings_(settings) {}
+  Result<QemuSample> sample(std::string& error_desc) override {
+    auto m = q_.execute("query-migrate");
+    if (!m) return error(m.status().code(), "source QMP: " + m.status().message());
+    error_desc = (*m)["error-desc"].as_string();
+    return qemu_sample(*m);
+  }
+  Status set_max_bandwidth(int64_t v) override { return settings_.set_param("max-bandwidth", v); }
+  Status set_downtime_limit(int64_t v) override { return settings_.set_param("downtime-limit", v); }
+  Status start_postcopy() override {
+    auto r = q_.execute("migrate-start-postcopy");
+    return r ? Status::ok() : r.status();
+  }
+  void cancel() override { (void)q_.execute("migrate_cancel"); }
+
+ private:
+  qemu::QmpClient& q_;
+  QemuSettings& settings_;
+};
+
 struct FerryPath {
   metrics::Exporter* exporter = nullptr;
   std::unique_ptr<SendSession> session;
@@ -359,6 +400,12 @@ int run_migrate(int argc, char** argv) {
                      a.recover_uri.c_str());
         return 2;
       }
+    } else if (args.is("--libvirt")) {
+      a.libvirt.domain = args.value();
+    } else if (args.is("--dest-uri")) {
+      a.libvirt.dest_uri = args.value();
+    } else if (args.is("--connect")) {
+      a.libvirt.connect_uri = args.value();
     } else if (args.is("--json")) {
       a.json = true;
     } else if (args.is("--metrics")) {
@@ -368,7 +415,26 @@ int run_migrate(int argc, char** argv) {
     }
   }
   if (!args.ok()) return 2;
-  if (a.src_qmp.empty() || a.dst_qmp.empty() || a.send.peer.empty()) {
+  const bool libvirt = !a.libvirt.domain.empty();
+  if (libvirt) {
+    // The destination QEMU listens on the same path on its host: the path must be given.
+    if (a.libvirt.dest_uri.empty() || a.sock.empty() || a.sock[0] != '/' || a.send.peer.empty() ||
+        !a.src_qmp.empty() || !a.dst_qmp.empty() || !a.recover_uri.empty()) {
+      std::fprintf(stderr,
+                   "ferry migrate: --libvirt wants --dest-uri, --sock /PATH and --peer, and "
+                   "neither --src-qmp, --dst-qmp nor --recover-uri\n\n");
+      migrate_usage(stderr);
+      return 2;
+    }
+    if (!libvirt_available()) {
+      std::fprintf(stderr, "ferry migrate: this ferry was built without libvirt (libvirt-dev)\n");
+      return 2;
+    }
+    a.libvirt.migrate_uri = "unix://" + a.sock;
+    a.libvirt.postcopy = a.limits.allow_postcopy;
+    a.libvirt.auto_converge = a.limits.allow_throttle;
+    if (a.send.vm_name.empty()) a.send.vm_name = a.libvirt.domain;
+  } else if (a.src_qmp.empty() || a.dst_qmp.empty() || a.send.peer.empty()) {
     std::fprintf(stderr, "ferry migrate: give --src-qmp, --dst-qmp and --peer\n\n");
     migrate_usage(stderr);
     return 2;
@@ -413,28 +479,35 @@ int run_migrate(int argc, char** argv) {
     mm = &(*exporter)->registry().migration();
   }
 
-  // 1. Both QEMUs, prepared.
-  auto src = qemu::QmpClient::connect(a.src_qmp);
-  if (!src) return fail("source QMP " + a.src_qmp + ": " + src.status().message());
-  auto dst = qemu::QmpClient::connect(a.dst_qmp);
-  if (!dst) return fail("destination QMP " + a.dst_qmp + ": " + dst.status().message());
-  {
-    auto st = (*dst)->execute("query-status");
+  // 1. Both QEMUs, prepared (with --libvirt, libvirt prepares them when the migration starts).
+  std::unique_ptr<qemu::QmpClient> src, dst;
+  std::optional<QemuSettings> src_settings, dst_settings;  // destroyed before the clients
+  std::unique_ptr<MigrationSource> source;
+  if (!libvirt) {
+    auto s = qemu::QmpClient::connect(a.src_qmp);
+    if (!s) return fail("source QMP " + a.src_qmp + ": " + s.status().message());
+    src = std::move(*s);
+    auto d = qemu::QmpClient::connect(a.dst_qmp);
+    if (!d) return fail("destination QMP " + a.dst_qmp + ": " + d.status().message());
+    dst = std::move(*d);
+    auto st = dst->execute("query-status");
     if (!st || (*st)["status"].as_string() != "inmigrate") {
       return fail(
           "the destination QEMU is not waiting for a migration (start it with "
           "-incoming unix:PATH and run ferry recv --qemu unix:PATH)");
     }
-  }
-  QemuSettings src_settings(**src, "source"), dst_settings(**dst, "destination");
-  std::vector<std::pair<std::string, bool>> caps = {{"postcopy-ram", a.limits.allow_postcopy}};
-  if (auto st = dst_settings.set_caps(caps); !st) return fail("destination: " + st.message());
-  caps.push_back({"auto-converge", a.limits.allow_throttle});
-  if (auto st = src_settings.set_caps(caps); !st) return fail("source: " + st.message());
-  // QEMU sizes its last pass from the bandwidth it measures; ferry's back-pressure makes that
-  // the real link rate, so QEMU's own cap (128 MiB/s by default) only gets in the way.
-  if (auto st = src_settings.set_param("max-bandwidth", int64_t{1} << 40); !st) {
-    return fail("source: " + st.message());
+    src_settings.emplace(*src, "source");
+    dst_settings.emplace(*dst, "destination");
+    std::vector<std::pair<std::string, bool>> caps = {{"postcopy-ram", a.limits.allow_postcopy}};
+    if (auto st = dst_settings->set_caps(caps); !st) return fail("destination: " + st.message());
+    caps.push_back({"auto-converge", a.limits.allow_throttle});
+    if (auto st = src_settings->set_caps(caps); !st) return fail("source: " + st.message());
+    // QEMU sizes its last pass from the bandwidth it measures; ferry's back-pressure makes
+    // that the real link rate, so QEMU's own cap (128 MiB/s by default) only gets in the way.
+    if (auto st = src_settings->set_param("max-bandwidth", int64_t{1} << 40); !st) {
+      return fail("source: " + st.message());
+    }
+    source = std::make_unique<QmpSource>(*src, *src_settings);
   }
 
   // 2. The ferry path, then the migration.
@@ -447,7 +520,15 @@ int run_migrate(int argc, char** argv) {
   if (auto st = session->listen(a.sock); !st) return fail(st.message());
   session->start();
   const auto t0 = std::chrono::steady_clock::now();
-  if (auto r = (*src)->execute("migrate", Value::object({{"uri", Value("unix:" + a.sock)}})); !r) {
+  if (libvirt) {
+    auto s = start_libvirt_migration(a.libvirt);
+    if (!s) {
+      session->abort();
+      return fail(s.status().message());
+    }
+    source = std::move(*s);
+  } else if (auto r = src->execute("migrate", Value::object({{"uri", Value("unix:" + a.sock)}}));
+             !r) {
     session->abort();
     return fail("source: " + r.status().message());
   }
@@ -456,8 +537,9 @@ int run_migrate(int argc, char** argv) {
   // measures it at the end of a pass, a minute away on a slow link): calc-dirty-rate hashes a
   // sample of guest pages twice, 1 s apart. It only reads guest memory; the migration's dirty
   // log is untouched. An older QEMU without it just leaves the engine QEMU's own numbers.
-  bool sampling = static_cast<bool>(
-      (*src)->execute("calc-dirty-rate", Value::object({{"calc-time", Value(int64_t{1})}})));
+  // (libvirt's dirty-rate calculation is not used: QEMU's own numbers only.)
+  bool sampling = src && static_cast<bool>(src->execute(
+                             "calc-dirty-rate", Value::object({{"calc-time", Value(int64_t{1})}})));
   double sampled_dirty_bytes_per_s = 0;
 
   // 3. The policy loop.
@@ -472,14 +554,15 @@ int run_migrate(int argc, char** argv) {
   SetCounters earlier;            // the ferry paths that recovery replaced, summed
   for (;;) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    auto m = (*src)->execute("query-migrate");
+    std::string error_desc;
+    auto m = source->sample(error_desc);
     if (!m) {
-      reason = "source QMP: " + m.status().message();
+      reason = m.status().message();
       outcome = "failed";
       break;
     }
     // A cancelled or failed migration reports no counters: keep the last ones that came.
-    const QemuSample now = qemu_sample(*m);
+    const QemuSample now = *m;
     if (now.total_time_ms || now.transferred_bytes || q.status.empty()) {
       q = now;
     } else {
@@ -488,7 +571,7 @@ int run_migrate(int argc, char** argv) {
     const double now_s =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (sampling && now_s >= 1.0) {
-      auto d = (*src)->execute("query-dirty-rate");
+      auto d = src->execute("query-dirty-rate");
       if (!d) {
         sampling = false;
       } else if ((*d)["status"].as_string() == "measured") {
@@ -516,7 +599,7 @@ int run_migrate(int argc, char** argv) {
     if (q.status == "failed" || q.status == "cancelled") {
       const bool we_stopped = !decisions.empty() && decisions.back().action == Action::kStop;
       outcome = we_stopped ? "stopped" : q.status;
-      reason = we_stopped ? decisions.back().reason : (*m)["error-desc"].as_string();
+      reason = we_stopped ? decisions.back().reason : error_desc;
       if (!cancelled_by.empty() && !we_stopped) {
         outcome = "cancelled";
         reason = "cancelled by " + cancelled_by + " (the source keeps the VM)";
@@ -555,7 +638,7 @@ int run_migrate(int argc, char** argv) {
       if (!a.recover_uri.empty() && !pause.resuming && wall >= pause.next_attempt) {
         const SendSession* before = session.get();
         const SetCounters retiring = session->channels().counters();
-        if (auto d = recover(**src, **dst, a, path, pause, wall)) {
+        if (auto d = recover(*src, *dst, a, path, pause, wall)) {
           if (session.get() != before) earlier = retiring.after(earlier);
           d->time_s = now_s;
           record_decision(*d, a.json, tty);
@@ -581,7 +664,7 @@ int run_migrate(int argc, char** argv) {
         if (cancelled_by.empty()) {
           std::fprintf(stderr, "%sferry migrate: %s: cancelling the migration\n",
                        tty ? "\r\033[K" : "", name);
-          (void)(*src)->execute("migrate_cancel");
+          source->cancel();
           cancelled_by = name;
         }
       } else if (signal_refused_at == TimePoint{} || wall - signal_refused_at > kForceWithin) {
@@ -603,14 +686,16 @@ int run_migrate(int argc, char** argv) {
       if (d.action == Action::kSetEffort) {
         session->channels().set_effort(static_cast<int>(d.value));
       } else if (d.action == Action::kSetMaxBandwidth) {
-        (void)src_settings.set_param("max-bandwidth", static_cast<int64_t>(d.value));
+        (void)source->set_max_bandwidth(static_cast<int64_t>(d.value));
       } else if (d.action == Action::kSetDowntimeLimit) {
-        (void)src_settings.set_param("downtime-limit", static_cast<int64_t>(d.value));
+        (void)source->set_downtime_limit(static_cast<int64_t>(d.value));
       } else if (d.action == Action::kStartPostcopy) {
-        auto r = (*src)->execute("migrate-start-postcopy");
-        if (!r) d.reason += " (QEMU refused: " + r.status().message() + ")";
+        if (auto st = source->start_postcopy(); !st) {
+          d.reason +=
+              std::string(libvirt ? " (libvirt" : " (QEMU") + " refused: " + st.message() + ")";
+        }
       } else if (d.action == Action::kStop) {
-        (void)(*src)->execute("migrate_cancel");
+        source->cancel();
       }
       record_decision(d, a.json, tty);
       if (mm) mm->decision(d.action);

@@ -38,6 +38,11 @@ PACKAGES=(
   # `systemd-analyze verify`, bash-completion's loader and groff/man-db for the install
   # tests, debhelper + fakeroot for scripts/build-deb.sh
   systemd bash-completion groff-base man-db debhelper fakeroot dpkg-dev
+  # libvirt (tests/integration/test_libvirt.py: two private daemons migrate a domain through
+  # ferry with virsh migrate --p2p --migrateuri unix://...; docs/OPERATIONS.md "libvirt")
+  libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
+  # ferry migrate --libvirt (apps/libvirt_source.cc: built when Meson finds libvirt)
+  libvirt-dev
 )
 
 need_install=()
