@@ -36,8 +36,9 @@ PACKAGES=(
   prometheus
   # packaging (packaging/, debian/): systemd for the unit directory (systemd.pc) and
   # `systemd-analyze verify`, bash-completion's loader and groff/man-db for the install
-  # tests, debhelper + fakeroot for scripts/build-deb.sh
-  systemd bash-completion groff-base man-db debhelper fakeroot dpkg-dev
+  # tests, debhelper + fakeroot for scripts/build-deb.sh, debootstrap for
+  # scripts/check-deb-clean.sh
+  systemd bash-completion groff-base man-db debhelper fakeroot dpkg-dev debootstrap
   # libvirt (tests/integration/test_libvirt.py: two private daemons migrate a domain through
   # ferry with virsh migrate --p2p --migrateuri unix://...; docs/OPERATIONS.md "libvirt")
   libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
