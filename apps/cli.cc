@@ -89,6 +89,16 @@ dataplane::PollMode ArgReader::poll_mode() {
   return *mode;
 }
 
+log::Level ArgReader::log_level() {
+  const std::string flag = current();
+  const std::string v = value();
+  log::Level level = log::Level::kWarn;
+  if (ok_ && !log::parse_level(v.c_str(), &level)) {
+    fail(flag + " wants error, warn, info or debug, got '" + v + "'");
+  }
+  return level;
+}
+
 bool take_dpdk_flag(ArgReader& args, dataplane::dpdk::DpdkSettings& out) {
   if (args.is("--dpdk-args")) {
     out.eal_args = args.value();
@@ -212,6 +222,18 @@ Result<std::unique_ptr<metrics::Exporter>> start_metrics(const std::string& spec
   return e;
 }
 
+const char* const kLogUsage =
+    "  --log-level LEVEL      error, warn (default), info or debug: how much ferry logs\n"
+    "                         beyond its one-line results. Under systemd each line carries\n"
+    "                         its syslog priority (journalctl -p err shows the failures)\n";
+
+bool take_log_flag(ArgReader& args) {
+  if (!args.is("--log-level")) return false;
+  const log::Level level = args.log_level();
+  if (args.ok()) log::set_level(level);
+  return true;
+}
+
 const char* session_outcome(const std::string& error, const std::string& cancelled) {
   if (!cancelled.empty()) return "cancelled";
   return error.empty() ? "completed" : "failed";
@@ -249,10 +271,14 @@ int finish_session(const char* command, pipeline::ChannelSet& set, const std::st
     }
   }
   if (!error.empty()) {
-    std::fprintf(stderr, "%s: %s\n", command, error.c_str());
+    std::fprintf(stderr, "%s%s: %s\n", log::journal_prefix(log::Level::kError), command,
+                 error.c_str());
     return 1;
   }
-  if (!quiet) std::fprintf(stderr, "%s: done: %s\n", command, progress_line(set).c_str());
+  if (!quiet) {
+    std::fprintf(stderr, "%s%s: done: %s\n", log::journal_prefix(log::Level::kInfo), command,
+                 progress_line(set).c_str());
+  }
   return 0;
 }
 

@@ -7,6 +7,7 @@
 #include <functional>
 #include <string>
 
+#include "common/log.h"
 #include "common/status.h"
 #include "dataplane/dpdk/dpdk_settings.h"
 #include "dataplane/engine.h"
@@ -44,6 +45,8 @@ class ArgReader {
   encoders::CachePolicy cache_policy();
   // The value as a polling mode (adaptive|busy).
   dataplane::PollMode poll_mode();
+  // The value as a log level (error|warn|info|debug).
+  log::Level log_level();
   void unknown();
   bool ok() const { return ok_; }
 
@@ -97,6 +100,12 @@ Result<std::unique_ptr<metrics::Exporter>> start_metrics(const std::string& spec
 const char* session_outcome(const std::string& error, const std::string& cancelled);
 // The usage lines of --metrics.
 extern const char* const kMetricsUsage;
+
+// --log-level error|warn|info|debug, shared by send, recv and migrate: if it is the current
+// flag, sets the level of ferry's diagnostic log (common/log.h; default warn, or $FERRY_LOG)
+// and returns true.
+bool take_log_flag(ArgReader& args);
+extern const char* const kLogUsage;
 // --vm NAME of send and migrate: empty (not given) or a name HELLO can carry
 // (dataplane::check_vm_name); the error is one sentence naming the flag.
 Status check_vm_flag(const std::string& name);

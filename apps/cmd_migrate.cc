@@ -58,7 +58,7 @@ void migrate_usage(FILE* out) {
       "                     [--tls-x509-dir DIR | --tls-psk-file FILE | --insecure]\n"
       "                     [--tls-authz NAME,...] [--tls-hostname NAME]\n"
       "                     [--vm NAME] [--recover-uri unix:PATH] [--sock PATH] [--json]\n"
-      "                     [--metrics tcp:HOST:PORT]\n"
+      "                     [--metrics tcp:HOST:PORT] [--log-level LEVEL]\n"
       "\n"
       "Migrates the VM of the source QEMU (its QMP socket: --src-qmp) to the destination QEMU\n"
       "(--dst-qmp; started with -incoming unix:PATH, where `ferry recv --qemu unix:PATH\n"
@@ -113,8 +113,8 @@ void migrate_usage(FILE* out) {
       "                      /tmp/ferry-migrate-<pid>.sock)\n"
       "  --json              one JSON object per line on stdout: progress samples, decisions,\n"
       "                      the final report (the terminal line goes away)\n"
-      "%s",
-      kMetricsUsage);
+      "%s%s",
+      kMetricsUsage, kLogUsage);
 }
 
 struct MigrateArgs {
@@ -389,6 +389,7 @@ int run_migrate(int argc, char** argv) {
       a.send.transport.link_timeout = link_timeout_value(args);
     } else if (take_dpdk_flag(args, a.dpdk)) {
     } else if (take_security_flag(args, a.security)) {
+    } else if (take_log_flag(args)) {
     } else if (args.is("--vm")) {
       a.send.vm_name = args.value();
     } else if (args.is("--sock")) {
@@ -466,7 +467,8 @@ int run_migrate(int argc, char** argv) {
           "%s\n",
           Value::object({{"event", Value("error")}, {"message", Value(msg)}}).dump().c_str());
     }
-    std::fprintf(stderr, "ferry migrate: %s\n", msg.c_str());
+    std::fprintf(stderr, "%sferry migrate: %s\n", log::journal_prefix(log::Level::kError),
+                 msg.c_str());
     return 1;
   };
 

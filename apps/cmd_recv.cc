@@ -33,7 +33,7 @@ void recv_usage(FILE* out) {
       "                  [--dpdk-args \"EAL ARGS\"] [--dpdk-local IPV4] [--link-timeout S]\n"
       "                  [--quiet]\n"
       "                  [--tls-x509-dir DIR | --tls-psk-file FILE | --insecure]\n"
-      "                  [--tls-authz NAME,...] [--metrics tcp:HOST:PORT]\n"
+      "                  [--tls-authz NAME,...] [--metrics tcp:HOST:PORT] [--log-level LEVEL]\n"
       "\n"
       "The destination side of a migration through ferry. Start the destination QEMU with\n"
       "-incoming unix:PATH, then ferry recv, then ferry send and the migration on the source.\n"
@@ -85,8 +85,8 @@ void recv_usage(FILE* out) {
       "  --stats-dir DIR         one JSON per session, DIR/NAME-SESSIONID.json (the content\n"
       "                          of --stats-json, plus \"vm\" and \"session_id\")\n"
       "  --max-sessions N        sessions at once (default 16); more are refused\n"
-      "%s%s%s",
-      transport_names().c_str(), kSecurityUsage, kDpdkUsage, kMetricsUsage);
+      "%s%s%s%s",
+      transport_names().c_str(), kSecurityUsage, kDpdkUsage, kMetricsUsage, kLogUsage);
 }
 
 struct ServeArgs {
@@ -156,7 +156,8 @@ int run_serve(const ServeArgs& a, pipeline::RecvOptions recv, metrics::Exporter*
       session_metrics[s.id] = std::make_unique<metrics::SessionMetrics>(exporter, set, "recv");
     }
     if (a.quiet) return;
-    std::fprintf(stderr, "%s: %s: started%s%s, destination QEMU %s\n", cmd, session_name(s).c_str(),
+    std::fprintf(stderr, "%s%s: %s: started%s%s, destination QEMU %s\n",
+                 log::journal_prefix(log::Level::kInfo), cmd, session_name(s).c_str(),
                  s.peer.empty() ? "" : " by ", s.peer.c_str(), s.qemu.c_str());
   };
   opt.on_end = [&](const pipeline::ServedSession& s, pipeline::ChannelSet& set,
@@ -176,7 +177,8 @@ int run_serve(const ServeArgs& a, pipeline::RecvOptions recv, metrics::Exporter*
         std::fprintf(stderr, "%s: %s: %s\n", cmd, session_name(s).c_str(), st.message().c_str());
       }
     }
-    std::fprintf(stderr, "%s: %s: %s, %.1f MB to QEMU, %.1f MB on the link, %.1f s%s%s\n", cmd,
+    std::fprintf(stderr, "%s%s: %s: %s, %.1f MB to QEMU, %.1f MB on the link, %.1f s%s%s\n",
+                 log::journal_prefix(error.empty() ? log::Level::kInfo : log::Level::kError), cmd,
                  session_name(s).c_str(), error.empty() ? "completed" : "failed",
                  c.bytes_to_qemu / 1e6, (c.link_rx_bytes + c.link_tx_bytes) / 1e6, c.seconds,
                  error.empty() ? "" : ": ", error.c_str());
@@ -190,7 +192,8 @@ int run_serve(const ServeArgs& a, pipeline::RecvOptions recv, metrics::Exporter*
     return 1;
   }
   server.start();
-  std::fprintf(stderr, "%s: serving on %s, destination QEMUs at %s\n", cmd, server.where().c_str(),
+  std::fprintf(stderr, "%s%s: serving on %s, destination QEMUs at %s\n",
+               log::journal_prefix(log::Level::kInfo), cmd, server.where().c_str(),
                a.qemu_dir.empty() ? (a.qemu + " (one migration at a time)").c_str()
                                   : (a.qemu_dir + "/NAME.sock").c_str());
   if (auto st = sd_notify("READY=1"); !st) {
@@ -283,6 +286,7 @@ int run_recv(int argc, char** argv) {
       transport.link_timeout = link_timeout_value(args);
     } else if (take_dpdk_flag(args, dpdk)) {
     } else if (take_security_flag(args, security)) {
+    } else if (take_log_flag(args)) {
     } else {
       args.unknown();
     }
@@ -321,7 +325,8 @@ int run_recv(int argc, char** argv) {
   opt.poll_mode = poll_mode;
   opt.transport = transport;
   opt.on_refused = [](const std::string& where, const std::string& why) {
-    std::fprintf(stderr, "ferry recv: refused a link on %s: %s\n", where.c_str(), why.c_str());
+    std::fprintf(stderr, "%sferry recv: refused a link on %s: %s\n",
+                 log::journal_prefix(log::Level::kWarn), where.c_str(), why.c_str());
   };
   auto exporter = start_metrics(metrics_spec);
   if (!exporter) {

@@ -35,7 +35,7 @@ void send_usage(FILE* out) {
       "                  [--vm NAME]\n"
       "                  [--tls-x509-dir DIR | --tls-psk-file FILE | --insecure]\n"
       "                  [--tls-authz NAME,...] [--tls-hostname NAME]\n"
-      "                  [--metrics tcp:HOST:PORT]\n"
+      "                  [--metrics tcp:HOST:PORT] [--log-level LEVEL]\n"
       "\n"
       "The source side of a migration through ferry. Start it, then tell the source QEMU\n"
       "  migrate unix:PATH                       (with --listen unix:PATH), or\n"
@@ -93,8 +93,8 @@ void send_usage(FILE* out) {
       "  --vm NAME              the VM's name, sent in the handshake: a `ferry recv --serve\n"
       "                         --qemu-dir DIR` feeds the destination QEMU at DIR/NAME.sock\n"
       "                         (NAME: 1-64 of A-Z a-z 0-9 . _ -, not starting with '.')\n"
-      "%s%s%s",
-      transport_names().c_str(), kSecurityUsage, kDpdkUsage, kMetricsUsage);
+      "%s%s%s%s",
+      transport_names().c_str(), kSecurityUsage, kDpdkUsage, kMetricsUsage, kLogUsage);
 }
 
 struct SendArgs {
@@ -138,6 +138,7 @@ int run_send(int argc, char** argv) {
       a.session.transport.link_timeout = link_timeout_value(args);
     } else if (take_dpdk_flag(args, a.dpdk)) {
     } else if (take_security_flag(args, a.security)) {
+    } else if (take_log_flag(args)) {
     } else if (args.is("--metrics")) {
       a.metrics = args.value();
     } else if (args.is("--vm")) {

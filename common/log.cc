@@ -1,5 +1,7 @@
 #include "common/log.h"
 
+#include <sys/stat.h>
+
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -36,6 +38,41 @@ const char* level_name(Level l) {
 
 }  // namespace
 
+bool parse_level(const char* name, Level* out) {
+  for (Level l : {Level::kError, Level::kWarn, Level::kInfo, Level::kDebug}) {
+    if (std::strcmp(name, level_name(l)) == 0) {
+      *out = l;
+      return true;
+    }
+  }
+  return false;
+}
+
+const char* journal_prefix(Level l) {
+  // Decided once: the service's stderr does not change while it runs.
+  static const bool journal = [] {
+    const char* env = std::getenv("JOURNAL_STREAM");
+    struct stat st;
+    if (env == nullptr || ::fstat(2, &st) != 0) return false;
+    unsigned long long dev = 0, ino = 0;
+    return std::sscanf(env, "%llu:%llu", &dev, &ino) == 2 &&
+           dev == static_cast<unsigned long long>(st.st_dev) &&
+           ino == static_cast<unsigned long long>(st.st_ino);
+  }();
+  if (!journal) return "";
+  switch (l) {
+    case Level::kError:
+      return "<3>";
+    case Level::kWarn:
+      return "<4>";
+    case Level::kInfo:
+      return "<6>";
+    case Level::kDebug:
+      return "<7>";
+  }
+  return "";
+}
+
 void set_level(Level level) { g_level.store(level, std::memory_order_relaxed); }
 Level level() { return g_level.load(std::memory_order_relaxed); }
 void set_program(const char* tag) { g_program.store(tag, std::memory_order_relaxed); }
@@ -43,7 +80,8 @@ void set_program(const char* tag) { g_program.store(tag, std::memory_order_relax
 void write(Level l, const char* fmt, ...) {
   if (l > level()) return;
   char line[1024];
-  int n = std::snprintf(line, sizeof line, "%s: %s: ", g_program.load(), level_name(l));
+  int n = std::snprintf(line, sizeof line, "%s%s: %s: ", journal_prefix(l), g_program.load(),
+                        level_name(l));
   if (n < 0) return;
   va_list ap;
   va_start(ap, fmt);

@@ -11,6 +11,15 @@ enum class Level { kError = 0, kWarn = 1, kInfo = 2, kDebug = 3 };
 void set_level(Level level);
 Level level();
 
+// "error", "warn", "info" or "debug" (--log-level); false for anything else.
+bool parse_level(const char* name, Level* out);
+
+// When stderr is the systemd journal ($JOURNAL_STREAM names its device and inode, as systemd
+// sets it for a service's output), the syslog priority to start a line with: "<3>" error,
+// "<4>" warning, "<6>" info, "<7>" debug, so the journal files the line by severity
+// (journalctl -p). "" otherwise: a terminal or a file gets the line as it is.
+const char* journal_prefix(Level level);
+
 // printf-style; writes one line to stderr prefixed with the program tag and level.
 void write(Level level, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
 void set_program(const char* tag);
