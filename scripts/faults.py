@@ -2,7 +2,7 @@
 """The fault matrix (issue 21, docs/RELIABILITY.md): faults x migration phases on real QEMU
 guests, each cell checked against the outcome stated before it runs.
 
-    sudo scripts/faults.py                          # every cell of the matrix (~25 min)
+    sudo scripts/faults.py --out DIR                # every cell of the matrix (~9 min)
     sudo scripts/faults.py --cells link3@postcopy,dstkill@pass1 --out DIR
     scripts/faults.py --list                        # the cells and their expected outcomes
 
