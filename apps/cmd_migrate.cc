@@ -606,6 +606,13 @@ int run_migrate(int argc, char** argv) {
         outcome = "cancelled";
         reason = "cancelled by " + cancelled_by + " (the source keeps the VM)";
       }
+      // ferry's path failed first (a link timeout, ferry recv gone) and QEMU failed on the
+      // socket it closed: QEMU's own error ("Unable to write to socket") does not say why.
+      if (outcome == "failed" && session->done()) {
+        if (const std::string why = session->wait(); !why.empty()) {
+          reason = "ferry: " + why + (reason.empty() ? "" : " (QEMU: " + reason + ")");
+        }
+      }
       if (reason.empty()) reason = "QEMU reports the migration " + q.status;
       break;
     }

@@ -10,9 +10,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdint>
 #include <cstring>
+#include <thread>
 
 namespace ferry::dataplane {
 namespace {
@@ -176,20 +179,38 @@ Result<int> connect_to(const Endpoint& ep, int timeout_ms) {
   int gai = ::getaddrinfo(ep.host.c_str(), ep.port.c_str(), &hints, &res);
   if (gai != 0) return error(ErrorCode::kInvalidArgument, ::gai_strerror(gai));
   Status last = error(ErrorCode::kIo, "no address");
-  for (addrinfo* ai = res; ai; ai = ai->ai_next) {
-    int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-    if (fd < 0) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  constexpr auto kRetry = std::chrono::milliseconds(250);
+  for (;;) {
+    bool no_route = false;
+    for (addrinfo* ai = res; ai; ai = ai->ai_next) {
+      int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+      if (fd < 0) {
+        last = error(ErrorCode::kIo, std::strerror(errno));
+        continue;
+      }
+      using std::chrono::duration_cast;
+      using std::chrono::milliseconds;
+      const int64_t left_ms =
+          duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now()).count();
+      const int left = timeout_ms < 0 ? -1 : static_cast<int>(std::max<int64_t>(1, left_ms));
+      if (connect_with_deadline(fd, ai->ai_addr, ai->ai_addrlen, left) == 0) {
+        int one = 1;
+        ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        ::freeaddrinfo(res);
+        return fd;
+      }
+      no_route = no_route || errno == EHOSTUNREACH || errno == ENETUNREACH;
       last = error(ErrorCode::kIo, std::strerror(errno));
-      continue;
+      ::close(fd);
     }
-    if (connect_with_deadline(fd, ai->ai_addr, ai->ai_addrlen, timeout_ms) == 0) {
-      int one = 1;
-      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-      ::freeaddrinfo(res);
-      return fd;
+    // No route to the peer (its ARP went unanswered, the link is down) is no answer, as an
+    // unanswered SYN is: a link flap or a switch reconverging may end in a moment, so try
+    // again until the connect timeout, as an unanswered SYN waits. A refusal is an answer.
+    if (!no_route || timeout_ms < 0 || std::chrono::steady_clock::now() + kRetry >= deadline) {
+      break;
     }
-    last = error(ErrorCode::kIo, std::strerror(errno));
-    ::close(fd);
+    std::this_thread::sleep_for(kRetry);
   }
   ::freeaddrinfo(res);
   return last;

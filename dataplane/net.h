@@ -27,7 +27,8 @@ Result<int> listen_on(const Endpoint& ep);
 // accept() with a deadline in milliseconds (-1 = forever).
 Result<int> accept_one(int listen_fd, int timeout_ms);
 // A connected blocking socket; the error message is strerror(errno) only. A TCP connect gives
-// up after timeout_ms (-1 = the kernel's own timeout).
+// up after timeout_ms (-1 = the kernel's own timeout); no route to the peer (EHOSTUNREACH,
+// ENETUNREACH) is tried again within it, a refusal is not.
 Result<int> connect_to(const Endpoint& ep, int timeout_ms = -1);
 Status set_nonblocking(int fd);
 // Writes all n bytes with a deadline (poll-based), for tests and small control messages.
