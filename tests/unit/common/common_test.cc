@@ -1,13 +1,18 @@
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstring>
 #include <random>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include "common/crc32c.h"
 #include "common/fork_join.h"
+#include "common/log.h"
 #include "common/spsc_ring.h"
 #include "common/status.h"
 
@@ -99,6 +104,33 @@ TEST(Status, ResultCarriesValueOrError) {
   ASSERT_FALSE(bad.has_value());
   EXPECT_EQ(bad.status().code(), ErrorCode::kProtocol);
   EXPECT_EQ(bad.status().message(), "bad frame at offset 3");
+}
+
+// journal_prefix() decides once per process, so each case runs in a child of its own.
+int journal_prefix_in_child(bool stream_is_stderr) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    struct stat st;
+    ::fstat(2, &st);
+    const std::string stream =
+        std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino + (stream_is_stderr ? 0 : 1));
+    ::setenv("JOURNAL_STREAM", stream.c_str(), 1);
+    const std::string error = log::journal_prefix(log::Level::kError);
+    const std::string info = log::journal_prefix(log::Level::kInfo);
+    ::_exit(error == "<3>" && info == "<6>" ? 1 : error.empty() && info.empty() ? 2 : 3);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+TEST(Log, SyslogPrioritiesOnlyWhenStderrIsTheJournal) {
+  EXPECT_EQ(journal_prefix_in_child(true), 1);   // stderr is the stream systemd named
+  EXPECT_EQ(journal_prefix_in_child(false), 2);  // another stream: plain lines
+  log::Level l = log::Level::kWarn;
+  EXPECT_TRUE(log::parse_level("debug", &l));
+  EXPECT_EQ(l, log::Level::kDebug);
+  EXPECT_FALSE(log::parse_level("verbose", &l));
 }
 
 }  // namespace
