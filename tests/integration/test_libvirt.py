@@ -46,52 +46,104 @@ UUID_DST = '6f1f0a52-8d3c-4c56-9a31-000000000b02'
 WORKLOAD = {'ws': '32M', 'pattern': 'mix', 'rate': 2000}
 
 
+class Pair:
+    """The two private libvirt daemons of one test, the migration directory on each side (the
+    same path name inside the destination's mounts), and the domain booted on the source with
+    its workload ticking: src, dst, mig, mig_dst, con_src, con_dst (the destination QEMU
+    connects to its console when libvirt starts it), src_events, dst_events. On the way out
+    it logs both daemons' and QEMUs' log tails if the test failed, and closes everything."""
+
+    def __init__(self, wd, link, workload):
+        self.mig, self.mig_dst = wd.path('mig'), wd.path('mig-dst')
+        os.makedirs(self.mig)
+        os.makedirs(self.mig_dst)
+        self.src = libvirt_rig.Daemon(wd, 'src', link, 'a', UUID_SRC, wait=False)
+        self.dst = libvirt_rig.Daemon(wd, 'dst', link, 'b', UUID_DST,
+                                      overlays=[(self.mig_dst, self.mig)], wait=False)
+        self.consoles = []
+        try:
+            self.src.wait_up()
+            self.dst.wait_up()
+            self.src_events = wd.path('src-events.txt')
+            self.dst_events = wd.path('dst-events.txt')
+            self.src.events(self.src_events)
+            self.dst.events(self.dst_events)
+            self.con_src = self._console('src', self.mig, wd)
+            xml = wd.path(VM + '.xml')
+            with open(xml, 'w') as f:
+                f.write(libvirt_rig.domain_xml(VM, self.mig, workload))
+            self.src.virsh('create', xml)
+            self.con_src.wait_connected()
+            self.con_src.wait_ready()
+            self.con_src.wait_heartbeats(3)
+            self.con_dst = self._console('dst', self.mig_dst, wd)
+        except BaseException:
+            self.__exit__(*sys.exc_info())
+            raise
+
+    def _console(self, name, directory, wd):
+        c = libvirt_rig.Console(name, os.path.join(directory, VM + '.console'), wd)
+        self.consoles.append(c)
+        return c
+
+    def sock(self):
+        """The migration socket's path (ferry send's on the source, the QEMU's on the
+        destination, inside its mounts)."""
+        return os.path.join(self.mig, VM + '.sock')
+
+    def check_moved(self):
+        """The domain runs on the destination, is gone from the (transient) source, its
+        heartbeats advance there and its self-check passes. Returns (heartbeat, answer)."""
+        check(self.dst.domstate(VM) == 'running (migrated)',
+              'destination domain state %r' % self.dst.domstate(VM))
+        check(VM not in self.src.domains(), 'the domain is still on the source: %s' %
+              self.src.domains())
+        self.con_dst.wait_connected(5)
+        hb = self.con_dst.wait_heartbeats(5, timeout=30)
+        ok, answer = self.con_dst.self_check()
+        check(ok, 'the destination guest found bad memory: %s' % answer)
+        return hb, answer
+
+    def lifecycle_events(self):
+        """libvirt's lifecycle events of both sides so far (source, destination)."""
+        self.src.stop_events()
+        self.dst.stop_events()
+        return read_text(self.src_events), read_text(self.dst_events)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, et, ev, tb):
+        if et is not None:
+            for d in (self.src, self.dst):
+                rig.log('libvirtd %s log tail:\n%s' % (d.name, d.read_log()[-2000:]))
+                rig.log('QEMU log on %s:\n%s' % (d.name, d.qemu_log(VM)[-1500:]))
+        for c in self.consoles:
+            c.close()
+        self.consoles = []
+        self.dst.close()
+        self.src.close()
+
+
 def migrate(mode):
     if mode == 'policy_postcopy':
         return policy_postcopy()
     serve = mode == 'postcopy'
-    with rig.Workdir('libvirt') as wd, rig.Link() as link:
-        mig, mig_dst = wd.path('mig'), wd.path('mig-dst')
-        os.makedirs(mig)
-        os.makedirs(mig_dst)
-        src = libvirt_rig.Daemon(wd, 'src', link, 'a', UUID_SRC, wait=False)
-        dst = libvirt_rig.Daemon(wd, 'dst', link, 'b', UUID_DST, overlays=[(mig_dst, mig)],
-                                 wait=False)
-        src.wait_up()
-        dst.wait_up()
-        src_events, dst_events = wd.path('src-events.txt'), wd.path('dst-events.txt')
-        src.events(src_events)
-        dst.events(dst_events)
+    with rig.Workdir('libvirt') as wd, rig.Link() as link, Pair(wd, link, WORKLOAD) as lv:
+        src, dst = lv.src, lv.dst
         fr = Ferries(wd, 'lv', link=link, security='psk', send_args=['--vm', VM])
-        consoles = []
         try:
-            # Source: the domain boots; the test reads its console.
-            con_src = libvirt_rig.Console('src', os.path.join(mig, VM + '.console'), wd)
-            consoles.append(con_src)
-            xml = wd.path(VM + '.xml')
-            with open(xml, 'w') as f:
-                f.write(libvirt_rig.domain_xml(VM, mig, WORKLOAD))
-            src.virsh('create', xml)
-            con_src.wait_connected()
-            con_src.wait_ready()
-            con_src.wait_heartbeats(3)
-            # Destination console: the destination QEMU connects to it when libvirt starts
-            # it (prepare phase), at the same path name inside the destination's mounts.
-            con_dst = libvirt_rig.Console('dst', os.path.join(mig_dst, VM + '.console'), wd)
-            consoles.append(con_dst)
-
             if serve:
-                fr.start_recv(qemu_dir=mig_dst)
+                fr.start_recv(qemu_dir=lv.mig_dst)
             else:
-                fr.start_recv(qemu_sock=os.path.join(mig_dst, VM + '.sock'))
-            fr.send_sock = os.path.join(mig, VM + '.sock')
+                fr.start_recv(qemu_sock=os.path.join(lv.mig_dst, VM + '.sock'))
+            fr.send_sock = lv.sock()
             fr.start_send()
-
             if mode == 'precopy':
                 # A tunnelled migration carries QEMU's stream inside libvirt's own connection:
                 # there is no socket for ferry, and libvirt refuses a migration URI with it.
                 r = src.virsh('migrate', '--live', '--p2p', '--tunnelled', VM, dst.peer_uri,
-                              '--migrateuri', 'unix://' + os.path.join(mig, VM + '.sock'),
+                              '--migrateuri', 'unix://' + lv.sock(),
                               check=False)
                 check(r.returncode != 0 and src.domstate(VM) == 'running (booted)',
                       '--tunnelled with --migrateuri: exit %d, %s, source domain %r' % (
@@ -126,15 +178,7 @@ def migrate(mode):
                       read_text(fr.recv_err)[-1500:]))
             rig.log('virsh migrate completed in %.1f s' % took)
 
-            # The domain moved: running on the destination, gone from the (transient) source.
-            check(dst.domstate(VM) == 'running (migrated)',
-                  'destination domain state %r' % dst.domstate(VM))
-            check(VM not in src.domains(), 'the domain is still on the source: %s' %
-                  src.domains())
-            con_dst.wait_connected(5)
-            hb = con_dst.wait_heartbeats(5, timeout=30)
-            ok, answer = con_dst.self_check()
-            check(ok, 'the destination guest found bad memory: %s' % answer)
+            hb, answer = lv.check_moved()
 
             # ferry carried it: both ends say completed, with the working set at least.
             check(fr.wait_exit('send') == 0, 'ferry send failed: %s' % read_text(fr.send_err))
@@ -154,9 +198,7 @@ def migrate(mode):
             job = dst.jobinfo(VM, completed=True)
             # libvirt's lifecycle events: the source suspended and the destination resumed
             # in post-copy (or, pre-copy, the destination resumed a migrated domain).
-            src.stop_events()
-            dst.stop_events()
-            evs, evd = read_text(src_events), read_text(dst_events)
+            evs, evd = lv.lifecycle_events()
             if mode == 'postcopy':
                 check('Suspended Post-copy' in evs and 'Resumed Post-copy' in evd,
                       'no post-copy in the lifecycle events: source %r, destination %r' %
@@ -175,54 +217,26 @@ def migrate(mode):
             print('link bytes a->b: %d; libvirt job (destination, completed): %s' % (
                 link.tx_bytes('a'), json.dumps(job)))
         except BaseException:
-            for d in (src, dst):
-                rig.log('libvirtd %s log tail:\n%s' % (d.name, d.read_log()[-2000:]))
-                rig.log('QEMU log on %s:\n%s' % (d.name, d.qemu_log(VM)[-1500:]))
             rig.log('ferry send: %s' % read_text(fr.send_err)[-1500:])
             rig.log('ferry recv: %s' % read_text(fr.recv_err)[-1500:])
             raise
         finally:
             fr.close()
-            for c in consoles:
-                c.close()
-            dst.close()
-            src.close()
 
 
 def policy_postcopy():
     """ferry migrate --libvirt: a guest dirtying 49 MB/s over a 100 Mbit/s link, which pre-copy
     cannot finish; the policy switches to post-copy through libvirt and it completes."""
     workload = {'ws': '128M', 'pattern': 'random', 'rate': 12000}
-    with rig.Workdir('libvirt') as wd, rig.Link('100mbit') as link:
-        mig, mig_dst = wd.path('mig'), wd.path('mig-dst')
-        os.makedirs(mig)
-        os.makedirs(mig_dst)
-        src = libvirt_rig.Daemon(wd, 'src', link, 'a', UUID_SRC, wait=False)
-        dst = libvirt_rig.Daemon(wd, 'dst', link, 'b', UUID_DST, overlays=[(mig_dst, mig)],
-                                 wait=False)
-        src.wait_up()
-        dst.wait_up()
-        src_events, dst_events = wd.path('src-events.txt'), wd.path('dst-events.txt')
-        src.events(src_events)
-        dst.events(dst_events)
+    with rig.Workdir('libvirt') as wd, rig.Link('100mbit') as link, \
+            Pair(wd, link, workload) as lv:
+        src, dst = lv.src, lv.dst
         fr = Ferries(wd, 'lv', link=link, security='psk')
-        consoles = []
         out_path, err_path = wd.path('migrate.out'), wd.path('migrate.err')
         try:
-            con_src = libvirt_rig.Console('src', os.path.join(mig, VM + '.console'), wd)
-            consoles.append(con_src)
-            xml = wd.path(VM + '.xml')
-            with open(xml, 'w') as f:
-                f.write(libvirt_rig.domain_xml(VM, mig, workload))
-            src.virsh('create', xml)
-            con_src.wait_connected()
-            con_src.wait_ready()
-            con_src.wait_heartbeats(3)
-            con_dst = libvirt_rig.Console('dst', os.path.join(mig_dst, VM + '.console'), wd)
-            consoles.append(con_dst)
-            fr.start_recv(qemu_dir=mig_dst)
+            fr.start_recv(qemu_dir=lv.mig_dst)
             argv = [rig.find_ferry(), 'migrate', '--libvirt', VM, '--connect', src.uri,
-                    '--dest-uri', dst.peer_uri, '--sock', os.path.join(mig, VM + '.sock'),
+                    '--dest-uri', dst.peer_uri, '--sock', lv.sock(),
                     '--peer', fr.peer, '--allow-postcopy', '--max-downtime', '500',
                     '--deadline', '300', '--json'] + fr.security_args
             t0 = time.monotonic()
@@ -248,39 +262,24 @@ def policy_postcopy():
             check(len(progress) >= 5 and any(x['pass'] >= 1 and x['remaining_bytes'] > 0
                                              for x in progress),
                   'no progress from libvirt\'s job statistics: %s' % progress[-3:])
-            check(dst.domstate(VM) == 'running (migrated)',
-                  'destination domain state %r' % dst.domstate(VM))
-            check(VM not in src.domains(), 'the domain is still on the source')
-            con_dst.wait_connected(5)
-            hb = con_dst.wait_heartbeats(5, timeout=30)
-            ok, answer = con_dst.self_check()
-            check(ok, 'the destination guest found bad memory: %s' % answer)
-            src.stop_events()
-            dst.stop_events()
-            evs, evd = read_text(src_events), read_text(dst_events)
+            hb, answer = lv.check_moved()
+            evs, evd = lv.lifecycle_events()
             check('Suspended Post-copy' in evs and 'Resumed Post-copy' in evd,
                   'no post-copy in the lifecycle events: source %r, destination %r' %
                   (evs, evd))
             # What the guest saw (libvirt reports no pause after post-copy): its heartbeats.
-            pauses = rig.guest_pauses(con_src, con_dst, t0, t1)
+            pauses = rig.guest_pauses(lv.con_src, lv.con_dst, t0, t1)
             print('policy_postcopy: ferry migrate --libvirt completed in %.1f s, post-copy at '
                   '%.1f s; the guest\'s longest pause %.0f ms (heartbeats; %.0f ms before the '
                   'migration); destination heartbeats advance (last %s), self-check: %s' % (
                       took, pc[0]['t_s'], pauses['guest_max_pause_ms'],
                       pauses['guest_baseline_ms'], hb, answer))
         except BaseException:
-            for d in (src, dst):
-                rig.log('libvirtd %s log tail:\n%s' % (d.name, d.read_log()[-2000:]))
-                rig.log('QEMU log on %s:\n%s' % (d.name, d.qemu_log(VM)[-1500:]))
             rig.log('ferry migrate: %s' % read_text(err_path)[-2000:])
             rig.log('ferry recv: %s' % read_text(fr.recv_err)[-1500:])
             raise
         finally:
             fr.close()
-            for c in consoles:
-                c.close()
-            dst.close()
-            src.close()
 
 
 SCENARIOS = ('precopy', 'postcopy', 'parallel', 'policy_postcopy')
