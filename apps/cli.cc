@@ -44,6 +44,10 @@ std::chrono::seconds link_timeout_value(ArgReader& args) {
       args.count(dataplane::kMinLinkTimeout.count(), dataplane::kMaxLinkTimeout.count()));
 }
 
+std::chrono::seconds resume_within_value(ArgReader& args) {
+  return std::chrono::seconds(args.count(0, dataplane::kMaxResumeWithin.count()));
+}
+
 long long ArgReader::count(long long min, long long max) {
   std::string flag = current();
   std::string v = value();

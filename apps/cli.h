@@ -62,6 +62,8 @@ class ArgReader {
 
 // --link-timeout's value: whole seconds within dataplane's bounds.
 std::chrono::seconds link_timeout_value(ArgReader& args);
+// --resume-within S: 0..kMaxResumeWithin.
+std::chrono::seconds resume_within_value(ArgReader& args);
 
 // The dpdk transport's flags, shared by send, recv and migrate: if the current flag is
 // --dpdk-args or --dpdk-local, takes its value into `out` and returns true.

@@ -54,6 +54,7 @@ void migrate_usage(FILE* out) {
       "                     [--allow-throttle] [--codec auto|fast|max|none] [--cache-mib N]\n"
       "                     [--cache-policy aged-clock|lru] [--encode-threads N]\n"
       "                     [--poll adaptive|busy] [--fabric-provider NAME] [--link-timeout S]\n"
+      "                     [--resume-within S]\n"
       "                     [--dpdk-args \"EAL ARGS\"] [--dpdk-local IPV4]\n"
       "                     [--tls-x509-dir DIR | --tls-psk-file FILE | --insecure]\n"
       "                     [--tls-authz NAME,...] [--tls-hostname NAME]\n"
@@ -94,8 +95,9 @@ void migrate_usage(FILE* out) {
       "  --allow-postcopy    may switch to post-copy (sets postcopy-ram on both QEMUs)\n"
       "  --allow-throttle    may let QEMU slow the guest's vCPUs (auto-converge)\n"
       "  --codec, --cache-mib, --cache-policy, --encode-threads, --poll, --fabric-provider,\n"
-      "  --link-timeout      as ferry send (default auto, 256, aged-clock, 1, adaptive, verbs,\n"
-      "                      10 s)\n"
+      "  --link-timeout, --resume-within\n"
+      "                      as ferry send (default auto, 256, aged-clock, 1, adaptive, verbs,\n"
+      "                      10 s, 60 s)\n"
       "  --dpdk-args, --dpdk-local  as ferry send (for a dpdk: --peer)\n"
       "  --tls-x509-dir, --tls-psk-file, --tls-authz, --tls-hostname, --insecure\n"
       "                     as ferry send: credentials for the link to ferry recv (without\n"
@@ -387,6 +389,8 @@ int run_migrate(int argc, char** argv) {
       a.send.transport.fabric_provider = args.value();
     } else if (args.is("--link-timeout")) {
       a.send.transport.link_timeout = link_timeout_value(args);
+    } else if (args.is("--resume-within")) {
+      a.send.transport.resume_within = resume_within_value(args);
     } else if (take_dpdk_flag(args, a.dpdk)) {
     } else if (take_security_flag(args, a.security)) {
     } else if (take_log_flag(args)) {
@@ -792,6 +796,7 @@ int run_migrate(int argc, char** argv) {
                      {"link_bytes", Value(static_cast<int64_t>(c.link_tx_bytes + c.link_rx_bytes))},
                      {"postcopy_requests", Value(static_cast<int64_t>(q.postcopy_requests))},
                      {"passes", Value(static_cast<int64_t>(q.dirty_sync_count))},
+                     {"link_resumes", Value(static_cast<int64_t>(c.link_resumes))},
                      {"postcopy_recoveries", Value(static_cast<int64_t>(pause.recoveries))},
                      {"postcopy_paused_s", Value(pause.total_s)},
                      {"sampled_dirty_bytes_per_s", Value(sampled_dirty_bytes_per_s)},

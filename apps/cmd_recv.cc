@@ -31,6 +31,7 @@ void recv_usage(FILE* out) {
       "                  [--stats-dir DIR] [--max-sessions N]\n"
       "   and, for both: [--max-cache-mib N] [--poll adaptive|busy] [--fabric-provider NAME]\n"
       "                  [--dpdk-args \"EAL ARGS\"] [--dpdk-local IPV4] [--link-timeout S]\n"
+      "                  [--resume-within S]\n"
       "                  [--quiet]\n"
       "                  [--tls-x509-dir DIR | --tls-psk-file FILE | --insecure]\n"
       "                  [--tls-authz NAME,...] [--metrics tcp:HOST:PORT] [--log-level LEVEL]\n"
@@ -76,6 +77,8 @@ void recv_usage(FILE* out) {
       "  --fabric-provider NAME  rdma: the libfabric provider (as ferry send; default verbs)\n"
       "  --link-timeout S        fail a link whose peer is silent for S seconds (as ferry\n"
       "                          send; 2..600, default 10)\n"
+      "  --resume-within S       wait S seconds for ferry send to replace a failed link by\n"
+      "                          a new connection (as ferry send; 0..3600, default 60)\n"
       "  --stats-json FILE       write the final counters: bytes to/from QEMU, bytes on the\n"
       "                          link, pages by class, return-path messages, channels, duration\n"
       "  --quiet                 no progress line (it is shown only on a terminal anyway);\n"
@@ -284,6 +287,8 @@ int run_recv(int argc, char** argv) {
       transport.fabric_provider = args.value();
     } else if (args.is("--link-timeout")) {
       transport.link_timeout = link_timeout_value(args);
+    } else if (args.is("--resume-within")) {
+      transport.resume_within = resume_within_value(args);
     } else if (take_dpdk_flag(args, dpdk)) {
     } else if (take_security_flag(args, security)) {
     } else if (take_log_flag(args)) {

@@ -31,7 +31,8 @@ void send_usage(FILE* out) {
       "                  [--codec none|fast|max|auto] [--cache-mib N] [--cache-policy P]\n"
       "                  [--encode-threads N] [--poll adaptive|busy] [--fabric-provider NAME]\n"
       "                  [--dpdk-args \"EAL ARGS\"] [--dpdk-local IPV4]\n"
-      "                  [--connect-timeout S] [--link-timeout S] [--stats-json FILE] [--quiet]\n"
+      "                  [--connect-timeout S] [--link-timeout S] [--resume-within S]\n"
+      "                  [--stats-json FILE] [--quiet]\n"
       "                  [--vm NAME]\n"
       "                  [--tls-x509-dir DIR | --tls-psk-file FILE | --insecure]\n"
       "                  [--tls-authz NAME,...] [--tls-hostname NAME]\n"
@@ -87,6 +88,12 @@ void send_usage(FILE* out) {
       "  --link-timeout S       fail a link whose peer is silent for S seconds (2..600,\n"
       "                         default 10): heartbeats flow both ways while it is idle, so\n"
       "                         this bounds how long a dead host or cable goes unnoticed\n"
+      "  --resume-within S      a link that failed (aborted, or silent past --link-timeout)\n"
+      "                         is replaced by a new connection within S seconds (0..3600,\n"
+      "                         default 60; 0 = fail at once): ferry recv acknowledges what\n"
+      "                         arrived, ferry send keeps and replays the rest, and QEMU\n"
+      "                         sees only a pause. Past S, or if ferry recv restarted, the\n"
+      "                         migration fails (in post-copy: ferry migrate --recover-uri)\n"
       "  --stats-json FILE      write the final counters: bytes from/to QEMU, bytes on the\n"
       "                         link, pages by class, return-path messages, channels, duration\n"
       "  --quiet                no progress line (it is shown only on a terminal anyway)\n"
@@ -136,6 +143,8 @@ int run_send(int argc, char** argv) {
       a.session.transport.fabric_provider = args.value();
     } else if (args.is("--link-timeout")) {
       a.session.transport.link_timeout = link_timeout_value(args);
+    } else if (args.is("--resume-within")) {
+      a.session.transport.resume_within = resume_within_value(args);
     } else if (take_dpdk_flag(args, a.dpdk)) {
     } else if (take_security_flag(args, a.security)) {
     } else if (take_log_flag(args)) {

@@ -21,6 +21,7 @@ enum class ErrorCode {
   kTimeout,
   kUnavailable,  // a backend or feature missing in this build or on this host
   kAuth,         // a peer that failed authentication, authorization or a frame's AEAD check
+  kRefused,      // the peer refused what was asked (its reason in the message)
   kInternal,
 };
 

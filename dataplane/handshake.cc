@@ -71,7 +71,7 @@ Result<std::unique_ptr<Transport>> sender_handshake(std::unique_ptr<Transport> l
     return error(ErrorCode::kProtocol, "handshake: the peer did not answer with ACCEPT");
   }
   if (frame->header.len < 1 || frame->payload[0] != kAccept) {
-    return Status(ErrorCode::kProtocol, "rejected: " + rejection_reason(*frame));
+    return Status(ErrorCode::kRefused, "rejected: " + rejection_reason(*frame));
   }
   if (!keys) return link;
   return protect_link(std::move(link), *keys);

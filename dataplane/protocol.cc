@@ -84,6 +84,11 @@ Result<Handshake> decode_handshake(std::span<const uint8_t> bytes) {
                                            hex32(h.features & ~kKnownFeatures) +
                                            " at byte offset 8 (upgrade ferry recv)");
   }
+  if ((h.features & kFeatureResuming) && !(h.features & kFeatureAcked)) {
+    return error(ErrorCode::kProtocol,
+                 "handshake: feature RESUMING without ACKED at byte offset 8 (a link that "
+                 "acknowledges nothing cannot resume)");
+  }
   h.session_id = get_be(in + 12, 8);
   size_t want = kHandshakeSize;
   if (h.features & kFeatureVmName) {

@@ -19,6 +19,9 @@
 //                          handshake records; dataplane/security/link_security.h)
 //              | 9 SEALED (either way, feature TLS, every frame after ACCEPT: AEAD-protected
 //                          frames; dataplane/security/protected_transport.h)
+//              | 10 ACK   (either way, feature ACKED, seq 0: next:u64, every data frame of
+//                          this direction below seq `next` arrived; the first frame each
+//                          side sends on a resumed link; dataplane/resume/)
 //     len     <= kMaxPayload (1 MiB)
 //     seq     = 0, 1, 2, ... per direction, no gaps (data frames start at kFirstDataSeq)
 //     crc     = CRC32C(payload)
@@ -36,6 +39,12 @@
 //                 finds its destination QEMU at DIR/NAME.sock. name = [A-Za-z0-9._-]{1,64},
 //                 not starting with '.' (a file name that cannot climb out of DIR); the
 //                 receiver refuses any other, and a HELLO whose length is not exactly this.
+//                 bit 3 ACKED: both sides acknowledge data frames with ACK frames and keep
+//                 what the other has not acknowledged, so that a failed link can be
+//                 replaced by a new connection of the same channel (ferry send
+//                 --resume-within; dataplane/resume/resumable_transport.h).
+//                 bit 4 RESUMING (with ACKED): this link replaces the failed link of a
+//                 running channel of session_id; a receiver with no such channel refuses it.
 //     session_id = random, the same on every channel of one migration.
 // A frame buffer (frame_pool.h) holds one or more whole frames back to back.
 // No QEMU stream parsing happens here: payloads are opaque bytes.
@@ -58,7 +67,10 @@ inline constexpr size_t kHandshakeSize = 20;
 inline constexpr uint32_t kFeaturePages = 1u << 0;
 inline constexpr uint32_t kFeatureTls = 1u << 1;
 inline constexpr uint32_t kFeatureVmName = 1u << 2;
-inline constexpr uint32_t kKnownFeatures = kFeaturePages | kFeatureTls | kFeatureVmName;
+inline constexpr uint32_t kFeatureAcked = 1u << 3;
+inline constexpr uint32_t kFeatureResuming = 1u << 4;
+inline constexpr uint32_t kKnownFeatures =
+    kFeaturePages | kFeatureTls | kFeatureVmName | kFeatureAcked | kFeatureResuming;
 inline constexpr size_t kMaxVmName = 64;
 // The largest HELLO payload: the fixed part, name_len and the longest name.
 inline constexpr size_t kMaxHandshakeSize = kHandshakeSize + 1 + kMaxVmName;
@@ -79,8 +91,9 @@ enum class FrameType : uint32_t {
   kAccept = 7,
   kTls = 8,
   kSealed = 9,
+  kAck = 10,
 };
-inline constexpr uint32_t kMaxFrameType = 9;
+inline constexpr uint32_t kMaxFrameType = 10;
 
 struct Handshake {
   uint16_t version = kVersion;

@@ -58,6 +58,13 @@ inline constexpr std::chrono::seconds kLinkTimeout{10};
 // of a loaded host would end healthy links; over 10 minutes a dead peer hides too long.
 inline constexpr std::chrono::seconds kMinLinkTimeout{2};
 inline constexpr std::chrono::seconds kMaxLinkTimeout{600};
+// How long after a link failed a new connection may take its place, QEMU none the wiser
+// (resume/resumable_transport.h; --resume-within): long enough for a switch to reconverge, a
+// cable to be re-seated or a link to flap a few times, short enough that a pre-copy whose
+// peer is gone for good fails while the source still runs the VM. 0 = a failed link fails
+// its channel at once.
+inline constexpr std::chrono::seconds kResumeWithin{60};
+inline constexpr std::chrono::seconds kMaxResumeWithin{3600};
 
 // Readiness bits for an adaptive engine's sleep (no <poll.h> here; the engine translates).
 inline constexpr uint32_t kWaitReadable = 1u << 0;
@@ -119,6 +126,9 @@ class Transport {
   // Data packets this transport sent again (reliable/ over datagrams); 0 where the kernel or
   // the NIC retransmits (tcp, rdma). Owner thread; cheap (a counter), for live metrics.
   virtual uint64_t retransmits() const noexcept { return 0; }
+  // New connections that took a failed one's place (resume/resumable_transport.h); 0 where
+  // links are not resumable. Owner thread; a counter.
+  virtual uint64_t resumes() const noexcept { return 0; }
 };
 
 // Accepts transports from peers.
@@ -140,6 +150,8 @@ struct TransportSettings {
   std::string fabric_provider;
   // Every backend: silence from the peer this long fails the link (--link-timeout).
   std::chrono::seconds link_timeout{kLinkTimeout};
+  // The sessions above every backend: a failed link is replaced within this (--resume-within).
+  std::chrono::seconds resume_within{kResumeWithin};
 };
 
 // One row of the registration table.

@@ -45,6 +45,7 @@ void SideTotals::add(const pipeline::SetCounters& c) {
   wire_bytes += c.page_wire_bytes;
   encode_ns += c.encode_ns;
   retransmits += c.link_retransmits;
+  resumes += c.link_resumes;
 }
 
 void SideTotals::add(const SideTotals& t) {
@@ -61,6 +62,7 @@ void SideTotals::add(const SideTotals& t) {
   wire_bytes += t.wire_bytes;
   encode_ns += t.encode_ns;
   retransmits += t.retransmits;
+  resumes += t.resumes;
 }
 
 void MigrationMetrics::update(const std::string& status, uint64_t pass, uint64_t remaining_bytes,
@@ -202,6 +204,10 @@ std::string Registry::render() {
            "retransmit below ferry and count 0.",
            MT::kCounter);
   for (const Side& s : sides) w.sample(s.t.retransmits, {{"side", s.name}});
+  w.family("ferry_link_resumes_total",
+           "Failed link connections replaced by new ones of the same channel, QEMU unaware.",
+           MT::kCounter);
+  for (const Side& s : sides) w.sample(s.t.resumes, {{"side", s.name}});
 
   w.family("ferry_qemu_pages_total",
            "RAM page records in QEMU's migration stream, by QEMU's class.", MT::kCounter);

@@ -33,7 +33,7 @@ struct SideTotals {
   uint64_t from_qemu = 0, to_qemu = 0, link_tx = 0, link_rx = 0;
   uint64_t pages[4] = {};  // QEMU's page records: zero, normal, xbzrle, compressed
   uint64_t form_pages[encoders::kFormCount] = {}, form_bytes[encoders::kFormCount] = {};
-  uint64_t page_bytes_in = 0, wire_bytes = 0, encode_ns = 0, retransmits = 0;
+  uint64_t page_bytes_in = 0, wire_bytes = 0, encode_ns = 0, retransmits = 0, resumes = 0;
 
   void add(const pipeline::SetCounters& c);
   void add(const SideTotals& t);

@@ -57,6 +57,7 @@ struct ChannelPump::Impl final : FrameSink {
   void finish(Status st) {
     if (done) return;
     k.link_retransmits.store(link.retransmits(), std::memory_order_relaxed);
+    k.link_resumes.store(link.resumes(), std::memory_order_relaxed);
     result = std::move(st);
     done = true;
   }
@@ -466,6 +467,7 @@ size_t ChannelPump::Impl::step(TimePoint now) {
   if (now >= next_link_count) {
     next_link_count = now + kLinkCount;
     k.link_retransmits.store(link.retransmits(), std::memory_order_relaxed);
+    k.link_resumes.store(link.resumes(), std::memory_order_relaxed);
   }
 
   size_t work = link_receive();  // 1

@@ -80,6 +80,8 @@ struct PumpCounters {
   std::atomic<uint64_t> link_backlog_bytes{0};  // queued for the link after the last flush
   // Data packets the link sent again (Transport::retransmits()), copied about every 250 ms.
   std::atomic<uint64_t> link_retransmits{0};
+  // New connections that replaced a failed one (Transport::resumes()), copied as often.
+  std::atomic<uint64_t> link_resumes{0};
 };
 
 class ChannelPump final : public dataplane::Poller {

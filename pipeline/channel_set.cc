@@ -25,6 +25,7 @@ SetCounters SetCounters::after(const SetCounters& earlier) const {
   }
   a.encode_ns += earlier.encode_ns;
   a.link_retransmits += earlier.link_retransmits;
+  a.link_resumes += earlier.link_resumes;
   return a;
 }
 
@@ -239,6 +240,7 @@ SetCounters ChannelSet::counters() const {
     t.pages_xbzrle += c->stream().xbzrle.load(std::memory_order_relaxed);
     t.pages_compressed += c->stream().compressed.load(std::memory_order_relaxed);
     t.link_retransmits += k.link_retransmits.load(std::memory_order_relaxed);
+    t.link_resumes += k.link_resumes.load(std::memory_order_relaxed);
     if (const PageStreamEncoder* enc = c->encoder) {
       t.page_bytes_in += enc->counters().page_bytes_in.load(std::memory_order_relaxed);
       t.page_wire_bytes += enc->counters().wire_bytes.load(std::memory_order_relaxed);

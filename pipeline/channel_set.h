@@ -38,6 +38,7 @@ struct SetCounters {
   uint64_t form_pages[encoders::kFormCount] = {}, form_bytes[encoders::kFormCount] = {};
   uint64_t encode_ns = 0;
   uint64_t link_retransmits = 0;
+  uint64_t link_resumes = 0;  // failed connections replaced by new ones (QEMU saw a pause)
 
   // These counters following `earlier`'s, of a set this one replaced (ferry migrate's
   // post-copy recovery): sums, except the state of now (effort, backlog).

@@ -180,6 +180,11 @@ void RecvServer::dispatch(Greeted gr) {
       }
     }
   }
+  if (why.empty() && (hs.features & dataplane::kFeatureResuming)) {
+    why =
+        "nothing to resume: no migration with this session id runs here (ferry recv "
+        "restarted?)";
+  }
   if (why.empty()) why = open_session(gr);
   if (!why.empty()) {
     internal::refuse_link(*gr.link, why);

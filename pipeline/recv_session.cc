@@ -11,6 +11,7 @@
 
 #include "dataplane/handshake.h"
 #include "dataplane/protocol.h"
+#include "dataplane/resume/resumable_transport.h"
 #include "pipeline/page_stream.h"
 
 namespace ferry::pipeline {
@@ -80,6 +81,8 @@ void RecvSession::accept_loop() {
   std::string session_peer;             // the identity that authenticated the session's first link
   uint16_t next_channel = 0;            // the next channel to connect to QEMU
   std::map<uint16_t, Greeted> waiting;  // greeted, before their turn
+  // Running channels whose links can be resumed: where a new connection goes.
+  std::map<uint16_t, std::shared_ptr<dataplane::ResumeSlot>> slots;
   std::string error;
 
   while (error.empty() && !set_.main_done() && !set_.failed()) {
@@ -128,6 +131,30 @@ void RecvSession::accept_loop() {
       }
       const dataplane::Handshake& hs = gr.greeting.hello;
       std::string why;
+      if (hs.features & dataplane::kFeatureResuming) {
+        auto slot = slots.find(hs.channel);
+        if (!have_session || hs.session_id != session) {
+          why =
+              "nothing to resume: no migration with this session id runs here (ferry recv "
+              "restarted?)";
+        } else if (gr.greeting.peer() != session_peer) {
+          why = "handshake: the peer '" + gr.greeting.peer() +
+                "' is not the one this migration belongs to";
+        } else if (slot == slots.end()) {
+          why = "nothing to resume: channel " + std::to_string(hs.channel) + " is not running";
+        } else if (auto link = dataplane::receiver_accept(std::move(gr.link), gr.greeting); !link) {
+          refused("channel " + std::to_string(hs.channel) +
+                  ": a new connection failed its handshake: " + link.status().message());
+          continue;
+        } else if (!slot->second->offer(std::move(*link))) {
+          continue;  // the channel just ended; the sender's next attempt is refused
+        } else {
+          continue;
+        }
+        refuse_link(*gr.link, why);
+        refused(why);
+        continue;
+      }
       if (have_session && hs.session_id != session) {
         why =
             "handshake: another migration is running (session id at byte offset 12 differs; "
@@ -167,6 +194,19 @@ void RecvSession::accept_loop() {
         ::close(*q);
         error = "channel " + std::to_string(next_channel) + ": " + link.status().message();
         break;
+      }
+      if (w.greeting.hello.features & dataplane::kFeatureAcked) {
+        dataplane::ResumeOptions resume;
+        resume.within = opt_.transport.resume_within;
+        resume.slot = std::make_shared<dataplane::ResumeSlot>();
+        resume.peer_name = "ferry send";
+        slots[next_channel] = resume.slot;
+        link = dataplane::make_resumable(std::move(*link), std::move(resume));
+        if (!link) {
+          ::close(*q);
+          error = "channel " + std::to_string(next_channel) + ": " + link.status().message();
+          break;
+        }
       }
       std::unique_ptr<PageStreamDecoder> decoder;
       if (w.greeting.hello.features & dataplane::kFeaturePages) {

@@ -5,12 +5,14 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <random>
 
 #include "dataplane/handshake.h"
 #include "dataplane/net.h"
 #include "dataplane/protocol.h"
+#include "dataplane/resume/resumable_transport.h"
 #include "pipeline/page_stream.h"
 
 namespace ferry::pipeline {
@@ -38,27 +40,52 @@ std::unique_ptr<PageStreamEncoder> SendSession::make_codec() const {
   return std::make_unique<PageStreamEncoder>(opt);
 }
 
-// Opens channel `index` to ferry recv: connect, handshake, wait for the accept byte.
-Result<std::unique_ptr<dataplane::Transport>> SendSession::open_link(uint16_t index) {
-  auto link = dataplane::connect_transport(opt_.peer, opt_.connect_timeout_ms, opt_.transport);
+namespace {
+
+// Opens channel `index` to ferry recv: connect, handshake, wait for the accept byte; resuming =
+// a new connection for a running channel whose link failed (resume/resumable_transport.h).
+Result<std::unique_ptr<dataplane::Transport>> open_channel_link(const SendOptions& opt,
+                                                                uint64_t session_id, uint16_t index,
+                                                                bool resuming, int timeout_ms) {
+  auto link = dataplane::connect_transport(opt.peer, timeout_ms, opt.transport);
   if (!link) {
     return Status(link.status().code(),
-                  "cannot reach ferry recv at " + opt_.peer + ": " + link.status().message());
+                  "cannot reach ferry recv at " + opt.peer + ": " + link.status().message());
   }
   dataplane::SenderHello hello;
   hello.hello.channel = index;
-  hello.hello.session_id = session_id_;
-  hello.hello.vm_name = opt_.vm_name;
-  if (opt_.codec != encoders::CodecLevel::kNone) hello.hello.features |= dataplane::kFeaturePages;
-  hello.security = opt_.security.get();
-  hello.peer_host = dataplane::spec_host(opt_.peer);
+  hello.hello.session_id = session_id;
+  hello.hello.vm_name = opt.vm_name;
+  if (opt.codec != encoders::CodecLevel::kNone) hello.hello.features |= dataplane::kFeaturePages;
+  if (opt.transport.resume_within.count() > 0) hello.hello.features |= dataplane::kFeatureAcked;
+  if (resuming) hello.hello.features |= dataplane::kFeatureResuming;
+  hello.security = opt.security.get();
+  hello.peer_host = dataplane::spec_host(opt.peer);
+  hello.timeout_ms = std::min(hello.timeout_ms, timeout_ms);
   auto opened = dataplane::sender_handshake(std::move(*link), std::move(hello));
   if (!opened) {
-    return Status(opened.status().code(), "ferry recv at " + opt_.peer +
-                                              " did not accept channel " + std::to_string(index) +
-                                              ": " + opened.status().message() + " (see its log)");
+    return Status(opened.status().code(), "ferry recv at " + opt.peer + " did not accept channel " +
+                                              std::to_string(index) + ": " +
+                                              opened.status().message() + " (see its log)");
   }
   return opened;
+}
+
+}  // namespace
+
+// A new channel's link; resumable (a failed connection replaced by a new one) unless
+// --resume-within 0.
+Result<std::unique_ptr<dataplane::Transport>> SendSession::open_link(uint16_t index) {
+  auto link = open_channel_link(opt_, session_id_, index, false, opt_.connect_timeout_ms);
+  if (!link || opt_.transport.resume_within.count() == 0) return link;
+  dataplane::ResumeOptions resume;
+  resume.within = opt_.transport.resume_within;
+  resume.peer_name = "ferry recv";
+  // A copy of the options: the attempts run on the link's thread and may outlive this session.
+  resume.reopen = [opt = opt_, id = session_id_, index](TimePoint deadline) {
+    return open_channel_link(opt, id, index, true, std::max(1, ms_left(deadline)));
+  };
+  return dataplane::make_resumable(std::move(*link), std::move(resume));
 }
 
 Status SendSession::listen(const std::string& unix_path) {

@@ -2,7 +2,8 @@
 """`ferry migrate` end to end on real QEMU guests across a 100 Mbit/s tbf veth: the source
 QEMU and ferry migrate in namespace a, ferry recv and the destination QEMU in namespace b.
 
-    test_migrate.py converging | postcopy | stop | cancel | recover | recover_link_cut
+    test_migrate.py converging | postcopy | stop | cancel | recover | recover_link_cut |
+                    resume_precopy | resume_postcopy | resume_link_down
 
 converging  a moderate dirty rate: completes in pre-copy, no post-copy, downtime within
             --max-downtime, RAM identical, the report lists what happened
@@ -15,14 +16,20 @@ cancel      SIGTERM to ferry migrate in pre-copy: it cancels, exits 1, the VM ke
 recover     ferry recv --serve killed in post-copy (VM running on the destination) and
             restarted: ferry migrate --recover-uri drives QEMU's post-copy recovery; the
             migration completes and the guest's self-check passes
-recover_link_cut  the same with ferry's TCP connections aborted (ss -K) instead
+recover_link_cut  the same with ferry's TCP connections aborted (ss -K) instead, resuming off
+resume_precopy    ferry's TCP connections aborted (ss -K) in pre-copy: ferry resumes them on
+                  new connections; completes, RAM identical, QEMU never saw an error
+resume_postcopy   the same in post-copy with the VM running on the destination
+resume_link_down  the link down for twice --link-timeout in pre-copy: resumed once it is back
 Every scenario also checks that ferry migrate put back the migration capabilities and
 parameters it changed in both QEMUs.
 """
 import json
 import os
 import signal
+import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import rig  # noqa: E402
@@ -209,7 +216,7 @@ def cancel():
     scenario(wl, ['--allow-postcopy'], 1, checks, during)
 
 
-def recover_body(fault, fault_name):
+def recover_body(fault, fault_name, extra_args=()):
     """Post-copy with the VM running on the destination, then fault(fr, lk-side runner):
     both QEMUs pause; ferry migrate (--recover-uri: the destination's own socket under
     ferry recv --serve) drives QEMU's post-copy recovery through a new ferry path; the
@@ -231,8 +238,8 @@ def recover_body(fault, fault_name):
               'expected a recovery: %s, %s' % (rep['postcopy_recoveries'], rep['decisions']))
         print('paused %.1f s in post-copy, %d attempt(s)' % (rep['postcopy_paused_s'], len(rec)))
 
-    scenario(wl, ['--allow-postcopy', '--recover-uri', 'unix:{wd}/q/vm.sock'], 0, checks,
-             during, dst_runs=True, serve=True)
+    scenario(wl, ['--allow-postcopy', '--recover-uri', 'unix:{wd}/q/vm.sock'] + list(extra_args),
+             0, checks, during, dst_runs=True, serve=True)
 
 
 def recover():
@@ -244,22 +251,115 @@ def recover():
     recover_body(fault, 'ferry recv --serve killed and restarted')
 
 
+def abort_links(fr):
+    """Aborts ferry's TCP connections outright (ss -K on the source side: both ends get a
+    reset, as from a middlebox)."""
+    r = fr.link.run('a', ['ss', '-K', 'dst', fr.host, 'dport', '=', ':%d' % fr.port],
+                    capture_output=True, text=True, timeout=10)
+    check(r.returncode == 0, 'ss -K failed: %s' % r.stderr)
+    check(str(fr.port) in r.stdout, 'ss -K found no ferry connection: %r' % r.stdout)
+
+
 def recover_link_cut():
-    """ferry's TCP connections aborted outright in post-copy (ss -K, as a middlebox reset
-    would): ferry recv --serve stays up and takes the recovery session."""
-    def fault(fr, wd):
-        r = fr.link.run('a', ['ss', '-K', 'dst', fr.host, 'dport', '=', ':%d' % fr.port],
-                        capture_output=True, text=True, timeout=10)
-        check(r.returncode == 0, 'ss -K failed: %s' % r.stderr)
-        check(str(fr.port) in r.stdout, 'ss -K found no ferry connection: %r' % r.stdout)
-    recover_body(fault, 'links aborted')
+    """ferry's TCP connections aborted outright in post-copy with resuming off
+    (--resume-within 0): ferry recv --serve stays up and takes the recovery session."""
+    recover_body(lambda fr, wd: abort_links(fr), 'links aborted', ['--resume-within', '0'])
+
+
+# What QEMU must never show while ferry resumes a link under it.
+QEMU_VISIBLE = ('failed', 'cancelled', 'cancelling', 'postcopy-paused', 'postcopy-recover')
+
+
+def watch_source(mig, src):
+    """The source QEMU's migration states from now until ferry migrate exits."""
+    seen = set()
+    while mig.poll() is None:
+        try:
+            seen.add(src.query_migrate().get('status'))
+        except (OSError, rig.RigError):
+            break  # QEMU finished and ferry migrate is about to exit
+        try:
+            mig.wait(timeout=0.1)
+        except subprocess.TimeoutExpired:
+            pass
+    return seen
+
+
+def resume_body(wl, fault, fault_name, postcopy, extra_args=()):
+    """fault(fr, lk) once the migration is under way; ferry resumes its links on new
+    connections: the migration completes with RAM identical (pre-copy: pmemsave; post-copy:
+    the guest's own check on the running destination), and the source QEMU never saw an
+    error or a pause (its states watched throughout), nor did ferry migrate need QEMU's
+    recovery."""
+    seen = set()
+
+    def during(mig, src, dst, fr, wd):
+        if postcopy:
+            rig.wait_until(lambda: src.query_migrate().get('status') == 'postcopy-active',
+                           rig.scaled(200), 'the switch to post-copy')
+            dst.wait_status('paused')  # -S: the devices are loaded; let the guest run there
+            dst.cont()
+        else:
+            rig.wait_until(lambda: src.query_migrate().get('ram', {}).get('transferred', 0) >
+                           (24 << 20), rig.scaled(60), 'pre-copy progress')
+        fault(fr)
+        print('%s in %s' % (fault_name, 'post-copy' if postcopy else 'pre-copy'))
+        seen.update(watch_source(mig, src))
+
+    def checks(rep):
+        check(rep['outcome'] == 'completed', 'outcome %s: %s' % (rep['outcome'], rep['reason']))
+        check(rep['link_resumes'] >= 1, 'no link was resumed: %s' % rep['link_resumes'])
+        check(rep['postcopy_recoveries'] == 0 and rep['postcopy_paused_s'] == 0,
+              'QEMU paused: %d recoveries, %.1f s' % (rep['postcopy_recoveries'],
+                                                      rep['postcopy_paused_s']))
+        bad = seen.intersection(QEMU_VISIBLE)
+        check(not bad, 'the source QEMU saw %s (states %s)' % (sorted(bad), sorted(seen)))
+        print('%d link resume(s); the source QEMU went through %s' %
+              (rep['link_resumes'], sorted(x for x in seen if x)))
+
+    args = list(extra_args) + (['--allow-postcopy'] if postcopy else [])
+    # Post-copy runs into ferry recv --serve: the new connections reach the session through
+    # the server.
+    scenario(wl, args, 0, checks, during, dst_runs=postcopy, serve=postcopy)
+
+
+CONVERGING_WL = {'ws': '96M', 'pattern': 'mix', 'rate': 1000}
+POSTCOPY_WL = {'ws': '192M', 'pattern': 'random', 'rate': 12000}
+
+
+def resume_precopy():
+    """ss -K in pre-copy: resumed, QEMU none the wiser."""
+    resume_body(CONVERGING_WL, abort_links, 'links aborted', postcopy=False)
+
+
+def resume_postcopy():
+    """ss -K in post-copy with the VM running on the destination: resumed, no QEMU recovery."""
+    resume_body(POSTCOPY_WL, abort_links, 'links aborted', postcopy=True)
+
+
+def resume_link_down():
+    """The link down (veth down) for twice --link-timeout in pre-copy: both ferries declare
+    the connection dead, ferry send reconnects once the link is back."""
+    link_timeout = 3
+
+    def fault(fr):
+        lk = fr.link
+        lk.run('b', ['ip', 'link', 'set', lk.veth_b, 'down'], check=True, timeout=10)
+        try:
+            time.sleep(2 * link_timeout)  # the fault's length, not a wait for an event
+        finally:
+            lk.run('b', ['ip', 'link', 'set', lk.veth_b, 'up'], check=True, timeout=10)
+    resume_body(CONVERGING_WL, fault, 'link down for %d s' % (2 * link_timeout),
+                postcopy=False, extra_args=['--link-timeout', str(link_timeout)])
 
 
 def main(argv):
     rig.require_qemu_and_guest()
     which = argv[1] if len(argv) > 1 else 'converging'
     {'converging': converging, 'postcopy': postcopy, 'stop': stop, 'cancel': cancel,
-     'recover': recover, 'recover_link_cut': recover_link_cut}[which]()
+     'recover': recover, 'recover_link_cut': recover_link_cut,
+     'resume_precopy': resume_precopy, 'resume_postcopy': resume_postcopy,
+     'resume_link_down': resume_link_down}[which]()
     print('PASS migrate %s' % which)
     return 0
 

@@ -41,10 +41,19 @@ TEST(Handshake, RejectsBadMagicAndVersion) {
   ASSERT_FALSE(h.has_value());
   EXPECT_NE(h.status().message().find("offset 4"), std::string::npos);
   // A feature bit this receiver does not know is refused, naming the field.
-  buf = encode_handshake({kVersion, 0, 0x8, 1, ""});
+  buf = encode_handshake({kVersion, 0, 0x20, 1, ""});
   h = decode_handshake(buf);
   ASSERT_FALSE(h.has_value());
   EXPECT_NE(h.status().message().find("offset 8"), std::string::npos);
+  // A link that resumes another must acknowledge frames.
+  buf = encode_handshake({kVersion, 0, kFeatureResuming, 1, ""});
+  h = decode_handshake(buf);
+  ASSERT_FALSE(h.has_value());
+  EXPECT_NE(h.status().message().find("RESUMING without ACKED"), std::string::npos);
+  buf = encode_handshake({kVersion, 0, kFeatureAcked | kFeatureResuming, 1, ""});
+  h = decode_handshake(buf);
+  ASSERT_TRUE(h.has_value());
+  EXPECT_EQ(h->features, kFeatureAcked | kFeatureResuming);
 }
 
 TEST(Handshake, VmNameRoundTrip) {
@@ -188,7 +197,7 @@ TEST(FrameChecker, RejectsBadTypeLengthSeqAndTruncation) {
   append_frame(wire, FrameType::kOpaque, 0, "x", 1);
   auto bad_type = wire;
   bad_type[3] = kMaxFrameType + 1;
-  fails_with(bad_type, "bad type 10 at byte offset 0");
+  fails_with(bad_type, "bad type " + std::to_string(kMaxFrameType + 1) + " at byte offset 0");
   auto bad_len = wire;
   bad_len[4] = 0x10;  // len = 0x10000001 > 1 MiB
   fails_with(bad_len, "bad length");

@@ -1,0 +1,338 @@
+// Unit tests of resume/resumable_transport.h over the in-process loopback transport: frames
+// both ways arrive exactly once and in order across connections cut under them (both ends
+// noticing, or only the sender), and the ways resuming ends (refused, out of time, off).
+#include "dataplane/resume/resumable_transport.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "dataplane/protocol.h"
+#include "dataplane/transport.h"
+
+namespace ferry::dataplane {
+namespace {
+
+using namespace std::chrono_literals;
+
+// A connection the test can cut: from then on it is failed, takes nothing and delivers
+// nothing (what was in flight is lost, as on a reset link).
+class Cuttable final : public Transport {
+ public:
+  Cuttable(std::unique_ptr<Transport> inner, std::shared_ptr<std::atomic<bool>> cut)
+      : inner_(std::move(inner)), cut_(std::move(cut)) {}
+  const char* kind() const noexcept override { return inner_->kind(); }
+  TransportCaps caps() const noexcept override { return inner_->caps(); }
+  FramePool& pool() noexcept override { return inner_->pool(); }
+  size_t tx_burst(std::span<FrameBuf* const> f) noexcept override {
+    return *cut_ ? 0 : inner_->tx_burst(f);
+  }
+  size_t reap_tx(std::span<FrameBuf*> out) noexcept override { return inner_->reap_tx(out); }
+  size_t rx_burst(std::span<FrameBuf*> out) noexcept override {
+    return *cut_ ? 0 : inner_->rx_burst(out);
+  }
+  size_t progress(TimePoint now) noexcept override { return inner_->progress(now); }
+  void close_tx() noexcept override { inner_->close_tx(); }
+  LinkState state() const noexcept override {
+    return *cut_ ? LinkState::kFailed : inner_->state();
+  }
+  const Status& error() const noexcept override { return *cut_ ? cut_error_ : inner_->error(); }
+  size_t tx_in_flight_bytes() const noexcept override { return inner_->tx_in_flight_bytes(); }
+  int wait_fd() const noexcept override { return inner_->wait_fd(); }
+  uint32_t wait_events(bool rx, bool tx) const noexcept override {
+    return inner_->wait_events(rx, tx);
+  }
+
+ private:
+  std::unique_ptr<Transport> inner_;
+  std::shared_ptr<std::atomic<bool>> cut_;
+  Status cut_error_{ErrorCode::kIo, "connection reset (cut by the test)"};
+};
+
+// One connection: both ends, each with its own cut switch.
+struct Connection {
+  std::unique_ptr<Transport> a, b;
+  std::shared_ptr<std::atomic<bool>> cut_a = std::make_shared<std::atomic<bool>>(false);
+  std::shared_ptr<std::atomic<bool>> cut_b = std::make_shared<std::atomic<bool>>(false);
+};
+
+// The receiver's listener and what the sender's reopen attempts connect to.
+struct Rig {
+  std::string name;
+  std::unique_ptr<Listener> listener;
+  std::vector<std::shared_ptr<std::atomic<bool>>> sender_cuts, receiver_cuts;
+  std::mutex mu;  // sender_cuts: the reopen thread adds to it
+
+  explicit Rig(const std::string& n) : name("loopback:" + n) {
+    auto l = listen_transport(name);
+    EXPECT_TRUE(l.has_value());
+    listener = std::move(*l);
+  }
+  // The sender's end of a new connection (the receiver takes the other with accept_end).
+  Result<std::unique_ptr<Transport>> connect_end() {
+    auto c = connect_transport(name, 1000);
+    if (!c) return c.status();
+    auto cut = std::make_shared<std::atomic<bool>>(false);
+    std::lock_guard lk(mu);
+    sender_cuts.push_back(cut);
+    return std::unique_ptr<Transport>(new Cuttable(std::move(*c), cut));
+  }
+  std::unique_ptr<Transport> accept_end(int timeout_ms) {
+    auto t = listener->accept(timeout_ms);
+    if (!t) return nullptr;
+    auto cut = std::make_shared<std::atomic<bool>>(false);
+    receiver_cuts.push_back(cut);
+    return std::unique_ptr<Transport>(new Cuttable(std::move(*t), cut));
+  }
+  void cut_sender_end() {
+    std::lock_guard lk(mu);
+    *sender_cuts.back() = true;
+  }
+  void cut_receiver_end() { *receiver_cuts.back() = true; }
+};
+
+// Payload bytes of frame seq: recognisable, so a frame delivered twice or out of place shows.
+uint8_t byte_of(uint64_t seq, size_t i) { return static_cast<uint8_t>(seq * 131 + i * 7); }
+size_t len_of(uint64_t seq) { return 1 + (seq * 7919) % 3000; }
+
+// Sends frames numbered from kFirstDataSeq and checks what arrives.
+struct End {
+  End(Transport& l, FrameType t) : link(l), type(t) {}
+  Transport& link;
+  FrameType type;
+  uint64_t tx_seq = kFirstDataSeq, rx_seq = kFirstDataSeq;
+  size_t to_send = 0;
+  bool sent_end = false, got_end = false;
+  std::string error;
+
+  size_t send(size_t max_frames) {
+    size_t n = 0;
+    while (n < max_frames && !sent_end) {
+      FrameBuf* f = link.pool().alloc();
+      if (!f) break;
+      const bool end = to_send == 0;
+      const size_t len = end ? 0 : len_of(tx_seq);
+      for (size_t i = 0; i < len; ++i) f->payload()[i] = byte_of(tx_seq, i);
+      encode_frame_header(end ? FrameType::kEnd : type, tx_seq, f->payload(),
+                          static_cast<uint32_t>(len), f->data);
+      f->len = static_cast<uint32_t>(kFrameHeaderSize + len);
+      if (link.tx_burst({&f, 1}) != 1) {
+        link.pool().free(f);
+        break;
+      }
+      ++tx_seq;
+      ++n;
+      if (end) sent_end = true;
+      else --to_send;
+    }
+    FrameBuf* done[32];
+    for (size_t k; (k = link.reap_tx(done)) > 0;) {
+      for (size_t i = 0; i < k; ++i) link.pool().free(done[i]);
+    }
+    return n;
+  }
+  void receive(FrameType want) {
+    FrameBuf* got[32];
+    const size_t n = link.rx_burst(got);
+    for (size_t b = 0; b < n; ++b) {
+      FrameChecker check(rx_seq);
+      FrameChecker::Frame f;
+      size_t pos = 0;
+      for (;;) {
+        auto r = check.next(got[b]->data, got[b]->len, &pos, f);
+        if (!r) {
+          error = r.status().message();
+          break;
+        }
+        if (!*r) break;
+        if (f.header.type == FrameType::kEnd) {
+          got_end = true;
+        } else if (f.header.type != want || f.header.len != len_of(f.header.seq)) {
+          error = "frame " + std::to_string(f.header.seq) + ": wrong type or length";
+        } else {
+          for (size_t i = 0; i < f.header.len; ++i) {
+            if (f.payload[i] != byte_of(f.header.seq, i)) {
+              error = "frame " + std::to_string(f.header.seq) + ": wrong byte " +
+                      std::to_string(i);
+              break;
+            }
+          }
+        }
+        rx_seq = f.header.seq + 1;
+      }
+      got[b]->pool->free(got[b]);
+    }
+  }
+};
+
+ResumeOptions sender_options(Rig& rig, std::chrono::seconds within = 10s) {
+  ResumeOptions o;
+  o.within = within;
+  o.peer_name = "ferry recv";
+  o.reopen = [&rig](TimePoint) { return rig.connect_end(); };
+  return o;
+}
+
+TEST(ResumableTransport, FramesArriveOnceAndInOrderAcrossCutConnections) {
+  Rig rig("resume-cuts");
+  auto first_a = rig.connect_end();
+  ASSERT_TRUE(first_a.has_value());
+  auto first_b = rig.accept_end(1000);
+  ASSERT_TRUE(first_b);
+  auto slot = std::make_shared<ResumeSlot>();
+  ResumeOptions ro;
+  ro.slot = slot;
+  ro.within = 10s;
+  auto s = make_resumable(std::move(*first_a), sender_options(rig));
+  auto r = make_resumable(std::move(first_b), std::move(ro));
+  ASSERT_TRUE(s.has_value() && r.has_value());
+  End sender{**s, FrameType::kOpaque}, receiver{**r, FrameType::kReturn};
+  sender.to_send = 3000;
+  receiver.to_send = 300;
+
+  const TimePoint give_up = Clock::now() + 60s;
+  int cuts = 0, late_cut = 0;
+  while (!(receiver.got_end && sender.got_end) && Clock::now() < give_up) {
+    const TimePoint now = Clock::now();
+    sender.send(8);
+    receiver.send(1);
+    (*s)->progress(now);
+    (*r)->progress(now);
+    receiver.receive(FrameType::kOpaque);
+    sender.receive(FrameType::kReturn);
+    ASSERT_EQ(sender.error, "");
+    ASSERT_EQ(receiver.error, "");
+    ASSERT_NE((*s)->state(), LinkState::kFailed) << (*s)->error().message();
+    ASSERT_NE((*r)->state(), LinkState::kFailed) << (*r)->error().message();
+    if (auto t = rig.accept_end(0)) slot->offer(std::move(t));
+    // Cut 1: both ends see the reset. Cut 2: only the sender (the receiver's old connection
+    // looks alive and is replaced when the new one arrives). Cut 3: the receiver first, the
+    // sender a few rounds later (its own timeout).
+    if (cuts == 0 && receiver.rx_seq > 500) {
+      rig.cut_sender_end();
+      rig.cut_receiver_end();
+      ++cuts;
+    } else if (cuts == 1 && receiver.rx_seq > 1500 && (*s)->resumes() == 1) {
+      rig.cut_sender_end();
+      ++cuts;
+    } else if (cuts == 2 && receiver.rx_seq > 2500 && (*s)->resumes() == 2) {
+      rig.cut_receiver_end();
+      ++cuts;
+      late_cut = 20;
+    } else if (late_cut > 0 && --late_cut == 0) {
+      rig.cut_sender_end();
+    }
+  }
+  EXPECT_TRUE(receiver.got_end && sender.got_end) << "frames: " << receiver.rx_seq << " and "
+                                                  << sender.rx_seq;
+  EXPECT_EQ(cuts, 3);
+  EXPECT_EQ(receiver.rx_seq, kFirstDataSeq + 3001);  // every frame and the END, once
+  EXPECT_EQ(sender.rx_seq, kFirstDataSeq + 301);
+  EXPECT_EQ((*s)->resumes(), 3u);
+  EXPECT_EQ((*r)->resumes(), 3u);
+  json::Value stats = (*s)->link_stats();
+  EXPECT_EQ(stats["resumes"].as_int(), 3);
+  EXPECT_GT(stats["replayed_bytes"].as_int(), 0);
+}
+
+// Drives a lone resumable sender whose connection was cut until it fails (or time is up).
+Status run_until_failed(Transport& link, std::chrono::seconds limit) {
+  const TimePoint give_up = Clock::now() + limit;
+  while (link.state() != LinkState::kFailed && Clock::now() < give_up) {
+    link.progress(Clock::now());
+    std::this_thread::yield();
+  }
+  return link.state() == LinkState::kFailed ? link.error() : Status::ok();
+}
+
+TEST(ResumableTransport, AReceiverWithNothingToResumeEndsTheAttempts) {
+  Rig rig("resume-refused");
+  auto first = rig.connect_end();
+  ASSERT_TRUE(first.has_value());
+  ResumeOptions o = sender_options(rig);
+  o.reopen = [](TimePoint) -> Result<std::unique_ptr<Transport>> {
+    return Status(ErrorCode::kRefused, "rejected: nothing to resume");
+  };
+  auto s = make_resumable(std::move(*first), std::move(o));
+  ASSERT_TRUE(s.has_value());
+  rig.cut_sender_end();
+  const TimePoint t0 = Clock::now();
+  Status st = run_until_failed(**s, 10s);
+  EXPECT_FALSE(st.is_ok());
+  EXPECT_LT(Clock::now() - t0, 2s);
+  EXPECT_NE(st.message().find("cut by the test"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("refused: rejected: nothing to resume"), std::string::npos)
+      << st.message();
+}
+
+TEST(ResumableTransport, GivesUpAfterResumeWithin) {
+  Rig rig("resume-timeout");
+  auto first = rig.connect_end();
+  ASSERT_TRUE(first.has_value());
+  ResumeOptions o = sender_options(rig, 1s);
+  std::atomic<int> attempts{0};
+  o.reopen = [&attempts](TimePoint) -> Result<std::unique_ptr<Transport>> {
+    ++attempts;
+    return Status(ErrorCode::kIo, "no route to host");
+  };
+  auto s = make_resumable(std::move(*first), std::move(o));
+  ASSERT_TRUE(s.has_value());
+  rig.cut_sender_end();
+  const TimePoint t0 = Clock::now();
+  Status st = run_until_failed(**s, 10s);
+  const auto took = Clock::now() - t0;
+  EXPECT_FALSE(st.is_ok());
+  EXPECT_GE(took, 1s);
+  EXPECT_LT(took, 3s);
+  EXPECT_GE(attempts.load(), 2);
+  EXPECT_NE(st.message().find("not resumed within 1 s"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("no route to host"), std::string::npos) << st.message();
+}
+
+TEST(ResumableTransport, ResumeWithinZeroFailsAtOnce) {
+  Rig rig("resume-off");
+  auto first = rig.connect_end();
+  ASSERT_TRUE(first.has_value());
+  auto s = make_resumable(std::move(*first), sender_options(rig, 0s));
+  ASSERT_TRUE(s.has_value());
+  rig.cut_sender_end();
+  (*s)->progress(Clock::now());
+  EXPECT_EQ((*s)->state(), LinkState::kFailed);
+  EXPECT_NE((*s)->error().message().find("cut by the test"), std::string::npos);
+}
+
+TEST(ResumableTransport, NeedsExactlyOneWayToResume) {
+  Rig rig("resume-args");
+  auto first = rig.connect_end();
+  ASSERT_TRUE(first.has_value());
+  ResumeOptions both = sender_options(rig);
+  both.slot = std::make_shared<ResumeSlot>();
+  EXPECT_FALSE(make_resumable(std::move(*first), std::move(both)).has_value());
+  auto second = rig.connect_end();
+  ASSERT_TRUE(second.has_value());
+  EXPECT_FALSE(make_resumable(std::move(*second), ResumeOptions{}).has_value());
+}
+
+TEST(ResumeSlot, RefusesOffersOnceClosed) {
+  Rig rig("resume-slot");
+  ResumeSlot slot;
+  auto c = rig.connect_end();
+  ASSERT_TRUE(c.has_value());
+  EXPECT_TRUE(slot.offer(std::move(*c)));
+  EXPECT_TRUE(slot.take() != nullptr);
+  EXPECT_TRUE(slot.take() == nullptr);
+  slot.close();
+  auto d = rig.connect_end();
+  ASSERT_TRUE(d.has_value());
+  EXPECT_FALSE(slot.offer(std::move(*d)));
+}
+
+}  // namespace
+}  // namespace ferry::dataplane
