@@ -24,16 +24,21 @@ Phases (when the fault strikes):
 Faults:
   none      the control (post-copy only): what the guest's pauses are without a fault
   link3     the destination's veth down for 3 s (shorter than --link-timeout 4)
-  link8     the destination's veth down for 8 s (past --link-timeout; at setup, when
-            no link is up yet, within ferry's 10 s connect timeout)
+  link8     the destination's veth down for 8 s (past --link-timeout: both ferries declare
+            the connection dead and ferry migrate reconnects once the link is back, within
+            --resume-within; at setup, when no link is up yet, within ferry's 10 s connect
+            timeout)
+  abort     ferry's TCP connections aborted outright (ss -K on the source side: both ends
+            get a reset, as from a middlebox); ferry reconnects at once
   recvkill  ferry recv --serve SIGKILLed and restarted at once (as systemd would)
   migkill   ferry migrate SIGKILLed (the source side of ferry runs inside it)
   srckill   the source QEMU SIGKILLed
   dstkill   the destination QEMU SIGKILLed
   garbage   512 random bytes inserted into ferry's TCP stream by a relay in the path
 Outcomes:
-  completed     the migration completed (no post-copy recovery) and the guest's self-check
-                of its working set passes on the destination
+  completed     the migration completed (no post-copy recovery: links that failed were
+                resumed under QEMU, which never saw an error) and the guest's self-check of
+                its working set passes on the destination
   recovered     post-copy paused, ferry migrate's recovery resumed it, then as completed
   failed-clean  the migration failed, the VM keeps running on the source (its heartbeats
                 advance), ferry migrate exited 1 with a reason (unless it was the one
@@ -78,7 +83,8 @@ DEADLINE = 200  # ferry migrate --deadline: a normal run completes in about 60 s
 PASS1_BYTES = 24 << 20
 
 PHASES = ['setup', 'pass1', 'pass2', 'postcopy']
-FAULTS = ['none', 'link3', 'link8', 'recvkill', 'migkill', 'srckill', 'dstkill', 'garbage']
+FAULTS = ['none', 'link3', 'link8', 'abort', 'recvkill', 'migkill', 'srckill', 'dstkill',
+          'garbage']
 
 # (fault, phase) -> expected outcome. Cells left out are listed in OMITTED with the reason.
 EXPECTED = {
@@ -88,19 +94,22 @@ EXPECTED = {
     ('migkill', 'setup'): 'failed-clean',
     ('dstkill', 'setup'): 'failed-clean',
     ('link3', 'pass1'): 'completed',
-    ('link8', 'pass1'): 'failed-clean',
+    ('link8', 'pass1'): 'completed',  # resumed (--resume-within)
+    ('abort', 'pass1'): 'completed',
     ('recvkill', 'pass1'): 'failed-clean',
     ('migkill', 'pass1'): 'failed-clean',
     ('srckill', 'pass1'): 'src-gone',
     ('dstkill', 'pass1'): 'failed-clean',
     ('garbage', 'pass1'): 'failed-clean',
     ('link3', 'pass2'): 'completed',
-    ('link8', 'pass2'): 'failed-clean',
+    ('link8', 'pass2'): 'completed',
+    ('abort', 'pass2'): 'completed',
     ('dstkill', 'pass2'): 'failed-clean',
     ('garbage', 'pass2'): 'failed-clean',
     ('none', 'postcopy'): 'completed',  # the control: the guest's pauses without a fault
     ('link3', 'postcopy'): 'completed',
-    ('link8', 'postcopy'): 'recovered',
+    ('link8', 'postcopy'): 'completed',
+    ('abort', 'postcopy'): 'completed',
     ('recvkill', 'postcopy'): 'recovered',
     ('migkill', 'postcopy'): 'paused',
     ('srckill', 'postcopy'): 'lost',
@@ -108,6 +117,8 @@ EXPECTED = {
     ('garbage', 'postcopy'): 'recovered',
 }
 OMITTED = {
+    ('abort', 'setup'): 'no connection to abort yet (link3@setup and link8@setup cover a '
+                        'link that fails while ferry connects)',
     ('recvkill', 'setup'): 'a race, not a property: ferry recv restarted before ferry migrate '
                            'connects is invisible, and killed while it connects is a refused '
                            'connection (proxy_recv_unreachable: fails cleanly)',
@@ -341,6 +352,12 @@ def run_cell(name, out_dir):
                 dst.proc.kill()
             elif fault == 'garbage':
                 relay.send_signal(signal.SIGUSR1)
+            elif fault == 'abort':
+                r = lk.run('a', ['ss', '-K', 'dst', lk.addr_b, 'dport', '=', ':%d' % fr.port],
+                           capture_output=True, text=True, timeout=10)
+                if r.returncode != 0 or str(fr.port) not in r.stdout:
+                    raise rig.RigError('ss -K found no ferry connection: %r %r' %
+                                       (r.stdout, r.stderr))
             after = src_mig() if phase == 'setup' and src.alive() else at
             res['at_fault'] = {'status': after.get('status', 'setup' if phase == 'setup' else
                                                     None),
@@ -425,6 +442,8 @@ def run_cell(name, out_dir):
                 res['decisions'] = rep.get('decisions', [])
                 notes.append('ferry migrate: %s%s' % (rep['outcome'], (': ' + rep['reason'])
                                                       if rep.get('reason') else ''))
+                if rep.get('link_resumes'):
+                    notes.append('links resumed: %d' % rep['link_resumes'])
             elif fault != 'migkill' and not errors:
                 notes.append('ferry migrate left no report: %s' %
                              read_text(err_path).strip()[-300:])

@@ -400,8 +400,10 @@ class ResumableTransport final : public Transport {
 
   void lose_link(const Status& why, TimePoint now) {
     retire_inner();
-    // A frame that failed authentication means someone is on the path: not resumed.
-    if (opt_.within.count() == 0 || why.code() == ErrorCode::kAuth) {
+    // Only a connection that broke is replaced. Bytes that failed authentication or are not
+    // ferry frames mean something on the path changes them: that is reported, not resumed.
+    if (opt_.within.count() == 0 || why.code() == ErrorCode::kAuth ||
+        why.code() == ErrorCode::kProtocol) {
       fail(why);
       return;
     }

@@ -7,8 +7,9 @@
 // received with ACK frames (every 32 frames or 512 KiB, 10 ms after the first unacknowledged
 // one, and at once for END) and keep every frame they sent until the peer acknowledged it.
 // A sent frame's buffer goes back to the owner (reap_tx) only then, so the owner's pool bounds
-// what is kept. When the link fails (an error or the peer's silence past --link-timeout; a
-// peer that closed is a peer that ended, not a failure):
+// what is kept. When the connection breaks (an I/O error, a reset, the peer's silence past
+// --link-timeout; not a peer that closed, which ended, nor bytes that failed authentication
+// or framing, which something on the path changed):
 //   sender:   opens a new connection (ResumeOptions::reopen: HELLO with ACKED|RESUMING of the
 //             same session and channel, TLS, ACCEPT) on a thread of its own, backing off, until
 //             it succeeds, the receiver refuses (it has nothing to resume: it restarted), or
