@@ -826,6 +826,10 @@ int run_migrate(int argc, char** argv) {
     }
     std::fprintf(stderr, "  link         %s%s%s\n", protection.c_str(),
                  receiver.empty() ? "" : ", receiver ", receiver.c_str());
+    if (c.link_resumes > 0) {
+      std::fprintf(stderr, "  resumed      %llu broken connection%s, QEMU unaware\n",
+                   static_cast<unsigned long long>(c.link_resumes), c.link_resumes == 1 ? "" : "s");
+    }
     if (cache.is_object()) {
       std::fprintf(
           stderr, "  page cache   %s, %s, %.1f %% of %llu lookups hit\n",

@@ -201,7 +201,9 @@ Result<int> connect_to(const Endpoint& ep, int timeout_ms) {
         return fd;
       }
       no_route = no_route || errno == EHOSTUNREACH || errno == ENETUNREACH;
-      last = error(ErrorCode::kIo, std::strerror(errno));
+      // Refused: the host answered and nothing listens there (the peer process is gone).
+      last =
+          error(errno == ECONNREFUSED ? ErrorCode::kRefused : ErrorCode::kIo, std::strerror(errno));
       ::close(fd);
     }
     // No route to the peer (its ARP went unanswered, the link is down) is no answer, as an

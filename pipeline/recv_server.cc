@@ -180,11 +180,7 @@ void RecvServer::dispatch(Greeted gr) {
       }
     }
   }
-  if (why.empty() && (hs.features & dataplane::kFeatureResuming)) {
-    why =
-        "nothing to resume: no migration with this session id runs here (ferry recv "
-        "restarted?)";
-  }
+  if (why.empty() && (hs.features & dataplane::kFeatureResuming)) why = internal::kNothingToResume;
   if (why.empty()) why = open_session(gr);
   if (!why.empty()) {
     internal::refuse_link(*gr.link, why);

@@ -85,6 +85,30 @@ void RecvSession::accept_loop() {
   std::map<uint16_t, std::shared_ptr<dataplane::ResumeSlot>> slots;
   std::string error;
 
+  auto not_this_peer = [](const std::string& peer) {
+    return "handshake: the peer '" + peer + "' is not the one this migration belongs to";
+  };
+  // A new connection for a running channel whose link broke: handed to the channel, or the
+  // reason to refuse it.
+  auto resume = [&](Greeted& gr) -> std::string {
+    const dataplane::Handshake& hs = gr.greeting.hello;
+    if (!have_session || hs.session_id != session) return internal::kNothingToResume;
+    if (gr.greeting.peer() != session_peer) return not_this_peer(gr.greeting.peer());
+    auto slot = slots.find(hs.channel);
+    if (slot == slots.end()) {
+      return "nothing to resume: channel " + std::to_string(hs.channel) + " is not running";
+    }
+    auto link = dataplane::receiver_accept(std::move(gr.link), gr.greeting);
+    if (!link) {
+      refused("channel " + std::to_string(hs.channel) +
+              ": a new connection failed its handshake: " + link.status().message());
+      return "";
+    }
+    // A channel that has just ended drops it: the sender's next attempt is refused.
+    slot->second->offer(std::move(*link));
+    return "";
+  };
+
   while (error.empty() && !set_.main_done() && !set_.failed()) {
     // Fed (under a RecvServer): no listener (poll skips a negative fd), links come greeted.
     pollfd fds[4] = {{listener_ ? listener_->wait_fd() : -1, POLLIN, 0},
@@ -132,27 +156,10 @@ void RecvSession::accept_loop() {
       const dataplane::Handshake& hs = gr.greeting.hello;
       std::string why;
       if (hs.features & dataplane::kFeatureResuming) {
-        auto slot = slots.find(hs.channel);
-        if (!have_session || hs.session_id != session) {
-          why =
-              "nothing to resume: no migration with this session id runs here (ferry recv "
-              "restarted?)";
-        } else if (gr.greeting.peer() != session_peer) {
-          why = "handshake: the peer '" + gr.greeting.peer() +
-                "' is not the one this migration belongs to";
-        } else if (slot == slots.end()) {
-          why = "nothing to resume: channel " + std::to_string(hs.channel) + " is not running";
-        } else if (auto link = dataplane::receiver_accept(std::move(gr.link), gr.greeting); !link) {
-          refused("channel " + std::to_string(hs.channel) +
-                  ": a new connection failed its handshake: " + link.status().message());
-          continue;
-        } else if (!slot->second->offer(std::move(*link))) {
-          continue;  // the channel just ended; the sender's next attempt is refused
-        } else {
-          continue;
+        if (std::string why = resume(gr); !why.empty()) {
+          refuse_link(*gr.link, why);
+          refused(why);
         }
-        refuse_link(*gr.link, why);
-        refused(why);
         continue;
       }
       if (have_session && hs.session_id != session) {
@@ -160,8 +167,7 @@ void RecvSession::accept_loop() {
             "handshake: another migration is running (session id at byte offset 12 differs; "
             "one at a time)";
       } else if (have_session && gr.greeting.peer() != session_peer) {
-        why = "handshake: the peer '" + gr.greeting.peer() +
-              "' is not the one this migration belongs to";
+        why = not_this_peer(gr.greeting.peer());
       } else if (hs.channel < next_channel || waiting.count(hs.channel)) {
         why = "handshake: channel " + std::to_string(hs.channel) +
               " at byte offset 6 is already connected";

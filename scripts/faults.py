@@ -79,6 +79,10 @@ WORKLOAD = {'ws': '192M', 'pattern': 'random', 'rate': 12000}
 # in several passes: the pass2 cells run this one (test_migrate.py converging).
 WORKLOAD_PASS2 = {'ws': '96M', 'pattern': 'mix', 'rate': 1000}
 LINK_TIMEOUT = 4
+# ferry's default --resume-within: how long ferry recv waits for a broken connection to be
+# replaced. A killed ferry migrate looks to it like a cut link (the kernel resets the
+# connection either way), so its session ends only after this.
+RESUME_WITHIN = 60
 DEADLINE = 200  # ferry migrate --deadline: a normal run completes in about 60 s
 PASS1_BYTES = 24 << 20
 
@@ -487,7 +491,8 @@ def run_cell(name, out_dir):
                 elif not started:
                     ended = ['no session was started']
                 else:
-                    ended = rig.wait_until(lambda: recv_ended() or None, rig.scaled(30),
+                    ended = rig.wait_until(lambda: recv_ended() or None,
+                                           rig.scaled(30) + RESUME_WITHIN,
                                            "ferry recv's session to end", interval=0.2)
                 notes.append('ferry recv: %s' % ended[-1].strip())
                 observed = 'failed-clean' if ok_mig and ended else 'failed-unclear'
@@ -501,14 +506,21 @@ def run_cell(name, out_dir):
                 observed = 'src-gone' if gone and dst_state != 'running' else 'other'
             elif src.alive() and src_mig().get('status') == 'postcopy-paused' and \
                     dst.alive() and fault == 'migkill':
-                try:
-                    dq = dst.qmp('query-migrate', timeout=5).get('status')
-                except (OSError, rig.RigError):
-                    # Its main loop may wait for a missing page: QEMU's log says it paused.
-                    paused = 'Migration paused' in dst.stderr_text()
-                    dq = 'postcopy-paused' if paused else 'not answering QMP'
+                def dst_state():
+                    try:
+                        return dst.qmp('query-migrate', timeout=5).get('status'), False
+                    except (OSError, rig.RigError):
+                        # Its main loop may wait for a missing page: QEMU's log says it paused.
+                        paused = 'Migration paused' in dst.stderr_text()
+                        return ('postcopy-paused' if paused else 'not answering QMP'), True
+                # ferry recv holds the destination's stream open for --resume-within (a killed
+                # sender looks like a cut link), then ends the session: QEMU pauses.
+                dq, silent = rig.wait_until(
+                    lambda: (lambda q: q if q[0] == 'postcopy-paused' else None)(dst_state()),
+                    rig.scaled(30) + RESUME_WITHIN, 'the destination to pause')
+                if silent:
                     notes.append('destination QMP not answering (its main loop waits for a '
-                                 'page)%s' % ('; its log: "Migration paused"' if paused else ''))
+                                 'page); its log: "Migration paused"')
                 notes.append('source postcopy-paused, destination %s' % dq)
                 observed = 'paused' if dq == 'postcopy-paused' else 'other'
             elif state['postcopy_seen'] and (not src.alive() or not dst.alive()):

@@ -446,8 +446,9 @@ Status RdmaTransport::wait_connected(const std::string& where, int timeout_ms) {
       fi_eq_readerr(eq_, &err, 0);
       std::string why = fi_reason(err.err);
       if (err.err == FI_ECONNREFUSED) why += " (is ferry recv listening there with rdma:?)";
-      return Status(ErrorCode::kIo, "rdma: cannot connect to " + where + " with provider " +
-                                        provider() + ": " + why);
+      return Status(
+          err.err == FI_ECONNREFUSED ? ErrorCode::kRefused : ErrorCode::kIo,
+          "rdma: cannot connect to " + where + " with provider " + provider() + ": " + why);
     }
     if (rd < 0) {
       return Status(ErrorCode::kIo, "rdma: waiting for the connection to " + where + ": " +

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/endian.h"
+#include "common/log.h"
 #include "dataplane/protocol.h"
 
 namespace ferry::dataplane {
@@ -61,22 +62,22 @@ constexpr size_t kMinPoolFrames = 256;
 constexpr auto kSlotPoll = std::chrono::milliseconds(100);
 // A sender's attempts: each bounded, then a growing pause.
 constexpr auto kAttemptMax = std::chrono::seconds(3);
-constexpr std::chrono::milliseconds kBackoff[] = {std::chrono::milliseconds(100),
-                                                  std::chrono::milliseconds(250),
-                                                  std::chrono::milliseconds(500),
-                                                  std::chrono::milliseconds(1000)};
+constexpr std::chrono::milliseconds kBackoff[] = {
+    std::chrono::milliseconds(100), std::chrono::milliseconds(250), std::chrono::milliseconds(500),
+    std::chrono::milliseconds(1000)};
 
 double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
 // The sequence numbers of the first and last data frame of a buffer (whole frames, as the
-// owner wrote them); false when it holds none.
-bool frame_range(const FrameBuf& b, uint64_t& first, uint64_t& last) {
+// owner wrote them), and whether the last is END; false when it holds none.
+bool frame_range(const FrameBuf& b, uint64_t& first, uint64_t& last, bool& end) {
   bool any = false;
   for (size_t pos = 0; pos + kFrameHeaderSize <= b.len;) {
     auto h = parse_frame_header(b.data + pos);
     if (!h) break;
     if (!any) first = h->seq;
     last = h->seq;
+    end = h->type == FrameType::kEnd;
     any = true;
     pos += kFrameHeaderSize + h->len;
   }
@@ -125,7 +126,9 @@ class ResumableTransport final : public Transport {
     if (phase_ == Phase::kFailed || closed_tx_) return 0;
     for (FrameBuf* f : frames) {
       Held h{f, 0, 0};
-      if (!frame_range(*f, h.first, h.last)) h.first = h.last = last_tx_seq_;
+      bool end = false;
+      if (!frame_range(*f, h.first, h.last, end)) h.first = h.last = last_tx_seq_;
+      if (end) end_seq_ = h.last;
       last_tx_seq_ = h.last;
       held_.push_back(h);
       held_bytes_ += f->len;
@@ -159,7 +162,9 @@ class ResumableTransport final : public Transport {
         out[kept++] = b;
       }
     }
-    if (got) {
+    if (ack_pending_) {
+      send_ack();
+    } else if (got) {
       if (peer_end_ || unacked_frames_ >= kAckEveryFrames || unacked_bytes_ >= kAckEveryBytes) {
         send_ack();
       } else if (unacked_frames_ && ack_due_ == kNever) {
@@ -187,12 +192,18 @@ class ResumableTransport final : public Transport {
       for (size_t n; (n = inner_->reap_tx(done)) > 0; work += n) {
         for (size_t i = 0; i < n; ++i) inner_->pool().free(done[i]);
       }
+      if (inner_->state() == LinkState::kFailed && exchange_complete()) {
+        // Both ENDs arrived and were acknowledged: a connection that breaks now (the peer
+        // exited before its transport said goodbye) loses nothing.
+        completed_ = true;
+        return work + 1;
+      }
       if (inner_->state() == LinkState::kFailed) {
         lose_link(inner_->error(), now);
         ++work;
       } else if (phase_ == Phase::kGreeting && inner_->state() == LinkState::kPeerClosed) {
-        fail(Status(ErrorCode::kClosed, std::string(opt_.peer_name) +
-                                            " closed the new connection before resuming"));
+        fail(Status(ErrorCode::kClosed,
+                    std::string(opt_.peer_name) + " closed the new connection before resuming"));
         return work + 1;
       }
     }
@@ -225,6 +236,7 @@ class ResumableTransport final : public Transport {
 
   LinkState state() const noexcept override {
     if (phase_ == Phase::kFailed) return LinkState::kFailed;
+    if (completed_) return LinkState::kPeerClosed;
     // A peer that closed ended on purpose (after its END, or it failed and exited): nothing
     // to resume.
     if (inner_ && phase_ == Phase::kLive && inner_->state() == LinkState::kPeerClosed) {
@@ -235,9 +247,11 @@ class ResumableTransport final : public Transport {
   const Status& error() const noexcept override { return error_; }
 
   size_t tx_in_flight_bytes() const noexcept override {
-    // After close_tx the owner waits for its end to be acknowledged, not only sent.
-    if (closed_tx_) return held_bytes_;
-    return unsent_bytes_ + (inner_ ? inner_->tx_in_flight_bytes() : 0);
+    const size_t below = inner_ ? inner_->tx_in_flight_bytes() : 0;
+    // After close_tx the owner waits for its end to be acknowledged, and for the connection
+    // to close its side (the peer learns that it ended from the transport too).
+    if (closed_tx_) return held_bytes_ + below + (inner_closed_ ? 0 : 1);
+    return unsent_bytes_ + below;
   }
 
   int wait_fd() const noexcept override {
@@ -317,6 +331,7 @@ class ResumableTransport final : public Transport {
       next_send_ = 0;
       unsent_bytes_ = held_bytes_;
       replaying_ = true;
+      if (opt_.slot) ack_pending_ = true;  // the receiver's answer (install())
     }
   }
 
@@ -385,6 +400,11 @@ class ResumableTransport final : public Transport {
     ack_due_ = kNever;
   }
 
+  // Each side's END arrived and was acknowledged: nothing is left to replay either way.
+  bool exchange_complete() const {
+    return peer_end_ && end_seq_ != 0 && peer_next_ > end_seq_ && !ack_pending_;
+  }
+
   void fail(Status why) {
     phase_ = Phase::kFailed;
     error_ = std::move(why);
@@ -408,6 +428,9 @@ class ResumableTransport final : public Transport {
       return;
     }
     if (phase_ != Phase::kDown) {
+      FERRY_LOG_INFO("link to %s broke (%s); resuming on a new connection within %lld s",
+                     opt_.peer_name, why.message().c_str(),
+                     static_cast<long long>(opt_.within.count()));
       phase_ = Phase::kDown;
       down_since_ = now;
       give_up_at_ = now + opt_.within;
@@ -437,8 +460,8 @@ class ResumableTransport final : public Transport {
         } else {
           last_attempt_error_ = attempt_result_.status().message();
           if (attempt_result_.status().code() == ErrorCode::kRefused) {
-            fail(Status(ErrorCode::kClosed, lost_because_ + "; a new connection was refused: " +
-                                                last_attempt_error_));
+            fail(Status(ErrorCode::kClosed,
+                        lost_because_ + "; a new connection was refused: " + last_attempt_error_));
             return 1;
           }
           next_attempt_ = now + kBackoff[std::min(attempts_, std::size(kBackoff) - 1)];
@@ -449,6 +472,8 @@ class ResumableTransport final : public Transport {
       return 1;
     }
     if (link) {
+      FERRY_LOG_INFO("link to %s resumed on a new connection after %.1f s", opt_.peer_name,
+                     seconds(now - down_since_));
       down_total_s_ += seconds(now - down_since_);
       install(std::move(link), now);
       return 1;
@@ -491,7 +516,10 @@ class ResumableTransport final : public Transport {
     phase_ = Phase::kGreeting;
     ++resumes_;
     next_slot_poll_ = now + kSlotPoll;
-    send_ack();  // the first frame on a new connection: where the peer must resume
+    // The first frame on a new connection: where the peer must resume. The sender's goes at
+    // once; the receiver answers it. A receiver never speaks first after ACCEPT: the sender's
+    // handshake reads up to ACCEPT, and a frame that arrived with it would be lost.
+    if (opt_.reopen) send_ack();
   }
 
   // Declared first, destroyed last: the owner's buffers (held_) live in it.
@@ -510,6 +538,7 @@ class ResumableTransport final : public Transport {
   size_t next_send_ = 0;
   size_t held_bytes_ = 0, unsent_bytes_ = 0;
   uint64_t last_tx_seq_ = kFirstDataSeq - 1;
+  uint64_t end_seq_ = 0;                // our END's seq, once sent
   uint64_t peer_next_ = kFirstDataSeq;  // the peer has every frame below
   bool replaying_ = false;
   bool closed_tx_ = false, inner_closed_ = false;
@@ -518,6 +547,7 @@ class ResumableTransport final : public Transport {
   // from the peer
   uint64_t rx_next_ = kFirstDataSeq;  // we have every frame below
   bool peer_end_ = false;
+  bool completed_ = false;  // exchange_complete() when the connection broke
   size_t unacked_frames_ = 0, unacked_bytes_ = 0;
   TimePoint ack_due_ = kNever;
   bool ack_pending_ = false;

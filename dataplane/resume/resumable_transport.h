@@ -15,10 +15,12 @@
 //             it succeeds, the receiver refuses (it has nothing to resume: it restarted), or
 //             ResumeOptions::within has passed since the failure;
 //   receiver: waits as long for its session to hand it the new connection (ResumeSlot).
-// On the new connection each side first sends ACK(next frame it needs) and sends data only
-// after the peer's ACK; then it replays from there, skipping frames the peer already has, and
-// drops any frame it receives twice. Frames keep their sequence numbers (channel_pump.h's
-// checks see one gapless link) and are sealed again with the new connection's keys.
+// On the new connection the sender first sends ACK(next frame it needs), the receiver answers
+// with its own (it never speaks first after ACCEPT: the sender's handshake would lose a frame
+// that came with ACCEPT); each sends data only after the other's ACK, replaying from there,
+// skipping frames the peer already has, and drops any frame it receives twice. Frames keep their
+// sequence numbers (channel_pump.h's checks see one gapless link) and are sealed again with the new
+// connection's keys.
 //
 // Costs: one copy of each sent frame into the current connection's buffers (the kept one is the
 // owner's); a failed connection's buffers stay allocated until this transport goes, because
@@ -70,9 +72,9 @@ using Reopen = std::function<Result<std::unique_ptr<Transport>>(TimePoint deadli
 struct ResumeOptions {
   // How long after a failure a new connection may take over (0 = never: fail at once).
   std::chrono::seconds within{kResumeWithin};  // transport.h
-  Reopen reopen;                     // sender: how to open a new connection
-  std::shared_ptr<ResumeSlot> slot;  // receiver: where new connections arrive
-  const char* peer_name = "the peer";  // for messages ("ferry recv")
+  Reopen reopen;                               // sender: how to open a new connection
+  std::shared_ptr<ResumeSlot> slot;            // receiver: where new connections arrive
+  const char* peer_name = "the peer";          // for messages ("ferry recv")
 };
 
 // Wraps first (its handshake done, with feature ACKED on both sides). Exactly one of

@@ -35,7 +35,7 @@ void SocketPort::fail(const char* what, int err) noexcept {
   // Building the message allocates, but this happens once, when the port dies.
   if (err == ECONNREFUSED) {
     // A connected UDP socket reports the peer's ICMP "port unreachable" on a later call.
-    error_ = Status(ErrorCode::kClosed,
+    error_ = Status(ErrorCode::kRefused,
                     s_.name +
                         ": the peer refused datagrams (ICMP port unreachable): nothing listens"
                         " there any more; is the other ferry running?");

@@ -26,6 +26,10 @@ struct Greeted {
   std::string refused;
 };
 
+// Why a new connection for a session this receiver does not run is refused.
+inline constexpr char kNothingToResume[] =
+    "nothing to resume: no migration with this session id runs here (ferry recv restarted?)";
+
 // Tells a refused link why; a sender that does not listen is not waited for long.
 void refuse_link(dataplane::Transport& link, const std::string& why);
 

@@ -1,8 +1,6 @@
 // Unit tests of resume/resumable_transport.h over the in-process loopback transport: frames
 // both ways arrive exactly once and in order across connections cut under them (both ends
 // noticing, or only the sender), and the ways resuming ends (refused, out of time, off).
-#include "dataplane/resume/resumable_transport.h"
-
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -15,6 +13,7 @@
 #include <vector>
 
 #include "dataplane/protocol.h"
+#include "dataplane/resume/resumable_transport.h"
 #include "dataplane/transport.h"
 
 namespace ferry::dataplane {
@@ -40,9 +39,7 @@ class Cuttable final : public Transport {
   }
   size_t progress(TimePoint now) noexcept override { return inner_->progress(now); }
   void close_tx() noexcept override { inner_->close_tx(); }
-  LinkState state() const noexcept override {
-    return *cut_ ? LinkState::kFailed : inner_->state();
-  }
+  LinkState state() const noexcept override { return *cut_ ? LinkState::kFailed : inner_->state(); }
   const Status& error() const noexcept override { return *cut_ ? cut_error_ : inner_->error(); }
   size_t tx_in_flight_bytes() const noexcept override { return inner_->tx_in_flight_bytes(); }
   int wait_fd() const noexcept override { return inner_->wait_fd(); }
@@ -129,8 +126,10 @@ struct End {
       }
       ++tx_seq;
       ++n;
-      if (end) sent_end = true;
-      else --to_send;
+      if (end)
+        sent_end = true;
+      else
+        --to_send;
     }
     FrameBuf* done[32];
     for (size_t k; (k = link.reap_tx(done)) > 0;) {
@@ -159,8 +158,7 @@ struct End {
         } else {
           for (size_t i = 0; i < f.header.len; ++i) {
             if (f.payload[i] != byte_of(f.header.seq, i)) {
-              error = "frame " + std::to_string(f.header.seq) + ": wrong byte " +
-                      std::to_string(i);
+              error = "frame " + std::to_string(f.header.seq) + ": wrong byte " + std::to_string(i);
               break;
             }
           }
@@ -230,16 +228,82 @@ TEST(ResumableTransport, FramesArriveOnceAndInOrderAcrossCutConnections) {
       rig.cut_sender_end();
     }
   }
-  EXPECT_TRUE(receiver.got_end && sender.got_end) << "frames: " << receiver.rx_seq << " and "
-                                                  << sender.rx_seq;
+  EXPECT_TRUE(receiver.got_end && sender.got_end)
+      << "frames: " << receiver.rx_seq << " and " << sender.rx_seq;
   EXPECT_EQ(cuts, 3);
   EXPECT_EQ(receiver.rx_seq, kFirstDataSeq + 3001);  // every frame and the END, once
   EXPECT_EQ(sender.rx_seq, kFirstDataSeq + 301);
   EXPECT_EQ((*s)->resumes(), 3u);
   EXPECT_EQ((*r)->resumes(), 3u);
+  // Both ENDs arrived and were acknowledged: a connection that breaks now (a peer exiting
+  // before its transport closed) loses nothing, and is the end of the link, not a failure.
+  for (int i = 0; i < 50; ++i) {
+    (*s)->progress(Clock::now());
+    (*r)->progress(Clock::now());
+    receiver.receive(FrameType::kOpaque);
+    sender.receive(FrameType::kReturn);
+    sender.send(0);
+    receiver.send(0);
+  }
+  rig.cut_sender_end();
+  rig.cut_receiver_end();
+  (*s)->progress(Clock::now());
+  (*r)->progress(Clock::now());
+  EXPECT_EQ((*s)->state(), LinkState::kPeerClosed) << (*s)->error().message();
+  EXPECT_EQ((*r)->state(), LinkState::kPeerClosed) << (*r)->error().message();
   json::Value stats = (*s)->link_stats();
   EXPECT_EQ(stats["resumes"].as_int(), 3);
   EXPECT_GT(stats["replayed_bytes"].as_int(), 0);
+}
+
+TEST(ResumableTransport, AReceiverNeverSpeaksFirstOnANewConnection) {
+  // The sender's handshake reads frames up to ACCEPT; a frame the receiver sent at once would
+  // arrive with ACCEPT and be lost, and both ends would wait for each other's ACK for good.
+  Rig rig("resume-first");
+  auto first_a = rig.connect_end();
+  ASSERT_TRUE(first_a.has_value());
+  auto first_b = rig.accept_end(1000);
+  ASSERT_TRUE(first_b);
+  auto slot = std::make_shared<ResumeSlot>();
+  ResumeOptions ro;
+  ro.slot = slot;
+  auto r = make_resumable(std::move(first_b), std::move(ro));
+  ASSERT_TRUE(r.has_value());
+  rig.cut_receiver_end();
+  (*r)->progress(Clock::now());
+  // A new connection: the test plays its sender end by hand.
+  auto raw = connect_transport(rig.name, 1000);
+  ASSERT_TRUE(raw.has_value());
+  auto peer_end = rig.listener->accept(1000);
+  ASSERT_TRUE(peer_end.has_value());
+  ASSERT_TRUE(slot->offer(std::move(*peer_end)));
+  FrameBuf* got[8];
+  for (int i = 0; i < 20; ++i) {
+    (*r)->progress(Clock::now());
+    ASSERT_EQ((*raw)->rx_burst(got), 0u) << "the receiver spoke first";
+  }
+  // The sender's ACK: the receiver answers with its own.
+  FrameBuf* ack = (*raw)->pool().alloc();
+  uint8_t next[8] = {0, 0, 0, 0, 0, 0, 0, 1};
+  std::memcpy(ack->payload(), next, sizeof next);
+  encode_frame_header(FrameType::kAck, 0, next, sizeof next, ack->data);
+  ack->len = kFrameHeaderSize + sizeof next;
+  ASSERT_EQ((*raw)->tx_burst({&ack, 1}), 1u);
+  size_t n = 0;
+  for (int i = 0; i < 100 && n == 0; ++i) {
+    FrameBuf* in[8];
+    (*r)->progress(Clock::now());
+    const size_t k = (*r)->rx_burst(in);
+    for (size_t j = 0; j < k; ++j) in[j]->pool->free(in[j]);
+    (*r)->progress(Clock::now());
+    n = (*raw)->rx_burst(got);
+  }
+  ASSERT_EQ(n, 1u);
+  auto h = parse_frame_header(got[0]->data);
+  ASSERT_TRUE(h.has_value());
+  EXPECT_EQ(h->type, FrameType::kAck);
+  got[0]->pool->free(got[0]);
+  EXPECT_EQ((*r)->resumes(), 1u);
 }
 
 // Drives a lone resumable sender whose connection was cut until it fails (or time is up).

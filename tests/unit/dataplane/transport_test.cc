@@ -65,6 +65,19 @@ std::pair<std::unique_ptr<Listener>, std::string> tcp_listener() {
   }
 }
 
+TEST(TcpTransport, NothingListeningIsARefusal) {
+  // A host that answers with a reset has no ferry recv there: kRefused, which ends a
+  // resumable link's attempts to reconnect (a silent host would be retried).
+  std::string address;
+  {
+    auto [listener, at] = tcp_listener();
+    address = at;
+  }
+  auto link = connect_transport(address, 2000);
+  ASSERT_FALSE(link.has_value());
+  EXPECT_EQ(link.status().code(), ErrorCode::kRefused) << link.status().message();
+}
+
 TEST(TcpTransport, WholeFramesUnderAnySegmentation) {
   // A raw peer writes frames of every size class in random pieces: the transport must hand up
   // whole frames only, in order, byte-exact, each checked by FrameChecker.

@@ -288,7 +288,7 @@ TEST(UdpPort, PeerGoneFailsWithReason) {
     std::this_thread::sleep_for(milliseconds(5));
   }
   ASSERT_TRUE((*port)->failed());
-  EXPECT_EQ((*port)->error().code(), ErrorCode::kClosed);
+  EXPECT_EQ((*port)->error().code(), ErrorCode::kRefused);
   EXPECT_NE((*port)->error().message().find("refused"), std::string::npos)
       << (*port)->error().message();
   EXPECT_EQ((*port)->send_burst({&d, 1}), 0u);
