@@ -22,6 +22,9 @@
 //              | 10 ACK   (either way, feature ACKED, seq 0: next:u64, every data frame of
 //                          this direction below seq `next` arrived; the first frame each
 //                          side sends on a resumed link; dataplane/resume/)
+//              | 11 GONE  (either way, feature ACKED, seq 0, len 0: this side gave up on the
+//                          link (it failed or was stopped): the other must not wait for a
+//                          new connection)
 //     len     <= kMaxPayload (1 MiB)
 //     seq     = 0, 1, 2, ... per direction, no gaps (data frames start at kFirstDataSeq)
 //     crc     = CRC32C(payload)
@@ -92,8 +95,9 @@ enum class FrameType : uint32_t {
   kTls = 8,
   kSealed = 9,
   kAck = 10,
+  kGone = 11,
 };
-inline constexpr uint32_t kMaxFrameType = 10;
+inline constexpr uint32_t kMaxFrameType = 11;
 
 struct Handshake {
   uint16_t version = kVersion;

@@ -60,6 +60,8 @@ constexpr size_t kMinPoolFrames = 256;
 // A receiver looks for a new connection this often even while its link seems alive (the
 // sender may notice a failure first).
 constexpr auto kSlotPoll = std::chrono::milliseconds(100);
+// How long a link that goes away waits for its GONE frame to leave.
+constexpr int kGoodbyeMs = 200;
 // A sender's attempts: each bounded, then a growing pause.
 constexpr auto kAttemptMax = std::chrono::seconds(3);
 constexpr std::chrono::milliseconds kBackoff[] = {
@@ -113,6 +115,7 @@ class ResumableTransport final : public Transport {
   }
 
   ~ResumableTransport() override {
+    say_goodbye();
     if (opt_.slot) opt_.slot->close();
     cancel_attempt();
     ::close(wake_fd_);
@@ -161,6 +164,12 @@ class ResumableTransport final : public Transport {
       } else {
         out[kept++] = b;
       }
+    }
+    if (peer_gone_ && phase_ != Phase::kFailed) {
+      fail(Status(ErrorCode::kClosed, std::string(opt_.peer_name) +
+                                          " gave up on the migration (it failed or was "
+                                          "stopped; its log says why)"));
+      return kept;
     }
     if (ack_pending_) {
       send_ack();
@@ -286,7 +295,7 @@ class ResumableTransport final : public Transport {
  private:
   enum class Phase : uint8_t {
     kLive,      // frames flow
-    kGreeting,  // a new connection: our ACK went out, the peer's has not come yet
+    kGreeting,  // a new connection: the peer's ACK has not come yet (no data until then)
     kDown,      // no connection: waiting for a new one
     kFailed,    // given up: error()
   };
@@ -306,6 +315,9 @@ class ResumableTransport final : public Transport {
       bool keep = true;
       if (h->type == FrameType::kAck) {
         if (h->len == 8) on_peer_ack(load_be64(b.data + in + kFrameHeaderSize));
+        keep = false;
+      } else if (h->type == FrameType::kGone) {
+        peer_gone_ = true;
         keep = false;
       } else if (h->seq < rx_next_) {
         keep = false;  // already here (replay starts at our ACK, so only a confused peer)
@@ -398,6 +410,32 @@ class ResumableTransport final : public Transport {
     unacked_frames_ = 0;
     unacked_bytes_ = 0;
     ack_due_ = kNever;
+  }
+
+  // Going away before the exchange completed (a failure, an abort, a cancel): tells the peer,
+  // which then fails at once instead of waiting --resume-within for a new connection. (A
+  // killed process cannot; its peer waits.)
+  void say_goodbye() noexcept {
+    if (!inner_ || (phase_ != Phase::kLive && phase_ != Phase::kGreeting) || completed_ ||
+        exchange_complete() || inner_->state() != LinkState::kOpen) {
+      return;
+    }
+    FrameBuf* b = inner_->pool().alloc();
+    if (!b) return;
+    encode_frame_header(FrameType::kGone, 0, b->payload(), 0, b->data);
+    b->len = kFrameHeaderSize;
+    if (inner_->tx_burst({&b, 1}) == 0) {
+      inner_->pool().free(b);
+      return;
+    }
+    (void)drain_tx(*inner_, kGoodbyeMs);
+    // Unread bytes would make the kernel reset the connection and drop what it still holds.
+    FrameBuf* in[32];
+    for (int i = 0; i < 64; ++i) {
+      const size_t n = inner_->rx_burst(in);
+      if (n == 0) break;
+      for (size_t j = 0; j < n; ++j) in[j]->pool->free(in[j]);
+    }
   }
 
   // Each side's END arrived and was acknowledged: nothing is left to replay either way.
@@ -548,6 +586,7 @@ class ResumableTransport final : public Transport {
   uint64_t rx_next_ = kFirstDataSeq;  // we have every frame below
   bool peer_end_ = false;
   bool completed_ = false;  // exchange_complete() when the connection broke
+  bool peer_gone_ = false;  // the peer sent GONE
   size_t unacked_frames_ = 0, unacked_bytes_ = 0;
   TimePoint ack_due_ = kNever;
   bool ack_pending_ = false;

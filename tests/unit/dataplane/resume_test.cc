@@ -306,6 +306,39 @@ TEST(ResumableTransport, AReceiverNeverSpeaksFirstOnANewConnection) {
   EXPECT_EQ((*r)->resumes(), 1u);
 }
 
+TEST(ResumableTransport, ALinkThatGoesAwayTellsItsPeer) {
+  // A sender that gives up (its QEMU failed, a cancel) sends GONE: the receiver fails at once
+  // rather than waiting --resume-within for a new connection.
+  Rig rig("resume-gone");
+  auto first_a = rig.connect_end();
+  ASSERT_TRUE(first_a.has_value());
+  auto first_b = rig.accept_end(1000);
+  ASSERT_TRUE(first_b);
+  ResumeOptions ro;
+  ro.slot = std::make_shared<ResumeSlot>();
+  auto r = make_resumable(std::move(first_b), std::move(ro));
+  ASSERT_TRUE(r.has_value());
+  {
+    auto s = make_resumable(std::move(*first_a), sender_options(rig));
+    ASSERT_TRUE(s.has_value());
+    End sender{**s, FrameType::kOpaque};
+    sender.to_send = 100;
+    sender.send(10);
+    (*s)->progress(Clock::now());
+  }  // the sender goes away mid-stream
+  FrameBuf* in[32];
+  size_t frames = 0;
+  for (int i = 0; i < 100 && (*r)->state() != LinkState::kFailed; ++i) {
+    (*r)->progress(Clock::now());
+    const size_t n = (*r)->rx_burst(in);
+    for (size_t j = 0; j < n; ++j) in[j]->pool->free(in[j]);
+    frames += n;
+  }
+  EXPECT_GT(frames, 0u);
+  ASSERT_EQ((*r)->state(), LinkState::kFailed);
+  EXPECT_NE((*r)->error().message().find("gave up"), std::string::npos) << (*r)->error().message();
+}
+
 // Drives a lone resumable sender whose connection was cut until it fails (or time is up).
 Status run_until_failed(Transport& link, std::chrono::seconds limit) {
   const TimePoint give_up = Clock::now() + limit;
