@@ -138,8 +138,6 @@ OMITTED = {
                   'the switch to post-copy takes QEMU well under 100 ms, shorter than a fault '
                   'can be aimed at from outside (the post-copy cells strike right after it)',
 }
-# What ferry migrate's reason must say when it fails in pre-copy.
-REASON = {'link8': 'link timeout'}
 # Run in CI (tests/integration/meson.build); no other test covers them.
 CI_CELLS = ['link3@postcopy', 'link8@postcopy', 'link8@pass1', 'dstkill@pass1', 'link3@setup']
 
@@ -481,10 +479,6 @@ def run_cell(name, out_dir):
                              'migration %s' % (src_mig().get('status') or 'never started'))
                 why = (rep or {}).get('reason') or (errors[-1] if errors else '')
                 ok_mig = fault == 'migkill' or (mig.returncode == 1 and why)
-                if fault in REASON and phase != 'setup' and REASON[fault] not in why:
-                    notes.append('ferry migrate\'s reason does not name the fault (%r)' %
-                                 REASON[fault])
-                    ok_mig = False
                 started = 'VM vm' in '\n'.join(read_text(fr.recv_err).splitlines())
                 if fault == 'recvkill':
                     ended = ['(killed and restarted)']
