@@ -178,19 +178,37 @@ ResumeOptions sender_options(Rig& rig, std::chrono::seconds within = 10s) {
   return o;
 }
 
+// The first connection: the sender's end as it is, the receiver's made resumable (new
+// connections reach it through slot).
+struct FirstConnection {
+  std::unique_ptr<Transport> sender_end, receiver;
+  std::shared_ptr<ResumeSlot> slot = std::make_shared<ResumeSlot>();
+};
+FirstConnection first_connection(Rig& rig) {
+  FirstConnection c;
+  auto a = rig.connect_end();
+  EXPECT_TRUE(a.has_value());
+  auto b = rig.accept_end(1000);
+  EXPECT_TRUE(b);
+  if (!a || !b) return c;
+  c.sender_end = std::move(*a);
+  ResumeOptions ro;
+  ro.slot = c.slot;
+  ro.within = 10s;
+  auto r = make_resumable(std::move(b), std::move(ro));
+  EXPECT_TRUE(r.has_value());
+  if (r) c.receiver = std::move(*r);
+  return c;
+}
+
 TEST(ResumableTransport, FramesArriveOnceAndInOrderAcrossCutConnections) {
   Rig rig("resume-cuts");
-  auto first_a = rig.connect_end();
-  ASSERT_TRUE(first_a.has_value());
-  auto first_b = rig.accept_end(1000);
-  ASSERT_TRUE(first_b);
-  auto slot = std::make_shared<ResumeSlot>();
-  ResumeOptions ro;
-  ro.slot = slot;
-  ro.within = 10s;
-  auto s = make_resumable(std::move(*first_a), sender_options(rig));
-  auto r = make_resumable(std::move(first_b), std::move(ro));
-  ASSERT_TRUE(s.has_value() && r.has_value());
+  FirstConnection first = first_connection(rig);
+  ASSERT_TRUE(first.receiver);
+  auto slot = first.slot;
+  auto s = make_resumable(std::move(first.sender_end), sender_options(rig));
+  ASSERT_TRUE(s.has_value());
+  auto* r = &first.receiver;
   End sender{**s, FrameType::kOpaque}, receiver{**r, FrameType::kReturn};
   sender.to_send = 3000;
   receiver.to_send = 300;
@@ -260,15 +278,10 @@ TEST(ResumableTransport, AReceiverNeverSpeaksFirstOnANewConnection) {
   // The sender's handshake reads frames up to ACCEPT; a frame the receiver sent at once would
   // arrive with ACCEPT and be lost, and both ends would wait for each other's ACK for good.
   Rig rig("resume-first");
-  auto first_a = rig.connect_end();
-  ASSERT_TRUE(first_a.has_value());
-  auto first_b = rig.accept_end(1000);
-  ASSERT_TRUE(first_b);
-  auto slot = std::make_shared<ResumeSlot>();
-  ResumeOptions ro;
-  ro.slot = slot;
-  auto r = make_resumable(std::move(first_b), std::move(ro));
-  ASSERT_TRUE(r.has_value());
+  FirstConnection first = first_connection(rig);
+  ASSERT_TRUE(first.receiver);
+  auto slot = first.slot;
+  auto* r = &first.receiver;
   rig.cut_receiver_end();
   (*r)->progress(Clock::now());
   // A new connection: the test plays its sender end by hand.
@@ -310,16 +323,11 @@ TEST(ResumableTransport, ALinkThatGoesAwayTellsItsPeer) {
   // A sender that gives up (its QEMU failed, a cancel) sends GONE: the receiver fails at once
   // rather than waiting --resume-within for a new connection.
   Rig rig("resume-gone");
-  auto first_a = rig.connect_end();
-  ASSERT_TRUE(first_a.has_value());
-  auto first_b = rig.accept_end(1000);
-  ASSERT_TRUE(first_b);
-  ResumeOptions ro;
-  ro.slot = std::make_shared<ResumeSlot>();
-  auto r = make_resumable(std::move(first_b), std::move(ro));
-  ASSERT_TRUE(r.has_value());
+  FirstConnection first = first_connection(rig);
+  ASSERT_TRUE(first.receiver);
+  auto* r = &first.receiver;
   {
-    auto s = make_resumable(std::move(*first_a), sender_options(rig));
+    auto s = make_resumable(std::move(first.sender_end), sender_options(rig));
     ASSERT_TRUE(s.has_value());
     End sender{**s, FrameType::kOpaque};
     sender.to_send = 100;
