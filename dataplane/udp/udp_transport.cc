@@ -81,11 +81,11 @@ Result<std::unique_ptr<Transport>> connect(const std::string& address, int timeo
     if (!link) return link.status();
     Status st = reliable::wait_established(**link, ms_left(deadline));
     if (st) return std::unique_ptr<Transport>(std::move(*link));
-    if (!raw->failed() || raw->error().code() != ErrorCode::kClosed) {
+    if (!raw->failed() || raw->error().code() != ErrorCode::kRefused) {
       return error(st.code(), "cannot connect to udp:" + address + ": " + st.message());
     }
   }
-  return error(ErrorCode::kClosed, "cannot connect to udp:" + address +
+  return error(ErrorCode::kRefused, "cannot connect to udp:" + address +
                                        ": nothing listens there (ICMP port unreachable); is "
                                        "ferry recv running?");
 }
