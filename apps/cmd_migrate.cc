@@ -529,7 +529,7 @@ int run_migrate(int argc, char** argv) {
     src_settings.emplace(*src, "source");
     dst_settings.emplace(*dst, "destination");
   }
-  // Adopted, the migration has its settings already (and a paused one cannot change them).
+  // Adopted, the migration has its settings already (capabilities cannot change while it runs).
   if (src && !a.adopt) {
     std::vector<std::pair<std::string, bool>> caps = {{"postcopy-ram", a.limits.allow_postcopy}};
     if (auto st = dst_settings->set_caps(caps); !st) return fail("destination: " + st.message());

@@ -86,8 +86,8 @@ Result<std::unique_ptr<Transport>> connect(const std::string& address, int timeo
     }
   }
   return error(ErrorCode::kRefused, "cannot connect to udp:" + address +
-                                       ": nothing listens there (ICMP port unreachable); is "
-                                       "ferry recv running?");
+                                        ": nothing listens there (ICMP port unreachable); is "
+                                        "ferry recv running?");
 }
 
 }  // namespace ferry::dataplane::udp
