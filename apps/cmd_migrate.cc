@@ -58,8 +58,7 @@ void migrate_usage(FILE* out) {
       "                     [--dpdk-args \"EAL ARGS\"] [--dpdk-local IPV4]\n"
       "                     [--tls-x509-dir DIR | --tls-psk-file FILE | --insecure]\n"
       "                     [--tls-authz NAME,...] [--tls-hostname NAME]\n"
-      "                     [--vm NAME] [--recover-uri unix:PATH [--adopt]] [--sock PATH]\n"
-      "                     [--json]\n"
+      "                     [--vm NAME] [--recover-uri unix:PATH] [--sock PATH] [--json]\n"
       "                     [--metrics tcp:HOST:PORT] [--log-level LEVEL]\n"
       "\n"
       "Migrates the VM of the source QEMU (its QMP socket: --src-qmp) to the destination QEMU\n"
@@ -112,11 +111,6 @@ void migrate_usage(FILE* out) {
       "                      restarted or --serve ferry recv delivers, opens a new link and\n"
       "                      resumes the source (migrate resume=true), retrying until\n"
       "                      --deadline. Without it, a pause is reported and waited out\n"
-      "  --adopt             take over a migration paused in post-copy whose ferry migrate\n"
-      "                      is gone (killed, or it crashed): no new migration; the\n"
-      "                      source must be postcopy-paused. Recovers it as above (with\n"
-      "                      --recover-uri, the same --vm and --peer), then as usual. The\n"
-      "                      settings the first ferry migrate changed stay as they are\n"
       "  --sock PATH         the unix socket the source QEMU migrates into (default\n"
       "                      /tmp/ferry-migrate-<pid>.sock)\n"
       "  --json              one JSON object per line on stdout: progress samples, decisions,\n"
@@ -129,7 +123,6 @@ struct MigrateArgs {
   std::string src_qmp, dst_qmp, sock, metrics;
   LibvirtTarget libvirt;    // --libvirt: the domain, and where it goes
   std::string recover_uri;  // where the destination QEMU listens for post-copy recovery
-  bool adopt = false;       // --adopt: recover a paused migration another ferry migrate began
   Limits limits;
   SendOptions send;
   dataplane::dpdk::DpdkSettings dpdk;
@@ -412,8 +405,6 @@ int run_migrate(int argc, char** argv) {
                      a.recover_uri.c_str());
         return 2;
       }
-    } else if (args.is("--adopt")) {
-      a.adopt = true;
     } else if (args.is("--libvirt")) {
       a.libvirt.domain = args.value();
     } else if (args.is("--dest-uri")) {
@@ -451,12 +442,6 @@ int run_migrate(int argc, char** argv) {
   } else if (a.src_qmp.empty() || a.dst_qmp.empty() || a.send.peer.empty()) {
     std::fprintf(stderr, "ferry migrate: give --src-qmp, --dst-qmp and --peer\n\n");
     migrate_usage(stderr);
-    return 2;
-  }
-  if (a.adopt && (libvirt || a.recover_uri.empty())) {
-    std::fprintf(stderr,
-                 "ferry migrate: --adopt recovers a paused post-copy through QMP: it wants "
-                 "--recover-uri, and not --libvirt\n");
     return 2;
   }
   if (auto st = dataplane::check_transport_spec(a.send.peer); !st) {
@@ -511,26 +496,14 @@ int run_migrate(int argc, char** argv) {
     auto d = qemu::QmpClient::connect(a.dst_qmp);
     if (!d) return fail("destination QMP " + a.dst_qmp + ": " + d.status().message());
     dst = std::move(*d);
-    if (a.adopt) {
-      // The destination may not answer in-band QMP (its main loop can wait for a page):
-      // only the source says whether there is a paused migration to take over.
-      auto m = src->execute("query-migrate");
-      const std::string status = m ? (*m)["status"].as_string() : m.status().message();
-      if (status != "postcopy-paused") {
-        return fail("--adopt: nothing to adopt: the source's migration is " +
-                    (status.empty() ? std::string("none") : status) + ", not postcopy-paused");
-      }
-    } else if (auto st = dst->execute("query-status");
-               !st || (*st)["status"].as_string() != "inmigrate") {
+    auto st = dst->execute("query-status");
+    if (!st || (*st)["status"].as_string() != "inmigrate") {
       return fail(
           "the destination QEMU is not waiting for a migration (start it with "
           "-incoming unix:PATH and run ferry recv --qemu unix:PATH)");
     }
     src_settings.emplace(*src, "source");
     dst_settings.emplace(*dst, "destination");
-  }
-  // Adopted, the migration has its settings already (capabilities cannot change while it runs).
-  if (src && !a.adopt) {
     std::vector<std::pair<std::string, bool>> caps = {{"postcopy-ram", a.limits.allow_postcopy}};
     if (auto st = dst_settings->set_caps(caps); !st) return fail("destination: " + st.message());
     caps.push_back({"auto-converge", a.limits.allow_throttle});
@@ -540,8 +513,8 @@ int run_migrate(int argc, char** argv) {
     if (auto st = src_settings->set_param("max-bandwidth", int64_t{1} << 40); !st) {
       return fail("source: " + st.message());
     }
+    source = std::make_unique<QmpSource>(*src, *src_settings);
   }
-  if (src) source = std::make_unique<QmpSource>(*src, *src_settings);
 
   // 2. The ferry path, then the migration.
   StopSignals signals;  // before the session's threads: they inherit the blocked signals
@@ -550,12 +523,8 @@ int run_migrate(int argc, char** argv) {
   path.exporter = exporter->get();
   path.open(a.send);
   std::unique_ptr<SendSession>& session = path.session;
-  // Adopted: the policy loop finds the migration paused and recovers it through a new path;
-  // this one stays unopened.
-  if (!a.adopt) {
-    if (auto st = session->listen(a.sock); !st) return fail(st.message());
-    session->start();
-  }
+  if (auto st = session->listen(a.sock); !st) return fail(st.message());
+  session->start();
   const auto t0 = std::chrono::steady_clock::now();
   if (libvirt) {
     auto s = start_libvirt_migration(a.libvirt);
@@ -564,11 +533,10 @@ int run_migrate(int argc, char** argv) {
       return fail(s.status().message());
     }
     source = std::move(*s);
-  } else if (!a.adopt) {
-    if (auto r = src->execute("migrate", Value::object({{"uri", Value("unix:" + a.sock)}})); !r) {
-      session->abort();
-      return fail("source: " + r.status().message());
-    }
+  } else if (auto r = src->execute("migrate", Value::object({{"uri", Value("unix:" + a.sock)}}));
+             !r) {
+    session->abort();
+    return fail("source: " + r.status().message());
   }
 
   // A first estimate of the dirty rate, for the policy's prediction during pass 1 (QEMU only
@@ -576,9 +544,8 @@ int run_migrate(int argc, char** argv) {
   // sample of guest pages twice, 1 s apart. It only reads guest memory; the migration's dirty
   // log is untouched. An older QEMU without it just leaves the engine QEMU's own numbers.
   // (libvirt's dirty-rate calculation is not used: QEMU's own numbers only.)
-  bool sampling = src && !a.adopt &&
-                  static_cast<bool>(src->execute(
-                      "calc-dirty-rate", Value::object({{"calc-time", Value(int64_t{1})}})));
+  bool sampling = src && static_cast<bool>(src->execute(
+                             "calc-dirty-rate", Value::object({{"calc-time", Value(int64_t{1})}})));
   double sampled_dirty_bytes_per_s = 0;
 
   // 3. The policy loop.

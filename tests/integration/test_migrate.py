@@ -3,7 +3,7 @@
 QEMU and ferry migrate in namespace a, ferry recv and the destination QEMU in namespace b.
 
     test_migrate.py converging | postcopy | stop | cancel | recover | recover_link_cut |
-                    resume_precopy | resume_postcopy | resume_link_down | adopt
+                    resume_precopy | resume_postcopy | resume_link_down
 
 converging  a moderate dirty rate: completes in pre-copy, no post-copy, downtime within
             --max-downtime, RAM identical, the report lists what happened
@@ -21,8 +21,6 @@ resume_precopy    ferry's TCP connections aborted (ss -K) in pre-copy: ferry res
                   new connections; completes, RAM identical, QEMU never saw an error
 resume_postcopy   the same in post-copy with the VM running on the destination
 resume_link_down  the link down for twice --link-timeout in pre-copy: resumed once it is back
-adopt             ferry migrate killed in post-copy: a second ferry migrate --adopt takes the
-                  paused migration over and completes it
 Every scenario also checks that ferry migrate put back the migration capabilities and
 parameters it changed in both QEMUs.
 """
@@ -355,87 +353,13 @@ def resume_link_down():
                 postcopy=False, extra_args=['--link-timeout', str(link_timeout)])
 
 
-def adopt():
-    """ferry migrate SIGKILLed in post-copy with the VM running on the destination: both QEMUs
-    pause and nothing drives their recovery. A second `ferry migrate --adopt` (the same --peer,
-    --vm and --recover-uri) takes the paused migration over, recovers it through a new ferry
-    path and completes it; the guest's self-check passes on the destination."""
-    rig.require_root_netns()
-    wd = rig.Workdir('migrate')
-    incoming = wd.path('q', 'vm.sock')
-    os.makedirs(wd.path('q'))
-
-    def qmp2(name):
-        return ['-qmp', 'unix:%s,server=on,wait=off' % wd.path(name + '-m.qmp')]
-    with wd, rig.Link('100mbit') as lk, \
-            rig.Guest('src', ram_kib=RAM_KIB, workload=POSTCOPY_WL, workdir=wd,
-                      netns=lk.ns_a, extra_args=qmp2('src')) as src, \
-            rig.Guest.destination(src, 'dst', 'unix:' + incoming,
-                                  netns=lk.ns_b, extra_args=qmp2('dst')) as dst:
-        # A killed sender sends no GONE: ferry recv lets the destination go (so that it pauses
-        # and can be recovered) after --resume-within, 5 s here instead of 60.
-        fr = Ferries(wd, link=lk, recv_args=['--resume-within', '5'])
-        first = second = None
-        try:
-            src.wait_ready()
-            src.wait_heartbeats(3)
-            fr.start_recv(qemu_dir=wd.path('q'))
-
-            def migrate(tag, extra):
-                argv = [rig.find_ferry(), 'migrate', '--src-qmp', 'unix:' + wd.path('src-m.qmp'),
-                        '--dst-qmp', 'unix:' + wd.path('dst-m.qmp'), '--peer', fr.peer,
-                        '--max-downtime', str(MAX_DOWNTIME_MS), '--deadline', '300',
-                        '--sock', wd.path(tag + '.sock'), '--json', '--vm', 'vm',
-                        '--allow-postcopy', '--recover-uri', 'unix:' + incoming] + \
-                    fr.security_args + extra
-                return lk.spawn('a', argv, stdout=open(wd.path(tag + '.out'), 'wb'),
-                                stderr=open(wd.path(tag + '.err'), 'wb'))
-            first = migrate('first', [])
-            rig.wait_until(lambda: src.query_migrate().get('status') == 'postcopy-active',
-                           rig.scaled(200), 'the switch to post-copy')
-            dst.wait_status('paused')  # -S: the devices are loaded; let the guest run there
-            dst.cont()
-            first.kill()
-            first.wait()
-            rig.wait_until(lambda: src.query_migrate().get('status') == 'postcopy-paused',
-                           rig.scaled(30), 'the source to pause')
-            print('ferry migrate killed in post-copy: the source paused')
-            second = migrate('second', ['--adopt'])
-            rig.wait_until(lambda: second.poll() is not None, rig.scaled(300),
-                           'ferry migrate --adopt')
-            lines = [json.loads(x) for x in read_text(wd.path('second.out')).splitlines()
-                     if x.strip()]
-            reports = [x for x in lines if x.get('event') == 'report']
-            check(len(reports) == 1, 'expected one report, stderr: %s' %
-                  read_text(wd.path('second.err')))
-            rep = reports[0]
-            for d in rep['decisions']:
-                print('  [%6.1f s] %s: %s' % (d['t_s'], d['action'], d['reason']))
-            check(second.returncode == 0 and rep['outcome'] == 'completed',
-                  'ferry migrate --adopt: exit %d, %s: %s' % (second.returncode, rep['outcome'],
-                                                              rep['reason']))
-            check(rep['postcopy_recoveries'] == 1,
-                  'expected one recovery: %s' % rep['postcopy_recoveries'])
-            dst.wait_incoming_done()
-            src.wait_status('postmigrate')
-            ok, line = dst.self_check()
-            check(ok, 'the guest found its memory corrupted: %s' % line)
-            print('adopted and recovered in %.1f s (paused %.1f s); the guest checked its '
-                  'memory on the destination: %s' % (rep['wall_s'], rep['postcopy_paused_s'],
-                                                     line))
-        finally:
-            rig.reap(first)
-            rig.reap(second)
-            fr.close()
-
-
 def main(argv):
     rig.require_qemu_and_guest()
     which = argv[1] if len(argv) > 1 else 'converging'
     {'converging': converging, 'postcopy': postcopy, 'stop': stop, 'cancel': cancel,
      'recover': recover, 'recover_link_cut': recover_link_cut,
      'resume_precopy': resume_precopy, 'resume_postcopy': resume_postcopy,
-     'resume_link_down': resume_link_down, 'adopt': adopt}[which]()
+     'resume_link_down': resume_link_down}[which]()
     print('PASS migrate %s' % which)
     return 0
 
