@@ -8,8 +8,18 @@
 A matrix file (scripts/bench/matrix/*.json) names links (tbf rates: 30mbit, 100mbit, 1gbit,
 or none), workloads (scripts/bench/workloads.py), methods (scripts/bench/runner.py) and
 repetitions, plus per-run settings (deadline_s, postcopy_after_s, max_downtime_ms, cache_mib,
-window_s, run_timeout_s). Runs go cell by cell (link x workload), every method of a cell back
-to back, so each comparison is made within minutes on the same machine.
+window_s, run_timeout_s) and optionally workload_links ({workload: [links]}: a workload runs
+only on those links, e.g. a 4 GiB guest only where its migration can finish) and
+timeseries_cell ("link.workload": the cell whose runs get a time-series figure). Runs go cell
+by cell (link x workload), the repetitions of a cell back to back and, within each, every
+method once in an order shuffled per repetition (seed `order_seed`, kept in DIR/matrix.json so
+a resumed invocation keeps it; the `order` column is the position), so each comparison is made
+within minutes on the same machine and no method always runs first or last.
+
+Equal rules for every method (runner.py): deadline_s is one wall-clock limit over the whole
+migration, post-copy included; max_downtime_ms is every method's budget (QEMU's downtime-limit,
+ferry migrate's --max-downtime) and a run meets it when the longest pause the guest saw (its
+host-stamped ticks) is within it.
 
 Each run is a child process (runner.py) with a hard timeout: a run that hangs is killed, its
 guests and namespaces cleaned up, and recorded as "run timeout". Results go to DIR (default
@@ -22,6 +32,7 @@ import argparse
 import csv
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -35,10 +46,11 @@ from workloads import WORKLOADS  # noqa: E402
 import report  # noqa: E402
 
 DEFAULTS = {'repetitions': 1, 'deadline_s': 90, 'postcopy_after_s': 30,
-            'max_downtime_ms': 300, 'cache_mib': 128, 'window_s': 5, 'run_timeout_s': 420}
-COLUMNS = ['id', 'link', 'workload', 'method', 'rep', 'outcome', 'success', 'total_s',
+            'max_downtime_ms': 300, 'cache_mib': 128, 'window_s': 5, 'run_timeout_s': 600}
+COLUMNS = ['id', 'link', 'workload', 'method', 'rep', 'order', 'outcome', 'success', 'total_s',
            'downtime_ms', 'guest_max_pause_ms', 'guest_stalled_ms', 'guest_baseline_ms',
-           'guest_held_ms', 'within_budget', 'link_mb', 'ram_verified', 'verified_by',
+           'guest_held_ms', 'app_rate_ratio', 'within_budget', 'downtime_within_budget',
+           'link_mb', 'ram_verified', 'verified_by',
            'guest_check', 'passes',
            'postcopy_at_s', 'tput_unit', 'tput_before', 'tput_during', 'tput_after',
            'src_qemu_cpu_s', 'src_qemu_mig_cpu_s', 'dst_qemu_cpu_s', 'ferry_send_cpu_s',
@@ -65,6 +77,10 @@ def load_matrix(arg):
             sys.exit('bench: matrix %s: unknown method %r (known: %s)' %
                      (path, m, ', '.join(METHODS)))
     mx.setdefault('name', os.path.splitext(os.path.basename(path))[0])
+    for w, links in (mx.get('workload_links') or {}).items():
+        if w not in mx['workloads'] or not set(links) & set(mx['links']):
+            sys.exit('bench: matrix %s: workload_links[%r] must name a workload of the matrix '
+                     'and some of its links' % (path, w))
     for k, v in DEFAULTS.items():
         mx.setdefault(k, v)
     mx['path'] = os.path.relpath(path, ROOT)
@@ -72,13 +88,34 @@ def load_matrix(arg):
 
 
 def run_ids(mx):
+    """[(id, link, workload, method, rep, order)] in the order they run: methods shuffled
+    within each repetition of a cell by the matrix's order_seed."""
+    rng = random.Random(mx['order_seed'])
+    only = mx.get('workload_links') or {}
     out = []
     for link in mx['links']:
         for wl in mx['workloads']:
+            if wl in only and link not in only[wl]:
+                continue
             for rep in range(1, mx['repetitions'] + 1):
-                for method in mx['methods']:
-                    out.append(('%s.%s.%s.%d' % (link, wl, method, rep), link, wl, method, rep))
+                methods = list(mx['methods'])
+                rng.shuffle(methods)
+                for pos, method in enumerate(methods, 1):
+                    out.append(('%s.%s.%s.%d' % (link, wl, method, rep), link, wl, method, rep,
+                                pos))
     return out
+
+
+def earlier_order_seed(out, fresh):
+    """The order seed of the invocation whose runs are in `out` (a resumed matrix keeps its
+    order), or None."""
+    if fresh:
+        return None
+    try:
+        with open(os.path.join(out, 'matrix.json')) as f:
+            return json.load(f).get('order_seed')
+    except (OSError, ValueError):
+        return None
 
 
 def git_commit():
@@ -100,7 +137,7 @@ def kill_group(p):
             continue
 
 
-def run_child(mx, rid, link, wl, method, rep, index, out):
+def run_child(mx, rid, link, wl, method, rep, order, index, out):
     """Runs one spec in runner.py; returns its row (or one describing how it failed)."""
     netns = 'b%07d' % ((os.getpid() * 1000 + index) % 10000000)  # netns.sh: <= 8 chars
     spec = {'link': link, 'workload': wl, 'method': method, 'rep': rep, 'netns': netns}
@@ -142,6 +179,7 @@ def run_child(mx, rid, link, wl, method, rep, index, out):
                'error': ('killed after %d s' % mx['run_timeout_s']) if timed_out else
                'runner exited %s: %s' % (p.returncode, tail)}
     row['id'] = rid
+    row['order'] = order
     row['started'] = started
     row['commit'] = git_commit()
     with open(row_path, 'w') as f:
@@ -214,6 +252,7 @@ def main(argv):
         return 0
     mx = load_matrix(args.matrix)
     out = os.path.abspath(args.out or os.path.join(ROOT, 'results', 'bench-' + mx['name']))
+    mx['order_seed'] = earlier_order_seed(out, args.fresh) or random.randrange(1, 1 << 31)
     ids = run_ids(mx)
     if args.list:
         for rid in ids:
@@ -237,17 +276,17 @@ def main(argv):
     order = [r[0] for r in ids]
     todo = []
     selected = [r for r in ids if not args.only or args.only in r[0]]
-    for rid, link, wl, method, rep in selected:
-        done = rows.get(rid)
+    for r in selected:
+        done = rows.get(r[0])
         if done and not (args.retry_errors and done['outcome'] in ('error', 'run timeout')):
             continue
-        todo.append((rid, link, wl, method, rep))
+        todo.append(r)
     print('bench: matrix %s (%s): %d runs, %d already done, %d to run; results in %s' %
           (mx['name'], mx['path'], len(selected), len(selected) - len(todo), len(todo), out),
           flush=True)
     t_start = time.monotonic()
-    for i, (rid, link, wl, method, rep) in enumerate(todo, 1):
-        row = run_child(mx, rid, link, wl, method, rep, i, out)
+    for i, (rid, link, wl, method, rep, pos) in enumerate(todo, 1):
+        row = run_child(mx, rid, link, wl, method, rep, pos, i, out)
         rows[rid] = row
         write_csv(out, rows, order)
         elapsed = time.monotonic() - t_start

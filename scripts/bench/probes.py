@@ -174,3 +174,54 @@ class CpuTracker:
         if s.alive:
             self.last = s
         return round(self.last.total - self.first.total, 2)
+
+
+class LinkSampler:
+    """Bytes through a network interface every `period` s on a thread, read from
+    /proc/PID/net/dev of a process inside the interface's namespace (no process spawned per
+    sample). Both directions of the veth: its tx and rx are the two ends' tx."""
+
+    def __init__(self, pid, dev, period=0.5):
+        self.path = '/proc/%d/net/dev' % pid
+        self.dev = dev
+        self.points = []  # [(t_monotonic, bytes both ways)]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, args=(period,), daemon=True)
+        self._sample()
+        self._thread.start()
+
+    def _sample(self):
+        try:
+            with open(self.path) as f:
+                for line in f:
+                    name, _, rest = line.partition(':')
+                    if name.strip() == self.dev:
+                        v = rest.split()
+                        self.points.append((time.monotonic(), int(v[0]) + int(v[8])))
+                        return
+        except OSError:
+            pass  # the process exited: the series ends there
+
+    def _loop(self, period):
+        while not self._stop.wait(period):
+            self._sample()
+
+    def stop(self):
+        if not self._stop.is_set():
+            self._stop.set()
+            self._thread.join(timeout=2)
+            self._sample()
+
+    def series(self, t0, heartbeats):
+        """{'t_s', 'link_mbit_s', 'guest_rate'}: per sample interval, seconds after t0 (its
+        end), the link's rate (Mbit/s, both directions) and the guest's counter rate (per s,
+        from heartbeats [(t, seq, counter)] on one time line: None where no tick came)."""
+        out = {'t_s': [], 'link_mbit_s': [], 'guest_rate': []}
+        for (a, ba), (b, bb) in zip(self.points, self.points[1:]):
+            if b - a <= 0:
+                continue
+            out['t_s'].append(round(b - t0, 2))
+            out['link_mbit_s'].append(round((bb - ba) * 8 / 1e6 / (b - a), 2))
+            r = rate_between(heartbeats, a, b)
+            out['guest_rate'].append(None if r is None else round(r, 1))
+        return out

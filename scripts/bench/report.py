@@ -2,11 +2,16 @@
 
     render(out_dir, matrix)
 
-summary.md: one table per link (a row per workload x method: outcome, time, downtime, bytes
-on the link, guest throughput before / during / after, CPU, RAM), ratios of ferry against
-native and against the best QEMU option of the same cell, the success ratio per method, and
-ferry migrate's decisions. Plots (matplotlib, Agg): total time and link bytes per method per
-workload, one panel per link; success ratio per method.
+summary.md: one table per link (a row per workload x method: successes over repetitions,
+outcomes, time, the guest's longest pause and stalled time, QEMU's downtime, bytes on the link,
+guest throughput before / during / after and its ratio, CPU, memory check; medians with
+min-max over repetitions), ratios of ferry against native and against the best QEMU option of
+the same cell, the success ratio per method, and ferry migrate's decisions. Plots (matplotlib,
+Agg), one colour per method in every figure: total time, the guest's longest pause and link
+bytes per method per workload (one panel per link; min-max as error bars; hatched: did not
+complete; cross-hatched: completed but not a success), success ratio per method, and for the
+matrix's timeseries_cell one time-series figure per method (link rate and the guest's rate
+through the migration, the switch to post-copy marked).
 """
 
 import csv
@@ -15,6 +20,15 @@ import os
 import sys
 
 FERRY_POLICY = 'ferry-migrate'
+# One colour per method in every figure (matplotlib's tab10, in this order).
+METHOD_COLORS = ['native', 'xbzrle', 'multifd-zstd', 'auto-converge', 'postcopy-timeout',
+                 'ferry-migrate', 'ferry-none', 'ferry-fast', 'ferry-max', 'ferry-auto']
+DONE = ('completed', 'over limit')  # the migration finished (in time or not)
+
+
+def _color(plt, m):
+    i = METHOD_COLORS.index(m) if m in METHOD_COLORS else len(METHOD_COLORS)
+    return plt.get_cmap('tab10')(i % 10) if i < 10 else 'grey'
 
 
 def _f(v):
@@ -42,19 +56,24 @@ def _median(vals):
 
 
 def _cell(rows, link, wl, method):
-    """Median over repetitions of one (link, workload, method): a dict or None."""
+    """Medians (and k + '_range': (min, max)) over repetitions of one (link, workload,
+    method): a dict or None. Times, pauses and bytes of finished runs only (a run that did
+    not finish has none of its own: time to the limit, bytes until cancelled)."""
     rs = [r for r in rows if r['link'] == link and r['workload'] == wl and r['method'] == method]
     if not rs:
         return None
     c = {'n': len(rs), 'ok': sum(_ok(r) for r in rs),
          'outcomes': sorted(set(r['outcome'] for r in rs))}
     for k in ('total_s', 'downtime_ms', 'guest_max_pause_ms', 'guest_stalled_ms', 'link_mb',
-              'tput_before', 'tput_during', 'tput_after',
+              'tput_before', 'tput_during', 'tput_after', 'app_rate_ratio',
               'src_qemu_mig_cpu_s', 'ferry_send_cpu_s', 'ferry_recv_cpu_s'):
-        c[k] = _median(_f(r.get(k)) for r in rs if r['outcome'] == 'completed' or
-                       k.startswith('tput') or k.endswith('cpu_s'))
-    c['ram'] = 'ok' if all(r['ram_verified'] == 'True' for r in rs if r['outcome'] ==
-                           'completed') else 'DIFFERS'
+        vals = [_f(r.get(k)) for r in rs if r['outcome'] in DONE or
+                k.startswith('tput') or k.endswith('cpu_s') or k == 'app_rate_ratio']
+        vals = [v for v in vals if v is not None]
+        c[k] = _median(vals)
+        c[k + '_range'] = (min(vals), max(vals)) if vals else None
+    c['ram'] = 'ok' if all(r['ram_verified'] == 'True' for r in rs if r['outcome'] in
+                           DONE) else 'DIFFERS'
     c['postcopy_at_s'] = _median(_f(r['postcopy_at_s']) for r in rs)
     c['unit'] = rs[0]['tput_unit']
     return c
@@ -62,6 +81,16 @@ def _cell(rows, link, wl, method):
 
 def _fmt(v, pat='%.1f', none='-'):
     return none if v is None else pat % v
+
+
+def _fmt_range(c, k, pat='%.1f'):
+    """median, with (min-max) when repetitions differ."""
+    v, r = c[k], c.get(k + '_range')
+    if v is None:
+        return '-'
+    if r is None or r[0] == r[1] or c['n'] < 2:
+        return pat % v
+    return (pat + ' (' + pat + '–' + pat + ')') % (v, r[0], r[1])
 
 
 def render(out, mx):
@@ -72,21 +101,28 @@ def render(out, mx):
     budget = mx['max_downtime_ms']
     qemu_methods = [m for m in methods if not m.startswith('ferry')]
     md = ['# Benchmark matrix `%s`' % mx['name'], '',
-          'Command: `scripts/bench.sh --matrix %s` (matrix file `%s`); every number below is '
-          'a row of `runs.csv` in this folder (medians when a cell has several repetitions).'
-          % (mx['name'], mx['path']), '',
-          'Per run: fresh guests, %d s of workload before the migration, deadline %d s '
-          '(then "did not converge": cancelled, the guest keeps running on the source), '
-          'post-copy after %d s for `postcopy-timeout`, downtime budget %d ms, cache %d MiB '
-          '(xbzrle and ferry). A run succeeds when it completed, the RAM of both guests is '
-          'identical page by page (post-copy-capable methods, whose destination runs at once: '
-          'the workload\'s self-check passes) and the downtime is within the budget. Link '
-          'bytes are counted on the veth (both directions). Guest pause: the longest gap '
-          'between the guest\'s host-stamped 20 ms ticks over the migration, and the sum of '
-          'gaps over 50 ms (docs/BENCHMARKS.md, "The pause the guest sees"). Throughput is '
-          'the guest workload\'s own counter: before, during (start to end of the migration) '
-          'and after (on the destination).' %
-          (mx['window_s'], mx['deadline_s'], mx['postcopy_after_s'], budget,
+          'Command: `scripts/bench.sh --matrix %s` (matrix file `%s`, method order seed %s); '
+          'every number below is a row of `runs.csv` in this folder: medians over repetitions, '
+          'min–max in brackets where they differ.'
+          % (mx['name'], mx['path'], mx.get('order_seed', '-')), '',
+          'Per run: fresh guests, %d s of workload before the migration. The same rules for '
+          'every method: one wall-clock limit of %d s from the migrate command to the end of '
+          'the migration, post-copy included (a pre-copy still running then is cancelled: "did '
+          'not converge", the guest keeps running on the source; a post-copy cannot be '
+          'cancelled: it is waited out and counted as "over limit"); one budget of %d ms for '
+          'the pause (QEMU\'s downtime-limit, ferry migrate\'s --max-downtime); post-copy '
+          'after %d s for `postcopy-timeout`; cache %d MiB (xbzrle and ferry). Methods run in '
+          'a random order within each repetition of a cell (`order` in runs.csv). A run '
+          'succeeds when it completed within the limit, memory was verified (pre-copy: both '
+          'guests\' RAM identical page by page; post-copy-capable methods, whose destination '
+          'runs at once: the workload\'s self-check) and **the longest pause the guest saw** '
+          'is within the budget: the longest gap between the guest\'s host-stamped 20 ms '
+          'ticks (docs/BENCHMARKS.md, "The pause the guest sees"); "stalled" sums the gaps '
+          'over 50 ms. QEMU\'s own downtime is shown beside it. Link bytes are counted on the '
+          'veth (both directions). Throughput is the workload\'s own counter: before, during '
+          '(start to end of the migration; ratio = during / before) and after (on the '
+          'destination).' %
+          (mx['window_s'], mx['deadline_s'], budget, mx['postcopy_after_s'],
            mx['cache_mib']), '']
     md += ['## Success ratio', '', '| method | succeeded | of |', '|---|---:|---:|']
     succ = {}
@@ -97,10 +133,10 @@ def render(out, mx):
     md.append('')
     for link in links:
         md += ['## Link %s' % link, '',
-               '| workload | method | outcome | time s | downtime ms | guest pause ms max / '
-               'stalled | link MB | tput before / during / after | src QEMU mig CPU s | '
-               'ferry CPU s | RAM |',
-               '|---|---|---|---:|---:|---:|---:|---|---:|---:|---|']
+               '| workload | method | ok | outcome | time s | guest pause ms | stalled ms | '
+               'QEMU downtime ms | link MB | tput before / during / after | during / before | '
+               'src QEMU mig CPU s | ferry CPU s | memory |',
+               '|---|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---|']
         for wl in wls:
             for m in methods:
                 c = _cell(rows, link, wl, m)
@@ -112,18 +148,22 @@ def render(out, mx):
                 ferry_cpu = None
                 if c['ferry_send_cpu_s'] is not None:
                     ferry_cpu = c['ferry_send_cpu_s'] + (c['ferry_recv_cpu_s'] or 0)
-                md.append('| %s | %s | %s | %s | %s | %s / %s | %s | %s / %s / %s %s | %s | %s '
-                          '| %s |' % (
-                    wl, m, outcome, _fmt(c['total_s']), _fmt(c['downtime_ms'], '%.0f'),
-                    _fmt(c['guest_max_pause_ms'], '%.0f'), _fmt(c['guest_stalled_ms'], '%.0f'),
-                    _fmt(c['link_mb']), _fmt(c['tput_before'], '%.0f'),
-                    _fmt(c['tput_during'], '%.0f'), _fmt(c['tput_after'], '%.0f'), c['unit'],
+                md.append('| %s | %s | %d/%d | %s | %s | %s | %s | %s | %s | %s / %s / %s %s | '
+                          '%s | %s | %s | %s |' % (
+                    wl, m, c['ok'], c['n'], outcome, _fmt_range(c, 'total_s'),
+                    _fmt_range(c, 'guest_max_pause_ms', '%.0f'),
+                    _fmt_range(c, 'guest_stalled_ms', '%.0f'),
+                    _fmt_range(c, 'downtime_ms', '%.0f'), _fmt_range(c, 'link_mb'),
+                    _fmt(c['tput_before'], '%.0f'), _fmt(c['tput_during'], '%.0f'),
+                    _fmt(c['tput_after'], '%.0f'), c['unit'],
+                    _fmt_range(c, 'app_rate_ratio', '%.2f'),
                     _fmt(c['src_qemu_mig_cpu_s'], '%.2f'), _fmt(ferry_cpu, '%.2f'),
-                    c['ram'] if 'completed' in c['outcomes'] else '-'))
+                    c['ram'] if set(c['outcomes']) & set(DONE) else '-'))
         md.append('')
     md += _ratios(rows, links, wls, methods, qemu_methods)
     md += _decisions(out, rows)
-    plots = _plots(out, rows, links, wls, methods, succ)
+    plots = _plots(out, rows, links, wls, methods, succ, budget)
+    plots += _timeseries(out, rows, mx.get('timeseries_cell'), methods)
     md += ['## Plots', '']
     if plots:
         md += ['![%s](plots/%s)' % (p, p) for p in plots] + ['']
@@ -140,8 +180,8 @@ def _ratios(rows, links, wls, methods, qemu_methods):
         return []
     md = ['## ferry against QEMU, cell by cell', '',
           'Ratios of ferry to native pre-copy and to the best QEMU option of the same cell '
-          '(the fastest successful one: completed, RAM identical, downtime within the '
-          'budget; bytes of that same run). "-" where either side did not succeed.', '',
+          '(the fastest with a success in every repetition; medians). "-" where either side '
+          'did not succeed in every repetition.', '',
           '| link | workload | ferry method | time / native | bytes / native | '
           'best QEMU option | time / best | bytes / best |', '|---|---|---|---:|---:|---|---:|---:|']
     for link in links:
@@ -149,7 +189,7 @@ def _ratios(rows, links, wls, methods, qemu_methods):
             best, best_c = None, None
             for m in qemu_methods:
                 c = _cell(rows, link, wl, m)
-                if c and c['ok'] and c['total_s'] is not None and \
+                if c and c['ok'] == c['n'] and c['total_s'] is not None and \
                         (best_c is None or c['total_s'] < best_c['total_s']):
                     best, best_c = m, c
             nat = _cell(rows, link, wl, 'native')
@@ -159,7 +199,7 @@ def _ratios(rows, links, wls, methods, qemu_methods):
                     continue
 
                 def ratio(a, b, k):
-                    if not a or not b or not a['ok'] or not b['ok'] or not b.get(k):
+                    if not a or not b or a['ok'] < a['n'] or b['ok'] < b['n'] or not b.get(k):
                         return '-'
                     return '%.2f' % (a[k] / b[k])
                 md.append('| %s | %s | %s | %s | %s | %s | %s | %s |' % (
@@ -189,7 +229,7 @@ def _decisions(out, rows):
     return md + [''] if md else []
 
 
-def _plots(out, rows, links, wls, methods, succ):
+def _plots(out, rows, links, wls, methods, succ, budget):
     try:
         import matplotlib
         matplotlib.use('Agg')
@@ -198,34 +238,48 @@ def _plots(out, rows, links, wls, methods, succ):
         return []
     os.makedirs(os.path.join(out, 'plots'), exist_ok=True)
     names = []
-    colors = plt.get_cmap('tab10')
-    for key, label, fname in (('total_s', 'total migration time (s)', 'time.png'),
-                              ('link_mb', 'bytes on the link (MB)', 'bytes.png')):
-        fig, axes = plt.subplots(1, len(links), figsize=(5.5 * len(links), 5.2), squeeze=False)
+    for key, label, fname, log in (
+            ('total_s', 'total migration time (s)', 'time.png', False),
+            ('guest_max_pause_ms', 'longest pause the guest saw (ms, log scale)', 'pause.png',
+             True),
+            ('link_mb', 'bytes on the link (MB)', 'bytes.png', False)):
+        fig, axes = plt.subplots(1, len(links), figsize=(max(5.5 * len(links), 9), 5.2),
+                                 squeeze=False)
         width = 0.8 / max(len(methods), 1)
         for ax, link in zip(axes[0], links):
             for i, m in enumerate(methods):
-                xs, ys, hatches = [], [], []
+                xs, ys, errs, hatches = [], [], [[], []], []
                 for j, wl in enumerate(wls):
                     c = _cell(rows, link, wl, m)
                     if c is None:
                         continue
-                    v = c[key]
-                    done = 'completed' in c['outcomes']
+                    v, rng = c[key], c[key + '_range']
+                    done = bool(set(c['outcomes']) & set(DONE))
                     if not done:
-                        # Not completed: drawn at the deadline / bytes sent until cancelled,
-                        # hatched.
+                        if key == 'guest_max_pause_ms':
+                            continue  # no migration to the destination: no pause of its own
+                        # Drawn at the limit / bytes sent until cancelled.
                         rs = [r for r in rows if r['link'] == link and r['workload'] == wl and
                               r['method'] == m]
-                        v = _median(_f(r[key]) or _f(r['wall_s']) for r in rs)
+                        v, rng = _median(_f(r[key]) or _f(r['wall_s']) for r in rs), None
                     if v is None:
                         continue
                     xs.append(j + (i - (len(methods) - 1) / 2) * width)
                     ys.append(v)
-                    hatches.append('' if done else '//')
-                bars = ax.bar(xs, ys, width, label=m, color=colors(i % 10))
+                    errs[0].append(v - rng[0] if rng else 0)
+                    errs[1].append(rng[1] - v if rng else 0)
+                    hatches.append('//' if not done else ('' if c['ok'] == c['n'] else 'xx'))
+                bars = ax.bar(xs, ys, width, label=m, color=_color(plt, m), yerr=errs,
+                              error_kw={'elinewidth': 0.8, 'capsize': 1.5})
                 for b, h in zip(bars, hatches):
                     b.set_hatch(h)
+            if key == 'guest_max_pause_ms':
+                ax.axhline(budget, color='red', linewidth=1, linestyle='--')
+                ax.text(len(wls) - 0.5, budget, 'budget %d ms' % budget, color='red',
+                        fontsize=7, ha='right', va='bottom')
+            if log:
+                ax.set_yscale('log')
+                ax.set_ylim(bottom=10)
             ax.set_xticks(range(len(wls)))
             ax.set_xticklabels(wls, rotation=20, ha='right')
             ax.set_ylabel(label)
@@ -234,15 +288,16 @@ def _plots(out, rows, links, wls, methods, succ):
         # Below the panels, so no bar hides behind it.
         handles, labels = axes[0][0].get_legend_handles_labels()
         fig.legend(handles, labels, loc='lower center', ncol=len(methods), fontsize=8,
-                   title='method (hatched: did not complete: time to the deadline, bytes '
-                   'sent until cancelled)', title_fontsize=8)
+                   title='method; medians, min–max bars\nhatched //: did not complete (time to '
+                   'the limit, bytes until cancelled); xx: completed, not every run a success',
+                   title_fontsize=8)
         fig.tight_layout(rect=(0, 0.12, 1, 1))
         fig.savefig(os.path.join(out, 'plots', fname), dpi=90)
         plt.close(fig)
         names.append(fname)
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     ratios = [100.0 * succ[m][0] / succ[m][1] if succ[m][1] else 0 for m in methods]
-    bars = ax.bar(range(len(methods)), ratios, color=[colors(i % 10) for i in range(len(methods))])
+    bars = ax.bar(range(len(methods)), ratios, color=[_color(plt, m) for m in methods])
     for b, m in zip(bars, methods):
         ax.text(b.get_x() + b.get_width() / 2, b.get_height() + 1, '%d/%d' % succ[m],
                 ha='center', fontsize=8)
@@ -250,11 +305,70 @@ def _plots(out, rows, links, wls, methods, succ):
     ax.set_xticklabels(methods, rotation=20, ha='right')
     ax.set_ylabel('successful migrations (%)')
     ax.set_ylim(0, 110)
-    ax.set_title('success ratio per method (completed, RAM identical, downtime in budget)',
-                 fontsize=9)
+    ax.set_title('success ratio per method (completed within the limit, memory verified, the '
+                 'guest\'s longest pause within the budget)', fontsize=8)
     ax.grid(axis='y', alpha=0.3)
     fig.tight_layout()
     fig.savefig(os.path.join(out, 'plots', 'success.png'), dpi=90)
     plt.close(fig)
     names.append('success.png')
+    return names
+
+
+def _timeseries(out, rows, cell, methods):
+    """One figure per method for the cell "link.workload": the link's rate and the guest's
+    own rate through the migration of its first repetition, the switch to post-copy and the
+    end marked. Returns the file names."""
+    if not cell:
+        return []
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    names = []
+    for m in methods:
+        rs = sorted((r for r in rows if '%s.%s' % (r['link'], r['workload']) == cell and
+                     r['method'] == m), key=lambda r: int(r['rep']))
+        if not rs:
+            continue
+        try:
+            with open(os.path.join(out, 'runs', rs[0]['id'] + '.json')) as f:
+                full = json.load(f)
+        except (OSError, ValueError):
+            continue
+        ser = full.get('series')
+        if not ser or not ser.get('t_s'):
+            continue
+        fig, ax = plt.subplots(figsize=(7.5, 3.4))
+        ax.plot(ser['t_s'], ser['link_mbit_s'], color='grey', linewidth=1,
+                label='link (Mbit/s, both ways)')
+        ax.set_xlabel('seconds after the migrate command')
+        ax.set_ylabel('link Mbit/s')
+        ax2 = ax.twinx()
+        gx = [t for t, v in zip(ser['t_s'], ser['guest_rate']) if v is not None]
+        gy = [v for v in ser['guest_rate'] if v is not None]
+        ax2.plot(gx, gy, color=_color(plt, m), linewidth=1.5,
+                 label='guest (%s)' % full.get('tput_unit', ''))
+        ax2.set_ylabel('guest %s' % full.get('tput_unit', ''))
+        ax2.set_ylim(bottom=0)
+        ax.set_ylim(bottom=0)
+        if full.get('postcopy_at_s') is not None:
+            ax.axvline(full['postcopy_at_s'], color='red', linestyle='--', linewidth=1)
+            ax.text(full['postcopy_at_s'], ax.get_ylim()[1], ' post-copy', color='red',
+                    fontsize=7, va='top')
+        if full.get('total_s') is not None:
+            ax.axvline(full['total_s'], color='black', linestyle=':', linewidth=1)
+        ax.set_title('%s, %s rep %s: %s, %s s, longest guest pause %s ms' % (
+            cell, m, full.get('rep'), full.get('outcome'), full.get('total_s'),
+            full.get('guest_max_pause_ms')), fontsize=8)
+        h1, l1 = ax.get_legend_handles_labels()
+        h2, l2 = ax2.get_legend_handles_labels()
+        ax.legend(h1 + h2, l1 + l2, fontsize=7, loc='upper right')
+        fig.tight_layout()
+        fname = 'series-%s.png' % m
+        fig.savefig(os.path.join(out, 'plots', fname), dpi=90)
+        plt.close(fig)
+        names.append(fname)
     return names

@@ -9,9 +9,19 @@ spec: {'link': '100mbit'|'none', 'workload': name (workloads.py), 'method': name
 
 Timeline of a run: boot both guests, let the workload run `window_s` (throughput "before"),
 migrate (throughput "during", from the source's and then the destination's heartbeats on one
-host time line), check the guest's memory, and measure `window_s` of throughput "after". A run
-that does not complete within `deadline_s` is cancelled: outcome "did not converge" and the
-guest keeps running on the source.
+host time line), check the guest's memory, and measure `window_s` of throughput "after".
+
+Equal rules for every method: `deadline_s` is one wall-clock limit from the migrate command to
+the end of the migration, post-copy included. A pre-copy still running at the limit is
+cancelled: outcome "did not converge", the guest keeps running on the source. A post-copy
+cannot be cancelled (the guest runs on the destination): it is waited out and recorded as
+"over limit". `max_downtime_ms` is every method's budget: QEMU's downtime-limit for QEMU's
+methods and ferry send/recv, ferry migrate's --max-downtime; a run is within it when the
+longest pause the guest saw (guest_max_pause_ms) is (QEMU's own downtime figure is kept beside
+it, downtime_within_budget). success = completed within the limit, memory verified, within
+budget. app_rate_ratio = the workload's rate during the migration over its rate before.
+The run's JSON also keeps a time series (`series`: link bytes and the guest's counter every
+0.5 s, host time from the migrate command) for the report's time-series figure.
 
 How the destination starts and how memory is checked depend on the method:
   pre-copy only (native, xbzrle, multifd, auto-converge, ferry send/recv): the destination
@@ -140,13 +150,15 @@ def run(spec, parent):
                                       autostart=autostart) as dst:
             hb_src = probes.HeartbeatMonitor(src.serial_log)
             hb_dst = probes.HeartbeatMonitor(dst.serial_log)
-            fr, mig = None, None
+            fr, mig, series = None, None, None
             try:
                 src.wait_ready(timeout=boot_timeout)
                 caps = dict(m.caps)
                 params = dict(m.params)
                 if m.name == 'xbzrle':
                     params['xbzrle-cache-size'] = spec['cache_mib'] << 20
+                if m.kind != 'migrate':  # ferry migrate sets it from --max-downtime
+                    params['downtime-limit'] = budget
                 for g in (src, dst):
                     g.configure_migration(caps, params)
                 # The destination's MIGRATION events date the rig's hold (completed .. cont).
@@ -155,6 +167,7 @@ def run(spec, parent):
                 cpu = {'src_qemu': probes.CpuTracker(src.proc.pid),
                        'dst_qemu': probes.CpuTracker(dst.proc.pid)}
                 tx0 = lk.tx_bytes('a') + lk.tx_bytes('b')
+                series = probes.LinkSampler(src.proc.pid, lk.veth_a)
                 t0 = time.monotonic()
                 if m.kind in ('qemu', 'postcopy'):
                     info = _run_qemu(m, src, spec, row, t0)
@@ -173,12 +186,17 @@ def run(spec, parent):
                     cpu['ferry_recv'] = probes.CpuTracker(fr.recv_p.pid)
                     mig, info = _run_ferry_migrate(wd, lk, fr, spec, row, cpu)
                 t_end = time.monotonic()
+                series.stop()
                 row['wall_s'] = round(t_end - t0, 2)
                 row['total_s'] = round(info.get('total-time', 0) / 1000, 2) \
                     if info.get('total-time') else row['wall_s']
                 row['downtime_ms'] = info.get('downtime')
                 row['passes'] = info.get('ram', {}).get('dirty-sync-count')
-                completed = row['outcome'] == 'completed'
+                if row['outcome'] == 'completed' and row['total_s'] > deadline:
+                    row['outcome'] = 'over limit'  # a post-copy that ran past the limit
+                    row['error'] = 'completed after %.1f s, limit %d s' % (row['total_s'],
+                                                                         deadline)
+                completed = row['outcome'] in ('completed', 'over limit')
                 if completed:
                     dst.wait_incoming_done()
                     src.wait_status('postmigrate')
@@ -249,17 +267,25 @@ def run(spec, parent):
                                                                t_before))
                 row['tput_during'] = _rate(probes.rate_between(pts, t0, t_end))
                 row['tput_unit'] = wl.unit + '/s'
-                row['within_budget'] = completed and row['downtime_ms'] is not None and \
-                    row['downtime_ms'] <= budget
+                if row['tput_before'] and row['tput_during'] is not None:
+                    row['app_rate_ratio'] = round(row['tput_during'] / row['tput_before'], 3)
+                row['series'] = series.series(t0, pts)
+                row['downtime_within_budget'] = completed and row['downtime_ms'] is not None \
+                    and row['downtime_ms'] <= budget
+                row['within_budget'] = completed and \
+                    row.get('guest_max_pause_ms') is not None and \
+                    row['guest_max_pause_ms'] <= budget
                 # Memory must be verified; only the apps guest in a post-copy-capable run
                 # cannot be (verified_by "none": no RAM comparison, no self-check).
-                row['success'] = bool(completed and row['within_budget'] and
+                row['success'] = bool(row['outcome'] == 'completed' and row['within_budget'] and
                                       (row['ram_verified'] or
                                        row.get('verified_by') == 'none'))
             except Exception as e:  # recorded in the row (the outcome stays if one was reached)
                 row['error'] = ('%s: %s' % (type(e).__name__, e))[:500]
                 row['success'] = False
             finally:
+                if series is not None:
+                    series.stop()
                 hb_src.stop()
                 hb_dst.stop()
                 rig.reap(mig)
@@ -280,7 +306,7 @@ def _run_qemu(m, src, spec, row, t0):
         row['outcome'] = outcome
         return info
     src.migrate(uri)
-    after = spec['postcopy_after_s']
+    after = min(spec['postcopy_after_s'], spec['deadline_s'])
     try:
         info = src.wait_migration(timeout=after)
         row['outcome'] = 'completed'
@@ -294,7 +320,10 @@ def _run_qemu(m, src, spec, row, t0):
     row['postcopy_at_s'] = round(time.monotonic() - t0, 1)
     outcome, info = 'completed', None
     try:
-        info = src.wait_migration(timeout=spec['deadline_s'])
+        # Past the limit the run is "over limit" (run()), but post-copy cannot be cancelled:
+        # wait it out, within the run's own timeout.
+        info = src.wait_migration(timeout=max(spec['deadline_s'] - row['postcopy_at_s'], 0) +
+                                  spec.get('postcopy_grace_s', 240))
     except rig.MigrationFailed as e:
         outcome, info = 'failed', e.info
     except rig.RigError:
@@ -312,7 +341,9 @@ def _run_ferry_migrate(wd, lk, fr, spec, row, cpu):
             '--sock', wd.path('mig.sock'), '--json'] + fr.security_args
     mig = lk.spawn('a', argv, stdout=open(out, 'wb'), stderr=open(err, 'wb'))
     cpu['ferry_send'] = probes.CpuTracker(mig.pid)
-    rig.wait_until(lambda: mig.poll() is not None, rig.scaled(spec['deadline_s'] + 120),
+    # --deadline cancels a pre-copy; a post-copy past it is waited out (run(): "over limit").
+    rig.wait_until(lambda: mig.poll() is not None,
+                   rig.scaled(spec['deadline_s'] + spec.get('postcopy_grace_s', 240)),
                    'ferry migrate')
     events = [json.loads(x) for x in read_text(out).splitlines() if x.strip()]
     reps = [e for e in events if e.get('event') == 'report']

@@ -45,6 +45,12 @@ WORKLOADS = {w.name: w for w in [
              {'ws': '128M', 'pattern': 'random', 'rate': 2500, 'mode': 'seq'},
              'pages', '128 MiB of random (incompressible) pages swept in order at 2500 pages/s: '
              'no codec helps, only skipping and timing do'),
+    Workload('big-calm', 'synthetic', 4096, {'ws': '1536M', 'pattern': 'mix', 'rate': 3000},
+             'pages', 'a 4 GiB guest with 1.5 GiB of mixed pages, 3000 pages/s (12 MiB/s) '
+             'dirtied at random: a 1 Gbit/s migration takes tens of seconds'),
+    Workload('big-busy', 'synthetic', 4096, {'ws': '2048M', 'pattern': 'mix', 'rate': 25000},
+             'pages', 'a 4 GiB guest with 2 GiB of mixed pages, 25000 pages/s (98 MiB/s) '
+             'dirtied at random: near what 1 Gbit/s carries'),
     Workload('redis', 'apps', 768, {'app': 'redis'}, 'commands',
              'redis-server 7.0 (256 MiB maxmemory) under kvload: 3 of 4 commands SET JSON-like '
              'records of 0.2-1.8 KB on 300k keys, 1 of 4 GET; pipelined'),

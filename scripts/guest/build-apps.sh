@@ -20,7 +20,7 @@ mirror="$( { cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/
           grep -v '^[[:space:]]*#' | grep -oE 'https?://[^ ]+/debian/?( |$)' | tr -d ' ' | head -1 || true)"
 mirror="${mirror:-http://deb.debian.org/debian}"
 
-key="$( { cat "$here/build-apps.sh" "$here/apps-init" "$here/kvload.c"; echo "$suite $packages"; } |
+key="$( { cat "$here/build-apps.sh" "$here/apps-init" "$here/kvload.c" "$here/ticker.c"; echo "$suite $packages"; } |
         sha256sum | cut -c1-16)"
 out="$cache/$key"
 if [[ -f $out/done ]]; then
@@ -77,6 +77,8 @@ rm -rf "$rfs"/usr/lib/x86_64-linux-gnu/{libLLVM-*,libz3.*,perl,perl-base,perl5,g
 install -m 0755 "$here/apps-init" "$rfs/init"
 gcc -static -O2 -Wall -Wextra -o "$rfs/usr/local/bin/kvload" "$here/kvload.c"
 strip "$rfs/usr/local/bin/kvload"
+gcc -static -O2 -Wall -Wextra -o "$rfs/usr/local/bin/ticker" "$here/ticker.c"
+strip "$rfs/usr/local/bin/ticker"
 rm -f "$rfs/sbin/init"
 
 mkdir -p "$out.new"

@@ -2,10 +2,12 @@
 """The benchmark matrix runner end to end (scripts/bench/bench.py, issue 4), on a small
 matrix: 1 Gbit/s link, the mix-calm workload, native QEMU and ferry (--codec fast).
 
-Checks: both runs complete with RAM verified and land in runs.csv with their metrics; the
-summary has the link table and the ferry/native ratios; the plots exist and are PNGs; a second
-invocation resumes (runs nothing); a run that outlives run_timeout_s is killed, recorded as
-"run timeout", and leaves no QEMU or namespace behind.
+Checks: both runs complete with RAM verified and land in runs.csv with their metrics (the
+guest's longest pause, which decides the budget, and its rate ratio; their positions in the
+shuffled order); the summary has the link table and the ferry/native ratios; the plots,
+time series of the chosen cell included, exist and are PNGs; a second invocation resumes (runs
+nothing, keeps the order seed); a run that outlives run_timeout_s is killed, recorded as "run
+timeout", and leaves no QEMU or namespace behind.
 """
 import csv
 import json
@@ -58,15 +60,18 @@ def main():
             'cache_mib': 64, 'window_s': 2}
     with rig.Workdir('benchtest') as wd:
         out = wd.path('results')
-        mx = dict(base, name='smoke', methods=['native', 'ferry-fast'], run_timeout_s=240)
+        mx = dict(base, name='smoke', methods=['native', 'ferry-fast'], run_timeout_s=240,
+                  timeseries_cell='1gbit.mix-calm')
         p = bench(wd, mx, out, 600)
         check(p.returncode == 0, 'bench.py exited %d' % p.returncode)
         check(p.stdout.count('] 1gbit') == 2, 'expected one progress line per run')
         rows = {r['method']: r for r in rows_of(out)}
         check(set(rows) == {'native', 'ferry-fast'}, 'runs.csv rows: %s' % list(rows))
         for m, r in rows.items():
-            check(r['outcome'] == 'completed' and r['success'] == 'True' and
-                  r['ram_verified'] == 'True', '%s: %s' % (m, r))
+            check(r['outcome'] == 'completed' and r['ram_verified'] == 'True', '%s: %s' % (m, r))
+            # A completed, verified run succeeds exactly when the guest's pause was in budget.
+            check(r['success'] == r['within_budget'], '%s: success %s, within budget %s' %
+                  (m, r['success'], r['within_budget']))
             for k in ('total_s', 'downtime_ms', 'link_mb', 'tput_before', 'tput_after',
                       'src_qemu_cpu_s'):
                 check(r[k] not in ('', None) and float(r[k]) >= 0, '%s: no %s' % (m, k))
@@ -74,12 +79,27 @@ def main():
             check(float(r['tput_before']) > 100, '%s: workload not measured: %s' %
                   (m, r['tput_before']))
         check(rows['ferry-fast']['ferry_send_cpu_s'] not in ('', None), 'no ferry CPU')
+        check(sorted(int(r['order']) for r in rows.values()) == [1, 2], 'order column')
+        for m, r in rows.items():
+            pause = float(r['guest_max_pause_ms'])
+            # The budget is the guest's own pause, not QEMU's downtime figure.
+            check(r['within_budget'] == str(pause <= base['max_downtime_ms']),
+                  '%s: within_budget %s with a %s ms pause' % (m, r['within_budget'], pause))
+            check(0.5 < float(r['app_rate_ratio']) < 1.5, '%s: app_rate_ratio %s' %
+                  (m, r['app_rate_ratio']))
+            with open(os.path.join(out, 'runs', r['id'] + '.json')) as f:
+                series = json.load(f)['series']
+            check(len(series['t_s']) >= 2 and max(series['link_mbit_s']) > 10,
+                  '%s: link time series %s' % (m, series))
+        with open(os.path.join(out, 'matrix.json')) as f:
+            seed = json.load(f)['order_seed']
         with open(os.path.join(out, 'summary.md')) as f:
             summary = f.read()
-        check('## Link 1gbit' in summary and '| mix-calm | ferry-fast | completed' in summary,
+        check('## Link 1gbit' in summary and '| mix-calm | ferry-fast | 1/1 | completed' in summary,
               'summary lacks the link table')
         check('| 1gbit | mix-calm | ferry-fast |' in summary, 'summary lacks the ratios')
-        for png in ('time.png', 'bytes.png', 'success.png'):
+        for png in ('time.png', 'pause.png', 'bytes.png', 'success.png', 'series-native.png',
+                    'series-ferry-fast.png'):
             with open(os.path.join(out, 'plots', png), 'rb') as f:
                 check(f.read(8) == b'\x89PNG\r\n\x1a\n', '%s is not a PNG' % png)
 
@@ -87,6 +107,8 @@ def main():
         p = bench(wd, mx, out, 120)
         check(p.returncode == 0 and '2 already done, 0 to run' in p.stdout, 'no resume')
         check(len(rows_of(out)) == 2, 'resume changed runs.csv')
+        with open(os.path.join(out, 'matrix.json')) as f:
+            check(json.load(f)['order_seed'] == seed, 'resume changed the order seed')
 
         # A run that outlives its timeout is killed and recorded; nothing is left behind.
         before_ns = set(netns_names())
