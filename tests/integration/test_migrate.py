@@ -2,14 +2,15 @@
 """`ferry migrate` end to end on real QEMU guests across a 100 Mbit/s tbf veth: the source
 QEMU and ferry migrate in namespace a, ferry recv and the destination QEMU in namespace b.
 
-    test_migrate.py converging | postcopy | stop | cancel | recover | recover_link_cut |
-                    resume_precopy | resume_postcopy | resume_link_down
+    test_migrate.py converging | postcopy | postcopy_dpdk | stop | cancel | recover |
+                    recover_link_cut | resume_precopy | resume_postcopy | resume_link_down
 
 converging  a moderate dirty rate: completes in pre-copy, no post-copy, downtime within
             --max-downtime, RAM identical, the report lists what happened
 postcopy    random pages dirtied faster than the link can carry even encoded: the engine
             predicts non-convergence and switches to post-copy (--allow-postcopy) within two
             passes, not after a timeout; the migration completes, RAM identical
+postcopy_dpdk  the same with ferry migrate's link on the dpdk transport (af_packet ports)
 stop        the same without --allow-postcopy: ferry migrate stops early with the reason,
             exits 1, and the VM keeps running on the source
 cancel      SIGTERM to ferry migrate in pre-copy: it cancels, exits 1, the VM keeps running
@@ -60,13 +61,15 @@ def migration_settings(src, dst):
     return out
 
 
-def scenario(workload, extra_args, expect_rc, checks, during=None, dst_runs=False, serve=False):
+def scenario(workload, extra_args, expect_rc, checks, during=None, dst_runs=False, serve=False,
+             transport='tcp'):
     """Runs ferry migrate --json with extra_args, checks its report with checks(report), then
     verifies the end state: RAM identical after a completed migration (the guest's own
     self-check when during() let the destination run), the VM still running on the source
     after a stop. during(mig, src, dst, fr, wd) runs while ferry migrate does. serve: the
     destination side is a `ferry recv --serve --qemu-dir {wd}/q` and the VM is named 'vm'
-    ({wd}/q/vm.sock); '{wd}' in extra_args is the workdir."""
+    ({wd}/q/vm.sock); '{wd}' in extra_args is the workdir. transport: of the link between
+    ferry migrate and ferry recv (dpdk: af_packet ports on the veth's two ends)."""
     rig.require_root_netns()
     # A second QMP monitor on each QEMU for ferry migrate (a QMP socket serves one client;
     # the rig keeps its own).
@@ -80,7 +83,7 @@ def scenario(workload, extra_args, expect_rc, checks, during=None, dst_runs=Fals
                       netns=lk.ns_a, extra_args=qmp2(wd, 'src')) as src, \
             rig.Guest.destination(src, 'dst', 'unix:' + incoming,
                                   netns=lk.ns_b, extra_args=qmp2(wd, 'dst')) as dst:
-        fr = Ferries(wd, link=lk)
+        fr = Ferries(wd, link=lk, transport=transport)
         mig = None
         try:
             src.wait_ready()
@@ -95,6 +98,7 @@ def scenario(workload, extra_args, expect_rc, checks, during=None, dst_runs=Fals
                     '--dst-qmp', 'unix:' + wd.path('dst-m.qmp'), '--peer', fr.peer,
                     '--max-downtime', str(MAX_DOWNTIME_MS), '--deadline', '300',
                     '--sock', wd.path('mig.sock'), '--json'] + fr.security_args + \
+                (fr.send_args if transport == 'dpdk' else []) + \
                 [x.format(wd=wd.path()) for x in extra_args]
             out_path, err_path = wd.path('migrate.out'), wd.path('migrate.err')
             mig = lk.spawn('a', argv, stdout=open(out_path, 'wb'), stderr=open(err_path, 'wb'))
@@ -180,6 +184,18 @@ def postcopy():
         # Within two passes of the prediction, which needs the second pass: by pass 4.
         check(pc[0]['t_s'] < 120, 'post-copy only after %.0f s' % pc[0]['t_s'])
     scenario(wl, ['--allow-postcopy'], 0, checks)
+
+
+def postcopy_dpdk():
+    """The post-copy scenario with ferry migrate's link on DPDK (af_packet ports): pre-copy,
+    the switch, post-copy's page requests on the return path, all through the dpdk transport."""
+    wl = {'ws': '192M', 'pattern': 'random', 'rate': 12000}
+
+    def checks(rep):
+        check(rep['outcome'] == 'completed', 'outcome %s: %s' % (rep['outcome'], rep['reason']))
+        pc = [d for d in rep['decisions'] if d['action'] == 'start-postcopy']
+        check(len(pc) == 1, 'expected one switch to post-copy: %s' % rep['decisions'])
+    scenario(wl, ['--allow-postcopy'], 0, checks, transport='dpdk')
 
 
 def stop():
@@ -359,7 +375,7 @@ def main(argv):
     {'converging': converging, 'postcopy': postcopy, 'stop': stop, 'cancel': cancel,
      'recover': recover, 'recover_link_cut': recover_link_cut,
      'resume_precopy': resume_precopy, 'resume_postcopy': resume_postcopy,
-     'resume_link_down': resume_link_down}[which]()
+     'resume_link_down': resume_link_down, 'postcopy_dpdk': postcopy_dpdk}[which]()
     print('PASS migrate %s' % which)
     return 0
 
