@@ -183,6 +183,7 @@ def postcopy():
               rep['downtime_ms'])
         # Within two passes of the prediction, which needs the second pass: by pass 4.
         check(pc[0]['t_s'] < 120, 'post-copy only after %.0f s' % pc[0]['t_s'])
+        check_blocktime(rep, running=False)  # the destination waits with -S until the end
     scenario(wl, ['--allow-postcopy'], 0, checks)
 
 
@@ -301,6 +302,18 @@ def watch_source(mig, src):
     return seen
 
 
+def check_blocktime(rep, running):
+    """The report states post-copy's cost to the guest: the destination's postcopy-blocktime
+    (a guest kept paused there never waits for a page)."""
+    per_vcpu = rep.get('postcopy_vcpu_blocktime_ms')
+    check(rep.get('postcopy_blocktime_ms') is not None and isinstance(per_vcpu, list) and
+          len(per_vcpu) == 1, 'no post-copy blocktime in the report: %s' % rep)
+    check((per_vcpu[0] > 0) == running, 'vCPU blocktime %s ms with the destination %s' %
+          (per_vcpu[0], 'running' if running else 'paused'))
+    print('post-copy blocktime: vCPU %d ms, all vCPUs at once %d ms' %
+          (per_vcpu[0], rep['postcopy_blocktime_ms']))
+
+
 def resume_body(wl, fault, fault_name, postcopy, extra_args=()):
     """fault(fr, lk) once the migration is under way; ferry resumes its links on new
     connections: the migration completes with RAM identical (pre-copy: pmemsave; post-copy:
@@ -330,6 +343,9 @@ def resume_body(wl, fault, fault_name, postcopy, extra_args=()):
                                                       rep['postcopy_paused_s']))
         bad = seen.intersection(QEMU_VISIBLE)
         check(not bad, 'the source QEMU saw %s (states %s)' % (sorted(bad), sorted(seen)))
+        if postcopy:
+            # The guest ran on the destination while pages were missing: its vCPU waited.
+            check_blocktime(rep, running=True)
         print('%d link resume(s); the source QEMU went through %s' %
               (rep['link_resumes'], sorted(x for x in seen if x)))
 
