@@ -19,7 +19,8 @@ cannot be cancelled (the guest runs on the destination): it is waited out and re
 methods and ferry send/recv, ferry migrate's --max-downtime; a run is within it when the
 longest pause the guest saw (guest_max_pause_ms) is (QEMU's own downtime figure is kept beside
 it, downtime_within_budget). success = completed within the limit, memory verified, within
-budget. app_rate_ratio = the workload's rate during the migration over its rate before.
+budget. app_rate_ratio = the workload's rate during the migration over its rate before;
+dst_vcpu_blocktime_ms = the destination's postcopy-blocktime of its vCPU (post-copy runs).
 The run's JSON also keeps a time series (`series`: link bytes and the guest's counter every
 0.5 s, host time from the migrate command) for the report's time-series figure.
 
@@ -161,8 +162,9 @@ def run(spec, parent):
                     params['downtime-limit'] = budget
                 for g in (src, dst):
                     g.configure_migration(caps, params)
-                # The destination's MIGRATION events date the rig's hold (completed .. cont).
-                dst.set_capabilities({'events': True})
+                # The destination's MIGRATION events date the rig's hold (completed .. cont);
+                # in post-copy it counts how long its vCPUs waited for pages.
+                dst.set_capabilities({'events': True, 'postcopy-blocktime': autostart})
                 t_before = _wait_window(hb_src, time.monotonic(), window, src)
                 cpu = {'src_qemu': probes.CpuTracker(src.proc.pid),
                        'dst_qemu': probes.CpuTracker(dst.proc.pid)}
@@ -257,6 +259,10 @@ def run(spec, parent):
                 # Both consoles on one time line (a destination that never ran has no ticks).
                 row.update(rig.guest_pauses(src, dst, t0, t_end, baseline_s=window,
                                             holds=holds))
+                if completed and row.get('postcopy_at_s') is not None:
+                    # QEMU's own count of the guest's wait for pages (beside the ticks').
+                    per_vcpu = dst.query_migrate().get('postcopy-vcpu-blocktime') or []
+                    row['dst_vcpu_blocktime_ms'] = max(per_vcpu) if per_vcpu else None
                 if row.get('postcopy_at_s') is not None:
                     # The guest ran on the destination during post-copy (it must: no -S).
                     row['dst_ticks_postcopy'] = sum(
