@@ -19,6 +19,9 @@ DpdkSettings g_settings;
 constexpr unsigned kAfPacketFrameOverhead = 80;
 // af_packet's rx queue wants mbufs that hold a whole ring frame less its first 32 bytes.
 constexpr unsigned kAfPacketRxSkip = 32;
+// What a received frame may carry beyond the MTU: its Ethernet header, two VLAN tags (a NIC
+// may leave them in) and the CRC (one that does not strip it).
+constexpr size_t kFrameOverhead = 14 + 8 + 4;
 // DPDK's default mbuf data room (RTE_MBUF_DEFAULT_DATAROOM).
 constexpr size_t kDefaultMbufRoom = 2048;
 
@@ -82,7 +85,7 @@ Result<PortGeometry> port_geometry(const PortLimits& l) {
   // ring frames): a jumbo datagram is one buffer to build and parse, not a chain.
   PortGeometry g;
   g.mtu = mtu;
-  g.mbuf_room = std::max<size_t>(kDefaultMbufRoom, kEthHeader + mtu);
+  g.mbuf_room = std::max<size_t>(kDefaultMbufRoom, mtu + kFrameOverhead);
   if (l.kind == PortLimits::Kind::kAfPacket) {
     g.mbuf_room = std::max<size_t>(g.mbuf_room, l.afp_frame - kAfPacketRxSkip);
   }
