@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Two network namespaces joined by a veth pair, shaped with tc tbf on both directions.
 #
-#   scripts/netns.sh up NAME RATE [QUEUE]   create NAME-a / NAME-b (10.77.0.1 / 10.77.0.2)
+#   scripts/netns.sh up NAME RATE [QUEUE [MTU]]
+#                                           create NAME-a / NAME-b (10.77.0.1 / 10.77.0.2)
 #                                           RATE: tc rate (30mbit, 1gbit, ...) or "none"
 #                                           (no netem delay: sch_netem is not in this kernel)
 #                                           QUEUE: how long tbf's queue is, as time at the
 #                                           rate (default 100ms); a short one (5ms) drops
 #                                           what a sender pushes beyond the rate
+#                                           MTU: of both veth ends (default 1500; 9000 for
+#                                           jumbo frames)
 #   scripts/netns.sh down NAME              delete both namespaces (and so the veth pair)
 #   scripts/netns.sh stats NAME             tx/rx bytes of each veth end, one line each
 #
@@ -15,7 +18,7 @@
 # Link bytes: /sys/class/net/NAME-va/statistics/tx_bytes inside NAME-a, or `stats`.
 set -euo pipefail
 
-usage() { sed -n '2,14p' "$0" >&2; exit 2; }
+usage() { sed -n '2,17p' "$0" >&2; exit 2; }
 [[ $# -ge 2 ]] || usage
 cmd=$1 name=$2
 [[ $name =~ ^[a-z0-9]{1,8}$ ]] || { echo "netns.sh: bad name '$name'" >&2; exit 2; }
@@ -44,11 +47,14 @@ PY
 case $cmd in
   up)
     [[ $# -ge 3 ]] || usage
-    rate=$3 queue=${4:-100ms}
+    rate=$3 queue=${4:-100ms} mtu=${5:-1500}
+    [[ $mtu =~ ^[0-9]+$ ]] || { echo "netns.sh: bad MTU '$mtu'" >&2; exit 2; }
     ip netns add "$nsa"
     ip netns add "$nsb" || { ip netns del "$nsa"; exit 1; }
     trap 'ip netns del "$nsa" 2>/dev/null; ip netns del "$nsb" 2>/dev/null' ERR
     ip link add "$va" netns "$nsa" type veth peer name "$vb" netns "$nsb"
+    ip -n "$nsa" link set "$va" mtu "$mtu"
+    ip -n "$nsb" link set "$vb" mtu "$mtu"
     ip -n "$nsa" addr add 10.77.0.1/30 dev "$va"
     ip -n "$nsb" addr add 10.77.0.2/30 dev "$vb"
     for ns in "$nsa" "$nsb"; do ip -n "$ns" link set lo up; done
@@ -56,7 +62,7 @@ case $cmd in
     ip -n "$nsb" link set "$vb" up
     shape "$nsa" "$va" "$rate" "$queue"
     shape "$nsb" "$vb" "$rate" "$queue"
-    echo "netns: $nsa($va 10.77.0.1) <-> $nsb($vb 10.77.0.2) rate=$rate queue=$queue"
+    echo "netns: $nsa($va 10.77.0.1) <-> $nsb($vb 10.77.0.2) rate=$rate queue=$queue mtu=$mtu"
     ;;
   down)
     ip netns del "$nsa" 2>/dev/null || true

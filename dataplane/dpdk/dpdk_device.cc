@@ -5,8 +5,11 @@
 
 #include <dirent.h>
 #include <linux/if_packet.h>
+#include <net/if.h>
 #include <poll.h>
 #include <pthread.h>
+#include <rte_dev.h>
+#include <rte_devargs.h>
 #include <rte_eal.h>
 #include <rte_errno.h>
 #include <rte_ethdev.h>
@@ -16,6 +19,7 @@
 #include <sched.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -132,6 +136,31 @@ int af_packet_socket(const std::vector<int>& before, uint32_t if_index) {
   return found;
 }
 
+// A device argument of the port ("framesz" of "iface=eth1,framesz=10240"), or fallback.
+unsigned devarg(const rte_device* dev, const char* key, unsigned fallback) {
+  const rte_devargs* da = dev ? rte_dev_devargs(dev) : nullptr;
+  if (!da || !da->args) return fallback;
+  std::istringstream in(da->args);
+  const std::string want = std::string(key) + "=";
+  for (std::string kv; std::getline(in, kv, ',');) {
+    if (kv.compare(0, want.size(), want) == 0) {
+      return static_cast<unsigned>(std::strtoul(kv.c_str() + want.size(), nullptr, 10));
+    }
+  }
+  return fallback;
+}
+
+// The kernel interface's MTU (af_packet's port is a socket on it), or 0.
+unsigned interface_mtu(uint32_t if_index) {
+  ifreq ifr{};
+  if (!if_indextoname(if_index, ifr.ifr_name)) return 0;
+  const int s = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) return 0;
+  const int r = ::ioctl(s, SIOCGIFMTU, &ifr);
+  ::close(s);
+  return r == 0 ? static_cast<unsigned>(ifr.ifr_mtu) : 0;
+}
+
 constexpr uint16_t kRxDesc = 1024;
 constexpr uint16_t kTxDesc = 1024;
 constexpr size_t kMaxFlows = 16;
@@ -204,11 +233,29 @@ Status Device::init() {
   char dev_name[RTE_ETH_NAME_MAX_LEN];
   if (rte_eth_dev_get_name_by_port(port_id_, dev_name) == 0) name_ = dev_name;
 
-  uint16_t mtu = RTE_ETHER_MTU;
-  rte_eth_dev_get_mtu(port_id_, &mtu);
-  const size_t room = RTE_MBUF_DEFAULT_BUF_SIZE - RTE_PKTMBUF_HEADROOM;
-  const size_t l3 = std::min<size_t>(mtu, room - kEthHeader);
-  max_datagram_ = l3 - kIpv4Header - kUdpHeader;
+  // The MTU: --dpdk-mtu, else what the port reports. memif and af_packet report the limits
+  // of a 1518-byte frame (ethdev refuses a larger MTU for them) but carry more: memif what
+  // one of its buffers (bsize) holds, af_packet what its kernel interface's MTU and its ring's
+  // frames (framesz) allow; port_geometry checks those.
+  PortLimits limits;
+  limits.name = name_;
+  if (info.driver_name && std::strstr(info.driver_name, "memif")) {
+    limits.kind = PortLimits::Kind::kMemif;
+    limits.memif_buffer = devarg(info.device, "bsize", limits.memif_buffer);
+  } else if (info.driver_name && std::strstr(info.driver_name, "af_packet")) {
+    limits.kind = PortLimits::Kind::kAfPacket;
+    limits.afp_frame = devarg(info.device, "framesz", limits.afp_frame);
+    limits.if_mtu = interface_mtu(info.if_index);
+  }
+  uint16_t reported = RTE_ETHER_MTU;
+  rte_eth_dev_get_mtu(port_id_, &reported);
+  limits.reported_mtu = reported;
+  limits.requested_mtu = s.mtu;
+  auto geometry = port_geometry(limits);
+  if (!geometry) return geometry.status();
+  const size_t room = geometry->mbuf_room;
+  mtu_ = geometry->mtu;
+  max_datagram_ = geometry->max_datagram;
 
   // The pool: the rings of the port, and a ring per flow deep enough for two of the largest
   // frames reliable/ sends (its rx pool grants whole frames), for up to kMaxFlows flows.
@@ -216,7 +263,8 @@ Status Device::init() {
   ring_size_ = 1;
   while (ring_size_ < 2 * per_frame) ring_size_ <<= 1;
   const unsigned n_mbufs = static_cast<unsigned>(kRxDesc + kTxDesc + kMaxFlows * ring_size_ + 2048);
-  pool_ = rte_pktmbuf_pool_create("ferry_mbufs", n_mbufs, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
+  pool_ = rte_pktmbuf_pool_create("ferry_mbufs", n_mbufs, 256, 0,
+                                  static_cast<uint16_t>(RTE_PKTMBUF_HEADROOM + room),
                                   rte_eth_dev_socket_id(port_id_));
   if (!pool_) {
     return error(ErrorCode::kUnavailable, "dpdk: cannot make a pool of " + std::to_string(n_mbufs) +
@@ -241,6 +289,14 @@ Status Device::init() {
     conf.intr_conf.rxq = 0;
     if (int e = rte_eth_dev_configure(port_id_, 1, 1, &conf); e != 0) {
       return error(ErrorCode::kIo, "dpdk: configuring " + name_ + ": " + rte_strerror(-e));
+    }
+  }
+  if (s.mtu && s.mtu != reported && limits.kind == PortLimits::Kind::kOther) {
+    const int e = rte_eth_dev_set_mtu(port_id_, static_cast<uint16_t>(s.mtu));
+    if (e != 0) {
+      return error(
+          ErrorCode::kInvalidArgument,
+          "dpdk: " + name_ + " refuses MTU " + std::to_string(s.mtu) + ": " + rte_strerror(-e));
     }
   }
   uint16_t nb_rx = kRxDesc, nb_tx = kTxDesc;
@@ -436,6 +492,8 @@ json::Value Device::stats_json() const {
   auto get = [](const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); };
   const DeviceCounters& c = counters_;
   return json::Value::object({{"port", name_},
+                              {"mtu", mtu_},
+                              {"max_datagram", max_datagram_},
                               {"rx_frames", get(c.rx_frames)},
                               {"rx_datagrams", get(c.rx_datagrams)},
                               {"rx_unknown", get(c.rx_unknown)},

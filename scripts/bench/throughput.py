@@ -35,7 +35,11 @@ made for the run, scripts/netns.sh, no shaping; ferry send in one, ferry recv in
 the sink in the root namespace). With `dpdk-afp` each repetition also measures the PMD's own
 ceiling: dpdk-testpmd in txonly mode on the same af_packet port for --testpmd-s seconds
 (1514-byte frames; bytes the far veth end received per second), recorded as binary
-`testpmd`. Both ferries poll adaptively (the default).
+`testpmd`. Both ferries poll adaptively (the default). `dpdk-memif-jumbo` and
+`dpdk-afp-jumbo` are the same with jumbo frames: both ferries at --dpdk-mtu 9000, memif
+with 9216-byte buffers (bsize), af_packet with 9216-byte ring frames (framesz) on the veth,
+whose MTU is 9000 for every run (at the default MTU ferry sends 1500-byte frames on it); with
+`dpdk-afp-jumbo` testpmd's ceiling is measured with 9014-byte frames too (`testpmd-jumbo`).
 
 Each run waits first until the host is --idle % idle over a second (others share the machine;
 at most --idle-wait s) and records that figure. Before the timed runs, once per binary x
@@ -417,6 +421,10 @@ class Binary:
         return transport in self.transports and codec in self.codecs
 
 
+JUMBO_MTU = 9000
+JUMBO_FRAME = 9216  # memif's bsize and af_packet's framesz at the jumbo MTU (docs/DPDK.md)
+
+
 DPDK_ADDR_A, DPDK_ADDR_B = '10.77.0.101', '10.77.0.102'  # ferry's own, not the kernel's
 
 
@@ -427,8 +435,8 @@ class AfpLink:
         self.name = 'tp%05d' % (os.getpid() % 100000)
         self.ns_a, self.ns_b = self.name + '-a', self.name + '-b'
         self.veth_a, self.veth_b = self.name + '-va', self.name + '-vb'
-        subprocess.run([os.path.join(ROOT, 'scripts', 'netns.sh'), 'up', self.name, 'none'],
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([os.path.join(ROOT, 'scripts', 'netns.sh'), 'up', self.name, 'none',
+                        '100ms', str(JUMBO_MTU)], check=True, stdout=subprocess.DEVNULL)
 
     def rx_bytes_b(self):
         return int(subprocess.run(['ip', 'netns', 'exec', self.ns_b, 'cat',
@@ -443,8 +451,9 @@ class AfpLink:
 AFP = None
 
 
-def afp_args(iface):
-    return '--no-pci --vdev net_af_packet0,iface=%s,qdisc_bypass=0' % iface
+def afp_args(iface, jumbo=False):
+    frames = ',framesz=%d,blocksz=%d' % (JUMBO_FRAME, 4 * JUMBO_FRAME) if jumbo else ''
+    return '--no-pci --vdev net_af_packet0,iface=%s,qdisc_bypass=0%s' % (iface, frames)
 
 
 def unix_listening(path):
@@ -464,15 +473,18 @@ def has_packet_socket(pid):
         return False
 
 
-def run_testpmd(seconds, wd):
+def run_testpmd(seconds, wd, jumbo=False):
     """The af_packet PMD's own ceiling: dpdk-testpmd txonly on AFP's a end, 1514-byte
-    frames; what the b end received per second."""
+    frames (jumbo: 9014); what the b end received per second."""
     # Two lcores: testpmd forwards on a core other than its main one (it busy-polls it).
+    # Jumbo: mbufs that hold a whole ring frame (af_packet's rx queue wants that).
+    frames = ['--mbuf-size=%d' % (JUMBO_FRAME + 128), '--txpkts=%d' % (JUMBO_MTU + 14)] \
+        if jumbo else ['--txpkts=1514']
     argv = ['ip', 'netns', 'exec', AFP.ns_a, 'dpdk-testpmd', '-l', '0,1', '--no-huge', '-m', '512',
             '--no-pci', '--no-telemetry', '--file-prefix=tp%d' % os.getpid(),
-            '--vdev', 'net_af_packet0,iface=%s,qdisc_bypass=0' % AFP.veth_a, '--',
-            '--forward-mode=txonly', '--txpkts=1514', '--total-num-mbufs=8192',
-            '--stats-period=%d' % seconds]
+            '--vdev', afp_args(AFP.veth_a, jumbo).split('--vdev ')[1], '--',
+            '--forward-mode=txonly'] + frames + ['--total-num-mbufs=8192',
+                                                 '--stats-period=%d' % seconds]
     p = subprocess.Popen(argv, stdout=open(os.path.join(wd, 'testpmd.out'), 'w'),
                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     # --stats-period keeps it running; the measuring window is the point, not a wait for an
@@ -533,17 +545,24 @@ def run_ferry(binary, transport, codec, stream, wd, timeout, sink_out=None):
     if transport == 'rdma':
         # libfabric's tcp provider here (no RDMA device): named, not a fallback.
         send_extra, recv_extra = ['--fabric-provider', 'tcp'], ['--fabric-provider', 'tcp']
+    jumbo = transport.endswith('-jumbo')
+    if jumbo:
+        transport = transport[:-len('-jumbo')]
     if transport.startswith('dpdk-'):
         peer = 'dpdk:%s:%d' % (DPDK_ADDR_B, port)
         send_extra = ['--dpdk-local', DPDK_ADDR_A]
+        if jumbo:
+            send_extra += ['--dpdk-mtu', str(JUMBO_MTU)]
+            recv_extra += ['--dpdk-mtu', str(JUMBO_MTU)]
     if transport == 'dpdk-memif':
-        memif = 'net_memif0,socket=%s,bsize=2048' % os.path.join(wd, 'memif.sock')
-        recv_extra = ['--dpdk-args', '--no-pci --vdev %s,role=server' % memif]
+        memif = 'net_memif0,socket=%s,bsize=%d' % (os.path.join(wd, 'memif.sock'),
+                                                   JUMBO_FRAME if jumbo else 2048)
+        recv_extra += ['--dpdk-args', '--no-pci --vdev %s,role=server' % memif]
         send_extra += ['--dpdk-args', '--no-pci --vdev %s,role=client' % memif]
     elif transport == 'dpdk-afp':
         recv_pre, send_pre = ['ip', 'netns', 'exec', AFP.ns_b], ['ip', 'netns', 'exec', AFP.ns_a]
-        recv_extra = ['--dpdk-args', afp_args(AFP.veth_b)]
-        send_extra += ['--dpdk-args', afp_args(AFP.veth_a)]
+        recv_extra += ['--dpdk-args', afp_args(AFP.veth_b, jumbo)]
+        send_extra += ['--dpdk-args', afp_args(AFP.veth_a, jumbo)]
     if security == 'psk':
         psk = os.path.join(wd, 'keys.psk')
         with open(psk, 'w') as f:
@@ -717,7 +736,8 @@ def summarise(rows, header):
         rs = [r for r in rows if (r['binary'], r['transport'], r['codec']) == key]
         ok = [r for r in rs if r['outcome'] == 'ok']
         label = 'plain copy (socat -b 1048576)' if key[0] == 'plain' else \
-            'dpdk-testpmd txonly, 1514 B (the PMD\'s ceiling)' if key[0] == 'testpmd' else \
+            'dpdk-testpmd txonly, %d B (the PMD\'s ceiling)' % (
+                JUMBO_MTU + 14 if key[1].endswith('-jumbo') else 1514) if key[0] == 'testpmd' else \
             'ferry ' + key[0]
         if not ok:
             outcome = sorted({r['outcome'] for r in rs})
@@ -803,7 +823,7 @@ def main():
         raise SystemExit('throughput: prctl(PR_SET_CHILD_SUBREAPER) failed')
     transports = [t for t in args.transports.split(',') if t]
     global AFP
-    if 'dpdk-afp' in transports:
+    if 'dpdk-afp' in transports or 'dpdk-afp-jumbo' in transports:
         AFP = AfpLink()
     codecs = [c for c in args.codecs.split(',') if c]
     size = os.path.getsize(stream)
@@ -836,8 +856,10 @@ def main():
                 v.close()
         cells = [('plain', 'tcp', '-')] + [(b.name, t, c) for b in binaries
                                            for t in transports for c in codecs]
-        if AFP:
+        if 'dpdk-afp' in transports:
             cells.append(('testpmd', 'dpdk-afp', '-'))
+        if 'dpdk-afp-jumbo' in transports:
+            cells.append(('testpmd', 'dpdk-afp-jumbo', '-'))
         by_name = {b.name: b for b in binaries}
         for rep in range(1, args.reps + 1):
             order = cells[:]
@@ -849,7 +871,7 @@ def main():
                            stream_bytes=size, loadavg1='%.2f' % loadavg1(),
                            started=datetime.datetime.now().isoformat(timespec='seconds'))
                 if name == 'testpmd':
-                    r = run_testpmd(args.testpmd_s, wd)
+                    r = run_testpmd(args.testpmd_s, wd, jumbo=t.endswith('-jumbo'))
                     row.update(outcome=r['outcome'], note=r.get('note', 'ceiling: %d bytes '
                                'in %.2f s' % (r.get('bytes', 0), r.get('wall_s', 0))))
                     if r['outcome'] == 'ok':

@@ -1013,7 +1013,7 @@ class Link:
     addr_a = '10.77.0.1'
     addr_b = '10.77.0.2'
 
-    def __init__(self, rate='none', name=None, queue=None):
+    def __init__(self, rate='none', name=None, queue=None, mtu=None):
         global _link_counter
         require_root_netns()
         _link_counter += 1
@@ -1024,7 +1024,8 @@ class Link:
         self._up = False
         subprocess.run([NETNS_SH, 'down', self.name], check=False, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
-        r = subprocess.run([NETNS_SH, 'up', self.name, rate] + ([queue] if queue else []),
+        extra = [queue or '100ms', str(mtu)] if mtu else ([queue] if queue else [])
+        r = subprocess.run([NETNS_SH, 'up', self.name, rate] + extra,
                            capture_output=True, text=True, timeout=30)
         if r.returncode != 0:
             raise RigError('netns.sh up failed: %s' % r.stderr.strip())

@@ -124,9 +124,11 @@ def make_credentials(wd, tag, *extra):
     return d
 
 
-def dpdk_args(iface):
-    """EAL arguments for an af_packet port on iface; qdisc_bypass=0 so tbf shapes it."""
-    return '--no-pci --vdev net_af_packet0,iface=%s,qdisc_bypass=0' % iface
+def dpdk_args(iface, mtu=None):
+    """EAL arguments for an af_packet port on iface; qdisc_bypass=0 so tbf shapes it. With a
+    jumbo MTU the ring's frames must hold a whole frame (framesz >= MTU + 80, docs/DPDK.md)."""
+    frames = ',framesz=9216,blocksz=36864' if mtu and mtu > 1500 else ''
+    return '--no-pci --vdev net_af_packet0,iface=%s,qdisc_bypass=0%s' % (iface, frames)
 
 
 def send_strangers(link, fr, count=50):
@@ -177,7 +179,8 @@ class Ferries:
     the shaped veth; QEMU's unix sockets are filesystem paths and work across namespaces."""
 
     def __init__(self, wd, tag='f', link=None, port=None, codec='none', send_args=(),
-                 transport='tcp', recv_args=(), dpdk_port='af_packet', security='auto'):
+                 transport='tcp', recv_args=(), dpdk_port='af_packet', security='auto',
+                 dpdk_mtu=None):
         """security: 'psk' or 'x509' (credentials made in wd, both ends), 'insecure', None
         (no flags), or 'auto': PSK when the link leaves loopback (ferry refuses it without
         credentials), none on loopback."""
@@ -203,7 +206,9 @@ class Ferries:
             # server (it creates the socket), ferry send the client.
             self.host = DPDK_ADDR_B
             self.memif_sock = wd.path(tag + '-memif.sock')
-            memif = 'net_memif0,socket=%s,bsize=2048' % self.memif_sock
+            # A frame must fit one of memif's buffers (docs/DPDK.md).
+            memif = 'net_memif0,socket=%s,bsize=%d' % (self.memif_sock,
+                                                       9216 if dpdk_mtu else 2048)
             self.recv_args += ['--dpdk-args', '--no-pci --vdev %s,role=server' % memif]
             self.send_args += ['--dpdk-args', '--no-pci --vdev %s,role=client' % memif,
                                '--dpdk-local', DPDK_ADDR_A]
@@ -212,8 +217,12 @@ class Ferries:
             # answers ARP for them, and the kernel drops (does not refuse) their datagrams.
             check(link is not None, 'dpdk over af_packet needs the two namespaces')
             self.host = DPDK_ADDR_B
-            self.send_args += ['--dpdk-args', dpdk_args(link.veth_a), '--dpdk-local', DPDK_ADDR_A]
-            self.recv_args += ['--dpdk-args', dpdk_args(link.veth_b)]
+            self.send_args += ['--dpdk-args', dpdk_args(link.veth_a, dpdk_mtu),
+                               '--dpdk-local', DPDK_ADDR_A]
+            self.recv_args += ['--dpdk-args', dpdk_args(link.veth_b, dpdk_mtu)]
+        if transport == 'dpdk' and dpdk_mtu:
+            self.send_args += ['--dpdk-mtu', str(dpdk_mtu)]
+            self.recv_args += ['--dpdk-mtu', str(dpdk_mtu)]
         self.peer = '%s:%s:%d' % (transport, self.host, self.port)
         # No RDMA hardware here: libfabric's tcp provider, named so that no fallback notice
         # adds a line to the one-line errors the tests check.
@@ -389,7 +398,7 @@ def report(label, info):
 
 def precopy(workload, caps=None, params=None, link_rate=None, stdio=False, channels=1,
             min_syncs=1, timeout=180, codec='none', encode_threads=1, transport='tcp',
-            dpdk_port='af_packet', security='auto'):
+            dpdk_port='af_packet', security='auto', dpdk_mtu=None):
     def body(wd, link):
         ns_a = link.ns_a if link else None
         ns_b = link.ns_b if link else None
@@ -398,7 +407,7 @@ def precopy(workload, caps=None, params=None, link_rate=None, stdio=False, chann
                                       netns=ns_b) as dst:
             fr = Ferries(wd, link=link, codec=codec,
                          send_args=['--encode-threads', str(encode_threads)], transport=transport,
-                         dpdk_port=dpdk_port, security=security)
+                         dpdk_port=dpdk_port, security=security, dpdk_mtu=dpdk_mtu)
             try:
                 for g in (src, dst):
                     g.configure_migration(caps, params)
@@ -427,6 +436,8 @@ def precopy(workload, caps=None, params=None, link_rate=None, stdio=False, chann
                           (dpdk['rx_unknown'], strangers, dpdk))
                     check(dpdk['rx_unknown'] >= strangers,
                           'the strangers\' datagrams were not dropped and counted: %s' % dpdk)
+                if dpdk_mtu:
+                    check_jumbo(s, r, dpdk_mtu)
                 if link:
                     # Every frame byte crossed the veth (plus TCP/IP headers).
                     veth = link.tx_bytes('a') - tx0[0]
@@ -440,10 +451,24 @@ def precopy(workload, caps=None, params=None, link_rate=None, stdio=False, chann
 
     with rig.Workdir('proxy') as wd:
         if link_rate:
-            with rig.Link(link_rate) as link:
+            with rig.Link(link_rate, mtu=dpdk_mtu) as link:
                 body(wd, link)
         else:
             body(wd, None)
+
+
+def check_jumbo(s, r, mtu):
+    """Both dpdk ports run at the jumbo MTU and the data went in datagrams that fill it: the
+    sender's datagrams average more than a 1500-byte frame could carry."""
+    for side, st in (('send', s), ('recv', r)):
+        dpdk = st['per_channel'][0]['link']['dpdk']
+        check(dpdk['mtu'] == mtu and dpdk['max_datagram'] == mtu - 28,
+              'ferry %s\'s port: %s (expected MTU %d)' % (side, dpdk, mtu))
+    link = s['per_channel'][0]['link']
+    per_packet = s['link_tx_bytes'] / max(link['packets_sent'], 1)
+    print('%d link bytes in %d datagrams: %.0f bytes each' %
+          (s['link_tx_bytes'], link['packets_sent'], per_packet))
+    check(per_packet > 4 * 1472, 'datagrams of %.0f bytes at MTU %d' % (per_packet, mtu))
 
 
 def check_shards(s, codec, encode_threads):
@@ -1009,6 +1034,12 @@ SCENARIOS = {
     # memif: two ferry processes on one host over shared memory.
     'dpdk_memif': lambda: precopy({'ws': '64M', 'pattern': 'mix', 'rate': 5000},
                                   transport='dpdk', dpdk_port='memif'),
+    # Jumbo frames (--dpdk-mtu 9000): memif with 9216-byte buffers, and af_packet on a veth
+    # whose MTU is 9000.
+    'dpdk_memif_jumbo': lambda: precopy({'ws': '64M', 'pattern': 'mix', 'rate': 5000},
+                                        transport='dpdk', dpdk_port='memif', dpdk_mtu=9000),
+    'dpdk_jumbo_netns': lambda: precopy({'ws': '64M', 'pattern': 'mix', 'rate': 5000},
+                                        transport='dpdk', link_rate='1gbit', dpdk_mtu=9000),
     'recv_unreachable': recv_unreachable,
     'recv_killed': recv_killed,
     'garbage_handshake': garbage_handshake,

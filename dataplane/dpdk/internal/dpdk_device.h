@@ -135,6 +135,7 @@ class Device {
   uint16_t port_id_ = 0;
   uint32_t local_ip_ = 0;
   Mac local_mac_{};
+  unsigned mtu_ = 0;
   size_t max_datagram_ = 0;
   size_t ring_size_ = 0;
   bool tx_ip_cksum_ = false;

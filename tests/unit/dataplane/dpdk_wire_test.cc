@@ -127,10 +127,83 @@ TEST(DpdkSettings, EnvironmentFillsWhatIsNotGiven) {
   configure({"--vdev net_memif0", ""});
   EXPECT_EQ(settings().eal_args, "--vdev net_memif0");
   EXPECT_EQ(settings().local_ip, "10.0.0.9");
+  ::setenv(kMtuEnv, "9000", 1);
+  EXPECT_EQ(settings().mtu, 9000u);
+  DpdkSettings given;
+  given.mtu = 4000;
+  configure(given);
+  EXPECT_EQ(settings().mtu, 4000u);
   ::unsetenv(kEalArgsEnv);
   ::unsetenv(kLocalIpEnv);
+  ::unsetenv(kMtuEnv);
   configure({});
   EXPECT_EQ(settings().eal_args, "");
+  EXPECT_EQ(settings().mtu, 0u);
+}
+
+PortLimits limits(PortLimits::Kind kind, unsigned requested) {
+  PortLimits l;
+  l.kind = kind;
+  l.name = "port";
+  l.requested_mtu = requested;
+  return l;
+}
+
+TEST(DpdkPortGeometry, DefaultIsTheReportedMtuInOneDefaultMbuf) {
+  auto g = port_geometry(limits(PortLimits::Kind::kOther, 0));
+  ASSERT_TRUE(g) << g.status().message();
+  EXPECT_EQ(g->mtu, 1500u);
+  EXPECT_EQ(g->max_datagram, 1472u);
+  EXPECT_EQ(g->mbuf_room, 2048u);
+}
+
+TEST(DpdkPortGeometry, JumboMtuGetsMbufsThatHoldAWholeFrame) {
+  PortLimits l = limits(PortLimits::Kind::kOther, 9000);
+  auto g = port_geometry(l);
+  ASSERT_TRUE(g) << g.status().message();
+  EXPECT_EQ(g->mtu, 9000u);
+  EXPECT_EQ(g->max_datagram, 8972u);
+  EXPECT_GE(g->mbuf_room, 9014u);
+  l.requested_mtu = 9601;
+  EXPECT_FALSE(port_geometry(l));
+}
+
+// DPDK 22.11's memif corrupts frames chained over its buffers: a frame must fit one.
+TEST(DpdkPortGeometry, MemifFrameMustFitOneBuffer) {
+  PortLimits l = limits(PortLimits::Kind::kMemif, 9000);
+  auto g = port_geometry(l);
+  ASSERT_FALSE(g);
+  EXPECT_NE(g.status().message().find("bsize"), std::string::npos) << g.status().message();
+  l.memif_buffer = 9216;
+  EXPECT_TRUE(port_geometry(l));
+  l.memif_buffer = 9013;  // one byte short of 14 + 9000
+  EXPECT_FALSE(port_geometry(l));
+}
+
+TEST(DpdkPortGeometry, AfPacketChecksItsInterfaceAndRingFrames) {
+  PortLimits l = limits(PortLimits::Kind::kAfPacket, 9000);
+  l.if_mtu = 1500;
+  l.afp_frame = 9216;
+  auto g = port_geometry(l);
+  ASSERT_FALSE(g);
+  EXPECT_NE(g.status().message().find("interface"), std::string::npos);
+  l.if_mtu = 9000;
+  l.afp_frame = 2048;
+  g = port_geometry(l);
+  ASSERT_FALSE(g);
+  EXPECT_NE(g.status().message().find("framesz"), std::string::npos);
+  l.afp_frame = 9216;
+  g = port_geometry(l);
+  ASSERT_TRUE(g) << g.status().message();
+  // af_packet's rx queue refuses mbufs smaller than a ring frame less 32 bytes.
+  EXPECT_GE(g->mbuf_room, 9216u - 32);
+  // Without --dpdk-mtu the port's own MTU, whatever the interface's.
+  l.requested_mtu = 0;
+  l.afp_frame = 2048;
+  g = port_geometry(l);
+  ASSERT_TRUE(g) << g.status().message();
+  EXPECT_EQ(g->mtu, 1500u);
+  EXPECT_EQ(g->mbuf_room, 2048u);
 }
 
 }  // namespace
