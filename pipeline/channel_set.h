@@ -16,6 +16,7 @@
 #include "common/json.h"
 #include "dataplane/transport.h"
 #include "pipeline/channel_pump.h"
+#include "pipeline/page_requests.h"
 #include "pipeline/page_stream.h"
 #include "pipeline/stream_stats.h"
 
@@ -84,6 +85,9 @@ class ChannelSet {
   void join_all();
 
   SetCounters counters() const;
+  // Receiver: the destination's post-copy page requests and how long each waited for its
+  // pages (page_requests.h); all zero on the sender.
+  PageRequestTracker::Summary page_requests() const { return requests_.summary(); }
   // Page encoding effort for every encoding channel: 0..5 fixed (the policy engine decides),
   // -1 = the codec's own choice (--codec).
   void set_effort(int effort);
@@ -110,6 +114,7 @@ class ChannelSet {
   int wake_fd_ = -1;
   bool main_done_ = false;
   std::string first_error_;
+  PageRequestTracker requests_;  // receiver only
   std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
 };
 

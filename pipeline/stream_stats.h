@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "pipeline/channel_pump.h"
+#include "pipeline/page_requests.h"
 #include "qemu-channel/stream_parser.h"
 
 namespace ferry::pipeline {
@@ -36,6 +37,11 @@ class StreamStats final : public StreamTap {
   void count(const qemu::Item& it, const qemu::StreamParser& parser) noexcept;
   // truncated: the parser's finish() found the stream cut short (StreamParser::truncated()).
   void stop(std::string note, bool truncated = false);
+
+  // ferry recv: the destination's page requests (return path) and the pages written to it
+  // (stream) are matched in `requests` (page_requests.h), shared by every channel. Before the
+  // pump starts; null = not tracked.
+  void track_requests(PageRequestTracker* requests) { requests_ = requests; }
 
   // Safe to read from any thread while the pump runs.
   std::atomic<uint64_t> zero{0}, normal{0}, xbzrle{0}, compressed{0};
@@ -63,6 +69,8 @@ class StreamStats final : public StreamTap {
   bool stopped_ = false;
   bool saw_header_ = false, saw_eof_ = false, truncated_ = false;
   std::string note_;
+  PageRequestTracker* requests_ = nullptr;
+  std::string request_block_;  // REQ_PAGES names no block: the last REQ_PAGES_ID's
 };
 
 }  // namespace ferry::pipeline
