@@ -108,7 +108,11 @@ void ChannelSet::start_channel(uint16_t index, QemuEnd qemu, bool own_fds,
   PumpOptions opt;
   opt.tap_from_qemu = sender ? stream_tap : &ch->return_path;
   opt.tap_to_qemu = sender ? &ch->return_path : stream_tap;
-  if (!sender) {
+  if (sender) {
+    // The page requests this channel's return path carries to the source QEMU.
+    opt.page_requests = &ch->return_path.page_requests;
+    opt.postcopy_pending = postcopy_pending_;
+  } else {
     ch->tap.track_requests(&requests_);
     ch->return_path.track_requests(&requests_);
   }
@@ -394,6 +398,7 @@ json::Value ChannelSet::stats_json(const std::string& outcome, const std::string
     const PageRequestTracker::Summary r = requests_.summary();
     doc.set("postcopy", Value::object({{"page_requests", r.requests},
                                        {"answered", r.answered},
+                                       {"answered_on_preempt", r.by_preempt},
                                        {"unanswered", r.open + r.dropped},
                                        {"request_wait_ms",
                                         Value::object({{"p50", json::rounded(r.p50_ms, 3)},

@@ -57,6 +57,8 @@ class ChannelSet {
 
   // How the engine of each channel started from now on waits (engine.h).
   void set_poll_mode(dataplane::PollMode mode) { poll_mode_ = mode; }
+  // Sender: PumpOptions::postcopy_pending of each channel started from now on (0 = off).
+  void set_postcopy_pending(size_t bytes) { postcopy_pending_ = bytes; }
 
   // Starts channel `index` on its own thread. The set owns link and, when own_fds, the QEMU
   // fds (closed when the channel ends, so QEMU sees the end at once).
@@ -108,6 +110,7 @@ class ChannelSet {
 
   PumpRole role_;
   dataplane::PollMode poll_mode_ = dataplane::PollMode::kAdaptive;
+  size_t postcopy_pending_ = PumpOptions{}.postcopy_pending;
   mutable std::mutex mu_;
   std::vector<std::unique_ptr<Channel>> channels_;
   int abort_fd_ = -1;

@@ -31,7 +31,8 @@ void PageRequestTracker::request(std::string_view block, uint64_t start, uint32_
   open_count_.store(static_cast<uint32_t>(open_.size()), std::memory_order_relaxed);
 }
 
-void PageRequestTracker::page(std::string_view block, uint64_t offset, TimePoint now) noexcept {
+void PageRequestTracker::page(std::string_view block, uint64_t offset, TimePoint now,
+                              bool preempt) noexcept {
   std::lock_guard lk(mu_);
   for (auto it = open_.begin(); it != open_.end();) {
     Open& o = *it;
@@ -46,6 +47,7 @@ void PageRequestTracker::page(std::string_view block, uint64_t offset, TimePoint
     }
     if (o.missing == 0) {
       waits_ms_.push_back(std::chrono::duration<float, std::milli>(now - o.since).count());
+      if (preempt) ++by_preempt_;
       it = open_.erase(it);
     } else {
       ++it;
@@ -63,6 +65,7 @@ PageRequestTracker::Summary PageRequestTracker::summary() const {
     s.requests = requests_;
     s.open = open_.size();
     s.dropped = dropped_;
+    s.by_preempt = by_preempt_;
   }
   s.answered = w.size();
   if (w.empty()) return s;

@@ -32,15 +32,18 @@ class PageRequestTracker {
   void request(std::string_view block, uint64_t start, uint32_t length, TimePoint now);
   // The page at offset of block was handed to the destination QEMU: closes every open
   // request whose last missing page it was. Pages nobody asked for change nothing.
-  void page(std::string_view block, uint64_t offset, TimePoint now) noexcept;
-  void page(std::string_view block, uint64_t offset) noexcept {
+  // preempt: it came on the postcopy-preempt channel (sent because it was asked for), else
+  // on the main or a multifd channel (mostly bulk QEMU had sent before the request).
+  void page(std::string_view block, uint64_t offset, TimePoint now, bool preempt = false) noexcept;
+  void page(std::string_view block, uint64_t offset, bool preempt) noexcept {
     if (open_count_.load(std::memory_order_relaxed) == 0) return;
-    page(block, offset, Clock::now());
+    page(block, offset, Clock::now(), preempt);
   }
 
   struct Summary {
     uint64_t requests = 0;    // REQ_PAGES(_ID) seen
     uint64_t answered = 0;    // whose pages all arrived
+    uint64_t by_preempt = 0;  // of them, whose last page came on the preempt channel
     uint64_t open = 0;        // still waiting (never answered when read at the end)
     uint64_t dropped = 0;     // more than kMaxOpen open at once: the oldest stopped counting
     double p50_ms = 0, p99_ms = 0, max_ms = 0, mean_ms = 0;  // of the answered ones
@@ -66,7 +69,7 @@ class PageRequestTracker {
   mutable std::mutex mu_;
   std::vector<Open> open_;
   std::vector<float> waits_ms_;  // answered requests, in the order they were answered
-  uint64_t requests_ = 0, dropped_ = 0;
+  uint64_t requests_ = 0, dropped_ = 0, by_preempt_ = 0;
 };
 
 }  // namespace ferry::pipeline

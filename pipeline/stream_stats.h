@@ -46,6 +46,8 @@ class StreamStats final : public StreamTap {
   // Safe to read from any thread while the pump runs.
   std::atomic<uint64_t> zero{0}, normal{0}, xbzrle{0}, compressed{0};
   std::atomic<uint64_t> rp_messages{0}, commands{0}, multifd_packets{0};
+  // Return path: REQ_PAGES and REQ_PAGES_ID messages (post-copy page requests).
+  std::atomic<uint64_t> page_requests{0};
   // POSTCOPY_LISTEN went by: from here the destination may run the VM with pages missing.
   std::atomic<bool> postcopy{false};
 

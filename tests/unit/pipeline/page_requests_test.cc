@@ -35,7 +35,7 @@ TEST(PageRequests, OnePageIsAnsweredByItsPage) {
 
 TEST(PageRequests, PagesNobodyAskedForChangeNothing) {
   PageRequestTracker t;
-  for (uint64_t off = 0; off < (1u << 20); off += 4096) t.page("pc.ram", off);
+  for (uint64_t off = 0; off < (1u << 20); off += 4096) t.page("pc.ram", off, false);
   auto s = t.summary();
   EXPECT_EQ(s.requests, 0u);
   EXPECT_EQ(s.answered, 0u);
@@ -117,8 +117,10 @@ TEST(PageRequests, ThroughTheTapsOfTwoChannels) {
   auto s = t.summary();
   EXPECT_STREQ(preempt.role(), "preempt");
   EXPECT_EQ(s.answered, 2u);
+  EXPECT_EQ(s.by_preempt, 2u);
   EXPECT_EQ(s.open, 0u);
   EXPECT_EQ(rp.rp_messages.load(), 2u);
+  EXPECT_EQ(rp.page_requests.load(), 2u);
 }
 
 }  // namespace
