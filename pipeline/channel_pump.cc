@@ -36,8 +36,6 @@ constexpr size_t kReadReserve = 3;
 constexpr size_t kBurst = 32;
 // Post-copy top-up reads are not smaller than this (PumpOptions::postcopy_pending).
 constexpr size_t kMinTopUp = 16u << 10;
-// Post-copy: the least link buffering (the kernel doubles it), instead of link_buffer_min.
-constexpr size_t kPostcopyBufferMin = 32u << 10;
 // How often the abort eventfd is looked at while the pump is busy (it also wakes a sleep).
 constexpr auto kAbortCheck = std::chrono::milliseconds(5);
 constexpr auto kLinkCount = std::chrono::milliseconds(250);  // link counters copied
@@ -459,12 +457,8 @@ void ChannelPump::Impl::measure_link(TimePoint now) {
   const uint64_t tx = k.link_tx_bytes.load(std::memory_order_relaxed);
   const double rate = static_cast<double>(tx - rate_tx0) / dt;
   if (backlog() > 0) link_rate = rate;
-  // Post-copy: the kernel's buffer is bulk ahead of pages QEMU sent before they were asked
-  // for, so it gets no more than the rate asks for (PumpOptions::page_requests).
-  const size_t lo =
-      postcopy ? std::min(opt.link_buffer_min, kPostcopyBufferMin) : opt.link_buffer_min;
-  const size_t want =
-      std::clamp(static_cast<size_t>(rate * opt.link_buffer_s), lo, opt.link_buffer_max);
+  const size_t want = std::clamp(static_cast<size_t>(rate * opt.link_buffer_s), opt.link_buffer_min,
+                                 opt.link_buffer_max);
   if (backlog() > 0 &&
       (want > buffer_hint + buffer_hint / 4 || want < buffer_hint - buffer_hint / 4)) {
     link.set_buffer_hint(want);
