@@ -82,7 +82,7 @@ struct ChannelPump::Impl final : FrameSink {
   bool want_qemu_read() const {
     return !qemu_eof && pool.available() >= kReadReserve && backlog() < read_limit;
   }
-  void check_urgent();
+  void check_postcopy();
   bool want_link_read() const {
     return link.state() == LinkState::kOpen && (sender || qemu.queued() < opt.max_pending);
   }
@@ -304,7 +304,7 @@ size_t ChannelPump::Impl::link_receive() {
 
 // From the first page request on, reads top up a backlog of ~10 ms of the link's rate, at
 // least postcopy_pending (PumpOptions): a fast link still gets enough to stay busy.
-void ChannelPump::Impl::check_urgent() {
+void ChannelPump::Impl::check_postcopy() {
   if (!postcopy) {
     if (!opt.page_requests || opt.postcopy_pending == 0) return;
     if (opt.page_requests->load(std::memory_order_relaxed) == 0) return;
@@ -496,7 +496,7 @@ size_t ChannelPump::Impl::step(TimePoint now) {
   size_t work = link_receive();  // 1
   if (done) return work;
   // The return path just delivered may have carried the first page request (PumpOptions).
-  if (sender) check_urgent();
+  if (sender) check_postcopy();
   work += qemu_read();  // 2, 3
   if (done) return work;
   work += qemu_write();  // 4

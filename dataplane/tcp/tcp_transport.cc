@@ -47,9 +47,10 @@ Status prepare(int fd, std::chrono::seconds link_timeout) {
 }
 
 // BBR paces at the bottleneck's measured rate and keeps its queue near one BDP, where loss-based
-// cubic (Debian's default) fills whatever queue the bottleneck has: at 30 Mbit/s behind a 500 ms
-// tbf queue every post-copy page request waited ~0.5 s behind bulk (docs/BENCHMARKS.md, issue
-// 19). Best effort: without tcp_bbr loaded (scripts/setup.sh) the host's default stays.
+// cubic (Debian's default) pushes all the send buffer holds into the bottleneck's queue, ahead
+// of the post-copy pages the preempt link carries: at 30 Mbit/s behind a 500 ms tbf queue a
+// requested page crossed in 7 ms with BBR, 35 ms with cubic (docs/BENCHMARKS.md, issue 19).
+// Best effort: without tcp_bbr loaded (scripts/setup.sh) the host's default stays.
 // FERRY_TCP_CONGESTION names another algorithm, only to measure what BBR changes.
 void choose_congestion_control(int fd) {
   const char* name = std::getenv("FERRY_TCP_CONGESTION");
