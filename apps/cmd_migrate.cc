@@ -92,7 +92,12 @@ void migrate_usage(FILE* out) {
       "  --max-downtime MS   the pause the guest may see at switchover (default 300)\n"
       "  --deadline S        give up (migrate_cancel, VM keeps running on the source) after S\n"
       "                      seconds (default 600)\n"
-      "  --allow-postcopy    may switch to post-copy (sets postcopy-ram on both QEMUs)\n"
+      "  --allow-postcopy    may switch to post-copy (sets postcopy-ram on both QEMUs, and\n"
+      "                      postcopy-preempt: the pages the running destination asks for\n"
+      "                      go on a channel of their own, not behind the bulk)\n"
+      "  --no-postcopy-preempt\n"
+      "                      post-copy without postcopy-preempt (QEMU before 7.1, or to\n"
+      "                      compare); the requested pages then queue behind the bulk\n"
       "  --allow-throttle    may let QEMU slow the guest's vCPUs (auto-converge)\n"
       "  --codec, --cache-mib, --cache-policy, --encode-threads, --poll, --fabric-provider,\n"
       "  --link-timeout, --resume-within\n"
@@ -124,6 +129,7 @@ struct MigrateArgs {
   LibvirtTarget libvirt;    // --libvirt: the domain, and where it goes
   std::string recover_uri;  // where the destination QEMU listens for post-copy recovery
   Limits limits;
+  bool postcopy_preempt = true;  // with --allow-postcopy: QEMU's postcopy-preempt capability
   SendOptions send;
   dataplane::dpdk::DpdkSettings dpdk;
   SecurityFlags security;
@@ -412,6 +418,8 @@ int run_migrate(int argc, char** argv) {
       a.limits.deadline_s = args.seconds();
     } else if (args.is("--allow-postcopy")) {
       a.limits.allow_postcopy = true;
+    } else if (args.is("--no-postcopy-preempt")) {
+      a.postcopy_preempt = false;
     } else if (args.is("--allow-throttle")) {
       a.limits.allow_throttle = true;
     } else if (args.is("--codec")) {
@@ -543,7 +551,11 @@ int run_migrate(int argc, char** argv) {
     }
     src_settings.emplace(*src, "source");
     dst_settings.emplace(*dst, "destination");
+    // postcopy-preempt (QEMU 7.1+): a requested page leaves on a connection of its own, which
+    // ferry carries as a link of its own, so it does not wait behind the bulk queued on the
+    // main one (issue 19). QEMU refuses it without postcopy-ram, so it is set only with it.
     std::vector<std::pair<std::string, bool>> caps = {{"postcopy-ram", a.limits.allow_postcopy}};
+    if (a.limits.allow_postcopy) caps.push_back({"postcopy-preempt", a.postcopy_preempt});
     // The destination counts how long its vCPUs wait for pages in post-copy: the guest-visible
     // cost the report states (QEMU's downtime does not include it).
     std::vector<std::pair<std::string, bool>> dst_caps = caps;
@@ -812,6 +824,8 @@ int run_migrate(int argc, char** argv) {
   const double total_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const bool downtime_ok = outcome != "completed" || q.downtime_ms <= a.limits.max_downtime_ms;
+  // Set by ferry migrate (QMP path; libvirt sets its own capabilities).
+  const bool preempt_on = !libvirt && a.limits.allow_postcopy && a.postcopy_preempt;
   // The page cache's policy and how well it served (null without page encoding).
   const Value stats = session->channels().stats_json(outcome, reason);
   const Value cache = stats.get({"page_cache"});
@@ -843,6 +857,8 @@ int run_migrate(int argc, char** argv) {
                      {"qemu_transferred_bytes", Value(static_cast<int64_t>(q.transferred_bytes))},
                      {"link_bytes", Value(static_cast<int64_t>(c.link_tx_bytes + c.link_rx_bytes))},
                      {"postcopy_requests", Value(static_cast<int64_t>(q.postcopy_requests))},
+                     {"postcopy_preempt", Value(preempt_on)},
+                     {"channels", Value(static_cast<int64_t>(c.channels))},
                      {"passes", Value(static_cast<int64_t>(q.dirty_sync_count))},
                      {"link_resumes", Value(static_cast<int64_t>(c.link_resumes))},
                      {"postcopy_recoveries", Value(static_cast<int64_t>(pause.recoveries))},

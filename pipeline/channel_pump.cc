@@ -34,6 +34,8 @@ Status fail(ErrorCode code, std::string msg) { return Status(code, std::move(msg
 // Buffers kept free before reading QEMU: one read plus what its encoding may add.
 constexpr size_t kReadReserve = 3;
 constexpr size_t kBurst = 32;
+// Post-copy top-up reads are not smaller than this (PumpOptions::postcopy_pending).
+constexpr size_t kMinTopUp = 16u << 10;
 // How often the abort eventfd is looked at while the pump is busy (it also wakes a sleep).
 constexpr auto kAbortCheck = std::chrono::milliseconds(5);
 constexpr auto kLinkCount = std::chrono::milliseconds(250);  // link counters copied
@@ -50,7 +52,8 @@ struct ChannelPump::Impl final : FrameSink {
         opt(options),
         k(counters),
         pool(link.pool()),
-        tx_ring(pool.size() + 1) {}
+        tx_ring(pool.size() + 1),
+        read_limit(opt.max_pending) {}
 
   // --- setup and outcome ---
   Status start();
@@ -77,8 +80,9 @@ struct ChannelPump::Impl final : FrameSink {
            link.tx_in_flight_bytes() == 0;
   }
   bool want_qemu_read() const {
-    return !qemu_eof && pool.available() >= kReadReserve && backlog() < opt.max_pending;
+    return !qemu_eof && pool.available() >= kReadReserve && backlog() < read_limit;
   }
+  void check_postcopy();
   bool want_link_read() const {
     return link.state() == LinkState::kOpen && (sender || qemu.queued() < opt.max_pending);
   }
@@ -149,6 +153,11 @@ struct ChannelPump::Impl final : FrameSink {
   uint64_t tx_seq = kFirstDataSeq;
   uint64_t frames_tx = 0;
   std::unique_ptr<uint8_t[]> codec_in;  // the sender's read buffer when a codec encodes
+  // Bytes queued toward the link before reading stops: max_pending, or in post-copy
+  // postcopy_pending with reads that only top up (PumpOptions::page_requests).
+  size_t read_limit = 0;
+  bool postcopy = false;  // a page request went by
+  double link_rate = 0;   // bytes/s over the last measure_link() period
 
   // from the link (what QEMU has not taken yet waits in qemu.queue()): the last burst, and
   // where its decoding stopped
@@ -293,12 +302,25 @@ size_t ChannelPump::Impl::link_receive() {
   return n;
 }
 
+// From the first page request on, reads top up a backlog of ~10 ms of the link's rate, at
+// least postcopy_pending (PumpOptions): a fast link still gets enough to stay busy.
+void ChannelPump::Impl::check_postcopy() {
+  if (!postcopy) {
+    if (!opt.page_requests || opt.postcopy_pending == 0) return;
+    if (opt.page_requests->load(std::memory_order_relaxed) == 0) return;
+    postcopy = true;
+  }
+  read_limit = std::clamp(static_cast<size_t>(link_rate * 0.010),
+                          std::min(opt.postcopy_pending, opt.max_pending), opt.max_pending);
+}
+
 size_t ChannelPump::Impl::qemu_read() {
   if (!want_qemu_read()) return 0;
   const bool encode = sender && opt.codec;
   FrameBuf* f = nullptr;
   uint8_t* data;
-  size_t room = opt.read_chunk;
+  // Post-copy: only what the link took since (PumpOptions::postcopy_pending).
+  size_t room = postcopy ? std::max(read_limit - backlog(), kMinTopUp) : opt.read_chunk;
   if (encode) {
     data = codec_in.get();
   } else {
@@ -434,6 +456,7 @@ void ChannelPump::Impl::measure_link(TimePoint now) {
   if (dt < 0.25) return;
   const uint64_t tx = k.link_tx_bytes.load(std::memory_order_relaxed);
   const double rate = static_cast<double>(tx - rate_tx0) / dt;
+  if (backlog() > 0) link_rate = rate;
   const size_t want = std::clamp(static_cast<size_t>(rate * opt.link_buffer_s), opt.link_buffer_min,
                                  opt.link_buffer_max);
   if (backlog() > 0 &&
@@ -472,6 +495,8 @@ size_t ChannelPump::Impl::step(TimePoint now) {
 
   size_t work = link_receive();  // 1
   if (done) return work;
+  // The return path just delivered may have carried the first page request (PumpOptions).
+  if (sender) check_postcopy();
   work += qemu_read();  // 2, 3
   if (done) return work;
   work += qemu_write();  // 4

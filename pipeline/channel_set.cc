@@ -108,6 +108,14 @@ void ChannelSet::start_channel(uint16_t index, QemuEnd qemu, bool own_fds,
   PumpOptions opt;
   opt.tap_from_qemu = sender ? stream_tap : &ch->return_path;
   opt.tap_to_qemu = sender ? &ch->return_path : stream_tap;
+  if (sender) {
+    // The page requests this channel's return path carries to the source QEMU.
+    opt.page_requests = &ch->return_path.page_requests;
+    opt.postcopy_pending = postcopy_pending_;
+  } else {
+    ch->tap.track_requests(&requests_);
+    ch->return_path.track_requests(&requests_);
+  }
   opt.abort_fd = abort_fd_;
   opt.poll_mode = poll_mode_;
   opt.codec = ch->codec.get();
@@ -383,6 +391,20 @@ json::Value ChannelSet::stats_json(const std::string& outcome, const std::string
                        {"declined", cache_declined},
                        {"hit_rate",
                         json::rounded(lookups ? double(cache_hits) / double(lookups) : 0.0, 4)}}));
+  }
+  if (role_ == PumpRole::kReceiver) {
+    // From a page request passing through on the return path until its pages were handed to
+    // the destination QEMU (ferry's part of a post-copy fault, page_requests.h).
+    const PageRequestTracker::Summary r = requests_.summary();
+    doc.set("postcopy", Value::object({{"page_requests", r.requests},
+                                       {"answered", r.answered},
+                                       {"answered_on_preempt", r.by_preempt},
+                                       {"unanswered", r.open + r.dropped},
+                                       {"request_wait_ms",
+                                        Value::object({{"p50", json::rounded(r.p50_ms, 3)},
+                                                       {"p99", json::rounded(r.p99_ms, 3)},
+                                                       {"max", json::rounded(r.max_ms, 3)},
+                                                       {"mean", json::rounded(r.mean_ms, 3)}})}}));
   }
   // CPU seconds of this whole process (all channel threads, encoding included).
   rusage ru{};

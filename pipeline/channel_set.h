@@ -16,6 +16,7 @@
 #include "common/json.h"
 #include "dataplane/transport.h"
 #include "pipeline/channel_pump.h"
+#include "pipeline/page_requests.h"
 #include "pipeline/page_stream.h"
 #include "pipeline/stream_stats.h"
 
@@ -56,6 +57,8 @@ class ChannelSet {
 
   // How the engine of each channel started from now on waits (engine.h).
   void set_poll_mode(dataplane::PollMode mode) { poll_mode_ = mode; }
+  // Sender: PumpOptions::postcopy_pending of each channel started from now on (0 = off).
+  void set_postcopy_pending(size_t bytes) { postcopy_pending_ = bytes; }
 
   // Starts channel `index` on its own thread. The set owns link and, when own_fds, the QEMU
   // fds (closed when the channel ends, so QEMU sees the end at once).
@@ -84,6 +87,9 @@ class ChannelSet {
   void join_all();
 
   SetCounters counters() const;
+  // Receiver: the destination's post-copy page requests and how long each waited for its
+  // pages (page_requests.h); all zero on the sender.
+  PageRequestTracker::Summary page_requests() const { return requests_.summary(); }
   // Page encoding effort for every encoding channel: 0..5 fixed (the policy engine decides),
   // -1 = the codec's own choice (--codec).
   void set_effort(int effort);
@@ -104,12 +110,14 @@ class ChannelSet {
 
   PumpRole role_;
   dataplane::PollMode poll_mode_ = dataplane::PollMode::kAdaptive;
+  size_t postcopy_pending_ = PumpOptions{}.postcopy_pending;
   mutable std::mutex mu_;
   std::vector<std::unique_ptr<Channel>> channels_;
   int abort_fd_ = -1;
   int wake_fd_ = -1;
   bool main_done_ = false;
   std::string first_error_;
+  PageRequestTracker requests_;  // receiver only
   std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
 };
 

@@ -20,7 +20,9 @@ namespace ferry::pipeline {
 SendSession::SendSession(SendOptions options)
     : SessionBase(PumpRole::kSender, options.poll_mode),
       opt_(std::move(options)),
-      session_id_(std::random_device{}() | (static_cast<uint64_t>(std::random_device{}()) << 32)) {}
+      session_id_(std::random_device{}() | (static_cast<uint64_t>(std::random_device{}()) << 32)) {
+  set_.set_postcopy_pending(opt_.postcopy_pending);
+}
 
 SendSession::~SendSession() {
   stop();

@@ -32,6 +32,10 @@ struct SendOptions {
   encoders::CachePolicy cache_policy = encoders::kDefaultCachePolicy;
   unsigned encode_threads = 1;  // encode shards of the main stream, one thread each
   dataplane::PollMode poll_mode = dataplane::PollMode::kAdaptive;  // each channel's engine
+  // Post-copy, once the destination asks for pages: the backlog each channel keeps toward the
+  // link, topped up as the link drains (PumpOptions::postcopy_pending); 0 = off
+  // (--postcopy-backlog).
+  size_t postcopy_pending = PumpOptions{}.postcopy_pending;
   dataplane::TransportSettings transport;  // backend settings (--fabric-provider)
   // Credentials every link authenticates with (then every frame is sealed); null = none
   // (a peer on this host, or --insecure).

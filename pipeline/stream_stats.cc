@@ -74,14 +74,29 @@ void StreamStats::count(const qemu::Item& it, const StreamParser& parser) noexce
           compressed.fetch_add(1, std::memory_order_relaxed);
           break;
       }
+      if (requests_) {
+        requests_->page(it.ram.block, it.ram.offset, role_ == qemu::ChannelRole::kPreempt);
+      }
       break;
     case ItemKind::kMultifdPacket:
       multifd_packets.fetch_add(1, std::memory_order_relaxed);
       normal.fetch_add(it.multifd.normal_pages, std::memory_order_relaxed);
       zero.fetch_add(it.multifd.zero_pages, std::memory_order_relaxed);
+      if (requests_) {
+        for (uint32_t i = 0; i < it.multifd.normal_pages; ++i) {
+          requests_->page(it.multifd.block, it.multifd.page_offset(i), false);
+        }
+      }
       break;
     case ItemKind::kRpMessage:
       rp_messages.fetch_add(1, std::memory_order_relaxed);
+      if (it.rp.type == qemu::kRpReqPagesId || it.rp.type == qemu::kRpReqPages) {
+        page_requests.fetch_add(1, std::memory_order_relaxed);
+      }
+      if (requests_ && (it.rp.type == qemu::kRpReqPagesId || it.rp.type == qemu::kRpReqPages)) {
+        if (it.rp.type == qemu::kRpReqPagesId) request_block_.assign(it.rp.block);
+        requests_->request(request_block_, it.rp.start, it.rp.length, Clock::now());
+      }
       break;
     case ItemKind::kCommand:
       commands.fetch_add(1, std::memory_order_relaxed);

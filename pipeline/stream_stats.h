@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "pipeline/channel_pump.h"
+#include "pipeline/page_requests.h"
 #include "qemu-channel/stream_parser.h"
 
 namespace ferry::pipeline {
@@ -37,9 +38,16 @@ class StreamStats final : public StreamTap {
   // truncated: the parser's finish() found the stream cut short (StreamParser::truncated()).
   void stop(std::string note, bool truncated = false);
 
+  // ferry recv: the destination's page requests (return path) and the pages written to it
+  // (stream) are matched in `requests` (page_requests.h), shared by every channel. Before the
+  // pump starts; null = not tracked.
+  void track_requests(PageRequestTracker* requests) { requests_ = requests; }
+
   // Safe to read from any thread while the pump runs.
   std::atomic<uint64_t> zero{0}, normal{0}, xbzrle{0}, compressed{0};
   std::atomic<uint64_t> rp_messages{0}, commands{0}, multifd_packets{0};
+  // Return path: REQ_PAGES and REQ_PAGES_ID messages (post-copy page requests).
+  std::atomic<uint64_t> page_requests{0};
   // POSTCOPY_LISTEN went by: from here the destination may run the VM with pages missing.
   std::atomic<bool> postcopy{false};
 
@@ -63,6 +71,8 @@ class StreamStats final : public StreamTap {
   bool stopped_ = false;
   bool saw_header_ = false, saw_eof_ = false, truncated_ = false;
   std::string note_;
+  PageRequestTracker* requests_ = nullptr;
+  std::string request_block_;  // REQ_PAGES names no block: the last REQ_PAGES_ID's
 };
 
 }  // namespace ferry::pipeline

@@ -44,6 +44,8 @@ PACKAGES=(
   libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
   # ferry migrate --libvirt (apps/libvirt_source.cc: built when Meson finds libvirt)
   libvirt-dev
+  # modprobe, for tcp_bbr below
+  kmod
 )
 
 need_install=()
@@ -55,6 +57,15 @@ if [[ ${#need_install[@]} -gt 0 && "${FERRY_SKIP_APT:-0}" != 1 ]]; then
   if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; else SUDO=; fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_install[@]}"
+fi
+
+# BBR for ferry's tcp links (dataplane/tcp asks for it on each socket: it keeps the
+# bottleneck's queue short, so post-copy's requested pages do not wait behind bulk; issue 19).
+# Best effort: without the module the host's default stays (a container may not load it).
+if ! grep -qw bbr /proc/sys/net/ipv4/tcp_available_congestion_control 2>/dev/null; then
+  if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; else SUDO=; fi
+  $SUDO modprobe tcp_bbr 2>/dev/null ||
+    echo "setup: tcp_bbr not loaded: ferry's tcp links keep the host's congestion control"
 fi
 
 # Guest image (kernel + busybox initramfs + workload), cached under .cache/guest.

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 #include "dataplane/net.h"
@@ -45,12 +46,25 @@ Status prepare(int fd, std::chrono::seconds link_timeout) {
   return set_nonblocking(fd);
 }
 
+// BBR paces at the bottleneck's measured rate and keeps its queue near one BDP, where loss-based
+// cubic (Debian's default) pushes all the send buffer holds into the bottleneck's queue, ahead
+// of the post-copy pages the preempt link carries: at 30 Mbit/s behind a 500 ms tbf queue a
+// requested page crossed in 7 ms with BBR, 35 ms with cubic (docs/BENCHMARKS.md, issue 19).
+// Best effort: without tcp_bbr loaded (scripts/setup.sh) the host's default stays.
+// FERRY_TCP_CONGESTION names another algorithm, only to measure what BBR changes.
+void choose_congestion_control(int fd) {
+  const char* name = std::getenv("FERRY_TCP_CONGESTION");
+  if (!name || !*name) name = "bbr";
+  ::setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, name, static_cast<socklen_t>(std::strlen(name)));
+}
+
 // Takes fd (closed on failure).
 Result<std::unique_ptr<Transport>> make(int fd, std::chrono::seconds link_timeout) {
   if (auto st = prepare(fd, link_timeout); !st) {
     ::close(fd);
     return st;
   }
+  choose_congestion_control(fd);
   auto pool = FramePool::create({.frames = kPoolFrames});
   if (!pool) {
     ::close(fd);

@@ -62,14 +62,16 @@ def migration_settings(src, dst):
 
 
 def scenario(workload, extra_args, expect_rc, checks, during=None, dst_runs=False, serve=False,
-             transport='tcp'):
+             recv_checks=None, transport='tcp'):
     """Runs ferry migrate --json with extra_args, checks its report with checks(report), then
     verifies the end state: RAM identical after a completed migration (the guest's own
     self-check when during() let the destination run), the VM still running on the source
     after a stop. during(mig, src, dst, fr, wd) runs while ferry migrate does. serve: the
     destination side is a `ferry recv --serve --qemu-dir {wd}/q` and the VM is named 'vm'
-    ({wd}/q/vm.sock); '{wd}' in extra_args is the workdir. transport: of the link between
-    ferry migrate and ferry recv (dpdk: af_packet ports on the veth's two ends)."""
+    ({wd}/q/vm.sock); '{wd}' in extra_args is the workdir. recv_checks(stats) gets ferry
+    recv's --stats-json once it exited after a completed migration (not with serve).
+    transport: of the link between ferry migrate and ferry recv (dpdk: af_packet ports on the
+    veth's two ends)."""
     rig.require_root_netns()
     # A second QMP monitor on each QEMU for ferry migrate (a QMP socket serves one client;
     # the rig keeps its own).
@@ -138,6 +140,8 @@ def scenario(workload, extra_args, expect_rc, checks, during=None, dst_runs=Fals
                     fr.recv_p.send_signal(signal.SIGTERM)
                 check(fr.wait_exit('recv', 60) == 0, 'ferry recv failed: %s' %
                       read_text(fr.recv_err))
+                if recv_checks:
+                    recv_checks(json.loads(read_text(fr.recv_json)))
                 if dst_runs:
                     ok, line = dst.self_check()
                     check(ok, 'the guest found its memory corrupted: %s' % line)
@@ -173,7 +177,21 @@ def converging():
 
 
 def postcopy():
+    """The switch to post-copy; the destination runs during post-copy, so its page requests
+    come back through ferry, and postcopy-preempt (on with --allow-postcopy) gives the
+    requested pages a channel of their own: three links (main, return path on it, preempt)
+    through both ferries."""
     wl = {'ws': '192M', 'pattern': 'random', 'rate': 12000}
+    seen = {}
+
+    def during(mig, src, dst, fr, wd):
+        rig.wait_until(lambda: src.query_migrate().get('status') == 'postcopy-active',
+                       rig.scaled(200), 'the switch to post-copy')
+        seen['preempt'] = [c['state'] for g in (src, dst)
+                           for c in g.qmp('query-migrate-capabilities')
+                           if c['capability'] == 'postcopy-preempt']
+        dst.wait_status('paused')  # -S: the devices are loaded; let the guest run there
+        dst.cont()
 
     def checks(rep):
         check(rep['outcome'] == 'completed', 'outcome %s: %s' % (rep['outcome'], rep['reason']))
@@ -183,8 +201,29 @@ def postcopy():
               rep['downtime_ms'])
         # Within two passes of the prediction, which needs the second pass: by pass 4.
         check(pc[0]['t_s'] < 120, 'post-copy only after %.0f s' % pc[0]['t_s'])
-        check_blocktime(rep, running=False)  # the destination waits with -S until the end
-    scenario(wl, ['--allow-postcopy'], 0, checks)
+        check(seen.get('preempt') == [True, True] and rep['postcopy_preempt'],
+              'postcopy-preempt was not on in both QEMUs during post-copy: %s, report %s' %
+              (seen.get('preempt'), rep['postcopy_preempt']))
+        check(rep['channels'] == 2, 'ferry migrate carried %d channels, expected main and '
+              'preempt' % rep['channels'])
+        check(rep['postcopy_requests'] > 0, 'the running destination requested no pages')
+        check_blocktime(rep, running=True)
+
+    def recv_checks(r):
+        pc = r['postcopy']
+        print('ferry recv: %d channels; %d page requests, %d answered (%d on the preempt '
+              'channel), wait p50 %.1f ms, p99 %.1f ms, max %.1f ms' %
+              (r['channels'], pc['page_requests'], pc['answered'], pc['answered_on_preempt'],
+               pc['request_wait_ms']['p50'], pc['request_wait_ms']['p99'],
+               pc['request_wait_ms']['max']))
+        check(r['channels'] == 2 and pc['page_requests'] > 0 and pc['answered_on_preempt'] > 0,
+              'ferry recv saw no preempt channel or no page requests: %s channels, %s' %
+              (r['channels'], pc))
+
+    rep = scenario(wl, ['--allow-postcopy'], 0, checks, during, dst_runs=True,
+                   recv_checks=recv_checks)
+    print('post-copy with preempt: %d page requests served by the source QEMU' %
+          rep['postcopy_requests'])
 
 
 def postcopy_dpdk():

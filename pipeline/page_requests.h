@@ -1,0 +1,75 @@
+// pipeline/page_requests.h — how long the destination QEMU's post-copy page requests wait on
+// ferry's side (issue 19): from a REQ_PAGES / REQ_PAGES_ID passing through ferry recv on the
+// return path until every page of the requested range was handed to the destination QEMU,
+// on whichever channel it came (main, preempt, multifd).
+//
+// QEMU's own postcopy-blocktime also counts the destination's fault handling and, under TCG,
+// its vCPU threads; this is the part the link and ferry add. Only ferry recv keeps one (one
+// per ChannelSet, shared by its channels' taps, stream_stats.h).
+//
+// Thread safety: request() and page() may be called from any pump thread; summary() from any
+// thread. page() is on the per-page path: with no request open it costs one relaxed load.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/clock.h"
+
+namespace ferry::pipeline {
+
+class PageRequestTracker {
+ public:
+  // target_page_size: the granularity of QEMU's page records (4096 on x86).
+  explicit PageRequestTracker(uint32_t target_page_size = 4096);
+
+  // The destination asked for [start, start + length) of block (length is the block's host
+  // page size: one or more target pages). A request for pages not yet seen opens an entry.
+  void request(std::string_view block, uint64_t start, uint32_t length, TimePoint now);
+  // The page at offset of block was handed to the destination QEMU: closes every open
+  // request whose last missing page it was. Pages nobody asked for change nothing.
+  // preempt: it came on the postcopy-preempt channel (sent because it was asked for), else
+  // on the main or a multifd channel (mostly bulk QEMU had sent before the request).
+  void page(std::string_view block, uint64_t offset, TimePoint now, bool preempt = false) noexcept;
+  void page(std::string_view block, uint64_t offset, bool preempt) noexcept {
+    if (open_count_.load(std::memory_order_relaxed) == 0) return;
+    page(block, offset, Clock::now(), preempt);
+  }
+
+  struct Summary {
+    uint64_t requests = 0;    // REQ_PAGES(_ID) seen
+    uint64_t answered = 0;    // whose pages all arrived
+    uint64_t by_preempt = 0;  // of them, whose last page came on the preempt channel
+    uint64_t open = 0;        // still waiting (never answered when read at the end)
+    uint64_t dropped = 0;     // more than kMaxOpen open at once: the oldest stopped counting
+    double p50_ms = 0, p99_ms = 0, max_ms = 0, mean_ms = 0;  // of the answered ones
+  };
+  Summary summary() const;
+
+  // Requests open at once beyond which the oldest is forgotten (QEMU keeps a handful: one
+  // per faulting vCPU plus its own prefetch; a request whose page never comes again, e.g.
+  // one already written when QEMU faulted, must not grow the table).
+  static constexpr size_t kMaxOpen = 4096;
+
+ private:
+  struct Open {
+    std::string block;
+    uint64_t start = 0, end = 0;  // byte range [start, end)
+    TimePoint since{};
+    std::vector<bool> got;  // per target page
+    uint32_t missing = 0;
+  };
+
+  const uint32_t tp_;
+  std::atomic<uint32_t> open_count_{0};
+  mutable std::mutex mu_;
+  std::vector<Open> open_;
+  std::vector<float> waits_ms_;  // answered requests, in the order they were answered
+  uint64_t requests_ = 0, dropped_ = 0, by_preempt_ = 0;
+};
+
+}  // namespace ferry::pipeline
