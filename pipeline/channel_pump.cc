@@ -320,7 +320,8 @@ size_t ChannelPump::Impl::qemu_read() {
   FrameBuf* f = nullptr;
   uint8_t* data;
   // Post-copy: only what the link took since (PumpOptions::postcopy_pending).
-  size_t room = postcopy ? std::max(read_limit - backlog(), kMinTopUp) : opt.read_chunk;
+  size_t room = postcopy ? std::min(std::max(read_limit - backlog(), kMinTopUp), opt.read_chunk)
+                         : opt.read_chunk;
   if (encode) {
     data = codec_in.get();
   } else {

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <map>
 
+#include "common/log.h"
 #include "dataplane/handshake.h"
 #include "dataplane/protocol.h"
 #include "dataplane/resume/resumable_transport.h"
@@ -218,7 +219,9 @@ void RecvSession::accept_loop() {
       if (w.greeting.hello.features & dataplane::kFeaturePages) {
         decoder = std::make_unique<PageStreamDecoder>(opt_.max_cache_bytes);
       }
-      set_.start(next_channel++, {*q, *q}, /*own_fds=*/true, std::move(*link), std::move(decoder));
+      set_.start(next_channel, {*q, *q}, /*own_fds=*/true, std::move(*link), std::move(decoder));
+      FERRY_LOG_INFO("channel %u: accepted, connected to the destination QEMU", next_channel);
+      ++next_channel;
       waiting.erase(it);
     }
   }

@@ -62,7 +62,7 @@ def migration_settings(src, dst):
 
 
 def scenario(workload, extra_args, expect_rc, checks, during=None, dst_runs=False, serve=False,
-             recv_checks=None, transport='tcp'):
+             recv_checks=None, transport='tcp', recv_args=()):
     """Runs ferry migrate --json with extra_args, checks its report with checks(report), then
     verifies the end state: RAM identical after a completed migration (the guest's own
     self-check when during() let the destination run), the VM still running on the source
@@ -71,7 +71,7 @@ def scenario(workload, extra_args, expect_rc, checks, during=None, dst_runs=Fals
     ({wd}/q/vm.sock); '{wd}' in extra_args is the workdir. recv_checks(stats) gets ferry
     recv's --stats-json once it exited after a completed migration (not with serve).
     transport: of the link between ferry migrate and ferry recv (dpdk: af_packet ports on the
-    veth's two ends)."""
+    veth's two ends). recv_args: more flags for ferry recv."""
     rig.require_root_netns()
     # A second QMP monitor on each QEMU for ferry migrate (a QMP socket serves one client;
     # the rig keeps its own).
@@ -85,7 +85,7 @@ def scenario(workload, extra_args, expect_rc, checks, during=None, dst_runs=Fals
                       netns=lk.ns_a, extra_args=qmp2(wd, 'src')) as src, \
             rig.Guest.destination(src, 'dst', 'unix:' + incoming,
                                   netns=lk.ns_b, extra_args=qmp2(wd, 'dst')) as dst:
-        fr = Ferries(wd, link=lk, transport=transport)
+        fr = Ferries(wd, link=lk, transport=transport, recv_args=recv_args)
         mig = None
         try:
             src.wait_ready()
@@ -367,6 +367,10 @@ def resume_body(wl, fault, fault_name, postcopy, extra_args=()):
                            rig.scaled(200), 'the switch to post-copy')
             dst.wait_status('paused')  # -S: the devices are loaded; let the guest run there
             dst.cont()
+            # QEMU opens the preempt channel at the switch. A connection aborted in its first
+            # handshake is not resumed (only a running channel is), so abort once it runs.
+            rig.wait_until(lambda: 'channel 1: accepted' in read_text(fr.recv_err),
+                           rig.scaled(30), 'the preempt channel through ferry recv')
         else:
             rig.wait_until(lambda: src.query_migrate().get('ram', {}).get('transferred', 0) >
                            (24 << 20), rig.scaled(60), 'pre-copy progress')
@@ -391,7 +395,8 @@ def resume_body(wl, fault, fault_name, postcopy, extra_args=()):
     args = list(extra_args) + (['--allow-postcopy'] if postcopy else [])
     # Post-copy runs into ferry recv --serve: the new connections reach the session through
     # the server.
-    scenario(wl, args, 0, checks, during, dst_runs=postcopy, serve=postcopy)
+    scenario(wl, args, 0, checks, during, dst_runs=postcopy, serve=postcopy,
+             recv_args=['--log-level', 'info'] if postcopy else ())
 
 
 CONVERGING_WL = {'ws': '96M', 'pattern': 'mix', 'rate': 1000}
