@@ -497,22 +497,24 @@ def postcopy(codec='none', encode_threads=1, transport='tcp', link_rate=None,
                           security, preempt)
 
 
-def start_postcopy_through(src, dst, fr, wd, preempt=False):
+def start_postcopy_through(src, dst, fr, wd, preempt=False, postcopy_bandwidth=16 << 20,
+                           switch_after=24 << 20, timeout=150):
     """A pre-copy of src through fr with post-copy allowed (QEMU capped at 32 MiB/s, so it is
-    surely mid-way), then migrate-start-postcopy; returns once the source is postcopy-active.
-    The destination's postcopy-blocktime counts how long its vCPUs waited for pages."""
+    surely mid-way), then migrate-start-postcopy once switch_after bytes went; returns once
+    the source is postcopy-active. QEMU's post-copy bulk is capped at postcopy_bandwidth (0:
+    not). The destination's postcopy-blocktime counts how long its vCPUs waited for pages."""
     for g in (src, dst):
         g.set_capabilities({'postcopy-ram': True, 'postcopy-preempt': preempt})
     dst.set_capabilities({'postcopy-blocktime': True})
-    src.set_parameters({'max-bandwidth': 32 << 20, 'max-postcopy-bandwidth': 16 << 20})
+    src.set_parameters({'max-bandwidth': 32 << 20, 'max-postcopy-bandwidth': postcopy_bandwidth})
     src.wait_ready()
     src.wait_heartbeats(2)
     fr.start_recv(wd.path('in.sock'))
     src.migrate(fr.start_send())
     rig.wait_until(lambda: src.query_migrate().get('ram', {}).get('transferred', 0) >
-                   (24 << 20), rig.scaled(60), 'pre-copy progress')
+                   switch_after, rig.scaled(60), 'pre-copy progress')
     src.start_postcopy()
-    info = src.wait_migration(timeout=150, until=('postcopy-active', 'completed'))
+    info = src.wait_migration(timeout=timeout, until=('postcopy-active', 'completed'))
     check(info['status'] == 'postcopy-active',
           'migration completed before switching to post-copy: %s' % info['status'])
 
@@ -589,20 +591,8 @@ def preempt_bufferbloat(send_args=()):
                                   netns=link.ns_b) as dst:
         fr = Ferries(wd, link=link, send_args=list(send_args))
         try:
-            for g in (src, dst):
-                g.set_capabilities({'postcopy-ram': True, 'postcopy-preempt': True})
-            dst.set_capabilities({'postcopy-blocktime': True})
-            src.set_parameters({'max-bandwidth': 32 << 20, 'max-postcopy-bandwidth': 0})
-            src.wait_ready()
-            src.wait_heartbeats(2)
-            fr.start_recv(wd.path('in.sock'))
-            src.migrate(fr.start_send())
-            rig.wait_until(lambda: src.query_migrate().get('ram', {}).get('transferred', 0) >
-                           (12 << 20), rig.scaled(60), 'pre-copy progress')
-            src.start_postcopy()
-            info = src.wait_migration(timeout=60, until=('postcopy-active', 'completed'))
-            check(info['status'] == 'postcopy-active',
-                  'migration completed before switching to post-copy: %s' % info['status'])
+            start_postcopy_through(src, dst, fr, wd, preempt=True, postcopy_bandwidth=0,
+                                   switch_after=12 << 20, timeout=60)
             dst.wait_status('paused')
             dst.cont()
             info = src.wait_migration(timeout=120)
