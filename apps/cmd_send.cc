@@ -29,7 +29,8 @@ void send_usage(FILE* out) {
       out,
       "usage: ferry send (--listen unix:PATH | --stdio) --peer TRANSPORT:ADDRESS\n"
       "                  [--codec none|fast|max|auto] [--cache-mib N] [--cache-policy P]\n"
-      "                  [--encode-threads N] [--poll adaptive|busy] [--fabric-provider NAME]\n"
+      "                  [--encode-threads N] [--poll adaptive|busy] [--postcopy-backlog KIB]\n"
+      "                  [--fabric-provider NAME]\n"
       "                  [--dpdk-args \"EAL ARGS\"] [--dpdk-local IPV4] [--dpdk-mtu N]\n"
       "                  [--connect-timeout S] [--link-timeout S] [--resume-within S]\n"
       "                  [--stats-json FILE] [--quiet]\n"
