@@ -16,10 +16,13 @@ void PageRequestTracker::request(std::string_view block, uint64_t start, uint32_
   const uint64_t pages = (end - first + tp_ - 1) / tp_;
   std::lock_guard lk(mu_);
   ++requests_;
-  if (open_.size() >= kMaxOpen) {
-    open_.erase(open_.begin());
-    ++dropped_;
-  }
+  // Oldest first: a request unanswered for kForgetAfter will not be (its page reached QEMU
+  // before the request passed here), and every page scans the table.
+  size_t stale = 0;
+  while (stale < open_.size() && now - open_[stale].since > kForgetAfter) ++stale;
+  if (stale == 0 && open_.size() >= kMaxOpen) stale = 1;
+  open_.erase(open_.begin(), open_.begin() + static_cast<ptrdiff_t>(stale));
+  dropped_ += stale;
   Open o;
   o.block.assign(block);
   o.start = first;

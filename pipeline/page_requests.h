@@ -12,6 +12,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <mutex>
 #include <string>
@@ -45,7 +46,7 @@ class PageRequestTracker {
     uint64_t answered = 0;    // whose pages all arrived
     uint64_t by_preempt = 0;  // of them, whose last page came on the preempt channel
     uint64_t open = 0;        // still waiting (never answered when read at the end)
-    uint64_t dropped = 0;     // more than kMaxOpen open at once: the oldest stopped counting
+    uint64_t dropped = 0;     // open for kForgetAfter, or beyond kMaxOpen: stopped counting
     double p50_ms = 0, p99_ms = 0, max_ms = 0, mean_ms = 0;  // of the answered ones
   };
   Summary summary() const;
@@ -54,6 +55,9 @@ class PageRequestTracker {
   // per faulting vCPU plus its own prefetch; a request whose page never comes again, e.g.
   // one already written when QEMU faulted, must not grow the table).
   static constexpr size_t kMaxOpen = 4096;
+  // A request still open this long is forgotten when the next one comes (counted as dropped):
+  // post-copy answers in milliseconds to a few seconds.
+  static constexpr std::chrono::seconds kForgetAfter{30};
 
  private:
   struct Open {

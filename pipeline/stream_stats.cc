@@ -92,10 +92,8 @@ void StreamStats::count(const qemu::Item& it, const StreamParser& parser) noexce
       rp_messages.fetch_add(1, std::memory_order_relaxed);
       if (it.rp.type == qemu::kRpReqPagesId || it.rp.type == qemu::kRpReqPages) {
         page_requests.fetch_add(1, std::memory_order_relaxed);
-      }
-      if (requests_ && (it.rp.type == qemu::kRpReqPagesId || it.rp.type == qemu::kRpReqPages)) {
         if (it.rp.type == qemu::kRpReqPagesId) request_block_.assign(it.rp.block);
-        requests_->request(request_block_, it.rp.start, it.rp.length, Clock::now());
+        if (requests_) requests_->request(request_block_, it.rp.start, it.rp.length, Clock::now());
       }
       break;
     case ItemKind::kCommand:

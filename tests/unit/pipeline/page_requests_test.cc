@@ -99,6 +99,21 @@ TEST(PageRequests, TheTableIsBounded) {
   EXPECT_EQ(s.dropped, 10u);
 }
 
+// A request whose page never passes (it reached QEMU before the request passed ferry recv)
+// is forgotten once it is kForgetAfter old, so it does not stay in every page's scan.
+TEST(PageRequests, StaleRequestsAreForgotten) {
+  PageRequestTracker t;
+  const TimePoint t0{};
+  t.request("pc.ram", 0x1000, 4096, t0);
+  t.request("pc.ram", 0x2000, 4096, t0 + 1s);
+  t.request("pc.ram", 0x3000, 4096, t0 + PageRequestTracker::kForgetAfter + 500ms);
+  auto s = t.summary();
+  EXPECT_EQ(s.open, 2u);  // the first one is forgotten, the second is not old enough yet
+  EXPECT_EQ(s.dropped, 1u);
+  t.page("pc.ram", 0x2000, t0 + PageRequestTracker::kForgetAfter + 600ms);
+  EXPECT_EQ(t.summary().answered, 1u);
+}
+
 // The request passes on the return path of the main channel (REQ_PAGES_ID names the block,
 // REQ_PAGES reuses it) and its pages arrive on another channel's stream (the preempt one).
 TEST(PageRequests, ThroughTheTapsOfTwoChannels) {
