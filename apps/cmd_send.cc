@@ -84,9 +84,9 @@ void send_usage(FILE* out) {
       "                         sleeps (a core of its own per channel: for dedicated cores)\n"
       "  --postcopy-backlog KIB once the destination asks for pages (post-copy): keep ~10 ms\n"
       "                         of the link's rate of each channel queued toward the link\n"
-      "                         (at least KIB KiB, at most 256), topped up as it drains, so\n"
-      "                         that little bulk waits ahead of a page QEMU had already sent\n"
-      "                         (default 64; 0 = read as in pre-copy)\n"
+      "                         (at least KIB KiB, at most 256 KiB), topped up as it drains,\n"
+      "                         so that little bulk waits ahead of a page QEMU had already\n"
+      "                         sent (0..256, default 64; 0 = read as in pre-copy)\n"
       "  --fabric-provider NAME rdma: the libfabric provider (default verbs, for RoCE and\n"
       "                         InfiniBand; tcp when no verbs device serves the address, with\n"
       "                         a notice); fi_info -t FI_EP_MSG lists what this host has\n"
@@ -146,7 +146,7 @@ int run_send(int argc, char** argv) {
     } else if (args.is("--poll")) {
       a.session.poll_mode = args.poll_mode();
     } else if (args.is("--postcopy-backlog")) {
-      a.session.postcopy_pending = static_cast<size_t>(args.count(0, 1 << 20)) << 10;
+      a.session.postcopy_pending = static_cast<size_t>(args.count(0, 256)) << 10;
     } else if (args.is("--fabric-provider")) {
       a.session.transport.fabric_provider = args.value();
     } else if (args.is("--link-timeout")) {
