@@ -59,7 +59,7 @@ constexpr const char* kUsage =
     "                      encoder at each codec level and report the bytes each would put\n"
     "                      on the link (frames included) and the encoder's speed on this\n"
     "                      machine; with --json one object {\"input_bytes\", \"codecs\":[...]}\n"
-    "  --cache-mib N       page cache for --simulate-codec (default 256, as ferry send)\n"
+    "  --cache-mib N       page cache for --simulate-codec (default 1024, as ferry send)\n"
     "  --superseded        instead of the summary: count the PAGE/ZERO records a later copy\n"
     "                      of the same page makes redundant (no XBZRLE record of it and no\n"
     "                      barrier in between, stream doc 8.5), by how many stream bytes\n"
@@ -157,7 +157,7 @@ void count(const Item& it, Counts& c, uint64_t tp) {
 int run_inspect(int argc, char** argv) {
   bool json = false;
   bool simulate = false, superseded = false;
-  unsigned long long cache_mib = 256;
+  unsigned long long cache_mib = 1024;
   const char* rebuild_path = nullptr;
   const char* path = nullptr;
   const char* channel = "auto";

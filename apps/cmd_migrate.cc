@@ -905,8 +905,12 @@ int run_migrate(int argc, char** argv) {
     }
     if (cache.is_object()) {
       std::fprintf(
-          stderr, "  page cache   %s, %s, %.1f %% of %llu lookups hit\n",
-          cache["policy"].as_string().c_str(), fmt_bytes(cache["bytes"].as_double()).c_str(),
+          stderr,
+          "  page cache   %s, %s used of a %s budget (capacity now %s), %.1f %% of %llu "
+          "lookups hit\n",
+          cache["policy"].as_string().c_str(), fmt_bytes(cache["peak_bytes"].as_double()).c_str(),
+          fmt_bytes(cache["budget_bytes"].as_double()).c_str(),
+          fmt_bytes(cache["capacity_bytes"].as_double()).c_str(),
           100.0 * cache["hit_rate"].as_double(),
           static_cast<unsigned long long>(cache["hits"].as_int() + cache["misses"].as_int()));
     }

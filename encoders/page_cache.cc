@@ -1,7 +1,11 @@
 #include "encoders/page_cache.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <new>
 #include <string>
 
@@ -21,7 +25,9 @@ bool valid_cache_policy(uint8_t wire_value) {
   return wire_value <= static_cast<uint8_t>(CachePolicy::kAgedClock);
 }
 
-void PageCache::FreeDeleter::operator()(uint8_t* p) const { std::free(p); }
+PageCache::~PageCache() {
+  if (data_ != nullptr) munmap(data_, data_bytes_);
+}
 
 Result<std::unique_ptr<PageCache>> PageCache::create(size_t page_size, size_t capacity_pages,
                                                      CachePolicy policy) {
@@ -39,17 +45,26 @@ Result<std::unique_ptr<PageCache>> PageCache::create(size_t page_size, size_t ca
   c->policy_ = policy;
   c->page_size_ = page_size;
   c->capacity_ = capacity_pages;
+  c->budget_ = capacity_pages;
+  c->size_check_ticks_ = std::clamp<uint64_t>(capacity_pages / 64, 64, 4096);
+  c->next_size_check_ = c->size_check_ticks_;
   // Before the first hit there is no measured pass length; a cache's worth of updates keeps
   // a sweep's first entries while the first pass fills the cache.
   c->reuse_distance_ = capacity_pages;
+  c->held_reuse_ = capacity_pages;
   if (capacity_pages > 0) {
-    uint8_t* mem = static_cast<uint8_t*>(std::aligned_alloc(64, page_size * capacity_pages));
-    if (mem == nullptr) {
-      return error(ErrorCode::kUnavailable, "page cache: cannot allocate " +
-                                                std::to_string(page_size * capacity_pages >> 20) +
-                                                " MiB; lower --cache-mib");
+    // Reserved, not committed: the kernel backs a slot when it is first written, so a cache
+    // whose working set is smaller than the budget costs what it holds.
+    const size_t bytes = page_size * capacity_pages;
+    void* mem = mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (mem == MAP_FAILED) {
+      return error(
+          ErrorCode::kUnavailable,
+          "page cache: cannot reserve " + std::to_string(bytes >> 20) + " MiB; lower --cache-mib");
     }
-    c->data_.reset(mem);
+    c->data_ = static_cast<uint8_t*>(mem);
+    c->data_bytes_ = bytes;
     size_t buckets = 16;
     int bits = 4;
     while (buckets < 2 * capacity_pages) {
@@ -57,7 +72,7 @@ Result<std::unique_ptr<PageCache>> PageCache::create(size_t page_size, size_t ca
       ++bits;
     }
     try {
-      c->keys_.resize(capacity_pages);
+      c->keys_.assign(capacity_pages, kNoKey);
       c->prev_.resize(capacity_pages);
       c->next_.resize(capacity_pages);
       if (policy == CachePolicy::kAgedClock) {
@@ -134,16 +149,23 @@ void PageCache::remember_ghost(uint64_t key, uint64_t tick) {
   ghost_ticks_[b] = tick + 1;
 }
 
-void PageCache::touch(uint32_t s) {
+uint32_t PageCache::touch(uint32_t s) {
   ++hits_;
   if (policy_ == CachePolicy::kAgedClock) {
     note_reuse(now_ - last_use_[s]);
     last_use_[s] = now_++;
-    return;
+    // A working set that fits is all hits: the capacity is checked here too, after the
+    // update, so the touched entry is the most recent and a shrink keeps it.
+    if (now_ < next_size_check_) return s;
+    const uint64_t key = keys_[s];
+    maybe_resize();
+    return find(key);
   }
-  if (head_ == s) return;
-  unlink(s);
-  push_front(s);
+  if (head_ != s) {
+    unlink(s);
+    push_front(s);
+  }
+  return s;
 }
 
 // Backward-shift deletion keeps linear probing correct without tombstones, so the table never
@@ -176,6 +198,7 @@ uint32_t PageCache::insert(uint64_t key) {
   if (capacity_ == 0) return kNone;
   ++misses_;
   if (policy_ == CachePolicy::kAgedClock) {
+    maybe_resize();
     const size_t g = bucket_of(key);
     if (ghost_ticks_[g] != 0 && ghost_keys_[g] == key) {
       note_reuse(now_ - (ghost_ticks_[g] - 1));
@@ -215,6 +238,7 @@ uint32_t PageCache::insert(uint64_t key) {
     push_front(s);
   }
   ++size_;
+  peak_size_ = std::max(peak_size_, size_);
   return s;
 }
 
@@ -227,6 +251,7 @@ void PageCache::erase_slot(uint32_t s) {
     }
   }
   if (policy_ == CachePolicy::kLru) unlink(s);
+  keys_[s] = kNoKey;
   next_[s] = free_head_;
   free_head_ = s;
   --size_;
@@ -234,10 +259,111 @@ void PageCache::erase_slot(uint32_t s) {
 
 void PageCache::remove(uint64_t key) {
   if (capacity_ == 0) return;
-  // A zero page is part of the pass too: the clock counts every record.
-  if (policy_ == CachePolicy::kAgedClock) ++now_;
+  if (policy_ == CachePolicy::kAgedClock) {
+    maybe_resize();
+    // A zero page is part of the pass too: the clock counts every record.
+    ++now_;
+  }
   const uint32_t s = find(key);
   if (s != kNone) erase_slot(s);
+}
+
+void PageCache::maybe_resize() {
+  if (now_ < next_size_check_) return;
+  next_size_check_ = now_ + size_check_ticks_;
+  // Room for every entry younger than the stale age: a full cache then always has a dead
+  // entry under the hand. R follows the last few reuses and dips while part of a pass holds
+  // pages re-dirtied more often than the rest (kernel pages, say), so the stale age is held
+  // at its peak and lowered by at most half the updates since: a dip costs half what it
+  // lasted, and a working set that really shrank is followed within about two of its old
+  // passes. R counts every update of a pass, zero pages included: a generous working set.
+  const uint64_t lower = size_check_ticks_ / 2;
+  held_reuse_ = std::max(stale_age(), held_reuse_ - std::min(held_reuse_, lower));
+  const size_t floor = std::max<size_t>(budget_ / 16, std::min<size_t>(budget_, 64));
+  const size_t want = std::clamp<size_t>(held_reuse_ + held_reuse_ / 8, floor, budget_);
+  if (want > capacity_) {
+    // Slots past the old capacity hold nothing (a shrink emptied them), so they join the
+    // never-used range as they are: growing only moves the limit.
+    capacity_ = want;
+    ++resizes_;
+  } else if (want < capacity_ - capacity_ / 4) {
+    shrink(want);
+  }
+}
+
+void PageCache::move_slot(uint32_t from, uint32_t to) {
+  for (size_t b = bucket_of(keys_[from]);; b = (b + 1) & index_mask_) {
+    if (index_[b] == from) {
+      index_[b] = to;
+      break;
+    }
+  }
+  keys_[to] = keys_[from];
+  last_use_[to] = last_use_[from];
+  std::memcpy(data(to), data(from), page_size_);
+  keys_[from] = kNoKey;
+}
+
+// Keeps the most recently used entries: those of the slots given up move, hottest first,
+// into free slots below the new capacity, then over the stalest entries kept while those are
+// older. What does not fit is evicted (remembered as ghosts, as any eviction).
+void PageCache::shrink(size_t new_capacity) {
+  const uint32_t cap = static_cast<uint32_t>(new_capacity);
+  std::vector<uint32_t> given_up, kept_free, kept_used;
+  for (uint32_t s = 0; s < std::min<uint32_t>(free_next_, static_cast<uint32_t>(capacity_)); ++s) {
+    if (s >= cap) {
+      if (keys_[s] != kNoKey) given_up.push_back(s);
+    } else if (keys_[s] == kNoKey) {
+      kept_free.push_back(s);
+    } else {
+      kept_used.push_back(s);
+    }
+  }
+  for (uint32_t s = std::min(free_next_, cap); s < cap; ++s) kept_free.push_back(s);
+  // Ticks are unique per update, so both orders are total and the same on both ends.
+  std::sort(given_up.begin(), given_up.end(),
+            [&](uint32_t a, uint32_t b) { return last_use_[a] > last_use_[b]; });
+  std::sort(kept_used.begin(), kept_used.end(),
+            [&](uint32_t a, uint32_t b) { return last_use_[a] < last_use_[b]; });
+  size_t next_free = 0, next_stale = 0;
+  for (const uint32_t from : given_up) {
+    uint32_t to = kNone;
+    if (next_free < kept_free.size()) {
+      to = kept_free[next_free++];
+    } else if (next_stale < kept_used.size() &&
+               last_use_[kept_used[next_stale]] < last_use_[from]) {
+      to = kept_used[next_stale++];
+      ++evictions_;
+      remember_ghost(keys_[to], last_use_[to]);
+      erase_slot(to);
+    }
+    if (to == kNone) {
+      ++evictions_;
+      remember_ghost(keys_[from], last_use_[from]);
+      erase_slot(from);
+    } else {
+      move_slot(from, to);
+    }
+  }
+  // Every slot below the new capacity not holding an entry is free (moves may have used
+  // slots past free_next_); rebuild the chain in slot order so both ends hand out the same.
+  free_next_ = cap;
+  free_head_ = kNone;
+  for (uint32_t s = free_next_; s-- > 0;) {
+    if (keys_[s] == kNoKey) {
+      next_[s] = free_head_;
+      free_head_ = s;
+    }
+  }
+  if (hand_ >= cap) hand_ = 0;
+  // Give the memory of the slots above back; they read as zeros if the cache grows again.
+  const uintptr_t host_page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t from =
+      (reinterpret_cast<uintptr_t>(data(cap)) + host_page - 1) & ~(host_page - 1);
+  const uintptr_t to = reinterpret_cast<uintptr_t>(data_ + data_bytes_) & ~(host_page - 1);
+  if (to > from) madvise(reinterpret_cast<void*>(from), to - from, MADV_DONTNEED);
+  capacity_ = new_capacity;
+  ++resizes_;
 }
 
 std::vector<uint64_t> PageCache::keys_by_recency() const {
@@ -261,9 +387,12 @@ uint64_t PageCache::state_digest() const {
   uint64_t h = 0xcbf29ce484222325ull;
   auto mix = [&](uint64_t v) { h = (h ^ v) * 0x100000001b3ull; };
   mix(size_);
+  mix(capacity_);
+  mix(resizes_);
   mix(now_);
   mix(reuse_distance_);
   mix(reuse_deviation_);
+  mix(held_reuse_);
   mix(hand_);
   mix(free_next_);
   mix(free_head_);

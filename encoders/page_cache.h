@@ -29,9 +29,19 @@
 //               ghost records the reuse distance it missed by. Without that, a sweep whose
 //               pages never hit would never raise R above its first guess (the capacity),
 //               and a working set over 1.5x the cache would thrash.
+//               The capacity is elastic, sized from the working set: create()'s capacity is
+//               a memory budget. The cache starts at the whole budget (pass 2 then finds
+//               pass 1's copies); every budget / 64 updates (64..4096) it sets its capacity
+//               to 1.25 R', between budget / 16 and the budget, where R' is R's peak lowered
+//               by at most the ticks since (R dips while part of a pass re-sends pages
+//               re-dirtied more often than the rest). It grows at once and shrinks when that
+//               saves a quarter: the entries of the slots given up move, most recent first,
+//               into free slots and over the stalest entries kept; the memory of the rest
+//               goes back to the kernel. Both ends resize at the same record.
 //
 // Not thread-safe: one owner thread (one cache per encode shard). All memory is allocated in
-// create(); find/insert/remove/touch never allocate.
+// create() (page memory reserved there, touched only as slots fill); find/insert/remove/touch
+// never allocate.
 #pragma once
 
 #include <cstddef>
@@ -57,29 +67,37 @@ class PageCache {
   // kAgedClock: slots looked at per miss before the page is declined.
   static constexpr unsigned kAdmissionScan = 8;
 
-  // capacity_pages may be 0 (a cache that holds nothing: every lookup misses).
-  static Result<std::unique_ptr<PageCache>> create(size_t page_size, size_t capacity_pages,
+  // budget_pages may be 0 (a cache that holds nothing: every lookup misses). kLru keeps
+  // exactly budget_pages; kAgedClock sizes itself within it (see above).
+  static Result<std::unique_ptr<PageCache>> create(size_t page_size, size_t budget_pages,
                                                    CachePolicy policy = kDefaultCachePolicy);
+  ~PageCache();
 
   // Slot holding key, or kNone. Changes nothing.
   uint32_t find(uint64_t key) const;
   // A hit on slot: it becomes the most recently used.
-  void touch(uint32_t slot);
+  // Returns the slot the entry is in afterwards: kAgedClock may resize the cache after the
+  // update (the entry, now the most recent, is kept but may move).
+  uint32_t touch(uint32_t slot);
   // A miss on key (which must not be present): the slot to store its content in, content
   // unspecified until the caller writes it, possibly evicting another entry; or kNone when
   // the capacity is 0 or the policy declines to admit the page (kAgedClock on a full cache
-  // with nothing stale under the hand).
+  // with nothing stale under the hand). May resize the cache first (kAgedClock), which
+  // moves entries between slots: slots found before an insert() or remove() are stale.
   uint32_t insert(uint64_t key);
-  // Drops key if present.
+  // Drops key if present. May resize the cache first, as insert().
   void remove(uint64_t key);
 
-  uint8_t* data(uint32_t slot) { return data_.get() + size_t{slot} * page_size_; }
-  const uint8_t* data(uint32_t slot) const { return data_.get() + size_t{slot} * page_size_; }
+  uint8_t* data(uint32_t slot) { return data_ + size_t{slot} * page_size_; }
+  const uint8_t* data(uint32_t slot) const { return data_ + size_t{slot} * page_size_; }
   uint64_t key(uint32_t slot) const { return keys_[slot]; }
 
   CachePolicy policy() const { return policy_; }
   size_t size() const { return size_; }
-  size_t capacity() const { return capacity_; }
+  size_t capacity() const { return capacity_; }  // now (kAgedClock: follows the working set)
+  size_t budget() const { return budget_; }      // the most it may hold
+  size_t peak_size() const { return peak_size_; }
+  uint64_t resizes() const { return resizes_; }
   size_t page_size() const { return page_size_; }
   uint64_t hits() const { return hits_; }      // touch() calls
   uint64_t misses() const { return misses_; }  // insert() calls
@@ -97,9 +115,7 @@ class PageCache {
   uint64_t state_digest() const;
 
  private:
-  struct FreeDeleter {
-    void operator()(uint8_t* p) const;
-  };
+  static constexpr uint64_t kNoKey = UINT64_MAX;  // keys_ of a slot that holds nothing
   PageCache() = default;
   size_t bucket_of(uint64_t key) const;
   void unlink(uint32_t slot);
@@ -110,13 +126,22 @@ class PageCache {
   void erase_slot(uint32_t slot);
   void note_reuse(uint64_t distance);
   void remember_ghost(uint64_t key, uint64_t tick);
+  // kAgedClock: every size_check_ticks_ updates, the capacity the working set asks for.
+  void maybe_resize();
+  void shrink(size_t new_capacity);
+  void move_slot(uint32_t from, uint32_t to);
 
   CachePolicy policy_ = kDefaultCachePolicy;
   size_t page_size_ = 0;
   size_t capacity_ = 0;
+  size_t budget_ = 0;
   size_t size_ = 0;
-  uint64_t hits_ = 0, misses_ = 0, evictions_ = 0, declined_ = 0;
-  std::unique_ptr<uint8_t[], FreeDeleter> data_;
+  size_t peak_size_ = 0;
+  uint64_t hits_ = 0, misses_ = 0, evictions_ = 0, declined_ = 0, resizes_ = 0;
+  uint64_t size_check_ticks_ = 0, next_size_check_ = 0;
+  // budget_ slots of page memory, mapped at create() and backed as slots are first written.
+  uint8_t* data_ = nullptr;
+  size_t data_bytes_ = 0;
   std::vector<uint64_t> keys_;
   std::vector<uint32_t> prev_, next_;  // kLru: list through slots; head_ = most recent
   uint32_t head_ = kNone, tail_ = kNone;
@@ -130,6 +155,7 @@ class PageCache {
   uint64_t now_ = 0;
   uint64_t reuse_distance_ = 0;
   uint64_t reuse_deviation_ = 0;
+  uint64_t held_reuse_ = 0;  // R': R's peak, lowered by at most the ticks since
   uint32_t hand_ = 0;
   std::vector<uint32_t> index_;  // open addressing, linear probing: slot or kNone
   size_t index_mask_ = 0;

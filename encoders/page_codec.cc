@@ -365,7 +365,7 @@ size_t Encoder::encode_page(uint64_t key, const uint8_t* page, uint8_t* out, For
     s = cache_->insert(key);
     stats_.cache_evictions += cache_->evictions() - ev;
   } else {
-    cache_->touch(s);
+    s = cache_->touch(s);
   }
   if (s != PageCache::kNone) std::memcpy(cache_->data(s), page, n);
 
@@ -529,7 +529,7 @@ DecodeResult Decoder::decode_record(uint64_t key, std::span<const uint8_t> in, u
   if (s == PageCache::kNone) {
     s = cache_->insert(key);
   } else {
-    cache_->touch(s);
+    s = cache_->touch(s);
   }
   if (s != PageCache::kNone) std::memcpy(cache_->data(s), out, n);
   return {};

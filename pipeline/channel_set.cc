@@ -329,7 +329,8 @@ json::Value ChannelSet::stats_json(const std::string& outcome, const std::string
   uint64_t effort_pages[encoders::kMaxEffort + 1] = {};
   Value shard_pages = Value::array();
   uint64_t cache_hits = 0, cache_misses = 0, cache_evictions = 0, cache_declined = 0;
-  size_t cache_bytes = 0;
+  uint64_t cache_capacity = 0, cache_peak = 0, cache_resizes = 0;
+  size_t cache_budget = 0;
   const char* cache_policy = "";
   for (const auto& c : channels_) {
     const PageStreamEncoder* enc = c->encoder;
@@ -348,8 +349,11 @@ json::Value ChannelSet::stats_json(const std::string& outcome, const std::string
     cache_misses += k.cache_misses.load();
     cache_evictions += k.cache_evictions.load();
     cache_declined += k.cache_declined.load();
+    cache_capacity += k.cache_capacity_bytes.load();
+    cache_peak += k.cache_peak_bytes.load();
+    cache_resizes += k.cache_resizes.load();
     if (c->index == 0) {
-      cache_bytes = enc->options().cache_bytes;
+      cache_budget = enc->options().cache_bytes;
       cache_policy = encoders::cache_policy_name(enc->options().cache_policy);
       effort = k.effort.load();
       const unsigned shards = k.shards.load();
@@ -378,13 +382,18 @@ json::Value ChannelSet::stats_json(const std::string& outcome, const std::string
     enc.set("pages_per_shard", std::move(shard_pages));
     doc.set("encoding", std::move(enc));
     // Lookups of non-zero pages: a hit can go as same or delta, a miss goes whole; declined
-    // misses were not admitted (aged-clock keeping a working set larger than the cache). Not
-    // inside "encoding", whose objects are the forms.
+    // misses were not admitted (aged-clock keeping a working set larger than the cache). The
+    // budget is --cache-mib (host-bounded); capacity what the working set sized it to, peak
+    // the most page copies it held (the memory it used on each end). Not inside "encoding",
+    // whose objects are the forms.
     const uint64_t lookups = cache_hits + cache_misses;
     doc.set(
         "page_cache",
         Value::object({{"policy", cache_policy},
-                       {"bytes", cache_bytes},
+                       {"budget_bytes", cache_budget},
+                       {"capacity_bytes", cache_capacity},
+                       {"peak_bytes", cache_peak},
+                       {"resizes", cache_resizes},
                        {"hits", cache_hits},
                        {"misses", cache_misses},
                        {"evictions", cache_evictions},

@@ -386,13 +386,20 @@ Status PageStreamEncoder::flush_pages(FrameWriter& out) {
     b.index.clear();
   }
   uint64_t hits = 0, misses = 0, evictions = 0, declined = 0;
+  uint64_t capacity = 0, peak = 0, resizes = 0;
   for (const Shard& sh : shards_) {
     const encoders::PageCache& c = sh.encoder->cache();
     hits += c.hits();
     misses += c.misses();
     evictions += c.evictions();
     declined += c.declined();
+    capacity += c.capacity() * c.page_size();
+    peak += c.peak_size() * c.page_size();
+    resizes += c.resizes();
   }
+  counters_.cache_capacity_bytes.store(capacity, std::memory_order_relaxed);
+  counters_.cache_peak_bytes.store(peak, std::memory_order_relaxed);
+  counters_.cache_resizes.store(resizes, std::memory_order_relaxed);
   counters_.cache_hits.store(hits, std::memory_order_relaxed);
   counters_.cache_misses.store(misses, std::memory_order_relaxed);
   counters_.cache_evictions.store(evictions, std::memory_order_relaxed);

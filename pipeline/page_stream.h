@@ -4,11 +4,12 @@
 // Wires qemu-channel (parser, rebuilder) to encoders/ and dataplane/ frames.
 //
 // Frame payloads (big-endian unless noted; frame types in dataplane/protocol.h):
-//   CODEC := version:u8(=5) page_size:u32 cache_bytes:u64 shards:u8 cache_policy:u8
+//   CODEC := version:u8(=6) page_size:u32 cache_bytes:u64 shards:u8 cache_policy:u8
 //            max_pages:u16 zstd_window_log:u8 lzma_dict:u32                      (22 bytes)
 //            once, before the first PAGES frame; the receiver builds one Decoder per shard
 //            from it, each with cache_bytes / shards and the sender's replacement policy
-//            (encoders::CachePolicy: 0 lru, 1 aged-clock). The last three fields are limits
+//            (encoders::CachePolicy: 0 lru, 1 aged-clock; cache_bytes is the budget within
+//            which aged-clock sizes itself, the same way on both ends). The last three are limits
 //            the sender keeps for the whole session:
 //     max_pages        most pages in one PAGES frame (1 .. 4096; ferry send: 64)
 //     zstd_window_log  its zstd streams' window is at most 2^zstd_window_log bytes (10 .. 24;
@@ -18,7 +19,7 @@
 //            The receiver refuses a CODEC frame whose limits exceed its own (DecoderLimits)
 //            with one sentence naming the field, holds exactly the announced sizes, and
 //            fails the session on a PAGES frame beyond them. Other versions (1..4 had no
-//            limits) are refused: both ends must run the same ferry.
+//            limits, 5 a fixed-size aged-clock) are refused: both ends must run the same ferry.
 //   PAGES := flags:u8 block_len:u8 block[block_len] count:u16 body
 //     flags      bit 0 STREAM: body = kind:u8 content_len:u32 block, the content compressed
 //                as the next block of the shard's stream of that kind (1 zstd, 2 LZMA2;
@@ -83,7 +84,7 @@ struct PageCodecOptions {
   encoders::CodecLevel level = encoders::CodecLevel::kFast;
   // >= 0: this effort, fixed, whatever the level (ferry inspect --simulate-codec).
   int fixed_effort = -1;
-  size_t cache_bytes = 256u << 20;  // all shards together
+  size_t cache_bytes = 1024u << 20;  // the caches' budget, all shards together
   encoders::CachePolicy cache_policy = encoders::kDefaultCachePolicy;
   unsigned encode_threads = 1;  // shards, each encoded on its own thread; 1 .. kMaxShards
 };
@@ -102,6 +103,8 @@ struct PageCodecCounters {
   std::atomic<uint64_t> shard_pages[64] = {};  // pages encoded per shard (kMaxShards)
   // The page caches of all shards (encoders::PageCache counters), as of the last batch.
   std::atomic<uint64_t> cache_hits{0}, cache_misses{0}, cache_evictions{0}, cache_declined{0};
+  // Their capacity now and the most they held (bytes), and how often they resized.
+  std::atomic<uint64_t> cache_capacity_bytes{0}, cache_peak_bytes{0}, cache_resizes{0};
 };
 
 inline constexpr unsigned kMaxShards = 64;           // the shard fits PAGES flags bits 1..7
@@ -268,7 +271,7 @@ struct CodecAnnouncement {
   uint32_t lzma_dict = 0;                            // 0: no LZMA2 blocks
 };
 inline constexpr size_t kCodecPayloadSize = 22;
-inline constexpr uint8_t kCodecVersion = 5;
+inline constexpr uint8_t kCodecVersion = 6;
 void encode_codec(const CodecAnnouncement& c, uint8_t out[kCodecPayloadSize]);
 
 // The page key both ends derive: block ids are numbered in order of first appearance in

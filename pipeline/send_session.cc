@@ -6,9 +6,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <random>
 
+#include "common/log.h"
 #include "dataplane/handshake.h"
 #include "dataplane/net.h"
 #include "dataplane/protocol.h"
@@ -32,11 +34,37 @@ SendSession::~SendSession() {
   }
 }
 
+namespace {
+
+// The page cache's budget: --cache-mib, but at most a quarter of the memory this host has
+// available now (the cache fills up to its budget when the guest's RAM is at least that
+// large, and the receiver's host holds the same).
+size_t cache_budget_bytes(size_t cache_mib) {
+  const size_t asked = cache_mib << 20;
+  std::FILE* f = std::fopen("/proc/meminfo", "r");
+  if (f == nullptr) return asked;
+  unsigned long long kib = 0;
+  char line[128];
+  while (std::fgets(line, sizeof line, f) != nullptr) {
+    if (std::sscanf(line, "MemAvailable: %llu kB", &kib) == 1) break;
+  }
+  std::fclose(f);
+  const size_t quarter = static_cast<size_t>(kib << 10) / 4 >> 20 << 20;  // whole MiB
+  if (kib == 0 || asked <= quarter) return asked;
+  FERRY_LOG_WARN(
+      "page cache: --cache-mib %zu is more than a quarter of this host's available "
+      "memory; using %zu MiB",
+      cache_mib, quarter >> 20);
+  return quarter;
+}
+
+}  // namespace
+
 std::unique_ptr<PageStreamEncoder> SendSession::make_codec() const {
   if (opt_.codec == encoders::CodecLevel::kNone) return nullptr;
   PageCodecOptions opt;
   opt.level = opt_.codec;
-  opt.cache_bytes = opt_.cache_mib << 20;
+  opt.cache_bytes = cache_budget_bytes(opt_.cache_mib);
   opt.cache_policy = opt_.cache_policy;
   opt.encode_threads = opt_.encode_threads;
   return std::make_unique<PageStreamEncoder>(opt);

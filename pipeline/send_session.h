@@ -28,7 +28,8 @@ struct SendOptions {
   std::string vm_name;
   int connect_timeout_ms = 10000;
   encoders::CodecLevel codec = encoders::CodecLevel::kAuto;
-  size_t cache_mib = 256;
+  // The page cache's memory budget on each end; it sizes itself within it (page_cache.h).
+  size_t cache_mib = 1024;
   encoders::CachePolicy cache_policy = encoders::kDefaultCachePolicy;
   unsigned encode_threads = 1;  // encode shards of the main stream, one thread each
   dataplane::PollMode poll_mode = dataplane::PollMode::kAdaptive;  // each channel's engine

@@ -65,8 +65,14 @@ class Migration {
       sent_before_[pages[i]] = true;
     }
     EXPECT_EQ(enc_->cache().state_digest(), dec_->cache().state_digest());
+    EXPECT_EQ(enc_->cache().capacity(), dec_->cache().capacity());
+    printf("cap %zu R %llu V %llu stale %llu\n", enc_->cache().capacity(),
+           (unsigned long long)enc_->cache().reuse_distance(),
+           (unsigned long long)enc_->cache().reuse_deviation(),
+           (unsigned long long)enc_->cache().stale_age());
     return resent == 0 ? 0.0 : static_cast<double>(cached) / static_cast<double>(resent);
   }
+  const PageCache& cache() const { return enc_->cache(); }
 
  private:
   std::vector<Page> src_, dst_;
@@ -222,6 +228,43 @@ TEST(PageCacheSweep, SmallWorkingSetStaysCached) {
   print("working set of 90% of the cache, random halves", lru, aged);
   EXPECT_GE(aged.mean_from(1), 0.99);
   EXPECT_GE(lru.mean_from(1), 0.99);
+}
+
+// The capacity follows the working set (the budget is kCachePages): after a full first pass
+// over 2x the budget, a working set of a quarter of it shrinks the cache to about 1.25x the
+// set without losing its hits; a set that then grows past the shrunk capacity grows it back.
+TEST(PageCacheSweep, CapacityFollowsTheWorkingSet) {
+  const size_t ram = 2 * kCachePages;
+  auto scattered = [&](size_t every) {  // every n-th page of RAM
+    std::vector<uint64_t> v;
+    for (uint64_t k = 0; k < ram; k += every) v.push_back(k);
+    return v;
+  };
+  Migration m(CachePolicy::kAgedClock, ram);
+  m.pass(range(0, ram));
+  EXPECT_EQ(m.cache().capacity(), kCachePages) << "starts at the budget";
+  const std::vector<uint64_t> small = scattered(8);  // 256 pages, a quarter of the budget
+  std::vector<double> shares;
+  for (int i = 0; i < 20; ++i) shares.push_back(m.pass(small));
+  std::printf(
+      "working set of 25%% of the budget: capacity %zu of %zu pages, peak %zu, "
+      "%llu resizes\n",
+      m.cache().capacity(), m.cache().budget(), m.cache().peak_size(),
+      static_cast<unsigned long long>(m.cache().resizes()));
+  // 1.25x the pass length, left alone unless a shrink saves a quarter: at most 1.25 / 0.75.
+  EXPECT_LE(m.cache().capacity(), small.size() * 5 / 3) << "shrunk to about 1.25x the set";
+  EXPECT_GE(m.cache().capacity(), small.size()) << "never below the set";
+  for (size_t i = 4; i < shares.size(); ++i) EXPECT_GE(shares[i], 0.99) << "pass " << i;
+
+  const std::vector<uint64_t> grown = scattered(3);  // 683 pages, 2.1x the shrunk capacity
+  shares.clear();
+  for (int i = 0; i < 12; ++i) shares.push_back(m.pass(grown));
+  std::printf("then 67%% of the budget: capacity %zu, shares of the last passes %.2f %.2f\n",
+              m.cache().capacity(), shares[10], shares[11]);
+  EXPECT_GE(m.cache().capacity(), grown.size()) << "grown back";
+  EXPECT_LE(m.cache().capacity(), kCachePages);
+  EXPECT_GE(shares[10], 0.99);
+  EXPECT_GE(shares[11], 0.99);
 }
 
 }  // namespace

@@ -59,7 +59,8 @@ TEST(PageCache, MatchesReferenceLru) {
 }
 
 // The aged CLOCK written as plainly as possible: slots in an array, the clock, the hand, the
-// running reuse distance. Slot numbers must match too (both ends index data by slot).
+// running reuse distance, the capacity that follows it. Slot numbers must match too (both
+// ends index data by slot).
 struct AgedClockModel {
   struct Slot {
     bool used = false;
@@ -73,9 +74,71 @@ struct AgedClockModel {
   // of two buckets (at least 16).
   std::vector<std::pair<uint64_t, uint64_t>> ghosts;  // key, 1 + tick; 0 = empty
   int ghost_bits = 4;
-  explicit AgedClockModel(size_t cap) : slots(cap), reuse(cap) {
+  size_t budget, capacity;
+  uint64_t check_every, next_check, held;
+  explicit AgedClockModel(size_t cap)
+      : slots(cap),
+        reuse(cap),
+        budget(cap),
+        capacity(cap),
+        check_every(std::clamp<uint64_t>(cap / 64, 64, 4096)),
+        next_check(check_every),
+        held(cap) {
     while ((size_t{1} << ghost_bits) < 2 * cap) ++ghost_bits;
     ghosts.resize(size_t{1} << ghost_bits);
+  }
+  void maybe_resize() {
+    if (now < next_check) return;
+    next_check = now + check_every;
+    const size_t floor = std::max<size_t>(budget / 16, std::min<size_t>(budget, 64));
+    const uint64_t stale_age = reuse + std::max(reuse / 8, 4 * deviation);
+    held = std::max(stale_age, held > check_every / 2 ? held - check_every / 2 : 0);
+    const size_t want = std::clamp<size_t>(held + held / 8, floor, budget);
+    if (want > capacity) capacity = want;
+    if (want < capacity - capacity / 4) shrink(want);
+  }
+  void forget(int s) {  // an eviction: the entry becomes a ghost
+    ghost(slots[s].key) = {slots[s].key, 1 + slots[s].last_use};
+    slots[s].used = false;
+  }
+  // Entries above the new capacity move, most recent first, to free slots below it, then
+  // over kept entries older than themselves (stalest first); the rest are evicted.
+  void shrink(size_t cap) {
+    std::vector<int> above, kept_free, kept_used;
+    for (size_t s = 0; s < capacity; ++s) {
+      const int i = static_cast<int>(s);
+      if (s >= cap) {
+        if (slots[s].used) above.push_back(i);
+      } else {
+        (slots[s].used ? kept_used : kept_free).push_back(i);
+      }
+    }
+    auto age = [&](int s) { return slots[s].last_use; };
+    std::sort(above.begin(), above.end(), [&](int a, int b) { return age(a) > age(b); });
+    std::sort(kept_used.begin(), kept_used.end(), [&](int a, int b) { return age(a) < age(b); });
+    size_t f = 0, u = 0;
+    for (const int from : above) {
+      int to = -1;
+      if (f < kept_free.size()) {
+        to = kept_free[f++];
+      } else if (u < kept_used.size() && age(kept_used[u]) < age(from)) {
+        to = kept_used[u++];
+        forget(to);
+      }
+      if (to < 0) {
+        forget(from);
+      } else {
+        slots[to] = slots[from];
+        slots[from].used = false;
+      }
+    }
+    freed.clear();  // the lowest free slot is handed out first
+    for (size_t s = cap; s-- > 0;) {
+      if (!slots[s].used) freed.push_back(static_cast<uint32_t>(s));
+    }
+    never_used = static_cast<uint32_t>(cap);
+    if (hand >= cap) hand = 0;
+    capacity = cap;
   }
   std::pair<uint64_t, uint64_t>& ghost(uint64_t key) {
     return ghosts[(key * 0x9E3779B97F4A7C15ull) >> (64 - ghost_bits)];
@@ -104,25 +167,28 @@ struct AgedClockModel {
   void touch(int s) {
     note_reuse(now - slots[s].last_use);
     slots[s].last_use = now++;
+    maybe_resize();
   }
   void remove(uint64_t key) {
     if (slots.empty()) return;
+    maybe_resize();
     ++now;
     if (const int s = find(key); s >= 0) free_slot(s);
   }
   int insert(uint64_t key) {
     if (slots.empty()) return -1;
+    maybe_resize();
     if (auto& g = ghost(key); g.second != 0 && g.first == key) {
       note_reuse(now - (g.second - 1));
       g.second = 0;
     }
-    if (size() == slots.size()) {
+    if (size() == capacity) {
       int victim = -1;
       for (unsigned i = 0; i < PageCache::kAdmissionScan && victim < 0; ++i) {
         if (now - slots[hand].last_use > reuse + std::max(reuse / 8, 4 * deviation)) {
           victim = static_cast<int>(hand);
         }
-        hand = (hand + 1) % slots.size();
+        hand = (hand + 1) % capacity;
       }
       if (victim < 0) {
         ghost(key) = {key, 1 + now++};
@@ -150,14 +216,17 @@ TEST(PageCache, AgedClockMatchesReferenceModel) {
     PageCache& cache = **c;
     AgedClockModel model(cap);
     std::mt19937_64 rng(cap + 100);
-    // Alternate phases: a hot set that fits, then a sweep over a larger one, so that both
-    // admissions and refusals happen.
+    // Rotate phases: a hot set that fits, a sweep over a larger one, a sweep over a small
+    // one, so that admissions, refusals, shrinks and growth all happen.
     uint64_t declined = 0;
+    bool resized = false;
     for (int op = 0; op < 200000; ++op) {
-      const bool sweep_phase = (op / 20000) % 2 == 1;
-      const uint64_t key_space = sweep_phase ? cap * 3 / 2 + 3 : cap / 2 + 3;
+      const int phase = (op / 20000) % 3;
+      const uint64_t key_space = phase == 1   ? cap * 3 / 2 + 3
+                                 : phase == 2 ? cap / 4 + 3
+                                              : cap / 2 + 3;
       const uint64_t key =
-          (sweep_phase ? static_cast<uint64_t>(op) % key_space : rng() % key_space) *
+          (phase == 0 ? rng() % key_space : static_cast<uint64_t>(op) % key_space) *
           0x100000001ull;  // collide in low bits
       const int want = model.find(key);
       const uint32_t slot = cache.find(key);
@@ -177,10 +246,16 @@ TEST(PageCache, AgedClockMatchesReferenceModel) {
       ASSERT_EQ(cache.size(), model.size());
       ASSERT_EQ(cache.reuse_distance(), model.reuse) << "op " << op;
       ASSERT_EQ(cache.reuse_deviation(), model.deviation) << "op " << op;
+      ASSERT_EQ(cache.capacity(), model.capacity) << "op " << op;
+      resized |= cache.capacity() != cap;
     }
     EXPECT_EQ(cache.declined(), declined);
     if (cap >= 7) {
       EXPECT_GT(declined, 0u) << "the sweeps must have been refused admission";
+    }
+    if (cap >= 1000) {
+      EXPECT_TRUE(resized) << "the small sweeps must have shrunk the cache";
+      EXPECT_GT(cache.resizes(), 2u);
     }
   }
 }

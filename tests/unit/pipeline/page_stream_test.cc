@@ -515,12 +515,13 @@ TEST(PageStreamDecoder, RefusesCodecLimitsAboveItsOwn) {
     // Refused, nothing built: a PAGES frame still finds no CODEC.
     EXPECT_FALSE(dec.decode(FrameType::kPages, pages_frame(zero_pages(1)), out).is_ok());
   }
-  // Other versions, and version 5 cut short or padded.
+  // Other versions (5: the same layout, a fixed-size cache), and version 6 cut short or padded.
   const std::vector<std::vector<uint8_t>> bad = {
       {},
       {3, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 2},
       {4, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 2, 1},
-      {6, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 1, 1, 0, 64, 23, 0, 4, 0, 0},
+      {5, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 1, 1, 0, 64, 23, 0, 4, 0, 0},
+      {7, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 1, 1, 0, 64, 23, 0, 4, 0, 0},
   };
   for (const auto& c : bad) {
     PageStreamDecoder dec(1u << 20);
