@@ -72,8 +72,10 @@ void encode_codec(const CodecAnnouncement& c, uint8_t out[kCodecPayloadSize]) {
 // ---------------------------------------------------------------------------- sender
 
 PageStreamEncoder::PageStreamEncoder(const PageCodecOptions& options) : opt_(options) {
+  // auto starts with the zstd stream (policy/effort.h), not at the level's lightest effort.
   effort_ = opt_.fixed_effort >= 0 ? std::min(opt_.fixed_effort, encoders::kMaxEffort)
-                                   : encoders::effort_for_level(opt_.level);
+            : opt_.level == encoders::CodecLevel::kAuto ? policy::kAutoFirstEffort
+                                                        : encoders::effort_for_level(opt_.level);
   counters_.effort.store(effort_);
   opt_.encode_threads = std::clamp(opt_.encode_threads, 1u, kMaxShards);
 }

@@ -25,6 +25,29 @@ TEST(AutoEffort, Ladder) {
   EXPECT_EQ(next_auto_effort(4, mid, 0.9), 4);
 }
 
+// auto starts on the zstd stream and keeps it while the link waits for QEMU rather than for
+// the encoder (a fast link: the queue stays short, the encoder idles).
+TEST(AutoEffort, FastLinkKeepsTheZstdStream) {
+  const size_t empty = kBacklogLinkWaits - 1, mid = kBacklogLinkWaits + 1;
+  EXPECT_EQ(kAutoFirstEffort, 3);
+  EXPECT_EQ(next_auto_effort(3, empty, -1), 3) << "not measured yet";
+  EXPECT_EQ(next_auto_effort(3, empty, 0.5), 3) << "the link waits for QEMU, not the encoder";
+  EXPECT_EQ(next_auto_effort(3, empty, 0.79), 3);
+  EXPECT_EQ(next_auto_effort(3, mid, 0.95), 3) << "bytes still queue: the link keeps up";
+  EXPECT_EQ(next_auto_effort(3, empty, 0.81), 1) << "the encoder is the bottleneck";
+}
+
+// Back at effort 1, zstd -1 (~3x the CPU per byte) returns once effort 1 leaves the encoder
+// idle enough, with room below the step-down threshold so 1 and 3 do not alternate.
+TEST(AutoEffort, HeadroomBringsTheStreamBack) {
+  const size_t empty = kBacklogLinkWaits - 1;
+  EXPECT_EQ(next_auto_effort(1, empty, 0.1), 3);
+  EXPECT_EQ(next_auto_effort(1, empty, 0.19), 3);
+  EXPECT_EQ(next_auto_effort(1, empty, 0.21), 1) << "zstd -1 would keep it > 60 % busy";
+  EXPECT_EQ(next_auto_effort(1, empty, 0.3), 1) << "just stepped down from 3 at > 80 %";
+  EXPECT_EQ(next_auto_effort(1, empty, -1), 1) << "not measured yet";
+}
+
 // The thresholds are the ones the policy engine reads the link by (engine.cc): the socket
 // buffer full above 64 KiB, the link waiting below 16 KiB.
 TEST(AutoEffort, Thresholds) {
