@@ -653,6 +653,7 @@ int run_migrate(int argc, char** argv) {
     s.ferry.page_wire_bytes = c.page_wire_bytes;
     s.ferry.effort = c.effort;
     s.ferry.link_backlog_bytes = c.link_backlog_bytes;
+    s.ferry.encode_ns = c.encode_ns;
     s.cpu_idle = cpu.sample();
 
     if (q.status == "completed") {

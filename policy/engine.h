@@ -75,6 +75,7 @@ struct FerrySample {
   int effort = -1;                  // current encoding effort, -1 = no encoding
   uint64_t link_backlog_bytes = 0;  // queued in ferry for the link right now: high = the
                                     // link is the bottleneck, ~0 = the link waits for us
+  uint64_t encode_ns = 0;           // time ferry send's encoder spent encoding
 };
 
 struct Sample {
