@@ -434,6 +434,10 @@ void PageStreamEncoder::adapt_effort(size_t backlog) {
   const int next = policy::next_auto_effort(effort_, backlog, busy_fraction_);
   if (next == effort_) return;
   effort_ = next;
+  // The last window measured the old effort: decide the next step on the new one's own.
+  busy_fraction_ = -1;
+  busy_ns_ = 0;
+  window_start_ = now;
   (void)apply_effort();  // only fails when the build lacks zstd; then per-page forms remain
   counters_.effort.store(effort_, std::memory_order_relaxed);
   counters_.effort_changes.fetch_add(1, std::memory_order_relaxed);
