@@ -240,6 +240,9 @@ void Engine::predict(const Sample& s, std::vector<Decision>& out, const std::str
 // skip 2 as the codec's own `auto` does (effort.cc).
 void Engine::tune_effort(const Sample& s, std::vector<Decision>& out) {
   if (s.ferry.effort < 0 || !have_prev_ || s.time_s < 1.0) return;  // no encoding; no rates yet
+  // Its own rule sees the same signals at every read and climbs back; a step here would pin
+  // the effort (measured at 1 Gbit/s: pinned at 1 after 1.1 s, 111 MB against 77 MB).
+  if (limits_.codec_adapts) return;
   const int current = effort_ >= 0 ? effort_ : s.ferry.effort;
   if (s.time_s - last_effort_change_s_ < kEffortHoldS) return;
   // The same thresholds as the encoder's own `auto` (effort.h), on the smoothed backlog.

@@ -264,6 +264,23 @@ TEST(Engine, StarvedHostWithAnIdleEncoderKeepsTheEffort) {
   EXPECT_EQ(r.final_effort, 3);
 }
 
+// With `--codec auto` the codec steps down by itself (policy/effort.h): the engine, which
+// would pin the effort, stays out even while the encoder starves the host.
+TEST(Engine, AutoCodecKeepsTheEffort) {
+  SimConfig c;
+  c.dirty_bytes_per_s = 5e6;
+  c.start_effort = 5;
+  c.cores_for_encoding = 0.3;
+  c.other_cpu_cores = 1.9;
+  c.link_bytes_per_s = 125e6;
+  Limits l;
+  l.allow_postcopy = true;
+  l.codec_adapts = true;
+  SimResult r = simulate(c, l);
+  EXPECT_LT(r.min_cpu_idle, 0.10);
+  EXPECT_EQ(count(r, Action::kSetEffort), 0);
+}
+
 TEST(Engine, CpuToSpareLeavesEffortToTheCodec) {
   SimConfig c;
   c.dirty_bytes_per_s = 5e6;
