@@ -30,10 +30,12 @@ TEST(AutoEffort, Ladder) {
 // (1 Gbit/s: bursts fill the queue while zstd -9 could not keep up).
 TEST(AutoEffort, ClimbsOnlyOntoAffordableRungs) {
   const size_t full = kBacklogLinkLimits + 1;
-  EXPECT_EQ(next_auto_effort(3, full, 0.7), 3) << "zstd -3: 1.3x zstd -1's CPU, > 75 %";
-  EXPECT_EQ(next_auto_effort(4, full, 0.5), 4) << "zstd -9: 3.5x zstd -3's CPU";
+  EXPECT_EQ(next_auto_effort(3, full, 0.8), 3) << "zstd -3: 1.3x zstd -1's CPU, > 100 %";
+  EXPECT_EQ(next_auto_effort(3, full, 0.7), 4);
+  EXPECT_EQ(next_auto_effort(4, full, 0.3), 4) << "zstd -9: 3.5x zstd -3's CPU";
   EXPECT_EQ(next_auto_effort(4, full, -1), 4) << "not measured: no expensive rung";
-  EXPECT_EQ(next_auto_effort(4, full, 0.2), 5);
+  EXPECT_EQ(next_auto_effort(4, full, 0.25), 5);
+  EXPECT_EQ(next_auto_effort(5, full, 0.3), 5) << "LZMA2 only with room to spare";
 }
 
 // auto starts on the zstd stream and keeps it while the link waits for QEMU rather than for
