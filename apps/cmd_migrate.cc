@@ -870,6 +870,8 @@ int run_migrate(int argc, char** argv) {
                      {"postcopy_vcpu_blocktime_ms", blocktime.known ? blocktime.vcpu_ms : Value()},
                      {"sampled_dirty_bytes_per_s", Value(sampled_dirty_bytes_per_s)},
                      {"page_cache", cache},
+                     // Pages encoded at each effort 0..6 (null without encoding): where auto went.
+                     {"pages_per_effort", stats.get({"encoding", "pages_per_effort"})},
                      {"link_protection", Value(protection)},
                      {"receiver_identity", Value(receiver)},
                      {"decisions", ds}})
