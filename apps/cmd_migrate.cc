@@ -65,11 +65,12 @@ void migrate_usage(FILE* out) {
       "(--dst-qmp; started with -incoming unix:PATH, where `ferry recv --qemu unix:PATH\n"
       "--listen tcp:HOST:PORT` feeds it) through ferry, and watches it: every 100 ms the\n"
       "policy engine (docs/POLICY.md) compares what the link can carry after encoding with\n"
-      "what the guest dirties, sets QEMU's downtime limit from the budget, tunes the encoding\n"
-      "effort when the CPU runs short, switches to post-copy as soon as pre-copy is predicted\n"
-      "not to converge (only with --allow-postcopy), or stops early with the reason when\n"
-      "nothing allowed can finish. QEMU's own bandwidth cap is lifted: ferry's bounded queues\n"
-      "already make it see the link's real rate.\n"
+      "what the guest dirties, sets QEMU's downtime limit from the budget, tunes a fixed\n"
+      "codec's effort when the encoder starves the CPU (auto tunes its own), switches to\n"
+      "post-copy as soon as pre-copy is predicted not to converge (only with\n"
+      "--allow-postcopy), or stops early with the reason when nothing allowed can finish.\n"
+      "QEMU's own bandwidth cap is lifted: ferry's bounded queues already make it see the\n"
+      "link's real rate.\n"
       "Ends with a report: outcome, total time, downtime, bytes, and every decision with the\n"
       "numbers behind it. Exit 0 when the migration completed, 1 otherwise (failed, or\n"
       "stopped by the policy: the VM then keeps running on the source).\n"
@@ -606,6 +607,7 @@ int run_migrate(int argc, char** argv) {
   double sampled_dirty_bytes_per_s = 0;
 
   // 3. The policy loop.
+  a.limits.codec_adapts = a.send.codec == encoders::CodecLevel::kAuto;
   Engine engine(a.limits);
   CpuIdleMeter cpu;
   std::vector<Decision> decisions;
@@ -653,6 +655,7 @@ int run_migrate(int argc, char** argv) {
     s.ferry.page_wire_bytes = c.page_wire_bytes;
     s.ferry.effort = c.effort;
     s.ferry.link_backlog_bytes = c.link_backlog_bytes;
+    s.ferry.encode_ns = c.encode_ns;
     s.cpu_idle = cpu.sample();
 
     if (q.status == "completed") {
@@ -867,6 +870,8 @@ int run_migrate(int argc, char** argv) {
                      {"postcopy_vcpu_blocktime_ms", blocktime.known ? blocktime.vcpu_ms : Value()},
                      {"sampled_dirty_bytes_per_s", Value(sampled_dirty_bytes_per_s)},
                      {"page_cache", cache},
+                     // Pages encoded at each effort 0..6 (null without encoding): where auto went.
+                     {"pages_per_effort", stats.get({"encoding", "pages_per_effort"})},
                      {"link_protection", Value(protection)},
                      {"receiver_identity", Value(receiver)},
                      {"decisions", ds}})

@@ -72,8 +72,10 @@ void encode_codec(const CodecAnnouncement& c, uint8_t out[kCodecPayloadSize]) {
 // ---------------------------------------------------------------------------- sender
 
 PageStreamEncoder::PageStreamEncoder(const PageCodecOptions& options) : opt_(options) {
+  // auto starts with the zstd stream (policy/effort.h), not at the level's lightest effort.
   effort_ = opt_.fixed_effort >= 0 ? std::min(opt_.fixed_effort, encoders::kMaxEffort)
-                                   : encoders::effort_for_level(opt_.level);
+            : opt_.level == encoders::CodecLevel::kAuto ? policy::kAutoFirstEffort
+                                                        : encoders::effort_for_level(opt_.level);
   counters_.effort.store(effort_);
   opt_.encode_threads = std::clamp(opt_.encode_threads, 1u, kMaxShards);
 }
@@ -439,6 +441,10 @@ void PageStreamEncoder::adapt_effort(size_t backlog) {
   const int next = policy::next_auto_effort(effort_, backlog, busy_fraction_);
   if (next == effort_) return;
   effort_ = next;
+  // The last window measured the old effort: decide the next step on the new one's own.
+  busy_fraction_ = -1;
+  busy_ns_ = 0;
+  window_start_ = now;
   (void)apply_effort();  // only fails when the build lacks zstd; then per-page forms remain
   counters_.effort.store(effort_, std::memory_order_relaxed);
   counters_.effort_changes.fetch_add(1, std::memory_order_relaxed);

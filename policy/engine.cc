@@ -232,11 +232,17 @@ void Engine::predict(const Sample& s, std::vector<Decision>& out, const std::str
 }
 
 // Encoding effort: heavier encoding only helps while the link is the bottleneck and costs
-// CPU that the guest and QEMU need. Starved CPU (< 10 % idle) while the link waits for ferry
-// means the encoder holds the migration back: one step lighter. CPU to spare (> 30 % idle)
-// while bytes wait for the link: one step heavier (once the engine has taken over).
+// CPU that the guest and QEMU need. Starved CPU (< 10 % idle) while the link waits and the
+// encoder was busy (> 80 % of the interval) means the encoder holds the migration back: one
+// step lighter. A starved host whose encoder idles waits for QEMU (a TCG guest alone can keep
+// the host busy): lighter encoding would only put more bytes out. CPU to spare (> 30 % idle)
+// while bytes wait for the link: one step heavier (once the engine has taken over). The steps
+// skip 2 as the codec's own `auto` does (effort.cc).
 void Engine::tune_effort(const Sample& s, std::vector<Decision>& out) {
   if (s.ferry.effort < 0 || !have_prev_ || s.time_s < 1.0) return;  // no encoding; no rates yet
+  // Its own rule sees the same signals at every read and climbs back; a step here would pin
+  // the effort (measured at 1 Gbit/s: pinned at 1 after 1.1 s, 111 MB against 77 MB).
+  if (limits_.codec_adapts) return;
   const int current = effort_ >= 0 ? effort_ : s.ferry.effort;
   if (s.time_s - last_effort_change_s_ < kEffortHoldS) return;
   // The same thresholds as the encoder's own `auto` (effort.h), on the smoothed backlog.
@@ -245,17 +251,25 @@ void Engine::tune_effort(const Sample& s, std::vector<Decision>& out) {
   const double ratio = s.ferry.page_bytes_in
                            ? static_cast<double>(s.ferry.page_wire_bytes) / s.ferry.page_bytes_in
                            : 1.0;
+  const double dt = s.time_s - prev_.time_s;
+  const double encoder_busy =
+      dt > 0 ? static_cast<double>(s.ferry.encode_ns -
+                                   std::min(s.ferry.encode_ns, prev_.ferry.encode_ns)) /
+                   (dt * 1e9)
+             : 0;
   int next = current;
   std::string reason;
-  if (s.cpu_idle < 0.10 && link_waits && current > limits_.min_effort) {
-    next = current - 1;
-    reason = "host CPU " + pct(s.cpu_idle) + " idle and the " + mbps(view_.link_bytes_per_s) +
-             " link waiting for the encoder (ratio " + std::to_string(ratio).substr(0, 5) +
-             "): encoding effort " + std::to_string(current) + " -> " + std::to_string(next);
+  if (s.cpu_idle < 0.10 && link_waits && encoder_busy > kEncoderBottleneckBusy &&
+      current > limits_.min_effort) {
+    next = std::max(current == 3 ? 1 : current - 1, limits_.min_effort);
+    reason = "host CPU " + pct(s.cpu_idle) + " idle, the encoder " + pct(encoder_busy) +
+             " busy and the " + mbps(view_.link_bytes_per_s) + " link waiting for it (ratio " +
+             std::to_string(ratio).substr(0, 5) + "): encoding effort " + std::to_string(current) +
+             " -> " + std::to_string(next);
   } else if (effort_ >= 0 && s.cpu_idle > 0.30 && link_limits && current < limits_.max_effort) {
     // Only once the engine has taken over (after a starvation step); until then the codec's
     // own `auto` already climbs while the link is the bottleneck.
-    next = current + 1;
+    next = std::min(current == 1 ? 3 : current + 1, limits_.max_effort);
     reason = "host CPU " + pct(s.cpu_idle) + " idle and " + mb(backlog_) + " waiting for the " +
              mbps(view_.link_bytes_per_s) + " link: encoding effort " + std::to_string(current) +
              " -> " + std::to_string(next);

@@ -16,9 +16,10 @@
 //      burst, while the last dirty set may drain at the low end — so max-bandwidth := 1.5x
 //      B's 90th percentile over the last 3 s, and downtime-limit := 50 % x (B's 10th
 //      percentile / max-bandwidth);
-//   2. encoding effort: lowered when the host CPU is starved (< 10 % idle) while the link waits
-//      for ferry (its backlog is short), raised back when the link limits again (backlog
-//      long) and CPU is free (> 30 % idle);
+//   2. encoding effort (a fixed codec only; `--codec auto` adapts by itself): lowered when the
+//      host CPU is starved (< 10 % idle) while the link waits for ferry (its backlog is short)
+//      and the encoder is > 80 % busy, raised back when the link limits again (backlog long)
+//      and CPU is free (> 30 % idle);
 //   3. switch to post-copy (if allowed) as soon as non-convergence is predicted, at a local
 //      minimum of the remaining bytes (the end of a pass), not after a timeout;
 //   4. stop (migrate_cancel: the VM keeps running on the source) with the reason when nothing
@@ -47,6 +48,9 @@ struct Limits {
   bool allow_throttle = false;  // QEMU's auto-converge is on: give it until the deadline
   int min_effort = 1;           // encoding effort range the engine may use (encoders/)
   int max_effort = 6;
+  // The codec runs `--codec auto`: it already steps down every read when the encoder is the
+  // bottleneck (policy/effort.h) and steps back up; the engine then leaves the effort to it.
+  bool codec_adapts = false;
 };
 
 // One query-migrate, as the engine needs it.
@@ -75,6 +79,7 @@ struct FerrySample {
   int effort = -1;                  // current encoding effort, -1 = no encoding
   uint64_t link_backlog_bytes = 0;  // queued in ferry for the link right now: high = the
                                     // link is the bottleneck, ~0 = the link waits for us
+  uint64_t encode_ns = 0;           // time ferry send's encoder spent encoding
 };
 
 struct Sample {

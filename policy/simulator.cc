@@ -19,12 +19,13 @@ SimResult simulate(const SimConfig& c, const Limits& limits) {
   bool postcopy = false;
   double stream = 0, wire = 0, transferred = 0;
   double dirty_rate_seen = 0;  // QEMU reports the rate measured at the last sync
+  double encode_s = 0;         // the encoder's busy time so far
   // Returns B now, the wire ratio and the mean B (without the content swing).
   auto rate = [&](double t, double& cpu_idle) {
     const int e = std::clamp(effort, 0, SimConfig::kEfforts - 1);
     const double ratio = effort < 0 ? 1.0 : c.ratio[e];
     const double cpu = effort < 0 ? 1e30 : c.encode_bytes_per_s[e] * c.cores_for_encoding;
-    const double mean = std::min(c.link_bytes_per_s / ratio, cpu);
+    const double mean = std::min({c.link_bytes_per_s / ratio, cpu, c.qemu_bytes_per_s});
     const bool high = c.swing > 0 && static_cast<int64_t>(t / c.swing_period_s) % 2 == 0;
     double b = c.swing > 0 ? mean * (high ? 1 + c.swing : 1 - c.swing) : mean;
     const int64_t step = static_cast<int64_t>(t / c.step_s + 0.5);
@@ -57,12 +58,15 @@ SimResult simulate(const SimConfig& c, const Limits& limits) {
     s.ferry.page_bytes_in = static_cast<uint64_t>(stream);
     s.ferry.page_wire_bytes = static_cast<uint64_t>(wire);
     s.ferry.effort = effort;
-    // Link-bound when the encoder could feed more than the link takes.
-    const bool link_bound =
-        effort < 0 || c.link_bytes_per_s / ratio <
-                          c.encode_bytes_per_s[std::clamp(effort, 0, SimConfig::kEfforts - 1)] *
-                              c.cores_for_encoding;
+    // Link-bound when the encoder and QEMU could feed more than the link takes.
+    const double encoder_cpu =
+        effort < 0 ? 1e30
+                   : c.encode_bytes_per_s[std::clamp(effort, 0, SimConfig::kEfforts - 1)] *
+                         c.cores_for_encoding;
+    const bool link_bound = c.link_bytes_per_s / ratio < std::min(encoder_cpu, c.qemu_bytes_per_s);
     s.ferry.link_backlog_bytes = link_bound ? (1u << 20) : 0;
+    s.ferry.encode_ns = static_cast<uint64_t>(encode_s * 1e9);
+    if (effort >= 0) encode_s += c.step_s * std::min(1.0, mean_b / encoder_cpu);
     for (const Decision& d : engine.step(s)) {
       r.decisions.push_back(d);
       switch (d.action) {

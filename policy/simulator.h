@@ -36,7 +36,9 @@ struct SimConfig {
   double cores_for_encoding = 1.0;
   int host_cores = 2;
   double other_cpu_cores = 1.0;  // QEMU, the guest, the rest
-  int start_effort = 1;          // -1: no encoding (ratio 1, no CPU)
+  // Stream bytes/s QEMU can produce at most (its migration thread; slow under TCG).
+  double qemu_bytes_per_s = 1e30;
+  int start_effort = 1;  // -1: no encoding (ratio 1, no CPU)
   double device_state_bytes = 2e6;
   // From this time on the engine also gets a sampled dirty rate (as `ferry migrate` takes
   // with QEMU's calc-dirty-rate): the true rate x sampled_dirty_factor. < 0: never.

@@ -361,6 +361,10 @@ def _run_ferry_migrate(wd, lk, fr, spec, row, cpu):
     if rep.get('reason'):
         row['reason'] = rep['reason']
     row['decisions'] = rep['decisions']
+    # The encoding effort ferry migrate reported at each progress sample: [t_s, effort].
+    row['effort_series'] = [[round(e['t_s'], 2), e.get('effort')] for e in events
+                            if e.get('event') == 'progress']
+    row['pages_per_effort'] = rep.get('pages_per_effort')
     for d in rep['decisions']:
         if d['action'] == 'start-postcopy':
             row['postcopy_at_s'] = round(d['t_s'], 1)

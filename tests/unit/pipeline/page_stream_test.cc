@@ -341,6 +341,18 @@ TEST(PageStream, AutoClimbsWhileTheLinkIsBehind) {
   EXPECT_LT(c->wire_bytes.load(), c->page_bytes_in.load() / 2);
 }
 
+// auto's first pages already go through the zstd stream (policy::kAutoFirstEffort): on a fast
+// link the queue may never build, and effort 1 would put more bytes out than multifd zstd.
+TEST(PageStream, AutoStartsWithTheZstdStream) {
+  auto in = sample_stream(9);
+  PageCodecCounters* c = nullptr;
+  std::unique_ptr<PageStreamEncoder> enc;
+  auto out = round_trip(in, encoders::CodecLevel::kAuto, 5, 0, &c, enc);
+  expect_same_items(in, out);
+  EXPECT_EQ(c->effort_pages[1].load(), 0u) << "no page at effort 1 (no stream)";
+  EXPECT_GT(c->effort_pages[3].load(), 0u) << "the first pages through the zstd -1 stream";
+}
+
 // The policy moves the effort between reads: zstd levels, LZMA2 and no stream at all take
 // turns, and every shard's zstd and LZMA2 streams resume in step on the receiver.
 TEST(PageStream, EffortChangesBetweenReadsKeepStreamsInStep) {

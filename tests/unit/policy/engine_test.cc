@@ -247,6 +247,40 @@ TEST(Engine, StarvedCpuLowersEncodingEffort) {
   expect_reasons_have_numbers(r);
 }
 
+// A TCG guest and QEMU keep the host busy while QEMU, not the encoder, feeds the link too
+// slowly: a lighter effort would only put more bytes out (1 Gbit/s, issue 18).
+TEST(Engine, StarvedHostWithAnIdleEncoderKeepsTheEffort) {
+  SimConfig c;
+  c.dirty_bytes_per_s = 5e6;
+  c.start_effort = 3;          // the zstd -1 stream: 350 MB/s per core
+  c.other_cpu_cores = 1.95;    // < 10 % idle left
+  c.qemu_bytes_per_s = 100e6;  // QEMU's migration thread: the encoder ~30 % busy
+  c.link_bytes_per_s = 125e6;  // 1 Gbit/s
+  Limits l;
+  l.allow_postcopy = true;
+  SimResult r = simulate(c, l);
+  EXPECT_LT(r.min_cpu_idle, 0.10);
+  EXPECT_EQ(count(r, Action::kSetEffort), 0);
+  EXPECT_EQ(r.final_effort, 3);
+}
+
+// With `--codec auto` the codec steps down by itself (policy/effort.h): the engine, which
+// would pin the effort, stays out even while the encoder starves the host.
+TEST(Engine, AutoCodecKeepsTheEffort) {
+  SimConfig c;
+  c.dirty_bytes_per_s = 5e6;
+  c.start_effort = 5;
+  c.cores_for_encoding = 0.3;
+  c.other_cpu_cores = 1.9;
+  c.link_bytes_per_s = 125e6;
+  Limits l;
+  l.allow_postcopy = true;
+  l.codec_adapts = true;
+  SimResult r = simulate(c, l);
+  EXPECT_LT(r.min_cpu_idle, 0.10);
+  EXPECT_EQ(count(r, Action::kSetEffort), 0);
+}
+
 TEST(Engine, CpuToSpareLeavesEffortToTheCodec) {
   SimConfig c;
   c.dirty_bytes_per_s = 5e6;
