@@ -284,7 +284,7 @@ def run(spec, parent):
                 # Memory must be verified; only the apps guest in a post-copy-capable run
                 # cannot be (verified_by "none": no RAM comparison, no self-check).
                 row['success'] = bool(row['outcome'] == 'completed' and row['within_budget'] and
-                                      (row['ram_verified'] or
+                                      (row.get('ram_verified') or
                                        row.get('verified_by') == 'none'))
             except Exception as e:  # recorded in the row (the outcome stays if one was reached)
                 row['error'] = ('%s: %s' % (type(e).__name__, e))[:500]
