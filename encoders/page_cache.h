@@ -32,9 +32,11 @@
 //               The capacity is elastic, sized from the working set: create()'s capacity is
 //               a memory budget. The cache starts at the whole budget (pass 2 then finds
 //               pass 1's copies); every budget / 64 updates (64..4096) it sets its capacity
-//               to 1.25 R', between budget / 16 and the budget, where R' is R's peak lowered
-//               by at most the ticks since (R dips while part of a pass re-sends pages
-//               re-dirtied more often than the rest). It grows at once and shrinks when that
+//               to 1.125 A, between budget / 16 and the budget, where A is the stale age's
+//               peak lowered by at most half the updates since (R dips while part of a pass
+//               re-sends pages re-dirtied more often than the rest; room for every entry
+//               younger than the stale age leaves a dead one under the hand when the cache
+//               is full). It grows at once and shrinks when that
 //               saves a quarter: the entries of the slots given up move, most recent first,
 //               into free slots and over the stalest entries kept; the memory of the rest
 //               goes back to the kernel. Both ends resize at the same record.
@@ -155,7 +157,7 @@ class PageCache {
   uint64_t now_ = 0;
   uint64_t reuse_distance_ = 0;
   uint64_t reuse_deviation_ = 0;
-  uint64_t held_reuse_ = 0;  // R': R's peak, lowered by at most the ticks since
+  uint64_t held_reuse_ = 0;  // A: the stale age's peak, lowered by half the updates since
   uint32_t hand_ = 0;
   std::vector<uint32_t> index_;  // open addressing, linear probing: slot or kNone
   size_t index_mask_ = 0;
