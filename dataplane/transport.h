@@ -118,6 +118,10 @@ class Transport {
   // is not stuck behind seconds of queued data (its downtime estimate would be wrong).
   // A hint: backends may ignore it.
   virtual void set_buffer_hint(size_t /*bytes*/) noexcept {}
+  // How many of those bytes may wait below ferry without having been sent yet (0 = no
+  // limit), while the buffer still holds what is in flight: in post-copy a page QEMU sent
+  // before the destination asked for it then waits behind little bulk. A hint.
+  virtual void set_unsent_limit(size_t /*bytes*/) noexcept {}
 
   // What the backend measured about the link (retransmits, RTT, pacing rate, ...) for
   // --stats-json, or null when it has nothing beyond the byte counts. Owner thread, or any

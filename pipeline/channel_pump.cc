@@ -36,6 +36,10 @@ constexpr size_t kReadReserve = 3;
 constexpr size_t kBurst = 32;
 // Post-copy top-up reads are not smaller than this (PumpOptions::postcopy_pending).
 constexpr size_t kMinTopUp = 16u << 10;
+// Post-copy: the backlog ferry keeps toward the link, in seconds of its rate.
+constexpr double kPostcopyBacklogS = 0.003;
+// The smallest unsent limit in post-copy (PumpOptions::postcopy_unsent_s): a few segments.
+constexpr size_t kMinUnsentLimit = 16u << 10;
 // How often the abort eventfd is looked at while the pump is busy (it also wakes a sleep).
 constexpr auto kAbortCheck = std::chrono::milliseconds(5);
 constexpr auto kLinkCount = std::chrono::milliseconds(250);  // link counters copied
@@ -156,8 +160,9 @@ struct ChannelPump::Impl final : FrameSink {
   // Bytes queued toward the link before reading stops: max_pending, or in post-copy
   // postcopy_pending with reads that only top up (PumpOptions::page_requests).
   size_t read_limit = 0;
-  bool postcopy = false;  // a page request went by
-  double link_rate = 0;   // bytes/s over the last measure_link() period
+  size_t unsent_limit = 0;  // set on the link in post-copy, 0 = not set
+  bool postcopy = false;    // a page request went by
+  double link_rate = 0;     // bytes/s over the last measure_link() period
 
   // from the link (what QEMU has not taken yet waits in qemu.queue()): the last burst, and
   // where its decoding stopped
@@ -302,16 +307,25 @@ size_t ChannelPump::Impl::link_receive() {
   return n;
 }
 
-// From the first page request on, reads top up a backlog of ~10 ms of the link's rate, at
-// least postcopy_pending (PumpOptions): a fast link still gets enough to stay busy.
+// From the first page request on, reads top up a backlog of ~3 ms of the link's rate, at
+// least postcopy_pending (PumpOptions): a fast link still gets enough to stay busy. The
+// kernel's unsent queue is held to ~2 ms (postcopy_unsent_s).
 void ChannelPump::Impl::check_postcopy() {
   if (!postcopy) {
     if (!opt.page_requests || opt.postcopy_pending == 0) return;
     if (opt.page_requests->load(std::memory_order_relaxed) == 0) return;
     postcopy = true;
   }
-  read_limit = std::clamp(static_cast<size_t>(link_rate * 0.010),
+  read_limit = std::clamp(static_cast<size_t>(link_rate * kPostcopyBacklogS),
                           std::min(opt.postcopy_pending, opt.max_pending), opt.max_pending);
+  if (opt.postcopy_unsent_s > 0) {
+    const size_t want =
+        std::max(static_cast<size_t>(link_rate * opt.postcopy_unsent_s), kMinUnsentLimit);
+    if (want > unsent_limit + unsent_limit / 4 || want < unsent_limit - unsent_limit / 4) {
+      link.set_unsent_limit(want);
+      unsent_limit = want;
+    }
+  }
 }
 
 size_t ChannelPump::Impl::qemu_read() {

@@ -73,12 +73,17 @@ struct PumpOptions {
   // page waits behind that write, and one QEMU had already sent waits behind all the bulk
   // queued ahead of it. Read in big batches (read_chunk whenever max_pending allows) QEMU's
   // socket drains in bursts and ferry holds up to ~1 MB more of bulk; from the first request
-  // on, the pump keeps ~10 ms of the link's rate queued (at least postcopy_pending, at most
-  // max_pending) and tops up what the link took. postcopy_pending 0 = off (read as in
-  // pre-copy). At 30 Mbit/s this cut the p99 page-request wait from 270-430 ms to
+  // on, the pump keeps ~3 ms of the link's rate queued (at least postcopy_pending, at most
+  // max_pending) and tops up what the link took. postcopy_pending 0 = off (read and queue
+  // as in pre-copy). At 30 Mbit/s this cut the p99 page-request wait from 270-430 ms to
   // 130-180 ms (docs/BENCHMARKS.md).
   const std::atomic<uint64_t>* page_requests = nullptr;
-  size_t postcopy_pending = 64u << 10;
+  size_t postcopy_pending = 32u << 10;
+  // Post-copy, unless postcopy_pending is 0: what may wait in the kernel unsent (Transport::
+  // set_unsent_limit), as seconds of the link's rate, at least 16 KiB; 0 = no limit. The
+  // send buffer keeps its size for what is in flight. At 100 Mbit/s the kernel otherwise
+  // queues ~25 ms of bulk ahead of a page QEMU sent just before the destination asked.
+  double postcopy_unsent_s = 0.002;
 };
 
 // Counters another thread may read while the pump runs (progress, policy inputs).

@@ -83,6 +83,7 @@ class DpdkLink final : public Transport {
     return inner_->wait_events(want_rx, want_tx);
   }
   void set_buffer_hint(size_t bytes) noexcept override { inner_->set_buffer_hint(bytes); }
+  void set_unsent_limit(size_t bytes) noexcept override { inner_->set_unsent_limit(bytes); }
   json::Value link_stats() const override {
     json::Value v = inner_->link_stats();
     v.set("stray", inner_->stats().stray);  // datagrams of another session on this flow

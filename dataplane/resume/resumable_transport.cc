@@ -278,6 +278,10 @@ class ResumableTransport final : public Transport {
     buffer_hint_ = bytes;
     if (inner_) inner_->set_buffer_hint(bytes);
   }
+  void set_unsent_limit(size_t bytes) noexcept override {
+    unsent_limit_ = bytes;
+    if (inner_) inner_->set_unsent_limit(bytes);
+  }
 
   json::Value link_stats() const override {
     json::Value v = inner_ ? inner_->link_stats() : json::Value();
@@ -550,6 +554,7 @@ class ResumableTransport final : public Transport {
   void install(std::unique_ptr<Transport> link, TimePoint now) {
     inner_ = std::move(link);
     if (buffer_hint_) inner_->set_buffer_hint(buffer_hint_);
+    if (unsent_limit_) inner_->set_unsent_limit(unsent_limit_);
     inner_closed_ = false;
     phase_ = Phase::kGreeting;
     ++resumes_;
@@ -580,7 +585,7 @@ class ResumableTransport final : public Transport {
   uint64_t peer_next_ = kFirstDataSeq;  // the peer has every frame below
   bool replaying_ = false;
   bool closed_tx_ = false, inner_closed_ = false;
-  size_t buffer_hint_ = 0;
+  size_t buffer_hint_ = 0, unsent_limit_ = 0;
 
   // from the peer
   uint64_t rx_next_ = kFirstDataSeq;  // we have every frame below

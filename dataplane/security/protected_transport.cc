@@ -137,6 +137,7 @@ class ProtectedTransport final : public Transport {
     return inner_->wait_events(want_rx, want_tx || pending_count_ > 0);
   }
   void set_buffer_hint(size_t bytes) noexcept override { inner_->set_buffer_hint(bytes); }
+  void set_unsent_limit(size_t bytes) noexcept override { inner_->set_unsent_limit(bytes); }
   json::Value link_stats() const override {
     json::Value v = inner_->link_stats();
     if (!v.is_object()) v = json::Value::object();

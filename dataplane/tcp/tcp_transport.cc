@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstdlib>
 #include <cstring>
 
@@ -115,6 +116,13 @@ TransportCaps TcpTransport::caps() const noexcept {
 void TcpTransport::set_buffer_hint(size_t bytes) noexcept {
   int v = static_cast<int>(std::min<size_t>(bytes, size_t{1} << 30));
   ::setsockopt(fd_, SOL_SOCKET, SO_SNDBUF, &v, sizeof v);
+}
+
+// TCP_NOTSENT_LOWAT: writes stop while more than this is queued and not yet sent, so the
+// queue in the kernel stays short without the send buffer (the window in flight) shrinking.
+void TcpTransport::set_unsent_limit(size_t bytes) noexcept {
+  unsigned v = bytes ? static_cast<unsigned>(std::min<size_t>(bytes, UINT_MAX)) : UINT_MAX;
+  ::setsockopt(fd_, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &v, sizeof v);
 }
 
 Result<std::unique_ptr<Listener>> listen(const std::string& address,

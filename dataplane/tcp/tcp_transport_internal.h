@@ -50,6 +50,7 @@ class TcpTransport final : public Transport {
     return (want_rx ? kWaitReadable : 0) | ((want_tx || tx_count_) ? kWaitWritable : 0);
   }
   void set_buffer_hint(size_t bytes) noexcept override;
+  void set_unsent_limit(size_t bytes) noexcept override;
 
  private:
   static constexpr size_t kIov = 32;

@@ -110,6 +110,25 @@ def _event_time(guest, event, status=None):
     return None
 
 
+def _switch_timeline(src, dst):
+    """Where the guest's pause at the switch to post-copy goes, in ms from the source's
+    STOP: the source's last tick before it, the destination's RESUME (it received the device
+    state and started the vCPUs) and its first tick after that (the pages the guest needed
+    first had arrived)."""
+    t_stop = _event_time(src, 'STOP')
+    if t_stop is None:
+        return None
+    t_resume = _event_time(dst, 'RESUME')
+    last_src = max((t for t, _, _ in src.ticks() if t <= t_stop), default=None)
+    first_dst = min((t for t, _, _ in dst.ticks() if t_resume is not None and t >= t_resume),
+                    default=None)
+
+    def ms(t):
+        return None if t is None else round((t - t_stop) * 1000, 1)
+    return {'src_last_tick': ms(last_src), 'dst_resume': ms(t_resume),
+            'dst_first_tick': ms(first_dst)}
+
+
 def _qmp2(wd, name):
     # ferry migrate needs a QMP monitor of its own on each QEMU (one client per socket).
     return ['-qmp', 'unix:%s,server=on,wait=off' % wd.path(name + '-m.qmp')]
@@ -264,6 +283,7 @@ def run(spec, parent):
                     per_vcpu = dst.query_migrate().get('postcopy-vcpu-blocktime') or []
                     row['dst_vcpu_blocktime_ms'] = max(per_vcpu) if per_vcpu else None
                 if row.get('postcopy_at_s') is not None:
+                    row['switch_ms'] = _switch_timeline(src, dst)
                     # The guest ran on the destination during post-copy (it must: no -S).
                     row['dst_ticks_postcopy'] = sum(
                         1 for t, _, _ in dst.ticks()

@@ -287,7 +287,8 @@ def guest_pages(out, only=None, methods=None):
 #                cache can hold only part of it (aged-clock keeps a stable part; LRU would get
 #                nothing, `--methods ferry-lru` shows it). Must still complete, keep its whole
 #                budget and be no slower than xbzrle-256.
-#   xbzrle-256   xbzrle with a 256 MiB cache (the same memory as ferry-256).
+#   xbzrle-256   xbzrle with a 256 MiB cache (the same memory as ferry-256), given twice
+#                ferry-256's time: not completing within it is enough to say it is slower.
 LARGE_WS_RAM_KIB = 458760  # 448 MiB + 8 KiB (never a multiple of 64 pages)
 LARGE_WS = {'ws': '320M', 'pattern': 'word', 'mode': 'seq', 'rate': 8000}
 LARGE_WS_BUDGET_MIB = 1024  # ferry send's default --cache-mib, given to xbzrle too
@@ -303,12 +304,21 @@ def large_working_set(out, only=None, methods=None):
         for i, m in enumerate(methods):
             under_set = m.endswith('-256') or m == 'ferry-lru'  # a budget under the set
             args = ['--cache-mib', str(LARGE_WS_SMALL_MIB)] if under_set else []
+            deadline = LARGE_WS_DEADLINE_S
+            small = next((r for r in rows if r['method'] == 'ferry-256' and
+                          r['outcome'] == 'completed'), None)
+            if m == 'xbzrle-256' and small:
+                # The test only needs to know whether it is slower than ferry-256: waiting
+                # out the whole limit for a migration that does not converge costs CI minutes.
+                deadline = min(LARGE_WS_DEADLINE_S,
+                               max(30, 2 * small['total_time_ms'] // 1000))
             row = run(wd, lk, 'large-ws', 'ferry-lru' if m == 'ferry-lru' else
                       ('ferry' if m.startswith('ferry') else 'xbzrle'), i, workload=LARGE_WS,
                       ram_kib=LARGE_WS_RAM_KIB,
                       cache_mib=LARGE_WS_SMALL_MIB if under_set else LARGE_WS_BUDGET_MIB,
-                      ferry_send_args=args, deadline_s=LARGE_WS_DEADLINE_S)
+                      ferry_send_args=args, deadline_s=deadline)
             row['method'] = m
+            row['deadline_s'] = deadline
             rows.append(row)
     if out:
         with open(out, 'w') as f:
@@ -375,7 +385,8 @@ def large_working_set(out, only=None, methods=None):
                 failures.append('ferry-256 %d ms, slower than xbzrle-256 %d ms' %
                                 (small['total_time_ms'], x['total_time_ms']))
         elif x:
-            print('xbzrle-256: %s within %d s' % (x['outcome'], LARGE_WS_DEADLINE_S))
+            print('xbzrle-256: %s within %d s (twice ferry-256\'s time)' %
+                  (x['outcome'], x['deadline_s']))
     check(not failures, '; '.join(failures))
 
 

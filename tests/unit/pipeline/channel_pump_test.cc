@@ -8,6 +8,8 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -292,6 +294,88 @@ TEST_P(Pumps, BackPressureBoundsWhatIsBuffered) {
   ts.join();
   tr.join();
   ::close(abort_fd);
+}
+
+// Forwards everything to a transport and records the unsent limits the pump sets on it.
+class UnsentLimitRecorder final : public Transport {
+ public:
+  explicit UnsentLimitRecorder(Transport& inner) : in_(inner) {}
+  const char* kind() const noexcept override { return in_.kind(); }
+  TransportCaps caps() const noexcept override { return in_.caps(); }
+  FramePool& pool() noexcept override { return in_.pool(); }
+  size_t tx_burst(std::span<FrameBuf* const> f) noexcept override { return in_.tx_burst(f); }
+  size_t reap_tx(std::span<FrameBuf*> out) noexcept override { return in_.reap_tx(out); }
+  size_t rx_burst(std::span<FrameBuf*> out) noexcept override { return in_.rx_burst(out); }
+  size_t progress(TimePoint now) noexcept override { return in_.progress(now); }
+  TimePoint next_deadline() const noexcept override { return in_.next_deadline(); }
+  void close_tx() noexcept override { in_.close_tx(); }
+  LinkState state() const noexcept override { return in_.state(); }
+  const Status& error() const noexcept override { return in_.error(); }
+  size_t tx_in_flight_bytes() const noexcept override { return in_.tx_in_flight_bytes(); }
+  int wait_fd() const noexcept override { return in_.wait_fd(); }
+  uint32_t wait_events(bool rx, bool tx) const noexcept override { return in_.wait_events(rx, tx); }
+  void set_buffer_hint(size_t bytes) noexcept override { in_.set_buffer_hint(bytes); }
+  void set_unsent_limit(size_t bytes) noexcept override {
+    in_.set_unsent_limit(bytes);
+    last = bytes;
+    ++calls;
+  }
+  std::atomic<size_t> last{0};
+  std::atomic<int> calls{0};
+
+ private:
+  Transport& in_;
+};
+
+TEST(SenderPump, PostCopyHoldsTheKernelsUnsentQueueShort) {
+  // Once a page request went by, the sender limits what waits unsent in the kernel (on tcp
+  // TCP_NOTSENT_LOWAT), so a page QEMU sent just before the destination asked for it waits
+  // behind little bulk; before that, and with the post-copy backlog off, it sets nothing.
+  for (const size_t pending : {size_t{32} << 10, size_t{0}}) {
+    SCOPED_TRACE("postcopy_pending " + std::to_string(pending));
+    LinkPair link = connect_pair("tcp");
+    UnsentLimitRecorder rec(*link.send_side);
+    SocketPair src, dst;
+    std::atomic<uint64_t> requests{0};
+    PumpOptions opt;
+    opt.page_requests = &requests;
+    opt.postcopy_pending = pending;
+    ChannelPump sender(PumpRole::kSender, {src.qemu, src.qemu}, rec, opt);
+    ChannelPump receiver(PumpRole::kReceiver, {dst.qemu, dst.qemu}, *link.recv_side, PumpOptions{});
+    Status sst, rst;
+    std::thread ts([&] { sst = sender.run(); });
+    std::thread tr([&] { rst = receiver.run(); });
+    const auto stream = random_bytes(8u << 20, 7);
+    int calls_before_request = -1;
+    std::thread source([&] {
+      const size_t half = stream.size() / 2;
+      ASSERT_TRUE(write_all(src.test, stream.data(), half));
+      calls_before_request = rec.calls.load();
+      requests.store(1);  // the destination asked for a page
+      ASSERT_TRUE(write_all(src.test, stream.data() + half, stream.size() - half));
+      ::shutdown(src.test, SHUT_WR);
+    });
+    std::vector<uint8_t> got = read_to_eof(dst.test);
+    source.join();
+    ::shutdown(dst.test, SHUT_WR);
+    ts.join();
+    tr.join();
+    EXPECT_TRUE(sst.is_ok()) << sst.message();
+    EXPECT_TRUE(rst.is_ok()) << rst.message();
+    EXPECT_EQ(got, stream);
+    EXPECT_EQ(calls_before_request, 0);
+    if (pending == 0) {
+      EXPECT_EQ(rec.calls.load(), 0);
+      continue;
+    }
+    ASSERT_GE(rec.calls.load(), 1);
+    EXPECT_GE(rec.last.load(), size_t{16} << 10);
+    unsigned lowat = 0;
+    socklen_t len = sizeof lowat;
+    ASSERT_EQ(::getsockopt(link.send_side->wait_fd(), IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, &len),
+              0);
+    EXPECT_EQ(lowat, rec.last.load());
+  }
 }
 
 // A receiver's codec that rebuilds 1 MiB from every frame, however small (as a PAGES frame
