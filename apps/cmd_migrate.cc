@@ -861,6 +861,8 @@ int run_migrate(int argc, char** argv) {
                      {"link_bytes", Value(static_cast<int64_t>(c.link_tx_bytes + c.link_rx_bytes))},
                      {"postcopy_requests", Value(static_cast<int64_t>(q.postcopy_requests))},
                      {"postcopy_preempt", Value(preempt_on)},
+                     // The source QEMU's part of each page request (pipeline/page_requests.h).
+                     {"postcopy_source", stats.get({"postcopy"})},
                      {"channels", Value(static_cast<int64_t>(c.channels))},
                      {"passes", Value(static_cast<int64_t>(q.dirty_sync_count))},
                      {"link_resumes", Value(static_cast<int64_t>(c.link_resumes))},

@@ -71,7 +71,11 @@ void signal_fd(int fd) {
 ChannelSet::ChannelSet(PumpRole role)
     : role_(role),
       abort_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
-      wake_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
+      wake_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
+      // The source answers a request within milliseconds or never (it had sent the page
+      // before): a short memory keeps the table, scanned for every page, small.
+      requests_(4096, role == PumpRole::kSender ? std::chrono::milliseconds(2000)
+                                                : PageRequestTracker::kForgetAfter) {}
 
 ChannelSet::~ChannelSet() {
   abort_all();
@@ -112,10 +116,13 @@ void ChannelSet::start_channel(uint16_t index, QemuEnd qemu, bool own_fds,
     // The page requests this channel's return path carries to the source QEMU.
     opt.page_requests = &ch->return_path.page_requests;
     opt.postcopy_pending = postcopy_pending_;
+  }
+  if (ch->encoder) {
+    ch->encoder->track_requests(&requests_);
   } else {
     ch->tap.track_requests(&requests_);
-    ch->return_path.track_requests(&requests_);
   }
+  ch->return_path.track_requests(&requests_);
   opt.abort_fd = abort_fd_;
   opt.poll_mode = poll_mode_;
   opt.codec = ch->codec.get();
@@ -401,19 +408,24 @@ json::Value ChannelSet::stats_json(const std::string& outcome, const std::string
                        {"hit_rate",
                         json::rounded(lookups ? double(cache_hits) / double(lookups) : 0.0, 4)}}));
   }
-  if (role_ == PumpRole::kReceiver) {
-    // From a page request passing through on the return path until its pages were handed to
-    // the destination QEMU (ferry's part of a post-copy fault, page_requests.h).
+  {
+    // Receiver: from a page request passing through on the return path until its pages were
+    // handed to the destination QEMU (ferry's part of a post-copy fault). Sender: from the
+    // request written to the source QEMU until QEMU wrote the pages (the source's part);
+    // "unanswered" there counts the pages QEMU had sent before (page_requests.h).
     const PageRequestTracker::Summary r = requests_.summary();
-    doc.set("postcopy", Value::object({{"page_requests", r.requests},
-                                       {"answered", r.answered},
-                                       {"answered_on_preempt", r.by_preempt},
-                                       {"unanswered", r.open + r.dropped},
-                                       {"request_wait_ms",
-                                        Value::object({{"p50", json::rounded(r.p50_ms, 3)},
-                                                       {"p99", json::rounded(r.p99_ms, 3)},
-                                                       {"max", json::rounded(r.max_ms, 3)},
-                                                       {"mean", json::rounded(r.mean_ms, 3)}})}}));
+    doc.set("postcopy",
+            Value::object(
+                {{"measured", Value(role_ == PumpRole::kReceiver ? "ferry recv to the destination"
+                                                                 : "the source QEMU")},
+                 {"page_requests", r.requests},
+                 {"answered", r.answered},
+                 {"answered_on_preempt", r.by_preempt},
+                 {"unanswered", r.open + r.dropped},
+                 {"request_wait_ms", Value::object({{"p50", json::rounded(r.p50_ms, 3)},
+                                                    {"p99", json::rounded(r.p99_ms, 3)},
+                                                    {"max", json::rounded(r.max_ms, 3)},
+                                                    {"mean", json::rounded(r.mean_ms, 3)}})}}));
   }
   // CPU seconds of this whole process (all channel threads, encoding included).
   rusage ru{};

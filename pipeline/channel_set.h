@@ -87,8 +87,8 @@ class ChannelSet {
   void join_all();
 
   SetCounters counters() const;
-  // Receiver: the destination's post-copy page requests and how long each waited for its
-  // pages (page_requests.h); all zero on the sender.
+  // The destination's post-copy page requests and how long each waited for its pages:
+  // on the receiver ferry's part, on the sender the source QEMU's (page_requests.h).
   PageRequestTracker::Summary page_requests() const { return requests_.summary(); }
   // Page encoding effort for every encoding channel: 0..5 fixed (the policy engine decides),
   // -1 = the codec's own choice (--codec).
@@ -117,7 +117,7 @@ class ChannelSet {
   int wake_fd_ = -1;
   bool main_done_ = false;
   std::string first_error_;
-  PageRequestTracker requests_;  // receiver only
+  PageRequestTracker requests_;
   std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
 };
 

@@ -6,8 +6,9 @@
 
 namespace ferry::pipeline {
 
-PageRequestTracker::PageRequestTracker(uint32_t target_page_size)
-    : tp_(target_page_size ? target_page_size : 4096) {}
+PageRequestTracker::PageRequestTracker(uint32_t target_page_size,
+                                       std::chrono::milliseconds forget_after)
+    : tp_(target_page_size ? target_page_size : 4096), forget_after_(forget_after) {}
 
 void PageRequestTracker::request(std::string_view block, uint64_t start, uint32_t length,
                                  TimePoint now) {
@@ -16,10 +17,10 @@ void PageRequestTracker::request(std::string_view block, uint64_t start, uint32_
   const uint64_t pages = (end - first + tp_ - 1) / tp_;
   std::lock_guard lk(mu_);
   ++requests_;
-  // Oldest first: a request unanswered for kForgetAfter will not be (its page reached QEMU
+  // Oldest first: a request unanswered for forget_after will not be (its page reached QEMU
   // before the request passed here), and every page scans the table.
   size_t stale = 0;
-  while (stale < open_.size() && now - open_[stale].since > kForgetAfter) ++stale;
+  while (stale < open_.size() && now - open_[stale].since > forget_after_) ++stale;
   if (stale == 0 && open_.size() >= kMaxOpen) stale = 1;
   open_.erase(open_.begin(), open_.begin() + static_cast<ptrdiff_t>(stale));
   dropped_ += stale;

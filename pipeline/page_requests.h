@@ -1,11 +1,14 @@
-// pipeline/page_requests.h — how long the destination QEMU's post-copy page requests wait on
-// ferry's side (issue 19): from a REQ_PAGES / REQ_PAGES_ID passing through ferry recv on the
-// return path until every page of the requested range was handed to the destination QEMU,
-// on whichever channel it came (main, preempt, multifd).
+// pipeline/page_requests.h — how long the destination QEMU's post-copy page requests wait
+// (issue 19), matched by page on either side of the link, on whichever channel the page
+// comes (main, preempt, multifd):
+//   ferry recv: from a REQ_PAGES / REQ_PAGES_ID passing through on the return path until
+//               every page of the range was handed to the destination QEMU (ferry's part);
+//   ferry send: from the request written to the source QEMU until QEMU wrote the pages (the
+//               source's part). A page QEMU had written before the request does not answer
+//               it: such requests stay open here (QEMU does not send a page twice).
 //
 // QEMU's own postcopy-blocktime also counts the destination's fault handling and, under TCG,
-// its vCPU threads; this is the part the link and ferry add. Only ferry recv keeps one (one
-// per ChannelSet, shared by its channels' taps, stream_stats.h).
+// its vCPU threads. One per ChannelSet, shared by its channels' taps (stream_stats.h).
 //
 // Thread safety: request() and page() may be called from any pump thread; summary() from any
 // thread. page() is on the per-page path: with no request open it costs one relaxed load.
@@ -25,8 +28,10 @@ namespace ferry::pipeline {
 
 class PageRequestTracker {
  public:
-  // target_page_size: the granularity of QEMU's page records (4096 on x86).
-  explicit PageRequestTracker(uint32_t target_page_size = 4096);
+  // target_page_size: the granularity of QEMU's page records (4096 on x86). forget_after:
+  // how long a request may stay open (kForgetAfter, or shorter where most never close).
+  explicit PageRequestTracker(uint32_t target_page_size = 4096,
+                              std::chrono::milliseconds forget_after = kForgetAfter);
 
   // The destination asked for [start, start + length) of block (length is the block's host
   // page size: one or more target pages). A request for pages not yet seen opens an entry.
@@ -46,7 +51,7 @@ class PageRequestTracker {
     uint64_t answered = 0;    // whose pages all arrived
     uint64_t by_preempt = 0;  // of them, whose last page came on the preempt channel
     uint64_t open = 0;        // still waiting (never answered when read at the end)
-    uint64_t dropped = 0;     // open for kForgetAfter, or beyond kMaxOpen: stopped counting
+    uint64_t dropped = 0;     // open for forget_after, or beyond kMaxOpen: stopped counting
     double p50_ms = 0, p99_ms = 0, max_ms = 0, mean_ms = 0;  // of the answered ones
   };
   Summary summary() const;
@@ -69,6 +74,7 @@ class PageRequestTracker {
   };
 
   const uint32_t tp_;
+  const std::chrono::milliseconds forget_after_;
   std::atomic<uint32_t> open_count_{0};
   mutable std::mutex mu_;
   std::vector<Open> open_;

@@ -146,6 +146,9 @@ class PageStreamEncoder final : public StreamCodec {
   // which it forwards unparsed): the channel needs no StreamStats tap of its own. Counters
   // readable from any thread; role() and note() once the pump ended.
   const StreamStats& stream_stats() const { return stats_; }
+  // The pages it parses answer the page requests in `requests` (StreamStats::track_requests).
+  // Before the pump starts.
+  void track_requests(PageRequestTracker* requests) { stats_.track_requests(requests); }
   // Any thread: fix the effort (0..5) from the next batch on, or -1 to return to the level's
   // own choice. The policy engine of `ferry migrate` uses it.
   void set_effort(int effort) { requested_effort_.store(effort, std::memory_order_relaxed); }

@@ -38,9 +38,10 @@ class StreamStats final : public StreamTap {
   // truncated: the parser's finish() found the stream cut short (StreamParser::truncated()).
   void stop(std::string note, bool truncated = false);
 
-  // ferry recv: the destination's page requests (return path) and the pages written to it
-  // (stream) are matched in `requests` (page_requests.h), shared by every channel. Before the
-  // pump starts; null = not tracked.
+  // The destination's page requests (return path) and the pages of the stream are matched
+  // in `requests` (page_requests.h), shared by every channel: on ferry recv the pages written
+  // to the destination, on ferry send those the source wrote. Before the pump starts; null =
+  // not tracked.
   void track_requests(PageRequestTracker* requests) { requests_ = requests; }
 
   // Safe to read from any thread while the pump runs.

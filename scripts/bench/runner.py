@@ -385,6 +385,8 @@ def _run_ferry_migrate(wd, lk, fr, spec, row, cpu):
     row['effort_series'] = [[round(e['t_s'], 2), e.get('effort')] for e in events
                             if e.get('event') == 'progress']
     row['pages_per_effort'] = rep.get('pages_per_effort')
+    # The source QEMU's part of the post-copy page requests (ferry send's tracker).
+    row['postcopy_source'] = rep.get('postcopy_source')
     for d in rep['decisions']:
         if d['action'] == 'start-postcopy':
             row['postcopy_at_s'] = round(d['t_s'], 1)

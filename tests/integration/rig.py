@@ -744,6 +744,9 @@ class Guest:
                 data = f.read()
         except OSError:
             return []
+        # Complete lines only: the reader thread appends bytes as they come, so the file may
+        # end in the middle of a tick ("FERRY-HB 515 5" of "FERRY-HB 515 53447").
+        data = data[:data.rfind(b'\n') + 1]
         return [(int(a), int(b)) for a, b in _HB_RE.findall(data)]
 
     def wait_ready(self, timeout=90):

@@ -207,6 +207,16 @@ def postcopy():
         check(rep['channels'] == 2, 'ferry migrate carried %d channels, expected main and '
               'preempt' % rep['channels'])
         check(rep['postcopy_requests'] > 0, 'the running destination requested no pages')
+        # ferry send saw the requests reach the source QEMU and the pages it sent for them
+        # (most on the preempt channel): the source's part of each fault.
+        src = rep['postcopy_source']
+        print('source QEMU: %d page requests, %d answered after them (%d on the preempt '
+              'channel), %d for pages already sent; wait p50 %.1f ms, p99 %.1f ms' %
+              (src['page_requests'], src['answered'], src['answered_on_preempt'],
+               src['unanswered'], src['request_wait_ms']['p50'], src['request_wait_ms']['p99']))
+        check(src['page_requests'] > 0 and src['answered_on_preempt'] > 0,
+              'ferry send did not see the source answer page requests: %s (QEMU counted %d '
+              'requests)' % (src, rep['postcopy_requests']))
         check_blocktime(rep, running=True)
 
     def recv_checks(r):

@@ -114,6 +114,24 @@ TEST(PageRequests, StaleRequestsAreForgotten) {
   EXPECT_EQ(t.summary().answered, 1u);
 }
 
+// ferry send's tracker: the source answers within milliseconds or never (it had sent the page
+// before the request), so it forgets after 2 s.
+TEST(PageRequests, AShorterMemoryForgetsSooner) {
+  PageRequestTracker t(4096, 2000ms);
+  const TimePoint t0{};
+  t.request("pc.ram", 0x1000, 4096, t0);
+  t.request("pc.ram", 0x2000, 4096, t0 + 1500ms);
+  t.request("pc.ram", 0x3000, 4096, t0 + 2500ms);
+  auto s = t.summary();
+  EXPECT_EQ(s.open, 2u);
+  EXPECT_EQ(s.dropped, 1u);
+  t.page("pc.ram", 0x1000, t0 + 2600ms);  // too late: forgotten
+  t.page("pc.ram", 0x2000, t0 + 2600ms);
+  s = t.summary();
+  EXPECT_EQ(s.answered, 1u);
+  EXPECT_NEAR(s.max_ms, 1100.0, 0.01);
+}
+
 // The request passes on the return path of the main channel (REQ_PAGES_ID names the block,
 // REQ_PAGES reuses it) and its pages arrive on another channel's stream (the preempt one).
 TEST(PageRequests, ThroughTheTapsOfTwoChannels) {
