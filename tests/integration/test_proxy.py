@@ -573,7 +573,8 @@ def postcopy_body(wd, codec, encode_threads, transport, link, signal_in_postcopy
 # holding 500 ms). ferry recv measures each request from passing through on the return path
 # until its pages were handed to the destination QEMU. Not tens of ms: QEMU 7.2's migration
 # thread sends a requested page only after its current main-channel write (~50 ms of this
-# wait, docs/BENCHMARKS.md). Measured: p99 130-180 ms, max 160-190 ms; with ferry send
+# wait, docs/BENCHMARKS.md). Measured: p99 130-180 ms, max 160-190 ms; with the kernel's
+# unsent queue held short (e8cec8e) one run p99 98 ms, max 238 ms; with ferry send
 # --postcopy-backlog 0 (preempt_bufferbloat_off) p99 270-430 ms, max 330-480 ms.
 PREEMPT_WAIT_P99_MS = 225
 PREEMPT_WAIT_MAX_MS = 300
