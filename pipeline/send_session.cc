@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstring>
 #include <random>
+#include <thread>
 
 #include "common/log.h"
 #include "dataplane/handshake.h"
@@ -74,9 +75,12 @@ namespace {
 
 // Opens channel `index` to ferry recv: connect, handshake, wait for the accept byte; resuming =
 // a new connection for a running channel whose link failed (resume/resumable_transport.h).
-Result<std::unique_ptr<dataplane::Transport>> open_channel_link(const SendOptions& opt,
-                                                                uint64_t session_id, uint16_t index,
-                                                                bool resuming, int timeout_ms) {
+// *broke_in_handshake: connected, but the handshake failed in a way a new connection may get
+// past (not a refusal, nor a failed authentication or a peer that does not speak ferry).
+Result<std::unique_ptr<dataplane::Transport>> open_channel_link(
+    const SendOptions& opt, uint64_t session_id, uint16_t index, bool resuming, int timeout_ms,
+    bool* broke_in_handshake = nullptr) {
+  if (broke_in_handshake) *broke_in_handshake = false;
   auto link = dataplane::connect_transport(opt.peer, timeout_ms, opt.transport);
   if (!link) {
     return Status(link.status().code(),
@@ -94,9 +98,14 @@ Result<std::unique_ptr<dataplane::Transport>> open_channel_link(const SendOption
   hello.timeout_ms = std::min(hello.timeout_ms, timeout_ms);
   auto opened = dataplane::sender_handshake(std::move(*link), std::move(hello));
   if (!opened) {
-    return Status(opened.status().code(), "ferry recv at " + opt.peer + " did not accept channel " +
-                                              std::to_string(index) + ": " +
-                                              opened.status().message() + " (see its log)");
+    const ErrorCode code = opened.status().code();
+    if (broke_in_handshake) {
+      *broke_in_handshake =
+          code != ErrorCode::kRefused && code != ErrorCode::kAuth && code != ErrorCode::kProtocol;
+    }
+    return Status(code, "ferry recv at " + opt.peer + " did not accept channel " +
+                            std::to_string(index) + ": " + opened.status().message() +
+                            " (see its log)");
   }
   return opened;
 }
@@ -106,8 +115,9 @@ Result<std::unique_ptr<dataplane::Transport>> open_channel_link(const SendOption
 // A new channel's link; resumable (a failed connection replaced by a new one) unless
 // --resume-within 0.
 Result<std::unique_ptr<dataplane::Transport>> SendSession::open_link(uint16_t index) {
-  auto link = open_channel_link(opt_, session_id_, index, false, opt_.connect_timeout_ms);
-  if (!link || opt_.transport.resume_within.count() == 0) return link;
+  bool broke = false;
+  auto link = open_channel_link(opt_, session_id_, index, false, opt_.connect_timeout_ms, &broke);
+  if (opt_.transport.resume_within.count() == 0) return link;
   dataplane::ResumeOptions resume;
   resume.within = opt_.transport.resume_within;
   resume.peer_name = "ferry recv";
@@ -115,7 +125,48 @@ Result<std::unique_ptr<dataplane::Transport>> SendSession::open_link(uint16_t in
   resume.reopen = [opt = opt_, id = session_id_, index](TimePoint deadline) {
     return open_channel_link(opt, id, index, true, std::max(1, ms_left(deadline)));
   };
+  if (!link && broke) link = reopen_broken_handshake(index, link.status(), resume);
+  if (!link) return link;
   return dataplane::make_resumable(std::move(*link), std::move(resume));
+}
+
+// The first connection of channel `index` broke in its handshake (`why`): ferry recv may have
+// accepted the channel, connected the destination QEMU to it and lost its ACCEPT with the
+// connection, or never seen the HELLO. A resuming connection is taken in the first case
+// (resume.first_resumes) and refused in the second, which a fresh one then opens. Within
+// --resume-within, as any broken link.
+Result<std::unique_ptr<dataplane::Transport>> SendSession::reopen_broken_handshake(
+    uint16_t index, Status why, dataplane::ResumeOptions& resume) {
+  FERRY_LOG_INFO("channel %u: its first connection broke in the handshake (%s); trying again",
+                 index, why.message().c_str());
+  const TimePoint deadline = Clock::now() + opt_.transport.resume_within;
+  for (int attempt = 0; Clock::now() < deadline; ++attempt) {
+    if (attempt > 0) {
+      const auto backoff = std::chrono::milliseconds(std::min(1000, 50 << std::min(attempt, 5)));
+      std::this_thread::sleep_for(
+          std::min<std::chrono::nanoseconds>(backoff, deadline - Clock::now()));
+    }
+    auto r = open_channel_link(opt_, session_id_, index, true, std::max(1, ms_left(deadline)));
+    if (r) {
+      resume.first_resumes = true;
+      return r;
+    }
+    if (r.status().code() == ErrorCode::kRefused) {
+      // Nothing to resume: ferry recv does not run this channel yet.
+      bool broke = false;
+      auto fresh = open_channel_link(opt_, session_id_, index, false,
+                                     std::max(1, ms_left(deadline)), &broke);
+      if (fresh || !broke) return fresh;
+      why = fresh.status();
+    } else if (r.status().code() == ErrorCode::kAuth || r.status().code() == ErrorCode::kProtocol) {
+      return r;
+    } else {
+      why = r.status();
+    }
+  }
+  return Status(why.code(), why.message() + "; not resumed within " +
+                                std::to_string(opt_.transport.resume_within.count()) +
+                                " s (--resume-within)");
 }
 
 Status SendSession::listen(const std::string& unix_path) {

@@ -14,6 +14,7 @@
 #include <string>
 #include <thread>
 
+#include "dataplane/resume/resumable_transport.h"
 #include "dataplane/security/link_security.h"
 #include "encoders/page_codec.h"
 #include "pipeline/channel_set.h"
@@ -63,6 +64,8 @@ class SendSession : public internal::SessionBase {
 
  private:
   Result<std::unique_ptr<dataplane::Transport>> open_link(uint16_t index);
+  Result<std::unique_ptr<dataplane::Transport>> reopen_broken_handshake(
+      uint16_t index, Status why, dataplane::ResumeOptions& resume);
   std::unique_ptr<PageStreamEncoder> make_codec() const;
   void accept_loop();
 

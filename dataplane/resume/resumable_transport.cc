@@ -112,6 +112,11 @@ class ResumableTransport final : public Transport {
     caps_.registered = false;
     caps_.max_frame = pool_->frame_capacity();
     caps_.tx_done = "acknowledged by the peer (kept until then, to replay on a new connection)";
+    if (opt_.first_resumes && opt_.reopen) {
+      phase_ = Phase::kGreeting;
+      ++resumes_;
+      send_ack();
+    }
   }
 
   ~ResumableTransport() override {

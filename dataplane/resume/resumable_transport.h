@@ -75,6 +75,10 @@ struct ResumeOptions {
   Reopen reopen;                               // sender: how to open a new connection
   std::shared_ptr<ResumeSlot> slot;            // receiver: where new connections arrive
   const char* peer_name = "the peer";          // for messages ("ferry recv")
+  // Sender: first is already a new connection of a channel the receiver runs (the channel's
+  // first connection broke after the receiver accepted it, before its ACCEPT arrived): it
+  // starts as a resumed one, with the sender's ACK.
+  bool first_resumes = false;
 };
 
 // Wraps first (its handshake done, with feature ACKED on both sides). Exactly one of

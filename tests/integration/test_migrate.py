@@ -377,8 +377,10 @@ def resume_body(wl, fault, fault_name, postcopy, extra_args=()):
                            rig.scaled(200), 'the switch to post-copy')
             dst.wait_status('paused')  # -S: the devices are loaded; let the guest run there
             dst.cont()
-            # QEMU opens the preempt channel at the switch. A connection aborted in its first
-            # handshake is not resumed (only a running channel is), so abort once it runs.
+            # QEMU opens the preempt channel at the switch; abort once it runs. ferry send
+            # also resumes a channel whose first connection broke before the ACCEPT reached it
+            # (proxy_handshake_broken_multifd), but ferry recv gives up on one that broke before
+            # it could send the ACCEPT.
             rig.wait_until(lambda: 'channel 1: accepted' in read_text(fr.recv_err),
                            rig.scaled(30), 'the preempt channel through ferry recv')
         else:

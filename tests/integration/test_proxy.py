@@ -24,6 +24,8 @@ Scenarios:
                     running, and a second attempt through new ferries succeeds
   garbage_handshake junk on ferry recv's port is refused before anything reaches QEMU; the
                     real sender then migrates through the same ferry recv
+  handshake_broken_multifd  a channel's connection reset after ferry recv accepted it,
+                    before ferry send read the ACCEPT: resumed on a new connection
 """
 import json
 import re
@@ -31,8 +33,10 @@ import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -838,6 +842,106 @@ def resume_link_down(transport, multifd_channels=0):
             fr.close()
 
 
+class HandshakeBreaker:
+    """A TCP relay between ferry send and ferry recv that breaks its connection number
+    `victim` (0 = the first) as soon as ferry recv answers on it: that answer (its ACCEPT) is
+    dropped and both ends get a reset, as when a link dies after ferry recv took a channel and
+    before ferry send read the verdict. Every other connection is relayed as it is."""
+
+    def __init__(self, target_port, victim):
+        self.target = ('127.0.0.1', target_port)
+        self.victim = victim
+        self.connections = 0
+        self.broken = threading.Event()
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(('127.0.0.1', 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @staticmethod
+    def _reset(sock):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+        sock.close()
+
+    def _accept(self):
+        while True:
+            try:
+                down, _ = self.listener.accept()
+            except OSError:
+                return
+            up = socket.create_connection(self.target)
+            index = self.connections
+            self.connections += 1
+            threading.Thread(target=self._pipe, args=(down, up, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(up, down, index == self.victim),
+                             daemon=True).start()
+
+    def _pipe(self, src, dst, break_on_answer):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    dst.shutdown(socket.SHUT_WR)
+                    return
+                if break_on_answer:
+                    self._reset(src)
+                    self._reset(dst)
+                    self.broken.set()
+                    return
+                dst.sendall(data)
+        except OSError:
+            for sock in (src, dst):
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+
+    def close(self):
+        self.listener.close()
+
+
+def handshake_broken_multifd():
+    """Channel 1's first connection (QEMU's first multifd channel) breaks after ferry recv
+    accepted it and before ferry send read the ACCEPT: ferry recv runs the channel and ferry
+    send does not know it. ferry send comes back on a resuming connection, which ferry recv
+    takes; the migration completes with exact counts and RAM identical."""
+    wl = {'ws': '64M', 'pattern': 'mix', 'rate': 5000}
+    with rig.Workdir('proxyh') as wd, \
+            rig.Guest('src', workload=wl, workdir=wd) as src, \
+            rig.Guest.destination(src, 'dst', 'unix:' + wd.path('in.sock')) as dst:
+        fr = Ferries(wd, send_args=['--log-level', 'info'])
+        breaker = None
+        try:
+            for g in (src, dst):
+                g.configure_migration({'multifd': True}, {'multifd-channels': 2})
+            src.wait_ready()
+            src.wait_heartbeats(3)
+            fr.start_recv(wd.path('in.sock'))
+            breaker = HandshakeBreaker(fr.port, victim=1)
+            fr.peer = 'tcp:127.0.0.1:%d' % breaker.port
+            src.migrate(fr.start_send())
+            info = src.wait_migration(timeout=rig.scaled(180))
+            dst.wait_incoming_done()
+            src.wait_status('postmigrate')
+            check(breaker.broken.is_set(), 'the relay never broke a handshake')
+            report('channel 1 handshake broken', info)
+            s, r = check_ferry_counts(fr, info, 3, pages_exact=False)
+            check('broke in the handshake' in read_text(fr.send_err),
+                  'ferry send did not log the broken handshake: %s' % read_text(fr.send_err))
+            resumes = [c.get('link', {}).get('resumes', 0) for c in s['per_channel']]
+            check(resumes[1] >= 1, 'channel 1 did not start resumed: %s' % resumes)
+            print('relay: %d connections for 3 channels; resumes per channel %s' %
+                  (breaker.connections, resumes))
+            diff = rig.check_ram_and_resume(src, dst)
+            print('RAM identical over %d pages; destination heartbeats advance' % diff.pages)
+        finally:
+            if breaker:
+                breaker.close()
+            fr.close()
+
+
 def source_killed():
     """The source QEMU killed mid pre-copy: its stream stops without QEMU's end marker. Every
     byte it did write crosses, so the link itself ends cleanly; both ferries must still say
@@ -1113,6 +1217,7 @@ SCENARIOS = {
     'rdma_resume_netns': lambda: resume_link_down('rdma'),
     'dpdk_resume_netns': lambda: resume_link_down('dpdk'),
     'tcp_multifd_resume_netns': lambda: resume_link_down('tcp', multifd_channels=2),
+    'handshake_broken_multifd': handshake_broken_multifd,
     'source_killed': source_killed,
     'signal_precopy': signal_precopy,
     'signal_postcopy': lambda: postcopy(signal_in_postcopy=True),

@@ -274,6 +274,48 @@ TEST(ResumableTransport, FramesArriveOnceAndInOrderAcrossCutConnections) {
   EXPECT_GT(stats["replayed_bytes"].as_int(), 0);
 }
 
+TEST(ResumableTransport, ASenderWhoseFirstConnectionBrokeBeforeItsAcceptStartsResumed) {
+  // ferry recv accepted the channel and made its link resumable, then the connection broke
+  // before the sender read the ACCEPT: the sender's link starts on a new connection as a
+  // resumed one (first_resumes), and both ways every frame arrives once.
+  Rig rig("resume-first-broken");
+  FirstConnection first = first_connection(rig);
+  ASSERT_TRUE(first.receiver);
+  auto slot = first.slot;
+  rig.cut_sender_end();
+  rig.cut_receiver_end();
+  first.sender_end.reset();  // the sender never used it
+  auto again = rig.connect_end();
+  ASSERT_TRUE(again.has_value());
+  ResumeOptions o = sender_options(rig);
+  o.first_resumes = true;
+  auto s = make_resumable(std::move(*again), std::move(o));
+  ASSERT_TRUE(s.has_value());
+  auto* r = &first.receiver;
+  End sender{**s, FrameType::kOpaque}, receiver{**r, FrameType::kReturn};
+  sender.to_send = 400;
+  receiver.to_send = 40;
+  const TimePoint give_up = Clock::now() + 30s;
+  while (!(receiver.got_end && sender.got_end) && Clock::now() < give_up) {
+    const TimePoint now = Clock::now();
+    sender.send(8);
+    receiver.send(1);
+    (*s)->progress(now);
+    (*r)->progress(now);
+    receiver.receive(FrameType::kOpaque);
+    sender.receive(FrameType::kReturn);
+    ASSERT_EQ(sender.error, "");
+    ASSERT_EQ(receiver.error, "");
+    ASSERT_NE((*s)->state(), LinkState::kFailed) << (*s)->error().message();
+    ASSERT_NE((*r)->state(), LinkState::kFailed) << (*r)->error().message();
+    if (auto t = rig.accept_end(0)) slot->offer(std::move(t));
+  }
+  EXPECT_EQ(receiver.rx_seq, kFirstDataSeq + 401);
+  EXPECT_EQ(sender.rx_seq, kFirstDataSeq + 41);
+  EXPECT_EQ((*s)->resumes(), 1u);
+  EXPECT_EQ((*r)->resumes(), 1u);
+}
+
 TEST(ResumableTransport, AReceiverNeverSpeaksFirstOnANewConnection) {
   // The sender's handshake reads frames up to ACCEPT; a frame the receiver sent at once would
   // arrive with ACCEPT and be lost, and both ends would wait for each other's ACK for good.
