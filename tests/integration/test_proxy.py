@@ -24,13 +24,14 @@ Scenarios:
                     running, and a second attempt through new ferries succeeds
   garbage_handshake junk on ferry recv's port is refused before anything reaches QEMU; the
                     real sender then migrates through the same ferry recv
-  handshake_broken_multifd  a channel's connection reset after ferry recv accepted it,
-                    before ferry send read the ACCEPT: resumed on a new connection
+  handshake_broken_multifd  two channels' first connections reset in the handshake, as
+                    ferry recv connects QEMU for them: resumed on new connections
 """
 import json
 import re
 import os
 import re
+import select
 import signal
 import socket
 import struct
@@ -843,27 +844,25 @@ def resume_link_down(transport, multifd_channels=0):
 
 
 class HandshakeBreaker:
-    """A TCP relay between ferry send and ferry recv that breaks its connection number
-    `victim` (0 = the first) as soon as ferry recv answers on it: that answer (its ACCEPT) is
-    dropped and both ends get a reset, as when a link dies after ferry recv took a channel and
-    before ferry send read the verdict. Every other connection is relayed as it is."""
+    """A TCP relay between ferry send and ferry recv that breaks some connections in their
+    handshake, by number (0 = the first): victims = {number: 'answer' | 'hello'}.
+      answer: ferry recv's first bytes (its ACCEPT) are dropped and both ends reset, as when a
+              link dies after ferry recv took a channel and before ferry send read the verdict;
+      hello:  ferry send's first bytes (its HELLO) are passed on and both ends reset at once:
+              ferry recv connects QEMU for the channel and answers into a dead connection.
+    Every other connection is relayed as it is."""
 
-    def __init__(self, target_port, victim):
+    def __init__(self, target_port, victims):
         self.target = ('127.0.0.1', target_port)
-        self.victim = victim
+        self.victims = dict(victims)
         self.connections = 0
-        self.broken = threading.Event()
+        self.broken = []
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(('127.0.0.1', 0))
         self.listener.listen(16)
         self.port = self.listener.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
-
-    @staticmethod
-    def _reset(sock):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
-        sock.close()
 
     def _accept(self):
         while True:
@@ -874,44 +873,54 @@ class HandshakeBreaker:
             up = socket.create_connection(self.target)
             index = self.connections
             self.connections += 1
-            threading.Thread(target=self._pipe, args=(down, up, False), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(up, down, index == self.victim),
-                             daemon=True).start()
+            threading.Thread(target=self._relay, args=(down, up, index), daemon=True).start()
 
-    def _pipe(self, src, dst, break_on_answer):
+    def _relay(self, down, up, index):
+        """One thread per connection, so that a reset goes out at once (a socket closed while
+        another thread waits in recv() on it stays open until that recv returns)."""
+        how = self.victims.get(index)
+        peer = {down: up, up: down}
+        open_ends = {down, up}
         try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    dst.shutdown(socket.SHUT_WR)
-                    return
-                if break_on_answer:
-                    self._reset(src)
-                    self._reset(dst)
-                    self.broken.set()
-                    return
-                dst.sendall(data)
+            while open_ends:
+                readable, _, _ = select.select(list(open_ends), [], [])
+                for src in readable:
+                    data = src.recv(65536)
+                    if not data:
+                        open_ends.discard(src)
+                        peer[src].shutdown(socket.SHUT_WR)
+                        continue
+                    if how and (src is down) == (how == 'hello'):
+                        # Close with a reset, right behind the HELLO when it is passed on.
+                        for sock in (down, up):
+                            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                            struct.pack('ii', 1, 0))
+                        if how == 'hello':
+                            peer[src].sendall(data)
+                        self.broken.append(index)
+                        return
+                    peer[src].sendall(data)
         except OSError:
-            for sock in (src, dst):
-                try:
-                    sock.close()
-                except OSError:
-                    pass
+            pass
+        finally:
+            down.close()
+            up.close()
 
     def close(self):
         self.listener.close()
 
 
 def handshake_broken_multifd():
-    """Channel 1's first connection (QEMU's first multifd channel) breaks after ferry recv
-    accepted it and before ferry send read the ACCEPT: ferry recv runs the channel and ferry
-    send does not know it. ferry send comes back on a resuming connection, which ferry recv
-    takes; the migration completes with exact counts and RAM identical."""
+    """The first connections of QEMU's two multifd channels break in their handshakes, and
+    ferry recv connects QEMU for them all the same: channel 1's once ferry recv sent the
+    ACCEPT (ferry send never reads it), channel 2's right after the HELLO. ferry send comes
+    back on a resuming connection for each, which ferry recv takes; the migration completes
+    with exact counts and RAM identical."""
     wl = {'ws': '64M', 'pattern': 'mix', 'rate': 5000}
     with rig.Workdir('proxyh') as wd, \
             rig.Guest('src', workload=wl, workdir=wd) as src, \
             rig.Guest.destination(src, 'dst', 'unix:' + wd.path('in.sock')) as dst:
-        fr = Ferries(wd, send_args=['--log-level', 'info'])
+        fr = Ferries(wd, send_args=['--log-level', 'info'], recv_args=['--log-level', 'info'])
         breaker = None
         try:
             for g in (src, dst):
@@ -919,19 +928,24 @@ def handshake_broken_multifd():
             src.wait_ready()
             src.wait_heartbeats(3)
             fr.start_recv(wd.path('in.sock'))
-            breaker = HandshakeBreaker(fr.port, victim=1)
+            # Connections: 0 channel 0, 1 channel 1 (broken), 2 its resuming one, 3 channel 2
+            # (broken), 4 its resuming one (ferry send opens them one after another).
+            breaker = HandshakeBreaker(fr.port, {1: 'answer', 3: 'hello'})
             fr.peer = 'tcp:127.0.0.1:%d' % breaker.port
             src.migrate(fr.start_send())
             info = src.wait_migration(timeout=rig.scaled(180))
             dst.wait_incoming_done()
             src.wait_status('postmigrate')
-            check(breaker.broken.is_set(), 'the relay never broke a handshake')
-            report('channel 1 handshake broken', info)
+            check(sorted(breaker.broken) == [1, 3], 'the relay broke %s' % breaker.broken)
+            report('two handshakes broken', info)
             s, r = check_ferry_counts(fr, info, 3, pages_exact=False)
-            check('broke in the handshake' in read_text(fr.send_err),
-                  'ferry send did not log the broken handshake: %s' % read_text(fr.send_err))
-            resumes = [c.get('link', {}).get('resumes', 0) for c in s['per_channel']]
-            check(resumes[1] >= 1, 'channel 1 did not start resumed: %s' % resumes)
+            log = read_text(fr.send_err)
+            check(log.count('broke in the handshake') == 2,
+                  'ferry send did not log two broken handshakes: %s' % log)
+            for side, st in (('send', s), ('recv', r)):
+                resumes = [c.get('link', {}).get('resumes', 0) for c in st['per_channel']]
+                check(resumes[1] >= 1 and resumes[2] >= 1,
+                      'ferry %s: channels 1 and 2 did not start resumed: %s' % (side, resumes))
             print('relay: %d connections for 3 channels; resumes per channel %s' %
                   (breaker.connections, resumes))
             diff = rig.check_ram_and_resume(src, dst)

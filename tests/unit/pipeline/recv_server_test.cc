@@ -19,21 +19,24 @@
 #include <vector>
 
 #include "dataplane/handshake.h"
+#include "dataplane/protocol.h"
+#include "dataplane/resume/resumable_transport.h"
 #include "dataplane/transport.h"
 
 namespace ferry::pipeline {
 namespace {
 
-// A listening unix socket where a destination QEMU would be.
+// A listening unix socket where a destination QEMU would be. backlog 0: one connection
+// waits to be accepted, the next connect() blocks until then.
 class FakeQemu {
  public:
-  explicit FakeQemu(const std::string& path) : path_(path) {
+  explicit FakeQemu(const std::string& path, int backlog = 8) : path_(path) {
     fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_un a{};
     a.sun_family = AF_UNIX;
     std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
     EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-    EXPECT_EQ(::listen(fd_, 8), 0);
+    EXPECT_EQ(::listen(fd_, backlog), 0);
   }
   ~FakeQemu() {
     for (int c : conns_) ::close(c);
@@ -46,6 +49,15 @@ class FakeQemu {
     if (::poll(&p, 1, timeout_ms) != 1) return false;
     conns_.push_back(::accept(fd_, nullptr, nullptr));
     return conns_.back() >= 0;
+  }
+  // Up to n bytes ferry wrote on the newest connection, within timeout_ms.
+  std::string read_some(size_t n, int timeout_ms) {
+    pollfd p{conns_.back(), POLLIN, 0};
+    if (::poll(&p, 1, timeout_ms) != 1) return "";
+    std::string got(n, '\0');
+    const ssize_t r = ::read(conns_.back(), got.data(), n);
+    got.resize(r > 0 ? static_cast<size_t>(r) : 0);
+    return got;
   }
 
  private:
@@ -273,6 +285,89 @@ TEST_F(RecvServerTest, PlainRecvIgnoresTheName) {
   auto r = dataplane::sender_handshake(std::move(*link), std::move(h));
   EXPECT_TRUE(r.has_value()) << why(r);
   EXPECT_TRUE(q.connected(5000));
+}
+
+// A sender's HELLO arrives, then its connection is reset while ferry recv connects the
+// destination QEMU: the ACCEPT goes into a dead connection (the transport learns it when it
+// writes). The channel's link is resumable from the start, so ferry send's resuming
+// connection (send_session.cc: its first handshake broke) carries the channel's stream, and
+// QEMU is connected once.
+TEST_F(RecvServerTest, AChannelWhoseFirstConnectionDiedBeforeItsAcceptTakesTheNextOne) {
+  const std::string qemu_sock = dir_ + "/in.sock";
+  FakeQemu q(qemu_sock, /*backlog=*/0);
+  // Fills QEMU's backlog: ferry recv's connect() waits until the test accepts.
+  const int filler = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::strncpy(a.sun_path, qemu_sock.c_str(), sizeof a.sun_path - 1);
+  ASSERT_EQ(::connect(filler, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+
+  RecvOptions opt;
+  opt.transport.resume_within = std::chrono::seconds(10);
+  RecvSession session(opt);
+  static int port = 48000 + (::getpid() % 1000) * 3;
+  std::string where;
+  do {
+    where = "tcp:127.0.0.1:" + std::to_string(port++);
+  } while (!session.listen(where, "unix:" + qemu_sock).is_ok());
+  session.start();
+
+  dataplane::Handshake hello;
+  hello.session_id = 9;
+  hello.features = dataplane::kFeatureAcked;
+  {
+    // The first connection: HELLO, then a reset (SO_LINGER 0). The bytes stay readable.
+    auto raw = dataplane::connect_transport(where, 2000, {});
+    ASSERT_TRUE(raw.has_value());
+    const int fd = (*raw)->wait_fd();
+    const std::vector<uint8_t> body = dataplane::encode_handshake(hello);
+    std::vector<uint8_t> frame(dataplane::kFrameHeaderSize + body.size());
+    std::memcpy(frame.data() + dataplane::kFrameHeaderSize, body.data(), body.size());
+    dataplane::encode_frame_header(dataplane::FrameType::kHello, 0,
+                                   frame.data() + dataplane::kFrameHeaderSize,
+                                   static_cast<uint32_t>(body.size()), frame.data());
+    ASSERT_EQ(::write(fd, frame.data(), frame.size()), static_cast<ssize_t>(frame.size()));
+    const linger reset{1, 0};
+    ASSERT_EQ(::setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset), 0);
+  }                                // closed: reset
+  ASSERT_TRUE(q.connected(5000));  // the filler
+  ASSERT_TRUE(q.connected(5000));  // ferry recv, for channel 0
+
+  // ferry send's next connection resumes the channel.
+  auto link = dataplane::connect_transport(where, 2000, {});
+  ASSERT_TRUE(link.has_value());
+  dataplane::SenderHello again;
+  again.hello = hello;
+  again.hello.features |= dataplane::kFeatureResuming;
+  auto accepted = dataplane::sender_handshake(std::move(*link), std::move(again));
+  ASSERT_TRUE(accepted.has_value()) << why(accepted);
+  dataplane::ResumeOptions ro;
+  ro.first_resumes = true;
+  ro.reopen = [](TimePoint) -> Result<std::unique_ptr<dataplane::Transport>> {
+    return Status(ErrorCode::kRefused, "no more connections in this test");
+  };
+  auto sender = dataplane::make_resumable(std::move(*accepted), std::move(ro));
+  ASSERT_TRUE(sender.has_value());
+  dataplane::FrameBuf* f = (*sender)->pool().alloc();
+  ASSERT_NE(f, nullptr);
+  const std::string stream = "QEVM, as QEMU's stream would start";
+  std::memcpy(f->payload(), stream.data(), stream.size());
+  dataplane::encode_frame_header(dataplane::FrameType::kOpaque, dataplane::kFirstDataSeq,
+                                 f->payload(), static_cast<uint32_t>(stream.size()), f->data);
+  f->len = static_cast<uint32_t>(dataplane::kFrameHeaderSize + stream.size());
+  ASSERT_EQ((*sender)->tx_burst({&f, 1}), 1u);
+  std::string got;
+  for (int i = 0; i < 500 && got.size() < stream.size(); ++i) {
+    (*sender)->progress(Clock::now());
+    dataplane::FrameBuf* in[8];
+    const size_t n = (*sender)->rx_burst(in);
+    for (size_t k = 0; k < n; ++k) in[k]->pool->free(in[k]);
+    got += q.read_some(stream.size() - got.size(), 10);
+  }
+  EXPECT_EQ(got, stream);
+  EXPECT_FALSE(q.connected(0)) << "ferry recv connected QEMU twice for one channel";
+  EXPECT_EQ((*sender)->resumes(), 1u);
+  ::close(filler);
 }
 
 TEST_F(RecvServerTest, StoppedServerRefusesConnections) {
