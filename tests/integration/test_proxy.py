@@ -136,6 +136,17 @@ def dpdk_args(iface, mtu=None):
     return '--no-pci --vdev net_af_packet0,iface=%s,qdisc_bypass=0%s' % (iface, frames)
 
 
+def xdp_args(iface):
+    """EAL arguments for an af_xdp port on iface (it bypasses tc: nothing shapes it)."""
+    return '--no-pci --vdev net_af_xdp0,iface=%s' % iface
+
+
+def xdp_attached(link, side, iface):
+    """True once an XDP program is attached to iface (the af_xdp port of ferry recv is up)."""
+    r = link.run(side, ['ip', 'link', 'show', iface], capture_output=True, text=True, timeout=10)
+    return r.returncode == 0 and 'prog/xdp' in r.stdout
+
+
 def send_strangers(link, fr, count=50):
     """Datagrams to ferry recv's dpdk address and port from the kernel of namespace a (a
     stranger: not ferry send, not a SYN). ferry recv must drop and count them (rx_unknown).
@@ -220,11 +231,13 @@ class Ferries:
         elif transport == 'dpdk':
             # ferry's own addresses on the veth, which the kernel does not own: only ferry
             # answers ARP for them, and the kernel drops (does not refuse) their datagrams.
-            check(link is not None, 'dpdk over af_packet needs the two namespaces')
+            check(link is not None, 'dpdk over %s needs the two namespaces' % dpdk_port)
             self.host = DPDK_ADDR_B
-            self.send_args += ['--dpdk-args', dpdk_args(link.veth_a, dpdk_mtu),
-                               '--dpdk-local', DPDK_ADDR_A]
-            self.recv_args += ['--dpdk-args', dpdk_args(link.veth_b, dpdk_mtu)]
+            port_args = xdp_args if dpdk_port == 'af_xdp' else \
+                (lambda iface: dpdk_args(iface, dpdk_mtu))
+            self.send_args += ['--dpdk-args', port_args(link.veth_a), '--dpdk-local', DPDK_ADDR_A]
+            self.recv_args += ['--dpdk-args', port_args(link.veth_b)]
+        self.dpdk_port = dpdk_port
         if transport == 'dpdk' and dpdk_mtu:
             self.send_args += ['--dpdk-mtu', str(dpdk_mtu)]
             self.recv_args += ['--dpdk-mtu', str(dpdk_mtu)]
@@ -262,6 +275,8 @@ class Ferries:
             if self.memif_sock:
                 # memif's socket is abstract by default: @PATH in /proc/net/unix.
                 return proc_listening_unix(p.pid, '@' + self.memif_sock)
+            if self.transport == 'dpdk' and self.dpdk_port == 'af_xdp':
+                return xdp_attached(self.link, 'b', self.link.veth_b)
             if self.transport == 'dpdk':
                 return proc_has_packet_socket(p.pid)
             return proc_listening(p.pid, self.port, self.transport)
@@ -1206,6 +1221,9 @@ SCENARIOS = {
     'dpdk_precopy_netns': lambda: precopy({'ws': '32M', 'pattern': 'mix', 'rate': 500},
                                           link_rate='100mbit', min_syncs=2, transport='dpdk'),
     'dpdk_postcopy': lambda: postcopy(transport='dpdk', link_rate='1gbit'),
+    # af_xdp on the veth (copy mode: veth has no zero-copy); tc does not see its frames.
+    'dpdk_xdp_netns': lambda: precopy({'ws': '64M', 'pattern': 'mix', 'rate': 5000},
+                                      transport='dpdk', dpdk_port='af_xdp', link_rate='1gbit'),
     # One DPDK flow per channel (3 links on one port at each end).
     'dpdk_multifd': lambda: precopy({'ws': '64M', 'pattern': 'mix', 'rate': 5000},
                                     caps={'multifd': True}, params={'multifd-channels': 2},
