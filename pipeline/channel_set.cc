@@ -145,6 +145,7 @@ void ChannelSet::start_channel(uint16_t index, QemuEnd qemu, bool own_fds,
 }
 
 void ChannelSet::reap() {
+  std::lock_guard joining(join_mu_);
   std::lock_guard lk(mu_);
   reap_locked();
 }
@@ -219,14 +220,20 @@ void ChannelSet::abort_all() {
 }
 
 void ChannelSet::join_all() {
-  std::lock_guard lk(mu_);
-  join_all_locked();
-}
-
-void ChannelSet::join_all_locked() {
-  for (auto& c : channels_) {
-    if (c->thread.joinable()) c->thread.join();
+  // Each thread is joined outside mu_: the read-outs (a signal's check of post-copy, progress,
+  // metrics) must not wait for a channel that takes long to end. join_mu_ keeps two joiners
+  // (and reap) off one thread.
+  std::lock_guard joining(join_mu_);
+  for (size_t i = 0;; ++i) {
+    std::thread* t = nullptr;
+    {
+      std::lock_guard lk(mu_);
+      if (i >= channels_.size()) break;
+      t = &channels_[i]->thread;
+    }
+    if (t->joinable()) t->join();
   }
+  std::lock_guard lk(mu_);
   reap_locked();
 }
 

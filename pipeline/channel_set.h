@@ -106,11 +106,11 @@ class ChannelSet {
                      std::unique_ptr<dataplane::Transport> link, std::unique_ptr<StreamCodec> codec,
                      PageStreamEncoder* encoder);
   void reap_locked();
-  void join_all_locked();
 
   PumpRole role_;
   dataplane::PollMode poll_mode_ = dataplane::PollMode::kAdaptive;
   size_t postcopy_pending_ = PumpOptions{}.postcopy_pending;
+  std::mutex join_mu_;  // taken before mu_: one thread joins the channels' threads at a time
   mutable std::mutex mu_;
   std::vector<std::unique_ptr<Channel>> channels_;
   int abort_fd_ = -1;

@@ -1031,6 +1031,76 @@ def signal_precopy():
             fr.close()
 
 
+def signal_stdio():
+    """SIGTERM to `ferry send --stdio` (the child that carries the stream, as QEMU's exec:
+    migration runs it) while its channel is stuck: it exits 1 saying so within a couple of
+    seconds. A sink in place of the destination QEMU stops reading after 1 MiB, so the stream
+    backs up through ferry recv and the link into ferry send. (Its thread that waits for the
+    channel used to hold the lock the signal's check needs: SIGTERM waited for the channel.)"""
+    with rig.Workdir('proxys') as wd:
+        stream = wd.path('stream')
+        with open(stream, 'wb') as f:
+            f.write(os.urandom(64 << 20))
+        sink_path = wd.path('sink.sock')
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(sink_path)
+        listener.listen(1)
+        got_some = threading.Event()
+        conns = []
+
+        def sink():
+            conn, _ = listener.accept()
+            conns.append(conn)
+            n = 0
+            while n < (1 << 20):
+                data = conn.recv(65536)
+                if not data:
+                    return
+                n += len(data)
+            got_some.set()  # and reads no more
+
+        threading.Thread(target=sink, daemon=True).start()
+        fr = Ferries(wd)
+        child = None
+        try:
+            fr.start_recv(sink_path)
+            with open(stream, 'rb') as stdin:
+                parent = rig.spawn([ferry_bin(), 'send', '--stdio', '--peer', fr.peer, '--codec',
+                                    'none', '--stats-json', fr.send_json],
+                                   stdin=stdin, stderr=open(fr.send_err, 'wb'))
+            check(parent.wait(timeout=rig.scaled(10)) == 0, 'ferry send --stdio: parent failed')
+            check(got_some.wait(rig.scaled(20)), 'the sink got no stream')
+
+            def the_child():
+                for pid in os.listdir('/proc'):
+                    if pid.isdigit() and fr.send_json in read_text('/proc/%s/cmdline' % pid):
+                        return int(pid)
+                return None
+            rig.wait_until(lambda: the_child() is not None, rig.scaled(10), 'the child')
+            child = the_child()
+            t0 = time.monotonic()
+            os.kill(child, signal.SIGTERM)
+            rig.wait_until(lambda: not os.path.exists('/proc/%d/cmdline' % child) or
+                           'ferry' not in read_text('/proc/%d/cmdline' % child),
+                           rig.scaled(15), 'ferry send --stdio to exit after SIGTERM')
+            took = time.monotonic() - t0
+            err = read_text(fr.send_err).strip()
+            print('SIGTERM: ferry send --stdio exited after %.1f s: %s' % (took, err))
+            check('cancelled by SIGTERM' in err, 'ferry send: %r' % err)
+            check(took < 3, 'ferry send --stdio took %.1f s to stop' % took)
+            s = json.loads(read_text(fr.send_json))
+            check(s['outcome'] == 'failed' and 'SIGTERM' in (s['error'] or ''),
+                  'stats: %s, %s' % (s['outcome'], s['error']))
+            child = None
+        finally:
+            if child:
+                os.kill(child, signal.SIGKILL)
+            fr.close()
+            for c in conns:
+                c.close()
+            listener.close()
+
+
 def dpdk_recv_killed():
     """ferry recv killed mid pre-copy on a dpdk link: nothing closes a datagram link, so ferry
     send learns it from the silence (reliable/'s liveness timeout, 10 s), and nothing refuses
@@ -1252,6 +1322,7 @@ SCENARIOS = {
     'handshake_broken_multifd': handshake_broken_multifd,
     'source_killed': source_killed,
     'signal_precopy': signal_precopy,
+    'signal_stdio': signal_stdio,
     'signal_postcopy': lambda: postcopy(signal_in_postcopy=True),
 }
 
