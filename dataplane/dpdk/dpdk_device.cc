@@ -360,7 +360,15 @@ Status Device::init() {
   const int socket = rte_eth_dev_socket_id(port_id_);
   if (int e = rte_eth_rx_queue_setup(port_id_, 0, nb_rx, socket < 0 ? 0 : socket, nullptr, pool_);
       e != 0) {
-    return error(ErrorCode::kIo, "dpdk: rx queue of " + name_ + ": " + rte_strerror(-e));
+    std::string why = "dpdk: rx queue of " + name_ + ": " + rte_strerror(-e);
+    if (info.driver_name && std::strstr(info.driver_name, "af_xdp")) {
+      // The kernel refuses XDP on an interface whose frames do not fit a page (a veth checks
+      // its peer's MTU); libxdp's own line above says "Numerical result out of range" then.
+      why += " (af_xdp: the kernel refused its XDP program or socket on interface MTU " +
+             std::to_string(interface_mtu(info.if_index)) +
+             "; frames must fit a page: an MTU of 3500 or less, on both ends of a veth)";
+    }
+    return error(ErrorCode::kIo, why);
   }
   if (int e = rte_eth_tx_queue_setup(port_id_, 0, nb_tx, socket < 0 ? 0 : socket, nullptr);
       e != 0) {

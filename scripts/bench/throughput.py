@@ -40,6 +40,8 @@ ceiling: dpdk-testpmd in txonly mode on the same af_packet port for --testpmd-s 
 with 9216-byte buffers (bsize), af_packet with 9216-byte ring frames (framesz) on the veth,
 whose MTU is 9000 for every run (at the default MTU ferry sends 1500-byte frames on it); with
 `dpdk-afp-jumbo` testpmd's ceiling is measured with 9014-byte frames too (`testpmd-jumbo`).
+`dpdk-xdp`: DPDK af_xdp ports on a veth of its own between two more namespaces (copy mode;
+MTU 1500: a veth refuses XDP at 9000).
 
 Each run waits first until the host is --idle % idle over a second (others share the machine;
 at most --idle-wait s) and records that figure. Before the timed runs, once per binary x
@@ -431,12 +433,12 @@ DPDK_ADDR_A, DPDK_ADDR_B = '10.77.0.101', '10.77.0.102'  # ferry's own, not the 
 class AfpLink:
     """Two namespaces joined by an unshaped veth for dpdk-afp (scripts/netns.sh)."""
 
-    def __init__(self):
-        self.name = 'tp%05d' % (os.getpid() % 100000)
+    def __init__(self, prefix='tp', mtu=JUMBO_MTU):
+        self.name = '%s%05d' % (prefix, os.getpid() % 100000)
         self.ns_a, self.ns_b = self.name + '-a', self.name + '-b'
         self.veth_a, self.veth_b = self.name + '-va', self.name + '-vb'
         subprocess.run([os.path.join(ROOT, 'scripts', 'netns.sh'), 'up', self.name, 'none',
-                        '100ms', str(JUMBO_MTU)], check=True, stdout=subprocess.DEVNULL)
+                        '100ms', str(mtu)], check=True, stdout=subprocess.DEVNULL)
 
     def rx_bytes_b(self):
         return int(subprocess.run(['ip', 'netns', 'exec', self.ns_b, 'cat',
@@ -449,11 +451,22 @@ class AfpLink:
 
 
 AFP = None
+XDP = None  # its own veth pair: a veth refuses XDP at MTU 9000 (the peer's MTU must fit a page)
 
 
 def afp_args(iface, jumbo=False):
     frames = ',framesz=%d,blocksz=%d' % (JUMBO_FRAME, 4 * JUMBO_FRAME) if jumbo else ''
     return '--no-pci --vdev net_af_packet0,iface=%s,qdisc_bypass=0%s' % (iface, frames)
+
+
+def xdp_args(iface):
+    return '--no-pci --vdev net_af_xdp0,iface=%s' % iface
+
+
+def xdp_attached(ns, iface):
+    """An XDP program is attached to iface in namespace ns (an af_xdp port on it is up)."""
+    r = subprocess.run(['ip', '-n', ns, 'link', 'show', iface], capture_output=True, text=True)
+    return r.returncode == 0 and 'prog/xdp' in r.stdout
 
 
 def unix_listening(path):
@@ -563,6 +576,10 @@ def run_ferry(binary, transport, codec, stream, wd, timeout, sink_out=None):
         recv_pre, send_pre = ['ip', 'netns', 'exec', AFP.ns_b], ['ip', 'netns', 'exec', AFP.ns_a]
         recv_extra += ['--dpdk-args', afp_args(AFP.veth_b, jumbo)]
         send_extra += ['--dpdk-args', afp_args(AFP.veth_a, jumbo)]
+    elif transport == 'dpdk-xdp':
+        recv_pre, send_pre = ['ip', 'netns', 'exec', XDP.ns_b], ['ip', 'netns', 'exec', XDP.ns_a]
+        recv_extra += ['--dpdk-args', xdp_args(XDP.veth_b)]
+        send_extra += ['--dpdk-args', xdp_args(XDP.veth_a)]
     if security == 'psk':
         psk = os.path.join(wd, 'keys.psk')
         with open(psk, 'w') as f:
@@ -579,6 +596,8 @@ def run_ferry(binary, transport, codec, stream, wd, timeout, sink_out=None):
                  'ferry recv\'s memif socket')
     elif transport == 'dpdk-afp':
         wait_for(lambda: has_packet_socket(recv), 'ferry recv\'s af_packet port')
+    elif transport == 'dpdk-xdp':
+        wait_for(lambda: xdp_attached(XDP.ns_b, XDP.veth_b), 'ferry recv\'s af_xdp port')
     else:
         wait_for(lambda: bound(port, transport), 'ferry recv on %s port %d' % (transport, port))
     c0 = _cpu_times()
@@ -823,8 +842,11 @@ def main():
         raise SystemExit('throughput: prctl(PR_SET_CHILD_SUBREAPER) failed')
     transports = [t for t in args.transports.split(',') if t]
     global AFP
-    if 'dpdk-afp' in transports or 'dpdk-afp-jumbo' in transports:
+    global XDP
+    if {'dpdk-afp', 'dpdk-afp-jumbo'} & set(transports):
         AFP = AfpLink()
+    if 'dpdk-xdp' in transports:
+        XDP = AfpLink('tx', 1500)
     codecs = [c for c in args.codecs.split(',') if c]
     size = os.path.getsize(stream)
     os.makedirs(args.out, exist_ok=True)
@@ -926,6 +948,8 @@ def main():
         shutil.rmtree(wd, ignore_errors=True)
         if AFP:
             AFP.down()
+        if XDP:
+            XDP.down()
 
     cmd = 'scripts/bench/throughput.py ' + ' '.join(
         a if not a.startswith(ROOT + '/') else os.path.relpath(a, ROOT) for a in sys.argv[1:])
