@@ -219,12 +219,11 @@ Result<rte_mempool*> packed_pool(unsigned n, size_t room, int socket) {
       &span);
   if (span.hi - span.lo != uintptr_t{total} * (n - 1)) {
     rte_mempool_free(pool);
+    const std::string size = std::to_string(total);
     return error(ErrorCode::kUnavailable,
-                 "dpdk: af_xdp needs a pool whose mbufs follow each other with no gap, and this "
-                 "one has gaps (" +
-                     std::to_string(total) +
-                     "-byte objects): give the EAL "
-                     "hugepages");
+                 "dpdk: af_xdp needs a pool whose mbufs follow each other "
+                 "with no gap, and this one of " +
+                     size + "-byte objects has gaps: give the EAL hugepages");
   }
   return pool;
 }
