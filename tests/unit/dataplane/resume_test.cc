@@ -201,6 +201,19 @@ FirstConnection first_connection(Rig& rig) {
   return c;
 }
 
+// One round of a test's exchange: both ends send (the sender more), progress, receive, and a
+// new connection, if one came, goes to the receiver's slot.
+void exchange_round(End& sender, End& receiver, Rig& rig, ResumeSlot& slot) {
+  const TimePoint now = Clock::now();
+  sender.send(8);
+  receiver.send(1);
+  sender.link.progress(now);
+  receiver.link.progress(now);
+  receiver.receive(FrameType::kOpaque);
+  sender.receive(FrameType::kReturn);
+  if (auto t = rig.accept_end(0)) slot.offer(std::move(t));
+}
+
 TEST(ResumableTransport, FramesArriveOnceAndInOrderAcrossCutConnections) {
   Rig rig("resume-cuts");
   FirstConnection first = first_connection(rig);
@@ -216,18 +229,10 @@ TEST(ResumableTransport, FramesArriveOnceAndInOrderAcrossCutConnections) {
   const TimePoint give_up = Clock::now() + 60s;
   int cuts = 0, late_cut = 0;
   while (!(receiver.got_end && sender.got_end) && Clock::now() < give_up) {
-    const TimePoint now = Clock::now();
-    sender.send(8);
-    receiver.send(1);
-    (*s)->progress(now);
-    (*r)->progress(now);
-    receiver.receive(FrameType::kOpaque);
-    sender.receive(FrameType::kReturn);
-    ASSERT_EQ(sender.error, "");
-    ASSERT_EQ(receiver.error, "");
+    exchange_round(sender, receiver, rig, *slot);
+    ASSERT_EQ(sender.error + receiver.error, "");
     ASSERT_NE((*s)->state(), LinkState::kFailed) << (*s)->error().message();
     ASSERT_NE((*r)->state(), LinkState::kFailed) << (*r)->error().message();
-    if (auto t = rig.accept_end(0)) slot->offer(std::move(t));
     // Cut 1: both ends see the reset. Cut 2: only the sender (the receiver's old connection
     // looks alive and is replaced when the new one arrives). Cut 3: the receiver first, the
     // sender a few rounds later (its own timeout).
@@ -297,18 +302,10 @@ TEST(ResumableTransport, ASenderWhoseFirstConnectionBrokeBeforeItsAcceptStartsRe
   receiver.to_send = 40;
   const TimePoint give_up = Clock::now() + 30s;
   while (!(receiver.got_end && sender.got_end) && Clock::now() < give_up) {
-    const TimePoint now = Clock::now();
-    sender.send(8);
-    receiver.send(1);
-    (*s)->progress(now);
-    (*r)->progress(now);
-    receiver.receive(FrameType::kOpaque);
-    sender.receive(FrameType::kReturn);
-    ASSERT_EQ(sender.error, "");
-    ASSERT_EQ(receiver.error, "");
+    exchange_round(sender, receiver, rig, *slot);
+    ASSERT_EQ(sender.error + receiver.error, "");
     ASSERT_NE((*s)->state(), LinkState::kFailed) << (*s)->error().message();
     ASSERT_NE((*r)->state(), LinkState::kFailed) << (*r)->error().message();
-    if (auto t = rig.accept_end(0)) slot->offer(std::move(t));
   }
   EXPECT_EQ(receiver.rx_seq, kFirstDataSeq + 401);
   EXPECT_EQ(sender.rx_seq, kFirstDataSeq + 41);
