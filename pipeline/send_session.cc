@@ -152,13 +152,11 @@ Result<std::unique_ptr<dataplane::Transport>> SendSession::reopen_broken_handsha
       return r;
     }
     if (r.status().code() == ErrorCode::kRefused) {
-      // Nothing to resume: ferry recv does not run this channel, or not yet (it may still be
-      // connecting QEMU for the broken one, and refuse a fresh HELLO as a duplicate too).
-      auto fresh =
-          open_channel_link(opt_, session_id_, index, false, std::max(1, ms_left(deadline)));
-      if (fresh) return fresh;
-      const ErrorCode code = fresh.status().code();
-      if (code == ErrorCode::kAuth || code == ErrorCode::kProtocol) return fresh;
+      // Nothing to resume (or nothing listens): a fresh HELLO, whose refusal is final.
+      bool broke = false;
+      auto fresh = open_channel_link(opt_, session_id_, index, false,
+                                     std::max(1, ms_left(deadline)), &broke);
+      if (fresh || !broke) return fresh;
       why = fresh.status();
     } else if (r.status().code() == ErrorCode::kAuth || r.status().code() == ErrorCode::kProtocol) {
       return r;
