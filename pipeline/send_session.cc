@@ -9,7 +9,6 @@
 #include <cstdio>
 #include <cstring>
 #include <random>
-#include <thread>
 
 #include "common/log.h"
 #include "dataplane/handshake.h"
@@ -142,9 +141,10 @@ Result<std::unique_ptr<dataplane::Transport>> SendSession::reopen_broken_handsha
   const TimePoint deadline = Clock::now() + opt_.transport.resume_within;
   for (int attempt = 0; Clock::now() < deadline; ++attempt) {
     if (attempt > 0) {
-      const auto backoff = std::chrono::milliseconds(std::min(1000, 50 << std::min(attempt, 5)));
-      std::this_thread::sleep_for(
-          std::min<std::chrono::nanoseconds>(backoff, deadline - Clock::now()));
+      // Backs off, unless the session is being stopped (a signal, an abort).
+      const int backoff_ms = std::min({1000, 50 << std::min(attempt, 5), ms_left(deadline)});
+      pollfd stop{stop_fd_, POLLIN, 0};
+      if (::poll(&stop, 1, backoff_ms) > 0) return Status(ErrorCode::kClosed, "stopped");
     }
     auto r = open_channel_link(opt_, session_id_, index, true, std::max(1, ms_left(deadline)));
     if (r) {
