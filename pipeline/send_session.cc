@@ -74,12 +74,21 @@ namespace {
 
 // Opens channel `index` to ferry recv: connect, handshake, wait for the accept byte; resuming =
 // a new connection for a running channel whose link failed (resume/resumable_transport.h).
-// *broke_in_handshake: connected, but the handshake failed in a way a new connection may get
-// past (not a refusal, nor a failed authentication or a peer that does not speak ferry).
-Result<std::unique_ptr<dataplane::Transport>> open_channel_link(
-    const SendOptions& opt, uint64_t session_id, uint16_t index, bool resuming, int timeout_ms,
-    bool* broke_in_handshake = nullptr) {
-  if (broke_in_handshake) *broke_in_handshake = false;
+// How a failed attempt failed: connected = ferry recv took the connection (the handshake
+// failed); broke = in a way a new connection may get past (not a refusal, nor a failed
+// authentication or a peer that does not speak ferry).
+struct AttemptFailure {
+  bool connected = false;
+  bool broke = false;
+};
+
+Result<std::unique_ptr<dataplane::Transport>> open_channel_link(const SendOptions& opt,
+                                                                uint64_t session_id, uint16_t index,
+                                                                bool resuming, int timeout_ms,
+                                                                AttemptFailure* failure = nullptr) {
+  AttemptFailure ignored;
+  if (!failure) failure = &ignored;
+  *failure = {};
   auto link = dataplane::connect_transport(opt.peer, timeout_ms, opt.transport);
   if (!link) {
     return Status(link.status().code(),
@@ -98,10 +107,9 @@ Result<std::unique_ptr<dataplane::Transport>> open_channel_link(
   auto opened = dataplane::sender_handshake(std::move(*link), std::move(hello));
   if (!opened) {
     const ErrorCode code = opened.status().code();
-    if (broke_in_handshake) {
-      *broke_in_handshake =
-          code != ErrorCode::kRefused && code != ErrorCode::kAuth && code != ErrorCode::kProtocol;
-    }
+    failure->connected = true;
+    failure->broke =
+        code != ErrorCode::kRefused && code != ErrorCode::kAuth && code != ErrorCode::kProtocol;
     return Status(code, "ferry recv at " + opt.peer + " did not accept channel " +
                             std::to_string(index) + ": " + opened.status().message() +
                             " (see its log)");
@@ -114,8 +122,8 @@ Result<std::unique_ptr<dataplane::Transport>> open_channel_link(
 // A new channel's link; resumable (a failed connection replaced by a new one) unless
 // --resume-within 0.
 Result<std::unique_ptr<dataplane::Transport>> SendSession::open_link(uint16_t index) {
-  bool broke = false;
-  auto link = open_channel_link(opt_, session_id_, index, false, opt_.connect_timeout_ms, &broke);
+  AttemptFailure first;
+  auto link = open_channel_link(opt_, session_id_, index, false, opt_.connect_timeout_ms, &first);
   if (opt_.transport.resume_within.count() == 0) return link;
   dataplane::ResumeOptions resume;
   resume.within = opt_.transport.resume_within;
@@ -124,7 +132,7 @@ Result<std::unique_ptr<dataplane::Transport>> SendSession::open_link(uint16_t in
   resume.reopen = [opt = opt_, id = session_id_, index](TimePoint deadline) {
     return open_channel_link(opt, id, index, true, std::max(1, ms_left(deadline)));
   };
-  if (!link && broke) link = reopen_broken_handshake(index, link.status(), resume);
+  if (!link && first.broke) link = reopen_broken_handshake(index, link.status(), resume);
   if (!link) return link;
   return dataplane::make_resumable(std::move(*link), std::move(resume));
 }
@@ -152,11 +160,16 @@ Result<std::unique_ptr<dataplane::Transport>> SendSession::reopen_broken_handsha
       return r;
     }
     if (r.status().code() == ErrorCode::kRefused) {
-      // Nothing to resume (or nothing listens): a fresh HELLO, whose refusal is final.
-      bool broke = false;
+      // Nothing to resume: ferry recv does not run this channel, or not yet. It may still be
+      // connecting QEMU for the broken one and refuse a fresh HELLO as a duplicate: a refusal
+      // is retried too; only nothing listening, or a failed authentication, ends it here.
+      AttemptFailure failed;
       auto fresh = open_channel_link(opt_, session_id_, index, false,
-                                     std::max(1, ms_left(deadline)), &broke);
-      if (fresh || !broke) return fresh;
+                                     std::max(1, ms_left(deadline)), &failed);
+      const ErrorCode code = fresh ? ErrorCode::kOk : fresh.status().code();
+      if (fresh || !failed.connected || code == ErrorCode::kAuth || code == ErrorCode::kProtocol) {
+        return fresh;
+      }
       why = fresh.status();
     } else if (r.status().code() == ErrorCode::kAuth || r.status().code() == ErrorCode::kProtocol) {
       return r;

@@ -961,8 +961,9 @@ def handshake_broken_multifd():
                 resumes = [c.get('link', {}).get('resumes', 0) for c in st['per_channel']]
                 check(resumes[1] >= 1 and resumes[2] >= 1,
                       'ferry %s: channels 1 and 2 did not start resumed: %s' % (side, resumes))
-            print('relay: %d connections for 3 channels; resumes per channel %s' %
-                  (breaker.connections, resumes))
+            refusals = read_text(fr.recv_err).count('refused a link')
+            print('relay: %d connections for 3 channels; resumes per channel %s; ferry recv '
+                  'refused %d early attempt(s)' % (breaker.connections, resumes, refusals))
             diff = rig.check_ram_and_resume(src, dst)
             print('RAM identical over %d pages; destination heartbeats advance' % diff.pages)
         finally:
