@@ -221,7 +221,7 @@ int run_send(int argc, char** argv) {
   SendSession session(a.session);
   metrics::SessionMetrics session_metrics(exporter->get(), session.channels(), "send");
   if (a.stdio) {
-    (void)session.start_stdio();  // a failure is reported by wait()
+    session.start_stdio();
   } else {
     auto ep = dataplane::parse_endpoint(a.listen);
     if (!ep || ep->kind != dataplane::Endpoint::Kind::kUnix) {

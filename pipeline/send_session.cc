@@ -238,19 +238,19 @@ void SendSession::accept_loop() {
   done_.set();
 }
 
-Status SendSession::start_stdio() {
-  auto link = open_link(0);
-  if (!link) {
-    error_ = link.status().message();
-    done_.set();
-    return link.status();
-  }
-  set_.start(0, {0, 1}, /*own_fds=*/false, std::move(*link), make_codec());
+void SendSession::start_stdio() {
+  // The link opens on the session's thread, so that a signal is heard during the handshake
+  // (and its retries) too.
   acceptor_ = std::thread([this] {
-    set_.join_all();
+    auto link = open_link(0);
+    if (!link) {
+      error_ = link.status().message();
+    } else {
+      set_.start(0, {0, 1}, /*own_fds=*/false, std::move(*link), make_codec());
+      set_.join_all();
+    }
     done_.set();
   });
-  return Status::ok();
 }
 
 }  // namespace ferry::pipeline

@@ -57,8 +57,9 @@ class SendSession : public internal::SessionBase {
   // needs it: QEMU 7.2 cannot leave its recovery state if the path fails under it.
   Status connect_main();
   void start();
-  // stdio mode: opens the link and starts the one channel on fds 0 (stream) and 1 (RP).
-  Status start_stdio();
+  // stdio mode: on the session's thread, opens the link and runs the one channel on fds 0
+  // (stream) and 1 (RP); a failure is wait()'s.
+  void start_stdio();
 
   // wait(), done(), abort(), channels(): internal/session_base.h.
 
