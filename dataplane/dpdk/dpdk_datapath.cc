@@ -38,7 +38,7 @@ void signal(int fd) {
 size_t Device::poll_rx(const Flow* self) noexcept {
   std::unique_lock lk(rx_mu_, std::try_to_lock);
   if (!lk.owns_lock()) return 0;  // another thread is draining the port right now
-  if (rx_intr_fd_ >= 0) {
+  if (rx_intr_fd_ >= 0 && rx_intr_clears_) {
     // Clear the interrupt before draining: a datagram that lands after the drain sets it
     // again. (memif's is an eventfd; other PMDs' fds read the same way or not at all.)
     uint64_t v;

@@ -101,7 +101,14 @@ std::vector<std::string> eal_argv(const std::string& user) {
 }
 
 // This process's AF_PACKET sockets.
-std::vector<int> packet_sockets() {
+#ifdef AF_XDP
+constexpr int kAfXdp = AF_XDP;
+#else
+constexpr int kAfXdp = 44;  // linux/socket.h
+#endif
+
+// This process's sockets of one address family (AF_PACKET, AF_XDP).
+std::vector<int> sockets_of(int family) {
   std::vector<int> out;
   DIR* d = ::opendir("/proc/self/fd");
   if (!d) return out;
@@ -111,7 +118,7 @@ std::vector<int> packet_sockets() {
     if (fd == ::dirfd(d)) continue;
     int domain = 0;
     socklen_t len = sizeof domain;
-    if (::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 && domain == AF_PACKET) {
+    if (::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 && domain == family) {
       out.push_back(fd);
     }
   }
@@ -123,7 +130,7 @@ std::vector<int> packet_sockets() {
 // bound to the port's interface; -1 if that is not exactly one socket.
 int af_packet_socket(const std::vector<int>& before, uint32_t if_index) {
   int found = -1;
-  for (int fd : packet_sockets()) {
+  for (int fd : sockets_of(AF_PACKET)) {
     if (std::find(before.begin(), before.end(), fd) != before.end()) continue;
     sockaddr_ll sll{};
     socklen_t len = sizeof sll;
@@ -254,7 +261,7 @@ Status Device::init() {
   // later (the channels) would inherit that: give the thread its CPUs back.
   cpu_set_t saved;
   const bool have_saved = pthread_getaffinity_np(pthread_self(), sizeof saved, &saved) == 0;
-  const std::vector<int> sockets_before = packet_sockets();
+  const std::vector<int> sockets_before = sockets_of(AF_PACKET);
   const int r = rte_eal_init(static_cast<int>(args.size()), argv.data());
   if (have_saved) pthread_setaffinity_np(pthread_self(), sizeof saved, &saved);
   if (r < 0) {
@@ -378,6 +385,16 @@ Status Device::init() {
   }
   if (conf.intr_conf.rxq && rte_eth_dev_rx_intr_enable(port_id_, 0) == 0) {
     rx_intr_fd_ = rte_eth_dev_rx_intr_ctl_q_get_fd(port_id_, 0);
+  }
+  if (rx_intr_fd_ < 0 && info.driver_name && std::strstr(info.driver_name, "af_xdp")) {
+    // DPDK 22.11's af_xdp has no rx interrupt, but its XSK socket (the one this process
+    // has) is readable while its rx ring holds frames: links and the watcher sleep on it.
+    // Nothing to read to clear it: draining the ring does.
+    const std::vector<int> xsk = sockets_of(kAfXdp);
+    if (xsk.size() == 1) {
+      rx_intr_fd_ = xsk.front();
+      rx_intr_clears_ = false;
+    }
   }
   if (info.driver_name && std::strstr(info.driver_name, "af_packet")) {
     // af_packet's tx_burst copies datagrams into the socket's PACKET_MMAP tx ring and kicks

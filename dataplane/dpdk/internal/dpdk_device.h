@@ -141,6 +141,7 @@ class Device {
   bool tx_ip_cksum_ = false;
   bool rx_ip_cksum_ = false;
   int rx_intr_fd_ = -1;  // readable when the rx queue has datagrams (PMDs with rx interrupts)
+  bool rx_intr_clears_ = true;  // read rx_intr_fd_ before draining (not af_xdp's socket)
   int tx_kick_fd_ = -1;  // af_packet: the PMD's socket, kicked by flush_tx (not ours to close)
   // Datagrams may wait in the tx ring: set by transmits, cleared by a kick that found none
   // (both under tx_mu_); the watcher reads it without the lock.
