@@ -133,6 +133,7 @@ void RdmaTransport::on_completion(const fi_cq_data_entry& e) noexcept {
   }
   if (in(tx_ctx_, e.op_context)) {
     tx_done_[static_cast<fi_context2*>(e.op_context) - tx_ctx_.data()] = 1;
+    --tx_unfinished_;
     return;
   }
   for (size_t slot = 0; slot < kCtlSlots; ++slot) {
@@ -146,16 +147,25 @@ void RdmaTransport::on_completion(const fi_cq_data_entry& e) noexcept {
 void RdmaTransport::on_cq_error() noexcept {
   fi_cq_err_entry err{};
   if (fi_cq_readerr(cq_, &err, 0) < 0) return;
+  bool nothing_lost = false;  // a receive or a control message: no frame goes with it
   if (in(rx_ctx_, err.op_context)) {
     // A flushed receive: its buffer comes back, the link is going away.
     --posted_;
     rx_pool_->free(&rx_pool_->at(
         static_cast<uint32_t>(static_cast<fi_context2*>(err.op_context) - rx_ctx_.data())));
-    // After the peer's end and with nothing of ours in flight, teardown is not a failure.
-    if (fin_received_ && tx_count_ == 0) {
-      disconnected_ = true;
-      return;
-    }
+    nothing_lost = true;
+  }
+  for (size_t slot = 0; slot < kCtlSlots; ++slot) {
+    if (err.op_context != &ctl_ctx_[slot]) continue;
+    // A credit return or heartbeat the peer no longer reads: it may close once it ended,
+    // while we still return credits for its last messages.
+    ctl_busy_[slot] = false;
+    nothing_lost = !ctl_fin_[slot];
+  }
+  // After the peer's end and with no frame of ours unfinished, teardown is not a failure.
+  if (nothing_lost && fin_received_ && tx_unfinished_ == 0) {
+    disconnected_ = true;
+    return;
   }
   if (err.err == FI_ECANCELED || err.err == FI_ECONNRESET || err.err == FI_ENOTCONN) {
     // Flushed operations: the connection went down under them.
@@ -213,7 +223,7 @@ void RdmaTransport::poll_eq() noexcept {
   if (rd < 0 || event != FI_SHUTDOWN) return;
   poll_cq();  // what arrived before the shutdown still counts
   disconnected_ = true;
-  if (!fin_received_ || tx_count_ > 0) {
+  if (!fin_received_ || tx_unfinished_ > 0) {
     fail(ErrorCode::kClosed,
          "rdma: the peer closed the connection before ending its stream (it exited or failed)");
   }
@@ -255,6 +265,7 @@ size_t RdmaTransport::tx_burst(std::span<FrameBuf* const> frames) noexcept {
     ++stats_.messages_sent;
     tx_done_[f->index] = 0;
     tx_ring_[(tx_head_ + tx_count_++) % tx_ring_.size()] = f;
+    ++tx_unfinished_;
     tx_bytes_ += f->len;
     sent_ = true;
   }

@@ -226,7 +226,11 @@ class ResumableTransport final : public Transport {
     if (ack_pending_ || (ack_due_ != kNever && now >= ack_due_)) send_ack();
     if (phase_ == Phase::kLive) {
       work += send_held();
-      if (closed_tx_ && !inner_closed_ && next_send_ == held_.size() && !ack_pending_) {
+      // The connection's own end goes last, once the peer's END arrived and was acknowledged:
+      // nothing can follow it, not even that ACK, and without it the peer cannot tell a
+      // completed exchange from a connection lost with our END.
+      if (closed_tx_ && !inner_closed_ && next_send_ == held_.size() && peer_end_ &&
+          unacked_frames_ == 0 && !ack_pending_) {
         inner_->close_tx();
         inner_closed_ = true;
       }

@@ -859,19 +859,25 @@ def resume_link_down(transport, multifd_channels=0):
 
 
 class HandshakeBreaker:
-    """A TCP relay between ferry send and ferry recv that breaks some connections in their
-    handshake, by number (0 = the first): victims = {number: 'answer' | 'hello'}.
+    """A TCP relay between ferry send and ferry recv that breaks the first connection of some
+    channels in its handshake: victims = {channel: 'answer' | 'hello'}, the channel read from
+    the HELLO (PROTOCOL.md), so that the order in which ferry send opens links does not matter.
       answer: ferry recv's first bytes (its ACCEPT) are dropped and both ends reset, as when a
               link dies after ferry recv took a channel and before ferry send read the verdict;
       hello:  ferry send's first bytes (its HELLO) are passed on and both ends reset at once:
               ferry recv connects QEMU for the channel and answers into a dead connection.
-    Every other connection is relayed as it is."""
+    Resuming connections (HELLO feature bit 4) and every other connection are relayed as they
+    are. `broken` lists the channels broken, `hellos` every (channel, resuming) seen."""
+
+    HELLO_TYPE = 6
+    RESUMING = 1 << 4
 
     def __init__(self, target_port, victims):
         self.target = ('127.0.0.1', target_port)
         self.victims = dict(victims)
-        self.connections = 0
+        self.lock = threading.Lock()
         self.broken = []
+        self.hellos = []
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(('127.0.0.1', 0))
@@ -886,17 +892,49 @@ class HandshakeBreaker:
             except OSError:
                 return
             up = socket.create_connection(self.target)
-            index = self.connections
-            self.connections += 1
-            threading.Thread(target=self._relay, args=(down, up, index), daemon=True).start()
+            threading.Thread(target=self._relay, args=(down, up), daemon=True).start()
 
-    def _relay(self, down, up, index):
+    def _read_hello(self, down):
+        """The whole HELLO frame (20-byte header with the payload length at 4; channel at
+        payload offset 6 and features at 8; big-endian), so that the verdict on this
+        connection can be taken before anything is passed on."""
+        def read_exactly(n):
+            data = b''
+            while len(data) < n:
+                more = down.recv(n - len(data))
+                if not more:
+                    raise OSError('ferry send closed in its HELLO')
+                data += more
+            return data
+        header = read_exactly(20)
+        frame_type, length = struct.unpack_from('>II', header, 0)
+        check(frame_type == self.HELLO_TYPE, 'the relay read frame type %d first' % frame_type)
+        payload = read_exactly(length)
+        channel, features = struct.unpack_from('>HI', payload, 6)
+        resuming = bool(features & self.RESUMING)
+        with self.lock:
+            self.hellos.append((channel, resuming))
+            how = None
+            if not resuming and channel in self.victims and channel not in self.broken:
+                how = self.victims[channel]
+                self.broken.append(channel)
+        return header + payload, how
+
+    def _relay(self, down, up):
         """One thread per connection, so that a reset goes out at once (a socket closed while
         another thread waits in recv() on it stays open until that recv returns)."""
-        how = self.victims.get(index)
         peer = {down: up, up: down}
         open_ends = {down, up}
         try:
+            hello, how = self._read_hello(down)
+            up.sendall(hello)
+            if how:
+                # Close with a reset: right behind the HELLO, or once ferry recv answers.
+                for sock in (down, up):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+                if how == 'answer':
+                    select.select([up], [], [])
+                return
             while open_ends:
                 readable, _, _ = select.select(list(open_ends), [], [])
                 for src in readable:
@@ -905,15 +943,6 @@ class HandshakeBreaker:
                         open_ends.discard(src)
                         peer[src].shutdown(socket.SHUT_WR)
                         continue
-                    if how and (src is down) == (how == 'hello'):
-                        # Close with a reset, right behind the HELLO when it is passed on.
-                        for sock in (down, up):
-                            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                            struct.pack('ii', 1, 0))
-                        if how == 'hello':
-                            peer[src].sendall(data)
-                        self.broken.append(index)
-                        return
                     peer[src].sendall(data)
         except OSError:
             pass
@@ -943,15 +972,13 @@ def handshake_broken_multifd():
             src.wait_ready()
             src.wait_heartbeats(3)
             fr.start_recv(wd.path('in.sock'))
-            # Connections: 0 channel 0, 1 channel 1 (broken), 2 its resuming one, 3 channel 2
-            # (broken), 4 its resuming one (ferry send opens them one after another).
-            breaker = HandshakeBreaker(fr.port, {1: 'answer', 3: 'hello'})
+            breaker = HandshakeBreaker(fr.port, {1: 'answer', 2: 'hello'})
             fr.peer = 'tcp:127.0.0.1:%d' % breaker.port
             src.migrate(fr.start_send())
             info = src.wait_migration(timeout=rig.scaled(180))
             dst.wait_incoming_done()
             src.wait_status('postmigrate')
-            check(sorted(breaker.broken) == [1, 3], 'the relay broke %s' % breaker.broken)
+            check(sorted(breaker.broken) == [1, 2], 'the relay broke channels %s' % breaker.broken)
             report('two handshakes broken', info)
             s, r = check_ferry_counts(fr, info, 3, pages_exact=False)
             log = read_text(fr.send_err)
@@ -960,10 +987,11 @@ def handshake_broken_multifd():
             for side, st in (('send', s), ('recv', r)):
                 resumes = [c.get('link', {}).get('resumes', 0) for c in st['per_channel']]
                 check(resumes[1] >= 1 and resumes[2] >= 1,
-                      'ferry %s: channels 1 and 2 did not start resumed: %s' % (side, resumes))
+                      'ferry %s: channels 1 and 2 did not start resumed: %s (HELLOs seen: %s)' %
+                      (side, resumes, breaker.hellos))
             refusals = read_text(fr.recv_err).count('refused a link')
-            print('relay: %d connections for 3 channels; resumes per channel %s; ferry recv '
-                  'refused %d early attempt(s)' % (breaker.connections, resumes, refusals))
+            print('relay: HELLOs (channel, resuming) %s; resumes per channel %s; ferry recv '
+                  'refused %d early attempt(s)' % (breaker.hellos, resumes, refusals))
             diff = rig.check_ram_and_resume(src, dst)
             print('RAM identical over %d pages; destination heartbeats advance' % diff.pages)
         finally:

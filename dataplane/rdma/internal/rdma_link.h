@@ -159,6 +159,8 @@ class RdmaTransport final : public Transport {
   std::vector<FrameBuf*> tx_ring_;
   std::vector<uint8_t> tx_done_;
   size_t tx_head_ = 0, tx_count_ = 0, tx_bytes_ = 0;
+  size_t tx_unfinished_ = 0;  // posted sends whose completion has not come (tx_count_ also
+                              // holds completed ones the owner has not reaped)
   bool tx_closed_ = false, fin_sent_ = false, fin_done_ = false;
 
   // rx: received messages not yet handed up, in order.

@@ -239,6 +239,55 @@ TEST(RdmaTransport, PeerGoneFailsTheLinkInOneSentence) {
   EXPECT_EQ(c->error().message().find('\n'), std::string::npos);
 }
 
+TEST(RdmaTransport, APeerThatExitsAfterItsEndIsNoFailure) {
+  // The client answers the server's last frame (as a resumable link acknowledges an END) and
+  // the server, having ended, exits at once. The answer's completion may still wait to be
+  // reaped when the client's receives are flushed: nothing was lost, the link ended.
+  auto [c, s] = connected_pair();
+  ASSERT_TRUE(c && s);
+  const auto deadline = Clock::now() + std::chrono::seconds(10);
+  FrameBuf* last = frame_of(*s, 0, 100, 0);
+  ASSERT_TRUE(last && s->tx_burst({&last, 1}) == 1);
+  s->close_tx();
+  uint64_t got = 0;
+  while (c->state() == LinkState::kOpen && Clock::now() < deadline) {
+    s->progress(Clock::now());
+    reap(*s);
+    c->progress(Clock::now());
+    FrameBuf* in[8];
+    for (size_t n = c->rx_burst(in), i = 0; i < n; ++i) {
+      check_frames(in[i], &got);
+      in[i]->pool->free(in[i]);
+    }
+  }
+  ASSERT_EQ(c->state(), LinkState::kPeerClosed) << c->error().message();
+  EXPECT_EQ(got, 1u);
+  FrameBuf* answer = frame_of(*c, 0, 8, 0);
+  ASSERT_TRUE(answer && c->tx_burst({&answer, 1}) == 1);
+  uint64_t answered = 0;
+  while (answered == 0 && Clock::now() < deadline) {
+    c->progress(Clock::now());
+    s->progress(Clock::now());
+    FrameBuf* in[8];
+    for (size_t n = s->rx_burst(in), i = 0; i < n; ++i) {
+      check_frames(in[i], &answered);
+      in[i]->pool->free(in[i]);
+    }
+  }
+  ASSERT_EQ(answered, 1u);
+  s.reset();
+  // Until the flush arrives the client only polls; it reaps its send afterwards.
+  auto* client = static_cast<RdmaTransport*>(c.get());
+  const auto watch_until = Clock::now() + std::chrono::milliseconds(1500);
+  while (Clock::now() < watch_until && client->state() != LinkState::kFailed) {
+    c->progress(Clock::now());
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(c->state(), LinkState::kPeerClosed) << c->error().message();
+  reap(*c);
+  EXPECT_EQ(c->tx_in_flight_bytes(), 0u);
+}
+
 // An adaptive engine's poller over one end of a link: receives, and sleeps on the link's fd.
 class RxPoller : public Poller {
  public:

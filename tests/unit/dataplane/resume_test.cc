@@ -313,6 +313,46 @@ TEST(ResumableTransport, ASenderWhoseFirstConnectionBrokeBeforeItsAcceptStartsRe
   EXPECT_EQ((*r)->resumes(), 1u);
 }
 
+TEST(ResumableTransport, AnEndThatFinishesFirstStillAcknowledgesThePeersEnd) {
+  // The receiver ends its direction long before the sender's END comes (QEMU's return path
+  // closed first). Its connection must stay open for the ACK of that END: otherwise the
+  // sender cannot tell the completed exchange from a connection lost with its END, and a
+  // break at teardown (a peer exiting, an RDMA endpoint flushed) fails a migration that
+  // completed.
+  Rig rig("resume-end-first");
+  FirstConnection first = first_connection(rig);
+  ASSERT_TRUE(first.receiver);
+  auto slot = first.slot;
+  auto s = make_resumable(std::move(first.sender_end), sender_options(rig));
+  ASSERT_TRUE(s.has_value());
+  auto* r = &first.receiver;
+  End sender{**s, FrameType::kOpaque}, receiver{**r, FrameType::kReturn};
+  sender.to_send = 300;
+  receiver.to_send = 0;
+  const TimePoint give_up = Clock::now() + 30s;
+  while (!(receiver.got_end && sender.got_end && (*s)->tx_in_flight_bytes() == 0 &&
+           (*r)->tx_in_flight_bytes() == 0) &&
+         Clock::now() < give_up) {
+    if (receiver.sent_end) (*r)->close_tx();
+    if (sender.sent_end) (*s)->close_tx();
+    exchange_round(sender, receiver, rig, *slot);
+    ASSERT_EQ(sender.error + receiver.error, "");
+    ASSERT_NE((*s)->state(), LinkState::kFailed) << (*s)->error().message();
+    ASSERT_NE((*r)->state(), LinkState::kFailed) << (*r)->error().message();
+  }
+  ASSERT_EQ(receiver.rx_seq, kFirstDataSeq + 301);
+  ASSERT_EQ(sender.rx_seq, kFirstDataSeq + 1);
+  EXPECT_EQ((*s)->tx_in_flight_bytes(), 0u) << "the sender's END was never acknowledged";
+  EXPECT_EQ((*r)->tx_in_flight_bytes(), 0u);
+  rig.cut_sender_end();
+  rig.cut_receiver_end();
+  (*s)->progress(Clock::now());
+  (*r)->progress(Clock::now());
+  EXPECT_EQ((*s)->state(), LinkState::kPeerClosed) << (*s)->error().message();
+  EXPECT_EQ((*r)->state(), LinkState::kPeerClosed) << (*r)->error().message();
+  EXPECT_EQ((*s)->resumes(), 0u);
+}
+
 TEST(ResumableTransport, AReceiverNeverSpeaksFirstOnANewConnection) {
   // The sender's handshake reads frames up to ACCEPT; a frame the receiver sent at once would
   // arrive with ACCEPT and be lost, and both ends would wait for each other's ACK for good.
