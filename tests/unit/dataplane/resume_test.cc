@@ -201,6 +201,25 @@ FirstConnection first_connection(Rig& rig) {
   return c;
 }
 
+// Both ends of a first connection made resumable: the sender's with sender_options, the
+// receiver's through first_connection's slot.
+struct ResumablePair {
+  std::unique_ptr<Transport> sender, receiver;
+  std::shared_ptr<ResumeSlot> slot;
+};
+ResumablePair resumable_pair(Rig& rig) {
+  ResumablePair p;
+  FirstConnection first = first_connection(rig);
+  if (!first.receiver) return p;
+  auto s = make_resumable(std::move(first.sender_end), sender_options(rig));
+  EXPECT_TRUE(s.has_value());
+  if (!s) return p;
+  p.sender = std::move(*s);
+  p.receiver = std::move(first.receiver);
+  p.slot = first.slot;
+  return p;
+}
+
 // One round of a test's exchange: both ends send (the sender more), progress, receive, and a
 // new connection, if one came, goes to the receiver's slot.
 void exchange_round(End& sender, End& receiver, Rig& rig, ResumeSlot& slot) {
@@ -216,13 +235,9 @@ void exchange_round(End& sender, End& receiver, Rig& rig, ResumeSlot& slot) {
 
 TEST(ResumableTransport, FramesArriveOnceAndInOrderAcrossCutConnections) {
   Rig rig("resume-cuts");
-  FirstConnection first = first_connection(rig);
-  ASSERT_TRUE(first.receiver);
-  auto slot = first.slot;
-  auto s = make_resumable(std::move(first.sender_end), sender_options(rig));
-  ASSERT_TRUE(s.has_value());
-  auto* r = &first.receiver;
-  End sender{**s, FrameType::kOpaque}, receiver{**r, FrameType::kReturn};
+  auto [s, r, slot] = resumable_pair(rig);
+  ASSERT_TRUE(s && r);
+  End sender{*s, FrameType::kOpaque}, receiver{*r, FrameType::kReturn};
   sender.to_send = 3000;
   receiver.to_send = 300;
 
@@ -231,8 +246,8 @@ TEST(ResumableTransport, FramesArriveOnceAndInOrderAcrossCutConnections) {
   while (!(receiver.got_end && sender.got_end) && Clock::now() < give_up) {
     exchange_round(sender, receiver, rig, *slot);
     ASSERT_EQ(sender.error + receiver.error, "");
-    ASSERT_NE((*s)->state(), LinkState::kFailed) << (*s)->error().message();
-    ASSERT_NE((*r)->state(), LinkState::kFailed) << (*r)->error().message();
+    ASSERT_NE(s->state(), LinkState::kFailed) << s->error().message();
+    ASSERT_NE(r->state(), LinkState::kFailed) << r->error().message();
     // Cut 1: both ends see the reset. Cut 2: only the sender (the receiver's old connection
     // looks alive and is replaced when the new one arrives). Cut 3: the receiver first, the
     // sender a few rounds later (its own timeout).
@@ -240,10 +255,10 @@ TEST(ResumableTransport, FramesArriveOnceAndInOrderAcrossCutConnections) {
       rig.cut_sender_end();
       rig.cut_receiver_end();
       ++cuts;
-    } else if (cuts == 1 && receiver.rx_seq > 1500 && (*s)->resumes() == 1) {
+    } else if (cuts == 1 && receiver.rx_seq > 1500 && s->resumes() == 1) {
       rig.cut_sender_end();
       ++cuts;
-    } else if (cuts == 2 && receiver.rx_seq > 2500 && (*s)->resumes() == 2) {
+    } else if (cuts == 2 && receiver.rx_seq > 2500 && s->resumes() == 2) {
       rig.cut_receiver_end();
       ++cuts;
       late_cut = 20;
@@ -256,13 +271,13 @@ TEST(ResumableTransport, FramesArriveOnceAndInOrderAcrossCutConnections) {
   EXPECT_EQ(cuts, 3);
   EXPECT_EQ(receiver.rx_seq, kFirstDataSeq + 3001);  // every frame and the END, once
   EXPECT_EQ(sender.rx_seq, kFirstDataSeq + 301);
-  EXPECT_EQ((*s)->resumes(), 3u);
-  EXPECT_EQ((*r)->resumes(), 3u);
+  EXPECT_EQ(s->resumes(), 3u);
+  EXPECT_EQ(r->resumes(), 3u);
   // Both ENDs arrived and were acknowledged: a connection that breaks now (a peer exiting
   // before its transport closed) loses nothing, and is the end of the link, not a failure.
   for (int i = 0; i < 50; ++i) {
-    (*s)->progress(Clock::now());
-    (*r)->progress(Clock::now());
+    s->progress(Clock::now());
+    r->progress(Clock::now());
     receiver.receive(FrameType::kOpaque);
     sender.receive(FrameType::kReturn);
     sender.send(0);
@@ -270,11 +285,11 @@ TEST(ResumableTransport, FramesArriveOnceAndInOrderAcrossCutConnections) {
   }
   rig.cut_sender_end();
   rig.cut_receiver_end();
-  (*s)->progress(Clock::now());
-  (*r)->progress(Clock::now());
-  EXPECT_EQ((*s)->state(), LinkState::kPeerClosed) << (*s)->error().message();
-  EXPECT_EQ((*r)->state(), LinkState::kPeerClosed) << (*r)->error().message();
-  json::Value stats = (*s)->link_stats();
+  s->progress(Clock::now());
+  r->progress(Clock::now());
+  EXPECT_EQ(s->state(), LinkState::kPeerClosed) << s->error().message();
+  EXPECT_EQ(r->state(), LinkState::kPeerClosed) << r->error().message();
+  json::Value stats = s->link_stats();
   EXPECT_EQ(stats["resumes"].as_int(), 3);
   EXPECT_GT(stats["replayed_bytes"].as_int(), 0);
 }
@@ -320,37 +335,33 @@ TEST(ResumableTransport, AnEndThatFinishesFirstStillAcknowledgesThePeersEnd) {
   // break at teardown (a peer exiting, an RDMA endpoint flushed) fails a migration that
   // completed.
   Rig rig("resume-end-first");
-  FirstConnection first = first_connection(rig);
-  ASSERT_TRUE(first.receiver);
-  auto slot = first.slot;
-  auto s = make_resumable(std::move(first.sender_end), sender_options(rig));
-  ASSERT_TRUE(s.has_value());
-  auto* r = &first.receiver;
-  End sender{**s, FrameType::kOpaque}, receiver{**r, FrameType::kReturn};
+  auto [s, r, slot] = resumable_pair(rig);
+  ASSERT_TRUE(s && r);
+  End sender{*s, FrameType::kOpaque}, receiver{*r, FrameType::kReturn};
   sender.to_send = 300;
   receiver.to_send = 0;
   const TimePoint give_up = Clock::now() + 30s;
-  while (!(receiver.got_end && sender.got_end && (*s)->tx_in_flight_bytes() == 0 &&
-           (*r)->tx_in_flight_bytes() == 0) &&
+  while (!(receiver.got_end && sender.got_end && s->tx_in_flight_bytes() == 0 &&
+           r->tx_in_flight_bytes() == 0) &&
          Clock::now() < give_up) {
-    if (receiver.sent_end) (*r)->close_tx();
-    if (sender.sent_end) (*s)->close_tx();
+    if (receiver.sent_end) r->close_tx();
+    if (sender.sent_end) s->close_tx();
     exchange_round(sender, receiver, rig, *slot);
     ASSERT_EQ(sender.error + receiver.error, "");
-    ASSERT_NE((*s)->state(), LinkState::kFailed) << (*s)->error().message();
-    ASSERT_NE((*r)->state(), LinkState::kFailed) << (*r)->error().message();
+    ASSERT_NE(s->state(), LinkState::kFailed) << s->error().message();
+    ASSERT_NE(r->state(), LinkState::kFailed) << r->error().message();
   }
   ASSERT_EQ(receiver.rx_seq, kFirstDataSeq + 301);
   ASSERT_EQ(sender.rx_seq, kFirstDataSeq + 1);
-  EXPECT_EQ((*s)->tx_in_flight_bytes(), 0u) << "the sender's END was never acknowledged";
-  EXPECT_EQ((*r)->tx_in_flight_bytes(), 0u);
+  EXPECT_EQ(s->tx_in_flight_bytes(), 0u) << "the sender's END was never acknowledged";
+  EXPECT_EQ(r->tx_in_flight_bytes(), 0u);
   rig.cut_sender_end();
   rig.cut_receiver_end();
-  (*s)->progress(Clock::now());
-  (*r)->progress(Clock::now());
-  EXPECT_EQ((*s)->state(), LinkState::kPeerClosed) << (*s)->error().message();
-  EXPECT_EQ((*r)->state(), LinkState::kPeerClosed) << (*r)->error().message();
-  EXPECT_EQ((*s)->resumes(), 0u);
+  s->progress(Clock::now());
+  r->progress(Clock::now());
+  EXPECT_EQ(s->state(), LinkState::kPeerClosed) << s->error().message();
+  EXPECT_EQ(r->state(), LinkState::kPeerClosed) << r->error().message();
+  EXPECT_EQ(s->resumes(), 0u);
 }
 
 TEST(ResumableTransport, AReceiverNeverSpeaksFirstOnANewConnection) {
