@@ -329,11 +329,11 @@ TEST(ResumableTransport, ASenderWhoseFirstConnectionBrokeBeforeItsAcceptStartsRe
 }
 
 TEST(ResumableTransport, AnEndThatFinishesFirstStillAcknowledgesThePeersEnd) {
-  // The receiver ends its direction long before the sender's END comes (QEMU's return path
-  // closed first). Its connection must stay open for the ACK of that END: otherwise the
-  // sender cannot tell the completed exchange from a connection lost with its END, and a
-  // break at teardown (a peer exiting, an RDMA endpoint flushed) fails a migration that
-  // completed.
+  // The receiver ends and closes its direction long before the sender's END comes (ferry's
+  // pump waits for that END first; the transport must not rely on it). Its connection must
+  // stay open for the ACK of that END: otherwise the sender cannot tell the completed
+  // exchange from a connection lost with its END, and a break at teardown (a peer exiting,
+  // an RDMA endpoint flushed) fails a migration that completed.
   Rig rig("resume-end-first");
   auto [s, r, slot] = resumable_pair(rig);
   ASSERT_TRUE(s && r);
