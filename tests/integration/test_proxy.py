@@ -865,7 +865,8 @@ class HandshakeBreaker:
       answer: ferry recv's first bytes (its ACCEPT) are dropped and both ends reset, as when a
               link dies after ferry recv took a channel and before ferry send read the verdict;
       hello:  ferry send's first bytes (its HELLO) are passed on and both ends reset at once:
-              ferry recv connects QEMU for the channel and answers into a dead connection.
+              ferry recv either takes the HELLO and answers into a dead connection, or loses
+              it to the reset.
     Resuming connections (HELLO feature bit 4) and every other connection are relayed as they
     are. `broken` lists the channels broken, `hellos` every (channel, resuming) seen."""
 
