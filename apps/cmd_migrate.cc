@@ -54,7 +54,7 @@ void migrate_usage(FILE* out) {
       "                     [--allow-throttle] [--codec auto|fast|max|none] [--cache-mib N]\n"
       "                     [--cache-policy aged-clock|lru] [--encode-threads N]\n"
       "                     [--poll adaptive|busy] [--fabric-provider NAME] [--link-timeout S]\n"
-      "                     [--resume-within S]\n"
+      "                     [--resume-within S] [--postcopy-hold MIB]\n"
       "                     [--dpdk-args \"EAL ARGS\"] [--dpdk-local IPV4] [--dpdk-mtu N]\n"
       "                     [--tls-x509-dir DIR | --tls-psk-file FILE | --insecure]\n"
       "                     [--tls-authz NAME,...] [--tls-hostname NAME]\n"
@@ -101,9 +101,9 @@ void migrate_usage(FILE* out) {
       "                      compare); the requested pages then queue behind the bulk\n"
       "  --allow-throttle    may let QEMU slow the guest's vCPUs (auto-converge)\n"
       "  --codec, --cache-mib, --cache-policy, --encode-threads, --poll, --fabric-provider,\n"
-      "  --link-timeout, --resume-within\n"
+      "  --link-timeout, --resume-within, --postcopy-hold\n"
       "                      as ferry send (default auto, 256, aged-clock, 1, adaptive, verbs,\n"
-      "                      10 s, 60 s)\n"
+      "                      10 s, 60 s, off)\n"
       "  --dpdk-args, --dpdk-local, --dpdk-mtu  as ferry send (for a dpdk: --peer)\n"
       "  --tls-x509-dir, --tls-psk-file, --tls-authz, --tls-hostname, --insecure\n"
       "                     as ferry send: credentials for the link to ferry recv (without\n"
@@ -431,6 +431,8 @@ int run_migrate(int argc, char** argv) {
       a.send.cache_policy = args.cache_policy();
     } else if (args.is("--encode-threads")) {
       a.send.encode_threads = static_cast<unsigned>(args.count(1, pipeline::kMaxShards));
+    } else if (args.is("--postcopy-hold")) {
+      a.send.postcopy_hold = static_cast<size_t>(args.count(0, 65536)) << 20;
     } else if (args.is("--poll")) {
       a.send.poll_mode = args.poll_mode();
     } else if (args.is("--fabric-provider")) {

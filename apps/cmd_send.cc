@@ -30,7 +30,7 @@ void send_usage(FILE* out) {
       "usage: ferry send (--listen unix:PATH | --stdio) --peer TRANSPORT:ADDRESS\n"
       "                  [--codec none|fast|max|auto] [--cache-mib N] [--cache-policy P]\n"
       "                  [--encode-threads N] [--poll adaptive|busy] [--postcopy-backlog KIB]\n"
-      "                  [--fabric-provider NAME]\n"
+      "                  [--postcopy-hold MIB] [--fabric-provider NAME]\n"
       "                  [--dpdk-args \"EAL ARGS\"] [--dpdk-local IPV4] [--dpdk-mtu N]\n"
       "                  [--connect-timeout S] [--link-timeout S] [--resume-within S]\n"
       "                  [--stats-json FILE] [--quiet]\n"
@@ -91,6 +91,13 @@ void send_usage(FILE* out) {
       "                         and ~2 ms unsent in the kernel, so that little bulk waits\n"
       "                         ahead of a page QEMU had already sent (0..256, default 32;\n"
       "                         0 = read and queue as in pre-copy)\n"
+      "  --postcopy-hold MIB    in post-copy, with a codec: hold up to MIB MiB of the source\n"
+      "                         QEMU's stream here (0..65536; default 0 = off; e.g. 512). A\n"
+      "                         held page that is asked for goes out ahead of the rest; for a\n"
+      "                         page not held QEMU may write more for a moment (it serves a\n"
+      "                         request only between two writes). On slow links it cuts the\n"
+      "                         guest's stalls after the switch, not the pause at the switch\n"
+      "                         (docs/BENCHMARKS.md, \"Held stream\")\n"
       "  --fabric-provider NAME rdma: the libfabric provider (default verbs, for RoCE and\n"
       "                         InfiniBand; tcp when no verbs device serves the address, with\n"
       "                         a notice); fi_info -t FI_EP_MSG lists what this host has\n"
@@ -151,6 +158,8 @@ int run_send(int argc, char** argv) {
       a.session.poll_mode = args.poll_mode();
     } else if (args.is("--postcopy-backlog")) {
       a.session.postcopy_pending = static_cast<size_t>(args.count(0, 256)) << 10;
+    } else if (args.is("--postcopy-hold")) {
+      a.session.postcopy_hold = static_cast<size_t>(args.count(0, 65536)) << 20;
     } else if (args.is("--fabric-provider")) {
       a.session.transport.fabric_provider = args.value();
     } else if (args.is("--link-timeout")) {

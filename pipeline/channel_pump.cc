@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "dataplane/protocol.h"
+#include "pipeline/page_requests.h"
 #include "qemu-channel/qemu_connection.h"
 
 namespace ferry::pipeline {
@@ -36,6 +37,14 @@ constexpr size_t kReadReserve = 3;
 constexpr size_t kBurst = 32;
 // Post-copy top-up reads are not smaller than this (PumpOptions::postcopy_pending).
 constexpr size_t kMinTopUp = 16u << 10;
+// Post-copy with a held stream: a request for a page not held lets QEMU write this much
+// more into the hold every kMissCreditEvery, for kMissCreditFor. QEMU 7.2's migration
+// thread looks at its requests only between two writes to the main channel (one is up to
+// ~256 KiB: 64 pages in iovecs), and only once its return-path thread queued the request,
+// which on a busy host can take milliseconds: one credit at once is often spent before.
+constexpr size_t kMissCredit = 256u << 10;
+constexpr auto kMissCreditEvery = std::chrono::milliseconds(5);
+constexpr auto kMissCreditFor = std::chrono::milliseconds(30);
 // Post-copy: the backlog ferry keeps toward the link, in seconds of its rate.
 constexpr double kPostcopyBacklogS = 0.003;
 // The smallest unsent limit in post-copy (PumpOptions::postcopy_unsent_s): a few segments.
@@ -84,9 +93,20 @@ struct ChannelPump::Impl final : FrameSink {
            link.tx_in_flight_bytes() == 0;
   }
   bool want_qemu_read() const {
+    if (holding) {
+      // What the link took since, as before the hold, or what a missed request allows more.
+      const size_t held = opt.codec->held_bytes();
+      return !qemu_eof && held < opt.postcopy_hold && (hold_credit > 0 || held < read_limit);
+    }
     return !qemu_eof && pool.available() >= kReadReserve && backlog() < read_limit;
   }
-  void check_postcopy();
+  // Post-copy with a held stream: room toward the link for more of it.
+  bool want_release() const {
+    return holding && opt.codec->held_bytes() > 0 && pool.available() >= kReadReserve &&
+           backlog() < read_limit;
+  }
+  size_t release_held();
+  void check_postcopy(TimePoint now);
   bool want_link_read() const {
     return link.state() == LinkState::kOpen && (sender || qemu.queued() < opt.max_pending);
   }
@@ -160,9 +180,13 @@ struct ChannelPump::Impl final : FrameSink {
   // Bytes queued toward the link before reading stops: max_pending, or in post-copy
   // postcopy_pending with reads that only top up (PumpOptions::page_requests).
   size_t read_limit = 0;
-  size_t unsent_limit = 0;  // set on the link in post-copy, 0 = not set
-  bool postcopy = false;    // a page request went by
-  double link_rate = 0;     // bytes/s over the last measure_link() period
+  size_t unsent_limit = 0;   // set on the link in post-copy, 0 = not set
+  bool postcopy = false;     // a page request went by
+  bool holding = false;      // post-copy: the codec holds QEMU's stream (postcopy_hold)
+  size_t hold_credit = 0;    // bytes QEMU may write into the hold beyond the link's share
+  uint64_t misses_seen = 0;  // StreamCodec::requests_missed() as of the last step
+  TimePoint credit_until{}, next_credit{};
+  double link_rate = 0;  // bytes/s over the last measure_link() period
 
   // from the link (what QEMU has not taken yet waits in qemu.queue()): the last burst, and
   // where its decoding stopped
@@ -310,11 +334,27 @@ size_t ChannelPump::Impl::link_receive() {
 // From the first page request on, reads top up a backlog of ~3 ms of the link's rate, at
 // least postcopy_pending (PumpOptions): a fast link still gets enough to stay busy. The
 // kernel's unsent queue is held to ~2 ms (postcopy_unsent_s).
-void ChannelPump::Impl::check_postcopy() {
+void ChannelPump::Impl::check_postcopy(TimePoint now) {
   if (!postcopy) {
     if (!opt.page_requests || opt.postcopy_pending == 0) return;
     if (opt.page_requests->load(std::memory_order_relaxed) == 0) return;
     postcopy = true;
+    holding = opt.postcopy_hold > 0 && opt.codec && opt.codec->hold();
+  }
+  if (holding) {
+    // A page asked for is not held: let QEMU finish the write it is blocked in, so that it
+    // serves the request (or writes the page, if it was in that write).
+    if (const uint64_t n = opt.codec->requests_missed(); n != misses_seen) {
+      misses_seen = n;
+      credit_until = now + kMissCreditFor;
+      next_credit = now;
+    }
+    // Until nothing waits for the source any more: reading competes with the guests.
+    if (now < credit_until && now >= next_credit &&
+        (!opt.open_requests || opt.open_requests->open() > 0)) {
+      hold_credit = kMissCredit;
+      next_credit = now + kMissCreditEvery;
+    }
   }
   read_limit = std::clamp(static_cast<size_t>(link_rate * kPostcopyBacklogS),
                           std::min(opt.postcopy_pending, opt.max_pending), opt.max_pending);
@@ -334,8 +374,10 @@ size_t ChannelPump::Impl::qemu_read() {
   FrameBuf* f = nullptr;
   uint8_t* data;
   // Post-copy: only what the link took since (PumpOptions::postcopy_pending).
-  size_t room = postcopy ? std::min(std::max(read_limit - backlog(), kMinTopUp), opt.read_chunk)
-                         : opt.read_chunk;
+  size_t room = postcopy && !holding
+                    ? std::min(std::max(read_limit - backlog(), kMinTopUp), opt.read_chunk)
+                    : opt.read_chunk;
+  if (holding && hold_credit > 0) room = std::min(room, hold_credit);
   if (encode) {
     data = codec_in.get();
   } else {
@@ -348,6 +390,7 @@ size_t ChannelPump::Impl::qemu_read() {
   auto r = qemu.read({data, room}, &eof);
   if (r && *r > 0) {
     const size_t n = *r;
+    hold_credit -= std::min(hold_credit, n);
     k.bytes_from_qemu.fetch_add(n, std::memory_order_relaxed);
     if (opt.tap_from_qemu) opt.tap_from_qemu->on_bytes({data, n});
     if (encode) {
@@ -388,6 +431,23 @@ size_t ChannelPump::Impl::qemu_read() {
   k.frames_tx.store(frames_tx, std::memory_order_relaxed);
   sent_end = true;
   return 1;
+}
+
+// Post-copy with a held stream: the pages asked for since the last step, then what the
+// link took since, topped up as QEMU's reads were before the hold.
+size_t ChannelPump::Impl::release_held() {
+  if (!holding) return 0;
+  const size_t budget =
+      want_release() ? std::min(std::max(read_limit - backlog(), kMinTopUp), opt.read_chunk) : 0;
+  const uint64_t before = frames_tx;
+  FrameWriter w(*this, tx_seq, frames_tx);
+  if (auto st = opt.codec->release(budget, w); !st) {
+    finish(std::move(st));
+    return 1;
+  }
+  seal_current();
+  k.frames_tx.store(frames_tx, std::memory_order_relaxed);
+  return frames_tx != before ? 1 : 0;
 }
 
 size_t ChannelPump::Impl::qemu_write() {
@@ -511,8 +571,10 @@ size_t ChannelPump::Impl::step(TimePoint now) {
   size_t work = link_receive();  // 1
   if (done) return work;
   // The return path just delivered may have carried the first page request (PumpOptions).
-  if (sender) check_postcopy();
+  if (sender) check_postcopy(now);
   work += qemu_read();  // 2, 3
+  if (done) return work;
+  work += release_held();  // 3, post-copy with a held stream
   if (done) return work;
   work += qemu_write();  // 4
   if (done) return work;
@@ -587,6 +649,8 @@ void ChannelPump::add_waits(WaitSet& set) noexcept {
   const Impl& m = *impl_;
   if (m.done) return;
   if (m.want_qemu_read()) set.add(m.qemu.read_fd(), kWaitReadable);
+  if (m.want_release()) set.deadline(TimePoint{});  // the link took some: release more now
+  if (m.holding && m.next_credit < m.credit_until) set.deadline(m.next_credit);
   if (m.qemu.queued() && !m.qemu_wr_dead) set.add(m.qemu.write_fd(), kWaitWritable);
   set.add(m.link.wait_fd(), m.link.wait_events(m.want_link_read(), m.tx_count > 0));
   set.deadline(m.link.next_deadline());

@@ -33,6 +33,8 @@
 
 namespace ferry::pipeline {
 
+class PageRequestTracker;
+
 // Sees every byte of one direction of the QEMU stream as it passes (a channel without an
 // encoder plugs the stream parser in here to count pages and return-path messages). Called on the
 // pump's thread; must not block.
@@ -79,6 +81,18 @@ struct PumpOptions {
   // 130-180 ms (docs/BENCHMARKS.md).
   const std::atomic<uint64_t>* page_requests = nullptr;
   size_t postcopy_pending = 32u << 10;
+  // Post-copy, unless postcopy_pending is 0, with a codec that holds (StreamCodec::hold): the
+  // most of QEMU's stream ferry holds, parsed, in memory ahead of the link. A held page that
+  // is asked for goes out ahead of the held stream; a request for a page not held lets QEMU
+  // write more into the hold for a short while (256 KiB every 5 ms for 30 ms, while requests
+  // wait for it), so that the write it is blocked in ends and it answers. The link still
+  // gets only the short backlog above. 0 = off (QEMU's writes wait for the link): off by
+  // default, because it made the pause at the switch longer in one benchmark cell
+  // (docs/BENCHMARKS.md, "Held stream").
+  size_t postcopy_hold = 0;
+  // The requests still waiting for the source (page_requests.h): the hold takes more of
+  // QEMU's stream for a request it missed only while some are. Null = for the whole while.
+  const PageRequestTracker* open_requests = nullptr;
   // Post-copy, unless postcopy_pending is 0: what may wait in the kernel unsent (Transport::
   // set_unsent_limit), as seconds of the link's rate, at least 16 KiB; 0 = no limit. The
   // send buffer keeps its size for what is in flight. At 100 Mbit/s the kernel otherwise

@@ -116,6 +116,9 @@ void ChannelSet::start_channel(uint16_t index, QemuEnd qemu, bool own_fds,
     // The page requests this channel's return path carries to the source QEMU.
     opt.page_requests = &ch->return_path.page_requests;
     opt.postcopy_pending = postcopy_pending_;
+    opt.postcopy_hold = postcopy_hold_;
+    opt.open_requests = &requests_;
+    if (ch->codec) ch->return_path.promote_into(ch->codec.get());
   }
   if (ch->encoder) {
     ch->encoder->track_requests(&requests_);
@@ -346,10 +349,13 @@ json::Value ChannelSet::stats_json(const std::string& outcome, const std::string
   uint64_t cache_capacity = 0, cache_peak = 0, cache_resizes = 0;
   size_t cache_budget = 0;
   const char* cache_policy = "";
+  uint64_t held_promoted = 0, held_peak = 0;
   for (const auto& c : channels_) {
     const PageStreamEncoder* enc = c->encoder;
     if (!enc) continue;
     encoding = true;
+    held_promoted += enc->promoted_pages();
+    held_peak = std::max<uint64_t>(held_peak, enc->held_peak_bytes());
     const auto& k = enc->counters();
     for (size_t f = 0; f < encoders::kFormCount; ++f) {
       form_pages[f] += k.pages[f].load();
@@ -421,18 +427,24 @@ json::Value ChannelSet::stats_json(const std::string& outcome, const std::string
     // request written to the source QEMU until QEMU wrote the pages (the source's part);
     // "unanswered" there counts the pages QEMU had sent before (page_requests.h).
     const PageRequestTracker::Summary r = requests_.summary();
-    doc.set("postcopy",
-            Value::object(
-                {{"measured", Value(role_ == PumpRole::kReceiver ? "ferry recv to the destination"
-                                                                 : "the source QEMU")},
-                 {"page_requests", r.requests},
-                 {"answered", r.answered},
-                 {"answered_on_preempt", r.by_preempt},
-                 {"unanswered", r.open + r.dropped},
-                 {"request_wait_ms", Value::object({{"p50", json::rounded(r.p50_ms, 3)},
-                                                    {"p99", json::rounded(r.p99_ms, 3)},
-                                                    {"max", json::rounded(r.max_ms, 3)},
-                                                    {"mean", json::rounded(r.mean_ms, 3)}})}}));
+    Value pc = Value::object(
+        {{"measured", Value(role_ == PumpRole::kReceiver ? "ferry recv to the destination"
+                                                         : "the source QEMU")},
+         {"page_requests", r.requests},
+         {"answered", r.answered},
+         {"answered_on_preempt", r.by_preempt},
+         {"unanswered", r.open + r.dropped},
+         {"request_wait_ms", Value::object({{"p50", json::rounded(r.p50_ms, 3)},
+                                            {"p99", json::rounded(r.p99_ms, 3)},
+                                            {"max", json::rounded(r.max_ms, 3)},
+                                            {"mean", json::rounded(r.mean_ms, 3)}})}});
+    if (role_ == PumpRole::kSender) {
+      // The held stream (PumpOptions::postcopy_hold): its largest size, and the pages asked
+      // for that went out ahead of it.
+      pc.set("held_peak_bytes", held_peak);
+      pc.set("held_pages_promoted", held_promoted);
+    }
+    doc.set("postcopy", std::move(pc));
   }
   // CPU seconds of this whole process (all channel threads, encoding included).
   rusage ru{};

@@ -59,6 +59,8 @@ class ChannelSet {
   void set_poll_mode(dataplane::PollMode mode) { poll_mode_ = mode; }
   // Sender: PumpOptions::postcopy_pending of each channel started from now on (0 = off).
   void set_postcopy_pending(size_t bytes) { postcopy_pending_ = bytes; }
+  // Sender: PumpOptions::postcopy_hold, the same way.
+  void set_postcopy_hold(size_t bytes) { postcopy_hold_ = bytes; }
 
   // Starts channel `index` on its own thread. The set owns link and, when own_fds, the QEMU
   // fds (closed when the channel ends, so QEMU sees the end at once).
@@ -110,6 +112,7 @@ class ChannelSet {
   PumpRole role_;
   dataplane::PollMode poll_mode_ = dataplane::PollMode::kAdaptive;
   size_t postcopy_pending_ = PumpOptions{}.postcopy_pending;
+  size_t postcopy_hold_ = PumpOptions{}.postcopy_hold;
   std::mutex join_mu_;  // taken before mu_: one thread joins the channels' threads at a time
   mutable std::mutex mu_;
   std::vector<std::unique_ptr<Channel>> channels_;

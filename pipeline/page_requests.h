@@ -55,6 +55,8 @@ class PageRequestTracker {
     double p50_ms = 0, p99_ms = 0, max_ms = 0, mean_ms = 0;  // of the answered ones
   };
   Summary summary() const;
+  // Requests open now (any thread).
+  uint32_t open() const noexcept { return open_count_.load(std::memory_order_relaxed); }
 
   // Requests open at once beyond which the oldest is forgotten (QEMU keeps a handful: one
   // per faulting vCPU plus its own prefetch; a request whose page never comes again, e.g.

@@ -51,6 +51,20 @@ uint64_t get_be(const uint8_t* p, int n) {
   return v;
 }
 
+// A ZERO record has no page bytes: the encoder reads a shared zero page.
+const uint8_t* zero_page() {
+  static const std::vector<uint8_t> kZeroPage(encoders::kMaxPageSize, 0);
+  return kZeroPage.data();
+}
+
+// A held item's share of the hold and of a release's budget: its bytes and a record header.
+constexpr size_t kHeldOverhead = 16;
+// held_pages_: a page QEMU wrote twice while held is not promoted (its copies keep order).
+constexpr uint64_t kHeldTwice = UINT64_MAX;
+// Requests remembered for pages not held yet (QEMU keeps a handful open; with preempt the
+// pages come on the other channel and never here): beyond this many they are forgotten.
+constexpr size_t kMaxWanted = 4096;
+
 std::string mib(uint64_t bytes) {
   return bytes % (1u << 20) == 0 ? std::to_string(bytes >> 20) + " MiB"
                                  : std::to_string(bytes >> 10) + " KiB";
@@ -135,6 +149,7 @@ Status PageStreamEncoder::finish(FrameWriter& out) {
     // A stream cut short (a cancelled migration) still goes out as it was.
     Status st = drain({}, out);
     if (!st) return st;
+    if (holding_) FERRY_RETURN_IF_ERROR(release(SIZE_MAX, out));
   } else {
     stats_.on_end();
   }
@@ -166,42 +181,190 @@ Status PageStreamEncoder::drain(std::span<const uint8_t> pushed, FrameWriter& ou
                        (it.ram.type == qemu::RamRecordType::kZero && it.ram.fill == 0)) &&
                       effort_ > 0;
     if (!page) {
+      if (holding_) {
+        hold_item(it, false);
+        continue;
+      }
       FERRY_RETURN_IF_ERROR(flush_pages(out));
       add_opaque(it.raw, out);
       continue;
     }
-    flush_opaque(out);
     const uint32_t tp = parser_->target_page_size();
     const uint64_t index = it.ram.offset / tp;
     if (index > UINT32_MAX) {
       return Status(ErrorCode::kProtocol,
                     "RAM offset beyond 16 TiB at byte offset " + std::to_string(it.stream_offset));
     }
-    if (shards_.empty()) shards_.resize(opt_.encode_threads);
-    Shard& sh = shards_[shard_of_page(it.ram.block, index)];
-    Batch& b = sh.open;
-    if (!b.pages.empty() && (b.pages.size() == kBatch || it.ram.block != b.block)) {
-      close_batch(sh);
+    if (holding_) {
+      hold_item(it, true);
+      continue;
     }
-    if (b.pages.empty()) b.block.assign(it.ram.block);
-    // A ZERO record has no page bytes: the encoder reads a shared zero page.
-    static const std::vector<uint8_t> kZeroPage(encoders::kMaxPageSize, 0);
     const uint8_t* data =
-        it.ram.type == qemu::RamRecordType::kZero ? kZeroPage.data() : it.ram.payload.data();
+        it.ram.type == qemu::RamRecordType::kZero ? zero_page() : it.ram.payload.data();
     // A record that straddled two reads sits in the parser's carry buffer, which the next
     // item may reuse: keep a copy until the batch is encoded.
-    if (data != kZeroPage.data() &&
+    if (data != zero_page() &&
         (data < pushed.data() || data + tp > pushed.data() + pushed.size())) {
       if (nstaged_ == staged_.size()) staged_.emplace_back();
       std::vector<uint8_t>& copy = staged_[nstaged_++];
       copy.assign(data, data + tp);
       data = copy.data();
     }
-    b.pages.push_back({0, data});
-    b.index.push_back(static_cast<uint32_t>(index));
+    add_page(it.ram.block, static_cast<uint32_t>(index), data, out);
   }
   FERRY_RETURN_IF_ERROR(flush_pages(out));
   flush_opaque(out);
+  return Status::ok();
+}
+
+// A page into its shard's open batch (after the opaque bytes ahead of it); data stays
+// valid until the next flush_pages().
+void PageStreamEncoder::add_page(std::string_view block, uint32_t index, const uint8_t* data,
+                                 FrameWriter& out) {
+  flush_opaque(out);
+  if (shards_.empty()) shards_.resize(opt_.encode_threads);
+  Shard& sh = shards_[shard_of_page(block, index)];
+  Batch& b = sh.open;
+  if (!b.pages.empty() && (b.pages.size() == kBatch || block != b.block)) close_batch(sh);
+  if (b.pages.empty()) b.block.assign(block);
+  b.pages.push_back({0, data});
+  b.index.push_back(index);
+}
+
+// ------------------------------------------------------- post-copy: the held stream
+
+bool PageStreamEncoder::hold() {
+  if (!started_ || !main_ || holding_) return holding_;
+  holding_ = true;
+  // What went last before the hold is not known here: a promoted page waits for the next
+  // held page's place.
+  released_page_last_ = false;
+  return true;
+}
+
+void PageStreamEncoder::hold_item(const qemu::Item& it, bool page) {
+  if (!page) {
+    // Runs of other items (section headers, EOS) stay one item up to an OPAQUE frame's size.
+    if (held_.empty() || held_.back().page || held_.back().released ||
+        held_.back().bytes.size() + it.raw.size() > kOpaqueFrame) {
+      held_.emplace_back();
+    }
+    Held& h = held_.back();
+    h.bytes.insert(h.bytes.end(), it.raw.begin(), it.raw.end());
+    held_bytes_ += it.raw.size();
+    return;
+  }
+  const uint64_t seq = held_front_ + held_.size();
+  Held& h = held_.emplace_back();
+  h.page = true;
+  h.block.assign(it.ram.block);
+  h.index = static_cast<uint32_t>(it.ram.offset / parser_->target_page_size());
+  if (it.ram.type == qemu::RamRecordType::kPage)
+    h.bytes.assign(it.ram.payload.begin(), it.ram.payload.end());
+  held_bytes_ += h.bytes.size() + kHeldOverhead;
+  if (wanted_count_ > 0) {
+    auto w = wanted_.find(h.block);
+    if (w != wanted_.end() && w->second.erase(h.index)) {
+      --wanted_count_;
+      urgent_.push_back(seq);
+      return;
+    }
+  }
+  auto [at, fresh] = held_pages_[h.block].try_emplace(h.index, seq);
+  if (!fresh) at->second = kHeldTwice;
+  if (held_bytes_ > held_peak_.load(std::memory_order_relaxed)) {
+    held_peak_.store(held_bytes_, std::memory_order_relaxed);
+  }
+}
+
+void PageStreamEncoder::promote(std::string_view block, uint64_t start, uint64_t length) {
+  if (!holding_) return;
+  auto& held = held_pages_[std::string(block)];
+  const uint32_t tp = parser_->target_page_size();
+  bool missed = false;
+  for (uint64_t off = start - start % tp; off < start + length; off += tp) {
+    const auto index = static_cast<uint32_t>(off / tp);
+    auto p = held.find(index);
+    if (p == held.end()) {
+      // Not held: QEMU may still write it here (without preempt it does so next).
+      if (wanted_count_ == kMaxWanted) {
+        wanted_.clear();
+        wanted_count_ = 0;
+      }
+      wanted_count_ += wanted_[std::string(block)].insert(index).second ? 1 : 0;
+      missed = true;
+      continue;
+    }
+    if (p->second == kHeldTwice) continue;
+    urgent_.push_back(p->second);
+    held.erase(p);
+  }
+  missed_ += missed ? 1 : 0;
+}
+
+// A held page goes in the stream's order: no longer promotable.
+void PageStreamEncoder::forget_held(const std::string& block, uint32_t index, uint64_t seq) {
+  auto b = held_pages_.find(block);
+  if (b == held_pages_.end()) return;
+  if (auto p = b->second.find(index); p != b->second.end() && p->second == seq) b->second.erase(p);
+}
+
+Status PageStreamEncoder::release(size_t bytes, FrameWriter& out) {
+  if (!holding_ || (urgent_.empty() && (bytes == 0 || held_.empty()))) return Status::ok();
+  adapt_effort(out.backlog());
+  const auto t0 = std::chrono::steady_clock::now();
+  auto frame_item = [&](Held& h) {
+    if (h.page) {
+      add_page(h.block, h.index, h.bytes.empty() ? zero_page() : h.bytes.data(), out);
+    } else {
+      // Pages before other items: their order is the stream's.
+      Status st = flush_pages(out);
+      if (!st) return st;
+      add_opaque(h.bytes, out);
+    }
+    released_page_last_ = h.page;
+    h.released = true;
+    held_bytes_ -= h.bytes.size() + (h.page ? kHeldOverhead : 0);
+    return Status::ok();
+  };
+  if (!urgent_.empty()) {
+    // A page record may go right after another one, or where a held one begins: unless a
+    // page went last, the other items ahead of the first held page go first.
+    for (size_t i = 0; !released_page_last_ && i < held_.size() && !held_[i].page; ++i) {
+      if (!held_[i].released) FERRY_RETURN_IF_ERROR(frame_item(held_[i]));
+    }
+    const uint32_t tp = parser_->target_page_size();
+    for (uint64_t seq : urgent_) {
+      Held& h = held_[seq - held_front_];
+      if (h.released) continue;
+      FERRY_RETURN_IF_ERROR(frame_item(h));
+      stats_.answered_from_hold(h.block, uint64_t{h.index} * tp);
+    }
+    promoted_.fetch_add(urgent_.size(), std::memory_order_relaxed);
+    urgent_.clear();
+    // In frames of their own: with several shards a batch of bulk could go first.
+    FERRY_RETURN_IF_ERROR(flush_pages(out));
+  }
+  size_t taken = 0;
+  for (size_t i = 0; i < held_.size() && taken < bytes; ++i) {
+    Held& h = held_[i];
+    if (h.released) continue;
+    if (h.page) forget_held(h.block, h.index, held_front_ + i);
+    taken += h.bytes.size() + kHeldOverhead;
+    FERRY_RETURN_IF_ERROR(frame_item(h));
+  }
+  FERRY_RETURN_IF_ERROR(flush_pages(out));
+  flush_opaque(out);
+  // Framed: their pages were encoded and copied into frames.
+  while (!held_.empty() && held_.front().released) {
+    held_.pop_front();
+    ++held_front_;
+  }
+  const int64_t ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0)
+          .count();
+  busy_ns_ += ns;
+  counters_.encode_ns.fetch_add(static_cast<uint64_t>(ns), std::memory_order_relaxed);
   return Status::ok();
 }
 

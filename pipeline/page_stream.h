@@ -68,6 +68,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "common/fork_join.h"
@@ -139,6 +140,17 @@ class PageStreamEncoder final : public StreamCodec {
     return Status(ErrorCode::kInternal, "a sender's codec does not decode");
   }
 
+  // Post-copy (StreamCodec::hold): the main channel only, once its stream began.
+  bool hold() override;
+  size_t held_bytes() const override { return held_bytes_; }
+  Status release(size_t bytes, FrameWriter& out) override;
+  void promote(std::string_view block, uint64_t start, uint64_t length) override;
+  uint64_t requests_missed() const override { return missed_; }
+  // Pages released ahead of the held stream (promote()).
+  uint64_t promoted_pages() const { return promoted_.load(std::memory_order_relaxed); }
+  // The most bytes held at once.
+  uint64_t held_peak_bytes() const { return held_peak_.load(std::memory_order_relaxed); }
+
   const PageCodecCounters& counters() const { return counters_; }
   const PageCodecOptions& options() const { return opt_; }
   // The QEMU stream's counts (pages by class, commands, multifd packets), from the parse this
@@ -177,8 +189,19 @@ class PageStreamEncoder final : public StreamCodec {
     std::vector<uint8_t> records;                      // a batch's records before the stream
     Batch open;                                        // the batch being filled
   };
+  // One item of the held stream: a page to encode, or bytes that go as they are.
+  struct Held {
+    bool page = false;
+    bool released = false;  // a promoted page, already framed
+    std::string block;
+    uint32_t index = 0;
+    std::vector<uint8_t> bytes;  // the page (empty: a zero page) or the raw item bytes
+  };
   Status start(std::span<const uint8_t> first, FrameWriter& out);
   Status drain(std::span<const uint8_t> pushed, FrameWriter& out);
+  void hold_item(const qemu::Item& it, bool page);
+  void forget_held(const std::string& block, uint32_t index, uint64_t seq);
+  void add_page(std::string_view block, uint32_t index, const uint8_t* data, FrameWriter& out);
   void add_opaque(std::span<const uint8_t> raw, FrameWriter& out);
   void flush_opaque(FrameWriter& out);
   unsigned shard_of_page(std::string_view block, uint64_t index);
@@ -217,6 +240,22 @@ class PageStreamEncoder final : public StreamCodec {
   std::unordered_map<std::string, bool> whole_host_pages_;
   PageCodecCounters counters_;
   StreamStats stats_{/*return_path=*/false};
+  // The held stream (hold()): items in stream order, numbered from held_front_; the held
+  // pages by (block, index), except pages held twice, which keep their order; the promoted
+  // ones waiting to be released; whether the last item framed was a page.
+  bool holding_ = false;
+  std::deque<Held> held_;
+  uint64_t held_front_ = 0;
+  size_t held_bytes_ = 0;
+  std::unordered_map<std::string, std::unordered_map<uint32_t, uint64_t>> held_pages_;
+  std::vector<uint64_t> urgent_;
+  // Pages asked for before QEMU wrote them: without postcopy-preempt QEMU writes a requested
+  // page on this channel, behind what is held, and it goes first when it comes.
+  std::unordered_map<std::string, std::unordered_set<uint32_t>> wanted_;
+  size_t wanted_count_ = 0;
+  bool released_page_last_ = false;
+  uint64_t missed_ = 0;
+  std::atomic<uint64_t> promoted_{0}, held_peak_{0};
 };
 
 // The receiver's codec of one channel: frames in, a byte-valid QEMU stream out. Owned by the

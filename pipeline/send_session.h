@@ -38,6 +38,10 @@ struct SendOptions {
   // link, topped up as the link drains (PumpOptions::postcopy_pending); 0 = off
   // (--postcopy-backlog).
   size_t postcopy_pending = PumpOptions{}.postcopy_pending;
+  // Post-copy, with a codec: how much of QEMU's stream the main channel may take ahead of
+  // the link, so that QEMU answers page requests at once (PumpOptions::postcopy_hold); 0 =
+  // off (--postcopy-hold).
+  size_t postcopy_hold = PumpOptions{}.postcopy_hold;
   dataplane::TransportSettings transport;  // backend settings (--fabric-provider)
   // Credentials every link authenticates with (then every frame is sealed); null = none
   // (a peer on this host, or --insecure).

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string_view>
 
 #include "common/byte_queue.h"
 #include "common/status.h"
@@ -76,6 +77,33 @@ class StreamCodec {
   // stands for to out.
   virtual Status decode(dataplane::FrameType type, std::span<const uint8_t> payload,
                         ByteQueue& out) = 0;
+
+  // Sender, post-copy (issue 19): ferry send holds QEMU's stream, parsed, in memory; the
+  // link gets it at its own pace through release(), and a page the destination asks for that
+  // is still held goes out ahead of the rest. For a page not held, QEMU 7.2's migration
+  // thread must answer, which it does only after its current write to the main channel
+  // ended: the pump then takes more of QEMU's stream into the hold (requests_missed()). A
+  // codec that cannot hold returns false and frames as before.
+  virtual bool hold() { return false; }
+  // Bytes held: the stream taken from QEMU and not framed yet.
+  virtual size_t held_bytes() const { return 0; }
+  // Frames the held stream in order, about `bytes` of it (whole items), after every page
+  // promoted since the last call (none: only those).
+  virtual Status release(size_t bytes, FrameWriter& out) {
+    (void)bytes;
+    (void)out;
+    return Status::ok();
+  }
+  // The destination asked for [start, start + length) of block (a return-path REQ_PAGES):
+  // its pages still held are released first.
+  virtual void promote(std::string_view block, uint64_t start, uint64_t length) {
+    (void)block;
+    (void)start;
+    (void)length;
+  }
+  // Requests promote() found a page of not held: QEMU has yet to write it (or it is on its
+  // way already), so QEMU's blocked write must end.
+  virtual uint64_t requests_missed() const { return 0; }
 };
 
 }  // namespace ferry::pipeline

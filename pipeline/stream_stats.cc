@@ -94,6 +94,7 @@ void StreamStats::count(const qemu::Item& it, const StreamParser& parser) noexce
         page_requests.fetch_add(1, std::memory_order_relaxed);
         if (it.rp.type == qemu::kRpReqPagesId) request_block_.assign(it.rp.block);
         if (requests_) requests_->request(request_block_, it.rp.start, it.rp.length, Clock::now());
+        if (promote_) promote_->promote(request_block_, it.rp.start, it.rp.length);
       }
       break;
     case ItemKind::kCommand:

@@ -43,6 +43,15 @@ class StreamStats final : public StreamTap {
   // to the destination, on ferry send those the source wrote. Before the pump starts; null =
   // not tracked.
   void track_requests(PageRequestTracker* requests) { requests_ = requests; }
+  // ferry send's return path: each page request also goes to the channel's codec, which
+  // releases a page it still holds ahead of the rest (StreamCodec::promote). Before the
+  // pump starts; the codec runs on the same pump's thread.
+  void promote_into(StreamCodec* codec) { promote_ = codec; }
+  // ferry send: the page at offset of block answered the requests for it from ferry's own
+  // hold (StreamCodec::promote), not from QEMU.
+  void answered_from_hold(std::string_view block, uint64_t offset) noexcept {
+    if (requests_) requests_->page(block, offset, Clock::now(), false);
+  }
 
   // Safe to read from any thread while the pump runs.
   std::atomic<uint64_t> zero{0}, normal{0}, xbzrle{0}, compressed{0};
@@ -73,6 +82,7 @@ class StreamStats final : public StreamTap {
   bool saw_header_ = false, saw_eof_ = false, truncated_ = false;
   std::string note_;
   PageRequestTracker* requests_ = nullptr;
+  StreamCodec* promote_ = nullptr;
   std::string request_block_;  // REQ_PAGES names no block: the last REQ_PAGES_ID's
 };
 

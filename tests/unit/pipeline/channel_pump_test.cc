@@ -378,6 +378,114 @@ TEST(SenderPump, PostCopyHoldsTheKernelsUnsentQueueShort) {
   }
 }
 
+// A sender's codec that frames QEMU's bytes as OPAQUE, and once told to hold keeps them
+// until release() (StreamCodec::hold); counts what it held at most.
+class HoldingCodec final : public StreamCodec {
+ public:
+  Status encode(std::span<const uint8_t> bytes, FrameWriter& out) override {
+    held_.append(bytes.data(), bytes.size());
+    peak = std::max(peak.load(), held_.size());
+    return holding_ ? Status::ok() : release(SIZE_MAX, out);
+  }
+  Status finish(FrameWriter& out) override { return release(SIZE_MAX, out); }
+  Status decode(FrameType, std::span<const uint8_t>, ByteQueue&) override { return Status::ok(); }
+  bool hold() override { return holding_ = true; }
+  uint64_t requests_missed() const override { return missed.load(); }
+  size_t held_bytes() const override { return held_.size(); }
+  Status release(size_t bytes, FrameWriter& out) override {
+    while (bytes > 0 && !held_.empty()) {
+      const size_t n = std::min({bytes, held_.size(), size_t{64} << 10});
+      std::memcpy(out.begin_frame(n), held_.pending().data(), n);
+      out.end_frame(FrameType::kOpaque, n);
+      held_.consume(n);
+      bytes -= std::min(bytes, n);
+    }
+    return Status::ok();
+  }
+  std::atomic<size_t> peak{0};
+  std::atomic<uint64_t> missed{0};  // as promote() would count them
+
+ private:
+  ByteQueue held_;
+  bool holding_ = false;
+};
+
+// Polls cond every 2 ms until it holds or `within` passed; whether it held.
+template <typename Cond>
+bool eventually(Cond cond, std::chrono::milliseconds within) {
+  const auto until = std::chrono::steady_clock::now() + within;
+  while (!cond()) {
+    if (std::chrono::steady_clock::now() >= until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return true;
+}
+
+TEST(SenderPump, PostCopyRequestsForPagesNotHeldLetQemuWriteIntoTheHold) {
+  // Post-copy with a codec that holds: however full the link (nobody reads it here), each
+  // request for a page the codec does not hold lets QEMU write more into the hold (256 KiB
+  // every 5 ms for 30 ms), so that its blocked write ends and it serves the request; no
+  // more than that, so no burst of reading competes with the guests for the CPU. The link
+  // still gets the stream in order. With postcopy_hold 0 a request changes nothing: the
+  // pump reads what the link takes.
+  for (const size_t hold : {size_t{256} << 20, size_t{0}}) {
+    SCOPED_TRACE("postcopy_hold " + std::to_string(hold));
+    LinkPair link = connect_pair("tcp");
+    SocketPair src, dst;
+    std::atomic<uint64_t> requests{1};  // post-copy from the start
+    HoldingCodec codec;
+    PumpOptions opt;
+    opt.page_requests = &requests;
+    opt.postcopy_hold = hold;
+    opt.codec = &codec;
+    ChannelPump sender(PumpRole::kSender, {src.qemu, src.qemu}, *link.send_side, opt);
+    Status sst, rst;
+    std::thread ts([&] { sst = sender.run(); });
+    const auto stream = random_bytes(64u << 20, 8);
+    std::thread source([&] {
+      ASSERT_TRUE(write_all(src.test, stream.data(), stream.size()));
+      ::shutdown(src.test, SHUT_WR);
+    });
+    // Until the link's kernel buffers are full and the pump stops reading.
+    auto taken = [&] { return sender.counters().bytes_from_qemu.load(); };
+    uint64_t last = 0;
+    int still = 0;  // polls without a byte more (100 of them: 200 ms)
+    ASSERT_TRUE(eventually(
+        [&] {
+          const uint64_t was = last;
+          last = taken();
+          still = last > 0 && last == was ? still + 1 : 0;
+          return still == 100;
+        },
+        std::chrono::seconds(10)))
+        << "the pump never stopped reading";
+    for (int request = 0; request < 4; ++request) {
+      const uint64_t before = taken();
+      requests.fetch_add(1);
+      codec.missed.fetch_add(1);
+      const bool grew = eventually([&] { return taken() >= before + (400u << 10); },
+                                   std::chrono::milliseconds(hold ? 5000 : 500));
+      EXPECT_EQ(grew, hold > 0) << "request " << request << ": " << taken() - before
+                                << " bytes taken from QEMU";
+    }
+    if (hold > 0) {
+      // 7 credits of 256 KiB at most per request, and what was held before the first.
+      EXPECT_LE(codec.peak.load(), size_t{4} * 7 * (256u << 10) + (1u << 20))
+          << "the pump took more than the requests allowed";
+    }
+    ChannelPump receiver(PumpRole::kReceiver, {dst.qemu, dst.qemu}, *link.recv_side, PumpOptions{});
+    std::thread tr([&] { rst = receiver.run(); });
+    std::vector<uint8_t> got = read_to_eof(dst.test);
+    source.join();
+    ::shutdown(dst.test, SHUT_WR);
+    ts.join();
+    tr.join();
+    EXPECT_TRUE(sst.is_ok()) << sst.message();
+    EXPECT_TRUE(rst.is_ok()) << rst.message();
+    EXPECT_TRUE(got == stream) << "the stream changed on the way (" << got.size() << " bytes)";
+  }
+}
+
 // A receiver's codec that rebuilds 1 MiB from every frame, however small (as a PAGES frame
 // of "same" pages may); counts its calls.
 class Expander final : public StreamCodec {

@@ -125,6 +125,32 @@ Parsed parse_all(const std::vector<uint8_t>& s) {
   return out;
 }
 
+// Decodes every frame of `wire` from byte `from` on into a QEMU stream (all of it must be
+// whole frames); shards_seen: the shard of each PAGES frame.
+std::vector<uint8_t> decode_all(const ByteQueue& wire, size_t from = 0,
+                                std::vector<unsigned>* shards_seen = nullptr) {
+  PageStreamDecoder dec(64u << 20);
+  FrameChecker check(0);
+  auto bytes = wire.pending().subspan(from);
+  size_t pos = 0;
+  ByteQueue out;
+  FrameChecker::Frame f;
+  for (;;) {
+    auto got = check.next(bytes.data(), bytes.size(), &pos, f);
+    EXPECT_TRUE(got.has_value());
+    if (!got.has_value() || !*got) break;
+    if (shards_seen && f.header.type == FrameType::kPages) {
+      shards_seen->push_back(f.payload[0] >> 1);
+    }
+    auto st = dec.decode(f.header.type, {f.payload, f.header.len}, out);
+    EXPECT_TRUE(st.is_ok()) << st.message();
+    if (!st.is_ok()) break;
+  }
+  EXPECT_EQ(pos, bytes.size());
+  auto o = out.pending();
+  return {o.begin(), o.end()};
+}
+
 // Runs the stream through encoder -> frames -> decoder. prefill: bytes already queued toward
 // the link (drives --codec auto's effort).
 std::vector<uint8_t> round_trip(const std::vector<uint8_t>& in, encoders::CodecLevel level,
@@ -160,27 +186,7 @@ std::vector<uint8_t> round_trip(const std::vector<uint8_t>& in, encoders::CodecL
   }
   EXPECT_TRUE(enc->finish(fw).is_ok());
   *counters = const_cast<PageCodecCounters*>(&enc->counters());
-
-  PageStreamDecoder dec(64u << 20);
-  FrameChecker check(0);
-  auto bytes = wire.pending().subspan(prefill);
-  size_t pos = 0;
-  ByteQueue out;
-  FrameChecker::Frame f;
-  for (;;) {
-    auto got = check.next(bytes.data(), bytes.size(), &pos, f);
-    EXPECT_TRUE(got.has_value());
-    if (!got.has_value() || !*got) break;
-    if (shards_seen && f.header.type == FrameType::kPages) {
-      shards_seen->push_back(f.payload[0] >> 1);
-    }
-    auto st = dec.decode(f.header.type, {f.payload, f.header.len}, out);
-    EXPECT_TRUE(st.is_ok()) << st.message();
-    if (!st.is_ok()) break;
-  }
-  EXPECT_EQ(pos, bytes.size());
-  auto o = out.pending();
-  return {o.begin(), o.end()};
+  return decode_all(wire, prefill, shards_seen);
 }
 
 // Encoded pages: PAGE and fill-0 ZERO records outside PACKAGED blobs.
@@ -374,6 +380,105 @@ TEST(PageStream, EffortChangesBetweenReadsKeepStreamsInStep) {
 // multifd packets, role and note) equal what a StreamStats tap finds in the same bytes, on the
 // main channel (where the encoder parses), on a multifd channel (which it forwards unparsed), on
 // a main stream cut mid-record, and on a channel of fewer than 4 bytes.
+// Post-copy (issue 19): once holding, the encoder frames nothing until release(); a page the
+// destination asks for goes out ahead of the held stream, at a place where a page record is
+// valid (the rebuilt stream parses), once; a page held twice is not moved (its copies keep
+// their order); everything else keeps its order and bytes.
+TEST(PageStream, HeldPagesAskedForGoFirst) {
+  std::mt19937 rng(7);
+  StreamWriter w;
+  w.header().config("pc-i440fx-7.2");
+  w.start(2, "ram").mem_size({{"pc.ram", 0x400000}}).eos().footer(2);
+  std::vector<std::vector<uint8_t>> content;
+  size_t held_from = 0;  // the hold begins after section 0, before the next section header
+  for (int section = 0; section < 3; ++section) {
+    if (section == 1) held_from = w.bytes.size();
+    w.part(2);
+    for (uint64_t i = 0; i < 100; ++i) {
+      const uint64_t page = section * 100 + i;
+      content.push_back(page_bytes(rng, static_cast<int>(page % 4), page));
+      w.word(page * 4096, 0x08, i == 0 ? "pc.ram" : "").raw(content.back());
+    }
+    w.eos().footer(2);
+  }
+  w.part(2).page("pc.ram", 205 * 4096, 0x55).eos().footer(2);  // page 205 again: held twice
+  w.end(2).eos().footer(2);                                    // QEMU_VM_EOF comes last, below
+  const std::vector<uint8_t>& in = w.bytes;
+
+  PageCodecOptions opt;
+  opt.level = encoders::CodecLevel::kFast;
+  opt.cache_bytes = 4u << 20;
+  PageStreamEncoder enc(opt);
+  ByteQueue wire;
+  uint64_t seq = 0, frames = 0;
+  FrameWriter fw(wire, seq, frames);
+  ASSERT_TRUE(enc.encode(std::span(in).first(64), fw).is_ok());
+  ASSERT_TRUE(enc.encode(std::span(in).subspan(64, held_from - 64), fw).is_ok());
+  ASSERT_TRUE(enc.hold());
+  const size_t before = wire.size();
+  for (size_t at = held_from; at < in.size();) {
+    const size_t n = std::min(in.size() - at, size_t{1} + rng() % 9000);
+    std::vector<uint8_t> chunk(in.begin() + static_cast<long>(at),
+                               in.begin() + static_cast<long>(at + n));
+    ASSERT_TRUE(enc.encode(chunk, fw).is_ok());
+    at += n;
+  }
+  EXPECT_EQ(wire.size(), before) << "a holding encoder framed something before release()";
+  EXPECT_GT(enc.held_bytes(), 200u * 4096);
+
+  // Before anything was released: after the next section's header, ahead of its first page.
+  enc.promote("pc.ram", 150 * 4096, 4096);
+  ASSERT_TRUE(enc.release(0, fw).is_ok());
+  ASSERT_TRUE(enc.release(8192, fw).is_ok());  // pages 100 and 101
+  enc.promote("pc.ram", 260 * 4096 + 100, 1);  // any byte of the page
+  enc.promote("pc.ram", 205 * 4096, 4096);     // held twice: stays
+  enc.promote("pc.ram", 150 * 4096, 4096);     // already out: nothing
+  enc.promote("vga.vram", 0, 4096);            // never comes: nothing
+  ASSERT_TRUE(enc.release(0, fw).is_ok());
+  EXPECT_EQ(enc.promoted_pages(), 2u);
+  // Asked for before QEMU wrote it (post-copy without preempt: QEMU writes it next, on this
+  // channel): it goes first once it comes.
+  enc.promote("pc.ram", 310 * 4096, 4096);
+  StreamWriter more;
+  more.part(2).page("pc.ram", 310 * 4096, 0x31).eos().footer(2).eof();
+  ASSERT_TRUE(enc.encode(more.bytes, fw).is_ok());
+  ASSERT_TRUE(enc.release(0, fw).is_ok());
+  EXPECT_EQ(enc.promoted_pages(), 3u);
+  ASSERT_TRUE(enc.finish(fw).is_ok());
+  std::vector<uint8_t> whole = in;
+  whole.insert(whole.end(), more.bytes.begin(), more.bytes.end());
+  EXPECT_EQ(enc.held_bytes(), 0u);
+
+  const std::vector<uint8_t> out = decode_all(wire);
+  Parsed pi = parse_all(whole), po = parse_all(out);
+  ASSERT_FALSE(po.error) << "the rebuilt stream does not parse";
+  std::vector<std::pair<uint64_t, std::vector<uint8_t>>> pages_in, pages_out;
+  std::vector<std::vector<uint8_t>> other_in, other_out;
+  for (auto [p, pages, other] :
+       {std::tie(pi, pages_in, other_in), std::tie(po, pages_out, other_out)}) {
+    for (size_t i = 0; i < p.items.size(); ++i) {
+      if (encoded_page(p.items[i])) {
+        pages.emplace_back(p.items[i].ram.offset / 4096, p.payload[i]);
+      } else {
+        other.push_back(p.raw[i]);
+      }
+    }
+  }
+  EXPECT_EQ(other_in, other_out) << "items other than pages changed or moved";
+  ASSERT_EQ(pages_out.size(), pages_in.size());
+  std::vector<uint64_t> order;
+  for (auto& [page, bytes] : pages_out) order.push_back(page);
+  const std::vector<uint64_t> next(order.begin() + 100, order.begin() + 106);
+  EXPECT_EQ(next, (std::vector<uint64_t>{150, 100, 101, 260, 310, 102}));
+  // Every page with its content, once; page 205's second copy still after its first.
+  auto sorted_in = pages_in, sorted_out = pages_out;
+  std::stable_sort(sorted_in.begin(), sorted_in.end(),
+                   [](auto& a, auto& b) { return a.first < b.first; });
+  std::stable_sort(sorted_out.begin(), sorted_out.end(),
+                   [](auto& a, auto& b) { return a.first < b.first; });
+  EXPECT_EQ(sorted_in, sorted_out);
+}
+
 TEST(PageStream, EncoderCountsTheStreamAsATapWould) {
   StreamWriter mf;
   mf.multifd_init(1).multifd_packet(0, "pc.ram", {0x1000, 0x5000}, 7).multifd_packet(1, "", {}, 8);
