@@ -192,7 +192,7 @@ class PageStreamEncoder final : public StreamCodec {
   // One item of the held stream: a page to encode, or bytes that go as they are.
   struct Held {
     bool page = false;
-    bool released = false;  // a promoted page, already framed
+    bool released = false;  // framed already (a promoted page waits here until the front)
     std::string block;
     uint32_t index = 0;
     std::vector<uint8_t> bytes;  // the page (empty: a zero page) or the raw item bytes
