@@ -438,6 +438,19 @@ json::Value ChannelSet::stats_json(const std::string& outcome, const std::string
                                             {"p99", json::rounded(r.p99_ms, 3)},
                                             {"max", json::rounded(r.max_ms, 3)},
                                             {"mean", json::rounded(r.mean_ms, 3)}})}});
+    // Each request of the first PageRequestTracker::kTimelineMax: [when (ms on the host's
+    // monotonic clock), its wait in ms (null: not answered), 1 if answered on the preempt
+    // channel, the page's offset in its block], so that a run's page faults can be lined up
+    // with the guest's ticks.
+    Value timeline = Value::array();
+    for (const PageRequestTracker::TimelineEntry& e : requests_.timeline()) {
+      const double at_ms =
+          std::chrono::duration<double, std::milli>(e.at.time_since_epoch()).count();
+      timeline.push_back(Value::array({json::rounded(at_ms, 2),
+                                       e.wait_ms < 0 ? Value() : Value(json::rounded(e.wait_ms, 3)),
+                                       Value(e.preempt ? 1 : 0), Value(e.offset)}));
+    }
+    pc.set("requests_monotonic_ms", std::move(timeline));
     if (role_ == PumpRole::kSender) {
       // The held stream (PumpOptions::postcopy_hold): its largest size, and the pages asked
       // for that went out ahead of it.

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 
 namespace ferry::pipeline {
 
@@ -31,6 +32,10 @@ void PageRequestTracker::request(std::string_view block, uint64_t start, uint32_
   o.since = now;
   o.got.assign(pages, false);
   o.missing = static_cast<uint32_t>(pages);
+  if (timeline_.size() < kTimelineMax) {
+    o.timeline_index = timeline_.size();
+    timeline_.push_back({now, start, -1, false});
+  }
   open_.push_back(std::move(o));
   open_count_.store(static_cast<uint32_t>(open_.size()), std::memory_order_relaxed);
 }
@@ -50,14 +55,24 @@ void PageRequestTracker::page(std::string_view block, uint64_t offset, TimePoint
       --o.missing;
     }
     if (o.missing == 0) {
-      waits_ms_.push_back(std::chrono::duration<float, std::milli>(now - o.since).count());
+      const float wait = std::chrono::duration<float, std::milli>(now - o.since).count();
+      waits_ms_.push_back(wait);
       if (preempt) ++by_preempt_;
+      if (o.timeline_index != SIZE_MAX) {
+        timeline_[o.timeline_index].wait_ms = wait;
+        timeline_[o.timeline_index].preempt = preempt;
+      }
       it = open_.erase(it);
     } else {
       ++it;
     }
   }
   open_count_.store(static_cast<uint32_t>(open_.size()), std::memory_order_relaxed);
+}
+
+std::vector<PageRequestTracker::TimelineEntry> PageRequestTracker::timeline() const {
+  std::lock_guard lk(mu_);
+  return timeline_;
 }
 
 PageRequestTracker::Summary PageRequestTracker::summary() const {

@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <mutex>
 #include <string>
@@ -55,6 +56,20 @@ class PageRequestTracker {
     double p50_ms = 0, p99_ms = 0, max_ms = 0, mean_ms = 0;  // of the answered ones
   };
   Summary summary() const;
+
+  // The first kTimelineMax requests in the order they came: when (the host's monotonic
+  // clock, which the benchmark's tick stamps also use), the page asked for (its offset in its
+  // block), how long it waited (negative: not answered) and whether its last page came on the
+  // preempt channel. The runner lines them up with the guest's ticks: how many faults the
+  // guest waited on before its first tick after the switch, for which pages, on which path.
+  struct TimelineEntry {
+    TimePoint at{};
+    uint64_t offset = 0;
+    float wait_ms = -1;
+    bool preempt = false;
+  };
+  std::vector<TimelineEntry> timeline() const;
+  static constexpr size_t kTimelineMax = 1024;
   // Requests open now (any thread).
   uint32_t open() const noexcept { return open_count_.load(std::memory_order_relaxed); }
 
@@ -73,6 +88,7 @@ class PageRequestTracker {
     TimePoint since{};
     std::vector<bool> got;  // per target page
     uint32_t missing = 0;
+    size_t timeline_index = SIZE_MAX;  // its entry in timeline_, if it has one
   };
 
   const uint32_t tp_;
@@ -81,6 +97,7 @@ class PageRequestTracker {
   mutable std::mutex mu_;
   std::vector<Open> open_;
   std::vector<float> waits_ms_;  // answered requests, in the order they were answered
+  std::vector<TimelineEntry> timeline_;
   uint64_t requests_ = 0, dropped_ = 0, by_preempt_ = 0;
 };
 

@@ -110,11 +110,17 @@ def _event_time(guest, event, status=None):
     return None
 
 
-def _switch_timeline(src, dst):
+def _switch_timeline(src, dst, requests=None, source_requests=None):
     """Where the guest's pause at the switch to post-copy goes, in ms from the source's
     STOP: the source's last tick before it, the destination's RESUME (it received the device
     state and started the vCPUs) and its first tick after that (the pages the guest needed
-    first had arrived)."""
+    first had arrived). With ferry recv's request timeline (its --stats-json
+    postcopy.requests_monotonic_ms: [ms, wait ms or None, 1 if on preempt, offset]), also
+    the page faults between RESUME and that tick: how many, how long they waited in all and
+    at most, how many were answered on the preempt channel, and their pages. With ferry
+    send's (ferry migrate's report, postcopy_source), the source QEMU's part of those waits:
+    each fault matched with the first request for the same page that reached the source
+    after it."""
     t_stop = _event_time(src, 'STOP')
     if t_stop is None:
         return None
@@ -125,8 +131,26 @@ def _switch_timeline(src, dst):
 
     def ms(t):
         return None if t is None else round((t - t_stop) * 1000, 1)
-    return {'src_last_tick': ms(last_src), 'dst_resume': ms(t_resume),
-            'dst_first_tick': ms(first_dst)}
+    out = {'src_last_tick': ms(last_src), 'dst_resume': ms(t_resume),
+           'dst_first_tick': ms(first_dst)}
+    if requests is not None and t_resume is not None and first_dst is not None:
+        faults = [r for r in requests if t_resume * 1000 <= r[0] <= first_dst * 1000]
+        waits = [r[1] for r in faults if r[1] is not None]
+        out.update({'faults': len(faults), 'faults_unanswered': len(faults) - len(waits),
+                    'faults_on_preempt': sum(1 for r in faults if r[2]),
+                    'fault_wait_sum_ms': round(sum(waits), 1),
+                    'fault_wait_max_ms': round(max(waits), 1) if waits else None,
+                    'fault_offsets': [r[3] for r in faults[:64] if len(r) > 3]})
+        if source_requests:
+            part = []
+            for f in faults:
+                later = [s for s in source_requests
+                         if len(f) > 3 and len(s) > 3 and s[3] == f[3] and s[0] >= f[0]]
+                if later and later[0][1] is not None:
+                    part.append(later[0][1])
+            out['fault_source_wait_sum_ms'] = round(sum(part), 1)
+            out['faults_matched_at_source'] = len(part)
+    return out
 
 
 def _qmp2(wd, name):
@@ -283,7 +307,14 @@ def run(spec, parent):
                     per_vcpu = dst.query_migrate().get('postcopy-vcpu-blocktime') or []
                     row['dst_vcpu_blocktime_ms'] = max(per_vcpu) if per_vcpu else None
                 if row.get('postcopy_at_s') is not None:
-                    row['switch_ms'] = _switch_timeline(src, dst)
+                    requests = None
+                    if fr is not None and completed and os.path.exists(fr.recv_json):
+                        requests = json.loads(read_text(fr.recv_json)).get(
+                            'postcopy', {}).get('requests_monotonic_ms')
+                    row['switch_ms'] = _switch_timeline(
+                        src, dst, requests,
+                        (row.get('postcopy_source') or {}).get('requests_monotonic_ms'))
+                    row['postcopy_requests'] = requests  # ferry recv's first 1024
                     # The guest ran on the destination during post-copy (it must: no -S).
                     row['dst_ticks_postcopy'] = sum(
                         1 for t, _, _ in dst.ticks()

@@ -134,6 +134,33 @@ TEST(PageRequests, AShorterMemoryForgetsSooner) {
 
 // The request passes on the return path of the main channel (REQ_PAGES_ID names the block,
 // REQ_PAGES reuses it) and its pages arrive on another channel's stream (the preempt one).
+TEST(PageRequests, TheTimelineKeepsEachRequestInArrivalOrder) {
+  PageRequestTracker t;
+  const TimePoint t0{};
+  t.request("pc.ram", 0x1000, 4096, t0);
+  t.request("pc.ram", 0x2000, 4096, t0 + 3ms);
+  t.request("pc.ram", 0x3000, 4096, t0 + 5ms);  // never answered
+  t.page("pc.ram", 0x2000, t0 + 9ms, /*preempt=*/true);
+  t.page("pc.ram", 0x1000, t0 + 20ms, /*preempt=*/false);
+  const auto tl = t.timeline();
+  ASSERT_EQ(tl.size(), 3u);
+  EXPECT_EQ(tl[0].at, t0);
+  EXPECT_EQ(tl[0].offset, 0x1000u);
+  EXPECT_NEAR(tl[0].wait_ms, 20.0, 0.01);
+  EXPECT_FALSE(tl[0].preempt);
+  EXPECT_EQ(tl[1].at, t0 + 3ms);
+  EXPECT_EQ(tl[1].offset, 0x2000u);
+  EXPECT_NEAR(tl[1].wait_ms, 6.0, 0.01);
+  EXPECT_TRUE(tl[1].preempt);
+  EXPECT_EQ(tl[2].at, t0 + 5ms);
+  EXPECT_LT(tl[2].wait_ms, 0.0f);
+  // Bounded: requests past kTimelineMax are counted, not kept.
+  for (size_t i = 0; i < PageRequestTracker::kTimelineMax; ++i)
+    t.request("pc.ram", 0x100000 + i * 4096, 4096, t0 + 30ms);
+  EXPECT_EQ(t.timeline().size(), PageRequestTracker::kTimelineMax);
+  EXPECT_EQ(t.summary().requests, PageRequestTracker::kTimelineMax + 3);
+}
+
 TEST(PageRequests, ThroughTheTapsOfTwoChannels) {
   PageRequestTracker t;
   StreamStats rp(true), preempt(false);
