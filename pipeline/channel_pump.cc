@@ -106,6 +106,7 @@ struct ChannelPump::Impl final : FrameSink {
            backlog() < read_limit;
   }
   size_t release_held();
+  size_t write_routed();
   void check_postcopy(TimePoint now);
   bool want_link_read() const {
     return link.state() == LinkState::kOpen && (sender || qemu.queued() < opt.max_pending);
@@ -450,6 +451,22 @@ size_t ChannelPump::Impl::release_held() {
   return frames_tx != before ? 1 : 0;
 }
 
+// Post-copy: pages another channel's hold routed to this one (the preempt channel's codec
+// puts them between QEMU's records; StreamCodec::wake_fd).
+size_t ChannelPump::Impl::write_routed() {
+  if (!sender || !opt.codec || opt.codec->wake_fd() < 0 || sent_end) return 0;
+  const uint64_t before = frames_tx;
+  FrameWriter w(*this, tx_seq, frames_tx);
+  if (auto st = opt.codec->write_routed(w); !st) {
+    finish(std::move(st));
+    return 1;
+  }
+  if (frames_tx == before) return 0;
+  seal_current();
+  k.frames_tx.store(frames_tx, std::memory_order_relaxed);
+  return 1;
+}
+
 size_t ChannelPump::Impl::qemu_write() {
   size_t work = 0;
   if (qemu.queued() && !qemu_wr_dead) {
@@ -576,6 +593,8 @@ size_t ChannelPump::Impl::step(TimePoint now) {
   if (done) return work;
   work += release_held();  // 3, post-copy with a held stream
   if (done) return work;
+  work += write_routed();  // 3, post-copy: pages routed from the main channel's hold
+  if (done) return work;
   work += qemu_write();  // 4
   if (done) return work;
   work += link_transmit();  // 5
@@ -655,6 +674,9 @@ void ChannelPump::add_waits(WaitSet& set) noexcept {
   set.add(m.link.wait_fd(), m.link.wait_events(m.want_link_read(), m.tx_count > 0));
   set.deadline(m.link.next_deadline());
   if (m.opt.abort_fd >= 0) set.add(m.opt.abort_fd, kWaitReadable);
+  if (m.sender && m.opt.codec && m.opt.codec->wake_fd() >= 0 && !m.sent_end) {
+    set.add(m.opt.codec->wake_fd(), kWaitReadable);
+  }
   if (m.closed_tx) set.deadline(m.linger_until);
   if (m.sender && m.opt.link_buffer_s > 0) set.deadline(m.rate_t0 + std::chrono::seconds(1));
 }

@@ -122,6 +122,10 @@ void ChannelSet::start_channel(uint16_t index, QemuEnd qemu, bool own_fds,
   }
   if (ch->encoder) {
     ch->encoder->track_requests(&requests_);
+    if (sender && postcopy_hold_ > 0) {
+      if (!preempt_route_) preempt_route_ = std::make_unique<PreemptRoute>();
+      ch->encoder->set_preempt_route(preempt_route_.get());
+    }
   } else {
     ch->tap.track_requests(&requests_);
   }
@@ -456,6 +460,8 @@ json::Value ChannelSet::stats_json(const std::string& outcome, const std::string
       // for that went out ahead of it.
       pc.set("held_peak_bytes", held_peak);
       pc.set("held_pages_promoted", held_promoted);
+      // Of them, those that went on the preempt link (preempt_route.h).
+      pc.set("held_pages_on_preempt", preempt_route_ ? preempt_route_->routed() : 0);
     }
     doc.set("postcopy", std::move(pc));
   }

@@ -18,6 +18,7 @@
 #include "pipeline/channel_pump.h"
 #include "pipeline/page_requests.h"
 #include "pipeline/page_stream.h"
+#include "pipeline/preempt_route.h"
 #include "pipeline/stream_stats.h"
 
 namespace ferry::pipeline {
@@ -113,6 +114,9 @@ class ChannelSet {
   dataplane::PollMode poll_mode_ = dataplane::PollMode::kAdaptive;
   size_t postcopy_pending_ = PumpOptions{}.postcopy_pending;
   size_t postcopy_hold_ = PumpOptions{}.postcopy_hold;
+  // Sender with a held stream: held pages asked for go to the preempt channel's stream.
+  // Before channels_: their codecs point to it.
+  std::unique_ptr<PreemptRoute> preempt_route_;
   std::mutex join_mu_;  // taken before mu_: one thread joins the channels' threads at a time
   mutable std::mutex mu_;
   std::vector<std::unique_ptr<Channel>> channels_;

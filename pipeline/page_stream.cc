@@ -100,7 +100,8 @@ Status PageStreamEncoder::start(std::span<const uint8_t> first, FrameWriter& out
   head_.insert(head_.end(), first.begin(), first.end());
   if (head_.size() < 4) return Status::ok();
   started_ = true;
-  main_ = qemu::guess_channel_role(head_) == qemu::ChannelRole::kMain;
+  const qemu::ChannelRole role = qemu::guess_channel_role(head_);
+  main_ = role == qemu::ChannelRole::kMain;
   std::vector<uint8_t> bytes;
   bytes.swap(head_);
   if (main_) {
@@ -108,6 +109,15 @@ Status PageStreamEncoder::start(std::span<const uint8_t> first, FrameWriter& out
     parser_ = std::make_unique<StreamParser>(qemu::ParserOptions{});
     parser_->push(bytes);
     return drain(bytes, out);
+  }
+  if (route_ && role == qemu::ChannelRole::kPreempt) {
+    // Parsed record by record, so that pages routed here go between two of QEMU's.
+    preempt_ = true;
+    stats_.adopt(role);
+    parser_ = std::make_unique<StreamParser>(qemu::ParserOptions{.role = role});
+    route_->open();
+    parser_->push(bytes);
+    return forward_preempt(out);
   }
   // Not parsed here: the counts come from stats_'s own parser, the only one on these bytes.
   stats_.on_bytes(bytes);
@@ -118,6 +128,10 @@ Status PageStreamEncoder::start(std::span<const uint8_t> first, FrameWriter& out
 
 Status PageStreamEncoder::encode(std::span<const uint8_t> bytes, FrameWriter& out) {
   if (!started_) return start(bytes, out);
+  if (preempt_) {
+    parser_->push(bytes);
+    return forward_preempt(out);
+  }
   if (!main_) {
     stats_.on_bytes(bytes);
     add_opaque(bytes, out);
@@ -150,6 +164,17 @@ Status PageStreamEncoder::finish(FrameWriter& out) {
     Status st = drain({}, out);
     if (!st) return st;
     if (holding_) FERRY_RETURN_IF_ERROR(release(SIZE_MAX, out));
+    if (holding_ && route_) route_->main_done();
+  } else if (preempt_) {
+    parser_->finish();
+    FERRY_RETURN_IF_ERROR(forward_preempt(out));
+    if (!preempt_eos_.empty()) {
+      end_preempt(out);
+    } else {
+      // QEMU closed without its end marker (a migration that failed): nothing goes here now.
+      route_->close(routed_);
+      routed_.clear();
+    }
   } else {
     stats_.on_end();
   }
@@ -182,6 +207,7 @@ Status PageStreamEncoder::drain(std::span<const uint8_t> pushed, FrameWriter& ou
                       effort_ > 0;
     if (!page) {
       if (holding_) {
+        if (it.kind == ItemKind::kEof) eof_held_ = true;
         hold_item(it, false);
         continue;
       }
@@ -236,6 +262,7 @@ void PageStreamEncoder::add_page(std::string_view block, uint32_t index, const u
 bool PageStreamEncoder::hold() {
   if (!started_ || !main_ || holding_) return holding_;
   holding_ = true;
+  if (route_) route_->main_holding();
   // What went last before the hold is not known here: a promoted page waits for the next
   // held page's place.
   released_page_last_ = false;
@@ -328,15 +355,32 @@ Status PageStreamEncoder::release(size_t bytes, FrameWriter& out) {
     return Status::ok();
   };
   if (!urgent_.empty()) {
-    // A page record may go right after another one, or where a held one begins: unless a
-    // page went last, the other items ahead of the first held page go first.
-    for (size_t i = 0; !released_page_last_ && i < held_.size() && !held_[i].page; ++i) {
-      if (!held_[i].released) FERRY_RETURN_IF_ERROR(frame_item(held_[i]));
-    }
     const uint32_t tp = parser_->target_page_size();
-    for (uint64_t seq : urgent_) {
+    // On the preempt link when its channel takes them: the main link's queue is long. A
+    // block whose host pages span several target pages is loaded a whole host page at a
+    // time, so its pages stay in order on the main channel.
+    size_t on_main = 0;
+    for (uint64_t& seq : urgent_) {
       Held& h = held_[seq - held_front_];
       if (h.released) continue;
+      if (route_ && !whole_host_pages(h.block) &&
+          route_->push(page_record(h.block, uint64_t{h.index} * tp,
+                                   h.bytes.empty() ? nullptr : h.bytes.data(), tp))) {
+        h.released = true;
+        held_bytes_ -= h.bytes.size() + kHeldOverhead;
+        stats_.answered_from_hold(h.block, uint64_t{h.index} * tp);
+        continue;
+      }
+      urgent_[on_main++] = seq;
+    }
+    // A page record may go right after another one, or where a held one begins: unless a
+    // page went last, the other items ahead of the first held page go first.
+    for (size_t i = 0; on_main > 0 && !released_page_last_ && i < held_.size() && !held_[i].page;
+         ++i) {
+      if (!held_[i].released) FERRY_RETURN_IF_ERROR(frame_item(held_[i]));
+    }
+    for (size_t i = 0; i < on_main; ++i) {
+      Held& h = held_[urgent_[i] - held_front_];
       FERRY_RETURN_IF_ERROR(frame_item(h));
       stats_.answered_from_hold(h.block, uint64_t{h.index} * tp);
     }
@@ -360,12 +404,94 @@ Status PageStreamEncoder::release(size_t bytes, FrameWriter& out) {
     held_.pop_front();
     ++held_front_;
   }
+  // QEMU's whole stream is framed: no page comes for the preempt channel any more.
+  if (eof_held_ && held_.empty() && route_) route_->main_done();
   const int64_t ns =
       std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0)
           .count();
   busy_ns_ += ns;
   counters_.encode_ns.fetch_add(static_cast<uint64_t>(ns), std::memory_order_relaxed);
   return Status::ok();
+}
+
+// ------------------------------------------- post-copy: the preempt channel's stream
+
+// QEMU's records as they are, one by one, with the pages routed here between them. A QEMU
+// record that says CONTINUE, after a routed one of another block, names its block again.
+Status PageStreamEncoder::forward_preempt(FrameWriter& out) {
+  qemu::Item it;
+  for (;;) {
+    auto r = parser_->next(it);
+    if (r == StreamParser::Next::kNeedMore || r == StreamParser::Next::kEnd) break;
+    if (r == StreamParser::Next::kError) {
+      const auto* e = parser_->error();
+      stats_.stop(
+          "stopped counting at byte offset " + std::to_string(e->offset) + ": " + e->message,
+          parser_->truncated());
+      if (parser_->truncated()) break;  // finish() on a stream cut mid-record
+      return Status(ErrorCode::kProtocol,
+                    "the source QEMU's postcopy-preempt stream is not valid at byte offset " +
+                        std::to_string(e->offset) + ": " + e->message);
+    }
+    stats_.count(it, *parser_);
+    if (!preempt_eos_.empty()) end_preempt(out);  // QEMU wrote on after its EOS
+    if (it.kind == ItemKind::kRamEos) {
+      // QEMU's end of this stream: the destination reads nothing after it. It waits while
+      // the main channel's hold may still route pages here (PreemptRoute::waiting_for_main).
+      preempt_eos_.assign(it.raw.begin(), it.raw.end());
+      if (!route_->waiting_for_main()) end_preempt(out);
+      continue;
+    }
+    if (it.kind != ItemKind::kRamRecord) {
+      add_opaque(it.raw, out);
+      continue;
+    }
+    if (it.ram.continued && it.ram.block != preempt_block_) {
+      constexpr uint8_t kContinue = 0x20;  // RAM_SAVE_FLAG_CONTINUE, in W's last byte
+      uint8_t head[8 + 1];
+      std::memcpy(head, it.raw.data(), 8);
+      head[7] &= static_cast<uint8_t>(~kContinue);
+      head[8] = static_cast<uint8_t>(it.ram.block.size());
+      add_opaque({head, sizeof head}, out);
+      add_opaque({reinterpret_cast<const uint8_t*>(it.ram.block.data()), it.ram.block.size()}, out);
+      add_opaque(it.raw.subspan(8), out);
+    } else {
+      add_opaque(it.raw, out);
+    }
+    preempt_block_.assign(it.ram.block);
+  }
+  // Between two records now: what was routed meanwhile goes here.
+  if (route_->pending()) route_->take(routed_);
+  add_routed(out);
+  flush_opaque(out);
+  return Status::ok();
+}
+
+void PageStreamEncoder::add_routed(FrameWriter& out) {
+  for (const std::vector<uint8_t>& r : routed_) {
+    add_opaque(r, out);
+    preempt_block_.assign(reinterpret_cast<const char*>(r.data()) + 9, r[8]);
+  }
+  routed_.clear();
+}
+
+Status PageStreamEncoder::write_routed(FrameWriter& out) {
+  if (!preempt_ || !route_->pending()) return Status::ok();
+  // Everything forwarded so far ends at a record: QEMU's bytes of a record not complete yet
+  // wait in the parser.
+  route_->take(routed_);
+  add_routed(out);
+  if (!preempt_eos_.empty() && !route_->waiting_for_main()) end_preempt(out);
+  flush_opaque(out);
+  return Status::ok();
+}
+
+// The last pages routed here, then QEMU's EOS; nothing is routed here after it.
+void PageStreamEncoder::end_preempt(FrameWriter& out) {
+  route_->close(routed_);
+  add_routed(out);
+  add_opaque(preempt_eos_, out);
+  preempt_eos_.clear();
 }
 
 void PageStreamEncoder::add_opaque(std::span<const uint8_t> raw, FrameWriter& out) {
@@ -396,6 +522,10 @@ uint32_t PageStreamEncoder::block_id(std::string_view name) {
 unsigned PageStreamEncoder::shard_of_page(std::string_view block, uint64_t index) {
   const unsigned n = static_cast<unsigned>(shards_.size());
   if (n == 1) return 0;
+  return whole_host_pages(block) ? 0 : encoders::shard_of(index, n);
+}
+
+bool PageStreamEncoder::whole_host_pages(std::string_view block) {
   auto it = whole_host_pages_.find(std::string(block));
   if (it == whole_host_pages_.end()) {
     bool whole = false;
@@ -404,7 +534,7 @@ unsigned PageStreamEncoder::shard_of_page(std::string_view block, uint64_t index
     }
     it = whole_host_pages_.emplace(std::string(block), whole).first;
   }
-  return it->second ? 0 : encoders::shard_of(index, n);
+  return it->second;
 }
 
 void PageStreamEncoder::close_batch(Shard& sh) {

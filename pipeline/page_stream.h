@@ -74,6 +74,7 @@
 #include "common/fork_join.h"
 #include "encoders/page_codec.h"
 #include "encoders/stream_compressor.h"
+#include "pipeline/preempt_route.h"
 #include "pipeline/stream_codec.h"
 #include "pipeline/stream_stats.h"
 #include "qemu-channel/stream_parser.h"
@@ -148,6 +149,15 @@ class PageStreamEncoder final : public StreamCodec {
   uint64_t requests_missed() const override { return missed_; }
   // Pages released ahead of the held stream (promote()).
   uint64_t promoted_pages() const { return promoted_.load(std::memory_order_relaxed); }
+
+  // Post-copy with postcopy-preempt: the route between this session's main and preempt
+  // channels (preempt_route.h), shared by the codecs of all its channels; null = none. The
+  // main channel's codec hands a promoted page over to it, instead of framing it on the main
+  // link, whenever the preempt channel takes it; the preempt channel's codec puts what it got
+  // into its stream between QEMU's records. Before the pump starts.
+  void set_preempt_route(PreemptRoute* route) { route_ = route; }
+  int wake_fd() const override { return preempt_ ? route_->wake_fd() : -1; }
+  Status write_routed(FrameWriter& out) override;
   // The most bytes held at once.
   uint64_t held_peak_bytes() const { return held_peak_.load(std::memory_order_relaxed); }
 
@@ -216,6 +226,7 @@ class PageStreamEncoder final : public StreamCodec {
   PageCodecOptions opt_;
   bool started_ = false;
   bool main_ = false;          // only the main channel's records are encoded
+  bool preempt_ = false;       // the postcopy-preempt channel, with a route: parsed, not encoded
   std::vector<uint8_t> head_;  // first bytes, until the channel's role is known
   std::unique_ptr<qemu::StreamParser> parser_;
   std::vector<Shard> shards_;
@@ -255,6 +266,18 @@ class PageStreamEncoder final : public StreamCodec {
   size_t wanted_count_ = 0;
   bool released_page_last_ = false;
   uint64_t missed_ = 0;
+  // The route to the preempt channel (set_preempt_route), and on the preempt channel the
+  // block its destination takes a CONTINUE record for: the last record on it named that
+  // block, QEMU's own or one routed here.
+  PreemptRoute* route_ = nullptr;
+  std::string preempt_block_;
+  std::vector<std::vector<uint8_t>> routed_;
+  std::vector<uint8_t> preempt_eos_;  // QEMU's EOS there, while the main hold may route more
+  bool eof_held_ = false;             // main: QEMU's end of the stream is in the hold
+  Status forward_preempt(FrameWriter& out);
+  void add_routed(FrameWriter& out);
+  void end_preempt(FrameWriter& out);
+  bool whole_host_pages(std::string_view block);
   std::atomic<uint64_t> promoted_{0}, held_peak_{0};
 };
 

@@ -104,6 +104,15 @@ class StreamCodec {
   // Requests promote() found a page of not held: QEMU has yet to write it (or it is on its
   // way already), so QEMU's blocked write must end.
   virtual uint64_t requests_missed() const { return 0; }
+
+  // Sender: an fd, readable while frames wait that did not come from this channel's QEMU
+  // (the preempt channel's: pages another channel's hold handed over, preempt_route.h), or
+  // -1. The pump watches it and calls write_routed().
+  virtual int wake_fd() const { return -1; }
+  virtual Status write_routed(FrameWriter& out) {
+    (void)out;
+    return Status::ok();
+  }
 };
 
 }  // namespace ferry::pipeline

@@ -61,9 +61,11 @@ from workloads import WORKLOADS  # noqa: E402
 class Method:
     """caps/params go to both QEMUs before the migration; kind picks the driver."""
 
-    def __init__(self, name, kind, about, caps=None, params=None, codec=None):
+    def __init__(self, name, kind, about, caps=None, params=None, codec=None,
+                 migrate_args=('--allow-postcopy',)):
         self.name, self.kind, self.about = name, kind, about
         self.caps, self.params, self.codec = caps or {}, params or {}, codec
+        self.migrate_args = list(migrate_args)  # ferry migrate's (kind 'migrate')
 
 
 def _methods():
@@ -81,6 +83,9 @@ def _methods():
                'KubeVirt do)', caps={'postcopy-ram': True}),
         Method('ferry-migrate', 'migrate',
                'ferry migrate --allow-postcopy --max-downtime <budget> (policy engine)'),
+        Method('ferry-migrate-hold', 'migrate',
+               'ferry migrate --allow-postcopy --postcopy-hold 512 --max-downtime <budget>',
+               migrate_args=['--allow-postcopy', '--postcopy-hold', '512']),
     ]
     for codec in ('none', 'fast', 'max', 'auto'):
         ms.append(Method('ferry-' + codec, 'ferry',
@@ -95,7 +100,7 @@ METHODS = _methods()
 def dst_autostart(m):
     """Whether the method's destination runs as soon as QEMU hands it the guest (no -S):
     every method that may switch to post-copy, so the guest runs there during post-copy."""
-    return m.kind in ('postcopy', 'migrate')
+    return m.kind == 'postcopy' or (m.kind == 'migrate' and '--allow-postcopy' in m.migrate_args)
 
 
 def _event_time(guest, event, status=None):
@@ -394,8 +399,9 @@ def _run_ferry_migrate(wd, lk, fr, spec, row, cpu):
     argv = [rig.find_ferry(), 'migrate', '--src-qmp', 'unix:' + wd.path('src-m.qmp'),
             '--dst-qmp', 'unix:' + wd.path('dst-m.qmp'), '--peer', fr.peer,
             '--max-downtime', str(spec['max_downtime_ms']), '--deadline',
-            str(spec['deadline_s']), '--allow-postcopy', '--cache-mib', str(spec['cache_mib']),
-            '--sock', wd.path('mig.sock'), '--json'] + fr.security_args
+            str(spec['deadline_s']), '--cache-mib', str(spec['cache_mib']),
+            '--sock', wd.path('mig.sock'), '--json'] + METHODS[spec['method']].migrate_args + \
+        fr.security_args
     mig = lk.spawn('a', argv, stdout=open(out, 'wb'), stderr=open(err, 'wb'))
     cpu['ferry_send'] = probes.CpuTracker(mig.pid)
     # --deadline cancels a pre-copy; a post-copy past it is waited out (run(): "over limit").

@@ -479,6 +479,129 @@ TEST(PageStream, HeldPagesAskedForGoFirst) {
   EXPECT_EQ(sorted_in, sorted_out);
 }
 
+// With postcopy-preempt, a held page asked for goes into the preempt channel's stream
+// instead (preempt_route.h): between two of QEMU's records there, naming its block (a ZERO
+// record for a zero page), and QEMU's next record there names its own block again if it said
+// CONTINUE. It is no longer in the main stream. QEMU's end of the preempt stream (EOS) waits
+// until the main channel's hold is framed, QEMU's end included: a page asked for meanwhile
+// still goes before it.
+TEST(PageStream, HeldPagesAskedForGoOnThePreemptStream) {
+  std::mt19937 rng(11);
+  StreamWriter w;
+  w.header().config("pc-i440fx-7.2");
+  w.start(2, "ram").mem_size({{"pc.ram", 0x400000}, {"vga.vram", 0x40000}}).eos().footer(2);
+  const size_t held_from = w.bytes.size();
+  std::vector<std::vector<uint8_t>> content(200);
+  w.part(2);
+  for (uint64_t page = 100; page < 200; ++page) {
+    if (page == 170) {
+      w.word(page * 4096, 0x02 | 0x20, "").u8(0);  // a zero page
+      continue;
+    }
+    content[page] = page_bytes(rng, static_cast<int>(page % 4), page);
+    w.word(page * 4096, 0x08, page == 100 ? "pc.ram" : "").raw(content[page]);
+  }
+  w.eos().footer(2).end(2).eos().footer(2).eof();
+
+  PreemptRoute route;
+  PageCodecOptions opt;
+  opt.level = encoders::CodecLevel::kFast;
+  opt.cache_bytes = 4u << 20;
+  PageStreamEncoder main_enc(opt), preempt_enc(opt);
+  main_enc.set_preempt_route(&route);
+  preempt_enc.set_preempt_route(&route);
+  ByteQueue main_wire, preempt_wire;
+  uint64_t mseq = 0, mframes = 0, pseq = 0, pframes = 0;
+  FrameWriter mw(main_wire, mseq, mframes), pw(preempt_wire, pseq, pframes);
+  ASSERT_TRUE(main_enc.encode(std::span(w.bytes).first(held_from), mw).is_ok());
+  ASSERT_TRUE(main_enc.hold());
+  ASSERT_TRUE(main_enc.encode(std::span(w.bytes).subspan(held_from), mw).is_ok());
+  EXPECT_EQ(main_enc.wake_fd(), -1) << "only the preempt channel's codec takes routed pages";
+
+  // Before the preempt channel exists: the page goes first on the main channel.
+  main_enc.promote("pc.ram", 110 * 4096, 4096);
+  ASSERT_TRUE(main_enc.release(0, mw).is_ok());
+  EXPECT_EQ(route.routed(), 0u);
+
+  // QEMU's preempt stream begins (a vga.vram page); then two held pages are asked for.
+  StreamWriter p1;
+  p1.word(0, 0x08, "vga.vram").raw(std::vector<uint8_t>(4096, 0x61));
+  p1.word(4096, 0x08 | 0x20, "");  // half a record: QEMU's next write completes it
+  ASSERT_TRUE(preempt_enc.encode(p1.bytes, pw).is_ok());
+  EXPECT_GE(preempt_enc.wake_fd(), 0);
+  main_enc.promote("pc.ram", 150 * 4096, 4096);
+  main_enc.promote("pc.ram", 170 * 4096, 4096);
+  ASSERT_TRUE(main_enc.release(0, mw).is_ok());
+  EXPECT_EQ(route.routed(), 2u);
+  EXPECT_TRUE(route.pending());
+  ASSERT_TRUE(preempt_enc.write_routed(pw).is_ok());
+  EXPECT_FALSE(route.pending());
+  StreamWriter p2;  // the rest of QEMU's CONTINUE record, then its end of the stream
+  p2.raw(std::vector<uint8_t>(4096, 0x62)).eos();
+  ASSERT_TRUE(preempt_enc.encode(p2.bytes, pw).is_ok());
+  const size_t before_eos = preempt_wire.size();
+  // QEMU is done with the preempt stream, but pages are still held: one more goes there.
+  main_enc.promote("pc.ram", 180 * 4096, 4096);
+  ASSERT_TRUE(main_enc.release(0, mw).is_ok());
+  EXPECT_EQ(route.routed(), 3u);
+  ASSERT_TRUE(preempt_enc.write_routed(pw).is_ok());
+  EXPECT_GT(preempt_wire.size(), before_eos);
+  // The hold drains, QEMU's end of the main stream included: then the EOS goes.
+  ASSERT_TRUE(main_enc.release(SIZE_MAX, mw).is_ok());
+  EXPECT_TRUE(route.pending());
+  ASSERT_TRUE(preempt_enc.write_routed(pw).is_ok());
+  EXPECT_FALSE(route.push({1, 2, 3})) << "a page routed after the EOS would be lost";
+  EXPECT_EQ(main_enc.promoted_pages(), 4u);
+  ASSERT_TRUE(main_enc.finish(mw).is_ok());
+  ASSERT_TRUE(preempt_enc.finish(pw).is_ok());
+
+  // The preempt stream: QEMU's page, the routed ones, QEMU's next page naming its block.
+  const std::vector<uint8_t> pre = decode_all(preempt_wire);
+  StreamParser pp(qemu::ParserOptions{.role = qemu::ChannelRole::kPreempt});
+  pp.push(pre);
+  pp.finish();
+  qemu::Item it;
+  std::vector<std::string> seen;
+  for (;;) {
+    auto r = pp.next(it);
+    if (r == StreamParser::Next::kEnd) break;
+    ASSERT_EQ(r, StreamParser::Next::kItem) << "the preempt stream does not parse";
+    if (it.kind == ItemKind::kRamEos) {
+      seen.push_back("EOS");
+      continue;
+    }
+    ASSERT_EQ(it.kind, ItemKind::kRamRecord);
+    seen.push_back(std::string(it.ram.block) + " " + std::to_string(it.ram.offset / 4096) +
+                   (it.ram.continued ? " continue" : ""));
+    if (it.ram.block == "pc.ram" && it.ram.type == qemu::RamRecordType::kPage) {
+      EXPECT_EQ(std::vector<uint8_t>(it.ram.payload.begin(), it.ram.payload.end()),
+                content[it.ram.offset / 4096]);
+    }
+    if (it.ram.block == "pc.ram" && it.ram.offset == 170 * 4096) {
+      EXPECT_EQ(it.ram.type, qemu::RamRecordType::kZero);
+      EXPECT_EQ(it.ram.fill, 0);
+    }
+    if (it.ram.block == "vga.vram" && it.ram.offset == 4096) {
+      EXPECT_EQ(it.ram.payload[0], 0x62);
+    }
+  }
+  EXPECT_EQ(seen, (std::vector<std::string>{"vga.vram 0", "pc.ram 150", "pc.ram 170",
+                                            "vga.vram 1", "pc.ram 180", "EOS"}));
+
+  // The main stream: every page but the routed ones, 110 first.
+  Parsed po = parse_all(decode_all(main_wire));
+  ASSERT_FALSE(po.error) << "the rebuilt main stream does not parse";
+  std::vector<uint64_t> order;
+  for (size_t i = 0; i < po.items.size(); ++i) {
+    if (po.items[i].kind == ItemKind::kRamRecord) order.push_back(po.items[i].ram.offset / 4096);
+  }
+  ASSERT_EQ(order.size(), 97u);
+  EXPECT_EQ(order[0], 110u);
+  for (uint64_t routed : {150u, 170u, 180u}) {
+    EXPECT_EQ(std::count(order.begin(), order.end(), routed), 0) << routed;
+  }
+}
+
 TEST(PageStream, EncoderCountsTheStreamAsATapWould) {
   StreamWriter mf;
   mf.multifd_init(1).multifd_packet(0, "pc.ram", {0x1000, 0x5000}, 7).multifd_packet(1, "", {}, 8);

@@ -1,0 +1,92 @@
+// pipeline/preempt_route.cc — see preempt_route.h.
+#include "pipeline/preempt_route.h"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <string_view>
+
+#include "common/endian.h"
+
+namespace ferry::pipeline {
+
+PreemptRoute::PreemptRoute() : wake_fd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
+
+PreemptRoute::~PreemptRoute() {
+  if (wake_fd_ >= 0) ::close(wake_fd_);
+}
+
+void PreemptRoute::open() {
+  std::lock_guard lk(mu_);
+  if (!closed_) open_ = true;
+}
+
+bool PreemptRoute::push(std::vector<uint8_t> record) {
+  {
+    std::lock_guard lk(mu_);
+    if (!open_ || closed_) return false;
+    queue_.push_back(std::move(record));
+    pending_.store(true, std::memory_order_release);
+  }
+  routed_.fetch_add(1, std::memory_order_relaxed);
+  const uint64_t one = 1;
+  [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof one);
+  return true;
+}
+
+void PreemptRoute::main_holding() {
+  std::lock_guard lk(mu_);
+  main_holding_ = true;
+}
+
+void PreemptRoute::main_done() {
+  {
+    std::lock_guard lk(mu_);
+    if (main_done_) return;
+    main_done_ = true;
+    pending_.store(true, std::memory_order_release);
+  }
+  const uint64_t one = 1;
+  [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof one);
+}
+
+bool PreemptRoute::waiting_for_main() const {
+  std::lock_guard lk(mu_);
+  return main_holding_ && !main_done_;
+}
+
+void PreemptRoute::take(std::vector<std::vector<uint8_t>>& out) {
+  uint64_t count;
+  [[maybe_unused]] ssize_t n = ::read(wake_fd_, &count, sizeof count);
+  std::lock_guard lk(mu_);
+  for (auto& r : queue_) out.push_back(std::move(r));
+  queue_.clear();
+  pending_.store(false, std::memory_order_release);
+}
+
+void PreemptRoute::close(std::vector<std::vector<uint8_t>>& out) {
+  {
+    std::lock_guard lk(mu_);
+    closed_ = true;
+    open_ = false;
+  }
+  take(out);
+}
+
+std::vector<uint8_t> page_record(std::string_view block, uint64_t offset, const uint8_t* data,
+                                 size_t page_size) {
+  constexpr uint64_t kZero = 0x02, kPage = 0x08;  // RAM_SAVE_FLAG_*
+  std::vector<uint8_t> r(8 + 1 + block.size() + (data ? page_size : 1));
+  store_be64(r.data(), offset | (data ? kPage : kZero));
+  r[8] = static_cast<uint8_t>(block.size());
+  std::memcpy(r.data() + 9, block.data(), block.size());
+  if (data) {
+    std::memcpy(r.data() + 9 + block.size(), data, page_size);
+  } else {
+    r.back() = 0;  // the fill byte
+  }
+  return r;
+}
+
+}  // namespace ferry::pipeline
