@@ -585,8 +585,8 @@ TEST(PageStream, HeldPagesAskedForGoOnThePreemptStream) {
       EXPECT_EQ(it.ram.payload[0], 0x62);
     }
   }
-  EXPECT_EQ(seen, (std::vector<std::string>{"vga.vram 0", "pc.ram 150", "pc.ram 170",
-                                            "vga.vram 1", "pc.ram 180", "EOS"}));
+  EXPECT_EQ(seen, (std::vector<std::string>{"vga.vram 0", "pc.ram 150", "pc.ram 170", "vga.vram 1",
+                                            "pc.ram 180", "EOS"}));
 
   // The main stream: every page but the routed ones, 110 first.
   Parsed po = parse_all(decode_all(main_wire));
