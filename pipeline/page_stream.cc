@@ -182,24 +182,30 @@ Status PageStreamEncoder::finish(FrameWriter& out) {
   return Status::ok();
 }
 
+// The parser's next item (true), or false once the bytes pushed so far are used up, the
+// stream ended, or finish() found it cut mid-item (QEMU will say why); an error for a stream
+// that is not valid.
+Result<bool> PageStreamEncoder::next_item(qemu::Item& it, std::string_view stream) {
+  const auto r = parser_->next(it);
+  if (r == StreamParser::Next::kItem) return true;
+  if (r != StreamParser::Next::kError) return false;
+  const auto* e = parser_->error();
+  stats_.stop("stopped counting at byte offset " + std::to_string(e->offset) + ": " + e->message,
+              parser_->truncated());
+  if (parser_->truncated()) return false;
+  return Status(ErrorCode::kProtocol, "the source QEMU's " + std::string(stream) +
+                                          " is not valid at byte offset " +
+                                          std::to_string(e->offset) + ": " + e->message);
+}
+
 // Items the parser has for the bytes pushed so far; everything is framed before returning,
 // because the items point into those bytes (`pushed`) or into the parser's carry buffer.
 Status PageStreamEncoder::drain(std::span<const uint8_t> pushed, FrameWriter& out) {
   qemu::Item it;
   for (;;) {
-    auto r = parser_->next(it);
-    if (r == StreamParser::Next::kNeedMore || r == StreamParser::Next::kEnd) break;
-    if (r == StreamParser::Next::kError) {
-      const auto* e = parser_->error();
-      stats_.stop(
-          "stopped counting at byte offset " + std::to_string(e->offset) + ": " + e->message,
-          parser_->truncated());
-      if (parser_->truncated()) {
-        break;  // finish() on a stream cut mid-item: QEMU will say why
-      }
-      return Status(ErrorCode::kProtocol, "the source QEMU's stream is not valid at byte offset " +
-                                              std::to_string(e->offset) + ": " + e->message);
-    }
+    auto got = next_item(it, "stream");
+    if (!got) return got.status();
+    if (!*got) break;
     stats_.count(it, *parser_);  // every item, whatever the effort: --stats-json's page counts
     const bool page = it.kind == ItemKind::kRamRecord && !it.in_package &&
                       (it.ram.type == qemu::RamRecordType::kPage ||
@@ -421,18 +427,9 @@ Status PageStreamEncoder::release(size_t bytes, FrameWriter& out) {
 Status PageStreamEncoder::forward_preempt(FrameWriter& out) {
   qemu::Item it;
   for (;;) {
-    auto r = parser_->next(it);
-    if (r == StreamParser::Next::kNeedMore || r == StreamParser::Next::kEnd) break;
-    if (r == StreamParser::Next::kError) {
-      const auto* e = parser_->error();
-      stats_.stop(
-          "stopped counting at byte offset " + std::to_string(e->offset) + ": " + e->message,
-          parser_->truncated());
-      if (parser_->truncated()) break;  // finish() on a stream cut mid-record
-      return Status(ErrorCode::kProtocol,
-                    "the source QEMU's postcopy-preempt stream is not valid at byte offset " +
-                        std::to_string(e->offset) + ": " + e->message);
-    }
+    auto got = next_item(it, "postcopy-preempt stream");
+    if (!got) return got.status();
+    if (!*got) break;
     stats_.count(it, *parser_);
     if (!preempt_eos_.empty()) end_preempt(out);  // QEMU wrote on after its EOS
     if (it.kind == ItemKind::kRamEos) {

@@ -208,6 +208,7 @@ class PageStreamEncoder final : public StreamCodec {
     std::vector<uint8_t> bytes;  // the page (empty: a zero page) or the raw item bytes
   };
   Status start(std::span<const uint8_t> first, FrameWriter& out);
+  Result<bool> next_item(qemu::Item& it, std::string_view stream);
   Status drain(std::span<const uint8_t> pushed, FrameWriter& out);
   void hold_item(const qemu::Item& it, bool page);
   void forget_held(const std::string& block, uint32_t index, uint64_t seq);
