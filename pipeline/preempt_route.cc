@@ -22,16 +22,20 @@ void PreemptRoute::open() {
   if (!closed_) open_ = true;
 }
 
-bool PreemptRoute::push(std::vector<uint8_t> record) {
-  {
-    std::lock_guard lk(mu_);
-    if (!open_ || closed_) return false;
-    queue_.push_back(std::move(record));
-    pending_.store(true, std::memory_order_release);
-  }
-  routed_.fetch_add(1, std::memory_order_relaxed);
+// The eventfd is written and read under the lock, with pending_: once take() cleared
+// pending_, the fd is not readable (a sleeping pump must not wake for nothing, over and over).
+void PreemptRoute::wake_locked() {
+  pending_.store(true, std::memory_order_release);
   const uint64_t one = 1;
   [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof one);
+}
+
+bool PreemptRoute::push(std::vector<uint8_t> record) {
+  std::lock_guard lk(mu_);
+  if (!open_ || closed_) return false;
+  queue_.push_back(std::move(record));
+  routed_.fetch_add(1, std::memory_order_relaxed);
+  wake_locked();
   return true;
 }
 
@@ -41,14 +45,10 @@ void PreemptRoute::main_holding() {
 }
 
 void PreemptRoute::main_done() {
-  {
-    std::lock_guard lk(mu_);
-    if (main_done_) return;
-    main_done_ = true;
-    pending_.store(true, std::memory_order_release);
-  }
-  const uint64_t one = 1;
-  [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof one);
+  std::lock_guard lk(mu_);
+  if (main_done_) return;
+  main_done_ = true;
+  wake_locked();
 }
 
 bool PreemptRoute::waiting_for_main() const {
@@ -57,21 +57,23 @@ bool PreemptRoute::waiting_for_main() const {
 }
 
 void PreemptRoute::take(std::vector<std::vector<uint8_t>>& out) {
+  std::lock_guard lk(mu_);
+  take_locked(out);
+}
+
+void PreemptRoute::take_locked(std::vector<std::vector<uint8_t>>& out) {
   uint64_t count;
   [[maybe_unused]] ssize_t n = ::read(wake_fd_, &count, sizeof count);
-  std::lock_guard lk(mu_);
   for (auto& r : queue_) out.push_back(std::move(r));
   queue_.clear();
   pending_.store(false, std::memory_order_release);
 }
 
 void PreemptRoute::close(std::vector<std::vector<uint8_t>>& out) {
-  {
-    std::lock_guard lk(mu_);
-    closed_ = true;
-    open_ = false;
-  }
-  take(out);
+  std::lock_guard lk(mu_);
+  closed_ = true;
+  open_ = false;
+  take_locked(out);
 }
 
 std::vector<uint8_t> page_record(std::string_view block, uint64_t offset, const uint8_t* data,

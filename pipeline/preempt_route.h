@@ -60,6 +60,9 @@ class PreemptRoute {
   uint64_t routed() const { return routed_.load(std::memory_order_relaxed); }
 
  private:
+  void wake_locked();
+  void take_locked(std::vector<std::vector<uint8_t>>& out);
+
   int wake_fd_ = -1;
   mutable std::mutex mu_;
   bool open_ = false, closed_ = false;

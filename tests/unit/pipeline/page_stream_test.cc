@@ -5,6 +5,7 @@
 #include "pipeline/page_stream.h"
 
 #include <gtest/gtest.h>
+#include <poll.h>
 
 #include <algorithm>
 #include <random>
@@ -536,6 +537,8 @@ TEST(PageStream, HeldPagesAskedForGoOnThePreemptStream) {
   EXPECT_TRUE(route.pending());
   ASSERT_TRUE(preempt_enc.write_routed(pw).is_ok());
   EXPECT_FALSE(route.pending());
+  pollfd wake{preempt_enc.wake_fd(), POLLIN, 0};
+  EXPECT_EQ(::poll(&wake, 1, 0), 0) << "nothing waits, yet the pump would be woken";
   StreamWriter p2;  // the rest of QEMU's CONTINUE record, then its end of the stream
   p2.raw(std::vector<uint8_t>(4096, 0x62)).eos();
   ASSERT_TRUE(preempt_enc.encode(p2.bytes, pw).is_ok());
