@@ -353,12 +353,13 @@ json::Value ChannelSet::stats_json(const std::string& outcome, const std::string
   uint64_t cache_capacity = 0, cache_peak = 0, cache_resizes = 0;
   size_t cache_budget = 0;
   const char* cache_policy = "";
-  uint64_t held_promoted = 0, held_peak = 0;
+  uint64_t held_promoted = 0, held_peak = 0, held_followed = 0;
   for (const auto& c : channels_) {
     const PageStreamEncoder* enc = c->encoder;
     if (!enc) continue;
     encoding = true;
     held_promoted += enc->promoted_pages();
+    held_followed += enc->held_pages_followed();
     held_peak = std::max<uint64_t>(held_peak, enc->held_peak_bytes());
     const auto& k = enc->counters();
     for (size_t f = 0; f < encoders::kFormCount; ++f) {
@@ -462,6 +463,8 @@ json::Value ChannelSet::stats_json(const std::string& outcome, const std::string
       pc.set("held_pages_promoted", held_promoted);
       // Of them, those that went on the preempt link (preempt_route.h).
       pc.set("held_pages_on_preempt", preempt_route_ ? preempt_route_->routed() : 0);
+      // Held pages that went ahead of the rest because they followed one asked for.
+      pc.set("held_pages_followed", held_followed);
     }
     doc.set("postcopy", std::move(pc));
   }

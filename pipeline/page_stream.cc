@@ -64,6 +64,15 @@ constexpr uint64_t kHeldTwice = UINT64_MAX;
 // Requests remembered for pages not held yet (QEMU keeps a handful open; with preempt the
 // pages come on the other channel and never here): beyond this many they are forgotten.
 constexpr size_t kMaxWanted = 4096;
+// After serving a page asked for, QEMU 7.2's scan for dirty pages goes on from it: without a
+// hold the pages it writes next (the fault's neighbours, which the guest often touches next)
+// reach the destination right after it. Held, they would wait behind the whole held stream,
+// and the guest faulted on them again (docs/BENCHMARKS.md, "Held pages on the preempt link").
+// So the next kTrailPages held pages of the same block within kTrailSpan pages after a page
+// asked for go ahead of the rest, on the main link. At most kMaxTrails faults are followed.
+constexpr uint32_t kTrailPages = 32;
+constexpr uint32_t kTrailSpan = 1024;
+constexpr size_t kMaxTrails = 16;
 
 std::string mib(uint64_t bytes) {
   return bytes % (1u << 20) == 0 ? std::to_string(bytes >> 20) + " MiB"
@@ -303,6 +312,7 @@ void PageStreamEncoder::hold_item(const qemu::Item& it, bool page) {
       return;
     }
   }
+  if (on_trail(h.block, h.index)) next_.push_back(seq);
   auto [at, fresh] = held_pages_[h.block].try_emplace(h.index, seq);
   if (!fresh) at->second = kHeldTwice;
   if (held_bytes_ > held_peak_.load(std::memory_order_relaxed)) {
@@ -333,6 +343,31 @@ void PageStreamEncoder::promote(std::string_view block, uint64_t start, uint64_t
     held.erase(p);
   }
   missed_ += missed ? 1 : 0;
+  // Its neighbours: those held already go next, those QEMU writes from now on too.
+  const auto last = static_cast<uint32_t>((start + std::max<uint64_t>(length, 1) - 1) / tp);
+  if (trails_.size() == kMaxTrails) trails_.erase(trails_.begin());
+  Trail& t = trails_.emplace_back();
+  t.block.assign(block);
+  t.from = last + 1;
+  t.end = last + 1 + kTrailSpan;
+  t.left = kTrailPages;
+  for (uint32_t i = t.from; i < t.from + kTrailPages && t.left > 0; ++i) {
+    auto p = held.find(i);
+    if (p == held.end() || p->second == kHeldTwice) continue;
+    next_.push_back(p->second);
+    --t.left;
+  }
+}
+
+// A page QEMU writes into the hold soon after serving a page asked for just before it.
+bool PageStreamEncoder::on_trail(const std::string& block, uint32_t index) {
+  for (Trail& t : trails_) {
+    if (t.left > 0 && index >= t.from && index < t.end && t.block == block) {
+      --t.left;
+      return true;
+    }
+  }
+  return false;
 }
 
 // A held page goes in the stream's order: no longer promotable.
@@ -360,6 +395,14 @@ Status PageStreamEncoder::release(size_t bytes, FrameWriter& out) {
     held_bytes_ -= h.bytes.size() + (h.page ? kHeldOverhead : 0);
     return Status::ok();
   };
+  // A page record may go right after another one, or where a held one begins: unless a page
+  // went last, the other items ahead of the first held page go first.
+  auto make_room_for_a_page = [&]() -> Status {
+    for (size_t i = 0; !released_page_last_ && i < held_.size() && !held_[i].page; ++i) {
+      if (!held_[i].released) FERRY_RETURN_IF_ERROR(frame_item(held_[i]));
+    }
+    return Status::ok();
+  };
   if (!urgent_.empty()) {
     const uint32_t tp = parser_->target_page_size();
     // On the preempt link when its channel takes them: the main link's queue is long. A
@@ -379,12 +422,7 @@ Status PageStreamEncoder::release(size_t bytes, FrameWriter& out) {
       }
       urgent_[on_main++] = seq;
     }
-    // A page record may go right after another one, or where a held one begins: unless a
-    // page went last, the other items ahead of the first held page go first.
-    for (size_t i = 0; on_main > 0 && !released_page_last_ && i < held_.size() && !held_[i].page;
-         ++i) {
-      if (!held_[i].released) FERRY_RETURN_IF_ERROR(frame_item(held_[i]));
-    }
+    if (on_main > 0) FERRY_RETURN_IF_ERROR(make_room_for_a_page());
     for (size_t i = 0; i < on_main; ++i) {
       Held& h = held_[urgent_[i] - held_front_];
       FERRY_RETURN_IF_ERROR(frame_item(h));
@@ -396,6 +434,20 @@ Status PageStreamEncoder::release(size_t bytes, FrameWriter& out) {
     FERRY_RETURN_IF_ERROR(flush_pages(out));
   }
   size_t taken = 0;
+  // The neighbours of pages asked for (kTrailPages), out of the link's share, then the rest.
+  size_t next_done = 0;
+  for (; next_done < next_.size() && taken < bytes; ++next_done) {
+    const uint64_t seq = next_[next_done];
+    if (seq < held_front_) continue;
+    Held& h = held_[seq - held_front_];
+    if (h.released) continue;
+    FERRY_RETURN_IF_ERROR(make_room_for_a_page());
+    forget_held(h.block, h.index, seq);
+    taken += h.bytes.size() + kHeldOverhead;
+    FERRY_RETURN_IF_ERROR(frame_item(h));
+    followed_.fetch_add(1, std::memory_order_relaxed);
+  }
+  next_.erase(next_.begin(), next_.begin() + static_cast<std::ptrdiff_t>(next_done));
   for (size_t i = 0; i < held_.size() && taken < bytes; ++i) {
     Held& h = held_[i];
     if (h.released) continue;

@@ -160,6 +160,9 @@ class PageStreamEncoder final : public StreamCodec {
   Status write_routed(FrameWriter& out) override;
   // The most bytes held at once.
   uint64_t held_peak_bytes() const { return held_peak_.load(std::memory_order_relaxed); }
+  // Held pages released early because they followed a page asked for (page_stream.cc,
+  // kTrailPages).
+  uint64_t held_pages_followed() const { return followed_.load(std::memory_order_relaxed); }
 
   const PageCodecCounters& counters() const { return counters_; }
   const PageCodecOptions& options() const { return opt_; }
@@ -279,7 +282,16 @@ class PageStreamEncoder final : public StreamCodec {
   void add_routed(FrameWriter& out);
   void end_preempt(FrameWriter& out);
   bool whole_host_pages(std::string_view block);
-  std::atomic<uint64_t> promoted_{0}, held_peak_{0};
+  // The faults whose neighbours go ahead of the held stream (promote(), kTrailPages): pages
+  // of block in [from, end), at most `left` more; the held pages that go next, in order.
+  struct Trail {
+    std::string block;
+    uint32_t from = 0, end = 0, left = 0;
+  };
+  std::vector<Trail> trails_;
+  std::vector<uint64_t> next_;
+  bool on_trail(const std::string& block, uint32_t index);
+  std::atomic<uint64_t> promoted_{0}, held_peak_{0}, followed_{0};
 };
 
 // The receiver's codec of one channel: frames in, a byte-valid QEMU stream out. Owned by the

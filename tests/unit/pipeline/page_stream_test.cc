@@ -470,7 +470,8 @@ TEST(PageStream, HeldPagesAskedForGoFirst) {
   std::vector<uint64_t> order;
   for (auto& [page, bytes] : pages_out) order.push_back(page);
   const std::vector<uint64_t> next(order.begin() + 100, order.begin() + 106);
-  EXPECT_EQ(next, (std::vector<uint64_t>{150, 100, 101, 260, 310, 102}));
+  // The share of two pages after 150 went to its neighbours (NeighboursOfAPageAskedForGoNext).
+  EXPECT_EQ(next, (std::vector<uint64_t>{150, 151, 152, 260, 310, 153}));
   // Every page with its content, once; page 205's second copy still after its first.
   auto sorted_in = pages_in, sorted_out = pages_out;
   std::stable_sort(sorted_in.begin(), sorted_in.end(),
@@ -478,6 +479,65 @@ TEST(PageStream, HeldPagesAskedForGoFirst) {
   std::stable_sort(sorted_out.begin(), sorted_out.end(),
                    [](auto& a, auto& b) { return a.first < b.first; });
   EXPECT_EQ(sorted_in, sorted_out);
+}
+
+// After serving a page asked for, QEMU 7.2 goes on scanning from it, so without a hold its
+// next pages follow the fault at once. Held, the next kTrailPages pages after a page asked
+// for go ahead of the rest (within the link's share): those already held, and those QEMU
+// writes after the request (a page not held yet, asked for, then its neighbours).
+TEST(PageStream, NeighboursOfAPageAskedForGoNext) {
+  std::mt19937 rng(5);
+  StreamWriter w;
+  w.header().config("pc-i440fx-7.2");
+  w.start(2, "ram").mem_size({{"pc.ram", 0x400000}}).eos().footer(2);
+  const size_t held_from = w.bytes.size();
+  w.part(2);
+  for (uint64_t page = 100; page < 200; ++page) {
+    w.word(page * 4096, 0x08, page == 100 ? "pc.ram" : "").raw(page_bytes(rng, 0, page));
+  }
+  w.eos().footer(2);
+  PageCodecOptions opt;
+  opt.level = encoders::CodecLevel::kFast;
+  opt.cache_bytes = 4u << 20;
+  PageStreamEncoder enc(opt);
+  ByteQueue wire;
+  uint64_t seq = 0, frames = 0;
+  FrameWriter fw(wire, seq, frames);
+  ASSERT_TRUE(enc.encode(std::span(w.bytes).first(held_from), fw).is_ok());
+  ASSERT_TRUE(enc.hold());
+  ASSERT_TRUE(enc.encode(std::span(w.bytes).subspan(held_from), fw).is_ok());
+
+  enc.promote("pc.ram", 150 * 4096, 4096);
+  ASSERT_TRUE(enc.release(0, fw).is_ok());                 // the page asked for: no share needed
+  ASSERT_TRUE(enc.release(10 * (4096 + 16), fw).is_ok());  // a share of 10 pages
+  EXPECT_EQ(enc.held_pages_followed(), 10u);
+  enc.promote("pc.ram", 400 * 4096, 4096);  // not held yet: QEMU writes it, then its next
+  StreamWriter more;
+  more.part(2);
+  for (uint64_t page = 400; page < 406; ++page) {
+    more.word(page * 4096, 0x08, page == 400 ? "pc.ram" : "").raw(page_bytes(rng, 1, page));
+  }
+  more.eos().footer(2).end(2).eos().footer(2).eof();
+  ASSERT_TRUE(enc.encode(more.bytes, fw).is_ok());
+  ASSERT_TRUE(enc.release(0, fw).is_ok());
+  ASSERT_TRUE(enc.release(SIZE_MAX, fw).is_ok());
+  ASSERT_TRUE(enc.finish(fw).is_ok());
+  EXPECT_EQ(enc.held_pages_followed(), 32u + 5u);
+
+  Parsed po = parse_all(decode_all(wire));
+  ASSERT_FALSE(po.error) << "the rebuilt stream does not parse";
+  std::vector<uint64_t> order;
+  for (size_t i = 0; i < po.items.size(); ++i) {
+    if (po.items[i].kind == ItemKind::kRamRecord) order.push_back(po.items[i].ram.offset / 4096);
+  }
+  std::vector<uint64_t> want = {150};
+  for (uint64_t p = 151; p <= 160; ++p) want.push_back(p);
+  want.push_back(400);
+  for (uint64_t p = 161; p <= 182; ++p) want.push_back(p);
+  for (uint64_t p = 401; p <= 405; ++p) want.push_back(p);
+  for (uint64_t p = 100; p < 150; ++p) want.push_back(p);
+  for (uint64_t p = 183; p < 200; ++p) want.push_back(p);
+  EXPECT_EQ(order, want);
 }
 
 // With postcopy-preempt, a held page asked for goes into the preempt channel's stream
