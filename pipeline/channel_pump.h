@@ -83,7 +83,8 @@ struct PumpOptions {
   size_t postcopy_pending = 32u << 10;
   // Post-copy, unless postcopy_pending is 0, with a codec that holds (StreamCodec::hold): the
   // most of QEMU's stream ferry holds, parsed, in memory ahead of the link. A held page that
-  // is asked for goes out ahead of the held stream; a request for a page not held lets QEMU
+  // is asked for goes out ahead of the held stream (on the preempt link when there is one,
+  // preempt_route.h), the held pages after it next; a request for a page not held lets QEMU
   // write more into the hold for a short while (256 KiB every 5 ms for 30 ms, while requests
   // wait for it), so that the write it is blocked in ends and it answers. The link still
   // gets only the short backlog above. 0 = off (QEMU's writes wait for the link): off by
