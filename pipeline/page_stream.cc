@@ -312,9 +312,10 @@ void PageStreamEncoder::hold_item(const qemu::Item& it, bool page) {
       return;
     }
   }
-  if (on_trail(h.block, h.index)) next_.push_back(seq);
   auto [at, fresh] = held_pages_[h.block].try_emplace(h.index, seq);
   if (!fresh) at->second = kHeldTwice;
+  // A page held twice keeps its copies in order: only a page's first copy goes early.
+  if (fresh && on_trail(h.block, h.index)) next_.push_back(seq);
   if (held_bytes_ > held_peak_.load(std::memory_order_relaxed)) {
     held_peak_.store(held_bytes_, std::memory_order_relaxed);
   }
@@ -344,12 +345,13 @@ void PageStreamEncoder::promote(std::string_view block, uint64_t start, uint64_t
   }
   missed_ += missed ? 1 : 0;
   // Its neighbours: those held already go next, those QEMU writes from now on too.
-  const auto last = static_cast<uint32_t>((start + std::max<uint64_t>(length, 1) - 1) / tp);
+  const uint64_t last = (start + std::max<uint64_t>(length, 1) - 1) / tp;
+  if (last >= UINT32_MAX - kTrailSpan) return;
   if (trails_.size() == kMaxTrails) trails_.erase(trails_.begin());
   Trail& t = trails_.emplace_back();
   t.block.assign(block);
-  t.from = last + 1;
-  t.end = last + 1 + kTrailSpan;
+  t.from = static_cast<uint32_t>(last + 1);
+  t.end = t.from + kTrailSpan;
   t.left = kTrailPages;
   for (uint32_t i = t.from; i < t.from + kTrailPages && t.left > 0; ++i) {
     auto p = held.find(i);

@@ -540,6 +540,55 @@ TEST(PageStream, NeighboursOfAPageAskedForGoNext) {
   EXPECT_EQ(order, want);
 }
 
+// A page QEMU writes twice while held keeps its copies in order, even on a trail: only a
+// page's first copy goes ahead as a neighbour.
+TEST(PageStream, APageHeldTwiceKeepsItsOrderOnATrail) {
+  std::mt19937 rng(9);
+  StreamWriter w;
+  w.header().config("pc-i440fx-7.2");
+  w.start(2, "ram").mem_size({{"pc.ram", 0x400000}}).eos().footer(2);
+  const size_t held_from = w.bytes.size();
+  w.part(2);
+  for (uint64_t page = 100; page < 110; ++page) {
+    w.word(page * 4096, 0x08, page == 100 ? "pc.ram" : "").raw(page_bytes(rng, 0, page));
+  }
+  w.word(150 * 4096, 0x08, "").raw(std::vector<uint8_t>(4096, 0x01));  // beyond the first 32
+  w.eos().footer(2);
+  PageCodecOptions opt;
+  opt.level = encoders::CodecLevel::kFast;
+  opt.cache_bytes = 4u << 20;
+  PageStreamEncoder enc(opt);
+  ByteQueue wire;
+  uint64_t seq = 0, frames = 0;
+  FrameWriter fw(wire, seq, frames);
+  ASSERT_TRUE(enc.encode(std::span(w.bytes).first(held_from), fw).is_ok());
+  ASSERT_TRUE(enc.hold());
+  ASSERT_TRUE(enc.encode(std::span(w.bytes).subspan(held_from), fw).is_ok());
+  enc.promote("pc.ram", 100 * 4096, 4096);
+  StreamWriter more;  // QEMU writes 150 again, then 120 (both within the trail's span)
+  more.part(2)
+      .word(150 * 4096, 0x08, "pc.ram")
+      .raw(std::vector<uint8_t>(4096, 0x02))
+      .word(120 * 4096, 0x08 | 0x20, "")
+      .raw(page_bytes(rng, 1, 120));
+  more.eos().footer(2).end(2).eos().footer(2).eof();
+  ASSERT_TRUE(enc.encode(more.bytes, fw).is_ok());
+  ASSERT_TRUE(enc.release(SIZE_MAX, fw).is_ok());
+  ASSERT_TRUE(enc.finish(fw).is_ok());
+  Parsed po = parse_all(decode_all(wire));
+  ASSERT_FALSE(po.error) << "the rebuilt stream does not parse";
+  std::vector<uint64_t> order;
+  std::vector<uint8_t> copies_of_150;
+  for (size_t i = 0; i < po.items.size(); ++i) {
+    if (po.items[i].kind != ItemKind::kRamRecord) continue;
+    order.push_back(po.items[i].ram.offset / 4096);
+    if (order.back() == 150) copies_of_150.push_back(po.payload[i][0]);
+  }
+  EXPECT_EQ(order, (std::vector<uint64_t>{100, 101, 102, 103, 104, 105, 106, 107, 108, 109, 120,
+                                          150, 150}));
+  EXPECT_EQ(copies_of_150, (std::vector<uint8_t>{0x01, 0x02})) << "the second copy went first";
+}
+
 // With postcopy-preempt, a held page asked for goes into the preempt channel's stream
 // instead (preempt_route.h): between two of QEMU's records there, naming its block (a ZERO
 // record for a zero page), and QEMU's next record there names its own block again if it said
