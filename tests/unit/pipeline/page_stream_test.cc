@@ -481,6 +481,35 @@ TEST(PageStream, HeldPagesAskedForGoFirst) {
   EXPECT_EQ(sorted_in, sorted_out);
 }
 
+// An encoder fed a stream up to held_from, then holding the rest (post-copy, StreamCodec::
+// hold), writing its frames to wire.
+struct Holding {
+  Holding(const std::vector<uint8_t>& stream, size_t held_from) : enc(options()) {
+    EXPECT_TRUE(enc.encode(std::span(stream).first(held_from), fw).is_ok());
+    EXPECT_TRUE(enc.hold());
+    EXPECT_TRUE(enc.encode(std::span(stream).subspan(held_from), fw).is_ok());
+  }
+  static PageCodecOptions options() {
+    PageCodecOptions opt;
+    opt.level = encoders::CodecLevel::kFast;
+    opt.cache_bytes = 4u << 20;
+    return opt;
+  }
+  PageStreamEncoder enc;
+  ByteQueue wire;
+  uint64_t seq = 0, frames = 0;
+  FrameWriter fw{wire, seq, frames};
+};
+
+// The page numbers of a parsed stream's RAM records, in order.
+std::vector<uint64_t> page_numbers(const Parsed& p) {
+  std::vector<uint64_t> out;
+  for (const qemu::Item& it : p.items) {
+    if (it.kind == ItemKind::kRamRecord) out.push_back(it.ram.offset / 4096);
+  }
+  return out;
+}
+
 // After serving a page asked for, QEMU 7.2 goes on scanning from it, so without a hold its
 // next pages follow the fault at once. Held, the next kTrailPages pages after a page asked
 // for go ahead of the rest (within the link's share): those already held, and those QEMU
@@ -496,16 +525,9 @@ TEST(PageStream, NeighboursOfAPageAskedForGoNext) {
     w.word(page * 4096, 0x08, page == 100 ? "pc.ram" : "").raw(page_bytes(rng, 0, page));
   }
   w.eos().footer(2);
-  PageCodecOptions opt;
-  opt.level = encoders::CodecLevel::kFast;
-  opt.cache_bytes = 4u << 20;
-  PageStreamEncoder enc(opt);
-  ByteQueue wire;
-  uint64_t seq = 0, frames = 0;
-  FrameWriter fw(wire, seq, frames);
-  ASSERT_TRUE(enc.encode(std::span(w.bytes).first(held_from), fw).is_ok());
-  ASSERT_TRUE(enc.hold());
-  ASSERT_TRUE(enc.encode(std::span(w.bytes).subspan(held_from), fw).is_ok());
+  Holding h(w.bytes, held_from);
+  PageStreamEncoder& enc = h.enc;
+  FrameWriter& fw = h.fw;
 
   enc.promote("pc.ram", 150 * 4096, 4096);
   ASSERT_TRUE(enc.release(0, fw).is_ok());                 // the page asked for: no share needed
@@ -524,12 +546,9 @@ TEST(PageStream, NeighboursOfAPageAskedForGoNext) {
   ASSERT_TRUE(enc.finish(fw).is_ok());
   EXPECT_EQ(enc.held_pages_followed(), 32u + 5u);
 
-  Parsed po = parse_all(decode_all(wire));
+  Parsed po = parse_all(decode_all(h.wire));
   ASSERT_FALSE(po.error) << "the rebuilt stream does not parse";
-  std::vector<uint64_t> order;
-  for (size_t i = 0; i < po.items.size(); ++i) {
-    if (po.items[i].kind == ItemKind::kRamRecord) order.push_back(po.items[i].ram.offset / 4096);
-  }
+  const std::vector<uint64_t> order = page_numbers(po);
   std::vector<uint64_t> want = {150};
   for (uint64_t p = 151; p <= 160; ++p) want.push_back(p);
   want.push_back(400);
@@ -554,16 +573,9 @@ TEST(PageStream, APageHeldTwiceKeepsItsOrderOnATrail) {
   }
   w.word(150 * 4096, 0x08, "").raw(std::vector<uint8_t>(4096, 0x01));  // beyond the first 32
   w.eos().footer(2);
-  PageCodecOptions opt;
-  opt.level = encoders::CodecLevel::kFast;
-  opt.cache_bytes = 4u << 20;
-  PageStreamEncoder enc(opt);
-  ByteQueue wire;
-  uint64_t seq = 0, frames = 0;
-  FrameWriter fw(wire, seq, frames);
-  ASSERT_TRUE(enc.encode(std::span(w.bytes).first(held_from), fw).is_ok());
-  ASSERT_TRUE(enc.hold());
-  ASSERT_TRUE(enc.encode(std::span(w.bytes).subspan(held_from), fw).is_ok());
+  Holding h(w.bytes, held_from);
+  PageStreamEncoder& enc = h.enc;
+  FrameWriter& fw = h.fw;
   enc.promote("pc.ram", 100 * 4096, 4096);
   StreamWriter more;  // QEMU writes 150 again, then 120 (both within the trail's span)
   more.part(2)
@@ -575,14 +587,14 @@ TEST(PageStream, APageHeldTwiceKeepsItsOrderOnATrail) {
   ASSERT_TRUE(enc.encode(more.bytes, fw).is_ok());
   ASSERT_TRUE(enc.release(SIZE_MAX, fw).is_ok());
   ASSERT_TRUE(enc.finish(fw).is_ok());
-  Parsed po = parse_all(decode_all(wire));
+  Parsed po = parse_all(decode_all(h.wire));
   ASSERT_FALSE(po.error) << "the rebuilt stream does not parse";
-  std::vector<uint64_t> order;
+  const std::vector<uint64_t> order = page_numbers(po);
   std::vector<uint8_t> copies_of_150;
   for (size_t i = 0; i < po.items.size(); ++i) {
-    if (po.items[i].kind != ItemKind::kRamRecord) continue;
-    order.push_back(po.items[i].ram.offset / 4096);
-    if (order.back() == 150) copies_of_150.push_back(po.payload[i][0]);
+    if (po.items[i].kind == ItemKind::kRamRecord && po.items[i].ram.offset == 150 * 4096) {
+      copies_of_150.push_back(po.payload[i][0]);
+    }
   }
   EXPECT_EQ(order, (std::vector<uint64_t>{100, 101, 102, 103, 104, 105, 106, 107, 108, 109, 120,
                                           150, 150}));
@@ -703,10 +715,7 @@ TEST(PageStream, HeldPagesAskedForGoOnThePreemptStream) {
   // The main stream: every page but the routed ones, 110 first.
   Parsed po = parse_all(decode_all(main_wire));
   ASSERT_FALSE(po.error) << "the rebuilt main stream does not parse";
-  std::vector<uint64_t> order;
-  for (size_t i = 0; i < po.items.size(); ++i) {
-    if (po.items[i].kind == ItemKind::kRamRecord) order.push_back(po.items[i].ram.offset / 4096);
-  }
+  const std::vector<uint64_t> order = page_numbers(po);
   ASSERT_EQ(order.size(), 97u);
   EXPECT_EQ(order[0], 110u);
   for (uint64_t routed : {150u, 170u, 180u}) {
