@@ -43,6 +43,10 @@ using policy::Limits;
 using policy::QemuSample;
 using policy::Sample;
 
+// --postcopy-hold when post-copy runs with postcopy-preempt. The benchmarks' post-copy cells
+// held at most ~200 MB; a full hold only makes QEMU wait for the link, as without one.
+constexpr size_t kDefaultPostcopyHold = size_t{512} << 20;
+
 void migrate_usage(FILE* out) {
   std::fprintf(
       out,
@@ -54,7 +58,7 @@ void migrate_usage(FILE* out) {
       "                     [--allow-throttle] [--codec auto|fast|max|none] [--cache-mib N]\n"
       "                     [--cache-policy aged-clock|lru] [--encode-threads N]\n"
       "                     [--poll adaptive|busy] [--fabric-provider NAME] [--link-timeout S]\n"
-      "                     [--resume-within S] [--postcopy-hold MIB]\n"
+      "                     [--resume-within S] [--postcopy-hold MIB] [--postcopy-pace PCT]\n"
       "                     [--dpdk-args \"EAL ARGS\"] [--dpdk-local IPV4] [--dpdk-mtu N]\n"
       "                     [--tls-x509-dir DIR | --tls-psk-file FILE | --insecure]\n"
       "                     [--tls-authz NAME,...] [--tls-hostname NAME]\n"
@@ -100,10 +104,14 @@ void migrate_usage(FILE* out) {
       "                      post-copy without postcopy-preempt (QEMU before 7.1, or to\n"
       "                      compare); the requested pages then queue behind the bulk\n"
       "  --allow-throttle    may let QEMU slow the guest's vCPUs (auto-converge)\n"
+      "  --postcopy-hold MIB in post-copy, hold up to MIB MiB of the source QEMU's stream in\n"
+      "                      ferry send, so that a page the guest asks for leaves at once on\n"
+      "                      the preempt link and its neighbours next (as ferry send; default\n"
+      "                      512 with postcopy-preempt and a codec, otherwise 0 = off)\n"
       "  --codec, --cache-mib, --cache-policy, --encode-threads, --poll, --fabric-provider,\n"
-      "  --link-timeout, --resume-within, --postcopy-hold\n"
+      "  --link-timeout, --resume-within, --postcopy-pace\n"
       "                      as ferry send (default auto, 256, aged-clock, 1, adaptive, verbs,\n"
-      "                      10 s, 60 s, off)\n"
+      "                      10 s, 60 s, 85)\n"
       "  --dpdk-args, --dpdk-local, --dpdk-mtu  as ferry send (for a dpdk: --peer)\n"
       "  --tls-x509-dir, --tls-psk-file, --tls-authz, --tls-hostname, --insecure\n"
       "                     as ferry send: credentials for the link to ferry recv (without\n"
@@ -130,7 +138,8 @@ struct MigrateArgs {
   LibvirtTarget libvirt;    // --libvirt: the domain, and where it goes
   std::string recover_uri;  // where the destination QEMU listens for post-copy recovery
   Limits limits;
-  bool postcopy_preempt = true;  // with --allow-postcopy: QEMU's postcopy-preempt capability
+  bool postcopy_preempt = true;         // with --allow-postcopy: QEMU's postcopy-preempt capability
+  std::optional<size_t> postcopy_hold;  // --postcopy-hold; unset: kDefaultPostcopyHold or off
   SendOptions send;
   dataplane::dpdk::DpdkSettings dpdk;
   SecurityFlags security;
@@ -432,7 +441,9 @@ int run_migrate(int argc, char** argv) {
     } else if (args.is("--encode-threads")) {
       a.send.encode_threads = static_cast<unsigned>(args.count(1, pipeline::kMaxShards));
     } else if (args.is("--postcopy-hold")) {
-      a.send.postcopy_hold = static_cast<size_t>(args.count(0, 65536)) << 20;
+      a.postcopy_hold = static_cast<size_t>(args.count(0, 65536)) << 20;
+    } else if (args.is("--postcopy-pace")) {
+      a.send.postcopy_pace = static_cast<double>(args.count(0, 200)) / 100;
     } else if (args.is("--poll")) {
       a.send.poll_mode = args.poll_mode();
     } else if (args.is("--fabric-provider")) {
@@ -514,6 +525,11 @@ int run_migrate(int argc, char** argv) {
   }
   a.send.security = *credentials;
   if (a.sock.empty()) a.sock = "/tmp/ferry-migrate-" + std::to_string(::getpid()) + ".sock";
+  // The held stream shortens the guest's pauses in post-copy when held pages asked for can go
+  // on the preempt link (docs/BENCHMARKS.md, "Held pages on the preempt link"); without
+  // preempt (libvirt, --no-postcopy-preempt) it was not measured to help, so it is off there.
+  const bool preempt_on = !libvirt && a.limits.allow_postcopy && a.postcopy_preempt;
+  a.send.postcopy_hold = a.postcopy_hold.value_or(preempt_on ? kDefaultPostcopyHold : 0);
   const bool tty = !a.json && ::isatty(2);
   auto fail = [&](const std::string& msg) {
     if (a.json) {
@@ -829,8 +845,6 @@ int run_migrate(int argc, char** argv) {
   const double total_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const bool downtime_ok = outcome != "completed" || q.downtime_ms <= a.limits.max_downtime_ms;
-  // Set by ferry migrate (QMP path; libvirt sets its own capabilities).
-  const bool preempt_on = !libvirt && a.limits.allow_postcopy && a.postcopy_preempt;
   // The page cache's policy and how well it served (null without page encoding).
   const Value stats = session->channels().stats_json(outcome, reason);
   const Value cache = stats.get({"page_cache"});

@@ -30,7 +30,7 @@ void send_usage(FILE* out) {
       "usage: ferry send (--listen unix:PATH | --stdio) --peer TRANSPORT:ADDRESS\n"
       "                  [--codec none|fast|max|auto] [--cache-mib N] [--cache-policy P]\n"
       "                  [--encode-threads N] [--poll adaptive|busy] [--postcopy-backlog KIB]\n"
-      "                  [--postcopy-hold MIB] [--fabric-provider NAME]\n"
+      "                  [--postcopy-hold MIB] [--postcopy-pace PCT] [--fabric-provider NAME]\n"
       "                  [--dpdk-args \"EAL ARGS\"] [--dpdk-local IPV4] [--dpdk-mtu N]\n"
       "                  [--connect-timeout S] [--link-timeout S] [--resume-within S]\n"
       "                  [--stats-json FILE] [--quiet]\n"
@@ -97,8 +97,14 @@ void send_usage(FILE* out) {
       "                         the postcopy-preempt link when QEMU opened one, and the held\n"
       "                         pages after it next; for a page not held QEMU may write more\n"
       "                         for a moment (it serves a request only between two writes).\n"
-      "                         What it gained, and why it is not on by default yet:\n"
+      "                         ferry migrate sets 512 with postcopy-preempt; what it gained:\n"
       "                         docs/BENCHMARKS.md, \"Held pages on the preempt link\"\n"
+      "  --postcopy-pace PCT    in post-copy (unless --postcopy-backlog 0), on tcp: pace the\n"
+      "                         main link at PCT %% of its rate over the last 2 s before the\n"
+      "                         switch, and keep the kernel's send buffer to ~3 ms of the\n"
+      "                         rate beyond the round trip, so that no queue stands at the\n"
+      "                         bottleneck for the pages asked for, on their own connection,\n"
+      "                         to wait behind (0..200, default 85; 0 = not paced)\n"
       "  --fabric-provider NAME rdma: the libfabric provider (default verbs, for RoCE and\n"
       "                         InfiniBand; tcp when no verbs device serves the address, with\n"
       "                         a notice); fi_info -t FI_EP_MSG lists what this host has\n"
@@ -161,6 +167,8 @@ int run_send(int argc, char** argv) {
       a.session.postcopy_pending = static_cast<size_t>(args.count(0, 256)) << 10;
     } else if (args.is("--postcopy-hold")) {
       a.session.postcopy_hold = static_cast<size_t>(args.count(0, 65536)) << 20;
+    } else if (args.is("--postcopy-pace")) {
+      a.session.postcopy_pace = static_cast<double>(args.count(0, 200)) / 100;
     } else if (args.is("--fabric-provider")) {
       a.session.transport.fabric_provider = args.value();
     } else if (args.is("--link-timeout")) {

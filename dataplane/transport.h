@@ -40,6 +40,7 @@ struct TransportCaps {
   bool reliable = false;     // every frame handed to tx_burst arrives, or the link fails
   bool ordered = false;      // frames arrive in tx order
   bool registered = false;   // tx frames must come from pool() (registered memory)
+  bool paced = false;        // set_pacing_rate paces what it sends (tcp: the kernel's pacer)
   const char* tx_done = "";  // what "reaped" means, for docs and --version
 };
 
@@ -122,6 +123,13 @@ class Transport {
   // limit), while the buffer still holds what is in flight: in post-copy a page QEMU sent
   // before the destination asked for it then waits behind little bulk. A hint.
   virtual void set_unsent_limit(size_t /*bytes*/) noexcept {}
+  // The lowest round trip the backend measured on this link, in seconds (0 = not known):
+  // with the rate, how much in flight keeps the link busy. Owner thread.
+  virtual double min_rtt_s() const noexcept { return 0; }
+  // Sends no faster than this many bytes per second (0 = as fast as the link takes them), so
+  // that no queue forms at a bottleneck the rate is just under. Only where caps().paced;
+  // elsewhere (reliable/ has a pacer of its own) a no-op.
+  virtual void set_pacing_rate(double /*bytes_per_s*/) noexcept {}
 
   // What the backend measured about the link (retransmits, RTT, pacing rate, ...) for
   // --stats-json, or null when it has nothing beyond the byte counts. Owner thread, or any

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "common/log.h"
 #include "dataplane/protocol.h"
 #include "pipeline/page_requests.h"
 #include "qemu-channel/qemu_connection.h"
@@ -49,6 +50,8 @@ constexpr auto kMissCreditFor = std::chrono::milliseconds(30);
 constexpr double kPostcopyBacklogS = 0.003;
 // The smallest unsent limit in post-copy (PumpOptions::postcopy_unsent_s): a few segments.
 constexpr size_t kMinUnsentLimit = 16u << 10;
+// The smallest buffering below ferry in post-copy (PumpOptions::postcopy_buffer_s).
+constexpr size_t kMinPostcopyBuffer = 16u << 10;
 // How often the abort eventfd is looked at while the pump is busy (it also wakes a sleep).
 constexpr auto kAbortCheck = std::chrono::milliseconds(5);
 constexpr auto kLinkCount = std::chrono::milliseconds(250);  // link counters copied
@@ -87,6 +90,9 @@ struct ChannelPump::Impl final : FrameSink {
   size_t qemu_write();
   size_t link_transmit();
   void measure_link(TimePoint now);
+  size_t buffer_want(double rate) const;
+  // Post-copy, with the link paced: its buffer too is cut (PumpOptions::postcopy_buffer_s).
+  bool paced_buffer() const { return paced && opt.postcopy_buffer_s > 0; }
   Status deliver(const uint8_t* p, size_t n);
   bool tx_idle() const {
     return tx_count == 0 && (!cur || cur->len == 0) && overflow.empty() &&
@@ -188,6 +194,16 @@ struct ChannelPump::Impl final : FrameSink {
   uint64_t misses_seen = 0;  // StreamCodec::requests_missed() as of the last step
   TimePoint credit_until{}, next_credit{};
   double link_rate = 0;  // bytes/s over the last measure_link() period
+  // The busy periods of the last ~2 s: the link's rate over them is what its bottleneck
+  // carries (one period's is off by what the kernel's buffer took in or gave out).
+  struct BusyPeriod {
+    uint64_t bytes = 0;
+    double s = 0;
+  };
+  BusyPeriod busy[8];
+  size_t busy_next = 0;
+  double switch_rate = 0;  // that rate when post-copy began
+  bool paced = false;      // post-copy: the link is paced (PumpOptions::postcopy_pace)
 
   // from the link (what QEMU has not taken yet waits in qemu.queue()): the last burst, and
   // where its decoding stopped
@@ -341,6 +357,23 @@ void ChannelPump::Impl::check_postcopy(TimePoint now) {
     if (opt.page_requests->load(std::memory_order_relaxed) == 0) return;
     postcopy = true;
     holding = opt.postcopy_hold > 0 && opt.codec && opt.codec->hold();
+    // At once: what the link may put in flight now is what a page asked for waits behind.
+    uint64_t bytes = 0;
+    double s = 0;
+    for (const BusyPeriod& b : busy) bytes += b.bytes, s += b.s;
+    switch_rate = s > 0 ? static_cast<double>(bytes) / s : link_rate;
+    if (opt.postcopy_pace > 0 && switch_rate > 0 && link.caps().paced) {
+      const double pace = switch_rate * opt.postcopy_pace;
+      link.set_pacing_rate(pace);
+      k.postcopy_pace_bytes_per_s.store(static_cast<uint64_t>(pace), std::memory_order_relaxed);
+      paced = true;
+      if (opt.link_buffer_s > 0 && paced_buffer()) {
+        buffer_hint = buffer_want(switch_rate);
+        link.set_buffer_hint(buffer_hint);
+      }
+      FERRY_LOG_INFO("post-copy: link %.2f MB/s before, paced at %.2f MB/s, buffer %zu bytes",
+                     switch_rate / 1e6, pace / 1e6, buffer_hint);
+    }
   }
   if (holding) {
     // A page asked for is not held: let QEMU finish the write it is blocked in, so that it
@@ -548,9 +581,11 @@ void ChannelPump::Impl::measure_link(TimePoint now) {
   if (dt < 0.25) return;
   const uint64_t tx = k.link_tx_bytes.load(std::memory_order_relaxed);
   const double rate = static_cast<double>(tx - rate_tx0) / dt;
-  if (backlog() > 0) link_rate = rate;
-  const size_t want = std::clamp(static_cast<size_t>(rate * opt.link_buffer_s), opt.link_buffer_min,
-                                 opt.link_buffer_max);
+  if (backlog() > 0) {
+    link_rate = rate;
+    busy[busy_next++ % std::size(busy)] = {tx - rate_tx0, dt};
+  }
+  const size_t want = buffer_want(rate);
   if (backlog() > 0 &&
       (want > buffer_hint + buffer_hint / 4 || want < buffer_hint - buffer_hint / 4)) {
     link.set_buffer_hint(want);
@@ -558,6 +593,20 @@ void ChannelPump::Impl::measure_link(TimePoint now) {
   }
   rate_t0 = now;
   rate_tx0 = tx;
+}
+
+// The kernel's buffering below ferry for the link's rate: ~25 ms of it (link_buffer_s); in
+// post-copy only a few ms more than its round trip needs (postcopy_buffer_s).
+size_t ChannelPump::Impl::buffer_want(double rate) const {
+  if (postcopy && paced_buffer()) {
+    // Not below the rate before the switch: a buffer too short for the link would lower the
+    // rate it is measured by, and so itself.
+    const double s = opt.postcopy_buffer_s + link.min_rtt_s();
+    return std::clamp(static_cast<size_t>(std::max(rate, switch_rate) * s), kMinPostcopyBuffer,
+                      opt.link_buffer_max);
+  }
+  return std::clamp(static_cast<size_t>(rate * opt.link_buffer_s), opt.link_buffer_min,
+                    opt.link_buffer_max);
 }
 
 size_t ChannelPump::Impl::step(TimePoint now) {

@@ -87,9 +87,9 @@ struct PumpOptions {
   // preempt_route.h), the held pages after it next; a request for a page not held lets QEMU
   // write more into the hold for a short while (256 KiB every 5 ms for 30 ms, while requests
   // wait for it), so that the write it is blocked in ends and it answers. The link still
-  // gets only the short backlog above. 0 = off (QEMU's writes wait for the link): off by
-  // default, because it made the pause at the switch longer in one benchmark cell
-  // (docs/BENCHMARKS.md, "Held stream").
+  // gets only the short backlog above. 0 = off (QEMU's writes wait for the link); ferry
+  // migrate sets 512 MiB with postcopy-preempt (docs/BENCHMARKS.md, "Held pages on the
+  // preempt link").
   size_t postcopy_hold = 0;
   // The requests still waiting for the source (page_requests.h): the hold takes more of
   // QEMU's stream for a request it missed only while some are. Null = for the whole while.
@@ -99,6 +99,20 @@ struct PumpOptions {
   // send buffer keeps its size for what is in flight. At 100 Mbit/s the kernel otherwise
   // queues ~25 ms of bulk ahead of a page QEMU sent just before the destination asked.
   double postcopy_unsent_s = 0.002;
+  // Post-copy with the link paced (postcopy_pace): the kernel's buffering below ferry cut to
+  // this many seconds of the link's rate plus its lowest round trip (Transport::min_rtt_s),
+  // at least 16 KiB; 0 = keep link_buffer_s. The unsent limit alone leaves in flight what the
+  // send buffer holds (link_buffer_min, which the kernel doubles): after the switch TCP put
+  // ~260 KB into a 30 Mbit/s bottleneck's queue at once, and the pages asked for, on the
+  // preempt link's connection through the same bottleneck, waited ~70 ms behind it.
+  double postcopy_buffer_s = 0.003;
+  // Post-copy, unless postcopy_pending is 0: the link paced (Transport::set_pacing_rate) at
+  // this fraction of its rate over the last ~2 s before the switch, so that no queue stands
+  // at the bottleneck for a page asked for, on its own connection through the same
+  // bottleneck, to wait behind. That rate is what ferry handed the kernel, a few percent
+  // above what the bottleneck carried (TCP/IP headers, the kernel's buffer): at 95 % a queue
+  // of 30-70 KB still stood at 30 Mbit/s, at 85 % it drained. 0 = not paced.
+  double postcopy_pace = 0.85;
 };
 
 // Counters another thread may read while the pump runs (progress, policy inputs).
@@ -114,6 +128,8 @@ struct PumpCounters {
   std::atomic<uint64_t> link_retransmits{0};
   // New connections that replaced a failed one (Transport::resumes()), copied as often.
   std::atomic<uint64_t> link_resumes{0};
+  // Post-copy: the rate the link is paced at (PumpOptions::postcopy_pace), bytes/s; 0 = not.
+  std::atomic<uint64_t> postcopy_pace_bytes_per_s{0};
 };
 
 class ChannelPump final : public dataplane::Poller {

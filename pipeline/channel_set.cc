@@ -117,6 +117,7 @@ void ChannelSet::start_channel(uint16_t index, QemuEnd qemu, bool own_fds,
     opt.page_requests = &ch->return_path.page_requests;
     opt.postcopy_pending = postcopy_pending_;
     opt.postcopy_hold = postcopy_hold_;
+    opt.postcopy_pace = postcopy_pace_;
     opt.open_requests = &requests_;
     if (ch->codec) ch->return_path.promote_into(ch->codec.get());
   }
@@ -353,8 +354,9 @@ json::Value ChannelSet::stats_json(const std::string& outcome, const std::string
   uint64_t cache_capacity = 0, cache_peak = 0, cache_resizes = 0;
   size_t cache_budget = 0;
   const char* cache_policy = "";
-  uint64_t held_promoted = 0, held_peak = 0, held_followed = 0;
+  uint64_t held_promoted = 0, held_peak = 0, held_followed = 0, paced = 0;
   for (const auto& c : channels_) {
+    paced = std::max<uint64_t>(paced, c->pump->counters().postcopy_pace_bytes_per_s.load());
     const PageStreamEncoder* enc = c->encoder;
     if (!enc) continue;
     encoding = true;
@@ -465,6 +467,8 @@ json::Value ChannelSet::stats_json(const std::string& outcome, const std::string
       pc.set("held_pages_on_preempt", preempt_route_ ? preempt_route_->routed() : 0);
       // Held pages that went ahead of the rest because they followed one asked for.
       pc.set("held_pages_followed", held_followed);
+      // The main link's pacing rate in post-copy (PumpOptions::postcopy_pace), 0 = not paced.
+      pc.set("paced_bytes_per_s", paced);
     }
     doc.set("postcopy", std::move(pc));
   }

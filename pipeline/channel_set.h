@@ -62,6 +62,8 @@ class ChannelSet {
   void set_postcopy_pending(size_t bytes) { postcopy_pending_ = bytes; }
   // Sender: PumpOptions::postcopy_hold, the same way.
   void set_postcopy_hold(size_t bytes) { postcopy_hold_ = bytes; }
+  // Sender: PumpOptions::postcopy_pace, the same way.
+  void set_postcopy_pace(double fraction) { postcopy_pace_ = fraction; }
 
   // Starts channel `index` on its own thread. The set owns link and, when own_fds, the QEMU
   // fds (closed when the channel ends, so QEMU sees the end at once).
@@ -114,6 +116,7 @@ class ChannelSet {
   dataplane::PollMode poll_mode_ = dataplane::PollMode::kAdaptive;
   size_t postcopy_pending_ = PumpOptions{}.postcopy_pending;
   size_t postcopy_hold_ = PumpOptions{}.postcopy_hold;
+  double postcopy_pace_ = PumpOptions{}.postcopy_pace;
   // Sender with a held stream: held pages asked for go to the preempt channel's stream.
   // Before channels_: their codecs point to it.
   std::unique_ptr<PreemptRoute> preempt_route_;

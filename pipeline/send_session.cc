@@ -25,6 +25,7 @@ SendSession::SendSession(SendOptions options)
       session_id_(std::random_device{}() | (static_cast<uint64_t>(std::random_device{}()) << 32)) {
   set_.set_postcopy_pending(opt_.postcopy_pending);
   set_.set_postcopy_hold(opt_.postcopy_hold);
+  set_.set_postcopy_pace(opt_.postcopy_pace);
 }
 
 SendSession::~SendSession() {

@@ -42,6 +42,10 @@ struct SendOptions {
   // the link, so that QEMU answers page requests at once (PumpOptions::postcopy_hold); 0 =
   // off (--postcopy-hold).
   size_t postcopy_hold = PumpOptions{}.postcopy_hold;
+  // Post-copy, unless postcopy_pending is 0: the main link paced at first at this fraction
+  // of its rate before the switch (PumpOptions::postcopy_pace); 0 = not paced
+  // (--postcopy-pace).
+  double postcopy_pace = PumpOptions{}.postcopy_pace;
   dataplane::TransportSettings transport;  // backend settings (--fabric-provider)
   // Credentials every link authenticates with (then every frame is sealed); null = none
   // (a peer on this host, or --insecure).

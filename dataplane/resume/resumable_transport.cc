@@ -291,6 +291,11 @@ class ResumableTransport final : public Transport {
     unsent_limit_ = bytes;
     if (inner_) inner_->set_unsent_limit(bytes);
   }
+  double min_rtt_s() const noexcept override { return inner_ ? inner_->min_rtt_s() : 0; }
+  void set_pacing_rate(double bytes_per_s) noexcept override {
+    pacing_rate_ = bytes_per_s;
+    if (inner_) inner_->set_pacing_rate(bytes_per_s);
+  }
 
   json::Value link_stats() const override {
     json::Value v = inner_ ? inner_->link_stats() : json::Value();
@@ -564,6 +569,7 @@ class ResumableTransport final : public Transport {
     inner_ = std::move(link);
     if (buffer_hint_) inner_->set_buffer_hint(buffer_hint_);
     if (unsent_limit_) inner_->set_unsent_limit(unsent_limit_);
+    if (pacing_rate_ > 0) inner_->set_pacing_rate(pacing_rate_);
     inner_closed_ = false;
     phase_ = Phase::kGreeting;
     ++resumes_;
@@ -595,6 +601,7 @@ class ResumableTransport final : public Transport {
   bool replaying_ = false;
   bool closed_tx_ = false, inner_closed_ = false;
   size_t buffer_hint_ = 0, unsent_limit_ = 0;
+  double pacing_rate_ = 0;
 
   // from the peer
   uint64_t rx_next_ = kFirstDataSeq;  // we have every frame below

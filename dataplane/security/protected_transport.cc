@@ -138,6 +138,10 @@ class ProtectedTransport final : public Transport {
   }
   void set_buffer_hint(size_t bytes) noexcept override { inner_->set_buffer_hint(bytes); }
   void set_unsent_limit(size_t bytes) noexcept override { inner_->set_unsent_limit(bytes); }
+  double min_rtt_s() const noexcept override { return inner_->min_rtt_s(); }
+  void set_pacing_rate(double bytes_per_s) noexcept override {
+    inner_->set_pacing_rate(bytes_per_s);
+  }
   json::Value link_stats() const override {
     json::Value v = inner_->link_stats();
     if (!v.is_object()) v = json::Value::object();

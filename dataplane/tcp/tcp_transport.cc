@@ -107,6 +107,7 @@ TransportCaps TcpTransport::caps() const noexcept {
   c.reliable = true;
   c.ordered = true;
   c.registered = false;
+  c.paced = true;
   c.tx_done = "copied into the kernel's socket buffer";
   return c;
 }
@@ -123,6 +124,13 @@ void TcpTransport::set_buffer_hint(size_t bytes) noexcept {
 void TcpTransport::set_unsent_limit(size_t bytes) noexcept {
   unsigned v = bytes ? static_cast<unsigned>(std::min<size_t>(bytes, UINT_MAX)) : UINT_MAX;
   ::setsockopt(fd_, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &v, sizeof v);
+}
+
+// SO_MAX_PACING_RATE: the kernel's own pacing (TCP's internal pacer; fq not needed). With a
+// low rate it also sends smaller TSO bursts (~1 ms of the rate each).
+void TcpTransport::set_pacing_rate(double bytes_per_s) noexcept {
+  const uint64_t v = bytes_per_s > 0 ? static_cast<uint64_t>(bytes_per_s) : ~uint64_t{0};
+  ::setsockopt(fd_, SOL_SOCKET, SO_MAX_PACING_RATE, &v, sizeof v);
 }
 
 Result<std::unique_ptr<Listener>> listen(const std::string& address,

@@ -20,6 +20,10 @@ namespace ferry::dataplane::tcp {
 
 inline constexpr size_t kPoolFrames = 64;
 
+// The lowest round trip the kernel measured on the connection fd, in seconds; 0 = none yet
+// (tcp_info.cc).
+double min_rtt_s(int fd) noexcept;
+
 class TcpTransport final : public Transport {
  public:
   // Takes ownership of a connected, non-blocking socket whose link timeout is set.
@@ -51,6 +55,8 @@ class TcpTransport final : public Transport {
   }
   void set_buffer_hint(size_t bytes) noexcept override;
   void set_unsent_limit(size_t bytes) noexcept override;
+  double min_rtt_s() const noexcept override { return tcp::min_rtt_s(fd_); }
+  void set_pacing_rate(double bytes_per_s) noexcept override;
 
  private:
   static constexpr size_t kIov = 32;

@@ -83,9 +83,14 @@ def _methods():
                'KubeVirt do)', caps={'postcopy-ram': True}),
         Method('ferry-migrate', 'migrate',
                'ferry migrate --allow-postcopy --max-downtime <budget> (policy engine)'),
+        # Earlier defaults, for A/Bs against the one above (since 2026-12-06 ferry migrate
+        # holds the stream with preempt, and paces the main link in post-copy).
         Method('ferry-migrate-hold', 'migrate',
                'ferry migrate --allow-postcopy --postcopy-hold 512 --max-downtime <budget>',
                migrate_args=['--allow-postcopy', '--postcopy-hold', '512']),
+        Method('ferry-migrate-unpaced', 'migrate',
+               'ferry migrate --allow-postcopy --postcopy-pace 0 --max-downtime <budget>',
+               migrate_args=['--allow-postcopy', '--postcopy-pace', '0']),
     ]
     for codec in ('none', 'fast', 'max', 'auto'):
         ms.append(Method('ferry-' + codec, 'ferry',

@@ -87,6 +87,7 @@ def scenario(workload, extra_args, expect_rc, checks, during=None, dst_runs=Fals
                                   netns=lk.ns_b, extra_args=qmp2(wd, 'dst')) as dst:
         fr = Ferries(wd, link=lk, transport=transport, recv_args=recv_args)
         mig = None
+        out_path, err_path = wd.path('migrate.out'), wd.path('migrate.err')
         try:
             src.wait_ready()
             src.wait_heartbeats(3)
@@ -102,7 +103,6 @@ def scenario(workload, extra_args, expect_rc, checks, during=None, dst_runs=Fals
                     '--sock', wd.path('mig.sock'), '--json'] + fr.security_args + \
                 (fr.send_args if transport == 'dpdk' else []) + \
                 [x.format(wd=wd.path()) for x in extra_args]
-            out_path, err_path = wd.path('migrate.out'), wd.path('migrate.err')
             mig = lk.spawn('a', argv, stdout=open(out_path, 'wb'), stderr=open(err_path, 'wb'))
             if during:
                 during(mig, src, dst, fr, wd)
@@ -157,6 +157,13 @@ def scenario(workload, extra_args, expect_rc, checks, during=None, dst_runs=Fals
                                'source heartbeats after the stop')
                 print('the VM keeps running on the source')
             return rep
+        except BaseException:
+            # What both ferries logged, for a failure that does not reproduce at will.
+            rig.reap(mig)
+            for name, path in (('ferry migrate', err_path), ('ferry recv', fr.recv_err)):
+                if os.path.exists(path):
+                    print('--- %s stderr (tail) ---\n%s' % (name, read_text(path)[-6000:]))
+            raise
         finally:
             rig.reap(mig)
             fr.close()
@@ -217,6 +224,19 @@ def postcopy():
         check(src['page_requests'] > 0 and src['answered_on_preempt'] > 0,
               'ferry send did not see the source answer page requests: %s (QEMU counted %d '
               'requests)' % (src, rep['postcopy_requests']))
+        # With preempt ferry migrate holds QEMU's stream by default (--postcopy-hold): a held
+        # page asked for leaves on the preempt link, the held pages after it next.
+        print('held: at most %.1f MB; %d pages asked for went on the preempt link, %d after '
+              'them' % (src['held_peak_bytes'] / 1e6, src['held_pages_on_preempt'],
+                        src['held_pages_followed']))
+        check(src['held_peak_bytes'] > 0 and src['held_pages_on_preempt'] > 0 and
+              src['held_pages_followed'] > 0,
+              'ferry migrate did not hold the stream by default: %s' % src)
+        # ... and paces the main link under the rate it had before the switch (100 Mbit/s:
+        # ~12 MB/s; the bounds only say it measured the link, not something else).
+        print('main link paced at %.2f MB/s in post-copy' % (src['paced_bytes_per_s'] / 1e6))
+        check(4e6 < src['paced_bytes_per_s'] < 12.5e6,
+              'the main link was not paced under its rate: %s' % src['paced_bytes_per_s'])
         check_blocktime(rep, running=True)
 
     def recv_checks(r):

@@ -296,10 +296,10 @@ TEST_P(Pumps, BackPressureBoundsWhatIsBuffered) {
   ::close(abort_fd);
 }
 
-// Forwards everything to a transport and records the unsent limits the pump sets on it.
-class UnsentLimitRecorder final : public Transport {
+// Forwards everything to a transport and records the hints the pump sets on it.
+class LinkHintRecorder final : public Transport {
  public:
-  explicit UnsentLimitRecorder(Transport& inner) : in_(inner) {}
+  explicit LinkHintRecorder(Transport& inner) : in_(inner) {}
   const char* kind() const noexcept override { return in_.kind(); }
   TransportCaps caps() const noexcept override { return in_.caps(); }
   FramePool& pool() noexcept override { return in_.pool(); }
@@ -314,14 +314,26 @@ class UnsentLimitRecorder final : public Transport {
   size_t tx_in_flight_bytes() const noexcept override { return in_.tx_in_flight_bytes(); }
   int wait_fd() const noexcept override { return in_.wait_fd(); }
   uint32_t wait_events(bool rx, bool tx) const noexcept override { return in_.wait_events(rx, tx); }
-  void set_buffer_hint(size_t bytes) noexcept override { in_.set_buffer_hint(bytes); }
+  void set_buffer_hint(size_t bytes) noexcept override {
+    in_.set_buffer_hint(bytes);
+    buffer = bytes;
+  }
   void set_unsent_limit(size_t bytes) noexcept override {
     in_.set_unsent_limit(bytes);
     last = bytes;
     ++calls;
   }
-  std::atomic<size_t> last{0};
+  void set_pacing_rate(double bytes_per_s) noexcept override {
+    in_.set_pacing_rate(bytes_per_s);
+    pacing = bytes_per_s;
+    ++pacing_calls;
+  }
+  double min_rtt_s() const noexcept override { return in_.min_rtt_s(); }
+  std::atomic<size_t> last{0};  // set_unsent_limit
   std::atomic<int> calls{0};
+  std::atomic<size_t> buffer{0};  // the last set_buffer_hint
+  std::atomic<double> pacing{0};
+  std::atomic<int> pacing_calls{0};
 
  private:
   Transport& in_;
@@ -334,7 +346,7 @@ TEST(SenderPump, PostCopyHoldsTheKernelsUnsentQueueShort) {
   for (const size_t pending : {size_t{32} << 10, size_t{0}}) {
     SCOPED_TRACE("postcopy_pending " + std::to_string(pending));
     LinkPair link = connect_pair("tcp");
-    UnsentLimitRecorder rec(*link.send_side);
+    LinkHintRecorder rec(*link.send_side);
     SocketPair src, dst;
     std::atomic<uint64_t> requests{0};
     PumpOptions opt;
@@ -375,6 +387,80 @@ TEST(SenderPump, PostCopyHoldsTheKernelsUnsentQueueShort) {
     ASSERT_EQ(::getsockopt(link.send_side->wait_fd(), IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, &len),
               0);
     EXPECT_EQ(lowat, rec.last.load());
+  }
+}
+
+TEST(SenderPump, PostCopyPacesTheLinkUnderItsRateWithAShortBuffer) {
+  // Once a page request went by, the sender paces the link at postcopy_pace of the rate it
+  // measured before (on tcp SO_MAX_PACING_RATE) and cuts the kernel's buffer to a few ms of
+  // it, so that no queue stands at a bottleneck for a page asked for to wait behind; with
+  // postcopy_pace 0 it does neither. The destination reads ~6 MB/s: the link is the
+  // bottleneck, and the pump measures its rate.
+  for (const double pace : {0.85, 0.0}) {
+    SCOPED_TRACE("postcopy_pace " + std::to_string(pace));
+    LinkPair link = connect_pair("tcp");
+    // Small socket buffers: the slow destination holds the sender back at once, instead of
+    // after megabytes in loopback's autotuned buffers.
+    const int small = 64 << 10;
+    for (const auto& [fd, opt] : {std::pair{link.recv_side->wait_fd(), SO_RCVBUF},
+                                  std::pair{link.send_side->wait_fd(), SO_SNDBUF}}) {
+      ASSERT_EQ(::setsockopt(fd, SOL_SOCKET, opt, &small, sizeof small), 0);
+    }
+    LinkHintRecorder rec(*link.send_side);
+    SocketPair src, dst;
+    std::atomic<uint64_t> requests{0};
+    PumpOptions opt;
+    opt.page_requests = &requests;
+    opt.postcopy_pace = pace;
+    ChannelPump sender(PumpRole::kSender, {src.qemu, src.qemu}, rec, opt);
+    ChannelPump receiver(PumpRole::kReceiver, {dst.qemu, dst.qemu}, *link.recv_side, PumpOptions{});
+    Status sst, rst;
+    std::thread ts([&] { sst = sender.run(); });
+    std::thread tr([&] { rst = receiver.run(); });
+    const auto stream = random_bytes(10u << 20, 11);
+    int pacing_before_request = -1;
+    size_t buffer_before_request = 0;
+    std::thread source([&] {
+      const size_t first = 7u << 20;  // ~1 s at the destination's pace
+      ASSERT_TRUE(write_all(src.test, stream.data(), first));
+      pacing_before_request = rec.pacing_calls.load();
+      buffer_before_request = rec.buffer.load();
+      requests.store(1);  // the destination asked for a page
+      ASSERT_TRUE(write_all(src.test, stream.data() + first, stream.size() - first));
+      ::shutdown(src.test, SHUT_WR);
+    });
+    std::vector<uint8_t> got;
+    uint8_t buf[32768];
+    for (ssize_t r; (r = ::read(dst.test, buf, sizeof buf)) > 0;) {
+      got.insert(got.end(), buf, buf + r);
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));  // the slow destination
+    }
+    source.join();
+    ::shutdown(dst.test, SHUT_WR);
+    ts.join();
+    tr.join();
+    EXPECT_TRUE(sst.is_ok()) << sst.message();
+    EXPECT_TRUE(rst.is_ok()) << rst.message();
+    EXPECT_EQ(got, stream);
+    EXPECT_EQ(pacing_before_request, 0);
+    EXPECT_GE(buffer_before_request, PumpOptions{}.link_buffer_min);
+    if (pace == 0) {
+      EXPECT_EQ(rec.pacing_calls.load(), 0);
+      EXPECT_GE(rec.buffer.load(), PumpOptions{}.link_buffer_min);
+      continue;
+    }
+    ASSERT_EQ(rec.pacing_calls.load(), 1);
+    // 0.85 of ~6 MB/s; wide bounds for a busy host.
+    EXPECT_GT(rec.pacing.load(), 1e6);
+    EXPECT_LT(rec.pacing.load(), 20e6);
+    uint64_t max_rate = 0;
+    socklen_t len = sizeof max_rate;
+    ASSERT_EQ(
+        ::getsockopt(link.send_side->wait_fd(), SOL_SOCKET, SO_MAX_PACING_RATE, &max_rate, &len),
+        0);
+    EXPECT_EQ(max_rate, static_cast<uint64_t>(rec.pacing.load()));
+    EXPECT_GE(rec.buffer.load(), size_t{16} << 10);
+    EXPECT_LT(rec.buffer.load(), PumpOptions{}.link_buffer_min);
   }
 }
 
