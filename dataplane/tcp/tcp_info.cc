@@ -1,12 +1,11 @@
 // dataplane/tcp/tcp_info.cc — what the kernel measured about a TCP connection. Apart from
 // tcp_transport.cc because glibc's <netinet/tcp.h> has an older struct tcp_info (no
 // tcpi_min_rtt), and the kernel's <linux/tcp.h> clashes with it.
+#include <linux/tcp.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <cstddef>
-
-#include <linux/tcp.h>
 
 #include "dataplane/tcp/tcp_transport_internal.h"
 
