@@ -18,6 +18,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <string>
 #include <thread>
@@ -339,6 +340,38 @@ class LinkHintRecorder final : public Transport {
   Transport& in_;
 };
 
+// Pumps `stream` through a sender on send_link and a receiver on recv_link, QEMU played by
+// the test: the first `first` bytes, then a page request (at_request() runs just before
+// it), then the rest; read_dst reads the destination's end to EOF. What the destination got.
+std::vector<uint8_t> pump_across_a_request(
+    PumpOptions opt, Transport& send_link, Transport& recv_link, const std::vector<uint8_t>& stream,
+    size_t first, const std::function<void()>& at_request,
+    const std::function<std::vector<uint8_t>(int)>& read_dst) {
+  SocketPair src, dst;
+  std::atomic<uint64_t> requests{0};
+  opt.page_requests = &requests;
+  ChannelPump sender(PumpRole::kSender, {src.qemu, src.qemu}, send_link, opt);
+  ChannelPump receiver(PumpRole::kReceiver, {dst.qemu, dst.qemu}, recv_link, PumpOptions{});
+  Status sst, rst;
+  std::thread ts([&] { sst = sender.run(); });
+  std::thread tr([&] { rst = receiver.run(); });
+  std::thread source([&] {
+    ASSERT_TRUE(write_all(src.test, stream.data(), first));
+    at_request();
+    requests.store(1);  // the destination asked for a page
+    ASSERT_TRUE(write_all(src.test, stream.data() + first, stream.size() - first));
+    ::shutdown(src.test, SHUT_WR);
+  });
+  std::vector<uint8_t> got = read_dst(dst.test);
+  source.join();
+  ::shutdown(dst.test, SHUT_WR);
+  ts.join();
+  tr.join();
+  EXPECT_TRUE(sst.is_ok()) << sst.message();
+  EXPECT_TRUE(rst.is_ok()) << rst.message();
+  return got;
+}
+
 TEST(SenderPump, PostCopyHoldsTheKernelsUnsentQueueShort) {
   // Once a page request went by, the sender limits what waits unsent in the kernel (on tcp
   // TCP_NOTSENT_LOWAT), so a page QEMU sent just before the destination asked for it waits
@@ -347,33 +380,13 @@ TEST(SenderPump, PostCopyHoldsTheKernelsUnsentQueueShort) {
     SCOPED_TRACE("postcopy_pending " + std::to_string(pending));
     LinkPair link = connect_pair("tcp");
     LinkHintRecorder rec(*link.send_side);
-    SocketPair src, dst;
-    std::atomic<uint64_t> requests{0};
     PumpOptions opt;
-    opt.page_requests = &requests;
     opt.postcopy_pending = pending;
-    ChannelPump sender(PumpRole::kSender, {src.qemu, src.qemu}, rec, opt);
-    ChannelPump receiver(PumpRole::kReceiver, {dst.qemu, dst.qemu}, *link.recv_side, PumpOptions{});
-    Status sst, rst;
-    std::thread ts([&] { sst = sender.run(); });
-    std::thread tr([&] { rst = receiver.run(); });
     const auto stream = random_bytes(8u << 20, 7);
     int calls_before_request = -1;
-    std::thread source([&] {
-      const size_t half = stream.size() / 2;
-      ASSERT_TRUE(write_all(src.test, stream.data(), half));
-      calls_before_request = rec.calls.load();
-      requests.store(1);  // the destination asked for a page
-      ASSERT_TRUE(write_all(src.test, stream.data() + half, stream.size() - half));
-      ::shutdown(src.test, SHUT_WR);
-    });
-    std::vector<uint8_t> got = read_to_eof(dst.test);
-    source.join();
-    ::shutdown(dst.test, SHUT_WR);
-    ts.join();
-    tr.join();
-    EXPECT_TRUE(sst.is_ok()) << sst.message();
-    EXPECT_TRUE(rst.is_ok()) << rst.message();
+    const auto got = pump_across_a_request(
+        opt, rec, *link.recv_side, stream, stream.size() / 2,
+        [&] { calls_before_request = rec.calls.load(); }, [](int fd) { return read_to_eof(fd); });
     EXPECT_EQ(got, stream);
     EXPECT_EQ(calls_before_request, 0);
     if (pending == 0) {
@@ -407,40 +420,27 @@ TEST(SenderPump, PostCopyPacesTheLinkUnderItsRateWithAShortBuffer) {
       ASSERT_EQ(::setsockopt(fd, SOL_SOCKET, opt, &small, sizeof small), 0);
     }
     LinkHintRecorder rec(*link.send_side);
-    SocketPair src, dst;
-    std::atomic<uint64_t> requests{0};
     PumpOptions opt;
-    opt.page_requests = &requests;
     opt.postcopy_pace = pace;
-    ChannelPump sender(PumpRole::kSender, {src.qemu, src.qemu}, rec, opt);
-    ChannelPump receiver(PumpRole::kReceiver, {dst.qemu, dst.qemu}, *link.recv_side, PumpOptions{});
-    Status sst, rst;
-    std::thread ts([&] { sst = sender.run(); });
-    std::thread tr([&] { rst = receiver.run(); });
     const auto stream = random_bytes(10u << 20, 11);
     int pacing_before_request = -1;
     size_t buffer_before_request = 0;
-    std::thread source([&] {
-      const size_t first = 7u << 20;  // ~1 s at the destination's pace
-      ASSERT_TRUE(write_all(src.test, stream.data(), first));
-      pacing_before_request = rec.pacing_calls.load();
-      buffer_before_request = rec.buffer.load();
-      requests.store(1);  // the destination asked for a page
-      ASSERT_TRUE(write_all(src.test, stream.data() + first, stream.size() - first));
-      ::shutdown(src.test, SHUT_WR);
-    });
-    std::vector<uint8_t> got;
-    uint8_t buf[32768];
-    for (ssize_t r; (r = ::read(dst.test, buf, sizeof buf)) > 0;) {
-      got.insert(got.end(), buf, buf + r);
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));  // the slow destination
-    }
-    source.join();
-    ::shutdown(dst.test, SHUT_WR);
-    ts.join();
-    tr.join();
-    EXPECT_TRUE(sst.is_ok()) << sst.message();
-    EXPECT_TRUE(rst.is_ok()) << rst.message();
+    const auto slow_reader = [](int fd) {
+      std::vector<uint8_t> got;
+      uint8_t buf[32768];
+      for (ssize_t r; (r = ::read(fd, buf, sizeof buf)) > 0;) {
+        got.insert(got.end(), buf, buf + r);
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));  // the slow destination
+      }
+      return got;
+    };
+    const auto got = pump_across_a_request(
+        opt, rec, *link.recv_side, stream, 7u << 20,  // ~1 s at the destination's pace
+        [&] {
+          pacing_before_request = rec.pacing_calls.load();
+          buffer_before_request = rec.buffer.load();
+        },
+        slow_reader);
     EXPECT_EQ(got, stream);
     EXPECT_EQ(pacing_before_request, 0);
     EXPECT_GE(buffer_before_request, PumpOptions{}.link_buffer_min);
