@@ -40,7 +40,7 @@ struct TransportCaps {
   bool reliable = false;     // every frame handed to tx_burst arrives, or the link fails
   bool ordered = false;      // frames arrive in tx order
   bool registered = false;   // tx frames must come from pool() (registered memory)
-  bool paced = false;        // set_pacing_rate paces what it sends (tcp: the kernel's pacer)
+  bool paced = false;        // set_pacing_rate paces what it sends (tcp: the kernel's; reliable/)
   const char* tx_done = "";  // what "reaped" means, for docs and --version
 };
 
@@ -126,9 +126,10 @@ class Transport {
   // The lowest round trip the backend measured on this link, in seconds (0 = not known):
   // with the rate, how much in flight keeps the link busy. Owner thread.
   virtual double min_rtt_s() const noexcept { return 0; }
-  // Sends no faster than this many bytes per second (0 = as fast as the link takes them), so
-  // that no queue forms at a bottleneck the rate is just under. Only where caps().paced;
-  // elsewhere (reliable/ has a pacer of its own) a no-op.
+  // Sends no faster than this many bytes per second (0 = as fast as the link takes them), and
+  // in bursts of ~1 ms of it at most, so that no queue forms at a bottleneck the rate is
+  // just under. Only where caps().paced (tcp, reliable/ over udp and dpdk); elsewhere a
+  // no-op.
   virtual void set_pacing_rate(double /*bytes_per_s*/) noexcept {}
 
   // What the backend measured about the link (retransmits, RTT, pacing rate, ...) for

@@ -75,10 +75,11 @@ struct PumpOptions {
   // page waits behind that write, and one QEMU had already sent waits behind all the bulk
   // queued ahead of it. Read in big batches (read_chunk whenever max_pending allows) QEMU's
   // socket drains in bursts and ferry holds up to ~1 MB more of bulk; from the first request
-  // on, the pump keeps ~3 ms of the link's rate queued (at least postcopy_pending, at most
-  // max_pending) and tops up what the link took. postcopy_pending 0 = off (read and queue
-  // as in pre-copy). At 30 Mbit/s this cut the p99 page-request wait from 270-430 ms to
-  // 130-180 ms (docs/BENCHMARKS.md).
+  // on, or once QEMU's post-copy package (the device state the destination resumes with) is
+  // in the kernel if the codec sees it, the pump keeps ~3 ms of the link's rate queued (at
+  // least postcopy_pending, at most max_pending) and tops up what the link took.
+  // postcopy_pending 0 = off (read and queue as in pre-copy). At 30 Mbit/s this cut the p99
+  // page-request wait from 270-430 ms to 130-180 ms (docs/BENCHMARKS.md).
   const std::atomic<uint64_t>* page_requests = nullptr;
   size_t postcopy_pending = 32u << 10;
   // Post-copy, unless postcopy_pending is 0, with a codec that holds (StreamCodec::hold): the

@@ -221,6 +221,7 @@ Status PageStreamEncoder::drain(std::span<const uint8_t> pushed, FrameWriter& ou
                        (it.ram.type == qemu::RamRecordType::kZero && it.ram.fill == 0)) &&
                       effort_ > 0;
     if (!page) {
+      if (it.kind == ItemKind::kPackagedEnd) package_framed_ = true;
       if (holding_) {
         if (it.kind == ItemKind::kEof) eof_held_ = true;
         hold_item(it, false);

@@ -144,6 +144,7 @@ class PageStreamEncoder final : public StreamCodec {
   // Post-copy (StreamCodec::hold): the main channel only, once its stream began.
   bool hold() override;
   size_t held_bytes() const override { return held_bytes_; }
+  bool postcopy_package_framed() const override { return package_framed_; }
   Status release(size_t bytes, FrameWriter& out) override;
   void promote(std::string_view block, uint64_t start, uint64_t length) override;
   uint64_t requests_missed() const override { return missed_; }
@@ -259,6 +260,7 @@ class PageStreamEncoder final : public StreamCodec {
   // pages by (block, index), except pages held twice, which keep their order; the promoted
   // ones waiting to be released; whether the last item framed was a page.
   bool holding_ = false;
+  bool package_framed_ = false;  // the main channel's PACKAGED blob went by
   std::deque<Held> held_;
   uint64_t held_front_ = 0;
   size_t held_bytes_ = 0;

@@ -87,6 +87,9 @@ class StreamCodec {
   virtual bool hold() { return false; }
   // Bytes held: the stream taken from QEMU and not framed yet.
   virtual size_t held_bytes() const { return 0; }
+  // Sender: QEMU's post-copy package (the device state, then RUN) went into frames: the
+  // destination resumes once it has them, and asks for pages at once.
+  virtual bool postcopy_package_framed() const { return false; }
   // Frames the held stream in order, about `bytes` of it (whole items), after every page
   // promoted since the last call (none: only those).
   virtual Status release(size_t bytes, FrameWriter& out) {

@@ -63,6 +63,15 @@ void RateControl::init(uint32_t mss, uint64_t initial_cwnd_packets, int64_t rtt_
   if (max_rate_) pacing_rate_ = std::min(pacing_rate_, max_rate_);
 }
 
+void RateControl::set_max_rate(uint64_t max_rate) {
+  max_rate_ = max_rate;
+  if (max_rate_) {
+    pacing_rate_ = std::min(pacing_rate_, max_rate_);
+  } else {
+    set_pacing(pacing_gain_, /*only_up=*/true);
+  }
+}
+
 uint64_t RateControl::bdp(double gain) const {
   if (bw_.get() == 0 || min_rtt_ns_ <= 0) return cwnd_;
   const double rtt = static_cast<double>(std::max(min_rtt_ns_, kRttFloorNs));

@@ -90,6 +90,7 @@ Status ReliableLink::init(std::unique_ptr<DatagramPort> port, const ReliableOpti
   FERRY_RETURN_IF_ERROR(check_options(options));
   opt_ = options;
   if (opt_.tx_frames == 0) opt_.tx_frames = opt_.pool_frames;
+  max_rate_ = opt_.max_rate;
   role_ = role;
   port_ = std::move(port);
   own_dgram_ = port_->max_datagram();
@@ -146,8 +147,20 @@ TransportCaps ReliableLink::caps() const noexcept {
   c.reliable = true;
   c.ordered = true;
   c.registered = false;
+  c.paced = true;
   c.tx_done = "acked by the peer";
   return c;
+}
+
+// Bounds the pacer (BBR-like, packet by packet: no bursts beyond pacing_slack) under the
+// rate the owner measured, or back to ReliableOptions::max_rate with 0.
+void ReliableLink::set_pacing_rate(double bytes_per_s) noexcept {
+  max_rate_ = opt_.max_rate;
+  if (bytes_per_s > 0) {
+    const auto rate = static_cast<uint64_t>(bytes_per_s);
+    max_rate_ = max_rate_ ? std::min(max_rate_, rate) : rate;
+  }
+  if (phase_ == Phase::kEstablished) cc_.set_max_rate(max_rate_);
 }
 
 wire::SynParams ReliableLink::own_params() const noexcept {
@@ -186,7 +199,7 @@ void ReliableLink::establish(int64_t now, int64_t rtt_ns) noexcept {
   max_ranges_ = std::min(wire::kMaxAckRanges, (dgram_ - wire::kAckHeaderSize) / wire::kRangeSize);
   if (rtt_ns > 0) update_rtt(rtt_ns);
   cc_.init(static_cast<uint32_t>(dgram_), opt_.initial_cwnd_packets,
-           rtt_ns > 0 ? rtt_ns : opt_.initial_rtt.count(), opt_.max_rate);
+           rtt_ns > 0 ? rtt_ns : opt_.initial_rtt.count(), max_rate_);
   next_send_ns_ = now;
   delivered_ns_ = first_sent_ns_ = now;
 }

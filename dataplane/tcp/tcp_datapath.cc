@@ -1,4 +1,6 @@
 // dataplane/tcp/tcp_datapath.cc — TcpTransport's burst calls: writev/recv, never blocking.
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -52,14 +54,26 @@ size_t TcpTransport::tx_burst(std::span<FrameBuf* const> frames) noexcept {
   return n;
 }
 
+// Paced (set_pacing_rate): the burst less what the kernel has not sent yet (SIOCOUTQNSD).
+size_t TcpTransport::paced_room() const noexcept {
+  if (paced_burst_ == 0) return SIZE_MAX;
+  int unsent = 0;
+  if (::ioctl(fd_, SIOCOUTQNSD, &unsent) != 0) return paced_burst_;
+  const auto u = static_cast<size_t>(std::max(unsent, 0));
+  return u < paced_burst_ ? paced_burst_ - u : 0;
+}
+
 void TcpTransport::flush() noexcept {
-  while (tx_sent_ < tx_count_ && error_.is_ok()) {
+  size_t room = tx_sent_ < tx_count_ ? paced_room() : 0;
+  while (tx_sent_ < tx_count_ && room > 0 && error_.is_ok()) {
     iovec iov[kIov];
     size_t k = 0;
-    for (size_t i = tx_sent_; i < tx_count_ && k < kIov; ++i, ++k) {
+    size_t bytes = 0;
+    for (size_t i = tx_sent_; i < tx_count_ && k < kIov && bytes < room; ++i, ++k) {
       FrameBuf* f = tx_ring_[(tx_head_ + i) % tx_ring_.size()];
       const size_t skip = i == tx_sent_ ? tx_off_ : 0;
-      iov[k] = {f->data + skip, f->len - skip};
+      iov[k] = {f->data + skip, std::min(f->len - skip, room - bytes)};
+      bytes += iov[k].iov_len;
     }
     msghdr msg{};
     msg.msg_iov = iov;
@@ -72,6 +86,7 @@ void TcpTransport::flush() noexcept {
     }
     size_t left = static_cast<size_t>(w);
     tx_bytes_ -= left;
+    if (room != SIZE_MAX) room -= std::min(room, left);
     while (left) {
       FrameBuf* f = tx_ring_[(tx_head_ + tx_sent_) % tx_ring_.size()];
       const size_t rest = f->len - tx_off_;

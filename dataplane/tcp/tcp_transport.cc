@@ -122,15 +122,30 @@ void TcpTransport::set_buffer_hint(size_t bytes) noexcept {
 // TCP_NOTSENT_LOWAT: writes stop while more than this is queued and not yet sent, so the
 // queue in the kernel stays short without the send buffer (the window in flight) shrinking.
 void TcpTransport::set_unsent_limit(size_t bytes) noexcept {
+  unsent_limit_ = bytes;
+  if (paced_burst_ > 0) return;  // paced: the burst is the limit
   unsigned v = bytes ? static_cast<unsigned>(std::min<size_t>(bytes, UINT_MAX)) : UINT_MAX;
   ::setsockopt(fd_, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &v, sizeof v);
 }
 
-// SO_MAX_PACING_RATE: the kernel's own pacing (TCP's internal pacer; fq not needed). With a
-// low rate it also sends smaller TSO bursts (~1 ms of the rate each).
+// SO_MAX_PACING_RATE: the kernel's own pacer (TCP's internal one; fq not needed). It spaces
+// what it sends, but each send is one TSO burst of all that waits unsent, and the kernel
+// sizes those by the lowest round trip too (tcp_tso_rtt_log): below 0.5 ms, up to 64 KiB
+// whatever the rate, which a bottleneck queues at once. So while paced, flush() keeps no
+// more than ~1 ms of the rate unsent in the kernel, and TCP_NOTSENT_LOWAT wakes the writer
+// when there is room again.
 void TcpTransport::set_pacing_rate(double bytes_per_s) noexcept {
   const uint64_t v = bytes_per_s > 0 ? static_cast<uint64_t>(bytes_per_s) : ~uint64_t{0};
   ::setsockopt(fd_, SOL_SOCKET, SO_MAX_PACING_RATE, &v, sizeof v);
+  paced_burst_ = bytes_per_s > 0
+                     ? std::max(static_cast<size_t>(bytes_per_s * kPacedBurstS), kMinPacedBurst)
+                     : 0;
+  if (paced_burst_ == 0) {
+    set_unsent_limit(unsent_limit_);
+    return;
+  }
+  unsigned lowat = static_cast<unsigned>(std::min<size_t>(paced_burst_, UINT_MAX));
+  ::setsockopt(fd_, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof lowat);
 }
 
 Result<std::unique_ptr<Listener>> listen(const std::string& address,

@@ -60,11 +60,17 @@ class TcpTransport final : public Transport {
 
  private:
   static constexpr size_t kIov = 32;
+  // Paced: ~1 ms of the rate may wait unsent in the kernel (a TSO burst's most), at least a
+  // page and its frame header.
+  static constexpr double kPacedBurstS = 0.001;
+  static constexpr size_t kMinPacedBurst = 4200;
   void fail(const char* what, int err) noexcept;
   void fail_protocol(const Status& st) noexcept;
   void flush() noexcept;
   // Reads into rx_cur_; returns false when nothing more can be read now.
   bool read_some() noexcept;
+  // Paced: what flush() may hand the kernel now, SIZE_MAX when not paced.
+  size_t paced_room() const noexcept;
 
   int fd_;
   std::unique_ptr<FramePool> pool_;
@@ -79,6 +85,9 @@ class TcpTransport final : public Transport {
   std::vector<FrameBuf*> tx_ring_;
   size_t tx_head_ = 0, tx_count_ = 0, tx_sent_ = 0, tx_off_ = 0;
   size_t tx_bytes_ = 0;  // queued and not yet written
+  // Paced (set_pacing_rate): at most this many bytes wait in the kernel unsent, 0 = no limit.
+  size_t paced_burst_ = 0;
+  size_t unsent_limit_ = 0;  // set_unsent_limit's, applied while not paced
 
   // rx: the buffer being filled; rx_whole_ = bytes of whole frames at its start;
   FrameBuf* rx_cur_ = nullptr;

@@ -61,6 +61,9 @@ class RateControl {
   // Bytes acked beyond what the bandwidth explains, max over the last 5-10 rounds.
   uint64_t extra_acked() const { return std::max(extra_acked_[0], extra_acked_[1]); }
 
+  // The pacing rate's upper bound in bytes/s from now on (0 = none).
+  void set_max_rate(uint64_t max_rate);
+
   uint64_t pacing_rate() const { return pacing_rate_; }  // bytes per second
   uint64_t cwnd() const { return cwnd_; }
   uint64_t bandwidth() const { return bw_.get(); }

@@ -54,6 +54,10 @@ class ReliableLink final : public ReliableTransport {
   int wait_fd() const noexcept override { return port_->wait_fd(); }
   uint32_t wait_events(bool want_rx, bool want_tx) const noexcept override;
   void set_buffer_hint(size_t bytes) noexcept override { buffer_hint_ = bytes; }
+  double min_rtt_s() const noexcept override {
+    return static_cast<double>(cc_.min_rtt_ns()) * 1e-9;
+  }
+  void set_pacing_rate(double bytes_per_s) noexcept override;
   bool established() const noexcept override { return phase_ == Phase::kEstablished; }
   const ReliableStats& stats() const noexcept override;
   DatagramPort& port() noexcept override { return *port_; }
@@ -220,6 +224,7 @@ class ReliableLink final : public ReliableTransport {
   size_t tx_bytes_ = 0;
   size_t tx_unsent_ = 0;    // bytes of taken frames not yet cut into packets
   size_t buffer_hint_ = 0;  // set_buffer_hint: tx_burst stops at this much unsent (0 = off)
+  uint64_t max_rate_ = 0;   // the pacer's bound: ReliableOptions::max_rate, set_pacing_rate
   bool close_requested_ = false;
   bool fin_sent_ = false;
   bool fin_acked_ = false;

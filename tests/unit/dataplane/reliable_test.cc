@@ -920,5 +920,35 @@ TEST(ReliableRate, HonoursMaxRate) {
   EXPECT_GE(rate, 2'000'000 * 0.85);
 }
 
+TEST(ReliableRate, PacingRateBoundsTheLinkWhileItRunsAndLifts) {
+  // Post-copy paces the main link under the rate it had (Transport::set_pacing_rate), on a
+  // link already running at its own measured rate; 0 gives the link its own rate back.
+  auto sim = open_link("delay=1ms,rate=100mbit,queue=512k", "delay=1ms,seed=3", test_options());
+  ASSERT_TRUE(sim->client->caps().paced);
+  Sender tx{sim->client.get()};
+  tx.total = UINT64_MAX;
+  tx.spec.fixed_payload = 64 * 1024;
+  Receiver rx{sim->server.get()};
+  rx.spec = tx.spec;
+  auto pump = [&] { return tx.pump() + rx.pump(); };
+  auto rate_over = [&](std::chrono::nanoseconds d) {
+    const uint64_t before = rx.bytes;
+    sim->run(
+        pump, [] { return false; }, d);
+    return static_cast<double>(rx.bytes - before) / std::chrono::duration<double>(d).count();
+  };
+  const double free_rate = rate_over(3s);
+  EXPECT_GE(free_rate, 100e6 / 8 * 0.8);
+  sim->client->set_pacing_rate(2'000'000);
+  rate_over(1s);  // what was in flight drains
+  const double paced = rate_over(3s);
+  EXPECT_LE(paced, 2'000'000 * 1.05);
+  EXPECT_GE(paced, 2'000'000 * 0.85);
+  sim->client->set_pacing_rate(0);
+  rate_over(2s);
+  EXPECT_GE(rate_over(3s), 100e6 / 8 * 0.8);
+  EXPECT_EQ(rx.bad, 0u) << rx.first_bad;
+}
+
 }  // namespace
 }  // namespace ferry::dataplane::reliable
