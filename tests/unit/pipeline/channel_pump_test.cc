@@ -372,6 +372,28 @@ std::vector<uint8_t> pump_across_a_request(
   return got;
 }
 
+// A destination that reads ~6 MB/s: the link, not QEMU, is then the bottleneck, and the
+// pump measures its rate.
+std::vector<uint8_t> read_slowly(int fd) {
+  std::vector<uint8_t> got;
+  uint8_t buf[32768];
+  for (ssize_t r; (r = ::read(fd, buf, sizeof buf)) > 0;) {
+    got.insert(got.end(), buf, buf + r);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // the slow destination
+  }
+  return got;
+}
+
+// Small socket buffers on a tcp pair: a slow destination holds the sender back at once,
+// instead of after megabytes in loopback's autotuned buffers.
+void small_socket_buffers(LinkPair& link) {
+  const int small = 64 << 10;
+  for (const auto& [fd, opt] : {std::pair{link.recv_side->wait_fd(), SO_RCVBUF},
+                                std::pair{link.send_side->wait_fd(), SO_SNDBUF}}) {
+    ASSERT_EQ(::setsockopt(fd, SOL_SOCKET, opt, &small, sizeof small), 0);
+  }
+}
+
 TEST(SenderPump, PostCopyHoldsTheKernelsUnsentQueueShort) {
   // Once a page request went by, the sender limits what waits unsent in the kernel (on tcp
   // TCP_NOTSENT_LOWAT), so a page QEMU sent just before the destination asked for it waits
@@ -412,35 +434,20 @@ TEST(SenderPump, PostCopyPacesTheLinkUnderItsRateWithAShortBuffer) {
   for (const double pace : {0.85, 0.0}) {
     SCOPED_TRACE("postcopy_pace " + std::to_string(pace));
     LinkPair link = connect_pair("tcp");
-    // Small socket buffers: the slow destination holds the sender back at once, instead of
-    // after megabytes in loopback's autotuned buffers.
-    const int small = 64 << 10;
-    for (const auto& [fd, opt] : {std::pair{link.recv_side->wait_fd(), SO_RCVBUF},
-                                  std::pair{link.send_side->wait_fd(), SO_SNDBUF}}) {
-      ASSERT_EQ(::setsockopt(fd, SOL_SOCKET, opt, &small, sizeof small), 0);
-    }
+    ASSERT_NO_FATAL_FAILURE(small_socket_buffers(link));
     LinkHintRecorder rec(*link.send_side);
     PumpOptions opt;
     opt.postcopy_pace = pace;
     const auto stream = random_bytes(10u << 20, 11);
     int pacing_before_request = -1;
     size_t buffer_before_request = 0;
-    const auto slow_reader = [](int fd) {
-      std::vector<uint8_t> got;
-      uint8_t buf[32768];
-      for (ssize_t r; (r = ::read(fd, buf, sizeof buf)) > 0;) {
-        got.insert(got.end(), buf, buf + r);
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));  // the slow destination
-      }
-      return got;
-    };
     const auto got = pump_across_a_request(
         opt, rec, *link.recv_side, stream, 7u << 20,  // ~1 s at the destination's pace
         [&] {
           pacing_before_request = rec.pacing_calls.load();
           buffer_before_request = rec.buffer.load();
         },
-        slow_reader);
+        read_slowly);
     EXPECT_EQ(got, stream);
     EXPECT_EQ(pacing_before_request, 0);
     EXPECT_GE(buffer_before_request, PumpOptions{}.link_buffer_min);
@@ -461,6 +468,58 @@ TEST(SenderPump, PostCopyPacesTheLinkUnderItsRateWithAShortBuffer) {
     EXPECT_EQ(max_rate, static_cast<uint64_t>(rec.pacing.load()));
     EXPECT_GE(rec.buffer.load(), size_t{16} << 10);
     EXPECT_LT(rec.buffer.load(), PumpOptions{}.link_buffer_min);
+  }
+}
+
+// A sender's codec that frames QEMU's bytes as OPAQUE and, once it framed package_end of
+// them (0 = never), says QEMU's post-copy package went into frames.
+class PackageCodec final : public StreamCodec {
+ public:
+  explicit PackageCodec(size_t package_end) : package_end_(package_end) {}
+  Status encode(std::span<const uint8_t> bytes, FrameWriter& out) override {
+    for (size_t at = 0; at < bytes.size();) {
+      const size_t n = std::min(bytes.size() - at, size_t{64} << 10);
+      std::memcpy(out.begin_frame(n), bytes.data() + at, n);
+      out.end_frame(FrameType::kOpaque, n);
+      at += n;
+    }
+    framed_ += bytes.size();
+    return Status::ok();
+  }
+  Status finish(FrameWriter&) override { return Status::ok(); }
+  Status decode(FrameType, std::span<const uint8_t>, ByteQueue&) override { return Status::ok(); }
+  bool postcopy_package_framed() const override {
+    return package_end_ > 0 && framed_ >= package_end_;
+  }
+
+ private:
+  size_t package_end_;
+  size_t framed_ = 0;
+};
+
+TEST(SenderPump, PostCopyPacingBeginsOnceThePackageIsInTheKernel) {
+  // The first page requests come right after the destination loaded QEMU's post-copy
+  // package: pacing that began with them found the bulk sent since already queued at the
+  // bottleneck. So the sender paces from the package on, with no request yet; a stream
+  // without one (package_end 0) is not paced before a request.
+  for (const size_t package_end : {size_t{7} << 20, size_t{0}}) {
+    SCOPED_TRACE("package_end " + std::to_string(package_end));
+    LinkPair link = connect_pair("tcp");
+    ASSERT_NO_FATAL_FAILURE(small_socket_buffers(link));
+    LinkHintRecorder rec(*link.send_side);
+    PackageCodec codec(package_end);
+    PumpOptions opt;
+    opt.codec = &codec;
+    const auto stream = random_bytes(10u << 20, 13);
+    int pacing_before_request = -1;
+    // The request comes after QEMU wrote everything: by then the pump has taken all but its
+    // socket's buffer, well past the package's end.
+    const auto got = pump_across_a_request(
+        opt, rec, *link.recv_side, stream, stream.size(),
+        [&] { pacing_before_request = rec.pacing_calls.load(); }, read_slowly);
+    EXPECT_EQ(got, stream);
+    EXPECT_EQ(pacing_before_request, package_end > 0 ? 1 : 0);
+    EXPECT_EQ(rec.pacing_calls.load(), 1);
   }
 }
 

@@ -385,6 +385,39 @@ TEST(PageStream, EffortChangesBetweenReadsKeepStreamsInStep) {
 // destination asks for goes out ahead of the held stream, at a place where a page record is
 // valid (the rebuilt stream parses), once; a page held twice is not moved (its copies keep
 // their order); everything else keeps its order and bytes.
+TEST(PageStream, SaysWhenQemusPostcopyPackageWasFramed) {
+  // The pump starts post-copy's pacing once the package is in the kernel (ChannelPump): not
+  // before the blob's end went into frames, and not for a stream without one.
+  StreamWriter w;
+  w.header().config("pc-i440fx-7.2");
+  w.start(2, "ram").mem_size({{"pc.ram", 0x100000}}).eos().footer(2);
+  w.part(2).page("pc.ram", 0x1000, 3).eos().footer(2);
+  StreamWriter pkg;
+  pkg.listen().part(2).page("pc.ram", 0x3000, 9).eos().footer(2).full(7, "timer").fill(16, 1);
+  w.packaged(pkg.bytes);
+  const size_t package_end = w.bytes.size();
+  w.part(2).page("pc.ram", 0x2000, 5).eos().footer(2).end(2).eos().footer(2).eof();
+  const std::vector<uint8_t>& in = w.bytes;
+  PageCodecOptions opt;
+  opt.level = encoders::CodecLevel::kFast;
+  PageStreamEncoder enc(opt);
+  ByteQueue wire;
+  uint64_t seq = 0, frames = 0;
+  FrameWriter fw(wire, seq, frames);
+  ASSERT_TRUE(enc.encode(std::span(in).first(package_end - 1), fw).is_ok());
+  EXPECT_FALSE(enc.postcopy_package_framed());
+  ASSERT_TRUE(enc.encode(std::span(in).subspan(package_end - 1), fw).is_ok());
+  EXPECT_TRUE(enc.postcopy_package_framed());
+
+  StreamWriter none;
+  none.header().config("pc-i440fx-7.2");
+  none.start(2, "ram").mem_size({{"pc.ram", 0x100000}}).eos().footer(2);
+  none.part(2).page("pc.ram", 0x2000, 5).eos().footer(2).end(2).eos().footer(2).eof();
+  PageStreamEncoder plain(opt);
+  ASSERT_TRUE(plain.encode(none.bytes, fw).is_ok());
+  EXPECT_FALSE(plain.postcopy_package_framed());
+}
+
 TEST(PageStream, HeldPagesAskedForGoFirst) {
   std::mt19937 rng(7);
   StreamWriter w;
