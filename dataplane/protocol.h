@@ -25,6 +25,11 @@
 //              | 11 GONE  (either way, feature ACKED, seq 0, len 0: this side gave up on the
 //                          link (it failed or was stopped): the other must not wait for a
 //                          new connection)
+//              | 12 CACHES_FROZEN (sender -> receiver, feature PAGES: where QEMU's post-copy
+//                          package begins, the page caches stop changing; the preempt
+//                          channel's pages are encoded against them; pipeline/page_stream.h)
+//              | 13 POSTCOPY_PAGE (sender -> receiver, feature PAGES, the postcopy-preempt
+//                          channel: one page asked for, against the frozen caches)
 //     len     <= kMaxPayload (1 MiB)
 //     seq     = 0, 1, 2, ... per direction, no gaps (data frames start at kFirstDataSeq)
 //     crc     = CRC32C(payload)
@@ -96,8 +101,10 @@ enum class FrameType : uint32_t {
   kSealed = 9,
   kAck = 10,
   kGone = 11,
+  kCachesFrozen = 12,
+  kPostcopyPage = 13,
 };
-inline constexpr uint32_t kMaxFrameType = 11;
+inline constexpr uint32_t kMaxFrameType = 13;
 
 struct Handshake {
   uint16_t version = kVersion;

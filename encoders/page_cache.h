@@ -9,6 +9,7 @@
 //                                unless the policy declines to admit the page (kNone)
 // The cache's state is thus a pure function of the sequence (key, is_zero, content), so "same"
 // and delta records are always decoded against exactly the bytes the sender compared with.
+// A frozen pair (Encoder/Decoder::freeze_cache(), at the same record) applies no update at all.
 //
 // Policies (CachePolicy, chosen at create(); values are wire format, see CODEC):
 //   kLru        strict LRU. Pathological for cyclic sweeps larger than the cache, which is

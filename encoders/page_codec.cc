@@ -288,11 +288,36 @@ size_t Encoder::try_heavy(const uint8_t* page, uint8_t* dst, size_t cap) noexcep
 }
 
 size_t Encoder::encode_page(uint64_t key, const uint8_t* page, uint8_t* out, Form* form) noexcept {
+  const uint32_t slot = cache_->find(key);
+  Form f;
+  const size_t rec =
+      encode_against(slot == PageCache::kNone ? nullptr : cache_->data(slot), page, out, &f);
+  if (form != nullptr) *form = f;
+  if (frozen_) return rec;
+  if (f == Form::kZero) {
+    cache_->remove(key);
+  } else if (f == Form::kSame) {
+    cache_->touch(slot);
+  } else {
+    uint32_t s = slot;
+    if (s == PageCache::kNone) {
+      const uint64_t ev = cache_->evictions();
+      s = cache_->insert(key);
+      stats_.cache_evictions += cache_->evictions() - ev;
+    } else {
+      s = cache_->touch(s);
+    }
+    if (s != PageCache::kNone) std::memcpy(cache_->data(s), page, page_size_);
+  }
+  return rec;
+}
+
+size_t Encoder::encode_against(const uint8_t* base, const uint8_t* page, uint8_t* out,
+                               Form* form) noexcept {
   const size_t n = page_size_;
   stats_.pages_in++;
   stats_.bytes_in += n;
   if (is_zero_(page, n)) {
-    cache_->remove(key);
     out[0] = static_cast<uint8_t>(Form::kZero);
     stats_.pages[0]++;
     stats_.bytes_out[0] += 1;
@@ -300,7 +325,6 @@ size_t Encoder::encode_page(uint64_t key, const uint8_t* page, uint8_t* out, For
     return 1;
   }
 
-  const uint32_t slot = cache_->find(key);
   // The best payload so far, in trial_[best_buf]; raw (n bytes, no header) to start with.
   Form best = Form::kRaw;
   size_t best_len = n;
@@ -315,10 +339,9 @@ size_t Encoder::encode_page(uint64_t key, const uint8_t* page, uint8_t* out, For
     }
   };
 
-  if (slot != PageCache::kNone && params_.cache_forms) {
-    const bool any = k_->diff_bitmap(page, cache_->data(slot), n, bits_.get());
+  if (base != nullptr && params_.cache_forms) {
+    const bool any = k_->diff_bitmap(page, base, n, bits_.get());
     if (!any) {
-      cache_->touch(slot);
       out[0] = static_cast<uint8_t>(Form::kSame);
       stats_.pages[1]++;
       stats_.bytes_out[1] += 1;
@@ -358,16 +381,6 @@ size_t Encoder::encode_page(uint64_t key, const uint8_t* page, uint8_t* out, For
     std::memcpy(out + kHdr, trial_[best_buf].get(), best_len);
     rec = kHdr + best_len;
   }
-
-  uint32_t s = slot;
-  if (s == PageCache::kNone) {
-    const uint64_t ev = cache_->evictions();
-    s = cache_->insert(key);
-    stats_.cache_evictions += cache_->evictions() - ev;
-  } else {
-    s = cache_->touch(s);
-  }
-  if (s != PageCache::kNone) std::memcpy(cache_->data(s), page, n);
 
   const size_t fi = static_cast<size_t>(best);
   stats_.pages[fi]++;
@@ -423,6 +436,26 @@ Result<std::unique_ptr<Decoder>> Decoder::create(const CodecConfig& config) {
 
 DecodeResult Decoder::decode_record(uint64_t key, std::span<const uint8_t> in, uint8_t* out,
                                     size_t* consumed, Form* form) noexcept {
+  const uint32_t slot = cache_->find(key);
+  Form f = Form::kRaw;
+  const DecodeResult r = decode_against(slot == PageCache::kNone ? nullptr : cache_->data(slot), in,
+                                        out, consumed, &f);
+  if (form != nullptr) *form = f;
+  if (!r.ok() || frozen_) return r;
+  // Every non-zero form leaves the decoded page as the key's cached copy (mirrors the encoder).
+  if (f == Form::kZero) {
+    cache_->remove(key);
+  } else if (f == Form::kSame) {
+    cache_->touch(slot);
+  } else {
+    const uint32_t s = slot == PageCache::kNone ? cache_->insert(key) : cache_->touch(slot);
+    if (s != PageCache::kNone) std::memcpy(cache_->data(s), out, page_size_);
+  }
+  return r;
+}
+
+DecodeResult Decoder::decode_against(const uint8_t* base, std::span<const uint8_t> in, uint8_t* out,
+                                     size_t* consumed, Form* form) noexcept {
   const size_t n = page_size_;
   const uint8_t* p = in.data();
   const size_t len = in.size();
@@ -435,17 +468,13 @@ DecodeResult Decoder::decode_record(uint64_t key, std::span<const uint8_t> in, u
   switch (f) {
     case Form::kZero:
       std::memset(out, 0, n);
-      cache_->remove(key);
       *consumed = 1;
       return {};
-    case Form::kSame: {
-      const uint32_t s = cache_->find(key);
-      if (s == PageCache::kNone) return {DecodeError::kNotCached, 0};
-      std::memcpy(out, cache_->data(s), n);
-      cache_->touch(s);
+    case Form::kSame:
+      if (base == nullptr) return {DecodeError::kNotCached, 0};
+      std::memcpy(out, base, n);
       *consumed = 1;
       return {};
-    }
     case Form::kRaw:
       if (len - 1 < n) return {DecodeError::kTruncated, static_cast<uint32_t>(len)};
       std::memcpy(out, p + 1, n);
@@ -466,13 +495,11 @@ DecodeResult Decoder::decode_record(uint64_t key, std::span<const uint8_t> in, u
       const uint8_t* payload = p + kHdr;
       DecodeResult r;
       switch (f) {
-        case Form::kDelta: {
-          const uint32_t s = cache_->find(key);
-          if (s == PageCache::kNone) return {DecodeError::kNotCached, 0};
-          std::memcpy(out, cache_->data(s), n);
+        case Form::kDelta:
+          if (base == nullptr) return {DecodeError::kNotCached, 0};
+          std::memcpy(out, base, n);
           r = delta_decode(payload, pl, out, n);
           break;
-        }
         case Form::kRle:
           r = rle_decode(payload, pl, out, n);
           break;
@@ -524,14 +551,6 @@ DecodeResult Decoder::decode_record(uint64_t key, std::span<const uint8_t> in, u
       break;
     }
   }
-  // Every non-zero form leaves the decoded page as the key's cached copy (mirrors the encoder).
-  uint32_t s = cache_->find(key);
-  if (s == PageCache::kNone) {
-    s = cache_->insert(key);
-  } else {
-    s = cache_->touch(s);
-  }
-  if (s != PageCache::kNone) std::memcpy(cache_->data(s), out, n);
   return {};
 }
 

@@ -148,6 +148,17 @@ class Encoder {
                            std::span<Form> forms = {}) noexcept;
   // One page into out (capacity >= max_record_size()); returns the record length.
   size_t encode_page(uint64_t key, const uint8_t* page, uint8_t* out, Form* form) noexcept;
+  // One page against base, the copy the receiver is known to hold (or null: no same/delta
+  // form), leaving the cache alone. For pages of another stream that reads a frozen cache
+  // (pipeline/postcopy_bases.h).
+  size_t encode_against(const uint8_t* base, const uint8_t* page, uint8_t* out,
+                        Form* form) noexcept;
+
+  // From now on records are encoded against the cache as it is, and change nothing in it:
+  // another thread may then read it (its pages stay valid while this Encoder lives). The
+  // Decoder freezes at the same record.
+  void freeze_cache() { frozen_ = true; }
+  bool cache_frozen() const { return frozen_; }
 
   const EncodeStats& stats() const { return stats_; }
   const PageCache& cache() const { return *cache_; }
@@ -161,6 +172,7 @@ class Encoder {
   IsZeroFn is_zero_ = nullptr;
   EncodeParams params_;
   std::unique_ptr<PageCache> cache_;
+  bool frozen_ = false;
   std::unique_ptr<uint64_t[]> bits_;
   std::unique_ptr<uint8_t[]> trial_[2];
   struct Heavy;
@@ -186,6 +198,14 @@ class Decoder {
   // One record at the start of in; *consumed receives its length.
   DecodeResult decode_record(uint64_t key, std::span<const uint8_t> in, uint8_t* page_out,
                              size_t* consumed, Form* form) noexcept;
+  // One record encoded by Encoder::encode_against() with the same base (null: a "same" or
+  // delta record is kNotCached); the cache is not involved.
+  DecodeResult decode_against(const uint8_t* base, std::span<const uint8_t> in, uint8_t* page_out,
+                              size_t* consumed, Form* form) noexcept;
+
+  // As Encoder::freeze_cache(), at the same record.
+  void freeze_cache() { frozen_ = true; }
+  bool cache_frozen() const { return frozen_; }
 
   const PageCache& cache() const { return *cache_; }
 
@@ -194,6 +214,7 @@ class Decoder {
 
   size_t page_size_ = 0;
   std::unique_ptr<PageCache> cache_;
+  bool frozen_ = false;
   struct Heavy;
   std::unique_ptr<Heavy> heavy_;
 };

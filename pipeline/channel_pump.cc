@@ -267,7 +267,8 @@ Status ChannelPump::Impl::on_frame(const FrameChecker::Frame& f) {
     return Status::ok();
   }
   if (!sender && opt.codec &&
-      (type == FrameType::kOpaque || type == FrameType::kCodec || type == FrameType::kPages)) {
+      (type == FrameType::kOpaque || type == FrameType::kCodec || type == FrameType::kPages ||
+       type == FrameType::kCachesFrozen || type == FrameType::kPostcopyPage)) {
     // Decoded bytes queue behind anything QEMU has not taken yet.
     ByteQueue& to_qemu = qemu.queue();
     const size_t before = to_qemu.size();

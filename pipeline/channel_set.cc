@@ -93,6 +93,7 @@ void ChannelSet::start(uint16_t index, QemuEnd qemu, bool own_fds,
 void ChannelSet::start(uint16_t index, QemuEnd qemu, bool own_fds,
                        std::unique_ptr<dataplane::Transport> link,
                        std::unique_ptr<PageStreamDecoder> decoder) {
+  if (decoder) decoder->set_postcopy_bases(&postcopy_bases_);
   start_channel(index, qemu, own_fds, std::move(link), std::move(decoder), nullptr);
 }
 
@@ -126,6 +127,7 @@ void ChannelSet::start_channel(uint16_t index, QemuEnd qemu, bool own_fds,
     if (sender && postcopy_hold_ > 0) {
       if (!preempt_route_) preempt_route_ = std::make_unique<PreemptRoute>();
       ch->encoder->set_preempt_route(preempt_route_.get());
+      ch->encoder->set_postcopy_bases(&postcopy_bases_);
     }
   } else {
     ch->tap.track_requests(&requests_);
@@ -355,6 +357,7 @@ json::Value ChannelSet::stats_json(const std::string& outcome, const std::string
   size_t cache_budget = 0;
   const char* cache_policy = "";
   uint64_t held_promoted = 0, held_peak = 0, held_followed = 0, paced = 0;
+  uint64_t postcopy_pages = 0, postcopy_record_bytes = 0, postcopy_against_base = 0;
   for (const auto& c : channels_) {
     paced = std::max<uint64_t>(paced, c->pump->counters().postcopy_pace_bytes_per_s.load());
     const PageStreamEncoder* enc = c->encoder;
@@ -364,6 +367,9 @@ json::Value ChannelSet::stats_json(const std::string& outcome, const std::string
     held_followed += enc->held_pages_followed();
     held_peak = std::max<uint64_t>(held_peak, enc->held_peak_bytes());
     const auto& k = enc->counters();
+    postcopy_pages += k.postcopy_pages.load();
+    postcopy_record_bytes += k.postcopy_record_bytes.load();
+    postcopy_against_base += k.postcopy_against_base.load();
     for (size_t f = 0; f < encoders::kFormCount; ++f) {
       form_pages[f] += k.pages[f].load();
       form_bytes[f] += k.bytes[f].load();
@@ -467,6 +473,11 @@ json::Value ChannelSet::stats_json(const std::string& outcome, const std::string
       pc.set("held_pages_on_preempt", preempt_route_ ? preempt_route_->routed() : 0);
       // Held pages that went ahead of the rest because they followed one asked for.
       pc.set("held_pages_followed", held_followed);
+      // Pages on the preempt link (QEMU's and routed ones) encoded (POSTCOPY_PAGE), their
+      // records' bytes, and those that went as same or delta against the frozen caches.
+      pc.set("preempt_pages_encoded", postcopy_pages);
+      pc.set("preempt_record_bytes", postcopy_record_bytes);
+      pc.set("preempt_pages_against_base", postcopy_against_base);
       // The main link's pacing rate in post-copy (PumpOptions::postcopy_pace), 0 = not paced.
       pc.set("paced_bytes_per_s", paced);
     }

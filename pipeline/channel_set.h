@@ -120,6 +120,9 @@ class ChannelSet {
   // Sender with a held stream: held pages asked for go to the preempt channel's stream.
   // Before channels_: their codecs point to it.
   std::unique_ptr<PreemptRoute> preempt_route_;
+  // The main channel's page caches, frozen at QEMU's post-copy package, for the preempt
+  // channel's pages (postcopy_bases.h). Before channels_, as the route.
+  PostcopyBases postcopy_bases_;
   std::mutex join_mu_;  // taken before mu_: one thread joins the channels' threads at a time
   mutable std::mutex mu_;
   std::vector<std::unique_ptr<Channel>> channels_;

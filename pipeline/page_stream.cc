@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstring>
 
+#include "common/crc32c.h"
 #include "policy/effort.h"
 
 namespace ferry::pipeline {
@@ -222,12 +223,14 @@ Status PageStreamEncoder::drain(std::span<const uint8_t> pushed, FrameWriter& ou
                       effort_ > 0;
     if (!page) {
       if (it.kind == ItemKind::kPackagedEnd) package_framed_ = true;
+      const bool package = it.kind == ItemKind::kCommand && it.command.cmd == qemu::kCmdPackaged;
       if (holding_) {
         if (it.kind == ItemKind::kEof) eof_held_ = true;
-        hold_item(it, false);
+        hold_item(it, false, package);
         continue;
       }
       FERRY_RETURN_IF_ERROR(flush_pages(out));
+      if (package) FERRY_RETURN_IF_ERROR(freeze_caches(out));
       add_opaque(it.raw, out);
       continue;
     }
@@ -285,12 +288,12 @@ bool PageStreamEncoder::hold() {
   return true;
 }
 
-void PageStreamEncoder::hold_item(const qemu::Item& it, bool page) {
+void PageStreamEncoder::hold_item(const qemu::Item& it, bool page, bool freeze) {
   if (!page) {
     // Runs of other items (section headers, EOS) stay one item up to an OPAQUE frame's size.
-    if (held_.empty() || held_.back().page || held_.back().released ||
+    if (freeze || held_.empty() || held_.back().page || held_.back().released ||
         held_.back().bytes.size() + it.raw.size() > kOpaqueFrame) {
-      held_.emplace_back();
+      held_.emplace_back().freeze = freeze;
     }
     Held& h = held_.back();
     h.bytes.insert(h.bytes.end(), it.raw.begin(), it.raw.end());
@@ -390,6 +393,7 @@ Status PageStreamEncoder::release(size_t bytes, FrameWriter& out) {
     } else {
       // Pages before other items: their order is the stream's.
       Status st = flush_pages(out);
+      if (st && h.freeze) st = freeze_caches(out);
       if (!st) return st;
       add_opaque(h.bytes, out);
     }
@@ -498,6 +502,10 @@ Status PageStreamEncoder::forward_preempt(FrameWriter& out) {
       add_opaque(it.raw, out);
       continue;
     }
+    if (it.ram.type == qemu::RamRecordType::kPage &&
+        add_postcopy_page(it.ram.block, it.ram.offset, it.ram.payload, out)) {
+      continue;
+    }
     if (it.ram.continued && it.ram.block != preempt_block_) {
       constexpr uint8_t kContinue = 0x20;  // RAM_SAVE_FLAG_CONTINUE, in W's last byte
       uint8_t head[8 + 1];
@@ -521,6 +529,11 @@ Status PageStreamEncoder::forward_preempt(FrameWriter& out) {
 
 void PageStreamEncoder::add_routed(FrameWriter& out) {
   for (const std::vector<uint8_t>& r : routed_) {
+    const auto page = read_page_record(r);
+    if (page && !page->page.empty() &&
+        add_postcopy_page(page->block, page->offset, page->page, out)) {
+      continue;
+    }
     add_opaque(r, out);
     preempt_block_.assign(reinterpret_cast<const char*>(r.data()) + 9, r[8]);
   }
@@ -544,6 +557,74 @@ void PageStreamEncoder::end_preempt(FrameWriter& out) {
   add_routed(out);
   add_opaque(preempt_eos_, out);
   preempt_eos_.clear();
+}
+
+// ------------------------------- post-copy: pages against the frozen caches (postcopy_bases.h)
+
+// QEMU's post-copy package begins: the caches stop changing here, at both ends (after the
+// pages before it).
+Status PageStreamEncoder::freeze_caches(FrameWriter& out) {
+  const uint32_t tp = parser_->target_page_size();
+  if (bases_ == nullptr || caches_frozen_ || tp == 0) return Status::ok();
+  FERRY_RETURN_IF_ERROR(flush_pages(out));
+  flush_opaque(out);
+  caches_frozen_ = true;
+  auto frozen = std::make_unique<PostcopyBases::Frozen>();
+  frozen->page_size = tp;
+  // Encoders are made with the first page: a stream without pages so far has no caches (both
+  // ends then make theirs after this frame, and never freeze them).
+  for (Shard& sh : shards_) {
+    if (!sh.encoder) break;
+    sh.encoder->freeze_cache();
+    frozen->shards.push_back(&sh.encoder->cache());
+  }
+  frozen->block_ids = block_ids_;
+  for (const auto& [name, id] : block_ids_) {
+    if (whole_host_pages(name)) frozen->whole_host_pages.insert(name);
+  }
+  bases_->publish(std::move(frozen));
+  put_be(out.begin_frame(4), tp, 4);
+  out.end_frame(FrameType::kCachesFrozen, 4);
+  return Status::ok();
+}
+
+// A page for the preempt link: a POSTCOPY_PAGE frame, against the page's frozen copy when
+// there is one. False when the main channel has not frozen its caches (then QEMU's bytes go
+// as they are).
+bool PageStreamEncoder::add_postcopy_page(std::string_view block, uint64_t offset,
+                                          std::span<const uint8_t> page, FrameWriter& out) {
+  const PostcopyBases::Frozen* frozen = bases_ ? bases_->frozen() : nullptr;
+  if (frozen == nullptr || page.size() != frozen->page_size || block.empty() ||
+      block.size() > UINT8_MAX || offset % frozen->page_size != 0) {
+    return false;
+  }
+  if (!postcopy_encoder_) {
+    encoders::CodecConfig cfg;
+    cfg.page_size = frozen->page_size;
+    auto e = encoders::Encoder::create(cfg);
+    if (!e) return false;
+    postcopy_encoder_ = std::move(*e);
+    // Per page (no stream: a page asked for must not wait for others): up to LZ4.
+    postcopy_encoder_->set_params(encoders::params_for_effort(2));
+  }
+  flush_opaque(out);
+  const size_t head = 1 + block.size() + 8 + 4;
+  uint8_t* p = out.begin_frame(head + postcopy_encoder_->max_record_size());
+  p[0] = static_cast<uint8_t>(block.size());
+  std::memcpy(p + 1, block.data(), block.size());
+  put_be(p + 1 + block.size(), offset, 8);
+  put_be(p + 9 + block.size(), crc32c(page.data(), page.size()), 4);
+  const uint8_t* base = frozen->base(block, offset / frozen->page_size);
+  encoders::Form form;
+  const size_t rec = postcopy_encoder_->encode_against(base, page.data(), p + head, &form);
+  out.end_frame(FrameType::kPostcopyPage, head + rec);
+  preempt_block_.assign(block);
+  counters_.postcopy_pages.fetch_add(1, std::memory_order_relaxed);
+  counters_.postcopy_record_bytes.fetch_add(rec, std::memory_order_relaxed);
+  if (form == encoders::Form::kSame || form == encoders::Form::kDelta) {
+    counters_.postcopy_against_base.fetch_add(1, std::memory_order_relaxed);
+  }
+  return true;
 }
 
 void PageStreamEncoder::add_opaque(std::span<const uint8_t> raw, FrameWriter& out) {
@@ -938,6 +1019,8 @@ Status PageStreamDecoder::decode(FrameType type, std::span<const uint8_t> payloa
     return Status::ok();
   }
   if (type == FrameType::kCodec) return read_codec(payload);
+  if (type == FrameType::kCachesFrozen) return freeze_caches(payload);
+  if (type == FrameType::kPostcopyPage) return decode_postcopy_page(payload, out);
   if (type != FrameType::kPages) {
     return Status(ErrorCode::kProtocol,
                   "unexpected frame type " + std::to_string(static_cast<uint32_t>(type)));
@@ -1052,6 +1135,93 @@ Status PageStreamDecoder::decode(FrameType type, std::span<const uint8_t> payloa
     out.commit(w);
   }
   pages_.fetch_add(n, std::memory_order_relaxed);
+  return Status::ok();
+}
+
+// The sender's caches stopped changing here: so do these (postcopy_bases.h).
+Status PageStreamDecoder::freeze_caches(std::span<const uint8_t> payload) {
+  if (payload.size() != 4) {
+    return Status(ErrorCode::kProtocol,
+                  "CACHES_FROZEN frame: " + std::to_string(payload.size()) + " bytes, not 4");
+  }
+  if (caches_frozen_) return Status(ErrorCode::kProtocol, "a second CACHES_FROZEN frame");
+  const uint64_t page_size = get_be(payload.data(), 4);
+  if (page_size < 512 || page_size > encoders::kMaxPageSize || (page_size & (page_size - 1)) ||
+      (page_size_ != 0 && page_size != page_size_)) {
+    return Status(ErrorCode::kProtocol,
+                  "CACHES_FROZEN frame: page size " + std::to_string(page_size) +
+                      " (the CODEC frame: " + std::to_string(page_size_) + ")");
+  }
+  caches_frozen_ = true;
+  auto frozen = std::make_unique<PostcopyBases::Frozen>();
+  frozen->page_size = page_size;
+  for (auto& d : decoders_) {
+    d->freeze_cache();
+    frozen->shards.push_back(&d->cache());
+  }
+  frozen->block_ids = block_ids_;
+  if (bases_) bases_->publish(std::move(frozen));
+  return Status::ok();
+}
+
+// One page of the preempt channel, against the main channel's frozen copy, as a PAGE record.
+Status PageStreamDecoder::decode_postcopy_page(std::span<const uint8_t> payload, ByteQueue& out) {
+  auto refuse = [](const std::string& what) {
+    return Status(ErrorCode::kProtocol, "POSTCOPY_PAGE frame: " + what);
+  };
+  const uint8_t* p = payload.data();
+  const size_t len = payload.size();
+  if (len < 1 || p[0] == 0 || len < 1u + p[0] + 12 + 1) {
+    return refuse("truncated header (byte offset 0)");
+  }
+  const std::string_view block(reinterpret_cast<const char*>(p + 1), p[0]);
+  const size_t at_offset = 1 + p[0];
+  const uint64_t offset = get_be(p + at_offset, 8);
+  const auto crc = static_cast<uint32_t>(get_be(p + at_offset + 8, 4));
+  // The main channel's decoder published them before the destination QEMU had the post-copy
+  // package, hence before it asked for any page: waiting is for a misbehaving peer only.
+  const PostcopyBases::Frozen* frozen = nullptr;
+  if (bases_) {
+    frozen = bases_->frozen();
+    if (frozen == nullptr) frozen = bases_->wait(std::chrono::seconds(10));
+  }
+  if (frozen == nullptr) {
+    return refuse("no CACHES_FROZEN frame came on the main channel before it");
+  }
+  const size_t page_size = frozen->page_size;
+  if (offset % page_size != 0) {
+    return refuse("offset " + std::to_string(offset) + " is not a multiple of the page size " +
+                  std::to_string(page_size));
+  }
+  if (!postcopy_decoder_) {
+    encoders::CodecConfig cfg;
+    cfg.page_size = page_size;
+    auto d = encoders::Decoder::create(cfg);
+    if (!d) return refuse(d.status().message());
+    postcopy_decoder_ = std::move(*d);
+    postcopy_page_.resize(page_size);
+  }
+  const size_t at_record = at_offset + 12;
+  size_t used = 0;
+  encoders::Form form;
+  const auto r = postcopy_decoder_->decode_against(frozen->base(block, offset / page_size),
+                                                   payload.subspan(at_record),
+                                                   postcopy_page_.data(), &used, &form);
+  if (!r.ok()) {
+    return refuse(std::string(encoders::decode_error_name(r.error)) + " at byte offset " +
+                  std::to_string(at_record + r.offset));
+  }
+  if (at_record + used != len) {
+    return refuse("bytes left over at byte offset " + std::to_string(at_record + used));
+  }
+  if (crc32c(postcopy_page_.data(), page_size) != crc) {
+    return refuse("page at offset " + std::to_string(offset) + " of block '" + std::string(block) +
+                  "' does not match the sender's checksum (the two ends' copies of it differ)");
+  }
+  const size_t n = page_record_size(block, postcopy_page_.data(), page_size);
+  write_page_record(out.reserve(n), block, offset, postcopy_page_.data(), page_size);
+  out.commit(n);
+  pages_.fetch_add(1, std::memory_order_relaxed);
   return Status::ok();
 }
 

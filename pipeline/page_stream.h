@@ -4,7 +4,7 @@
 // Wires qemu-channel (parser, rebuilder) to encoders/ and dataplane/ frames.
 //
 // Frame payloads (big-endian unless noted; frame types in dataplane/protocol.h):
-//   CODEC := version:u8(=6) page_size:u32 cache_bytes:u64 shards:u8 cache_policy:u8
+//   CODEC := version:u8(=7) page_size:u32 cache_bytes:u64 shards:u8 cache_policy:u8
 //            max_pages:u16 zstd_window_log:u8 lzma_dict:u32                      (22 bytes)
 //            once, before the first PAGES frame; the receiver builds one Decoder per shard
 //            from it, each with cache_bytes / shards and the sender's replacement policy
@@ -30,6 +30,17 @@
 //     count      1 .. max_pages (CODEC)
 //     page_index offset in the block / page_size
 //     record     encoders/ page record (docs/ENCODING.md; its length field is little-endian)
+//
+//   CACHES_FROZEN := page_size:u32
+//            on the main channel where QEMU's post-copy package begins (with postcopy-preempt
+//            routing, ferry send's post-copy hold): from here on both ends' page caches stay as
+//            they are; later PAGES records are still encoded against them (postcopy_bases.h)
+//   POSTCOPY_PAGE := block_len:u8 block[block_len] offset:u64 crc:u32 record
+//            on the postcopy-preempt channel, between two of QEMU's records: one page, which
+//            the receiver writes as a PAGE record naming its block. record is a page record
+//            against the main channel's frozen copy of the page (key and shard as in PAGES),
+//            or without a base when there is none. offset is the page's byte offset in the
+//            block, crc the CRC32C of the page, checked after decoding.
 //
 // Effort (--codec): 0 none; 1 fast = zero, same, delta, RLE per page; 2 + LZ4 per page;
 // 3..5 = fast per page, then the frame's records through one zstd stream at level 1, 3, 9
@@ -74,6 +85,7 @@
 #include "common/fork_join.h"
 #include "encoders/page_codec.h"
 #include "encoders/stream_compressor.h"
+#include "pipeline/postcopy_bases.h"
 #include "pipeline/preempt_route.h"
 #include "pipeline/stream_codec.h"
 #include "pipeline/stream_stats.h"
@@ -107,6 +119,9 @@ struct PageCodecCounters {
   std::atomic<uint64_t> cache_hits{0}, cache_misses{0}, cache_evictions{0}, cache_declined{0};
   // Their capacity now and the most they held (bytes), and how often they resized.
   std::atomic<uint64_t> cache_capacity_bytes{0}, cache_peak_bytes{0}, cache_resizes{0};
+  // The preempt channel's POSTCOPY_PAGE frames: pages, their records' bytes, and how many
+  // went as same or delta against the frozen caches.
+  std::atomic<uint64_t> postcopy_pages{0}, postcopy_record_bytes{0}, postcopy_against_base{0};
 };
 
 inline constexpr unsigned kMaxShards = 64;           // the shard fits PAGES flags bits 1..7
@@ -157,6 +172,10 @@ class PageStreamEncoder final : public StreamCodec {
   // link, whenever the preempt channel takes it; the preempt channel's codec puts what it got
   // into its stream between QEMU's records. Before the pump starts.
   void set_preempt_route(PreemptRoute* route) { route_ = route; }
+  // With a route: the main channel's caches, frozen where QEMU's post-copy package begins,
+  // and the preempt channel's pages encoded against them (postcopy_bases.h). Before the pump
+  // starts.
+  void set_postcopy_bases(PostcopyBases* bases) { bases_ = bases; }
   int wake_fd() const override { return preempt_ ? route_->wake_fd() : -1; }
   Status write_routed(FrameWriter& out) override;
   // The most bytes held at once.
@@ -207,6 +226,7 @@ class PageStreamEncoder final : public StreamCodec {
   struct Held {
     bool page = false;
     bool released = false;  // framed already (a promoted page waits here until the front)
+    bool freeze = false;    // QEMU's post-copy package begins here (freeze_caches())
     std::string block;
     uint32_t index = 0;
     std::vector<uint8_t> bytes;  // the page (empty: a zero page) or the raw item bytes
@@ -214,7 +234,7 @@ class PageStreamEncoder final : public StreamCodec {
   Status start(std::span<const uint8_t> first, FrameWriter& out);
   Result<bool> next_item(qemu::Item& it, std::string_view stream);
   Status drain(std::span<const uint8_t> pushed, FrameWriter& out);
-  void hold_item(const qemu::Item& it, bool page);
+  void hold_item(const qemu::Item& it, bool page, bool freeze = false);
   void forget_held(const std::string& block, uint32_t index, uint64_t seq);
   void add_page(std::string_view block, uint32_t index, const uint8_t* data, FrameWriter& out);
   void add_opaque(std::span<const uint8_t> raw, FrameWriter& out);
@@ -282,6 +302,14 @@ class PageStreamEncoder final : public StreamCodec {
   bool eof_held_ = false;             // main: QEMU's end of the stream is in the hold
   Status forward_preempt(FrameWriter& out);
   void add_routed(FrameWriter& out);
+  // Post-copy page bases (set_postcopy_bases): the main channel freezes its caches; the
+  // preempt channel encodes its pages against them with its own Encoder (no cache).
+  PostcopyBases* bases_ = nullptr;
+  bool caches_frozen_ = false;
+  std::unique_ptr<encoders::Encoder> postcopy_encoder_;
+  Status freeze_caches(FrameWriter& out);
+  bool add_postcopy_page(std::string_view block, uint64_t offset, std::span<const uint8_t> page,
+                         FrameWriter& out);
   void end_preempt(FrameWriter& out);
   bool whole_host_pages(std::string_view block);
   // The faults whose neighbours go ahead of the held stream (promote(), kTrailPages): pages
@@ -315,9 +343,15 @@ class PageStreamDecoder final : public StreamCodec {
                 ByteQueue& out) override;
 
   uint64_t pages_rebuilt() const { return pages_.load(std::memory_order_relaxed); }
+  // The session's frozen page caches (postcopy_bases.h), shared by its channels' decoders:
+  // the main channel's publishes them at CACHES_FROZEN, the preempt channel's decodes
+  // POSTCOPY_PAGE frames against them. Before the pump starts.
+  void set_postcopy_bases(PostcopyBases* bases) { bases_ = bases; }
 
  private:
   Status read_codec(std::span<const uint8_t> payload);
+  Status freeze_caches(std::span<const uint8_t> payload);
+  Status decode_postcopy_page(std::span<const uint8_t> payload, ByteQueue& out);
   uint32_t block_id(std::string_view name);
 
   DecoderLimits limits_;
@@ -338,6 +372,10 @@ class PageStreamDecoder final : public StreamCodec {
   std::vector<encoders::Form> forms_;
   std::unordered_map<std::string, uint32_t> block_ids_;
   std::atomic<uint64_t> pages_{0};
+  PostcopyBases* bases_ = nullptr;
+  bool caches_frozen_ = false;
+  std::unique_ptr<encoders::Decoder> postcopy_decoder_;  // no cache: bases come from bases_
+  std::vector<uint8_t> postcopy_page_;
 };
 
 // The CODEC frame's fields (grammar above), for ferry send and for tests that forge one.
@@ -351,7 +389,7 @@ struct CodecAnnouncement {
   uint32_t lzma_dict = 0;                            // 0: no LZMA2 blocks
 };
 inline constexpr size_t kCodecPayloadSize = 22;
-inline constexpr uint8_t kCodecVersion = 6;
+inline constexpr uint8_t kCodecVersion = 7;
 void encode_codec(const CodecAnnouncement& c, uint8_t out[kCodecPayloadSize]);
 
 // The page key both ends derive: block ids are numbered in order of first appearance in

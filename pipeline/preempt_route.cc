@@ -76,19 +76,44 @@ void PreemptRoute::close(std::vector<std::vector<uint8_t>>& out) {
   take_locked(out);
 }
 
+namespace {
+constexpr uint64_t kZeroFlag = 0x02, kPageFlag = 0x08;  // RAM_SAVE_FLAG_*
+}  // namespace
+
+size_t write_page_record(uint8_t* dst, std::string_view block, uint64_t offset, const uint8_t* data,
+                         size_t page_size) {
+  store_be64(dst, offset | (data ? kPageFlag : kZeroFlag));
+  dst[8] = static_cast<uint8_t>(block.size());
+  std::memcpy(dst + 9, block.data(), block.size());
+  if (data) {
+    std::memcpy(dst + 9 + block.size(), data, page_size);
+  } else {
+    dst[9 + block.size()] = 0;  // the fill byte
+  }
+  return page_record_size(block, data, page_size);
+}
+
 std::vector<uint8_t> page_record(std::string_view block, uint64_t offset, const uint8_t* data,
                                  size_t page_size) {
-  constexpr uint64_t kZero = 0x02, kPage = 0x08;  // RAM_SAVE_FLAG_*
-  std::vector<uint8_t> r(8 + 1 + block.size() + (data ? page_size : 1));
-  store_be64(r.data(), offset | (data ? kPage : kZero));
-  r[8] = static_cast<uint8_t>(block.size());
-  std::memcpy(r.data() + 9, block.data(), block.size());
-  if (data) {
-    std::memcpy(r.data() + 9 + block.size(), data, page_size);
-  } else {
-    r.back() = 0;  // the fill byte
-  }
+  std::vector<uint8_t> r(page_record_size(block, data, page_size));
+  write_page_record(r.data(), block, offset, data, page_size);
   return r;
+}
+
+std::optional<PageRecordView> read_page_record(std::span<const uint8_t> record) {
+  if (record.size() < 10 || record.size() < 9u + record[8] + 1) return std::nullopt;
+  const uint64_t word = load_be64(record.data());
+  const uint64_t flags = word & (kZeroFlag | kPageFlag);
+  PageRecordView v;
+  v.block = {reinterpret_cast<const char*>(record.data()) + 9, record[8]};
+  v.offset = word & ~(kZeroFlag | kPageFlag);
+  const auto rest = record.subspan(9u + record[8]);
+  if (flags == kPageFlag) {
+    v.page = rest;
+  } else if (flags != kZeroFlag || rest.size() != 1) {
+    return std::nullopt;
+  }
+  return v;
 }
 
 }  // namespace ferry::pipeline

@@ -18,6 +18,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
+#include <optional>
+#include <span>
 #include <string_view>
 #include <vector>
 
@@ -76,5 +78,19 @@ class PreemptRoute {
 // page's bytes, or ZERO (fill 0) when data is null.
 std::vector<uint8_t> page_record(std::string_view block, uint64_t offset, const uint8_t* data,
                                  size_t page_size);
+// The same into dst (page_record_size() bytes); returns its length.
+inline size_t page_record_size(std::string_view block, const uint8_t* data, size_t page_size) {
+  return 8 + 1 + block.size() + (data ? page_size : 1);
+}
+size_t write_page_record(uint8_t* dst, std::string_view block, uint64_t offset, const uint8_t* data,
+                         size_t page_size);
+// A page_record() read back: its block, offset and page (empty for ZERO); nullopt for
+// anything else.
+struct PageRecordView {
+  std::string_view block;
+  uint64_t offset = 0;
+  std::span<const uint8_t> page;
+};
+std::optional<PageRecordView> read_page_record(std::span<const uint8_t> record);
 
 }  // namespace ferry::pipeline

@@ -73,8 +73,8 @@ class StreamCodec {
   virtual Status encode(std::span<const uint8_t> bytes, FrameWriter& out) = 0;
   // Sender: QEMU closed the stream; write whatever is still held.
   virtual Status finish(FrameWriter& out) = 0;
-  // Receiver: one frame (OPAQUE, CODEC or PAGES) in link order; append the QEMU bytes it
-  // stands for to out.
+  // Receiver: one frame (OPAQUE, CODEC, PAGES, CACHES_FROZEN or POSTCOPY_PAGE) in link
+  // order; append the QEMU bytes it stands for to out.
   virtual Status decode(dataplane::FrameType type, std::span<const uint8_t> payload,
                         ByteQueue& out) = 0;
 

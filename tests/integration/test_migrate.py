@@ -232,6 +232,14 @@ def postcopy():
         check(src['held_peak_bytes'] > 0 and src['held_pages_on_preempt'] > 0 and
               src['held_pages_followed'] > 0,
               'ferry migrate did not hold the stream by default: %s' % src)
+        # The pages asked for cross the preempt link encoded, many as same/delta against the
+        # copy both ends kept from before the switch (pipeline/postcopy_bases.h).
+        enc = src['preempt_pages_encoded']
+        print('preempt link: %d pages encoded, %d against their copy from before the switch, '
+              '%.0f record bytes per page' % (enc, src['preempt_pages_against_base'],
+                                              src['preempt_record_bytes'] / max(enc, 1)))
+        check(enc > 0 and src['preempt_pages_against_base'] > 0,
+              'the preempt link\'s pages were not encoded against the frozen caches: %s' % src)
         # ... and paces the main link under the rate it had before the switch (100 Mbit/s:
         # ~12 MB/s; the bounds only say it measured the link, not something else).
         print('main link paced at %.2f MB/s in post-copy' % (src['paced_bytes_per_s'] / 1e6))

@@ -1,7 +1,8 @@
 // Fuzzing of ferry recv's link receive path: a byte stream of ferry frames as a transport
 // hands it over (dataplane/protocol.h FrameChecker: header, sequence from kFirstDataSeq, CRC),
-// dispatched as the receiving pump does (pipeline/channel_pump.cc with a codec: OPAQUE, CODEC
-// and PAGES to PageStreamDecoder, nothing after END, any other type an error).
+// dispatched as the receiving pump does (pipeline/channel_pump.cc with a codec: OPAQUE, CODEC,
+// PAGES, CACHES_FROZEN and POSTCOPY_PAGE to PageStreamDecoder, nothing after END, any other
+// type an error; without a session's shared caches a POSTCOPY_PAGE frame is an error).
 // Input: mode:u8 frames[]. Mode bit 0 set: each frame's seq and CRC are rewritten to the right
 // values first (where a whole header is present), so mutations reach the payload decoders
 // instead of dying at the CRC check; clear: the bytes go in as they are. The CODEC frame comes
@@ -82,14 +83,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       got_end = true;
       continue;
     }
-    if (type != FrameType::kOpaque && type != FrameType::kCodec && type != FrameType::kPages) {
+    if (type != FrameType::kOpaque && type != FrameType::kCodec && type != FrameType::kPages &&
+        type != FrameType::kCachesFrozen && type != FrameType::kPostcopyPage) {
       break;  // "unexpected frame type"
     }
     const size_t before = out.size();
     if (!dec.decode(type, {f.payload, f.header.len}, out).is_ok()) break;
     const size_t grew = out.size() - before;
     if (type == FrameType::kOpaque && grew != f.header.len) __builtin_trap();
-    if (type == FrameType::kCodec && grew != 0) __builtin_trap();
+    if ((type == FrameType::kCodec || type == FrameType::kCachesFrozen) && grew != 0) {
+      __builtin_trap();
+    }
     if (type == FrameType::kPages && grew > max_pages_growth) __builtin_trap();
     out.consume(out.size());  // QEMU took it
   }

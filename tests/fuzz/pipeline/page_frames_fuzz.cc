@@ -1,10 +1,12 @@
 // Fuzzing of ferry recv's page-frame decoding (pipeline/page_stream.h PageStreamDecoder: PAGES
 // headers, the zstd frame stream, record decoding, the rebuilder) with hostile frames.
-// Input: a sequence of  type:u8 len:u16le payload[len]  (type % 3: 0 OPAQUE, 1 PAGES,
-// 2 CODEC). A valid CODEC frame (4 KiB pages, 256 KiB cache, 2 encode shards, the receiver's
-// largest limits) comes first,
-// so PAGES frames reach the decoders of both shards; a decode error ends the input, as it ends a
-// session. Must never crash, hang or allocate beyond the limits.
+// Input: a sequence of  type:u8 len:u16le payload[len]  (type % 5: 0 OPAQUE, 1 PAGES,
+// 2 CODEC, 3 CACHES_FROZEN, 4 POSTCOPY_PAGE). A valid CODEC frame (4 KiB pages, 256 KiB cache,
+// 2 encode shards, the receiver's largest limits) comes first,
+// so PAGES frames reach the decoders of both shards; POSTCOPY_PAGE frames decode against the
+// same decoder's frozen caches (on ferry recv another channel's decoder reads them). A decode
+// error ends the input, as it ends a session. Must never crash, hang or allocate beyond the
+// limits.
 #include <array>
 #include <cstdint>
 #include <cstring>
@@ -17,6 +19,8 @@ using ferry::pipeline::PageStreamDecoder;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   PageStreamDecoder dec(1u << 20);
+  ferry::pipeline::PostcopyBases bases;
+  dec.set_postcopy_bases(&bases);
   ByteQueue out;
   static const auto kCodec = [] {
     ferry::pipeline::CodecAnnouncement c;
@@ -31,10 +35,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return p;
   }();
   if (!dec.decode(FrameType::kCodec, kCodec, out).is_ok()) __builtin_trap();
-  static const FrameType kTypes[] = {FrameType::kOpaque, FrameType::kPages, FrameType::kCodec};
+  static const FrameType kTypes[] = {FrameType::kOpaque, FrameType::kPages, FrameType::kCodec,
+                                     FrameType::kCachesFrozen, FrameType::kPostcopyPage};
   size_t at = 0;
   while (at + 3 <= size) {
-    const FrameType type = kTypes[data[at] % 3];
+    FrameType type = kTypes[data[at] % 5];
+    // Before the caches froze, a POSTCOPY_PAGE frame waits for them (seconds): freeze them.
+    if (type == FrameType::kPostcopyPage && bases.frozen() == nullptr) {
+      type = FrameType::kCachesFrozen;
+    }
     size_t len = data[at + 1] | (size_t{data[at + 2]} << 8);
     at += 3;
     if (len > size - at) len = size - at;

@@ -126,6 +126,51 @@ TEST(PageCodec, EvictedPageIsSentWhole) {
   EXPECT_EQ(p.enc->stats().cache_evictions, 4u);  // 2, 3, 1, then 4 for the last insert
 }
 
+// A frozen pair (post-copy, pipeline/postcopy_bases.h) still encodes against its cache but
+// changes nothing in it: another thread may read it, and a page of another stream encoded
+// against the frozen copy (encode_against) decodes against the same copy at the other end.
+TEST(PageCodec, FrozenCachesStayAsTheyAreAndServeAsBases) {
+  Pair p = make_pair(4);
+  std::mt19937_64 rng(12);
+  const Page a = testing::random_page(rng, kPage), b = testing::random_page(rng, kPage);
+  EXPECT_EQ(round_trip(p, 1, a), Form::kRaw);
+  EXPECT_EQ(round_trip(p, 2, b), Form::kRaw);
+  p.enc->freeze_cache();
+  p.dec->freeze_cache();
+  const uint64_t digest = p.enc->cache().state_digest();
+  const Page a2 = testing::one_word_changed(rng, a);
+  EXPECT_EQ(round_trip(p, 1, a2), Form::kDelta);
+  EXPECT_EQ(round_trip(p, 1, a2), Form::kDelta) << "the cache kept a, not a2";
+  EXPECT_EQ(round_trip(p, 2, Page(kPage, 0)), Form::kZero);
+  EXPECT_EQ(round_trip(p, 2, b), Form::kSame) << "a zero page did not drop b";
+  EXPECT_EQ(round_trip(p, 3, testing::random_page(rng, kPage)), Form::kRaw);
+  EXPECT_EQ(p.enc->cache().state_digest(), digest);
+  EXPECT_EQ(p.dec->cache().state_digest(), digest);
+
+  // Another stream's pair, without a cache of its own, against the frozen copy of key 1.
+  Pair other = make_pair(0);
+  const uint8_t* sent_base = p.enc->cache().data(p.enc->cache().find(1));
+  const uint8_t* kept_base = p.dec->cache().data(p.dec->cache().find(1));
+  std::vector<uint8_t> rec(other.enc->max_record_size());
+  for (const Page* page : {&a, &a2}) {
+    Form f{};
+    const size_t len = other.enc->encode_against(sent_base, page->data(), rec.data(), &f);
+    EXPECT_EQ(f, page == &a ? Form::kSame : Form::kDelta);
+    Page out(kPage, 0xcc);
+    size_t used = 0;
+    Form g{};
+    ASSERT_TRUE(
+        other.dec->decode_against(kept_base, {rec.data(), len}, out.data(), &used, &g).ok());
+    EXPECT_EQ(used, len);
+    EXPECT_EQ(g, f);
+    EXPECT_EQ(out, *page);
+    // Without the base at the receiving end it is an error, never a wrong page.
+    EXPECT_EQ(other.dec->decode_against(nullptr, {rec.data(), len}, out.data(), &used, &g).error,
+              DecodeError::kNotCached);
+  }
+  EXPECT_EQ(p.enc->cache().state_digest(), digest);
+}
+
 // Many rounds of a migration: a working set larger than the cache, pages re-dirtied in many
 // ways, batches encoded and decoded; destination memory and both caches must stay identical.
 TEST(PageCodec, SimulatedMigrationKeepsCachesIdentical) {

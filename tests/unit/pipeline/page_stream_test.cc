@@ -8,6 +8,7 @@
 #include <poll.h>
 
 #include <algorithm>
+#include <map>
 #include <random>
 #include <string>
 #include <tuple>
@@ -756,6 +757,165 @@ TEST(PageStream, HeldPagesAskedForGoOnThePreemptStream) {
   }
 }
 
+// Calls f(type, payload) for every frame of wire.
+template <typename F>
+void for_each_frame(const ByteQueue& wire, F f) {
+  FrameChecker check(0);
+  auto bytes = wire.pending();
+  size_t pos = 0;
+  FrameChecker::Frame fr;
+  for (;;) {
+    auto got = check.next(bytes.data(), bytes.size(), &pos, fr);
+    ASSERT_TRUE(got.has_value());
+    if (!*got) break;
+    f(fr.header.type, std::span<const uint8_t>(fr.payload, fr.header.len));
+  }
+  EXPECT_EQ(pos, bytes.size());
+}
+
+// Post-copy with preempt (postcopy_bases.h): the main channel's caches freeze where QEMU's
+// post-copy package begins, at both ends; the pages asked for go on the preempt link as
+// same/delta against the frozen copies, QEMU's own and those routed from the hold, and come
+// out as the pages QEMU sent, even though the receiver's main channel decoded later copies of
+// some of them first.
+TEST(PageStream, PostcopyPagesGoAgainstTheFrozenCaches) {
+  std::mt19937 rng(21);
+  std::mt19937_64 rng64(21);
+  auto changed = [&](std::vector<uint8_t> p) {
+    p[rng() % p.size()] ^= 0x5a;
+    return p;
+  };
+  std::vector<std::vector<uint8_t>> before(200), after(200);
+  StreamWriter w;
+  w.header().config("pc-i440fx-7.2");
+  w.start(2, "ram").mem_size({{"pc.ram", 0x400000}}).eos().footer(2);
+  w.part(2);
+  for (uint64_t page = 0; page < 200; ++page) {
+    before[page] = page_bytes(rng, page % 2 ? 0 : 1, page);
+    w.word(page * 4096, 0x08, page == 0 ? "pc.ram" : "").raw(before[page]);
+  }
+  w.eos().footer(2);
+  const size_t package_at = w.bytes.size();
+  StreamWriter pkg;
+  pkg.listen().run();
+  w.packaged(pkg.bytes);
+  // After the switch: pages 0..12 and 60 again, changed (60 will be asked for while held).
+  w.part(2);
+  for (uint64_t page : {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 60}) {
+    after[page] = changed(before[page]);
+    w.word(page * 4096, 0x08, page == 0 ? "pc.ram" : "").raw(after[page]);
+  }
+  w.eos().footer(2).end(2).eos().footer(2).eof();
+
+  PreemptRoute route;
+  PostcopyBases send_bases, recv_bases;
+  PageCodecOptions opt;
+  opt.level = encoders::CodecLevel::kFast;
+  opt.cache_bytes = 4u << 20;
+  PageStreamEncoder main_enc(opt), preempt_enc(opt);
+  for (PageStreamEncoder* e : {&main_enc, &preempt_enc}) {
+    e->set_preempt_route(&route);
+    e->set_postcopy_bases(&send_bases);
+  }
+  ByteQueue main_wire, preempt_wire;
+  uint64_t mseq = 0, mframes = 0, pseq = 0, pframes = 0;
+  FrameWriter mw(main_wire, mseq, mframes), pw(preempt_wire, pseq, pframes);
+  ASSERT_TRUE(main_enc.encode(std::span(w.bytes).first(package_at), mw).is_ok());
+  ASSERT_TRUE(main_enc.hold());
+  ASSERT_TRUE(main_enc.encode(std::span(w.bytes).subspan(package_at), mw).is_ok());
+  EXPECT_EQ(send_bases.frozen(), nullptr) << "the package is still held";
+  ASSERT_TRUE(main_enc.release(1, mw).is_ok());  // the package
+  ASSERT_NE(send_bases.frozen(), nullptr);
+
+  // QEMU's preempt stream: 100 changed (delta), 150 as it was (same), 10 as neither end's
+  // main channel has it (its frozen copy is the one before the switch), 300 never sent.
+  std::vector<uint8_t> p100 = changed(before[100]), p10 = changed(after[10]);
+  std::vector<uint8_t> p300 = page_bytes(rng, 0, 300);
+  StreamWriter q;
+  q.word(100 * 4096, 0x08, "pc.ram").raw(p100);
+  q.word(150 * 4096, 0x08, "").raw(before[150]);
+  q.word(10 * 4096, 0x08, "").raw(p10);
+  q.word(300 * 4096, 0x08, "").raw(p300);
+  ASSERT_TRUE(preempt_enc.encode(q.bytes, pw).is_ok());
+  main_enc.promote("pc.ram", 60 * 4096, 4096);
+  ASSERT_TRUE(main_enc.release(0, mw).is_ok());
+  EXPECT_EQ(route.routed(), 1u);
+  ASSERT_TRUE(preempt_enc.write_routed(pw).is_ok());
+  ASSERT_TRUE(main_enc.release(SIZE_MAX, mw).is_ok());
+  StreamWriter eos;
+  eos.eos();
+  ASSERT_TRUE(preempt_enc.encode(eos.bytes, pw).is_ok());
+  ASSERT_TRUE(main_enc.finish(mw).is_ok());
+  ASSERT_TRUE(preempt_enc.finish(pw).is_ok());
+
+  const PageCodecCounters& k = preempt_enc.counters();
+  EXPECT_EQ(k.postcopy_pages.load(), 5u);
+  EXPECT_EQ(k.postcopy_against_base.load(), 4u) << "100, 150, 10 and the routed 60";
+  EXPECT_LT(preempt_wire.size(), 4096u + 4 * 200) << "one raw page, four small records";
+
+  // The receiver decodes the whole main stream first: its later copies of 10 must not
+  // become the base of the preempt channel's 10.
+  PageStreamDecoder main_dec(64u << 20), preempt_dec(64u << 20);
+  main_dec.set_postcopy_bases(&recv_bases);
+  preempt_dec.set_postcopy_bases(&recv_bases);
+  ByteQueue main_out, preempt_out;
+  int frozen_frames = 0;
+  for_each_frame(main_wire, [&](FrameType t, std::span<const uint8_t> payload) {
+    frozen_frames += t == FrameType::kCachesFrozen;
+    auto st = main_dec.decode(t, payload, main_out);
+    ASSERT_TRUE(st.is_ok()) << st.message();
+  });
+  EXPECT_EQ(frozen_frames, 1);
+  std::vector<uint8_t> first_page_frame;
+  for_each_frame(preempt_wire, [&](FrameType t, std::span<const uint8_t> payload) {
+    if (t == FrameType::kPostcopyPage && first_page_frame.empty()) {
+      first_page_frame.assign(payload.begin(), payload.end());
+    }
+    auto st = preempt_dec.decode(t, payload, preempt_out);
+    ASSERT_TRUE(st.is_ok()) << st.message();
+  });
+
+  const auto main_bytes = main_out.pending();
+  Parsed mo = parse_all(std::vector<uint8_t>(main_bytes.begin(), main_bytes.end()));
+  ASSERT_FALSE(mo.error);
+  size_t checked = 0;
+  for (size_t i = 0; i < mo.items.size(); ++i) {
+    if (mo.items[i].kind != ItemKind::kRamRecord || mo.items[i].in_package) continue;
+    const uint64_t page = mo.items[i].ram.offset / 4096;
+    const bool late = checked >= 200;  // the pages after the package
+    EXPECT_EQ(mo.payload[i], late ? after[page] : before[page]) << page;
+    ++checked;
+  }
+  EXPECT_EQ(checked, 200u + 13) << "60 went on the preempt link";
+
+  StreamParser pp(qemu::ParserOptions{.role = qemu::ChannelRole::kPreempt});
+  pp.push(preempt_out.pending());
+  pp.finish();
+  qemu::Item it;
+  std::vector<uint64_t> pages;
+  const std::map<uint64_t, const std::vector<uint8_t>*> want = {
+      {100, &p100}, {150, &before[150]}, {10, &p10}, {300, &p300}, {60, &after[60]}};
+  for (;;) {
+    auto r = pp.next(it);
+    if (r == StreamParser::Next::kEnd) break;
+    ASSERT_EQ(r, StreamParser::Next::kItem) << "the preempt stream does not parse";
+    if (it.kind == ItemKind::kRamEos) break;
+    ASSERT_EQ(it.kind, ItemKind::kRamRecord);
+    const uint64_t page = it.ram.offset / 4096;
+    pages.push_back(page);
+    EXPECT_EQ(std::vector<uint8_t>(it.ram.payload.begin(), it.ram.payload.end()), *want.at(page))
+        << page;
+  }
+  EXPECT_EQ(pages, (std::vector<uint64_t>{100, 150, 10, 300, 60}));
+
+  // A page that decodes to other bytes than the sender's (bases that differ) is an error.
+  ASSERT_FALSE(first_page_frame.empty());
+  first_page_frame[1 + 6 + 8] ^= 1;  // its crc ("pc.ram")
+  auto st = preempt_dec.decode(FrameType::kPostcopyPage, first_page_frame, preempt_out);
+  EXPECT_NE(st.message().find("does not match the sender's checksum"), std::string::npos)
+      << st.message();
+}
+
 TEST(PageStream, EncoderCountsTheStreamAsATapWould) {
   StreamWriter mf;
   mf.multifd_init(1).multifd_packet(0, "pc.ram", {0x1000, 0x5000}, 7).multifd_packet(1, "", {}, 8);
@@ -909,13 +1069,14 @@ TEST(PageStreamDecoder, RefusesCodecLimitsAboveItsOwn) {
     // Refused, nothing built: a PAGES frame still finds no CODEC.
     EXPECT_FALSE(dec.decode(FrameType::kPages, pages_frame(zero_pages(1)), out).is_ok());
   }
-  // Other versions (5: the same layout, a fixed-size cache), and version 6 cut short or padded.
+  // Other versions (5: the same layout, a fixed-size cache; 6: the same, without CACHES_FROZEN
+  // and POSTCOPY_PAGE), and version 7 cut short or padded.
   const std::vector<std::vector<uint8_t>> bad = {
       {},
       {3, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 2},
       {4, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 2, 1},
       {5, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 1, 1, 0, 64, 23, 0, 4, 0, 0},
-      {7, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 1, 1, 0, 64, 23, 0, 4, 0, 0},
+      {6, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 1, 1, 0, 64, 23, 0, 4, 0, 0},
   };
   for (const auto& c : bad) {
     PageStreamDecoder dec(1u << 20);
