@@ -826,15 +826,20 @@ TEST(PageStream, PostcopyPagesGoAgainstTheFrozenCaches) {
   EXPECT_EQ(send_bases.frozen(), nullptr) << "the package is still held";
   ASSERT_TRUE(main_enc.release(1, mw).is_ok());  // the package
   ASSERT_NE(send_bases.frozen(), nullptr);
+  // The main link takes the later copies of 0..12 (a page's held size: 4096 + 16); 60 stays.
+  ASSERT_TRUE(main_enc.release(13 * (4096 + 16), mw).is_ok());
 
-  // QEMU's preempt stream: 100 changed (delta), 150 as it was (same), 10 as neither end's
-  // main channel has it (its frozen copy is the one before the switch), 300 never sent.
-  std::vector<uint8_t> p100 = changed(before[100]), p10 = changed(after[10]);
-  std::vector<uint8_t> p300 = page_bytes(rng, 0, 300);
+  // QEMU's preempt stream: 100 changed (delta), 150 as it was (same), 300 never sent, and two
+  // pages whose delta would come out wrong against the main channel's later copy at either
+  // end: 10 changed elsewhere than that copy (if ferry recv's cache took it), 11 changed from
+  // that copy (if ferry send's cache took it). Their frozen copies are those before the switch.
+  std::vector<uint8_t> p100 = changed(before[100]), p10 = changed(before[10]);
+  std::vector<uint8_t> p11 = changed(after[11]), p300 = page_bytes(rng, 0, 300);
   StreamWriter q;
   q.word(100 * 4096, 0x08, "pc.ram").raw(p100);
   q.word(150 * 4096, 0x08, "").raw(before[150]);
   q.word(10 * 4096, 0x08, "").raw(p10);
+  q.word(11 * 4096, 0x08, "").raw(p11);
   q.word(300 * 4096, 0x08, "").raw(p300);
   ASSERT_TRUE(preempt_enc.encode(q.bytes, pw).is_ok());
   main_enc.promote("pc.ram", 60 * 4096, 4096);
@@ -849,12 +854,12 @@ TEST(PageStream, PostcopyPagesGoAgainstTheFrozenCaches) {
   ASSERT_TRUE(preempt_enc.finish(pw).is_ok());
 
   const PageCodecCounters& k = preempt_enc.counters();
-  EXPECT_EQ(k.postcopy_pages.load(), 5u);
-  EXPECT_EQ(k.postcopy_against_base.load(), 4u) << "100, 150, 10 and the routed 60";
-  EXPECT_LT(preempt_wire.size(), 4096u + 4 * 200) << "one raw page, four small records";
+  EXPECT_EQ(k.postcopy_pages.load(), 6u);
+  EXPECT_EQ(k.postcopy_against_base.load(), 5u) << "100, 150, 10, 11 and the routed 60";
+  EXPECT_LT(preempt_wire.size(), 4096u + 5 * 200) << "one raw page, five small records";
 
-  // The receiver decodes the whole main stream first: its later copies of 10 must not
-  // become the base of the preempt channel's 10.
+  // The receiver decodes the whole main stream first: its later copies of 10 and 11 must not
+  // become the bases of the preempt channel's.
   PageStreamDecoder main_dec(64u << 20), preempt_dec(64u << 20);
   main_dec.set_postcopy_bases(&recv_bases);
   preempt_dec.set_postcopy_bases(&recv_bases);
@@ -894,7 +899,7 @@ TEST(PageStream, PostcopyPagesGoAgainstTheFrozenCaches) {
   qemu::Item it;
   std::vector<uint64_t> pages;
   const std::map<uint64_t, const std::vector<uint8_t>*> want = {
-      {100, &p100}, {150, &before[150]}, {10, &p10}, {300, &p300}, {60, &after[60]}};
+      {100, &p100}, {150, &before[150]}, {10, &p10}, {11, &p11}, {300, &p300}, {60, &after[60]}};
   for (;;) {
     auto r = pp.next(it);
     if (r == StreamParser::Next::kEnd) break;
@@ -906,7 +911,7 @@ TEST(PageStream, PostcopyPagesGoAgainstTheFrozenCaches) {
     EXPECT_EQ(std::vector<uint8_t>(it.ram.payload.begin(), it.ram.payload.end()), *want.at(page))
         << page;
   }
-  EXPECT_EQ(pages, (std::vector<uint64_t>{100, 150, 10, 300, 60}));
+  EXPECT_EQ(pages, (std::vector<uint64_t>{100, 150, 10, 11, 300, 60}));
 
   // A page that decodes to other bytes than the sender's (bases that differ) is an error.
   ASSERT_FALSE(first_page_frame.empty());
