@@ -436,7 +436,9 @@ Result<std::unique_ptr<Decoder>> Decoder::create(const CodecConfig& config) {
 
 DecodeResult Decoder::decode_record(uint64_t key, std::span<const uint8_t> in, uint8_t* out,
                                     size_t* consumed, Form* form) noexcept {
-  const uint32_t slot = cache_->find(key);
+  // A zero record needs no copy (the most common one: no lookup for it).
+  const bool zero = !in.empty() && in[0] == static_cast<uint8_t>(Form::kZero);
+  const uint32_t slot = zero ? PageCache::kNone : cache_->find(key);
   Form f = Form::kRaw;
   const DecodeResult r = decode_against(slot == PageCache::kNone ? nullptr : cache_->data(slot), in,
                                         out, consumed, &f);
