@@ -412,6 +412,13 @@ class ResumableTransport final : public Transport {
   void send_ack() noexcept {
     if (!inner_ || phase_ == Phase::kDown || phase_ == Phase::kFailed) return;
     if (inner_closed_) return;
+    if (phase_ == Phase::kGreeting && opt_.slot) {
+      // A receiver never speaks first on a new connection (install()), not even to acknowledge
+      // what came on the old one: its answer to the sender's ACK covers that.
+      ack_pending_ = false;
+      ack_due_ = kNever;
+      return;
+    }
     ack_pending_ = true;
     FrameBuf* b = inner_->pool().alloc();
     if (!b) return;
