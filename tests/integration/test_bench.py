@@ -95,7 +95,11 @@ def main():
             seed = json.load(f)['order_seed']
         with open(os.path.join(out, 'summary.md')) as f:
             summary = f.read()
-        check('## Link 1gbit' in summary and '| mix-calm | ferry-fast | 1/1 | completed' in summary,
+        # "ok" counts the runs within the pause budget, which the guest's setup pause alone
+        # can exceed under TCG: the table must agree with the run, whichever it was.
+        ok = 1 if rows['ferry-fast']['success'] == 'True' else 0
+        check('## Link 1gbit' in summary and
+              '| mix-calm | ferry-fast | %d/1 | completed' % ok in summary,
               'summary lacks the link table')
         check('| 1gbit | mix-calm | ferry-fast |' in summary, 'summary lacks the ratios')
         for png in ('time.png', 'pause.png', 'bytes.png', 'success.png', 'series-native.png',
