@@ -26,6 +26,20 @@ std::string ArgReader::value() {
   return argv_[++i_];
 }
 
+size_t ArgReader::choice(std::initializer_list<const char*> names) {
+  const std::string flag = current();
+  const std::string v = value();
+  if (!ok_) return 0;
+  std::string expected;
+  size_t i = 0;
+  for (const char* name : names) {
+    if (v == name) return i;
+    expected += (i++ ? "|" : "") + std::string(name);
+  }
+  fail(flag + ": '" + v + "' is not one of " + expected);
+  return 0;
+}
+
 double ArgReader::seconds() {
   std::string flag = current();
   std::string v = value();

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdio>
 #include <functional>
+#include <initializer_list>
 #include <string>
 
 #include "common/log.h"
@@ -47,6 +48,8 @@ class ArgReader {
   dataplane::PollMode poll_mode();
   // The value as a log level (error|warn|info|debug).
   log::Level log_level();
+  // The value as the index of one of names (0 when it is none of them: reported).
+  size_t choice(std::initializer_list<const char*> names);
   void unknown();
   bool ok() const { return ok_; }
 

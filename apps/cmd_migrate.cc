@@ -59,6 +59,7 @@ void migrate_usage(FILE* out) {
       "                     [--cache-policy aged-clock|lru] [--encode-threads N]\n"
       "                     [--poll adaptive|busy] [--fabric-provider NAME] [--link-timeout S]\n"
       "                     [--resume-within S] [--postcopy-hold MIB] [--postcopy-pace PCT]\n"
+      "                     [--postcopy-backlog-from request|package]\n"
       "                     [--dpdk-args \"EAL ARGS\"] [--dpdk-local IPV4] [--dpdk-mtu N]\n"
       "                     [--tls-x509-dir DIR | --tls-psk-file FILE | --insecure]\n"
       "                     [--tls-authz NAME,...] [--tls-hostname NAME]\n"
@@ -108,6 +109,13 @@ void migrate_usage(FILE* out) {
       "                      ferry send, so that a page the guest asks for leaves at once on\n"
       "                      the preempt link and its neighbours next (as ferry send; default\n"
       "                      512 with postcopy-preempt and a codec, otherwise 0 = off)\n"
+      "  --postcopy-backlog-from request|package\n"
+      "                      when ferry's queues toward the link shrink to post-copy's few\n"
+      "                      ms of bulk (ferry send's --postcopy-backlog, --postcopy-pace):\n"
+      "                      once QEMU accepted migrate-start-postcopy (default), so that\n"
+      "                      the device state QEMU sends after stopping the source waits\n"
+      "                      behind little pre-copy bulk; or at that device state (as ferry\n"
+      "                      send, which does not see the request)\n"
       "  --codec, --cache-mib, --cache-policy, --encode-threads, --poll, --fabric-provider,\n"
       "  --link-timeout, --resume-within, --postcopy-pace\n"
       "                      as ferry send (default auto, 256, aged-clock, 1, adaptive, verbs,\n"
@@ -140,6 +148,7 @@ struct MigrateArgs {
   Limits limits;
   bool postcopy_preempt = true;         // with --allow-postcopy: QEMU's postcopy-preempt capability
   std::optional<size_t> postcopy_hold;  // --postcopy-hold; unset: kDefaultPostcopyHold or off
+  bool postcopy_backlog_at_request = true;  // --postcopy-backlog-from request|package
   SendOptions send;
   dataplane::dpdk::DpdkSettings dpdk;
   SecurityFlags security;
@@ -444,6 +453,8 @@ int run_migrate(int argc, char** argv) {
       a.postcopy_hold = static_cast<size_t>(args.count(0, 65536)) << 20;
     } else if (args.is("--postcopy-pace")) {
       a.send.postcopy_pace = static_cast<double>(args.count(0, 200)) / 100;
+    } else if (args.is("--postcopy-backlog-from")) {
+      a.postcopy_backlog_at_request = args.choice({"package", "request"}) == 1;
     } else if (args.is("--poll")) {
       a.send.poll_mode = args.poll_mode();
     } else if (args.is("--fabric-provider")) {
@@ -784,6 +795,8 @@ int run_migrate(int argc, char** argv) {
         if (auto st = source->start_postcopy(); !st) {
           d.reason +=
               std::string(libvirt ? " (libvirt" : " (QEMU") + " refused: " + st.message() + ")";
+        } else if (a.postcopy_backlog_at_request) {
+          session->channels().postcopy_requested();
         }
       } else if (d.action == Action::kStop) {
         source->cancel();

@@ -114,7 +114,7 @@ struct ChannelPump::Impl final : FrameSink {
   size_t release_held();
   size_t write_routed();
   void check_postcopy(TimePoint now);
-  bool postcopy_package_out();
+  bool postcopy_package_out(TimePoint now);
   bool want_link_read() const {
     return link.state() == LinkState::kOpen && (sender || qemu.queued() < opt.max_pending);
   }
@@ -188,12 +188,13 @@ struct ChannelPump::Impl final : FrameSink {
   // Bytes queued toward the link before reading stops: max_pending, or in post-copy
   // postcopy_pending with reads that only top up (PumpOptions::page_requests).
   size_t read_limit = 0;
-  size_t unsent_limit = 0;   // set on the link in post-copy, 0 = not set
-  bool postcopy = false;     // a page request went by, or the post-copy package went out
-  uint64_t package_end = 0;  // link bytes up to the end of the post-copy package, 0 = not yet
-  bool holding = false;      // post-copy: the codec holds QEMU's stream (postcopy_hold)
-  size_t hold_credit = 0;    // bytes QEMU may write into the hold beyond the link's share
-  uint64_t misses_seen = 0;  // StreamCodec::requests_missed() as of the last step
+  size_t unsent_limit = 0;    // set on the link in post-copy, 0 = not set
+  bool postcopy = false;      // a page request went by, or the post-copy package went out
+  uint64_t package_end = 0;   // link bytes up to the end of the post-copy package, 0 = not yet
+  bool package_sent = false;  // all of the package left the link's queue in ferry
+  bool holding = false;       // post-copy: the codec holds QEMU's stream (postcopy_hold)
+  size_t hold_credit = 0;     // bytes QEMU may write into the hold beyond the link's share
+  uint64_t misses_seen = 0;   // StreamCodec::requests_missed() as of the last step
   TimePoint credit_until{}, next_credit{};
   double link_rate = 0;  // bytes/s over the last measure_link() period
   // The busy periods of the last ~2 s: the link's rate over them is what its bottleneck
@@ -354,22 +355,32 @@ size_t ChannelPump::Impl::link_receive() {
 // QEMU's post-copy package (StreamCodec::postcopy_package_framed) is in the kernel: the
 // destination resumes when it has it, and what follows is post-copy's bulk, which its first
 // page requests must not find queued at the bottleneck.
-bool ChannelPump::Impl::postcopy_package_out() {
+bool ChannelPump::Impl::postcopy_package_out(TimePoint now) {
+  if (package_sent) return true;
   if (!opt.codec || !opt.codec->postcopy_package_framed()) return false;
   const uint64_t handed = k.link_tx_bytes.load(std::memory_order_relaxed);
+  const uint64_t out = handed - link.tx_in_flight_bytes();
   if (package_end == 0) {
     package_end = handed + queued_bytes + (cur ? cur->len : 0) + overflow.size();
+    k.package_ahead_bytes.store(package_end - out, std::memory_order_relaxed);
+    k.package_framed_ns.store(now.time_since_epoch().count(), std::memory_order_relaxed);
   }
-  return handed - link.tx_in_flight_bytes() >= package_end;
+  if (out < package_end) return false;
+  package_sent = true;
+  k.package_sent_ns.store(now.time_since_epoch().count(), std::memory_order_relaxed);
+  return true;
 }
 
 // From the post-copy package or the first page request on, reads top up a backlog of ~3 ms
 // of the link's rate, at least postcopy_pending (PumpOptions): a fast link still gets enough
 // to stay busy. The kernel's unsent queue is held to ~2 ms (postcopy_unsent_s).
 void ChannelPump::Impl::check_postcopy(TimePoint now) {
+  const bool package_out = postcopy_package_out(now);
   if (!postcopy) {
     if (!opt.page_requests || opt.postcopy_pending == 0) return;
-    if (opt.page_requests->load(std::memory_order_relaxed) == 0 && !postcopy_package_out()) {
+    const bool requested =
+        opt.postcopy_requested && opt.postcopy_requested->load(std::memory_order_relaxed);
+    if (!requested && opt.page_requests->load(std::memory_order_relaxed) == 0 && !package_out) {
       return;
     }
     postcopy = true;

@@ -82,6 +82,12 @@ struct PumpOptions {
   // page-request wait from 270-430 ms to 130-180 ms (docs/BENCHMARKS.md).
   const std::atomic<uint64_t>* page_requests = nullptr;
   size_t postcopy_pending = 32u << 10;
+  // Sender: set once QEMU was told to switch to post-copy (ferry migrate knows; ferry send
+  // alone does not), or null. The short backlog above begins then rather than at the
+  // package: QEMU writes at most one more iteration of pre-copy before it stops the source,
+  // and the package, written after the stop, no longer waits behind max_pending of bulk in
+  // ferry and ~link_buffer_s of it in the kernel.
+  const std::atomic<bool>* postcopy_requested = nullptr;
   // Post-copy, unless postcopy_pending is 0, with a codec that holds (StreamCodec::hold): the
   // most of QEMU's stream ferry holds, parsed, in memory ahead of the link. A held page that
   // is asked for goes out ahead of the held stream (on the preempt link when there is one,
@@ -131,6 +137,12 @@ struct PumpCounters {
   std::atomic<uint64_t> link_resumes{0};
   // Post-copy: the rate the link is paced at (PumpOptions::postcopy_pace), bytes/s; 0 = not.
   std::atomic<uint64_t> postcopy_pace_bytes_per_s{0};
+  // Sender: when QEMU's post-copy package was framed and when all of it had left the link's
+  // queue in ferry (on tcp: was in the kernel) (steady clock, ns; 0 = not yet), and the bytes
+  // ferry still had for the link at the first, the package's included: what it waited
+  // behind before the destination could resume.
+  std::atomic<int64_t> package_framed_ns{0}, package_sent_ns{0};
+  std::atomic<uint64_t> package_ahead_bytes{0};
 };
 
 class ChannelPump final : public dataplane::Poller {

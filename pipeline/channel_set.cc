@@ -116,6 +116,7 @@ void ChannelSet::start_channel(uint16_t index, QemuEnd qemu, bool own_fds,
   if (sender) {
     // The page requests this channel's return path carries to the source QEMU.
     opt.page_requests = &ch->return_path.page_requests;
+    opt.postcopy_requested = &postcopy_requested_;
     opt.postcopy_pending = postcopy_pending_;
     opt.postcopy_hold = postcopy_hold_;
     opt.postcopy_pace = postcopy_pace_;
@@ -358,10 +359,21 @@ json::Value ChannelSet::stats_json(const std::string& outcome, const std::string
   const char* cache_policy = "";
   uint64_t held_promoted = 0, held_peak = 0, held_followed = 0, paced = 0;
   uint64_t postcopy_pages = 0, postcopy_record_bytes = 0, postcopy_against_base = 0;
+  int64_t discard_seen_ns = 0, package_framed_ns = 0, package_sent_ns = 0;
+  uint64_t package_ahead = 0;
   for (const auto& c : channels_) {
-    paced = std::max<uint64_t>(paced, c->pump->counters().postcopy_pace_bytes_per_s.load());
+    const PumpCounters& pk = c->pump->counters();
+    paced = std::max<uint64_t>(paced, pk.postcopy_pace_bytes_per_s.load());
+    if (pk.package_framed_ns.load() != 0) {  // the main channel's
+      package_framed_ns = pk.package_framed_ns.load();
+      package_sent_ns = pk.package_sent_ns.load();
+      package_ahead = pk.package_ahead_bytes.load();
+    }
     const PageStreamEncoder* enc = c->encoder;
     if (!enc) continue;
+    if (enc->counters().discard_seen_ns.load() != 0) {
+      discard_seen_ns = enc->counters().discard_seen_ns.load();
+    }
     encoding = true;
     held_promoted += enc->promoted_pages();
     held_followed += enc->held_pages_followed();
@@ -480,6 +492,15 @@ json::Value ChannelSet::stats_json(const std::string& outcome, const std::string
       pc.set("preempt_pages_against_base", postcopy_against_base);
       // The main link's pacing rate in post-copy (PumpOptions::postcopy_pace), 0 = not paced.
       pc.set("paced_bytes_per_s", paced);
+      // The switch on the host's monotonic clock (ms; null: not seen): QEMU's first discard
+      // came by, its package was framed, and all of it had left ferry (on tcp: was in the
+      // kernel); and the bytes ferry still had for the link when the package was framed, the
+      // package's included.
+      const auto ms = [](int64_t ns) { return ns ? Value(json::rounded(ns / 1e6, 2)) : Value(); };
+      pc.set("switch_monotonic_ms", Value::object({{"discard_seen", ms(discard_seen_ns)},
+                                                   {"package_framed", ms(package_framed_ns)},
+                                                   {"package_sent", ms(package_sent_ns)}}));
+      pc.set("package_ahead_bytes", package_ahead);
     }
     doc.set("postcopy", std::move(pc));
   }

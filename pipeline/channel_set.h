@@ -98,6 +98,10 @@ class ChannelSet {
   // Page encoding effort for every encoding channel: 0..5 fixed (the policy engine decides),
   // -1 = the codec's own choice (--codec).
   void set_effort(int effort);
+  // Sender: QEMU was told to switch to post-copy (migrate-start-postcopy succeeded). Each
+  // channel's pump goes to post-copy's short backlog now (PumpOptions::postcopy_requested),
+  // so that the package QEMU writes once it stopped the source waits behind little bulk.
+  void postcopy_requested() { postcopy_requested_.store(true, std::memory_order_relaxed); }
   // The final counters as one JSON object (--stats-json; see --help of send/recv). outcome:
   // "completed" or "failed"; error: the first error, or "" (written as null).
   json::Value stats_json(const std::string& outcome, const std::string& error) const;
@@ -117,6 +121,7 @@ class ChannelSet {
   size_t postcopy_pending_ = PumpOptions{}.postcopy_pending;
   size_t postcopy_hold_ = PumpOptions{}.postcopy_hold;
   double postcopy_pace_ = PumpOptions{}.postcopy_pace;
+  std::atomic<bool> postcopy_requested_{false};
   // Sender with a held stream: held pages asked for go to the preempt channel's stream.
   // Before channels_: their codecs point to it.
   std::unique_ptr<PreemptRoute> preempt_route_;

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstring>
 
+#include "common/clock.h"
 #include "common/crc32c.h"
 #include "policy/effort.h"
 
@@ -222,8 +223,12 @@ Status PageStreamEncoder::drain(std::span<const uint8_t> pushed, FrameWriter& ou
                        (it.ram.type == qemu::RamRecordType::kZero && it.ram.fill == 0)) &&
                       effort_ > 0;
     if (!page) {
-      if (it.kind == ItemKind::kPackagedEnd) package_framed_ = true;
+      if (it.kind == ItemKind::kPackagedEnd && !holding_) package_framed_ = true;
       const bool package = it.kind == ItemKind::kCommand && it.command.cmd == qemu::kCmdPackaged;
+      if (it.kind == ItemKind::kCommand && it.command.cmd == qemu::kCmdPostcopyRamDiscard &&
+          counters_.discard_seen_ns.load(std::memory_order_relaxed) == 0) {
+        counters_.discard_seen_ns.store(static_cast<int64_t>(now_ns()), std::memory_order_relaxed);
+      }
       if (holding_) {
         if (it.kind == ItemKind::kEof) eof_held_ = true;
         hold_item(it, false, package);
@@ -297,6 +302,7 @@ void PageStreamEncoder::hold_item(const qemu::Item& it, bool page, bool freeze) 
     }
     Held& h = held_.back();
     h.bytes.insert(h.bytes.end(), it.raw.begin(), it.raw.end());
+    if (it.kind == ItemKind::kPackagedEnd) h.package_end = true;
     held_bytes_ += it.raw.size();
     return;
   }
@@ -396,6 +402,7 @@ Status PageStreamEncoder::release(size_t bytes, FrameWriter& out) {
       if (st && h.freeze) st = freeze_caches(out);
       if (!st) return st;
       add_opaque(h.bytes, out);
+      if (h.package_end) package_framed_ = true;
     }
     released_page_last_ = h.page;
     h.released = true;

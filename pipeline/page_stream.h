@@ -122,6 +122,9 @@ struct PageCodecCounters {
   // The preempt channel's POSTCOPY_PAGE frames: pages, their records' bytes, and how many
   // went as same or delta against the frozen caches.
   std::atomic<uint64_t> postcopy_pages{0}, postcopy_record_bytes{0}, postcopy_against_base{0};
+  // When the stream's first post-copy discard came by (steady clock, ns; 0 = none): QEMU
+  // stopped the source and begins the switch.
+  std::atomic<int64_t> discard_seen_ns{0};
 };
 
 inline constexpr unsigned kMaxShards = 64;           // the shard fits PAGES flags bits 1..7
@@ -225,8 +228,9 @@ class PageStreamEncoder final : public StreamCodec {
   // One item of the held stream: a page to encode, or bytes that go as they are.
   struct Held {
     bool page = false;
-    bool released = false;  // framed already (a promoted page waits here until the front)
-    bool freeze = false;    // QEMU's post-copy package begins here (freeze_caches())
+    bool released = false;     // framed already (a promoted page waits here until the front)
+    bool freeze = false;       // QEMU's post-copy package begins here (freeze_caches())
+    bool package_end = false;  // and ends in these bytes (postcopy_package_framed())
     std::string block;
     uint32_t index = 0;
     std::vector<uint8_t> bytes;  // the page (empty: a zero page) or the raw item bytes
@@ -280,7 +284,7 @@ class PageStreamEncoder final : public StreamCodec {
   // pages by (block, index), except pages held twice, which keep their order; the promoted
   // ones waiting to be released; whether the last item framed was a page.
   bool holding_ = false;
-  bool package_framed_ = false;  // the main channel's PACKAGED blob went by
+  bool package_framed_ = false;  // the main channel's PACKAGED blob went into frames
   std::deque<Held> held_;
   uint64_t held_front_ = 0;
   size_t held_bytes_ = 0;

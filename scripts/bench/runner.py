@@ -84,13 +84,18 @@ def _methods():
         Method('ferry-migrate', 'migrate',
                'ferry migrate --allow-postcopy --max-downtime <budget> (policy engine)'),
         # Earlier defaults, for A/Bs against the one above (since 2026-12-06 ferry migrate
-        # holds the stream with preempt, and paces the main link in post-copy).
+        # holds the stream with preempt, and paces the main link in post-copy; since
+        # 2026-12-07 its backlog shrinks at migrate-start-postcopy).
         Method('ferry-migrate-hold', 'migrate',
                'ferry migrate --allow-postcopy --postcopy-hold 512 --max-downtime <budget>',
                migrate_args=['--allow-postcopy', '--postcopy-hold', '512']),
         Method('ferry-migrate-unpaced', 'migrate',
                'ferry migrate --allow-postcopy --postcopy-pace 0 --max-downtime <budget>',
                migrate_args=['--allow-postcopy', '--postcopy-pace', '0']),
+        Method('ferry-migrate-backlog-package', 'migrate',
+               'ferry migrate --allow-postcopy --postcopy-backlog-from package '
+               '--max-downtime <budget>',
+               migrate_args=['--allow-postcopy', '--postcopy-backlog-from', 'package']),
     ]
     for codec in ('none', 'fast', 'max', 'auto'):
         ms.append(Method('ferry-' + codec, 'ferry',
@@ -120,7 +125,7 @@ def _event_time(guest, event, status=None):
     return None
 
 
-def _switch_timeline(src, dst, requests=None, source_requests=None):
+def _switch_timeline(src, dst, requests=None, source_requests=None, source_switch=None):
     """Where the guest's pause at the switch to post-copy goes, in ms from the source's
     STOP: the source's last tick before it, the destination's RESUME (it received the device
     state and started the vCPUs) and its first tick after that (the pages the guest needed
@@ -130,7 +135,8 @@ def _switch_timeline(src, dst, requests=None, source_requests=None):
     at most, how many were answered on the preempt channel, and their pages. With ferry
     send's (ferry migrate's report, postcopy_source), the source QEMU's part of those waits:
     each fault matched with the first request for the same page that reached the source
-    after it."""
+    after it. With ferry send's switch_monotonic_ms (postcopy_source), when it saw QEMU's
+    first discard, framed the package, and had all of it in the kernel."""
     t_stop = _event_time(src, 'STOP')
     if t_stop is None:
         return None
@@ -143,6 +149,8 @@ def _switch_timeline(src, dst, requests=None, source_requests=None):
         return None if t is None else round((t - t_stop) * 1000, 1)
     out = {'src_last_tick': ms(last_src), 'dst_resume': ms(t_resume),
            'dst_first_tick': ms(first_dst)}
+    for name, at in (source_switch or {}).items():
+        out['ferry_' + name] = None if at is None else ms(at / 1000)
     if requests is not None and t_resume is not None and first_dst is not None:
         faults = [r for r in requests if t_resume * 1000 <= r[0] <= first_dst * 1000]
         waits = [r[1] for r in faults if r[1] is not None]
@@ -321,9 +329,10 @@ def run(spec, parent):
                     if fr is not None and completed and os.path.exists(fr.recv_json):
                         requests = json.loads(read_text(fr.recv_json)).get(
                             'postcopy', {}).get('requests_monotonic_ms')
-                    row['switch_ms'] = _switch_timeline(
-                        src, dst, requests,
-                        (row.get('postcopy_source') or {}).get('requests_monotonic_ms'))
+                    ps = row.get('postcopy_source') or {}
+                    row['switch_ms'] = _switch_timeline(src, dst, requests,
+                                                        ps.get('requests_monotonic_ms'),
+                                                        ps.get('switch_monotonic_ms'))
                     row['postcopy_requests'] = requests  # ferry recv's first 1024
                     # The guest ran on the destination during post-copy (it must: no -S).
                     row['dst_ticks_postcopy'] = sum(

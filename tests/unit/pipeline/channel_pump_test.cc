@@ -566,6 +566,38 @@ bool eventually(Cond cond, std::chrono::milliseconds within) {
   return true;
 }
 
+TEST(SenderPump, PostCopyPacingBeginsWhenTheSwitchIsRequested) {
+  // ferry migrate tells the pumps when QEMU accepted migrate-start-postcopy: the package
+  // QEMU writes after it stopped the source then waits behind post-copy's short backlog,
+  // not pre-copy's. Without that signal nothing changes before the package or a request.
+  for (const bool requested : {true, false}) {
+    SCOPED_TRACE(requested ? "switch requested" : "no signal");
+    LinkPair link = connect_pair("tcp");
+    ASSERT_NO_FATAL_FAILURE(small_socket_buffers(link));
+    LinkHintRecorder rec(*link.send_side);
+    std::atomic<bool> switch_requested{false};
+    PumpOptions opt;
+    opt.postcopy_requested = &switch_requested;
+    const auto stream = random_bytes(10u << 20, 17);
+    bool paced_before_request = false;
+    const auto got = pump_across_a_request(
+        opt, rec, *link.recv_side, stream, 7u << 20,  // ~1 s at the destination's pace
+        [&] {
+          if (requested) switch_requested.store(true);
+          // The pump still drains its backlog to the slow destination, so it steps.
+          paced_before_request = requested
+                                     ? eventually([&] { return rec.pacing_calls.load() == 1; },
+                                                  std::chrono::milliseconds(5000))
+                                     : rec.pacing_calls.load() > 0;
+        },
+        read_slowly);
+    EXPECT_EQ(got, stream);
+    EXPECT_EQ(paced_before_request, requested);
+    EXPECT_EQ(rec.pacing_calls.load(), 1);
+    EXPECT_LT(rec.buffer.load(), PumpOptions{}.link_buffer_min);
+  }
+}
+
 TEST(SenderPump, PostCopyRequestsForPagesNotHeldLetQemuWriteIntoTheHold) {
   // Post-copy with a codec that holds: however full the link (nobody reads it here), each
   // request for a page the codec does not hold lets QEMU write more into the hold (256 KiB
