@@ -85,8 +85,11 @@ struct PumpOptions {
   // Sender: set once QEMU was told to switch to post-copy (ferry migrate knows; ferry send
   // alone does not), or null. The short backlog above begins then rather than at the
   // package: QEMU writes at most one more iteration of pre-copy before it stops the source,
-  // and the package, written after the stop, no longer waits behind max_pending of bulk in
-  // ferry and ~link_buffer_s of it in the kernel.
+  // and the package, written after the stop and QEMU's bitmap sync, no longer waits behind
+  // pre-copy's bulk in the kernel (docs/BENCHMARKS.md, "The package behind pre-copy's
+  // queues"). What QEMU wrote last then waits in its own socket instead, and drains during
+  // that sync. Pacing from the request with reads as in pre-copy kept ferry's own queue of
+  // up to max_pending ahead of the package: worse.
   const std::atomic<bool>* postcopy_requested = nullptr;
   // Post-copy, unless postcopy_pending is 0, with a codec that holds (StreamCodec::hold): the
   // most of QEMU's stream ferry holds, parsed, in memory ahead of the link. A held page that

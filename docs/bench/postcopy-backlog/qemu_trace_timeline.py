@@ -23,20 +23,21 @@ def events(path):
     return out
 
 
-def traces(qdir, name, t0, t1):
+def traces(qdir, name, t0):
+    """The trace of the QEMU `name` started first after t0 (the run's start, whole seconds)."""
+    best = None
     for p in glob.glob(os.path.join(qdir, name + '-*.log')):
         started = int(os.path.basename(p).split('-')[-1].split('.')[0]) / 1e9
-        if t0 - 5 <= started <= t1:
-            return events(p)
-    return []
+        if started >= t0 - 1 and (best is None or started < best[0]):
+            best = (started, p)
+    return events(best[1]) if best else []
 
 
 for path in sorted(glob.glob(sys.argv[1] + '/runs/*.json')):
     d = json.load(open(path))
     t0 = datetime.datetime.fromisoformat(d['started']).replace(
         tzinfo=datetime.timezone.utc).timestamp()
-    t1 = t0 + (d.get('wall_s') or 600) + 60
-    src, dst = traces(sys.argv[2], 'src', t0, t1), traces(sys.argv[2], 'dst', t0, t1)
+    src, dst = traces(sys.argv[2], 'src', t0), traces(sys.argv[2], 'dst', t0)
     stop = next((t for t, e, a in src if e == 'vm_state_notify' and a.startswith('running 0')
                  and 'postcopy' not in a), None)
     start = next((t for t, e, a in src if e == 'postcopy_start'), None)
