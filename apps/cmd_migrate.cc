@@ -454,7 +454,7 @@ int run_migrate(int argc, char** argv) {
     } else if (args.is("--postcopy-pace")) {
       a.send.postcopy_pace = static_cast<double>(args.count(0, 200)) / 100;
     } else if (args.is("--postcopy-backlog-from")) {
-      a.postcopy_backlog_at_request = args.choice({"package", "request"}) == 1;
+      a.postcopy_backlog_at_request = args.choice({"request", "package"}) == 0;
     } else if (args.is("--poll")) {
       a.send.poll_mode = args.poll_mode();
     } else if (args.is("--fabric-provider")) {
