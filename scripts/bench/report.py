@@ -400,13 +400,18 @@ def _plots(out, rows, links, wls, methods, succ, budget):
             ('guest_max_pause_ms', 'longest pause the guest saw (ms, log scale)', 'pause.png',
              True),
             ('link_mb', 'bytes on the link (MB)', 'bytes.png', False)):
-        fig, axes = plt.subplots(1, len(links), figsize=(max(5.5 * len(links), 9), 5.2),
-                                 squeeze=False)
+        # Each panel shows only the workloads run on its link, its width in proportion.
+        link_wls = [[wl for wl in wls if any(r['link'] == link and r['workload'] == wl
+                                             for r in rows)] or wls for link in links]
+        slots = sum(len(w) + 1 for w in link_wls)
+        fig, axes = plt.subplots(1, len(links), figsize=(max(0.7 * slots + 1.5, 9), 5.2),
+                                 squeeze=False,
+                                 gridspec_kw={'width_ratios': [len(w) + 1 for w in link_wls]})
         width = 0.8 / max(len(methods), 1)
-        for ax, link in zip(axes[0], links):
+        for ax, link, panel_wls in zip(axes[0], links, link_wls):
             for i, m in enumerate(methods):
                 xs, ys, errs, hatches = [], [], [[], []], []
-                for j, wl in enumerate(wls):
+                for j, wl in enumerate(panel_wls):
                     c = _cell(rows, link, wl, m)
                     if c is None:
                         continue
@@ -432,19 +437,22 @@ def _plots(out, rows, links, wls, methods, succ, budget):
                     b.set_hatch(h)
             if key == 'guest_max_pause_ms':
                 ax.axhline(budget, color='red', linewidth=1, linestyle='--')
-                ax.text(len(wls) - 0.5, budget, 'budget %d ms' % budget, color='red',
-                        fontsize=7, ha='right', va='bottom')
+                ax.text(-0.5, budget, ' budget %d ms' % budget, color='red', fontsize=7,
+                        ha='left', va='bottom')
             if log:
                 ax.set_yscale('log')
                 ax.set_ylim(bottom=10)
-            ax.set_xticks(range(len(wls)))
-            ax.set_xticklabels(wls, rotation=20, ha='right')
+            ax.set_xticks(range(len(panel_wls)))
+            ax.set_xticklabels(panel_wls, rotation=20, ha='right')
+            ax.set_xlim(-0.6, len(panel_wls) - 0.4)
             ax.set_ylabel(label)
             ax.set_title('link %s' % link)
             ax.grid(axis='y', alpha=0.3)
         # Below the panels, so no bar hides behind it.
-        handles, labels = axes[0][0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc='lower center', ncol=len(methods), fontsize=8,
+        # Made here, not from a panel: a method with no bar in the first panel has no colour.
+        from matplotlib.patches import Patch
+        handles = [Patch(facecolor=_color(plt, m)) for m in methods]
+        fig.legend(handles, methods, loc='lower center', ncol=len(methods), fontsize=8,
                    title='method; medians, min–max bars\nhatched //: did not complete (time to '
                    'the limit, bytes until cancelled); xx: completed, not every run a success',
                    title_fontsize=8)
@@ -462,8 +470,8 @@ def _plots(out, rows, links, wls, methods, succ, budget):
     ax.set_xticklabels(methods, rotation=20, ha='right')
     ax.set_ylabel('successful migrations (%)')
     ax.set_ylim(0, 110)
-    ax.set_title('success ratio per method (completed within the limit, memory verified, the '
-                 'guest\'s longest pause within the budget)', fontsize=8)
+    ax.set_title('success ratio per method\n(completed within the limit, memory verified, '
+                 'the guest\'s longest pause within the budget)', fontsize=8)
     ax.grid(axis='y', alpha=0.3)
     fig.tight_layout()
     fig.savefig(os.path.join(out, 'plots', 'success.png'), dpi=90)
