@@ -30,6 +30,7 @@ FERRY_BENCH_KEEP=1 keeps the workdir (/tmp/ferry-bench-*) of a run that failed.
 """
 import argparse
 import csv
+import hashlib
 import json
 import os
 import random
@@ -42,6 +43,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, '..', '..'))
 sys.path.insert(0, HERE)
 from runner import METHODS  # noqa: E402
+import rig  # noqa: E402  (runner.py puts tests/integration on the path)
 from workloads import WORKLOADS  # noqa: E402
 import report  # noqa: E402
 
@@ -56,7 +58,7 @@ COLUMNS = ['id', 'link', 'workload', 'method', 'rep', 'order', 'outcome', 'succe
            'postcopy_at_s', 'tput_unit', 'tput_before', 'tput_during', 'tput_after',
            'src_qemu_cpu_s', 'src_qemu_mig_cpu_s', 'dst_qemu_cpu_s', 'ferry_send_cpu_s',
            'ferry_recv_cpu_s', 'ferry_ratio', 'wall_s', 'reason', 'error', 'started',
-           'commit']
+           'commit', 'ferry_bin']
 
 
 def load_matrix(arg):
@@ -125,6 +127,20 @@ def git_commit():
     return r.stdout.strip() if r.returncode == 0 else ''
 
 
+def ferry_binary():
+    """'PATH sha256:PREFIX' of the ferry binary the runs use (the rig's choice: $FERRY_BIN,
+    else the build's): `commit` names the checkout the scripts ran from, which may have moved
+    on (docs commits during a long invocation) while every run used one pinned binary."""
+    path = rig.find_ferry()
+    if not path:
+        return ''
+    try:
+        with open(path, 'rb') as f:
+            return '%s sha256:%s' % (path, hashlib.sha256(f.read()).hexdigest()[:12])
+    except OSError:
+        return ''
+
+
 def kill_group(p):
     for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
         try:
@@ -183,6 +199,7 @@ def run_child(mx, rid, link, wl, method, rep, order, index, out):
     row['order'] = order
     row['started'] = started
     row['commit'] = git_commit()
+    row['ferry_bin'] = ferry_binary()
     with open(row_path, 'w') as f:
         json.dump(row, f, indent=1)
     return row
