@@ -165,6 +165,7 @@ def render(out, mx):
         md.append('')
     md += _ratios(rows, links, wls, methods, qemu_methods)
     md += _goals(out, rows, links, wls, methods, qemu_methods, budget)
+    md += _misses(out, rows, wls, methods, budget)
     md += _decisions(out, rows)
     plots = _plots(out, rows, links, wls, methods, succ, budget)
     plots += _timeseries(out, rows, mx.get('timeseries_cell'), methods)
@@ -366,6 +367,69 @@ def _postcopy_cells(out, rows, links, wls, budget, after):
     return md + [''] if n else []
 
 
+def _miss_reason(out, r, budget):
+    """Why a run that did not succeed missed: not completed, memory not verified, or the gap
+    over the budget: the setup pause alone, else a later gap in post-copy or in pre-copy (the
+    switchover or a pass's bitmap sync). None for a success; 'gaps not kept' when runs/<id>.json has no gaps."""
+    if _ok(r):
+        return None
+    if r['outcome'] != 'completed':
+        return 'not completed'
+    gaps = _long_gaps(out, r)
+    if gaps is None:
+        return 'gaps not kept'
+    later = [(start_s, ms) for start_s, ms in gaps if start_s >= SETUP_GAP_START_S]
+    worst = max(later, key=lambda g: g[1], default=None)
+    if worst is None or worst[1] <= budget:
+        return 'setup pause only' if _verified(r) else 'memory not verified'
+    pc = _f(r.get('postcopy_at_s'))
+    return ('a gap in post-copy' if pc is not None and worst[0] >= pc - SETUP_GAP_START_S
+            else 'a gap in pre-copy')
+
+
+MISS_REASONS = ('not completed', 'memory not verified', 'setup pause only', 'a gap in post-copy',
+                'a gap in pre-copy', 'gaps not kept')
+
+
+def _misses(out, rows, wls, methods, budget):
+    """Why runs missed the budget, per method, and the setup pause (the gap at the migrate
+    command) per method and workload: min, median, max over the runs that had one."""
+    md = ['### Why runs missed', '',
+          'Runs that did not succeed, by the first reason that applies: not completed within '
+          'the limit; the longest pause apart from the setup pause within the %d ms budget '
+          '(so the setup pause alone was over it, or memory was not verified); else the '
+          'longest later gap, in post-copy (it started after the switch) or in pre-copy (the '
+          'switchover, or a pass\'s dirty-bitmap sync mid-migration). Where each gap was: '
+          '`guest_long_gaps` in runs/<id>.json ([start s after the migrate command, ms]).' % budget, '',
+          '| method | missed | ' + ' | '.join(MISS_REASONS) + ' |',
+          '|---|---:|' + '---:|' * len(MISS_REASONS)]
+    for m in methods:
+        reasons = [_miss_reason(out, r, budget) for r in rows if r['method'] == m]
+        reasons = [x for x in reasons if x]
+        md.append('| %s | %d | %s |' % (m, len(reasons), ' | '.join(
+            str(reasons.count(k)) for k in MISS_REASONS)))
+    md += ['', '### The setup pause', '',
+           'The gap between the guest\'s ticks that starts within %.2f s of the migrate '
+           'command (QEMU switching on dirty logging), ms: min / median / max (runs).'
+           % SETUP_GAP_START_S, '', '| workload | ' + ' | '.join(methods) + ' |',
+           '|---|' + '---|' * len(methods)]
+    for wl in wls:
+        cells = []
+        for m in methods:
+            setup = []
+            for r in rows:
+                if r['workload'] != wl or r['method'] != m:
+                    continue
+                gaps = _long_gaps(out, r) or []
+                at_start = [ms for start_s, ms in gaps if start_s < SETUP_GAP_START_S]
+                if at_start:
+                    setup.append(max(at_start))
+            cells.append('%.0f / %.0f / %.0f (%d)' % (min(setup), _median(setup), max(setup),
+                                                      len(setup)) if setup else '-')
+        md.append('| %s | %s |' % (wl, ' | '.join(cells)))
+    return md + ['']
+
+
 def _decisions(out, rows):
     md = []
     for r in rows:
@@ -391,6 +455,7 @@ def _plots(out, rows, links, wls, methods, succ, budget):
         import matplotlib
         matplotlib.use('Agg')
         import matplotlib.pyplot as plt
+        from matplotlib.patches import Patch
     except ImportError:
         return []
     os.makedirs(os.path.join(out, 'plots'), exist_ok=True)
@@ -450,7 +515,6 @@ def _plots(out, rows, links, wls, methods, succ, budget):
             ax.grid(axis='y', alpha=0.3)
         # Below the panels, so no bar hides behind it.
         # Made here, not from a panel: a method with no bar in the first panel has no colour.
-        from matplotlib.patches import Patch
         handles = [Patch(facecolor=_color(plt, m)) for m in methods]
         fig.legend(handles, methods, loc='lower center', ncol=len(methods), fontsize=8,
                    title='method; medians, min–max bars\nhatched //: did not complete (time to '
