@@ -146,17 +146,17 @@ std::vector<Decision> Engine::step(const Sample& s) {
       if (stopped_) return out;
     }
     predict_from_sample(s);
-    // Post-copy at a local minimum of what is left. Within a pass QEMU's remaining falls as
-    // it sends the pass's dirty set and jumps back up at the next sync; so switch once it
-    // stopped falling, or is down to a tenth of the pass's start, or at the latest at the
-    // start of the pass after the prediction (what is left is then that pass's dirty set).
+    // Post-copy at a local minimum of what is left. Within a pass QEMU's remaining only falls
+    // (it grows at the next sync), so the minimum is the pass's end: switch once it is down to
+    // a tenth of the pass's start, or at the latest at the start of the pass after the
+    // prediction (what is left is then that pass's dirty set). A sample in which it did not
+    // fall is QEMU stalled, not a minimum: in pass 1 the pages not yet sent include the top
+    // of RAM, where the guest's kernel lives, and the guest faults on each one it touches.
     if (predicted_ && limits_.allow_postcopy && !postcopy_started_ && have_prev_) {
       const uint64_t start = pass_start_remaining_.empty() ? 0 : pass_start_remaining_.back();
       const bool same_pass = s.qemu.dirty_sync_count == prev_.qemu.dirty_sync_count;
-      const bool stopped_falling = same_pass && s.qemu.remaining_bytes < start &&
-                                   s.qemu.remaining_bytes >= prev_.qemu.remaining_bytes;
       const bool low = same_pass && s.qemu.remaining_bytes <= start / 10;
-      if (stopped_falling || low || pass_ > predicted_at_pass_) {
+      if (low || pass_ > predicted_at_pass_) {
         postcopy_started_ = true;
         add(out, s, Action::kStartPostcopy, 0,
             "pre-copy will not converge (" + predicted_why_ + "; predicted in pass " +

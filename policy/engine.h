@@ -30,9 +30,10 @@
 // pass, which on a slow link can take a minute, QEMU has no D yet; a sampled estimate
 // (QEMU's calc-dirty-rate, taken by `ferry migrate` as the migration starts) stands in for
 // it once B has settled, and D_sampled >= 0.9 B predicts non-convergence too — then the switch
-// to post-copy comes at pass 1's local minimum, at the latest at the start of pass 2 (what is
-// left is then just pass 1's dirty set), instead of a pass or two later. A sampled estimate
-// only ever leads to post-copy, never to a stop: stopping waits for QEMU's own measurement.
+// to post-copy comes at pass 1's end (a tenth of it left), at the latest at the start of pass 2
+// (what is left is then just pass 1's dirty set), instead of a pass or two later. A sampled
+// estimate only ever leads to post-copy, never to a stop: stopping waits for QEMU's own
+// measurement.
 #pragma once
 
 #include <cstdint>

@@ -15,6 +15,7 @@ SimResult simulate(const SimConfig& c, const Limits& limits) {
   double max_bandwidth = 1e30;     // QEMU's max-bandwidth (ferry migrate lifts the default)
   double remaining = c.ram_bytes;  // of the current pass
   double next_set = 0;             // dirtied since the pass began
+  double pass_start = remaining;
   uint64_t pass = 1;
   bool postcopy = false;
   double stream = 0, wire = 0, transferred = 0;
@@ -84,6 +85,8 @@ SimResult simulate(const SimConfig& c, const Limits& limits) {
             postcopy = true;
             r.postcopy = true;
             r.postcopy_at_pass = pass;
+            r.postcopy_left_bytes = remaining;
+            r.pass_start_bytes = pass_start;
             // Final sync, then only the device state stops the guest.
             remaining += next_set;
             next_set = 0;
@@ -106,7 +109,9 @@ SimResult simulate(const SimConfig& c, const Limits& limits) {
     }
 
     // Send for one step.
-    const double sent = std::min(remaining, b * c.step_s);
+    const bool stalled =
+        c.stall_from_s >= 0 && t >= c.stall_from_s && t < c.stall_from_s + c.stall_s;
+    const double sent = stalled ? 0 : std::min(remaining, b * c.step_s);
     remaining -= sent;
     stream += sent;
     transferred += sent;
@@ -140,6 +145,7 @@ SimResult simulate(const SimConfig& c, const Limits& limits) {
     // Sync: QEMU measures the dirty rate; the next pass sends what was dirtied.
     dirty_rate_seen = dirty_rate;
     remaining = next_set;
+    pass_start = remaining;
     next_set = 0;
     ++pass;
     if (limits.allow_throttle && pass >= 3) dirty_rate *= 0.8;

@@ -54,6 +54,9 @@ struct SimConfig {
   // the rate of that step, as it does (it syncs early when the estimate fits).
   double burst_every_s = 0;
   double burst_factor = 1;
+  // QEMU's stream stalls (sends nothing) for stall_s from stall_from_s on; < 0: never.
+  double stall_from_s = -1;
+  double stall_s = 0;
   double step_s = 0.1;
   double time_limit_s = 3600;
 };
@@ -70,6 +73,8 @@ struct SimResult {
   std::vector<Decision> decisions;
   uint64_t predicted_at_pass = 0;  // first pass at which the engine saw non-convergence (0: never)
   uint64_t postcopy_at_pass = 0;
+  double postcopy_left_bytes = 0;  // QEMU's remaining at the switch
+  double pass_start_bytes = 0;     // ... and at the start of that pass
 };
 
 SimResult simulate(const SimConfig& config, const Limits& limits);
