@@ -436,6 +436,9 @@ def _run_ferry_migrate(wd, lk, fr, spec, row, cpu):
     row['effort_series'] = [[round(e['t_s'], 2), e.get('effort')] for e in events
                             if e.get('event') == 'progress']
     row['pages_per_effort'] = rep.get('pages_per_effort')
+    # The pass-1 estimate of the dirty rate the policy predicts from (QEMU's calc-dirty-rate).
+    row['sampled_dirty_bytes_per_s'] = rep.get('sampled_dirty_bytes_per_s')
+    row['dirty_rate_sample_pages'] = rep.get('dirty_rate_sample_pages')
     # The source QEMU's part of the post-copy page requests (ferry send's tracker).
     row['postcopy_source'] = rep.get('postcopy_source')
     for d in rep['decisions']:
