@@ -162,7 +162,8 @@ std::vector<Decision> Engine::step(const Sample& s) {
             "pre-copy will not converge (" + predicted_why_ + "; predicted in pass " +
                 std::to_string(predicted_at_pass_) + "): post-copy in pass " +
                 std::to_string(pass_) + " from " + mb(static_cast<double>(s.qemu.remaining_bytes)) +
-                " left, a local minimum");
+                (low ? " left, a tenth of the pass's " + mb(static_cast<double>(start))
+                     : " left, the last pass's dirty set"));
       }
     }
     tune_effort(s, out);

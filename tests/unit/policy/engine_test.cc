@@ -184,6 +184,12 @@ TEST(Engine, AStallInPassOneIsNotALocalMinimum) {
   EXPECT_EQ(r.postcopy_at_pass, 1u) << dump(r);
   EXPECT_LE(r.postcopy_left_bytes, r.pass_start_bytes / 10) << dump(r);
   EXPECT_EQ(r.outcome, "completed");
+  bool says_why = false;
+  for (const auto& d : r.decisions) {
+    says_why |= d.action == Action::kStartPostcopy &&
+                d.reason.find("a tenth of the pass's") != std::string::npos;
+  }
+  EXPECT_TRUE(says_why) << "the switch should say it came at a tenth of the pass left\n" << dump(r);
 }
 
 // The sampled rate may overestimate (it counts every page touched in a 1 s window): a guest
