@@ -370,7 +370,8 @@ def _postcopy_cells(out, rows, links, wls, budget, after):
 def _miss_reason(out, r, budget):
     """Why a run that did not succeed missed: not completed, memory not verified, or the gap
     over the budget: the setup pause alone, else a later gap in post-copy or in pre-copy (the
-    switchover or a pass's bitmap sync). None for a success; 'gaps not kept' when runs/<id>.json has no gaps."""
+    switchover or a pass's bitmap sync). None for a success; 'gaps not kept' when
+    runs/<id>.json has no gaps."""
     if _ok(r):
         return None
     if r['outcome'] != 'completed':

@@ -139,7 +139,7 @@ TEST(Engine, NonConvergingSwitchesToPostcopyWithinTwoPasses) {
 }
 
 // A large guest on a slow link: pass 1 alone takes ~80 s. With the dirty rate sampled as the
-// migration starts, the switch comes at the end of pass 1 (its local minimum) instead of in a
+// migration starts, the switch comes at the end of pass 1 instead of in a
 // later pass once QEMU measured the rate itself.
 TEST(Engine, SampledDirtyRatePredictsInPassOne) {
   SimConfig c;
