@@ -107,6 +107,10 @@ class Transport {
   // Frames (or bytes, for stream backends: as frames' bytes) taken by tx_burst and not yet
   // reaped, in bytes.
   virtual size_t tx_in_flight_bytes() const noexcept = 0;
+  // Of those, the bytes still waiting in ferry to leave (not yet written to the kernel, or cut
+  // into packets): what a frame taken now waits behind. Sent but unacknowledged bytes are
+  // the network's, as a kernel socket's buffer is, and bounded by the transport's window.
+  virtual size_t tx_unsent_bytes() const noexcept { return tx_in_flight_bytes(); }
 
   // For an adaptive engine's sleep: the fd that becomes ready when this transport has work,
   // and the kWait* bits to wait for given what the owner wants (0 = no fd wait; -1 = no fd:

@@ -104,7 +104,8 @@ struct ChannelPump::Impl final : FrameSink {
       const size_t held = opt.codec->held_bytes();
       return !qemu_eof && held < opt.postcopy_hold && (hold_credit > 0 || held < read_limit);
     }
-    return !qemu_eof && pool.available() >= kReadReserve && backlog() < read_limit;
+    return !qemu_eof && pool.available() >= kReadReserve &&
+           (postcopy ? backlog() : unsent()) < read_limit;
   }
   // Post-copy with a held stream: room toward the link for more of it.
   bool want_release() const {
@@ -164,6 +165,13 @@ struct ChannelPump::Impl final : FrameSink {
   }
   size_t backlog() const override {
     return queued_bytes + (cur ? cur->len : 0) + overflow.size() + link.tx_in_flight_bytes();
+  }
+  // Of backlog(), what has not left yet. Pre-copy reads QEMU against this: bytes sent and not
+  // yet acknowledged are the path's (a window's worth on a long fast path), and counting them
+  // capped a datagram link at max_pending per round trip. Post-copy keeps counting them, so
+  // that little is committed ahead of the pages asked for.
+  size_t unsent() const {
+    return queued_bytes + (cur ? cur->len : 0) + overflow.size() + link.tx_unsent_bytes();
   }
 
   const bool sender;

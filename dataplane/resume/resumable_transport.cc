@@ -271,6 +271,9 @@ class ResumableTransport final : public Transport {
     if (closed_tx_) return held_bytes_ + below + (inner_closed_ ? 0 : 1);
     return unsent_bytes_ + below;
   }
+  size_t tx_unsent_bytes() const noexcept override {
+    return unsent_bytes_ + (inner_ ? inner_->tx_unsent_bytes() : 0);
+  }
 
   int wait_fd() const noexcept override {
     if (phase_ == Phase::kDown) return opt_.slot ? opt_.slot->wake_fd() : wake_fd_;

@@ -132,6 +132,9 @@ class ProtectedTransport final : public Transport {
   size_t tx_in_flight_bytes() const noexcept override {
     return inner_->tx_in_flight_bytes() + pending_bytes_;
   }
+  size_t tx_unsent_bytes() const noexcept override {
+    return inner_->tx_unsent_bytes() + pending_bytes_;
+  }
   int wait_fd() const noexcept override { return inner_->wait_fd(); }
   uint32_t wait_events(bool want_rx, bool want_tx) const noexcept override {
     return inner_->wait_events(want_rx, want_tx || pending_count_ > 0);

@@ -51,6 +51,7 @@ class ReliableLink final : public ReliableTransport {
   LinkState state() const noexcept override;
   const Status& error() const noexcept override { return error_; }
   size_t tx_in_flight_bytes() const noexcept override;
+  size_t tx_unsent_bytes() const noexcept override { return tx_unsent_; }
   int wait_fd() const noexcept override { return port_->wait_fd(); }
   uint32_t wait_events(bool want_rx, bool want_tx) const noexcept override;
   void set_buffer_hint(size_t bytes) noexcept override { buffer_hint_ = bytes; }
@@ -286,6 +287,7 @@ class ReliableLink final : public ReliableTransport {
   // Scratch, sized at create.
   std::vector<uint8_t> rx_buf_;
   DatagramIn rx_in_[kBurst];
+  DatagramView rx_views_[kBurst];  // when the port lends its datagrams (lends_rx)
   uint8_t tx_hdr_[kBurst][wire::kDataHeaderSize];
   DatagramOut tx_out_[kBurst];
   TxItem tx_items_[kBurst];

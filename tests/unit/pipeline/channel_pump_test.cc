@@ -313,6 +313,7 @@ class LinkHintRecorder final : public Transport {
   LinkState state() const noexcept override { return in_.state(); }
   const Status& error() const noexcept override { return in_.error(); }
   size_t tx_in_flight_bytes() const noexcept override { return in_.tx_in_flight_bytes(); }
+  size_t tx_unsent_bytes() const noexcept override { return in_.tx_unsent_bytes(); }
   int wait_fd() const noexcept override { return in_.wait_fd(); }
   uint32_t wait_events(bool rx, bool tx) const noexcept override { return in_.wait_events(rx, tx); }
   void set_buffer_hint(size_t bytes) noexcept override {
@@ -392,6 +393,68 @@ void small_socket_buffers(LinkPair& link) {
                                 std::pair{link.send_side->wait_fd(), SO_SNDBUF}}) {
     ASSERT_EQ(::setsockopt(fd, SOL_SOCKET, opt, &small, sizeof small), 0);
   }
+}
+
+// A link that sends every frame it takes at once and never hears an ack: what it holds is all
+// in flight, none of it unsent (a long, fast path whose acks are a round trip away).
+class NeverAckedLink final : public Transport {
+ public:
+  NeverAckedLink()
+      : pool_(std::move(FramePool::create({64, kFrameHeaderSize + kMaxPayload}).value())) {}
+  const char* kind() const noexcept override { return "never-acked"; }
+  TransportCaps caps() const noexcept override {
+    return {kFrameHeaderSize + kMaxPayload, 32, true, true, false, false, "never"};
+  }
+  FramePool& pool() noexcept override { return *pool_; }
+  size_t tx_burst(std::span<FrameBuf* const> frames) noexcept override {
+    for (FrameBuf* f : frames) in_flight_ += f->len;
+    return frames.size();
+  }
+  size_t reap_tx(std::span<FrameBuf*>) noexcept override { return 0; }
+  size_t rx_burst(std::span<FrameBuf*>) noexcept override { return 0; }
+  void close_tx() noexcept override {}
+  LinkState state() const noexcept override { return LinkState::kOpen; }
+  const Status& error() const noexcept override { return ok_; }
+  size_t tx_in_flight_bytes() const noexcept override { return in_flight_.load(); }
+  size_t tx_unsent_bytes() const noexcept override { return 0; }
+  int wait_fd() const noexcept override { return -1; }
+  uint32_t wait_events(bool, bool) const noexcept override { return 0; }
+
+ private:
+  std::unique_ptr<FramePool> pool_;
+  std::atomic<size_t> in_flight_{0};  // read by the test's thread
+  Status ok_;
+};
+
+TEST(SenderPump, BytesInFlightDoNotStopReadingQemu) {
+  // QEMU's stream waits in its socket only while ferry holds max_pending unsent: bytes already
+  // on the way (a window's worth on a long fast path) must not hold it back, or the link runs
+  // at max_pending per round trip. Before, with them counted, this pump stopped at 256 KiB.
+  NeverAckedLink link;
+  SocketPair src;
+  int abort_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  PumpOptions opt;
+  opt.abort_fd = abort_fd;
+  ChannelPump sender(PumpRole::kSender, {src.qemu, src.qemu}, link, opt);
+  Status sst;
+  std::thread ts([&] { sst = sender.run(); });
+  const size_t total = 16 * opt.max_pending;
+  const auto stream = random_bytes(total, 9);
+  std::thread source([&] { EXPECT_TRUE(write_all(src.test, stream.data(), stream.size())); });
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (sender.counters().bytes_from_qemu.load() < total &&
+         std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::sleep_for(
+        std::chrono::milliseconds(1));  // polling a counter, not waiting in place of a signal
+  }
+  EXPECT_EQ(sender.counters().bytes_from_qemu.load(), total);
+  EXPECT_GT(link.tx_in_flight_bytes(), total);  // every byte handed on, none acked
+  const uint64_t one = 1;
+  (void)!::write(abort_fd, &one, sizeof one);
+  ::shutdown(src.test, SHUT_RDWR);
+  source.join();
+  ts.join();
+  ::close(abort_fd);
 }
 
 TEST(SenderPump, PostCopyHoldsTheKernelsUnsentQueueShort) {
