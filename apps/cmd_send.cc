@@ -122,6 +122,7 @@ void send_usage(FILE* out) {
       "                         migration fails (in post-copy: ferry migrate --recover-uri)\n"
       "  --stats-json FILE      write the final counters: bytes from/to QEMU, bytes on the\n"
       "                         link, pages by class, return-path messages, channels, duration\n"
+      "                         and how much of it went to setting up the first link\n"
       "  --quiet                no progress line (it is shown only on a terminal anyway)\n"
       "  --vm NAME              the VM's name, sent in the handshake: a `ferry recv --serve\n"
       "                         --qemu-dir DIR` feeds the destination QEMU at DIR/NAME.sock\n"

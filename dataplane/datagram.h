@@ -31,6 +31,12 @@ struct DatagramIn {
   size_t len = 0;
 };
 
+// A received datagram where the port keeps it (recv_views).
+struct DatagramView {
+  const uint8_t* data = nullptr;
+  size_t len = 0;
+};
+
 class DatagramPort {
  public:
   virtual ~DatagramPort() = default;
@@ -45,6 +51,12 @@ class DatagramPort {
   // Receives up to in.size() datagrams into the given buffers (each at least max_datagram()
   // bytes); returns the count and sets each len. A datagram larger than its buffer is dropped.
   virtual size_t recv_burst(std::span<DatagramIn> in) noexcept = 0;
+  // Receiving without the copy, for ports whose datagrams already sit in memory of their own
+  // (DPDK's mbufs): when lends_rx(), recv_views returns up to out.size() datagrams in place,
+  // valid until release_views(), which the caller makes before any other receive.
+  virtual bool lends_rx() const noexcept { return false; }
+  virtual size_t recv_views(std::span<DatagramView> /*out*/) noexcept { return 0; }
+  virtual void release_views() noexcept {}
 
   // Fault injection and delayed delivery need timers; plain ports have none.
   virtual size_t progress(TimePoint /*now*/) noexcept { return 0; }

@@ -142,6 +142,7 @@ void ChannelSet::start_channel(uint16_t index, QemuEnd qemu, bool own_fds,
   Channel* c = ch.get();
   int wake = wake_fd_;
   std::lock_guard lk(mu_);
+  if (channels_.empty()) first_link_up_ = std::chrono::steady_clock::now();
   ch->thread = std::thread([c, wake] {
     c->result = c->pump->run();
     // Close QEMU's end right away: on failure QEMU must see it now, not at process exit.
@@ -292,6 +293,12 @@ double ChannelSet::seconds() const {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
 }
 
+// Before the first link is up there is no setup time to tell (null): nothing was sent.
+json::Value ChannelSet::link_setup_s() const {
+  if (channels_.empty()) return json::Value();
+  return json::rounded(std::chrono::duration<double>(first_link_up_ - t0_).count(), 6);
+}
+
 namespace {
 
 json::Value page_classes(const uint64_t p[4]) {
@@ -334,6 +341,7 @@ json::Value ChannelSet::stats_json(const std::string& outcome, const std::string
   Value doc = Value::object({{"side", role_ == PumpRole::kSender ? "send" : "recv"},
                              {"outcome", outcome},
                              {"duration_s", json::rounded(seconds(), 6)},
+                             {"link_setup_s", link_setup_s()},
                              {"channels", channels_.size()},
                              {"bytes_from_qemu", t[0]},
                              {"bytes_to_qemu", t[1]},

@@ -108,6 +108,8 @@ class ChannelSet {
   double seconds() const;
 
  private:
+  // Seconds from the set's creation until its first link was up; caller holds mu_.
+  json::Value link_setup_s() const;
   struct Channel;
   // The one way a channel starts: codec owns the page codec (either side), encoder is the same
   // object typed when this side encodes.
@@ -137,6 +139,8 @@ class ChannelSet {
   std::string first_error_;
   PageRequestTracker requests_;
   std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
+  // When the first channel started: its link was up (EAL, ARP, handshakes done).
+  std::chrono::steady_clock::time_point first_link_up_;
 };
 
 }  // namespace ferry::pipeline

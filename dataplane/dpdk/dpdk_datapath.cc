@@ -2,6 +2,7 @@
 // demux (ARP, then UDP to a flow's ring or a listener), building datagrams into mbufs, and
 // the DatagramPort over one flow.
 #include <rte_ethdev.h>
+#include <rte_lcore.h>
 #include <rte_mbuf.h>
 #include <rte_ring.h>
 #include <sys/socket.h>
@@ -33,11 +34,29 @@ void signal(int fd) {
   (void)r;  // a full counter still reads as readable
 }
 
+// A mempool keeps a cache of free mbufs per lcore, and ferry's threads are not EAL lcores:
+// without one every get and put went to the pool's ring, which hands out the mbuf freed
+// longest ago, so every datagram was built in (or received into) memory the CPU's caches had
+// long dropped. Registered, the thread has an lcore id and so a cache, until it exits.
+void use_mbuf_cache() noexcept {
+  struct Registration {
+    bool registered = false;
+    Registration() {
+      if (rte_lcore_id() == LCORE_ID_ANY) registered = rte_thread_register() == 0;
+    }
+    ~Registration() {
+      if (registered) rte_thread_unregister();
+    }
+  };
+  thread_local Registration registration;
+}
+
 }  // namespace
 
 size_t Device::poll_rx(const Flow* self) noexcept {
   std::unique_lock lk(rx_mu_, std::try_to_lock);
   if (!lk.owns_lock()) return 0;  // another thread is draining the port right now
+  use_mbuf_cache();
   if (rx_intr_fd_ >= 0 && rx_intr_clears_) {
     // Clear the interrupt before draining: a datagram that lands after the drain sets it
     // again. (memif's is an eventfd; other PMDs' fds read the same way or not at all.)
@@ -180,6 +199,7 @@ bool Device::flush_tx() noexcept {
 }
 
 size_t Device::send(Flow& flow, std::span<const DatagramOut> out) noexcept {
+  use_mbuf_cache();
   const uint16_t want = static_cast<uint16_t>(std::min<size_t>(out.size(), kBurst));
   rte_mbuf* m[kBurst];
   if (want == 0 || rte_pktmbuf_alloc_bulk(pool_, m, want) != 0) {
@@ -231,7 +251,10 @@ size_t Device::send(Flow& flow, std::span<const DatagramOut> out) noexcept {
 DpdkPort::DpdkPort(Device& device, std::shared_ptr<Flow> flow)
     : device_(device), flow_(std::move(flow)) {}
 
-DpdkPort::~DpdkPort() { device_.close_flow(*flow_); }
+DpdkPort::~DpdkPort() {
+  release_views();
+  device_.close_flow(*flow_);
+}
 
 size_t DpdkPort::send_burst(std::span<const DatagramOut> out) noexcept {
   const size_t n = device_.send(*flow_, out);
@@ -239,7 +262,10 @@ size_t DpdkPort::send_burst(std::span<const DatagramOut> out) noexcept {
   return n;
 }
 
-size_t DpdkPort::recv_burst(std::span<DatagramIn> in) noexcept {
+// The demux made every mbuf one contiguous segment trimmed to the datagram (dispatch), so
+// both ways of receiving read it at rte_pktmbuf_mtod.
+size_t DpdkPort::take(size_t max) noexcept {
+  release_views();
   // Clear the wake-up before looking at the ring, so a datagram queued after the look
   // signals again: the eventfd first, then the flag. In the other order a signal written
   // between the two would be read away with the flag left set, and no later datagram would
@@ -251,28 +277,41 @@ size_t DpdkPort::recv_burst(std::span<DatagramIn> in) noexcept {
     flow_->signaled.store(false, std::memory_order_release);
   }
   device_.poll_rx(flow_.get());
-  rte_mbuf* m[kBurst];
-  const unsigned n = rte_ring_sc_dequeue_burst(
-      flow_->ring, reinterpret_cast<void**>(m),
-      static_cast<unsigned>(std::min<size_t>(in.size(), kBurst)), nullptr);
+  use_mbuf_cache();  // the mbufs go back to this thread's cache
+  lent_n_ = rte_ring_sc_dequeue_burst(flow_->ring, reinterpret_cast<void**>(lent_),
+                                      static_cast<unsigned>(std::min(max, kBurst)), nullptr);
+  return lent_n_;
+}
+
+size_t DpdkPort::recv_burst(std::span<DatagramIn> in) noexcept {
+  const size_t n = take(in.size());
   size_t k = 0;
-  for (unsigned i = 0; i < n; ++i) {
-    const uint32_t len = rte_pktmbuf_pkt_len(m[i]);
+  for (size_t i = 0; i < n; ++i) {
+    const uint32_t len = rte_pktmbuf_pkt_len(lent_[i]);
     DatagramIn& d = in[k];
     if (len > d.cap) {
       ++rx_truncated_;
       continue;
     }
-    if (rte_pktmbuf_is_contiguous(m[i])) {
-      std::memcpy(d.buf, rte_pktmbuf_mtod(m[i], const uint8_t*), len);
-    } else {
-      rte_pktmbuf_read(m[i], 0, len, d.buf);
-    }
+    std::memcpy(d.buf, rte_pktmbuf_mtod(lent_[i], const uint8_t*), len);
     d.len = len;
     ++k;
   }
-  if (n) rte_pktmbuf_free_bulk(m, n);
+  release_views();
   return k;
+}
+
+size_t DpdkPort::recv_views(std::span<DatagramView> out) noexcept {
+  const size_t n = take(out.size());
+  for (size_t i = 0; i < n; ++i) {
+    out[i] = {rte_pktmbuf_mtod(lent_[i], const uint8_t*), rte_pktmbuf_pkt_len(lent_[i])};
+  }
+  return n;
+}
+
+void DpdkPort::release_views() noexcept {
+  if (lent_n_) rte_pktmbuf_free_bulk(lent_, static_cast<unsigned>(lent_n_));
+  lent_n_ = 0;
 }
 
 size_t DpdkPort::progress(TimePoint now) noexcept {

@@ -560,8 +560,10 @@ Result<Mac> Device::resolve(uint32_t peer_ip, int timeout_ms) {
                                             "link up?)");
     }
     if (now >= next_request) {
-      send_arp(ArpOp::kRequest, kBroadcastMac, Mac{}, peer_ip);
-      next_request = now + std::chrono::milliseconds(200);
+      // A port whose link is not up yet (memif until its peer connects) takes nothing: ask
+      // again as soon as it does, not a whole retry interval later.
+      const bool sent = send_arp(ArpOp::kRequest, kBroadcastMac, Mac{}, peer_ip);
+      next_request = now + (sent ? std::chrono::milliseconds(200) : std::chrono::milliseconds(1));
     }
     poll_rx(nullptr);
     std::this_thread::sleep_for(std::chrono::microseconds(500));

@@ -44,10 +44,14 @@ Result<Address> parse_address(const std::string& text) {
 // reliable/'s defaults, but a retransmit timeout of at least 20 ms: a dpdk link's datagrams
 // pass a thread hop (the demux) and its RTT on a veth or memif is tens of microseconds, so the
 // 5 ms floor fired on every scheduling stall of a loaded host (spurious resends, each a lossy
-// round for the rate estimate). Real losses are found by RACK well before the timeout.
-reliable::ReliableOptions link_options(const TransportSettings& settings) {
+// round for the rate estimate). Real losses are found by RACK well before the timeout. The
+// packet window fits the flow's ring: a receiver slower than the link (over memif the sink,
+// not the path, sets the pace) then holds the sender back instead of overflowing the ring,
+// every datagram of which would be sent again.
+reliable::ReliableOptions link_options(const TransportSettings& settings, const Device& device) {
   reliable::ReliableOptions o;
   o.min_rto = std::chrono::milliseconds(20);
+  o.pkt_window = device.flow_window();
   o.liveness_timeout = settings.link_timeout;
   return o;
 }
@@ -78,6 +82,7 @@ class DpdkLink final : public Transport {
   LinkState state() const noexcept override { return inner_->state(); }
   const Status& error() const noexcept override { return inner_->error(); }
   size_t tx_in_flight_bytes() const noexcept override { return inner_->tx_in_flight_bytes(); }
+  size_t tx_unsent_bytes() const noexcept override { return inner_->tx_unsent_bytes(); }
   int wait_fd() const noexcept override { return inner_->wait_fd(); }
   uint32_t wait_events(bool want_rx, bool want_tx) const noexcept override {
     return inner_->wait_events(want_rx, want_tx);
@@ -105,7 +110,8 @@ Result<std::unique_ptr<Transport>> make_link(Device& device, std::shared_ptr<Flo
                                              std::span<const uint8_t> first,
                                              const TransportSettings& settings) {
   auto port = std::make_unique<DpdkPort>(device, std::move(flow));
-  auto link = ReliableTransport::create(std::move(port), link_options(settings), role, first);
+  auto link =
+      ReliableTransport::create(std::move(port), link_options(settings, device), role, first);
   if (!link) return link.status();
   return std::unique_ptr<Transport>(new DpdkLink(std::move(*link), device));
 }
@@ -192,7 +198,8 @@ Result<std::unique_ptr<Transport>> connect(const std::string& address, int timeo
   auto flow = (*device)->open_flow(a->ip, a->port, *mac);
   if (!flow) return flow.status();
   auto port = std::make_unique<DpdkPort>(**device, std::move(*flow));
-  auto link = ReliableTransport::create(std::move(port), link_options(settings), Role::kClient);
+  auto link =
+      ReliableTransport::create(std::move(port), link_options(settings, **device), Role::kClient);
   if (!link) return link.status();
   Status st = reliable::wait_established(**link, ms_left(deadline));
   if (!st) {

@@ -36,16 +36,19 @@ Result<LoopbackDatagramPair> make_loopback_datagram_pair(const LoopbackDatagramO
   auto ab = std::make_shared<internal::Lane>(options.slots, options.max_datagram);
   auto ba = std::make_shared<internal::Lane>(options.slots, options.max_datagram);
   LoopbackDatagramPair pair;
-  pair.a = std::make_unique<LoopbackDatagramPort>(ab, ba, options.max_datagram);
-  pair.b = std::make_unique<LoopbackDatagramPort>(ba, ab, options.max_datagram);
+  pair.a = std::make_unique<LoopbackDatagramPort>(ab, ba, options.max_datagram, options.lend_rx);
+  pair.b = std::make_unique<LoopbackDatagramPort>(ba, ab, options.max_datagram, options.lend_rx);
   return pair;
 }
 
 LoopbackDatagramPort::LoopbackDatagramPort(std::shared_ptr<internal::Lane> tx,
-                                           std::shared_ptr<internal::Lane> rx, size_t max_datagram)
-    : tx_(std::move(tx)), rx_(std::move(rx)), max_datagram_(max_datagram) {}
+                                           std::shared_ptr<internal::Lane> rx, size_t max_datagram,
+                                           bool lend_rx)
+    : tx_(std::move(tx)), rx_(std::move(rx)), max_datagram_(max_datagram), lend_rx_(lend_rx) {
+  lent_.reserve(256);  // more than any burst asks for: receiving never allocates
+}
 
-LoopbackDatagramPort::~LoopbackDatagramPort() = default;
+LoopbackDatagramPort::~LoopbackDatagramPort() { release_views(); }
 
 size_t LoopbackDatagramPort::send_burst(std::span<const DatagramOut> out) noexcept {
   for (const DatagramOut& d : out) {
@@ -76,6 +79,22 @@ size_t LoopbackDatagramPort::recv_burst(std::span<DatagramIn> in) noexcept {
     rx_->free.try_push(slot);
   }
   return n;
+}
+
+size_t LoopbackDatagramPort::recv_views(std::span<DatagramView> out) noexcept {
+  release_views();
+  uint32_t slot;
+  while (lent_.size() < out.size() && rx_->ready.try_pop(slot)) {
+    out[lent_.size()] = {rx_->slab.data() + size_t{slot} * rx_->slot_bytes, rx_->lens[slot]};
+    lent_.push_back(slot);
+  }
+  views_lent_ += lent_.size();
+  return lent_.size();
+}
+
+void LoopbackDatagramPort::release_views() noexcept {
+  for (uint32_t slot : lent_) rx_->free.try_push(slot);
+  lent_.clear();
 }
 
 }  // namespace ferry::dataplane::loopback

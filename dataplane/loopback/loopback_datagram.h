@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "common/status.h"
 #include "dataplane/datagram.h"
@@ -17,6 +18,7 @@ namespace ferry::dataplane::loopback {
 struct LoopbackDatagramOptions {
   size_t max_datagram = 1472;  // what an Ethernet MTU of 1500 leaves for a UDP payload
   size_t slots = 1024;         // datagrams queued per direction before drops
+  bool lend_rx = false;        // receive in place (recv_views), as DPDK's ports do
 };
 
 class LoopbackDatagramPort;
@@ -36,7 +38,7 @@ struct Lane;
 class LoopbackDatagramPort final : public DatagramPort {
  public:
   LoopbackDatagramPort(std::shared_ptr<internal::Lane> tx, std::shared_ptr<internal::Lane> rx,
-                       size_t max_datagram);
+                       size_t max_datagram, bool lend_rx = false);
   ~LoopbackDatagramPort() override;
 
   const char* kind() const noexcept override { return "loopback"; }
@@ -45,6 +47,9 @@ class LoopbackDatagramPort final : public DatagramPort {
   // and counted.
   size_t send_burst(std::span<const DatagramOut> out) noexcept override;
   size_t recv_burst(std::span<DatagramIn> in) noexcept override;
+  bool lends_rx() const noexcept override { return lend_rx_; }
+  size_t recv_views(std::span<DatagramView> out) noexcept override;
+  void release_views() noexcept override;
   int wait_fd() const noexcept override { return -1; }
   uint32_t wait_events(bool, bool) const noexcept override { return 0; }
   bool failed() const noexcept override { return false; }
@@ -52,12 +57,17 @@ class LoopbackDatagramPort final : public DatagramPort {
 
   // Datagrams this port dropped on send.
   uint64_t full_drops() const noexcept { return full_drops_; }
+  // Datagrams received in place (recv_views).
+  uint64_t views_lent() const noexcept { return views_lent_; }
 
  private:
   std::shared_ptr<internal::Lane> tx_;
   std::shared_ptr<internal::Lane> rx_;
   size_t max_datagram_;
+  bool lend_rx_;
+  std::vector<uint32_t> lent_;  // slots behind the views handed out, until release_views
   uint64_t full_drops_ = 0;
+  uint64_t views_lent_ = 0;
   Status ok_;
 };
 

@@ -53,7 +53,9 @@ the received stream must hold the same RAM as one loading the capture (page by p
 
 Output (DIR, default results/throughput): runs.csv (one row per run), summary.md (median of
 the repetitions, min-max; GB = 1e9 bytes; ratio = GB/s over the plain copy's of the same
-repetition; CPU s/GB per side). Published runs go to docs/bench/throughput/. Needs socat
+repetition; CPU s/GB per side; for ferry also GB/s once its link was up, the wall time less
+the sender's link_setup_s: a dpdk process spends ~0.3 s on the EAL first). Published runs go
+to docs/bench/throughput/. Needs socat
 (installed with apt-get when missing and root). Keep the machine otherwise idle.
 """
 import argparse
@@ -92,7 +94,8 @@ PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 
 COLUMNS = ['rep', 'order', 'binary', 'transport', 'codec', 'outcome', 'stream_bytes',
-           'link_bytes', 'wall_s', 'gbps', 'ratio_plain', 'send_cpu_s', 'recv_cpu_s',
+           'link_bytes', 'wall_s', 'gbps', 'setup_s', 'gbps_after_setup', 'ratio_plain',
+           'send_cpu_s', 'recv_cpu_s',
            'sink_cpu_s', 'send_cpu_s_per_gb', 'recv_cpu_s_per_gb', 'host_idle_pct',
            'others_cpu_s', 'loadavg1', 'started', 'note']
 
@@ -627,6 +630,10 @@ def run_ferry(binary, transport, codec, stream, wd, timeout, sink_out=None):
         with open(stats) as f:
             st = json.load(f)
         res['link_bytes'] = st.get('link_tx_bytes')
+        # The sender's set-up before its link was up (the EAL, ARP, handshakes): a cost per
+        # process, not per byte.
+        if st.get('link_setup_s') is not None:
+            res['setup_s'] = st['link_setup_s']
         if st.get('outcome') != 'completed' or st.get('bytes_from_qemu') != \
                 os.path.getsize(stream):
             res['outcome'] = 'failed'
@@ -748,9 +755,9 @@ def summarise(rows, header):
             cells.append(key)
     cells.sort(key=lambda k: (k[0] != 'plain', k[0], k[1], k[2]))
     lines = header + [
-        '| method | transport | codec | GB/s | × plain copy | send CPU s/GB | recv CPU s/GB '
-        '| link bytes / stream | runs |',
-        '|---|---|---|---|---|---|---|---|---|']
+        '| method | transport | codec | GB/s | × plain copy | GB/s after the link was up '
+        '| send CPU s/GB | recv CPU s/GB | link bytes / stream | runs |',
+        '|---|---|---|---|---|---|---|---|---|---|']
     for key in cells:
         rs = [r for r in rows if (r['binary'], r['transport'], r['codec']) == key]
         ok = [r for r in rs if r['outcome'] == 'ok']
@@ -760,14 +767,16 @@ def summarise(rows, header):
             'ferry ' + key[0]
         if not ok:
             outcome = sorted({r['outcome'] for r in rs})
-            lines.append('| %s | %s | %s | %s | | | | | 0/%d |' % (
+            lines.append('| %s | %s | %s | %s | | | | | | 0/%d |' % (
                 label, key[1], key[2], '/'.join(outcome), len(rs)))
             continue
         link = [float(r['link_bytes']) / float(r['stream_bytes']) for r in ok
                 if r['link_bytes'] not in (None, '')]
-        lines.append('| %s | %s | %s | %s | %s | %s | %s | %s | %d/%d |' % (
+        after = [r['gbps_after_setup'] for r in ok if r.get('gbps_after_setup') not in (None, '')]
+        lines.append('| %s | %s | %s | %s | %s | %s | %s | %s | %s | %d/%d |' % (
             label, key[1], key[2], med_range([r['gbps'] for r in ok], '%.2f'),
             med_range([r['ratio_plain'] for r in ok], '%.2f×') if key[0] != 'plain' else '1',
+            med_range(after, '%.2f') if after else '',
             med_range([r['send_cpu_s_per_gb'] for r in ok], '%.2f'),
             med_range([r['recv_cpu_s_per_gb'] for r in ok], '%.2f'),
             med_range(link, '%.3f'), len(ok), len(rs)))
@@ -920,6 +929,10 @@ def main():
                     row.update(r)
                     if row['outcome'] == 'ok':
                         w = row['wall_s']
+                        if row.get('setup_s') not in (None, ''):
+                            s = row['setup_s']
+                            row.update(setup_s='%.4f' % s,
+                                       gbps_after_setup='%.4f' % (size / (w - s) / GB))
                         row.update(wall_s='%.4f' % w, gbps='%.4f' % (size / w / GB),
                                    send_cpu_s='%.3f' % row['send_cpu_s'],
                                    recv_cpu_s='%.3f' % row['recv_cpu_s'],
@@ -972,7 +985,9 @@ def main():
             b.name, b.path, b.version, sha256_file(b.path)[:12]) for b in binaries) + '.',
         '',
         'GB = 1e9 bytes; GB/s = stream bytes / wall time (sender start until every process '
-        'exited); × plain copy = over the plain copy of the same repetition; median (min–max).',
+        'exited); × plain copy = over the plain copy of the same repetition; GB/s after the '
+        'link was up = stream bytes / (wall time - the sender\'s link_setup_s from its '
+        '--stats-json: EAL set-up, ARP, handshake); median (min–max).',
         '']
     if verified:
         header += ['Correctness (untimed run per binary × transport × codec):', '']

@@ -94,6 +94,11 @@ class Device {
   // Largest UDP payload that fits the port's MTU and one mbuf.
   size_t max_datagram() const { return max_datagram_; }
   const std::string& name() const { return name_; }
+  // Packets a peer may send beyond what this end acknowledged (reliable/'s packet window): half
+  // a flow's ring, so that the demux never finds it full (the rest is room for acks). A full
+  // ring drops datagrams, while a port left undrained back-pressures the sender instead
+  // (memif) or drops them in the kernel (af_packet).
+  size_t flow_window() const { return ring_size_ / 2; }
   // The rx interrupt fd, or -1 when the PMD has none (af_packet).
   int rx_intr_fd() const { return rx_intr_fd_; }
 

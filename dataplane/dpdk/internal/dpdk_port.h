@@ -22,6 +22,9 @@ class DpdkPort final : public DatagramPort {
   size_t max_datagram() const noexcept override { return device_.max_datagram(); }
   size_t send_burst(std::span<const DatagramOut> out) noexcept override;
   size_t recv_burst(std::span<DatagramIn> in) noexcept override;
+  bool lends_rx() const noexcept override { return true; }
+  size_t recv_views(std::span<DatagramView> out) noexcept override;
+  void release_views() noexcept override;
   size_t progress(TimePoint now) noexcept override;
   TimePoint next_deadline() const noexcept override;
   int wait_fd() const noexcept override { return flow_->wait_fd; }
@@ -32,6 +35,13 @@ class DpdkPort final : public DatagramPort {
   uint64_t rx_truncated() const { return rx_truncated_; }
 
  private:
+  static constexpr size_t kBurst = 32;
+  // Clears the wake-up, drains the port if no one else is, and takes up to `max` datagrams
+  // of this flow into lent_.
+  size_t take(size_t max) noexcept;
+
+  rte_mbuf* lent_[kBurst] = {};  // taken from the flow's ring, not yet freed
+  size_t lent_n_ = 0;
   Device& device_;
   std::shared_ptr<Flow> flow_;
   TimePoint now_{};
