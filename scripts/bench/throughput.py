@@ -55,8 +55,8 @@ Output (DIR, default results/throughput): runs.csv (one row per run), summary.md
 the repetitions, min-max; GB = 1e9 bytes; ratio = GB/s over the plain copy's of the same
 repetition; CPU s/GB per side; for ferry also GB/s once its link was up, the wall time less
 the sender's link_setup_s: a dpdk process spends ~0.3 s on the EAL first). Published runs go
-to docs/bench/throughput/. Needs socat
-(installed with apt-get when missing and root). Keep the machine otherwise idle.
+to docs/bench/throughput/. Needs socat (installed with apt-get when missing and root). Keep the
+machine otherwise idle.
 """
 import argparse
 import csv
