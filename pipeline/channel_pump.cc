@@ -163,16 +163,14 @@ struct ChannelPump::Impl final : FrameSink {
       cur->len += static_cast<uint32_t>(n);
     }
   }
-  size_t backlog() const override {
-    return queued_bytes + (cur ? cur->len : 0) + overflow.size() + link.tx_in_flight_bytes();
-  }
+  // What the pump itself holds for the link: queued frames, the one being filled, spill.
+  size_t in_pump() const { return queued_bytes + (cur ? cur->len : 0) + overflow.size(); }
+  size_t backlog() const override { return in_pump() + link.tx_in_flight_bytes(); }
   // Of backlog(), what has not left yet. Pre-copy reads QEMU against this: bytes sent and not
   // yet acknowledged are the path's (a window's worth on a long fast path), and counting them
   // capped a datagram link at max_pending per round trip. Post-copy keeps counting them, so
   // that little is committed ahead of the pages asked for.
-  size_t unsent() const {
-    return queued_bytes + (cur ? cur->len : 0) + overflow.size() + link.tx_unsent_bytes();
-  }
+  size_t unsent() const { return in_pump() + link.tx_unsent_bytes(); }
 
   const bool sender;
   qemu::QemuConnection qemu;

@@ -170,25 +170,24 @@ TimePoint ReliableLink::next_deadline() const noexcept {
 // ---- receive -----------------------------------------------------------------------------
 
 size_t ReliableLink::receive(int64_t now) noexcept {
+  // A port that lends its datagrams is read where it holds them (each body is then copied
+  // once, into its frame); others copy into rx_buf_ first.
+  const bool lent = port_->lends_rx();
   size_t total = 0;
-  if (port_->lends_rx()) {
-    // Each datagram is read where the port holds it: its body is copied once, into its frame.
-    for (size_t b = 0; b < kMaxRxBursts && !failed_; ++b) {
-      const size_t n = port_->recv_views(rx_views_);
-      for (size_t i = 0; i < n && !failed_; ++i) {
-        on_datagram(rx_views_[i].data, rx_views_[i].len, now);
-      }
-      port_->release_views();
-      total += n;
-      if (n < kBurst) break;
-    }
-    return total;
-  }
   for (size_t b = 0; b < kMaxRxBursts && !failed_; ++b) {
-    for (size_t i = 0; i < kBurst; ++i)
-      rx_in_[i] = {rx_buf_.data() + i * own_dgram_, own_dgram_, 0};
-    const size_t n = port_->recv_burst({rx_in_, kBurst});
-    for (size_t i = 0; i < n && !failed_; ++i) on_datagram(rx_in_[i].buf, rx_in_[i].len, now);
+    size_t n;
+    if (lent) {
+      n = port_->recv_views(rx_views_);
+    } else {
+      for (size_t i = 0; i < kBurst; ++i)
+        rx_in_[i] = {rx_buf_.data() + i * own_dgram_, own_dgram_, 0};
+      n = port_->recv_burst({rx_in_, kBurst});
+      for (size_t i = 0; i < n; ++i) rx_views_[i] = {rx_in_[i].buf, rx_in_[i].len};
+    }
+    for (size_t i = 0; i < n && !failed_; ++i) {
+      on_datagram(rx_views_[i].data, rx_views_[i].len, now);
+    }
+    if (lent) port_->release_views();
     total += n;
     if (n < kBurst) break;
   }

@@ -287,7 +287,7 @@ class ReliableLink final : public ReliableTransport {
   // Scratch, sized at create.
   std::vector<uint8_t> rx_buf_;
   DatagramIn rx_in_[kBurst];
-  DatagramView rx_views_[kBurst];  // when the port lends its datagrams (lends_rx)
+  DatagramView rx_views_[kBurst];  // what receive() reads: lent by the port, or in rx_buf_
   uint8_t tx_hdr_[kBurst][wire::kDataHeaderSize];
   DatagramOut tx_out_[kBurst];
   TxItem tx_items_[kBurst];
