@@ -35,10 +35,16 @@ push() {  # wd recv-prefix send-prefix recv-args send-args
   $2 "$ferry" recv --listen dpdk:10.77.0.102:$port --qemu unix:"$wd/sink.sock" \
     --stats-json "$wd/recv.json" --quiet --insecure --dpdk-args "$4" 2> "$wd/recv.err" &
   local recv=$!
-  for _ in $(seq 200); do  # the receiver's port is up (memif socket or af_packet socket)
-    grep -q "@$wd/memif.sock" /proc/net/unix 2>/dev/null && break
-    ls -l /proc/$recv/fd 2>/dev/null | grep -q socket && [[ $4 == *af_packet* ]] && sleep 0.5 && break
-    sleep 0.05
+  # Until the receiver's port is up: memif's listening socket, or (af_packet) a packet
+  # socket in its namespace, where nothing else opens one. The sender's ARP retries cover
+  # the rest of the receiver's set-up.
+  for _ in $(seq 200); do
+    if [[ $4 == *af_packet* ]]; then
+      (( $(ip netns exec dprobe-b cat /proc/net/packet | wc -l) > 1 )) && break
+    else
+      grep -q "@$wd/memif.sock" /proc/net/unix && break
+    fi
+    sleep 0.05  # polling the condition above
   done
   $3 "$ferry" send --stdio --peer dpdk:10.77.0.102:$port --codec none --quiet --insecure \
     --dpdk-local 10.77.0.101 --stats-json "$wd/send.json" --dpdk-args "$5" \
