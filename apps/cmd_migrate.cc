@@ -626,27 +626,30 @@ int run_migrate(int argc, char** argv) {
     return fail("source: " + r.status().message());
   }
 
-  // A first estimate of the dirty rate, for the policy's prediction during pass 1 (QEMU only
+  // Estimates of the dirty rate, for the policy's prediction during pass 1 (QEMU only
   // measures it at the end of a pass, a minute away on a slow link): calc-dirty-rate hashes a
-  // sample of guest pages twice, 1 s apart. It only reads guest memory; the migration's dirty
-  // log is untouched. It takes QEMU's most pages per GiB (1 in 16; QEMU >= 6.1): at its
-  // default of 512, a 512 MiB guest dirtying 2 % of its pages a second shows ~5 dirty samples
-  // and the estimate falls either side of the link's rate by chance. An older QEMU without
-  // calc-dirty-rate just leaves the engine QEMU's own numbers. (libvirt's dirty-rate
-  // calculation is not used: QEMU's own numbers only.)
+  // sample of guest pages twice, 1 s apart, and is asked again each time it has measured, until
+  // pass 1 ends (one 1 s window can catch a burst). It only reads guest memory; the
+  // migration's dirty log is untouched. It takes QEMU's most pages per GiB (1 in 16; QEMU >=
+  // 6.1): at its default of 512, a 512 MiB guest dirtying 2 % of its pages a second shows ~5
+  // dirty samples and the estimate falls either side of the link's rate by chance. An older
+  // QEMU without calc-dirty-rate just leaves the engine QEMU's own numbers. (libvirt's
+  // dirty-rate calculation is not used: QEMU's own numbers only.)
   constexpr int64_t kDirtyRateSamplePages = 16384;
+  Value dirty_rate_args = Value::object(
+      {{"calc-time", Value(int64_t{1})}, {"sample-pages", Value(kDirtyRateSamplePages)}});
   bool sampling = false;
   if (src) {
-    sampling = static_cast<bool>(src->execute(
-        "calc-dirty-rate", Value::object({{"calc-time", Value(int64_t{1})},
-                                          {"sample-pages", Value(kDirtyRateSamplePages)}})));
+    sampling = static_cast<bool>(src->execute("calc-dirty-rate", dirty_rate_args));
     if (!sampling) {
-      sampling = static_cast<bool>(
-          src->execute("calc-dirty-rate", Value::object({{"calc-time", Value(int64_t{1})}})));
+      dirty_rate_args = Value::object({{"calc-time", Value(int64_t{1})}});
+      sampling = static_cast<bool>(src->execute("calc-dirty-rate", dirty_rate_args));
     }
   }
-  double sampled_dirty_bytes_per_s = 0;
-  int64_t dirty_rate_sample_pages = 0;  // per GiB, as QEMU took them
+  double sampled_dirty_bytes_per_s = 0;  // the latest
+  uint64_t dirty_rate_samples = 0;
+  Value dirty_rate_series = Value::array();  // [seconds since start, bytes/s] per sample
+  int64_t dirty_rate_sample_pages = 0;       // per GiB, as QEMU took them
 
   // 3. The policy loop.
   a.limits.codec_adapts = a.send.codec == encoders::CodecLevel::kAuto;
@@ -684,13 +687,18 @@ int run_migrate(int argc, char** argv) {
       } else if ((*d)["status"].as_string() == "measured") {
         sampled_dirty_bytes_per_s = (*d)["dirty-rate"].as_double() * 1048576.0;  // MiB/s
         dirty_rate_sample_pages = (*d)["sample-pages"].as_int();
-        sampling = false;
+        ++dirty_rate_samples;
+        dirty_rate_series.push_back(Value::array({Value(now_s), Value(sampled_dirty_bytes_per_s)}));
+        const bool pass_one =
+            (q.status == "active" || q.status == "setup") && q.dirty_sync_count <= 1;
+        sampling = pass_one && static_cast<bool>(src->execute("calc-dirty-rate", dirty_rate_args));
       }
     }
     Sample s;
     s.time_s = now_s;
     s.qemu = q;
     s.qemu.sampled_dirty_bytes_per_s = sampled_dirty_bytes_per_s;
+    s.qemu.dirty_rate_samples = dirty_rate_samples;
     const SetCounters c = session->channels().counters().after(earlier);
     s.ferry.bytes_from_qemu = c.bytes_from_qemu;
     s.ferry.link_tx_bytes = c.link_tx_bytes;
@@ -914,6 +922,7 @@ int run_migrate(int argc, char** argv) {
                      {"postcopy_blocktime_ms", blocktime.known ? Value(blocktime.all_ms) : Value()},
                      {"postcopy_vcpu_blocktime_ms", blocktime.known ? blocktime.vcpu_ms : Value()},
                      {"sampled_dirty_bytes_per_s", Value(sampled_dirty_bytes_per_s)},
+                     {"sampled_dirty_series", dirty_rate_series},
                      {"dirty_rate_sample_pages", Value(dirty_rate_sample_pages)},
                      {"page_cache", cache},
                      // Pages encoded at each effort 0..6 (null without encoding): where auto went.

@@ -27,9 +27,10 @@
 // Non-convergence is predicted at a pass boundary (from the second on, once QEMU has measured
 // D) when D >= 0.9 B, or when the bytes left at the start of the last two passes did not
 // shrink by at least 5 %, or when converging at B - D would overrun the deadline. In the first
-// pass, which on a slow link can take a minute, QEMU has no D yet; a sampled estimate
-// (QEMU's calc-dirty-rate, taken by `ferry migrate` as the migration starts) stands in for
-// it once B has settled, and D_sampled >= 0.9 B predicts non-convergence too — then the switch
+// pass, which on a slow link can take a minute, QEMU has no D yet; sampled estimates
+// (QEMU's calc-dirty-rate, taken by `ferry migrate` one after another through pass 1) stand
+// in for it once B has settled, and the last two samples >= 0.9 B each predict
+// non-convergence too — then the switch
 // to post-copy comes at pass 1's end (a tenth of it left), at the latest at the start of pass 2
 // (what is left is then just pass 1's dirty set), instead of a pass or two later. A sampled
 // estimate only ever leads to post-copy, never to a stop: stopping waits for QEMU's own
@@ -67,8 +68,10 @@ struct QemuSample {
   uint64_t total_time_ms = 0;
   uint64_t downtime_ms = 0;
   uint64_t postcopy_requests = 0;
-  // Sampled dirty rate in bytes/s (QEMU calc-dirty-rate, page sampling), 0 = not measured.
+  // The latest sampled dirty rate in bytes/s (QEMU calc-dirty-rate, page sampling), 0 = not
+  // measured, and how many samples have been measured so far (each a new 1 s window).
   double sampled_dirty_bytes_per_s = 0;
+  uint64_t dirty_rate_samples = 0;
 };
 
 // ferry's own counters (cumulative).
@@ -147,6 +150,8 @@ class Engine {
   bool predicted_ = false;
   uint64_t predicted_at_pass_ = 0;
   std::string predicted_why_;  // the numbers behind the prediction, for the switch's reason
+  // The sampled dirty rates measured so far, oldest first.
+  std::vector<double> dirty_samples_;
   bool postcopy_started_ = false;
   bool stopped_ = false;
   // B of each recent sample (not smoothed), newest last, for its spread.

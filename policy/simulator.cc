@@ -50,10 +50,15 @@ SimResult simulate(const SimConfig& c, const Limits& limits) {
     s.qemu.remaining_bytes = static_cast<uint64_t>(remaining);
     s.qemu.total_bytes = static_cast<uint64_t>(c.ram_bytes);
     s.qemu.dirty_pages_per_s = dirty_rate_seen / 4096;
-    if (c.sampled_dirty_from_s >= 0 && t >= c.sampled_dirty_from_s) {
-      s.qemu.sampled_dirty_bytes_per_s = c.dirty_bytes_per_s * c.sampled_dirty_factor;
-    }
     s.qemu.dirty_sync_count = pass;
+    if (c.sampled_dirty_from_s >= 0 && t >= c.sampled_dirty_from_s - c.step_s / 2) {
+      const auto n = 1 + static_cast<uint64_t>((t - c.sampled_dirty_from_s + c.step_s / 2) /
+                                               c.sampled_dirty_every_s);
+      const bool first = n == 1 && c.sampled_dirty_first_factor >= 0;
+      s.qemu.dirty_rate_samples = n;
+      s.qemu.sampled_dirty_bytes_per_s =
+          c.dirty_bytes_per_s * (first ? c.sampled_dirty_first_factor : c.sampled_dirty_factor);
+    }
     s.ferry.bytes_from_qemu = static_cast<uint64_t>(stream);
     s.ferry.link_tx_bytes = static_cast<uint64_t>(wire);
     s.ferry.page_bytes_in = static_cast<uint64_t>(stream);

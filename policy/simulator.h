@@ -40,10 +40,14 @@ struct SimConfig {
   double qemu_bytes_per_s = 1e30;
   int start_effort = 1;  // -1: no encoding (ratio 1, no CPU)
   double device_state_bytes = 2e6;
-  // From this time on the engine also gets a sampled dirty rate (as `ferry migrate` takes
-  // with QEMU's calc-dirty-rate): the true rate x sampled_dirty_factor. < 0: never.
+  // From this time on the engine also gets sampled dirty rates (as `ferry migrate` takes
+  // with QEMU's calc-dirty-rate in pass 1), a new one every sampled_dirty_every_s: the true
+  // rate x sampled_dirty_factor, the first one x sampled_dirty_first_factor if that is set
+  // (>= 0: a sample that caught a burst). < 0: never.
   double sampled_dirty_from_s = -1;
+  double sampled_dirty_every_s = 1.2;
   double sampled_dirty_factor = 1.0;
+  double sampled_dirty_first_factor = -1;
   // Content swing: the stream rate alternates every swing_period_s between B x (1 + swing) and
   // B x (1 - swing) (zero and text pages fly, random ones crawl). QEMU sizes the last pass
   // from the rate of its latest step; the last set drains at the low end (worst case).

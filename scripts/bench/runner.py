@@ -436,8 +436,10 @@ def _run_ferry_migrate(wd, lk, fr, spec, row, cpu):
     row['effort_series'] = [[round(e['t_s'], 2), e.get('effort')] for e in events
                             if e.get('event') == 'progress']
     row['pages_per_effort'] = rep.get('pages_per_effort')
-    # The pass-1 estimate of the dirty rate the policy predicts from (QEMU's calc-dirty-rate).
+    # The pass-1 estimates of the dirty rate the policy predicts from (QEMU's calc-dirty-rate):
+    # the latest, and each as [t_s, bytes/s].
     row['sampled_dirty_bytes_per_s'] = rep.get('sampled_dirty_bytes_per_s')
+    row['sampled_dirty_series'] = rep.get('sampled_dirty_series')
     row['dirty_rate_sample_pages'] = rep.get('dirty_rate_sample_pages')
     # The source QEMU's part of the post-copy page requests (ferry send's tracker).
     row['postcopy_source'] = rep.get('postcopy_source')

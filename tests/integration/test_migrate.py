@@ -210,8 +210,12 @@ def postcopy():
         check(pc[0]['t_s'] < 120, 'post-copy only after %.0f s' % pc[0]['t_s'])
         # The pass-1 estimate came from QEMU's largest sample (1 in 16 pages), not its default
         # 512 pages per GiB, at which this guest's rate is a handful of dirty samples.
-        print('sampled dirty rate %.1f MB/s from %d pages per GiB' %
-              (rep['sampled_dirty_bytes_per_s'] / 1e6, rep['dirty_rate_sample_pages']))
+        series = rep['sampled_dirty_series']
+        print('sampled dirty rate %.1f MB/s from %d pages per GiB; samples at %s' %
+              (rep['sampled_dirty_bytes_per_s'] / 1e6, rep['dirty_rate_sample_pages'],
+               ', '.join('%.1f s: %.1f MB/s' % (t, r / 1e6) for t, r in series)))
+        check(series and series[-1][1] == rep['sampled_dirty_bytes_per_s'],
+              'the sampled series %s does not end at the rate reported' % series)
         check(rep['dirty_rate_sample_pages'] == 16384,
               'the dirty rate was sampled from %d pages per GiB, not 16384' %
               rep['dirty_rate_sample_pages'])
