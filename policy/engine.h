@@ -30,11 +30,10 @@
 // pass, which on a slow link can take a minute, QEMU has no D yet; sampled estimates
 // (QEMU's calc-dirty-rate, taken by `ferry migrate` one after another through pass 1) stand
 // in for it once B has settled, and the last two samples >= 0.9 B each predict
-// non-convergence too — then the switch
-// to post-copy comes at pass 1's end (a tenth of it left), at the latest at the start of pass 2
-// (what is left is then just pass 1's dirty set), instead of a pass or two later. A sampled
-// estimate only ever leads to post-copy, never to a stop: stopping waits for QEMU's own
-// measurement.
+// non-convergence too — then the switch to post-copy comes at pass 1's end (a tenth of it
+// left), at the latest at the start of pass 2 (what is left is then just pass 1's dirty set),
+// instead of a pass or two later. A sampled estimate only ever leads to post-copy, never to a
+// stop: stopping waits for QEMU's own measurement.
 #pragma once
 
 #include <cstdint>

@@ -1,9 +1,8 @@
 // Unit tests of policy/engine.h on the fluid simulator (policy/simulator.h): converging
 // migrations are left alone, non-converging ones switch to post-copy within two passes of the
 // prediction (at a pass's end, not on a stall of QEMU's stream; from pass 1 only when sampled
-// dirty rates agree), a starved CPU gets lighter
-// encoding, an impossible budget stops early with the reason, and the same inputs always give
-// the same decisions.
+// dirty rates agree), a starved CPU gets lighter encoding, an impossible budget stops early
+// with the reason, and the same inputs always give the same decisions.
 #include "policy/engine.h"
 
 #include <gtest/gtest.h>
